@@ -1,0 +1,117 @@
+# aha — build, test, run, bench.
+#   make            build/aha-engine (and build/aha-server once it exists)
+#   make test       install missing Debian packages, build with ASan+UBSan, run every test
+#   make run        set up, build, pretrain the tiny demo model if absent, sample from it
+#   make bench      benchmarks (figures on stdout)
+#   make CUDA=1     also compile kernels/cuda/ with nvcc
+#   make ref        regenerate the PyTorch reference fixtures in tests/ref/
+
+CC      ?= gcc
+NVCC    ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+PYTHON  := /usr/bin/python3
+ARCH    ?= -march=native
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(WARN) -fopenmp -I. -Ikernels -Iengine
+CFLAGS  ?= -O2 $(ARCH)
+LIBS    := -ldnnl -ljansson -lpcre2-8 -lutf8proc -lm -fopenmp
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# Debian packages the build and the tests need (make deps installs the missing ones).
+DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev \
+            libcriterion-dev python3 python3-torch python3-numpy nodejs npm
+
+LIB_SRCS  := $(wildcard kernels/*.c kernels/cpu/*.c) $(filter-out engine/main.c,$(wildcard engine/*.c))
+ENGINE_MAIN := engine/main.c
+TEST_SRCS := $(wildcard tests/unit/*.c) tests/ref_io.c
+
+OBJ_DIR  := build/obj
+SOBJ_DIR := build/san
+LIB_OBJS  := $(LIB_SRCS:%.c=$(OBJ_DIR)/%.o)
+SLIB_OBJS := $(LIB_SRCS:%.c=$(SOBJ_DIR)/%.o)
+STEST_OBJS := $(TEST_SRCS:%.c=$(SOBJ_DIR)/%.o)
+
+CUDA_SRCS := $(wildcard kernels/cuda/*.cu)
+CUDA_LIBS := -L/usr/local/cuda/lib64 -Wl,-rpath,/usr/local/cuda/lib64 -lcudart -lcublas
+ifeq ($(CUDA),1)
+CUDA_OBJS := $(CUDA_SRCS:%.cu=$(OBJ_DIR)/%.o)
+LIBS += $(CUDA_LIBS)
+endif
+
+.PHONY: all deps test unit-test cuda-check run bench ref clean
+all: build/aha-engine build/aha-engine-san
+
+build/aha-engine: $(LIB_OBJS) $(OBJ_DIR)/$(ENGINE_MAIN:.c=.o) $(CUDA_OBJS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
+
+# The engine with sanitizers, used by the CLI-level tests.
+build/aha-engine-san: $(SLIB_OBJS) $(SOBJ_DIR)/$(ENGINE_MAIN:.c=.o)
+	$(CC) -O1 $(ARCH) $(SAN) $^ -o $@ $(LIBS)
+
+build/unit-tests: $(SLIB_OBJS) $(STEST_OBJS)
+	$(CC) -O1 $(ARCH) $(SAN) $^ -o $@ $(LIBS) -lcriterion
+
+$(OBJ_DIR)/%.o: %.c $(wildcard */*.h */*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -MMD -c $< -o $@
+
+$(SOBJ_DIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 $(ARCH) $(SAN) -MMD -c $< -o $@
+
+$(OBJ_DIR)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -I. -Ikernels -c $< -o $@
+
+-include $(wildcard build/*/*.d build/*/*/*.d build/*/*/*/*.d)
+
+# Install missing Debian packages (as root), or say exactly what to run.
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:"; echo "  sudo apt-get install -y $$missing"; exit 1; \
+	  fi; \
+	fi
+
+unit-test: build/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 ./build/unit-tests --jobs 1
+
+# Compiles and links the CUDA backend whenever nvcc exists, so it never rots
+# on machines without a GPU (it cannot run here; tests/gpu/ runs it).
+cuda-check:
+	@if [ -n "$(NVCC)" ]; then \
+	  $(MAKE) --no-print-directory $(CUDA_SRCS:%.cu=$(OBJ_DIR)/%.o) && \
+	  printf '#include "backend.h"\nint main(void){return backend_cuda()==0;}\n' > build/cuda_link_check.c && \
+	  $(CC) -Ikernels build/cuda_link_check.c $(CUDA_SRCS:%.cu=$(OBJ_DIR)/%.o) -o build/cuda-link-check $(CUDA_LIBS) -lstdc++ && \
+	  echo "cuda-check: kernels/cuda compiled and linked with $(NVCC)"; \
+	else echo "cuda-check: nvcc not found, skipped"; fi
+
+test: deps
+	$(MAKE) build/aha-engine build/aha-engine-san build/unit-tests cuda-check
+	ASAN_OPTIONS=detect_leaks=1 ./build/unit-tests --jobs 1
+	@for t in tests/cli/*.sh; do [ -f "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
+
+var/models/tiny-base/model.safetensors: | build/aha-engine
+	@mkdir -p var/data var/models
+	./build/aha-engine datagen arithmetic --n 20000 --seed 1 --format text --out var/data/arith-text.jsonl
+	./build/aha-engine pretrain --config tiny --data var/data/arith-text.jsonl --steps 300 --out var/models/tiny-base
+
+run: deps
+	$(MAKE) build/aha-engine
+	$(MAKE) var/models/tiny-base/model.safetensors
+	./build/aha-engine sample --model var/models/tiny-base --prompt "What is 12 + 7?" --max-tokens 64 --temperature 0.7 --seed 1
+
+bench: deps
+	$(MAKE) build/aha-engine
+	./build/aha-engine bench matmul
+	bash bench/train.sh build/aha-engine
+
+ref:
+	$(PYTHON) tests/ref/gen_ops.py
+	$(PYTHON) tests/ref/gen_model.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,442 @@
+/* engine/chat_template.c — the chat formats of chat_template.h, each a
+ * transcription of its Hugging Face Jinja template for plain messages
+ * (system/user/assistant; tool calls are not rendered), plus recognition of
+ * those templates in a model directory. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat_template.h"
+
+static const char *const NAMES[] = {
+    [CHAT_TEMPLATE_CHATML] = "chatml",
+    [CHAT_TEMPLATE_QWEN2_5] = "qwen2.5",
+    [CHAT_TEMPLATE_QWEN3] = "qwen3",
+    [CHAT_TEMPLATE_LLAMA3] = "llama3",
+    [CHAT_TEMPLATE_DEEPSEEK_R1] = "deepseek-r1",
+    [CHAT_TEMPLATE_DEEPSEEK_V3] = "deepseek-v3",
+    [CHAT_TEMPLATE_R1_ZERO] = "r1-zero",
+};
+#define N_KINDS (sizeof NAMES / sizeof NAMES[0])
+
+/* DeepSeek-R1 paper, Table 1. */
+static const char R1_ZERO_PREAMBLE[] =
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively, i.e., <think> reasoning "
+    "process here </think> <answer> answer here </answer>.";
+
+static const char QWEN2_5_SYSTEM[] =
+    "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+int chat_template_from_name(const char *name, enum chat_template_kind *kind)
+{
+    for (size_t i = 0; i < N_KINDS; i++)
+        if (!strcmp(name, NAMES[i])) {
+            *kind = (enum chat_template_kind)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *chat_template_name(enum chat_template_kind kind)
+{
+    return (size_t)kind < N_KINDS ? NAMES[kind] : "?";
+}
+
+int chat_template_recognize(const char *j, enum chat_template_kind *kind)
+{
+    if (strstr(j, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>")) {     /* <｜User｜> */
+        *kind = strstr(j, "<think>") ? CHAT_TEMPLATE_DEEPSEEK_R1 : CHAT_TEMPLATE_DEEPSEEK_V3;
+    } else if (strstr(j, "<|start_header_id|>")) {
+        *kind = CHAT_TEMPLATE_LLAMA3;
+    } else if (strstr(j, "<|im_start|>")) {
+        if (strstr(j, "reasoning_content") || strstr(j, "<think>")) *kind = CHAT_TEMPLATE_QWEN3;
+        else if (strstr(j, QWEN2_5_SYSTEM)) *kind = CHAT_TEMPLATE_QWEN2_5;
+        else *kind = CHAT_TEMPLATE_CHATML;
+    } else if (strstr(j, "A conversation between User and Assistant")) {
+        *kind = CHAT_TEMPLATE_R1_ZERO;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- detection ---- */
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        size_t r = fread(b + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+        if (cap - n < 2) {
+            char *nb = realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (b) b[n] = 0;
+    return b;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* A "chat_template" member: a string, or a list of {"name","template"} of
+ * which "default" is used. */
+static const char *template_member(const json_t *root)
+{
+    const json_t *t = json_object_get(root, "chat_template");
+    if (json_is_string(t)) return json_string_value(t);
+    if (json_is_array(t)) {
+        for (size_t i = 0; i < json_array_size(t); i++) {
+            const json_t *e = json_array_get(t, i);
+            if (json_is_string(json_object_get(e, "name")) &&
+                !strcmp(json_string_value(json_object_get(e, "name")), "default") &&
+                json_is_string(json_object_get(e, "template")))
+                return json_string_value(json_object_get(e, "template"));
+        }
+    }
+    return NULL;
+}
+
+int chat_template_detect(const char *dir, enum chat_template_kind *kind, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/chat_template.name", dir);
+    char *s = read_file(path);
+    if (s) {
+        size_t n = strlen(s);
+        while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) s[--n] = 0;
+        int rc = chat_template_from_name(s, kind);
+        if (rc) fail(err, errlen, "%s: unknown template name \"%.100s\"", path, s);
+        free(s);
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    s = read_file(path);
+    if (s) {
+        int rc = chat_template_recognize(s, kind);
+        free(s);
+        if (rc)
+            return fail(err, errlen, "%s: not a chat template aha implements "
+                        "(put a name in %s/chat_template.name)", path, dir);
+        return 0;
+    }
+    const char *files[] = {"tokenizer_config.json", "chat_template.json"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        fclose(f);
+        json_error_t je;
+        /* tokenizer_config.json may hold integers beyond 64 bits (Llama 3's
+         * model_max_length). */
+        json_t *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
+        if (!root)
+            return fail(err, errlen, "%s: line %d column %d: %s", path, je.line, je.column, je.text);
+        const char *t = template_member(root);
+        int rc = 0;
+        if (t && chat_template_recognize(t, kind))
+            rc = fail(err, errlen, "%s: chat_template: not a chat template aha implements "
+                      "(put a name in %s/chat_template.name)", path, dir);
+        json_decref(root);
+        if (t || rc) return rc;
+    }
+    *kind = CHAT_TEMPLATE_R1_ZERO;
+    return 0;
+}
+
+/* ---- rendering ---- */
+
+struct buf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Python str.strip() (ASCII whitespace: what Jinja's trim sees in practice). */
+static void put_trimmed(struct buf *b, const char *s)
+{
+    size_t n = strlen(s), a = 0;
+    while (a < n && is_ws(s[a])) a++;
+    while (n > a && is_ws(s[n - 1])) n--;
+    put(b, s + a, n - a);
+}
+
+/* s with the characters c stripped from the start (lstrip), end (rstrip). */
+static void strip_char(const char **s, size_t *n, char c, bool left, bool right)
+{
+    while (left && *n && **s == c) {
+        (*s)++;
+        (*n)--;
+    }
+    while (right && *n && (*s)[*n - 1] == c) (*n)--;
+}
+
+/* Last occurrence of needle in s[0..n), or NULL. */
+static const char *last_strstr(const char *s, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    for (size_t i = n >= k ? n - k + 1 : 0; i-- > 0;)
+        if (!memcmp(s + i, needle, k)) return s + i;
+    return NULL;
+}
+
+static bool role_is(const struct chat_msg *m, const char *r)
+{
+    return !strcmp(m->role, r);
+}
+
+static char *bad_role(const struct chat_msg *msgs, size_t i, enum chat_template_kind kind,
+                      struct buf *b, char *err, size_t errlen)
+{
+    free(b->p);
+    fail(err, errlen, "messages[%zu].role: \"%s\" is not supported by the %s template "
+         "(system, user, assistant)", i, msgs[i].role, NAMES[kind]);
+    return NULL;
+}
+
+static void render_chatml(struct buf *b, enum chat_template_kind kind, const struct chat_msg *m,
+                          size_t n, const struct chat_opts *o)
+{
+    if (kind == CHAT_TEMPLATE_QWEN2_5 && (n == 0 || !role_is(&m[0], "system"))) {
+        puts_(b, "<|im_start|>system\n");
+        puts_(b, QWEN2_5_SYSTEM);
+        puts_(b, "<|im_end|>\n");
+    }
+    /* Qwen3: index of the last user turn; reasoning is kept only after it. */
+    size_t last_query = n ? n - 1 : 0;
+    for (size_t i = n; i-- > 0;)
+        if (role_is(&m[i], "user")) {
+            last_query = i;
+            break;
+        }
+    for (size_t i = 0; i < n; i++) {
+        if (kind != CHAT_TEMPLATE_QWEN3 || !role_is(&m[i], "assistant")) {
+            puts_(b, "<|im_start|>");
+            puts_(b, m[i].role);
+            puts_(b, "\n");
+            puts_(b, m[i].content);
+            puts_(b, "<|im_end|>\n");
+            continue;
+        }
+        /* Qwen3 assistant turn: split reasoning from content. */
+        const char *c = m[i].content, *r = "";
+        size_t cn = strlen(c), rn = 0;
+        if (m[i].reasoning) {
+            r = m[i].reasoning;
+            rn = strlen(r);
+        } else if (strstr(c, "</think>")) {
+            const char *first = strstr(c, "</think>");
+            const char *last = last_strstr(c, cn, "</think>");
+            r = c;
+            rn = (size_t)(first - c);
+            strip_char(&r, &rn, '\n', false, true);
+            const char *open = last_strstr(r, rn, "<think>");
+            if (open) {
+                rn -= (size_t)(open + 7 - r);
+                r = open + 7;
+            }
+            strip_char(&r, &rn, '\n', true, false);
+            cn -= (size_t)(last + 8 - c);
+            c = last + 8;
+            strip_char(&c, &cn, '\n', true, false);
+        }
+        puts_(b, "<|im_start|>assistant\n");
+        if (i > last_query && (i == n - 1 || rn)) {
+            strip_char(&r, &rn, '\n', true, true);
+            strip_char(&c, &cn, '\n', true, false);
+            puts_(b, "<think>\n");
+            put(b, r, rn);
+            puts_(b, "\n</think>\n\n");
+        }
+        put(b, c, cn);
+        puts_(b, "<|im_end|>\n");
+    }
+    if (o->add_generation_prompt) {
+        puts_(b, "<|im_start|>assistant\n");
+        if (o->prefill_think == 1) puts_(b, "<think>\n");
+        else if (o->prefill_think == 0 && kind == CHAT_TEMPLATE_QWEN3)
+            puts_(b, "<think>\n\n</think>\n\n");    /* enable_thinking=False */
+    }
+}
+
+char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *m, size_t n,
+                           const struct chat_opts *o, char *err, size_t errlen)
+{
+    struct buf b = {0};
+    put(&b, "", 0);
+    switch (kind) {
+    case CHAT_TEMPLATE_CHATML:
+    case CHAT_TEMPLATE_QWEN2_5:
+    case CHAT_TEMPLATE_QWEN3:
+        render_chatml(&b, kind, m, n, o);
+        break;
+    case CHAT_TEMPLATE_LLAMA3:
+        puts_(&b, "<|begin_of_text|>");
+        for (size_t i = 0; i < n; i++) {
+            puts_(&b, "<|start_header_id|>");
+            puts_(&b, m[i].role);
+            puts_(&b, "<|end_header_id|>\n\n");
+            put_trimmed(&b, m[i].content);
+            puts_(&b, "<|eot_id|>");
+        }
+        if (o->add_generation_prompt) {
+            puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+            if (o->prefill_think == 1) puts_(&b, "<think>\n");
+        }
+        break;
+    case CHAT_TEMPLATE_DEEPSEEK_R1:
+    case CHAT_TEMPLATE_DEEPSEEK_V3: {
+        puts_(&b, "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+        bool first_sp = true;
+        for (size_t i = 0; i < n; i++) {
+            if (!role_is(&m[i], "system")) continue;
+            if (!first_sp) puts_(&b, "\n\n");
+            puts_(&b, m[i].content);
+            first_sp = false;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (role_is(&m[i], "system")) continue;
+            if (role_is(&m[i], "user")) {
+                puts_(&b, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>");
+                puts_(&b, m[i].content);
+            } else if (role_is(&m[i], "assistant")) {
+                const char *c = m[i].content;
+                if (kind == CHAT_TEMPLATE_DEEPSEEK_R1) {
+                    const char *last = last_strstr(c, strlen(c), "</think>");
+                    if (last) c = last + 8;
+                }
+                puts_(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+                puts_(&b, c);
+                puts_(&b, "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+            } else {
+                return bad_role(m, i, kind, &b, err, errlen);
+            }
+        }
+        if (o->add_generation_prompt) {
+            puts_(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+            int think = o->prefill_think >= 0 ? o->prefill_think : kind == CHAT_TEMPLATE_DEEPSEEK_R1;
+            if (think) puts_(&b, "<think>\n");
+        }
+        break;
+    }
+    case CHAT_TEMPLATE_R1_ZERO: {
+        /* A system message replaces the paper's preamble. */
+        bool sys = n && role_is(&m[0], "system");
+        puts_(&b, sys ? m[0].content : R1_ZERO_PREAMBLE);
+        for (size_t i = sys; i < n; i++) {
+            if (role_is(&m[i], "user")) {
+                puts_(&b, " User: ");
+                puts_(&b, m[i].content);
+                puts_(&b, ".");
+            } else if (role_is(&m[i], "assistant")) {
+                puts_(&b, " Assistant: ");
+                puts_(&b, m[i].content);
+            } else {
+                return bad_role(m, i, kind, &b, err, errlen);
+            }
+        }
+        if (o->add_generation_prompt) {
+            puts_(&b, " Assistant:");
+            if (o->prefill_think == 1) puts_(&b, " <think>");
+        }
+        break;
+    }
+    default:
+        free(b.p);
+        fail(err, errlen, "unknown chat template %d", (int)kind);
+        return NULL;
+    }
+    if (b.oom) {
+        free(b.p);
+        fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    return b.p;
+}
+
+char *chat_template_render_json(enum chat_template_kind kind, const json_t *messages,
+                                const struct chat_opts *opts, char *err, size_t errlen)
+{
+    if (!json_is_array(messages)) {
+        fail(err, errlen, "messages: expected an array of {\"role\", \"content\"} objects");
+        return NULL;
+    }
+    size_t n = json_array_size(messages);
+    struct chat_msg *m = calloc(n ? n : 1, sizeof *m);
+    if (!m) {
+        fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(messages, i);
+        const json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
+        const json_t *rc = json_object_get(e, "reasoning_content");
+        const char *bad = !json_is_object(e) ? "" : !json_is_string(role) ? ".role"
+                        : !json_is_string(content) ? ".content"
+                        : (rc && !json_is_null(rc) && !json_is_string(rc)) ? ".reasoning_content"
+                        : NULL;
+        if (bad) {
+            fail(err, errlen, "messages[%zu]%s: expected %s", i, bad,
+                 *bad ? "a string" : "an object with \"role\" and \"content\"");
+            free(m);
+            return NULL;
+        }
+        m[i].role = json_string_value(role);
+        m[i].content = json_string_value(content);
+        m[i].reasoning = json_is_string(rc) ? json_string_value(rc) : NULL;
+    }
+    char *out = chat_template_render(kind, m, n, opts, err, errlen);
+    free(m);
+    return out;
+}

@@ -1,0 +1,31 @@
+/* engine/cli.h — the aha-engine subcommands, one function each; argv[0] is
+ * the subcommand's name. Each returns the process exit code (0 ok, 1 runtime
+ * error, 2 usage error) and prints its own errors on stderr. */
+#ifndef AHA_CLI_H
+#define AHA_CLI_H
+
+#include <stdbool.h>
+
+int cli_forward(int argc, char **argv);
+int cli_pretrain(int argc, char **argv);
+int cli_sample(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+int cli_datagen(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_detokenize(int argc, char **argv);
+int cli_chat_template(int argc, char **argv);
+
+/* Option parsing shared by the subcommands: "--name value" pairs and bare
+ * "--flag"s. cli_args_check rejects anything not in `opts` (options taking
+ * a value) or `flags` (NULL-terminated lists), printing the usage error. */
+int cli_args_check(int argc, char **argv, const char *const *opts,
+                   const char *const *flags);
+/* Value of --name, or NULL. */
+const char *cli_arg(int argc, char **argv, const char *name);
+bool cli_flag(int argc, char **argv, const char *name);
+/* Parses --name as a number into *out when present; returns 0, or -1 after
+ * printing "--name: expected ..." when malformed or outside [lo, hi]. */
+int cli_arg_int(int argc, char **argv, const char *name, long lo, long hi, long *out);
+int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi, double *out);
+
+#endif

@@ -1,0 +1,48 @@
+/* engine/main.c — aha-engine: the compute process. Dispatches to the
+ * subcommands in engine/cli_*.c; the only place that exits. */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    bool uses_backend;
+    const char *help;
+} commands[] = {
+    {"pretrain", cli_pretrain, true, "pretrain a model from scratch on JSONL {\"text\"}"},
+    {"sample", cli_sample, true, "sample a completion from a model"},
+    {"forward", cli_forward, true, "logits (and gradients) of a token sequence"},
+    {"bench", cli_bench, true, "benchmarks: matmul, train"},
+    {"datagen", cli_datagen, false, "synthetic task data: arithmetic, countdown"},
+    {"tokenize", cli_tokenize, false, "text on stdin -> JSON array of token ids"},
+    {"detokenize", cli_detokenize, false, "JSON array of ids on stdin -> text"},
+    {"chat-template", cli_chat_template, false, "render a JSON messages array with a model's template"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: aha-engine COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        if (commands[i].uses_backend)
+            fprintf(stderr, "aha-engine: backend %s: %s\n", backend_cpu()->name,
+                    backend_cpu()->describe());
+        return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "aha-engine: unknown command \"%s\"\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,273 @@
+/* engine/pretrain.c — see pretrain.h. The loop: sample B windows of T+1
+ * tokens, forward, log-probs of the next tokens, loss = -mean log p,
+ * backward with dL/dlogp = -1/(B*T), clip, AdamW. */
+#include "pretrain.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "progress.h"
+#include "rng.h"
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void pretrain_opts_default(struct pretrain_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->steps = 300;
+    o->batch = 8;
+    o->seq_len = 256;
+    o->lr = 1e-3f;
+    o->min_lr_ratio = 0.1f;
+    o->warmup_steps = -1;       /* -1: 5% of steps */
+    o->weight_decay = 0.1f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->eps = 1e-8f;
+    o->max_grad_norm = 1.0f;
+    o->checkpoint_every = 0;
+    o->log_every = 10;
+    o->seed = 1;
+}
+
+float pretrain_lr(const struct pretrain_opts *o, int step)
+{
+    int warm = o->warmup_steps >= 0 ? o->warmup_steps : o->steps / 20;
+    if (step < warm) return o->lr * (float)(step + 1) / (float)warm;
+    int span = o->steps - warm;
+    double frac = span > 1 ? (double)(step - warm) / (double)(span - 1) : 1.0;
+    double cosv = 0.5 * (1.0 + cos(M_PI * frac));
+    return (float)(o->lr * (o->min_lr_ratio + (1.0 - o->min_lr_ratio) * cosv));
+}
+
+long pretrain_load_text(const char *path, const struct tokenizer *tok,
+                        int32_t eos, int32_t **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) { errf(err, errlen, "%s: cannot open", path); return -1; }
+    size_t cap = 1 << 16, n = 0;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    char *line = NULL;
+    size_t lcap = 0;
+    long lineno = 0;
+    ssize_t len;
+    while (ids && (len = getline(&line, &lcap, f)) >= 0) {
+        lineno++;
+        if (len == 0 || strspn(line, " \t\r\n") == (size_t)len) continue;
+        json_error_t je;
+        json_t *row = json_loadb(line, (size_t)len, 0, &je);
+        if (!row || !json_is_object(row)) {
+            errf(err, errlen, "%s:%ld: %s", path, lineno,
+                 row ? "row is not a JSON object" : je.text);
+            json_decref(row);
+            goto fail;
+        }
+        json_t *text = json_object_get(row, "text");
+        if (!json_is_string(text)) {
+            errf(err, errlen, "%s:%ld: field \"text\" is %s", path, lineno,
+                 text ? "not a string" : "missing");
+            json_decref(row);
+            goto fail;
+        }
+        int32_t *t = NULL;
+        int k = tok_encode(tok, json_string_value(text), json_string_length(text), &t);
+        json_decref(row);
+        if (k < 0) { errf(err, errlen, "%s:%ld: cannot tokenize \"text\"", path, lineno); goto fail; }
+        while (n + (size_t)k + 1 > cap) {
+            cap *= 2;
+            int32_t *grown = realloc(ids, cap * sizeof *ids);
+            if (!grown) { free(t); goto oom; }
+            ids = grown;
+        }
+        memcpy(ids + n, t, (size_t)k * sizeof *ids);
+        n += (size_t)k;
+        ids[n++] = eos;
+        free(t);
+    }
+    if (!ids) goto oom;
+    free(line);
+    fclose(f);
+    *out = ids;
+    return (long)n;
+oom:
+    errf(err, errlen, "%s: out of memory", path);
+fail:
+    free(line);
+    free(ids);
+    fclose(f);
+    return -1;
+}
+
+static int load_config(const char *spec, struct model_config *cfg, char *err, size_t errlen)
+{
+    if (config_preset(cfg, spec) == 0) return 0;
+    struct stat st;
+    if (stat(spec, &st) != 0) {
+        errf(err, errlen, "--config: \"%s\" is neither a preset (tiny, small) nor a file", spec);
+        return -1;
+    }
+    return config_load(cfg, spec, err, errlen);
+}
+
+/* Writes model + tokenizer (+ optimizer state when with_optim) to dir. */
+static int save_checkpoint(const struct model *m, const char *dir, int step, bool with_optim,
+                           char *err, size_t errlen)
+{
+    char path[4096];
+    if (model_save(m, dir, ST_F32, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (tok_write_bytelevel(path, err, errlen)) return -1;
+    if (!with_optim || !m->adam_m) return 0;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (model_save_buffer(m, m->adam_m, "exp_avg.", path, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/optimizer_v.safetensors", dir);
+    if (model_save_buffer(m, m->adam_v, "exp_avg_sq.", path, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) { errf(err, errlen, "%s: cannot write", path); return -1; }
+    fprintf(f, "{\"global_step\": %d, \"adam_step\": %d}\n", step, m->adam_t);
+    return fclose(f) ? -1 : 0;
+}
+
+int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
+                 FILE *events, char *err, size_t errlen)
+{
+    struct model_config cfg;
+    if (load_config(o->config, &cfg, err, errlen)) return -1;
+    if (cfg.vocab_size < TOK_BYTELEVEL_VOCAB) {
+        errf(err, errlen, "config: vocab_size %d is smaller than the byte-level tokenizer (%d)",
+             cfg.vocab_size, TOK_BYTELEVEL_VOCAB);
+        return -1;
+    }
+    if (o->steps <= 0 || o->batch <= 0 || o->seq_len < 2 ||
+        o->seq_len > cfg.max_position_embeddings) {
+        errf(err, errlen, "steps and batch must be positive and 2 <= seq_len <= %d",
+             cfg.max_position_embeddings);
+        return -1;
+    }
+    /* The tokenizer is the one the checkpoint will carry: write it first,
+     * then load it back through the general loader. */
+    char tokpath[4096];
+    snprintf(tokpath, sizeof tokpath, "%s/aha-tokenizer-%d.json",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    if (tok_write_bytelevel(tokpath, err, errlen)) return -1;
+    struct tokenizer *tok = tok_load(tokpath, err, errlen);
+    remove(tokpath);
+    if (!tok) return -1;
+    int32_t eos = tok_token_id(tok, "<|endoftext|>");
+    int32_t *stream = NULL;
+    long n_tok = pretrain_load_text(o->data, tok, eos, &stream, err, errlen);
+    tok_free(tok);
+    if (n_tok < 0) return -1;
+    const int B = o->batch, T = o->seq_len, N = B * T;
+    if (n_tok < T + 2) {
+        errf(err, errlen, "%s: only %ld tokens, need more than seq_len + 1 (%d)", o->data, n_tok, T + 1);
+        free(stream);
+        return -1;
+    }
+
+    struct model *m = model_new(&cfg, be, err, errlen);
+    int rc = -1;
+    int32_t *tokens = malloc((size_t)N * sizeof *tokens);
+    int32_t *targets = malloc((size_t)N * sizeof *targets);
+    float *logp = NULL, *dlogp = NULL;
+    if (!m || !tokens || !targets) goto out;
+    logp = be->alloc((size_t)N * sizeof(float));
+    dlogp = be->alloc((size_t)N * sizeof(float));
+    float *hd = malloc((size_t)N * sizeof(float));
+    float *hl = malloc((size_t)N * sizeof(float));
+    if (!logp || !dlogp || !hd || !hl || model_grads_alloc(m)) {
+        free(hd); free(hl);
+        errf(err, errlen, "out of memory");
+        goto out;
+    }
+    model_init_random(m, o->seed, 0.02f);
+    for (int i = 0; i < N; i++) hd[i] = -1.0f / (float)N;
+    be->upload(dlogp, hd, (size_t)N * sizeof(float));
+    free(hd);
+
+    struct rng r;
+    rng_seed(&r, o->seed ^ 0x5eedda7aULL);
+    struct progress prog;
+    progress_init(&prog, o->steps);
+    fprintf(events, "{\"type\":\"stage\",\"stage\":\"pretrain\",\"status\":\"running\","
+            "\"tokens\":%ld,\"params\":%zu}\n", n_tok, m->n_params);
+    fflush(events);
+    double t_start = progress_now(), t_last = t_start;
+    long tok_since = 0;
+    for (int step = 0; step < o->steps; step++) {
+        for (int b = 0; b < B; b++) {
+            long off = (long)rng_below(&r, (uint64_t)(n_tok - T - 1));
+            memcpy(tokens + (size_t)b * T, stream + off, (size_t)T * sizeof *tokens);
+            memcpy(targets + (size_t)b * T, stream + off + 1, (size_t)T * sizeof *targets);
+        }
+        if (model_forward(m, tokens, NULL, B, T, err, errlen)) goto out_hl;
+        model_logprobs(m, targets, logp);
+        model_grads_zero(m);
+        model_backward(m, targets, dlogp);
+        float gnorm = model_grads_clip(m, o->max_grad_norm);
+        float lr = pretrain_lr(o, step);
+        if (model_adamw_step(m, lr, o->beta1, o->beta2, o->eps, o->weight_decay)) {
+            errf(err, errlen, "out of memory for optimizer state");
+            goto out_hl;
+        }
+        be->download(hl, logp, (size_t)N * sizeof(float));
+        double loss = 0;
+        for (int i = 0; i < N; i++) loss -= hl[i];
+        loss /= N;
+        if (!isfinite(loss)) {
+            errf(err, errlen, "step %d: loss is not finite (%g); lower the learning rate", step + 1, loss);
+            goto out_hl;
+        }
+        tok_since += N;
+        double now = progress_now();
+        char extra[128];
+        snprintf(extra, sizeof extra, "loss %.4f | lr %.2e | %.1fk tok/s", loss, lr,
+                 (double)(step + 1) * N / (now - t_start) / 1e3);
+        progress_update(&prog, step + 1, extra);
+        if ((step + 1) % o->log_every == 0 || step + 1 == o->steps) {
+            fprintf(events, "{\"type\":\"metric\",\"stage\":\"pretrain\",\"step\":%d,\"values\":"
+                    "{\"loss\":%.6f,\"learning_rate\":%.6g,\"grad_norm\":%.6g,"
+                    "\"tokens_per_second\":%.1f}}\n",
+                    step + 1, loss, lr, gnorm, (double)tok_since / (now - t_last));
+            fflush(events);
+            t_last = now;
+            tok_since = 0;
+        }
+        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) {
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
+            if (save_checkpoint(m, dir, step + 1, true, err, errlen)) goto out_hl;
+            fprintf(events, "{\"type\":\"checkpoint\",\"stage\":\"pretrain\",\"step\":%d,\"path\":\"%s\"}\n",
+                    step + 1, dir);
+            fflush(events);
+        }
+    }
+    progress_finish(&prog);
+    if (save_checkpoint(m, o->out, o->steps, false, err, errlen)) goto out_hl;
+    fprintf(events, "{\"type\":\"done\",\"stage\":\"pretrain\",\"path\":\"%s\",\"seconds\":%.1f}\n",
+            o->out, progress_now() - t_start);
+    fflush(events);
+    rc = 0;
+out_hl:
+    free(hl);
+out:
+    if (logp) be->free(logp);
+    if (dlogp) be->free(dlogp);
+    free(tokens);
+    free(targets);
+    free(stream);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,447 @@
+/* engine/tok_pretok.c — the text side of encoding: UTF-8 helpers, Unicode
+ * normalizers (utf8proc), pre-tokenizers (Split with PCRE2 regexes, Digits,
+ * ByteLevel) with Hugging Face's split behaviours, and the trie that finds
+ * added tokens. Each piece a pre-tokenizer produces goes on to the next
+ * stage and finally to BPE (tok_bpe.c); nothing here knows the vocabulary. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "tok_internal.h"
+
+/* ---- UTF-8 ---- */
+
+size_t tok_utf8_char_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0;
+    if (c < 0xE0) {
+        if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
+        return 2;
+    }
+    if (c < 0xF0) {
+        if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+        if (c == 0xE0 && s[1] < 0xA0) return 0;     /* overlong */
+        if (c == 0xED && s[1] >= 0xA0) return 0;    /* surrogate */
+        return 3;
+    }
+    if (c < 0xF5) {
+        if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
+            (s[3] & 0xC0) != 0x80) return 0;
+        if (c == 0xF0 && s[1] < 0x90) return 0;     /* overlong */
+        if (c == 0xF4 && s[1] >= 0x90) return 0;    /* > U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+int32_t tok_utf8_decode(const unsigned char *s, size_t len)
+{
+    switch (len) {
+    case 1: return s[0];
+    case 2: return ((s[0] & 0x1F) << 6) | (s[1] & 0x3F);
+    case 3: return ((s[0] & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+    default:
+        return ((s[0] & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) |
+               (s[3] & 0x3F);
+    }
+}
+
+size_t tok_utf8_invalid_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;     /* range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) need = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else return 1;
+    size_t k = 1;
+    if (k < n && k < need && s[k] >= lo && s[k] <= hi) {
+        k++;
+        while (k < n && k < need && (s[k] & 0xC0) == 0x80) k++;
+    }
+    return k;
+}
+
+bool tok_cp_is_whitespace(int32_t cp)
+{
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 ||
+           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+           cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+bool tok_cp_is_alnum(int32_t cp)
+{
+    utf8proc_category_t c = utf8proc_category(cp);
+    return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||
+           (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
+}
+
+/* GPT-2 bytes_to_unicode(): printable Latin-1 bytes stand for themselves,
+ * the other 68 bytes map to U+0100.. in byte order. */
+int tok_byte_to_cp(int b)
+{
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
+        return b;
+    int n = 0;
+    for (int i = 0; i < b; i++)
+        if (!((i >= 0x21 && i <= 0x7E) || (i >= 0xA1 && i <= 0xAC) || (i >= 0xAE && i <= 0xFF)))
+            n++;
+    return 256 + n;
+}
+
+/* ---- normalizers ---- */
+
+/* A string of code points that are all "inert" (canonical combining class 0,
+ * no decomposition under the normalizer's forms, never the second half of a
+ * canonical composition) is unchanged by NFC/NFD/NFKC/NFKD; the table covers
+ * the BMP and is built once per process. */
+static uint8_t inert_canon[0x10000 / 8], inert_compat[0x10000 / 8];
+static pthread_once_t inert_once = PTHREAD_ONCE_INIT;
+
+static void inert_build(void)
+{
+    static uint8_t second[0x10000 / 8];
+    utf8proc_int32_t buf[32];
+    utf8proc_int32_t cp;
+    for (cp = 0; cp < 0x110000; cp++) {
+        if (cp >= 0xD800 && cp < 0xE000) continue;
+        int last = 0;
+        utf8proc_ssize_t k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
+        if (k > 1)
+            for (utf8proc_ssize_t i = 1; i < k && i < 32; i++)
+                if (buf[i] < 0x10000) second[buf[i] >> 3] |= (uint8_t)(1u << (buf[i] & 7));
+    }
+    for (cp = 0; cp < 0x10000; cp++) {
+        if (second[cp >> 3] & (1u << (cp & 7))) continue;
+        if (cp >= 0xD800 && cp < 0xE000) continue;
+        const utf8proc_property_t *p = utf8proc_get_property(cp);
+        if (p->combining_class != 0) continue;
+        int last = 0;
+        utf8proc_ssize_t k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
+        if (k == 1 && buf[0] == cp) inert_canon[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        last = 0;
+        k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, &last);
+        if (k == 1 && buf[0] == cp) inert_compat[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+    }
+}
+
+void tok_norm_prepare(void)
+{
+    pthread_once(&inert_once, inert_build);
+}
+
+static bool is_inert(const unsigned char *s, size_t n, const uint8_t *table)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t cl = tok_utf8_char_len(s + i, n - i);
+        if (cl == 0 || cl == 4) return false;
+        int32_t cp = tok_utf8_decode(s + i, cl);
+        if (!(table[cp >> 3] & (1u << (cp & 7)))) return false;
+        i += cl;
+    }
+    return true;
+}
+
+int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **out,
+                  size_t *out_n)
+{
+    *out = NULL;
+    *out_n = n;
+    bool compat = false;
+    for (int i = 0; i < tok->n_norm; i++)
+        if (tok->norm[i] == TOK_NORM_NFKC || tok->norm[i] == TOK_NORM_NFKD) compat = true;
+    if (tok->n_norm == 0 || is_inert((const unsigned char *)s, n,
+                                     compat ? inert_compat : inert_canon))
+        return 0;
+    char *cur = NULL;
+    size_t cur_n = n;
+    for (int i = 0; i < tok->n_norm; i++) {
+        int opt = UTF8PROC_STABLE;
+        switch (tok->norm[i]) {
+        case TOK_NORM_NFC: opt |= UTF8PROC_COMPOSE; break;
+        case TOK_NORM_NFD: opt |= UTF8PROC_DECOMPOSE; break;
+        case TOK_NORM_NFKC: opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+        case TOK_NORM_NFKD: opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+        }
+        utf8proc_uint8_t *r = NULL;
+        utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)(cur ? cur : s),
+                                          (utf8proc_ssize_t)cur_n, &r, opt);
+        free(cur);
+        if (k < 0) {
+            free(r);
+            return -1;
+        }
+        cur = (char *)r;
+        cur_n = (size_t)k;
+    }
+    *out = cur;
+    *out_n = cur_n;
+    return 0;
+}
+
+/* ---- regexes ---- */
+
+pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, char *err,
+                              size_t errlen)
+{
+    int ec;
+    PCRE2_SIZE eo;
+    uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
+    if (literal) opt |= PCRE2_LITERAL;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, opt, &ec, &eo, NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(ec, msg, sizeof msg);
+        snprintf(err, errlen, "invalid regex at offset %zu: %s", (size_t)eo, (char *)msg);
+        return NULL;
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);   /* falls back to the interpreter */
+    return re;
+}
+
+/* ---- split behaviours ---- */
+
+/* Applies a Split behaviour to the stream of (piece, is_match) produced by a
+ * pattern, exactly as Hugging Face's NormalizedString::split folds them;
+ * empty pieces are dropped when emitted. */
+struct splitter {
+    struct tok_enc *e;
+    int next;
+    const char *base;
+    enum tok_split_behavior behavior;
+    bool invert;
+    bool pending, prev_match;
+    size_t ps, pe;
+};
+
+static int sp_emit(struct splitter *s, size_t a, size_t b)
+{
+    return b > a ? tok_pretok_run(s->e, s->next, s->base + a, b - a) : 0;
+}
+
+static int sp_piece(struct splitter *s, size_t a, size_t b, bool is_match)
+{
+    if (s->invert) is_match = !is_match;
+    int rc = 0;
+    switch (s->behavior) {
+    case TOK_SPLIT_ISOLATED:
+        return sp_emit(s, a, b);
+    case TOK_SPLIT_REMOVED:
+        return is_match ? 0 : sp_emit(s, a, b);
+    case TOK_SPLIT_MERGED_WITH_PREVIOUS:
+        if (is_match && !s->prev_match && s->pending) {
+            s->pe = b;
+        } else {
+            if (s->pending) rc = sp_emit(s, s->ps, s->pe);
+            s->ps = a;
+            s->pe = b;
+            s->pending = true;
+        }
+        s->prev_match = is_match;
+        return rc;
+    case TOK_SPLIT_CONTIGUOUS:
+        if (is_match == s->prev_match && s->pending) {
+            s->pe = b;
+        } else {
+            if (s->pending) rc = sp_emit(s, s->ps, s->pe);
+            s->ps = a;
+            s->pe = b;
+            s->pending = true;
+        }
+        s->prev_match = is_match;
+        return rc;
+    case TOK_SPLIT_MERGED_WITH_NEXT:
+        /* pending only ever holds a match waiting for the piece after it */
+        if (s->pending) {
+            if (!is_match) {
+                s->pending = false;
+                return sp_emit(s, s->ps, b);
+            }
+            rc = sp_emit(s, s->ps, s->pe);
+            s->ps = a;
+            s->pe = b;
+            return rc;
+        }
+        if (is_match) {
+            s->pending = true;
+            s->ps = a;
+            s->pe = b;
+            return 0;
+        }
+        return sp_emit(s, a, b);
+    }
+    return 0;
+}
+
+static int sp_finish(struct splitter *s)
+{
+    if (!s->pending) return 0;
+    s->pending = false;
+    return sp_emit(s, s->ps, s->pe);
+}
+
+/* Hugging Face's Pattern::find_matches for a regex, with the empty-match
+ * rules of the onig crate's find_iter (an empty match right after the
+ * previous match is skipped by advancing one character). */
+static int split_regex(struct tok_enc *e, int stage, const struct tok_pretok *pt,
+                       const char *p, size_t n)
+{
+    struct splitter s = {e, stage + 1, p, pt->behavior, pt->invert, false, false, 0, 0};
+    if (n == 0) return sp_piece(&s, 0, 0, false) || sp_finish(&s) ? -1 : 0;
+    pcre2_match_data *md = e->md;
+    size_t prev = 0, last_end = 0;
+    long last_match_end = -1;
+    while (last_end <= n) {
+        int rc = pcre2_match(pt->re, (PCRE2_SPTR)p, n, last_end, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) return -1;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t ms = ov[0], me = ov[1];
+        if (ms == me && last_match_end == (long)me) {
+            size_t cl = last_end < n ? tok_utf8_char_len((const unsigned char *)p + last_end,
+                                                          n - last_end) : 1;
+            last_end += cl ? cl : 1;
+            continue;
+        }
+        last_end = me;
+        last_match_end = (long)me;
+        if (prev != ms && sp_piece(&s, prev, ms, false)) return -1;
+        if (sp_piece(&s, ms, me, true)) return -1;
+        prev = me;
+    }
+    if (prev != n && sp_piece(&s, prev, n, false)) return -1;
+    return sp_finish(&s);
+}
+
+/* Rust's char::is_numeric: general categories Nd, Nl, No. */
+static bool cp_is_numeric(int32_t cp)
+{
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    utf8proc_category_t c = utf8proc_category(cp);
+    return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
+}
+
+static int split_digits(struct tok_enc *e, int stage, const struct tok_pretok *pt,
+                        const char *p, size_t n)
+{
+    struct splitter s = {e, stage + 1, p,
+                         pt->individual_digits ? TOK_SPLIT_ISOLATED : TOK_SPLIT_CONTIGUOUS,
+                         false, false, false, 0, 0};
+    size_t last = 0, i = 0;
+    while (i < n) {
+        size_t cl = tok_utf8_char_len((const unsigned char *)p + i, n - i);
+        if (!cl) cl = 1;
+        if (cp_is_numeric(tok_utf8_decode((const unsigned char *)p + i, cl))) {
+            if (last < i && sp_piece(&s, last, i, false)) return -1;
+            if (sp_piece(&s, i, i + cl, true)) return -1;
+            last = i + cl;
+        }
+        i += cl;
+    }
+    if (n > last && sp_piece(&s, last, n, false)) return -1;
+    return sp_finish(&s);
+}
+
+int tok_pretok_run(struct tok_enc *e, int stage, const char *p, size_t n)
+{
+    const struct tokenizer *tok = e->tok;
+    if (stage == tok->n_pre) return tok_bpe_word(e, p, n);
+    const struct tok_pretok *pt = &tok->pre[stage];
+    switch (pt->kind) {
+    case TOK_PRE_SPLIT:
+        return split_regex(e, stage, pt, p, n);
+    case TOK_PRE_DIGITS:
+        return split_digits(e, stage, pt, p, n);
+    case TOK_PRE_BYTELEVEL:
+        if (pt->add_prefix_space && (n == 0 || p[0] != ' ')) {
+            char small[256];
+            char *buf = n + 1 <= sizeof small ? small : malloc(n + 1);
+            if (!buf) return -1;
+            buf[0] = ' ';
+            memcpy(buf + 1, p, n);
+            int rc = pt->re ? split_regex(e, stage, pt, buf, n + 1)
+                            : tok_pretok_run(e, stage + 1, buf, n + 1);
+            if (buf != small) free(buf);
+            return rc;
+        }
+        return pt->re ? split_regex(e, stage, pt, p, n) : tok_pretok_run(e, stage + 1, p, n);
+    }
+    return -1;
+}
+
+/* ---- added-token trie ---- */
+
+void tok_trie_free(struct tok_trie *t)
+{
+    free(t->node);
+    memset(t, 0, sizeof *t);
+}
+
+static int32_t trie_new_node(struct tok_trie *t, uint8_t byte)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        void *nn = realloc(t->node, cap * sizeof *t->node);
+        if (!nn) return -1;
+        t->node = nn;
+        t->cap = cap;
+    }
+    t->node[t->n] = (struct tok_trie_node){-1, -1, -1, byte};
+    return (int32_t)t->n++;
+}
+
+int tok_trie_add(struct tok_trie *t, const char *s, size_t n, int32_t added)
+{
+    if (n == 0) return 0;
+    if (t->n == 0 && trie_new_node(t, 0) < 0) return -1;
+    int32_t cur = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)s[i];
+        int32_t c = t->node[cur].first_child;
+        while (c >= 0 && t->node[c].byte != b) c = t->node[c].next_sibling;
+        if (c < 0) {
+            c = trie_new_node(t, b);
+            if (c < 0) return -1;
+            t->node[c].next_sibling = t->node[cur].first_child;
+            t->node[cur].first_child = c;
+        }
+        cur = c;
+    }
+    /* A later duplicate does not replace the first one. */
+    if (t->node[cur].added < 0) t->node[cur].added = added;
+    t->first[(uint8_t)s[0] >> 3] |= (uint8_t)(1u << ((uint8_t)s[0] & 7));
+    return 0;
+}
+
+int tok_trie_match(const struct tok_trie *t, const char *s, size_t n, size_t *len)
+{
+    if (!t->n) return -1;
+    int32_t cur = 0, best = -1;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)s[i];
+        int32_t c = t->node[cur].first_child;
+        while (c >= 0 && t->node[c].byte != b) c = t->node[c].next_sibling;
+        if (c < 0) break;
+        cur = c;
+        if (t->node[cur].added >= 0) {
+            best = t->node[cur].added;
+            *len = i + 1;
+        }
+    }
+    return best;
+}

@@ -1,0 +1,167 @@
+/* kernels/backend.h — the one interface between the model and the math.
+ * Every op a Llama/Qwen2 model needs for training and inference, as a table of
+ * function pointers over flat fp32 buffers (llm.c style). The CPU backend
+ * (kernels/cpu/) is the reference; a CUDA backend fills the same table.
+ *
+ * Conventions for every op:
+ *  - Row-major, contiguous unless a stride is given. N = number of tokens
+ *    (B*T flattened), C = channels. Linear weights use the Hugging Face /
+ *    PyTorch layout (out_features, in_features): out = inp @ W^T + b.
+ *  - Backward ops ACCUMULATE (+=) into every gradient they write (dinp,
+ *    dweight, dbias, ...). The caller zeroes gradient buffers when needed.
+ *  - Buffers are borrowed; ops never keep pointers after returning.
+ *  - Pointers are device pointers for the backend (host memory on CPU); use
+ *    alloc/free/upload/download to move data.
+ */
+#ifndef AHA_BACKEND_H
+#define AHA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct backend {
+    const char *name;     /* "cpu", "cuda" */
+
+    /* Human-readable description of the math library and the kernel it
+     * picked on this machine, e.g. "oneDNN 2.6.3 sgemm (isa avx512_core_amx)".
+     * Returns a static string. */
+    const char *(*describe)(void);
+
+    /* Memory: alloc returns zeroed memory aligned to 64 bytes, or NULL. */
+    void *(*alloc)(size_t nbytes);
+    void (*free)(void *p);
+    void (*upload)(void *dst_dev, const void *src_host, size_t nbytes);
+    void (*download)(void *dst_host, const void *src_dev, size_t nbytes);
+    void (*zero)(void *p, size_t nbytes);
+
+    /* out: (N,OC) = inp: (N,C) @ weight^T: (C,OC) [+ bias: (OC) or NULL].
+     * beta: 0 overwrites out, 1 accumulates into it. */
+    void (*matmul_forward)(float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int C, int OC, float beta);
+    /* dinp: (N,C) += dout @ weight; dweight: (OC,C) += dout^T @ inp;
+     * dbias: (OC) += column sums of dout. Any of dinp, dweight, dbias may be
+     * NULL (skipped). dout: (N,OC), inp: (N,C), weight: (OC,C). */
+    void (*matmul_backward)(float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp,
+                            const float *weight, int N, int C, int OC);
+
+    /* General strided batched-free GEMM for the rest (attention):
+     * C: (M,N) = alpha * op(A) @ op(B) + beta * C, op = transpose if trans*
+     * is nonzero; lda/ldb/ldc are row strides in elements. */
+    void (*gemm)(int transa, int transb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc);
+
+    /* out: (N,C) = wte[tokens[i]] ; tokens: (N), wte: (V,C).
+     * Tokens are validated by the caller (0 <= t < V). */
+    void (*embedding_forward)(float *out, const int32_t *tokens,
+                              const float *wte, int N, int C);
+    /* dwte: (V,C) += scatter of dout: (N,C) by tokens. */
+    void (*embedding_backward)(float *dwte, const float *dout,
+                               const int32_t *tokens, int N, int C);
+
+    /* RMSNorm as Hugging Face LlamaRMSNorm/Qwen2RMSNorm:
+     * out = weight * (x * rsqrt(mean(x^2) + eps)), computed in fp32.
+     * out: (N,C), rstd: (N) saved for backward (may be NULL at inference),
+     * inp: (N,C), weight: (C). out may not alias inp. */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp,
+                            const float *weight, float eps, int N, int C);
+    /* dinp: (N,C) +=, dweight: (C) +=; dout: (N,C), inp: (N,C),
+     * weight: (C), rstd: (N) from the forward. */
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout,
+                             const float *inp, const float *weight,
+                             const float *rstd, int N, int C);
+
+    /* Rotary embedding, Hugging Face rotate_half convention (the two halves
+     * of each head, not interleaved pairs):
+     *   theta_j(p) = pos[n] * inv_freq[j], j < D/2 (product in fp32)
+     *   out[..., j]       = x[j] * cos - x[j + D/2] * sin
+     *   out[..., j + D/2] = x[j + D/2] * cos + x[j] * sin
+     * x: (N,H,D) with row stride `stride` elements between tokens (so q/k
+     * can be rotated inside a fused qkv buffer); in place. pos: (N) absolute
+     * positions (a KV-cache offset is just larger positions).
+     * inv_freq: (D/2), already including any rope scaling. */
+    void (*rope_forward)(float *x, const int32_t *pos, const float *inv_freq,
+                         int N, int H, int D, int stride);
+    /* In place: dx = R(-theta) dx (the transpose of the rotation). Not
+     * accumulating: it maps the gradient of the rotated tensor to the
+     * gradient of the unrotated one in the same buffer. */
+    void (*rope_backward)(float *dx, const int32_t *pos, const float *inv_freq,
+                          int N, int H, int D, int stride);
+
+    /* Causal self-attention with grouped-query heads (NH query heads,
+     * NKV key/value heads, NH % NKV == 0, query head h uses kv head
+     * h / (NH/NKV), as Hugging Face repeat_kv). Scale 1/sqrt(D).
+     * q: (B,T,NH,D) row stride qs, k,v: (B,T,NKV,D) row strides ks, vs
+     * (strides in elements between consecutive tokens, so they may live
+     * inside one fused qkv buffer). out: (B,T,NH,D) contiguous.
+     * att: (B,NH,T,T) saved softmax probabilities for backward (rows above
+     * the diagonal are zero). */
+    void (*attention_forward)(float *out, float *att, const float *q, int qs,
+                              const float *k, int ks, const float *v, int vs,
+                              int B, int T, int NH, int NKV, int D);
+    /* dq, dk, dv += (same layouts and strides as q, k, v); dout: (B,T,NH,D),
+     * att from the forward. */
+    void (*attention_backward)(float *dq, float *dk, float *dv,
+                               const float *dout, const float *att,
+                               const float *q, const float *k, const float *v,
+                               int qs, int ks, int vs,
+                               int B, int T, int NH, int NKV, int D);
+
+    /* SwiGLU: out = silu(gate) * up, silu(x) = x * sigmoid(x).
+     * out, gate, up: (N,I). */
+    void (*swiglu_forward)(float *out, const float *gate, const float *up,
+                           int N, int I);
+    /* dgate, dup: (N,I) +=. */
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout,
+                            const float *gate, const float *up, int N, int I);
+
+    /* out = a + b, n elements; out may alias a or b. */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    /* y += alpha * x */
+    void (*axpy)(float *y, const float *x, float alpha, size_t n);
+
+    /* Fused log-softmax + target gather over rows of logits: (N,V).
+     * logprob: (N) = log softmax(logits)[targets[i]]; lse: (N) the row's
+     * log-sum-exp (saved for backward). targets[i] < 0 means ignored:
+     * logprob[i] = 0. Numerically stable (max-subtracted). */
+    void (*logprob_forward)(float *logprob, float *lse, const float *logits,
+                            const int32_t *targets, int N, int V);
+    /* In place: logits: (N,V) is overwritten with d(loss)/d(logits) where
+     * d(loss)/d(logprob[i]) = dlogprob[i]:
+     *   dlogits[i,v] = dlogprob[i] * (onehot(targets[i])[v] - softmax[i,v]).
+     * Rows with targets[i] < 0 become zero. Not accumulating (in place). */
+    void (*logprob_backward)(float *logits, const float *lse,
+                             const int32_t *targets, const float *dlogprob,
+                             int N, int V);
+
+    /* Sum of squares of x (n elements), accumulated in double. */
+    double (*sumsq)(const float *x, size_t n);
+    /* x *= s */
+    void (*scale)(float *x, float s, size_t n);
+
+    /* AdamW (Loshchilov & Hutter 2019, decoupled weight decay), exactly as
+     * torch.optim.AdamW: p *= 1 - lr*wd; m = b1*m + (1-b1)*g;
+     * v = b2*v + (1-b2)*g^2; p -= (lr / (1-b1^t)) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+     * t is the 1-based step count. n elements. */
+    void (*adamw)(float *p, const float *g, float *m, float *v, size_t n,
+                  float lr, float beta1, float beta2, float eps,
+                  float weight_decay, int t);
+};
+
+/* The CPU backend (oneDNN sgemm + OpenMP). Never NULL. */
+const struct backend *backend_cpu(void);
+/* The CUDA backend (cuBLAS + own kernels), compiled with `make CUDA=1`.
+ * NULL when no device is usable. Until the CUDA issue lands it fills only
+ * memory, matmul and vector ops; the other pointers are NULL. */
+const struct backend *backend_cuda(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

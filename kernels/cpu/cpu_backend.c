@@ -1,0 +1,139 @@
+/* kernels/cpu/cpu_backend.c — the CPU backend's function table, its
+ * description string and host-memory management. The ops themselves live in
+ * the other kernels/cpu/cpu_*.c files, one family per file. */
+#include "backend.h"
+#include "cpu.h"
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Buffers at least this large are zeroed / copied by all threads: one
+ * thread cannot saturate memory bandwidth. */
+#define CPU_PARALLEL_BYTES ((size_t)1 << 20)
+
+static const char *cpu_isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    default: return "unknown";
+    }
+}
+
+static char cpu_description[160];
+static pthread_once_t cpu_description_once = PTHREAD_ONCE_INIT;
+
+static void cpu_describe_init(void)
+{
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(cpu_description, sizeof cpu_description,
+             "oneDNN %d.%d.%d sgemm, isa %s, %d OpenMP threads",
+             v->major, v->minor, v->patch,
+             cpu_isa_name(dnnl_get_effective_cpu_isa()), omp_get_max_threads());
+}
+
+/* Returns a static string, built once (thread-safe). */
+static const char *cpu_describe(void)
+{
+    pthread_once(&cpu_description_once, cpu_describe_init);
+    return cpu_description;
+}
+
+/* memset/memcpy split in equal chunks over the OpenMP threads when large. */
+static void cpu_zero(void *p, size_t nbytes)
+{
+    if (!p || nbytes == 0) return;
+    if (nbytes < CPU_PARALLEL_BYTES) {
+        memset(p, 0, nbytes);
+        return;
+    }
+    #pragma omp parallel
+    {
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t lo = nbytes * id / nt, hi = nbytes * (id + 1) / nt;
+        memset((char *)p + lo, 0, hi - lo);
+    }
+}
+
+static void cpu_copy(void *dst, const void *src, size_t nbytes)
+{
+    if (nbytes == 0) return;
+    if (nbytes < CPU_PARALLEL_BYTES) {
+        memcpy(dst, src, nbytes);
+        return;
+    }
+    #pragma omp parallel
+    {
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t lo = nbytes * id / nt, hi = nbytes * (id + 1) / nt;
+        memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
+    }
+}
+
+/* Returns new zeroed memory aligned to 64 bytes (caller frees with
+ * cpu_free), or NULL. nbytes == 0 still gives a unique freeable pointer. */
+static void *cpu_alloc(size_t nbytes)
+{
+    size_t rounded = (nbytes + 63) & ~(size_t)63;
+    if (rounded < nbytes) return NULL;          /* overflow */
+    if (rounded == 0) rounded = 64;
+    void *p = aligned_alloc(64, rounded);
+    if (p) cpu_zero(p, rounded);
+    return p;
+}
+
+static void cpu_free(void *p) { free(p); }
+
+static void cpu_upload(void *dst_dev, const void *src_host, size_t nbytes)
+{
+    cpu_copy(dst_dev, src_host, nbytes);
+}
+
+static void cpu_download(void *dst_host, const void *src_dev, size_t nbytes)
+{
+    cpu_copy(dst_host, src_dev, nbytes);
+}
+
+static const struct backend cpu_backend = {
+    .name = "cpu",
+    .describe = cpu_describe,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .zero = cpu_zero,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .gemm = cpu_gemm,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .add = cpu_add,
+    .axpy = cpu_axpy,
+    .logprob_forward = cpu_logprob_forward,
+    .logprob_backward = cpu_logprob_backward,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
+    .adamw = cpu_adamw,
+};
+
+const struct backend *backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,206 @@
+"""PyTorch reference tensors for the backend ops (tests/unit/test_kernels.c).
+
+Writes tests/ref/fixtures/ops.ref. Inputs are drawn in float32 (what the C
+test feeds the op); outputs and gradients are computed in float64 from those
+exact values with the Hugging Face formulas (autograd for the gradients) and
+stored as float32. Deterministic: torch.manual_seed(1234). Run with
+/usr/bin/python3 (needs torch); `make ref` runs it.
+"""
+import math
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reffile import write_ref  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "ops.ref")
+R = {}
+
+
+def randn(*shape, scale=1.0):
+    """float32 sample (the exact values stored for the C side)."""
+    return (torch.randn(*shape, dtype=torch.float64) * scale).float()
+
+
+def leaf(t):
+    """float64 copy of a float32 input that autograd tracks."""
+    return t.double().requires_grad_(True)
+
+
+def gen_matmul():
+    N, C, OC = 5, 7, 6
+    inp, w, b, dout = randn(N, C), randn(OC, C), randn(OC), randn(N, OC)
+    R.update({"mm.inp": inp, "mm.w": w, "mm.b": b, "mm.dout": dout})
+    x, W, B = leaf(inp), leaf(w), leaf(b)
+    out = x @ W.T + B  # nn.Linear
+    out.backward(dout.double())
+    R.update({"mm.out_bias": out, "mm.out": (inp.double() @ w.double().T),
+              "mm.dinp": x.grad, "mm.dw": W.grad, "mm.db": B.grad})
+
+
+def gen_gemm():
+    M, N, K = 4, 5, 3
+    alpha, beta = 0.75, 0.5
+    A, B, C0 = randn(M, K), randn(K, N), randn(M, N)
+    R.update({"gemm.a": A, "gemm.b": B, "gemm.c0": C0,
+              "gemm.alpha_beta": torch.tensor([alpha, beta])})
+    ab = A.double() @ B.double()
+    R["gemm.out"] = alpha * ab + beta * C0.double()
+    R["gemm.out_beta0"] = alpha * ab
+
+
+def gen_embedding():
+    V, C = 10, 8
+    tokens = torch.tensor([3, 7, 3, 0, 9, 3, 7], dtype=torch.int32)
+    wte, dout = randn(V, C), randn(len(tokens), C)
+    W = leaf(wte)
+    out = torch.nn.functional.embedding(tokens.long(), W)
+    out.backward(dout.double())
+    R.update({"emb.tokens": tokens, "emb.wte": wte, "emb.dout": dout,
+              "emb.out": out, "emb.dwte": W.grad})
+
+
+def gen_rmsnorm():
+    N, C, eps = 4, 16, 1e-5
+    inp, w, dout = randn(N, C, scale=2.0), 1.0 + randn(C, scale=0.2), randn(N, C)
+    x, W = leaf(inp), leaf(w)
+    # transformers LlamaRMSNorm.forward
+    variance = x.pow(2).mean(-1, keepdim=True)
+    rstd = torch.rsqrt(variance + eps)
+    out = W * (x * rstd)
+    out.backward(dout.double())
+    R.update({"rms.inp": inp, "rms.w": w, "rms.dout": dout,
+              "rms.eps": torch.tensor([eps]), "rms.out": out,
+              "rms.rstd": rstd.squeeze(-1), "rms.dinp": x.grad, "rms.dw": W.grad})
+
+
+def rotate_half(x):
+    """transformers.models.llama.modeling_llama.rotate_half"""
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_cos_sin(pos, inv_freq):
+    """LlamaRotaryEmbedding: the angle pos * inv_freq is an fp32 product;
+    cos/sin of that fp32 angle are taken here in float64."""
+    freqs = (pos.float()[:, None] * inv_freq[None, :]).double()
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def gen_rope():
+    H, D, base = 3, 8, 10000.0
+    # two sequences of 3 tokens, at position offsets 5 and 2045 (a KV cache)
+    pos = torch.tensor([5, 6, 7, 2045, 2046, 2047], dtype=torch.int32)
+    N = len(pos)
+    inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
+    x, dout = randn(N, H, D), randn(N, H, D)
+    cos, sin = rope_cos_sin(pos, inv_freq)
+    X = leaf(x)
+    out = X * cos[:, None, :] + rotate_half(X) * sin[:, None, :]
+    out.backward(dout.double())
+    R.update({"rope.pos": pos, "rope.inv_freq": inv_freq, "rope.x": x,
+              "rope.dout": dout, "rope.out": out, "rope.dx": X.grad})
+
+
+def gen_attention(tag, B, T, NH, NKV, D):
+    """q, k, v fused in one (B,T,(NH+2NKV)*D) buffer as the model's qkv
+    projection lays them out; eager attention with repeat_kv, causal mask."""
+    W = (NH + 2 * NKV) * D
+    qkv, dout = randn(B, T, W), randn(B, T, NH, D)
+    X = leaf(qkv)
+    q = X[..., : NH * D].view(B, T, NH, D).transpose(1, 2)
+    k = X[..., NH * D: (NH + NKV) * D].view(B, T, NKV, D).transpose(1, 2)
+    v = X[..., (NH + NKV) * D:].view(B, T, NKV, D).transpose(1, 2)
+    G = NH // NKV
+    k = k[:, :, None].expand(B, NKV, G, T, D).reshape(B, NH, T, D)  # repeat_kv
+    v = v[:, :, None].expand(B, NKV, G, T, D).reshape(B, NH, T, D)
+    scores = q @ k.transpose(2, 3) / math.sqrt(D)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    scores = scores.masked_fill(mask, float("-inf"))
+    att = torch.softmax(scores, dim=-1)
+    out = (att @ v).transpose(1, 2).contiguous()  # (B,T,NH,D)
+    out.backward(dout.double())
+    R.update({tag + ".dims": torch.tensor([B, T, NH, NKV, D], dtype=torch.int32),
+              tag + ".qkv": qkv, tag + ".dout": dout, tag + ".out": out,
+              tag + ".att": att, tag + ".dqkv": X.grad})
+
+
+def gen_swiglu():
+    N, I = 3, 12
+    gate, up, dout = randn(N, I, scale=3.0), randn(N, I), randn(N, I)
+    # the exp tails: sigmoid saturating and exp(-g) overflowing in fp32
+    gate[0, :4] = torch.tensor([30.0, -30.0, 90.0, -90.0])
+    G, U = leaf(gate), leaf(up)
+    out = torch.nn.functional.silu(G) * U  # LlamaMLP: act_fn(gate_proj(x)) * up_proj(x)
+    out.backward(dout.double())
+    R.update({"swiglu.gate": gate, "swiglu.up": up, "swiglu.dout": dout,
+              "swiglu.out": out, "swiglu.dgate": G.grad, "swiglu.dup": U.grad})
+
+
+def gen_vector():
+    n = 37
+    x, y = randn(n), randn(n)
+    alpha, s = 0.625, -1.5
+    xd, yd = x.double(), y.double()
+    R.update({"vec.x": x, "vec.y": y, "vec.alpha_s": torch.tensor([alpha, s]),
+              "vec.add": xd + yd, "vec.axpy": yd + alpha * xd, "vec.scale": xd * s,
+              "vec.sumsq": (xd * xd).sum().reshape(1)})
+
+
+def gen_logprob(tag, N, V, targets, offset_row):
+    logits, dlp = randn(N, V, scale=5.0), randn(N)
+    logits[offset_row] += 100.0  # stability: large logits
+    t = torch.tensor(targets, dtype=torch.int32)
+    L = leaf(logits)
+    logp = torch.log_softmax(L, dim=-1)
+    lse = torch.logsumexp(L, dim=-1)
+    valid = t >= 0
+    lp = torch.where(valid, logp.gather(1, t.clamp(min=0).long()[:, None])[:, 0],
+                     torch.zeros(N, dtype=torch.float64))
+    lp.backward(dlp.double())
+    R.update({tag + ".logits": logits, tag + ".targets": t, tag + ".dlogprob": dlp,
+              tag + ".logprob": lp, tag + ".lse": lse, tag + ".dlogits": L.grad})
+
+
+def gen_adamw():
+    n, steps = 40, 5
+    # hyper-parameters rounded to fp32 first: the C op receives floats
+    lr, b1, b2, eps, wd = (float(torch.tensor(v, dtype=torch.float32))
+                           for v in (1e-2, 0.9, 0.95, 1e-8, 0.1))
+    p0, grads = randn(n), randn(steps, n)
+    P = p0.double().clone().requires_grad_(True)
+    opt = torch.optim.AdamW([P], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    for s in range(steps):
+        P.grad = grads[s].double().clone()
+        opt.step()
+    st = opt.state[P]
+    R.update({"adamw.p0": p0, "adamw.grads": grads,
+              "adamw.hp": torch.tensor([lr, b1, b2, eps, wd], dtype=torch.float64),
+              "adamw.p": P.detach(), "adamw.m": st["exp_avg"], "adamw.v": st["exp_avg_sq"]})
+
+
+def main():
+    torch.manual_seed(1234)
+    gen_matmul()
+    gen_gemm()
+    gen_embedding()
+    gen_rmsnorm()
+    gen_rope()
+    gen_attention("att_gqa4", B=2, T=5, NH=4, NKV=1, D=8)
+    gen_attention("att_mha", B=2, T=6, NH=2, NKV=2, D=4)
+    gen_attention("att_long", B=1, T=70, NH=4, NKV=2, D=8)  # > one 64-row block
+    gen_swiglu()
+    gen_vector()
+    gen_logprob("lp", 6, 37, [3, -1, 0, 36, 10, 5], offset_row=2)
+    gen_logprob("lp_wide", 2, 5000, [4999, 17], offset_row=1)  # > one 2048 chunk
+    gen_adamw()
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    write_ref(OUT, R)
+    print("wrote %s: %d tensors, %d bytes" % (OUT, len(R), os.path.getsize(OUT)))
+
+
+if __name__ == "__main__":
+    main()
