@@ -76,8 +76,16 @@ deps:
 	  fi; \
 	fi
 
+# Criterion runs each test in a child process whose LeakSanitizer report does
+# not change the exit status, so the log is searched for reports as well.
+UNIT_RUN = ASAN_OPTIONS=detect_leaks=1 ./build/unit-tests --jobs 1 2>&1 | tee build/unit-tests.log; \
+	status=$${PIPESTATUS[0]}; \
+	if grep -qE "LeakSanitizer|runtime error:|AddressSanitizer" build/unit-tests.log; then \
+	  echo "unit tests: sanitizer reports above"; exit 1; fi; exit $$status
+SHELL := /bin/bash
+
 unit-test: build/unit-tests
-	ASAN_OPTIONS=detect_leaks=1 ./build/unit-tests --jobs 1
+	@$(UNIT_RUN)
 
 # Compiles and links the CUDA backend whenever nvcc exists, so it never rots
 # on machines without a GPU (it cannot run here; tests/gpu/ runs it).
@@ -91,7 +99,7 @@ cuda-check:
 
 test: deps
 	$(MAKE) build/aha-engine build/aha-engine-san build/unit-tests cuda-check
-	ASAN_OPTIONS=detect_leaks=1 ./build/unit-tests --jobs 1
+	@$(UNIT_RUN)
 	@for t in tests/cli/*.sh; do [ -f "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
 
 var/models/tiny-base/model.safetensors: | build/aha-engine

@@ -113,7 +113,7 @@ static int get_positive_float(struct cfg_parser *p, json_t *obj,
     if (!json_is_number(v))
         return fail(p, "field \"%s\": must be a number", field);
     double x = json_number_value(v);
-    if (!(x > 0) || !isfinite((float)x))
+    if (!(x > 0) || !isfinite((float)x) || (float)x == 0)
         return fail(p, "field \"%s\": must be a positive finite number, got %g",
                     field, x);
     *out = (float)x;
@@ -334,10 +334,6 @@ static int check_unimplemented(struct cfg_parser *p, struct model_config *cfg)
     if (json_object_get(p->root, "quantization_config"))
         return fail(p, "field \"quantization_config\": quantized checkpoints "
                     "are not supported");
-    v = json_object_get(p->root, "attention_bias");
-    if (v && cfg->arch == MODEL_ARCH_QWEN2)
-        return fail(p, "field \"attention_bias\": not a Qwen2 key (Qwen2 "
-                    "always has q/k/v biases)");
     return 0;
 }
 
@@ -420,6 +416,10 @@ int config_parse(struct model_config *cfg, const char *json_text,
         if (get_bool(&p, "attention_bias", false, &ab)) goto out;
         cfg->qkv_bias = cfg->o_bias = ab;
     } else {
+        /* Qwen2Attention always has q/k/v biases and no o bias; it ignores
+         * attention_bias, which only needs to be well-typed here. */
+        bool ignored;
+        if (get_bool(&p, "attention_bias", false, &ignored)) goto out;
         cfg->qkv_bias = true;
         cfg->o_bias = false;
     }

@@ -19,7 +19,7 @@ struct model_config {
     int hidden_size;
     int n_layers;               /* num_hidden_layers */
     int n_heads;                /* num_attention_heads */
-    int n_kv_heads;             /* num_key_value_heads (default n_heads) */
+    int n_kv_heads;             /* num_key_value_heads (absent or null: n_heads) */
     int head_dim;               /* head_dim (default hidden_size / n_heads) */
     int intermediate_size;
     int max_position_embeddings;

@@ -196,6 +196,73 @@ int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **o
 
 /* ---- regexes ---- */
 
+/* Oniguruma's \s (what Hugging Face's regexes mean) is the White_Space
+ * property; PCRE2's \s with UCP also matches U+180E. The pattern is
+ * rewritten to spell \s out (and \S outside classes as its complement). */
+#define WS_ITEMS "\\t-\\r\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}" \
+                 "\\x{202f}\\x{205f}\\x{3000}"
+
+static char *rewrite_space_classes(const char *p, size_t n, size_t *out_n)
+{
+    size_t cap = n * 4 + 64, k = 0;
+    char *o = malloc(cap);
+    if (!o) return NULL;
+    bool in_class = false, quoted = false;
+    for (size_t i = 0; i < n; i++) {
+        if (k + sizeof WS_ITEMS + 8 > cap) {
+            cap = cap * 2 + sizeof WS_ITEMS;
+            char *no = realloc(o, cap);
+            if (!no) {
+                free(o);
+                return NULL;
+            }
+            o = no;
+        }
+        char c = p[i];
+        if (quoted) {       /* inside \Q...\E everything is literal */
+            if (c == '\\' && i + 1 < n && p[i + 1] == 'E') quoted = false;
+            o[k++] = c;
+            continue;
+        }
+        if (c == '\\' && i + 1 < n) {
+            char d = p[i + 1];
+            if (d == 's' || (d == 'S' && !in_class)) {
+                const char *open = in_class ? "" : d == 's' ? "[" : "[^";
+                k += (size_t)sprintf(o + k, "%s%s%s", open, WS_ITEMS, in_class ? "" : "]");
+                i++;
+                continue;
+            }
+            if (d == 'Q') quoted = true;
+            o[k++] = c;
+            o[k++] = d;
+            i++;
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = true;
+            o[k++] = c;
+            /* a ']' right after '[' or '[^' is a literal */
+            if (i + 1 < n && p[i + 1] == '^') o[k++] = p[++i];
+            if (i + 1 < n && p[i + 1] == ']') o[k++] = p[++i];
+            continue;
+        }
+        if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') {
+            const char *end = memchr(p + i + 2, ']', n - i - 2);   /* [:alpha:] */
+            if (end) {
+                size_t m = (size_t)(end - (p + i)) + 1;
+                memcpy(o + k, p + i, m);
+                k += m;
+                i += m - 1;
+                continue;
+            }
+        }
+        if (in_class && c == ']') in_class = false;
+        o[k++] = c;
+    }
+    *out_n = k;
+    return o;
+}
+
 pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, char *err,
                               size_t errlen)
 {
@@ -203,7 +270,17 @@ pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, cha
     PCRE2_SIZE eo;
     uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
     if (literal) opt |= PCRE2_LITERAL;
+    char *rw = NULL;
+    if (!literal) {
+        rw = rewrite_space_classes(pattern, len, &len);
+        if (!rw) {
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
+        pattern = rw;
+    }
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, opt, &ec, &eo, NULL);
+    free(rw);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);

@@ -151,6 +151,33 @@ struct backend {
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n,
                   float lr, float beta1, float beta2, float eps,
                   float weight_decay, int t);
+
+    /* ---- Decoding with a paged KV cache (engine/generate, engine/kv_cache).
+     * The cache of one layer is a pool of blocks of bs positions; block b
+     * holds the keys of kv head g at kv + b*block_stride + g*bs*D as (bs,D)
+     * and the values at the same place + vofs. block_tables: (S, max_blocks)
+     * block ids of each sequence in position order. Row n of a call belongs
+     * to sequence seq[n] (0 <= seq[n] < S) at absolute position pos[n]. */
+
+    /* Stores the keys k: (N,NKV,D) row stride ks and values v: (N,NKV,D)
+     * row stride vs of N new tokens at their (seq, pos) slots of the cache. */
+    void (*kv_cache_write)(float *kv, size_t block_stride, size_t vofs,
+                           const int32_t *block_tables, int max_blocks,
+                           const int32_t *seq, const int32_t *pos,
+                           const float *k, int ks, const float *v, int vs,
+                           int N, int NKV, int D, int bs);
+    /* Causal GQA attention of N query rows against the cache: row n attends
+     * to positions 0..pos[n] of its sequence (its own K/V already written),
+     * scale 1/sqrt(D), query head h uses kv head h / (NH/NKV). Rows of one
+     * sequence may be several (chunked prefill) or one (decode step); the
+     * result equals attention_forward on the whole sequence, row by row.
+     * q: (N,NH,D) row stride qs; out: (N,NH,D) contiguous. */
+    void (*attention_paged_forward)(float *out, const float *q, int qs,
+                                    const float *kv, size_t block_stride,
+                                    size_t vofs, const int32_t *block_tables,
+                                    int max_blocks, const int32_t *seq,
+                                    const int32_t *pos, int N, int NH,
+                                    int NKV, int D, int bs);
 };
 
 /* The CPU backend (oneDNN sgemm + OpenMP). Never NULL. */

@@ -80,6 +80,18 @@ void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n,
                float lr, float beta1, float beta2, float eps,
                float weight_decay, int t);
 
+void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
+                        const int32_t *block_tables, int max_blocks,
+                        const int32_t *seq, const int32_t *pos,
+                        const float *k, int ks, const float *v, int vs,
+                        int N, int NKV, int D, int bs);
+void cpu_attention_paged_forward(float *out, const float *q, int qs,
+                                 const float *kv, size_t block_stride,
+                                 size_t vofs, const int32_t *block_tables,
+                                 int max_blocks, const int32_t *seq,
+                                 const int32_t *pos, int N, int NH, int NKV,
+                                 int D, int bs);
+
 /* exp(x) in fp32 that gcc vectorises inside `#pragma omp simd` loops (glibc's
  * expf only vectorises under -ffast-math). Cephes expf: x = n*ln2 + r with
  * |r| <= ln2/2 (ln2 split in two for an exact product), exp(r) by Cephes'

@@ -134,6 +134,7 @@ static const struct backend cpu_backend = {
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
     .adamw = cpu_adamw,
+    .kv_cache_write = cpu_kv_cache_write, .attention_paged_forward = cpu_attention_paged_forward,
 };
 
 const struct backend *backend_cpu(void) { return &cpu_backend; }

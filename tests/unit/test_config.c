@@ -104,6 +104,9 @@ Test(config, llama_defaults)
 Test(config, qwen2_defaults)
 {
     struct model_config c;
+    /* Qwen2 ignores attention_bias: q/k/v biases always, no o bias */
+    cr_assert_eq(parse_qwen2(&c, "\"attention_bias\":false"), 0, "%s", err);
+    cr_assert(c.qkv_bias && !c.o_bias);
     cr_assert_eq(parse_qwen2(&c, ""), 0, "%s", err);
     cr_assert_eq(c.arch, MODEL_ARCH_QWEN2);
     cr_assert_eq(c.n_kv_heads, 4);
@@ -277,7 +280,8 @@ Test(config, rejected_keys)
                  "rope_parameters type \"yarn\" is not supported");
     REJECT_LLAMA("\"quantization_config\":{\"quant_method\":\"awq\"}",
                  "field \"quantization_config\"");
-    REJECT_QWEN2("\"attention_bias\":false", "field \"attention_bias\"");
+    REJECT_QWEN2("\"attention_bias\":0", "field \"attention_bias\"");
+    REJECT_LLAMA("\"rms_norm_eps\":1e-50", "field \"rms_norm_eps\"");
     REJECT_LLAMA("\"foo\":1", "unsupported key \"foo\"");
     REJECT_LLAMA("\"partial_rotary_factor\":0.5", "unsupported key \"partial_rotary_factor\"");
     REJECT_LLAMA("\"num_experts\":8", "unsupported key \"num_experts\"");

@@ -1,0 +1,107 @@
+/* engine/kv_cache.c — block pool, free list, reference counts and
+ * reservations of the paged KV cache (layout in kv_cache.h).
+ *
+ * Why paged blocks rather than one slab per sequence: sequences of very
+ * different lengths join and leave every step (continuous batching), so a
+ * slab would either reserve max_position_embeddings per sequence or
+ * fragment; fixed blocks make any free block usable by anyone, and the n
+ * samples of a prompt share its full blocks by reference count (a sample
+ * only ever appends, so a full shared block is never written and needs no
+ * copy-on-write; only the prompt's partial last block is copied). */
+#include "kv_cache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct kv_cache *kv_cache_new(const struct backend *be, int n_layers, int n_kv_heads,
+                              int head_dim, int block_size, size_t bytes, char *err,
+                              size_t errlen)
+{
+    size_t layer = 2 * (size_t)n_kv_heads * block_size * head_dim;
+    size_t block = layer * n_layers;
+    size_t nb = bytes / (block * sizeof(float));
+    if (block_size <= 0 || nb == 0) {
+        snprintf(err, errlen, "kv cache: %zu bytes hold no block of %d positions (%zu bytes each)",
+                 bytes, block_size, block * sizeof(float));
+        return NULL;
+    }
+    if (nb > INT32_MAX / 2) nb = INT32_MAX / 2;
+    struct kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) goto oom;
+    kv->be = be;
+    kv->n_blocks = (int)nb;
+    kv->block_size = block_size;
+    kv->block_stride = block;
+    kv->layer_stride = layer;
+    kv->vofs = layer / 2;
+    kv->pool = be->alloc(nb * block * sizeof(float));
+    kv->free_list = malloc(nb * sizeof *kv->free_list);
+    kv->refs = calloc(nb, sizeof *kv->refs);
+    if (!kv->pool || !kv->free_list || !kv->refs) goto oom;
+    /* Lowest ids are handed out first. */
+    for (int i = 0; i < kv->n_blocks; i++) kv->free_list[i] = kv->n_blocks - 1 - i;
+    kv->n_free = kv->n_blocks;
+    return kv;
+oom:
+    snprintf(err, errlen, "kv cache: out of memory allocating %zu bytes", nb * block * sizeof(float));
+    kv_cache_free(kv);
+    return NULL;
+}
+
+void kv_cache_free(struct kv_cache *kv)
+{
+    if (!kv) return;
+    if (kv->pool) kv->be->free(kv->pool);
+    free(kv->free_list);
+    free(kv->refs);
+    free(kv);
+}
+
+size_t kv_cache_block_bytes(const struct kv_cache *kv)
+{
+    return kv->block_stride * sizeof(float);
+}
+
+int kv_cache_reserve(struct kv_cache *kv, int n)
+{
+    if (n < 0 || n > kv->n_blocks - kv->reserved) return -1;
+    kv->reserved += n;
+    return 0;
+}
+
+void kv_cache_unreserve(struct kv_cache *kv, int n)
+{
+    kv->reserved -= n;
+}
+
+int32_t kv_cache_block_alloc(struct kv_cache *kv)
+{
+    if (kv->n_free == 0) return -1;
+    int32_t b = kv->free_list[--kv->n_free];
+    kv->refs[b] = 1;
+    return b;
+}
+
+void kv_cache_block_ref(struct kv_cache *kv, int32_t b)
+{
+    kv->refs[b]++;
+}
+
+void kv_cache_block_unref(struct kv_cache *kv, int32_t b)
+{
+    if (--kv->refs[b] == 0) kv->free_list[kv->n_free++] = b;
+}
+
+void kv_cache_block_copy(struct kv_cache *kv, int32_t dst, int32_t src)
+{
+    /* zero + axpy is an exact copy on any backend (no device-to-device
+     * copy op in struct backend). */
+    float *d = kv->pool + (size_t)dst * kv->block_stride;
+    kv->be->zero(d, kv->block_stride * sizeof(float));
+    kv->be->axpy(d, kv->pool + (size_t)src * kv->block_stride, 1.0f, kv->block_stride);
+}
+
+int kv_cache_used(const struct kv_cache *kv)
+{
+    return kv->n_blocks - kv->n_free;
+}

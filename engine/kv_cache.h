@@ -1,0 +1,56 @@
+/* engine/kv_cache.h — the paged key/value cache of the generation engine:
+ * a fixed pool of blocks of `block_size` positions (all layers of a block
+ * together), a free list, reference counts so that the n samples of one
+ * prompt share its full prompt blocks, and reservations so that an admitted
+ * request can never run out of blocks mid-generation.
+ * Not here: which sequence owns which blocks (engine/generate.c). */
+#ifndef AHA_KV_CACHE_H
+#define AHA_KV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+/* Pool layout (floats): block b, layer l, K or V, kv head g, position j,
+ * dim d at  b*block_stride + l*layer_stride + (V ? vofs : 0) + (g*bs + j)*D + d.
+ * For the backend ops of one layer: kv = pool + l*layer_stride. */
+struct kv_cache {
+    const struct backend *be;
+    float *pool;            /* n_blocks * block_stride floats, device memory */
+    int n_blocks, block_size;
+    size_t block_stride, layer_stride, vofs;
+    int32_t *free_list;     /* n_free ids */
+    int n_free;
+    int32_t *refs;          /* (n_blocks) reference counts */
+    int reserved;           /* blocks promised to admitted requests */
+};
+
+/* A cache of as many blocks as fit in `bytes` for n_layers x n_kv_heads x
+ * head_dim keys and values. Returns a new cache (caller frees) or NULL with
+ * err filled (too small for one block, or out of memory). */
+struct kv_cache *kv_cache_new(const struct backend *be, int n_layers, int n_kv_heads,
+                              int head_dim, int block_size, size_t bytes, char *err,
+                              size_t errlen);
+void kv_cache_free(struct kv_cache *kv);
+
+/* Bytes of one block (all layers, keys and values). */
+size_t kv_cache_block_bytes(const struct kv_cache *kv);
+
+/* Reservations: kv_cache_reserve takes n blocks from the unreserved budget
+ * (0, or -1 when fewer remain); kv_cache_unreserve gives them back. */
+int kv_cache_reserve(struct kv_cache *kv, int n);
+void kv_cache_unreserve(struct kv_cache *kv, int n);
+
+/* A free block with one reference, or -1 when none is free. */
+int32_t kv_cache_block_alloc(struct kv_cache *kv);
+void kv_cache_block_ref(struct kv_cache *kv, int32_t b);
+/* Drops one reference; the block is free again at zero. */
+void kv_cache_block_unref(struct kv_cache *kv, int32_t b);
+/* Copies the whole block src (every layer) into dst. */
+void kv_cache_block_copy(struct kv_cache *kv, int32_t dst, int32_t src);
+
+/* Blocks holding at least one reference. */
+int kv_cache_used(const struct kv_cache *kv);
+
+#endif
