@@ -1,6 +1,7 @@
 /* engine/cli_datagen.c — the `aha-engine datagen` command: argument parsing
  * and output file handling around datagen_write (datagen.c). Re-entrant (no
  * getopt state), so tests call it directly. */
+#include "cli.h"
 #include "datagen.h"
 
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* engine/datagen.c — generators for the synthetic arithmetic and countdown
- * tasks (see datagen.h). Owns its PRNG (splitmix64-seeded xoshiro256**) so
- * the data never depends on libc's rand. Knows nothing about tokenizers or
- * models; the CLI lives in cli_datagen.c. */
+ * tasks (see datagen.h). Draws from rng.h (xoshiro256**, one stream per
+ * row), never libc's rand. Knows nothing about tokenizers or models; the CLI
+ * lives in cli_datagen.c. */
 #include "datagen.h"
 
 #include <errno.h>
@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "rng.h"
+
 /* Text rows stay below this many bytes (a tiny byte-level model's context
  * must hold prompt and worked solution). */
 #define DATAGEN_TEXT_MAX 200
@@ -18,58 +20,22 @@
 #define CD_MAX_VALUE 999
 #define CD_MAX_NUMS 4
 
-/* ------------------------------------------------------------ PRNG -- */
+/* ------------------------------------------------------ randomness -- */
 
-/* xoshiro256** 1.0 (Blackman & Vigna, 2018), seeded with splitmix64. */
-struct dg_rng {
-    uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(struct dg_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl64(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return result;
-}
-
-/* Row `row`'s own stream: a function of (seed, row) only. */
-static void rng_seed_row(struct dg_rng *r, uint64_t seed, uint64_t row)
+/* Row `row`'s own xoshiro256** stream (rng.h): a function of (seed, row)
+ * only, so rows do not depend on how many came before. */
+static void row_rng_seed(struct rng *r, uint64_t seed, uint64_t row)
 {
     uint64_t a = seed, b = row ^ 0x632BE59BD9B4E019ull;
-    uint64_t x = splitmix64(&a) ^ rotl64(splitmix64(&b), 29);
+    uint64_t x = rng_splitmix64(&a) ^ rng_splitmix64(&b);
     for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
+        r->s[i] = rng_splitmix64(&x);
 }
 
-/* Uniform integer in lo..hi (inclusive), without modulo bias. */
-static int rng_int(struct dg_rng *r, int lo, int hi)
+/* Uniform integer in lo..hi (inclusive). */
+static int draw_int(struct rng *r, int lo, int hi)
 {
-    uint64_t n = (uint64_t)(hi - lo) + 1, x;
-    uint64_t reject_below = (0 - n) % n;    /* 2^64 mod n */
-    do
-        x = rng_next(r);
-    while (x < reject_below);
-    return lo + (int)(x % n);
+    return lo + (int)rng_below(r, (uint64_t)(hi - lo) + 1);
 }
 
 /* ------------------------------------------------------- text buffer -- */
@@ -103,16 +69,16 @@ struct arith {
 
 /* +: two 2-digit numbers; -: two 2-digit numbers, a >= b; *: 2-digit times
  * 1-digit (2..9), so every answer is a short natural number. */
-static void arith_gen(struct dg_rng *r, struct arith *p)
+static void arith_gen(struct rng *r, struct arith *p)
 {
     static const char ops[3] = { '+', '-', '*' };
-    p->op = ops[rng_int(r, 0, 2)];
-    p->a = rng_int(r, 10, 99);
+    p->op = ops[draw_int(r, 0, 2)];
+    p->a = draw_int(r, 10, 99);
     if (p->op == '*') {
-        p->b = rng_int(r, 2, 9);
+        p->b = draw_int(r, 2, 9);
         p->answer = p->a * p->b;
     } else {
-        p->b = rng_int(r, 10, 99);
+        p->b = draw_int(r, 10, 99);
         if (p->op == '-' && p->a < p->b) {
             int t = p->a;
             p->a = p->b;
@@ -202,28 +168,28 @@ static bool cd_combine(char op, int *a, int *b, int *val)
     return *val >= 1 && *val <= CD_MAX_VALUE;
 }
 
-static void countdown_gen(struct dg_rng *r, struct countdown *p)
+static void countdown_gen(struct rng *r, struct countdown *p)
 {
     static const char ops[4] = { '+', '-', '*', '/' };
     int pool[CD_MAX_NUMS], n_pool;
 
-    p->k = rng_int(r, 3, 4);
+    p->k = draw_int(r, 3, 4);
     for (int i = 0; i < p->k; i++) {
-        p->nums[i] = rng_int(r, 1, 99);
+        p->nums[i] = draw_int(r, 1, 99);
         p->nodes[i] = (struct cd_node){ .op = 0, .val = p->nums[i], .l = -1, .r = -1 };
         pool[i] = i;
     }
     p->n_nodes = n_pool = p->k;
     while (n_pool > 1) {
-        int i = rng_int(r, 0, n_pool - 1);
-        int j = rng_int(r, 0, n_pool - 2);
+        int i = draw_int(r, 0, n_pool - 1);
+        int j = draw_int(r, 0, n_pool - 2);
         if (j >= i)
             j++;
         int li = pool[i], ri = pool[j];
         /* The drawn operator, else the first of + - / * that works; one
          * always does for a, b in 1..CD_MAX_VALUE (a - b unless a == b,
          * then a / b = 1). */
-        int first = rng_int(r, 0, 3), val = 0;
+        int first = draw_int(r, 0, 3), val = 0;
         char op = 0;
         for (int t = -1; t < 4 && !op; t++) {
             char cand = t < 0 ? ops[first] : "+-/*"[t];
@@ -283,7 +249,7 @@ static void countdown_prompt(const struct countdown *p, struct dg_buf *b)
 /* The whole text row: prompt, then <think> with a short search (with
  * dead_end_rng, one dead end on two of the numbers), the solution's steps in
  * evaluation order and the result, then the equation in <answer>. */
-static void countdown_text(const struct countdown *p, struct dg_rng *dead_end_rng,
+static void countdown_text(const struct countdown *p, struct rng *dead_end_rng,
                            struct dg_buf *b)
 {
     b->len = 0;
@@ -294,12 +260,12 @@ static void countdown_text(const struct countdown *p, struct dg_rng *dead_end_rn
     if (dead_end_rng) {
         /* a op c over two of the numbers, whose value is none of the
          * solution's (so the step rejected is never one it takes). */
-        struct dg_rng *r = dead_end_rng;
-        int i = rng_int(r, 0, p->k - 1), j = rng_int(r, 0, p->k - 2), val;
+        struct rng *r = dead_end_rng;
+        int i = draw_int(r, 0, p->k - 1), j = draw_int(r, 0, p->k - 2), val;
         if (j >= i)
             j++;
         int a = p->nums[i], c = p->nums[j];
-        char op = "+-*"[rng_int(r, 0, 2)];
+        char op = "+-*"[draw_int(r, 0, 2)];
         bool dead = cd_combine(op, &a, &c, &val);
         for (int n = p->k; n < p->n_nodes && dead; n++)
             dead = p->nodes[n].val != val;
@@ -322,11 +288,11 @@ static void countdown_text(const struct countdown *p, struct dg_rng *dead_end_rn
 static json_t *datagen_row(enum datagen_task task, enum datagen_format format,
                            uint64_t seed, long row)
 {
-    struct dg_rng r;
+    struct rng r;
     struct dg_buf prompt = { .len = 0 }, answer = { .len = 0 };
     json_t *o = json_object();
 
-    rng_seed_row(&r, seed, (uint64_t)row);
+    row_rng_seed(&r, seed, (uint64_t)row);
     if (task == DATAGEN_TASK_ARITHMETIC) {
         struct arith p;
         arith_gen(&r, &p);
@@ -372,7 +338,7 @@ static json_t *datagen_row(enum datagen_task task, enum datagen_format format,
         return o;
     }
     /* Half the texts show a dead end first, when it still fits. */
-    if (rng_int(&r, 0, 1)) {
+    if (draw_int(&r, 0, 1)) {
         struct dg_buf longer;
         countdown_text(&p, &r, &longer);
         if (longer.len < DATAGEN_TEXT_MAX)

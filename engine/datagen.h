@@ -38,11 +38,4 @@ int datagen_format_parse(const char *s, enum datagen_format *format);
 int datagen_write(enum datagen_task task, enum datagen_format format, long n,
                   uint64_t seed, FILE *out, char *err, size_t errlen);
 
-/* `aha-engine datagen arithmetic|countdown --n N --seed S [--format rl|text]
- * [--out FILE]` (argv[0] is "datagen"; defined in cli_datagen.c). Writes to
- * stdout, or to FILE through a temporary file renamed into place. Returns the
- * process exit code: 0, 1 on a failed write, 2 on bad arguments (message on
- * stderr). */
-int cli_datagen(int argc, char **argv);
-
 #endif

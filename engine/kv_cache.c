@@ -64,7 +64,7 @@ size_t kv_cache_block_bytes(const struct kv_cache *kv)
 
 int kv_cache_reserve(struct kv_cache *kv, int n)
 {
-    if (n < 0 || n > kv->n_blocks - kv->reserved) return -1;
+    if (n < 0 || n > kv->n_free - kv->reserved) return -1;
     kv->reserved += n;
     return 0;
 }

@@ -37,8 +37,10 @@ void kv_cache_free(struct kv_cache *kv);
 /* Bytes of one block (all layers, keys and values). */
 size_t kv_cache_block_bytes(const struct kv_cache *kv);
 
-/* Reservations: kv_cache_reserve takes n blocks from the unreserved budget
- * (0, or -1 when fewer remain); kv_cache_unreserve gives them back. */
+/* Reservations: kv_cache_reserve promises n of the free blocks not yet
+ * promised (0, or -1 when fewer remain); kv_cache_unreserve gives a promise
+ * back. The owner unreserves one block before each alloc it was promised,
+ * so n_free >= reserved always holds. */
 int kv_cache_reserve(struct kv_cache *kv, int n);
 void kv_cache_unreserve(struct kv_cache *kv, int n);
 

@@ -11,6 +11,7 @@
 #include <criterion/redirect.h>
 #include <jansson.h>
 
+#include "cli.h"
 #include "datagen.h"
 
 /* Runs datagen_write into memory; caller frees. Fails the test on error. */

@@ -1,0 +1,137 @@
+/* engine/generate.h — the generation engine: a paged KV cache over one
+ * model, requests queued and admitted while others run (continuous
+ * batching), chunked prefill and one batched decode step for all active
+ * sequences per forward, per-sequence sampling, stop conditions, logprobs.
+ * Results come back as events through a callback. Single-threaded API (the
+ * math inside uses OpenMP). Not here: JSON (engine/serve.c), the command
+ * line (engine/cli_generate.c). */
+#ifndef AHA_GENERATE_H
+#define AHA_GENERATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+/* Limits of one request. */
+#define GEN_MAX_N 256           /* samples per request */
+#define GEN_MAX_STOP 16         /* stop strings */
+#define GEN_MAX_STOP_LEN 256    /* bytes of one stop string */
+#define GEN_MAX_STOP_IDS 64     /* stop token ids */
+
+struct gen_config {
+    size_t kv_bytes;            /* KV cache memory (default 256 MiB) */
+    int block_size;             /* positions per KV block (default 16) */
+    int max_seqs;               /* sequences decoded together (default 64) */
+    int max_step_tokens;        /* rows of one forward: decode rows plus
+                                 * prefill chunks (default 512) */
+};
+void gen_config_default(struct gen_config *c);
+
+/* A request; every pointer is borrowed for the duration of gen_submit only
+ * (the engine copies what it keeps). */
+struct gen_request {
+    const char *id;             /* echoed in events; gen_cancel's key */
+    const int32_t *prompt;      /* (n_prompt) ids, n_prompt >= 1 */
+    int n_prompt;
+    int n;                      /* samples sharing one prefill, 1..GEN_MAX_N */
+    int max_tokens;             /* >= 0; clamped to the context left */
+    struct sampler_params sampling;
+    bool has_seed;              /* false: a fresh seed per request */
+    uint64_t seed;              /* sample i draws from rng(seed, i) only */
+    const char *const *stop;    /* (n_stop) strings ending the output (not
+                                 * included in its text) */
+    int n_stop;
+    const int32_t *stop_ids;    /* (n_stop_ids) ids ending the output */
+    int n_stop_ids;
+    bool ignore_eos;            /* don't stop at the model's end ids */
+    int logprobs;               /* alternatives per sampled token, 0..20 */
+    int prompt_logprobs;        /* -1 off, else logprob of every prompt token
+                                 * plus that many alternatives (0..20) */
+    void *user;                 /* passed back in events */
+};
+void gen_request_default(struct gen_request *r);
+
+enum gen_event_kind {
+    GEN_EVENT_PROMPT,           /* prompt logprobs (once, after prefill) */
+    GEN_EVENT_TOKEN,            /* one sampled token of one sample */
+    GEN_EVENT_DONE,             /* one sample finished */
+};
+
+enum gen_finish { GEN_FINISH_STOP, GEN_FINISH_LENGTH, GEN_FINISH_CANCELLED };
+const char *gen_finish_name(enum gen_finish f);    /* "stop", "length", "cancelled" */
+
+/* Everything is borrowed and valid only during the callback. */
+struct gen_event {
+    enum gen_event_kind kind;
+    const char *id;
+    void *user;
+    int index;                  /* sample 0..n-1 (TOKEN, DONE) */
+    /* TOKEN */
+    int32_t token;
+    const char *text;           /* newly released text (may be empty: held
+                                 * back while it may start a stop string) */
+    size_t text_len;
+    float logprob;              /* log softmax of the raw logits (before
+                                 * penalties and temperature) */
+    int n_top;                  /* = request.logprobs */
+    const int32_t *top_ids;     /* (n_top), most likely first */
+    const float *top_logprobs;  /* (n_top) */
+    const float *logits;        /* (V) the raw logits it was sampled from */
+    /* DONE */
+    enum gen_finish finish;
+    int prompt_tokens, completion_tokens;
+    const int32_t *tokens;      /* (completion_tokens) generated ids, a
+                                 * final stop/end id included */
+    const float *token_logprobs;    /* (completion_tokens) */
+    const char *full_text;      /* whole output text (stop string cut) */
+    size_t full_len;
+    /* PROMPT */
+    int n_prompt;
+    const int32_t *prompt;              /* (n_prompt) */
+    const float *prompt_logprobs;       /* (n_prompt), [0] is NaN */
+    int n_prompt_top;
+    const int32_t *prompt_top_ids;      /* (n_prompt, n_prompt_top), row 0 unused */
+    const float *prompt_top_logprobs;   /* (n_prompt, n_prompt_top) */
+};
+
+typedef void (*gen_event_fn)(void *ctx, const struct gen_event *ev);
+
+struct gen_stats {
+    int active;                 /* sequences being prefilled or decoded */
+    int waiting;                /* requests queued */
+    int kv_blocks_used, kv_blocks_total, kv_blocks_reserved;
+    int block_size;
+    long long tokens_generated, tokens_prefilled, steps;
+};
+
+struct gen_engine;
+
+/* An engine over m and tok (both borrowed; tok may be NULL: no text, no stop
+ * strings). Returns a new engine (caller frees) or NULL with err filled. */
+struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
+                                  const struct gen_config *cfg, gen_event_fn fn,
+                                  void *ctx, char *err, size_t errlen);
+/* Frees the engine; pending requests are dropped without events. */
+void gen_engine_free(struct gen_engine *e);
+
+/* Queues a request. Returns 0, or -1 with err filled when it is invalid or
+ * can never fit (more KV blocks than the cache holds, more samples than
+ * max_seqs); a refused request leaves the engine unchanged. */
+int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err,
+               size_t errlen);
+/* Cancels every queued or running request with this id: each unfinished
+ * sample gets a DONE event with GEN_FINISH_CANCELLED and its KV blocks are
+ * freed at once. Returns the number of requests cancelled. */
+int gen_cancel(struct gen_engine *e, const char *id);
+/* Admits what fits, runs one forward over all active sequences, samples
+ * and emits events. Returns the number of sequences and requests still
+ * pending (0 = idle), or -1 with err filled on an internal failure. */
+int gen_step(struct gen_engine *e, char *err, size_t errlen);
+bool gen_idle(const struct gen_engine *e);
+void gen_stats_get(const struct gen_engine *e, struct gen_stats *st);
+
+#endif

@@ -1,0 +1,46 @@
+/* server/engine.h — the supervisor of the long-lived `aha-engine serve`
+ * child process: NDJSON requests on its stdin, events on its stdout, routed
+ * by request id to per-request callbacks; restarts the child with backoff
+ * when it dies, failing every request in flight with a clean error. Never
+ * does tensor math and never parses model files. */
+#ifndef AHA_SERVER_ENGINE_H
+#define AHA_SERVER_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct engine engine;
+
+/* Called on the supervisor thread for each event of a request ("token",
+ * "done", "error", ...); `ev` is borrowed. After "done" or "error" the
+ * request is forgotten and fn is not called again for it. fn must not call
+ * engine_* functions. */
+typedef void (*engine_event_fn)(void *user, json_t *ev);
+
+/* `argv` is the engine command line (argv[0] the executable), borrowed and
+ * copied. Returns a new supervisor (caller frees) or NULL. */
+engine *engine_new(char *const *argv);
+/* Starts the supervisor thread, which spawns the child. Returns 0 or -1. */
+int engine_start(engine *e);
+/* Stops the child and the thread, failing requests in flight; frees e. */
+void engine_free(engine *e);
+
+/* Sends `msg` (stolen; its "id" is set to `id`) for model `model_id` found
+ * at `model_path`, loading the model first in this child when needed; fn
+ * receives the events. Returns 0, or -1 with err filled when the engine is
+ * not running or the id is in use. */
+int engine_submit(engine *e, const char *id, const char *model_id, const char *model_path,
+                  json_t *msg, engine_event_fn fn, void *user, char *err, size_t errlen);
+/* Forgets request `id` and asks the engine to stop it. Once this returns,
+ * its fn is never called again. Unknown ids are ignored. */
+void engine_cancel(engine *e, const char *id);
+/* Asks the engine to drop a model (after DELETE /v1/models/{id}). */
+void engine_unload(engine *e, const char *model_id);
+
+bool engine_ready(engine *e);
+int engine_inflight(engine *e);
+/* Process id of the current child, or 0 (for tests and logs). */
+int engine_pid(engine *e);
+
+#endif
