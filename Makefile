@@ -18,7 +18,9 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 # Debian packages the build and the tests need (make deps installs the missing ones).
 DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev \
-            libcriterion-dev python3 python3-torch python3-numpy nodejs npm
+            libcriterion-dev python3 python3-torch python3-numpy nodejs npm libopenblas0-pthread
+# libopenblas0-pthread: PyTorch's BLAS for the reference scripts and the bench
+# baseline (without it Debian's torch falls back to netlib's reference BLAS).
 
 LIB_SRCS  := $(wildcard kernels/*.c kernels/cpu/*.c) $(filter-out engine/main.c,$(wildcard engine/*.c))
 ENGINE_MAIN := engine/main.c
@@ -110,7 +112,7 @@ var/models/tiny-base/model.safetensors: | build/aha-engine
 run: deps
 	$(MAKE) build/aha-engine
 	$(MAKE) var/models/tiny-base/model.safetensors
-	./build/aha-engine sample --model var/models/tiny-base --prompt "What is 12 + 7?" --max-tokens 64 --temperature 0.7 --seed 1
+	./build/aha-engine sample --model var/models/tiny-base --prompt $$'User: What is 12 + 7?\nAssistant:' --max-tokens 64 --temperature 0.7 --seed 1
 
 bench: deps
 	$(MAKE) build/aha-engine

@@ -72,8 +72,10 @@ struct gen_event {
     int index;                  /* sample 0..n-1 (TOKEN, DONE) */
     /* TOKEN */
     int32_t token;
-    const char *text;           /* newly released text (may be empty: held
-                                 * back while it may start a stop string) */
+    const char *text;           /* text_len bytes of newly released text,
+                                 * NOT NUL-terminated (may be empty: text is
+                                 * held back while it may start a stop
+                                 * string, or is an incomplete character) */
     size_t text_len;
     float logprob;              /* log softmax of the raw logits (before
                                  * penalties and temperature) */

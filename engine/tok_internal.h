@@ -211,6 +211,11 @@ size_t tok_utf8_char_len(const unsigned char *s, size_t n);
 /* Decodes one valid UTF-8 character (as validated by tok_utf8_char_len). */
 int32_t tok_utf8_decode(const unsigned char *s, size_t len);
 
+/* Code points with general category cat (two letters, e.g. "Lo") in
+ * Unicode 16.0 that did not have it in 14.0, as PCRE2 class items, or NULL
+ * for an unknown category (generated: tok_unicode.c). */
+const char *tok_unicode_added(const char *cat, size_t n);
+
 /* GPT-2's bytes_to_unicode(): the code point that stands for byte b. */
 int tok_byte_to_cp(int b);
 

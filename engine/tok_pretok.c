@@ -196,71 +196,138 @@ int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **o
 
 /* ---- regexes ---- */
 
-/* Oniguruma's \s (what Hugging Face's regexes mean) is the White_Space
- * property; PCRE2's \s with UCP also matches U+180E. The pattern is
- * rewritten to spell \s out (and \S outside classes as its complement). */
+/* Hugging Face's regexes run on Oniguruma with Unicode 16.0 data, where
+ * \s is the White_Space property; Debian's PCRE2 has Unicode 14.0 data and a
+ * \s that also matches U+180E. The pattern is rewritten so PCRE2 means the
+ * same: \s is spelled out (\S as its complement outside classes), and each
+ * \p{X}/\pX (\P{X} outside classes) and \d gets the code points that joined
+ * the category after Unicode 14 (tok_unicode.c). */
 #define WS_ITEMS "\\t-\\r\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}" \
                  "\\x{202f}\\x{205f}\\x{3000}"
 
-static char *rewrite_space_classes(const char *p, size_t n, size_t *out_n)
+struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+
+static void sb_put(struct sbuf *b, const char *s, size_t n)
 {
-    size_t cap = n * 4 + 64, k = 0;
-    char *o = malloc(cap);
-    if (!o) return NULL;
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* The class items added to category cat (one or two letters) since 14.0. */
+static void put_added(struct sbuf *b, const char *cat, size_t n)
+{
+    static const char *const subs[] = {"Lultmo", "Mnce", "Ndlo", "Pcdseifo", "Smcko", "Zslp"};
+    for (size_t k = 0; k < sizeof subs / sizeof subs[0]; k++) {
+        if (subs[k][0] != cat[0]) continue;
+        for (const char *c = subs[k] + 1; *c; c++) {
+            if (n == 2 && *c != cat[1]) continue;
+            char two[2] = {cat[0], *c};
+            const char *it = tok_unicode_added(two, 2);
+            if (it) sb_puts(b, it);
+        }
+    }
+}
+
+static char *rewrite_classes(const char *p, size_t n, size_t *out_n)
+{
+    struct sbuf o = {0};
     bool in_class = false, quoted = false;
     for (size_t i = 0; i < n; i++) {
-        if (k + sizeof WS_ITEMS + 8 > cap) {
-            cap = cap * 2 + sizeof WS_ITEMS;
-            char *no = realloc(o, cap);
-            if (!no) {
-                free(o);
-                return NULL;
-            }
-            o = no;
-        }
         char c = p[i];
         if (quoted) {       /* inside \Q...\E everything is literal */
             if (c == '\\' && i + 1 < n && p[i + 1] == 'E') quoted = false;
-            o[k++] = c;
+            sb_put(&o, &c, 1);
             continue;
         }
         if (c == '\\' && i + 1 < n) {
             char d = p[i + 1];
             if (d == 's' || (d == 'S' && !in_class)) {
-                const char *open = in_class ? "" : d == 's' ? "[" : "[^";
-                k += (size_t)sprintf(o + k, "%s%s%s", open, WS_ITEMS, in_class ? "" : "]");
+                sb_puts(&o, in_class ? "" : d == 's' ? "[" : "[^");
+                sb_puts(&o, WS_ITEMS);
+                sb_puts(&o, in_class ? "" : "]");
                 i++;
                 continue;
             }
+            if (d == 'd' || ((d == 'p' || (d == 'P' && !in_class)) && i + 2 < n)) {
+                /* the category: \d, \pL, \p{L}, \p{Lu}; longer names are left alone */
+                const char *cat = d == 'd' ? "Nd" : NULL;
+                size_t cn = 2, len = 2;
+                if (d != 'd' && p[i + 2] == '{') {
+                    const char *end = memchr(p + i + 3, '}', n - i - 3);
+                    if (end && (end - (p + i + 3) == 1 || end - (p + i + 3) == 2)) {
+                        cat = p + i + 3;
+                        cn = (size_t)(end - cat);
+                        len = (size_t)(end - (p + i)) + 1;
+                    }
+                } else if (d != 'd') {
+                    cat = p + i + 2;
+                    cn = 1;
+                    len = 3;
+                }
+                if (cat && strchr("LMNPSZ", cat[0])) {
+                    bool neg = d == 'P';
+                    if (!in_class) sb_puts(&o, neg ? "[^" : "[");
+                    sb_puts(&o, neg ? "\\p" : "");
+                    sb_put(&o, neg ? p + i + 2 : p + i, neg ? len - 2 : len);
+                    put_added(&o, cat, cn);
+                    if (!in_class) sb_puts(&o, "]");
+                    i += len - 1;
+                    continue;
+                }
+            }
             if (d == 'Q') quoted = true;
-            o[k++] = c;
-            o[k++] = d;
+            sb_put(&o, p + i, 2);
             i++;
             continue;
         }
         if (!in_class && c == '[') {
             in_class = true;
-            o[k++] = c;
+            sb_put(&o, &c, 1);
             /* a ']' right after '[' or '[^' is a literal */
-            if (i + 1 < n && p[i + 1] == '^') o[k++] = p[++i];
-            if (i + 1 < n && p[i + 1] == ']') o[k++] = p[++i];
+            if (i + 1 < n && p[i + 1] == '^') sb_put(&o, p + ++i, 1);
+            if (i + 1 < n && p[i + 1] == ']') sb_put(&o, p + ++i, 1);
             continue;
         }
         if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') {
             const char *end = memchr(p + i + 2, ']', n - i - 2);   /* [:alpha:] */
             if (end) {
                 size_t m = (size_t)(end - (p + i)) + 1;
-                memcpy(o + k, p + i, m);
-                k += m;
+                sb_put(&o, p + i, m);
                 i += m - 1;
                 continue;
             }
         }
         if (in_class && c == ']') in_class = false;
-        o[k++] = c;
+        sb_put(&o, &c, 1);
     }
-    *out_n = k;
-    return o;
+    sb_put(&o, "", 0);
+    if (o.oom) {
+        free(o.p);
+        return NULL;
+    }
+    *out_n = o.n;
+    return o.p;
 }
 
 pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, char *err,
@@ -272,7 +339,7 @@ pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, cha
     if (literal) opt |= PCRE2_LITERAL;
     char *rw = NULL;
     if (!literal) {
-        rw = rewrite_space_classes(pattern, len, &len);
+        rw = rewrite_classes(pattern, len, &len);
         if (!rw) {
             snprintf(err, errlen, "out of memory");
             return NULL;

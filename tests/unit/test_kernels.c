@@ -192,7 +192,8 @@ Test(kernels, table_complete)
     EXPECT_FN(attention_forward); EXPECT_FN(attention_backward);
     EXPECT_FN(swiglu_forward); EXPECT_FN(swiglu_backward); EXPECT_FN(add);
     EXPECT_FN(axpy); EXPECT_FN(logprob_forward); EXPECT_FN(logprob_backward);
-    EXPECT_FN(sumsq); EXPECT_FN(scale); EXPECT_FN(adamw);
+    EXPECT_FN(sumsq); EXPECT_FN(scale); EXPECT_FN(adamw); EXPECT_FN(kv_cache_write);
+    EXPECT_FN(attention_paged_forward);
 #undef EXPECT_FN
     const char *d = be->describe();
     cr_assert_not_null(d);

@@ -1,0 +1,965 @@
+/* engine/generate.c — continuous-batching generation over a paged KV cache
+ * (contract in generate.h, cache in kv_cache.c).
+ *
+ * One step: admit queued requests first come first served while their
+ * worst-case KV blocks can be promised (so nothing ever runs out of memory
+ * mid-generation and nothing needs preemption); build the rows of one
+ * forward: one row per decoding sequence (its last sampled token) then
+ * prompt chunks of prefilling sequences up to max_step_tokens; run the
+ * transformer on all rows at once (every matmul is one call for all
+ * sequences, attention reads each sequence's blocks); compute logits only
+ * for the rows that need them; sample in parallel (each sequence has its
+ * own random state, so its output does not depend on the rest of the
+ * batch); then, in row order, append tokens, check stop conditions and emit
+ * events. A request with n samples is prefilled once as sample 0; when its
+ * prompt is done the others fork from it, sharing its full prompt blocks.
+ *
+ * The forward per layer is model_forward's (engine/model.c) on the same
+ * weights and backend ops, with attention_paged_forward in place of the
+ * training attention and the new keys/values stored by kv_cache_write. */
+#include "generate.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv_cache.h"
+
+/* Rows of logits computed at once (more rows are done chunk by chunk). */
+#define GEN_LOGITS_CHUNK 64
+
+enum seq_state { SEQ_PREFILL, SEQ_DECODE };
+
+struct gen_req {
+    struct gen_req *next;           /* waiting queue link */
+    char *id;
+    void *user;
+    int32_t *prompt;
+    int n_prompt, n, max_tokens;
+    struct sampler_params sp;
+    uint64_t seed;
+    char **stop;
+    int n_stop;
+    int32_t *stop_ids;
+    int n_stop_ids;
+    bool ignore_eos;
+    int logprobs, prompt_logprobs;
+    int blocks_full;                /* worst-case blocks of one sample */
+    int blocks_child;               /* blocks a forked sample may add */
+    int blocks_total;               /* reservation of the whole request */
+    int pending_reserve;            /* reserved for samples not forked yet */
+    int live;                       /* sequences alive (or to be forked) */
+    float *plp;                     /* (n_prompt) prompt logprobs */
+    int32_t *ptop_ids;              /* (n_prompt, prompt_logprobs) */
+    float *ptop_lps;
+};
+
+struct gen_seq {
+    struct gen_req *req;
+    int index;
+    enum seq_state state;
+    int32_t *tokens;                /* prompt then generated */
+    int n_tokens, cap;
+    int n_cached;                   /* positions with keys/values cached */
+    int32_t *blocks;
+    int n_blocks, cap_blocks;
+    int reserve;                    /* blocks promised, not yet taken */
+    struct rng rng;
+    struct tok_stream *ts;
+    char *text;
+    size_t text_len, text_cap, emitted;
+    int32_t *counts;                /* (V) when a penalty needs them */
+    uint8_t *seen;                  /* (V) */
+    float *lps;                     /* (max_tokens) */
+    int n_gen;
+    bool finished;
+    /* this step's sample */
+    int32_t next;
+    float next_lp;
+    int32_t top_ids[SAMPLER_MAX_TOP];
+    float top_lps[SAMPLER_MAX_TOP];
+};
+
+enum row_kind { ROW_NONE, ROW_PROMPT_LP, ROW_SAMPLE };
+
+struct gen_task { struct gen_seq *seq; const float *logits; };
+
+struct gen_engine {
+    struct model *m;
+    const struct tokenizer *tok;
+    struct gen_config cfg;
+    gen_event_fn fn;
+    void *ctx;
+    struct kv_cache *kv;
+    int32_t eos[8];
+    int n_eos;
+    struct gen_req *wait_head, *wait_tail;
+    int n_waiting;
+    struct gen_seq **seqs;          /* active, admission order */
+    int n_seqs;
+    uint64_t seed_counter;
+    int max_blocks_per_seq;
+    /* forward buffers (backend memory), R = max_step_tokens rows */
+    int R;
+    float *x, *res, *ln, *qkv, *atty, *gate, *up, *h;
+    int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
+    float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
+    /* host side of one step */
+    int32_t *h_tok, *h_pos, *h_seq, *h_tables, *h_rows;
+    struct gen_seq **row_seq;       /* (R) */
+    unsigned char *row_kind;        /* (R) */
+    struct gen_seq **step_seqs;     /* (max_seqs) */
+    float *logits;                  /* (GEN_LOGITS_CHUNK, V) host */
+    struct gen_task *tasks;         /* (GEN_LOGITS_CHUNK * GEN_MAX_N) */
+    int nthreads;
+    struct sampler_scratch **scr;
+    float **work;                   /* per thread (V) */
+    long long n_generated, n_prefilled, n_steps;
+};
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void gen_config_default(struct gen_config *c)
+{
+    c->kv_bytes = (size_t)256 << 20;
+    c->block_size = 16;
+    c->max_seqs = 64;
+    c->max_step_tokens = 512;
+}
+
+void gen_request_default(struct gen_request *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = "";
+    r->n = 1;
+    r->max_tokens = 16;
+    sampler_params_default(&r->sampling);
+    r->prompt_logprobs = -1;
+}
+
+const char *gen_finish_name(enum gen_finish f)
+{
+    switch (f) {
+    case GEN_FINISH_STOP: return "stop";
+    case GEN_FINISH_LENGTH: return "length";
+    case GEN_FINISH_CANCELLED: return "cancelled";
+    }
+    return "?";
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+static void add_eos(struct gen_engine *e, int32_t id)
+{
+    if (id < 0 || id >= e->m->cfg.vocab_size || e->n_eos == 8) return;
+    for (int i = 0; i < e->n_eos; i++)
+        if (e->eos[i] == id) return;
+    e->eos[e->n_eos++] = id;
+}
+
+struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
+                                  const struct gen_config *cfg, gen_event_fn fn,
+                                  void *ctx, char *err, size_t errlen)
+{
+    const struct model_config *c = &m->cfg;
+    const struct backend *be = m->be;
+    if (!be->kv_cache_write || !be->attention_paged_forward) {
+        errf(err, errlen, "backend %s has no paged attention for generation", be->name);
+        return NULL;
+    }
+    if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
+        cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs) {
+        errf(err, errlen, "generation config: need 1 <= block_size <= 1024, "
+             "1 <= max_seqs <= 4096 and max_step_tokens >= max_seqs");
+        return NULL;
+    }
+    struct gen_engine *e = calloc(1, sizeof *e);
+    if (!e) { errf(err, errlen, "out of memory"); return NULL; }
+    e->m = m;
+    e->tok = tok;
+    e->cfg = *cfg;
+    e->fn = fn;
+    e->ctx = ctx;
+    e->seed_counter = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)e;
+    e->kv = kv_cache_new(be, c->n_layers, c->n_kv_heads, c->head_dim, cfg->block_size,
+                         cfg->kv_bytes, err, errlen);
+    if (!e->kv) { free(e); return NULL; }
+    add_eos(e, c->eos_token_id);
+    if (tok) {
+        static const char *const names[] = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>",
+                                            "<|end_of_text|>"};
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+            add_eos(e, tok_token_id(tok, names[i]));
+    }
+    const size_t R = (size_t)cfg->max_step_tokens, C = (size_t)c->hidden_size;
+    const size_t I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    const size_t AH = (size_t)c->n_heads * c->head_dim, LC = GEN_LOGITS_CHUNK;
+    e->R = (int)R;
+    e->max_blocks_per_seq = (c->max_position_embeddings + cfg->block_size - 1) / cfg->block_size;
+    const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
+    struct { float **p; size_t n; } fb[] = {
+        {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},
+        {&e->atty, R * AH}, {&e->gate, R * I}, {&e->up, R * I}, {&e->h, R * I},
+        {&e->hsel, LC * C}, {&e->lnsel, LC * C}, {&e->d_logits, LC * V},
+    };
+    for (size_t i = 0; i < sizeof fb / sizeof *fb; i++)
+        if (!(*fb[i].p = be->alloc(fb[i].n * sizeof(float)))) goto oom;
+    struct { int32_t **p; size_t n; } ib[] = {
+        {&e->d_tok, R}, {&e->d_pos, R}, {&e->d_seq, R}, {&e->d_tables, tables}, {&e->d_rows, LC},
+    };
+    for (size_t i = 0; i < sizeof ib / sizeof *ib; i++)
+        if (!(*ib[i].p = be->alloc(ib[i].n * sizeof(int32_t)))) goto oom;
+    e->h_tok = malloc(R * sizeof(int32_t));
+    e->h_pos = malloc(R * sizeof(int32_t));
+    e->h_seq = malloc(R * sizeof(int32_t));
+    e->h_tables = calloc(tables, sizeof(int32_t));
+    e->h_rows = malloc(LC * sizeof(int32_t));
+    e->row_seq = malloc(R * sizeof *e->row_seq);
+    e->row_kind = malloc(R);
+    e->seqs = calloc((size_t)cfg->max_seqs, sizeof *e->seqs);
+    e->step_seqs = calloc((size_t)cfg->max_seqs, sizeof *e->step_seqs);
+    e->logits = malloc(LC * V * sizeof(float));
+    e->tasks = malloc((size_t)cfg->max_seqs * sizeof *e->tasks);
+    e->nthreads = omp_get_max_threads();
+    e->scr = calloc((size_t)e->nthreads, sizeof *e->scr);
+    e->work = calloc((size_t)e->nthreads, sizeof *e->work);
+    if (!e->h_tok || !e->h_pos || !e->h_seq || !e->h_tables || !e->h_rows || !e->row_seq ||
+        !e->row_kind || !e->seqs || !e->step_seqs || !e->logits || !e->tasks || !e->scr || !e->work)
+        goto oom;
+    for (int t = 0; t < e->nthreads; t++) {
+        e->scr[t] = sampler_scratch_new((int)V);
+        e->work[t] = malloc(V * sizeof(float));
+        if (!e->scr[t] || !e->work[t]) goto oom;
+    }
+    return e;
+oom:
+    gen_engine_free(e);
+    errf(err, errlen, "out of memory for the generation buffers (%d rows)", cfg->max_step_tokens);
+    return NULL;
+}
+
+static void req_free(struct gen_req *r)
+{
+    if (!r) return;
+    free(r->id);
+    free(r->prompt);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->stop);
+    free(r->stop_ids);
+    free(r->plp);
+    free(r->ptop_ids);
+    free(r->ptop_lps);
+    free(r);
+}
+
+static void seq_free(struct gen_seq *s)
+{
+    if (!s) return;
+    free(s->tokens);
+    free(s->blocks);
+    tok_stream_free(s->ts);
+    free(s->text);
+    free(s->counts);
+    free(s->seen);
+    free(s->lps);
+    free(s);
+}
+
+void gen_engine_free(struct gen_engine *e)
+{
+    if (!e) return;
+    const struct backend *be = e->m->be;
+    for (struct gen_req *r = e->wait_head, *nx; r; r = nx) { nx = r->next; req_free(r); }
+    /* Requests are shared by their samples: free each once. */
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_req *r = e->seqs[i]->req;
+        if (!r) continue;
+        for (int j = i + 1; j < e->n_seqs; j++)
+            if (e->seqs[j]->req == r) e->seqs[j]->req = NULL;
+        req_free(r);
+    }
+    for (int i = 0; i < e->n_seqs; i++) seq_free(e->seqs[i]);
+    float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->up, e->h,
+                   e->hsel, e->lnsel, e->d_logits};
+    for (size_t i = 0; i < sizeof fb / sizeof *fb; i++) if (fb[i]) be->free(fb[i]);
+    int32_t *ib[] = {e->d_tok, e->d_pos, e->d_seq, e->d_tables, e->d_rows};
+    for (size_t i = 0; i < sizeof ib / sizeof *ib; i++) if (ib[i]) be->free(ib[i]);
+    free(e->h_tok); free(e->h_pos); free(e->h_seq); free(e->h_tables); free(e->h_rows);
+    free(e->row_seq); free(e->row_kind); free(e->seqs); free(e->step_seqs);
+    free(e->logits); free(e->tasks);
+    for (int t = 0; e->scr && t < e->nthreads; t++) sampler_scratch_free(e->scr[t]);
+    for (int t = 0; e->work && t < e->nthreads; t++) free(e->work[t]);
+    free(e->scr); free(e->work);
+    kv_cache_free(e->kv);
+    free(e);
+}
+
+/* -------------------------------------------------------------- submit */
+
+static int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
+
+int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, size_t errlen)
+{
+    const struct model_config *c = &e->m->cfg;
+    const int V = c->vocab_size, maxp = c->max_position_embeddings, bs = e->cfg.block_size;
+    if (!r->id) { errf(err, errlen, "id is missing"); return -1; }
+    if (r->n_prompt < 1) { errf(err, errlen, "prompt is empty"); return -1; }
+    for (int i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= V) {
+            errf(err, errlen, "prompt token %d (at %d) is outside the vocabulary (%d)",
+                 r->prompt[i], i, V);
+            return -1;
+        }
+    if (r->n_prompt >= maxp) {
+        errf(err, errlen, "prompt of %d tokens leaves no room in the context "
+             "(max_position_embeddings %d)", r->n_prompt, maxp);
+        return -1;
+    }
+    if (r->n < 1 || r->n > GEN_MAX_N) { errf(err, errlen, "n: expected 1..%d, got %d", GEN_MAX_N, r->n); return -1; }
+    if (r->n > e->cfg.max_seqs) {
+        errf(err, errlen, "n: %d samples exceed the engine's %d concurrent sequences", r->n, e->cfg.max_seqs);
+        return -1;
+    }
+    if (r->max_tokens < 0) { errf(err, errlen, "max_tokens: expected >= 0, got %d", r->max_tokens); return -1; }
+    if (r->logprobs < 0 || r->logprobs > SAMPLER_MAX_TOP) { errf(err, errlen, "logprobs: expected 0..%d", SAMPLER_MAX_TOP); return -1; }
+    if (r->prompt_logprobs < -1 || r->prompt_logprobs > SAMPLER_MAX_TOP) { errf(err, errlen, "prompt_logprobs: expected 0..%d", SAMPLER_MAX_TOP); return -1; }
+    if (sampler_params_check(&r->sampling, err, errlen)) return -1;
+    if (r->n_stop < 0 || r->n_stop > GEN_MAX_STOP) { errf(err, errlen, "stop: at most %d strings", GEN_MAX_STOP); return -1; }
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t l = strlen(r->stop[i]);
+        if (l == 0 || l > GEN_MAX_STOP_LEN) { errf(err, errlen, "stop[%d]: expected 1..%d bytes", i, GEN_MAX_STOP_LEN); return -1; }
+    }
+    if (r->n_stop > 0 && !e->tok) { errf(err, errlen, "stop: the model has no tokenizer, so no text to match"); return -1; }
+    if (r->n_stop_ids < 0 || r->n_stop_ids > GEN_MAX_STOP_IDS) { errf(err, errlen, "stop_token_ids: at most %d ids", GEN_MAX_STOP_IDS); return -1; }
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] < 0 || r->stop_ids[i] >= V) { errf(err, errlen, "stop_token_ids[%d]: %d is outside the vocabulary (%d)", i, r->stop_ids[i], V); return -1; }
+
+    const int P = r->n_prompt;
+    const int M = r->max_tokens < maxp - P ? r->max_tokens : maxp - P;
+    const int fed = M > 0 ? P + M - 1 : P;       /* positions that get cached */
+    const int full = ceil_div(fed, bs), shared = P / bs;
+    const int child = full - shared;
+    const long total = full + (long)(M > 0 ? r->n - 1 : 0) * child;
+    if (total > e->kv->n_blocks) {
+        double mib = (double)kv_cache_block_bytes(e->kv) / (1 << 20);
+        errf(err, errlen, "request needs %ld KV blocks (%.1f MiB: %d prompt tokens + %d new, "
+             "%d samples) but the cache holds %d (%.1f MiB)", total, total * mib, P, M, r->n,
+             e->kv->n_blocks, e->kv->n_blocks * mib);
+        return -1;
+    }
+
+    struct gen_req *q = calloc(1, sizeof *q);
+    if (!q) goto oom;
+    q->id = strdup(r->id);
+    q->prompt = malloc((size_t)P * sizeof *q->prompt);
+    if (!q->id || !q->prompt) goto oom;
+    memcpy(q->prompt, r->prompt, (size_t)P * sizeof *q->prompt);
+    q->user = r->user;
+    q->n_prompt = P;
+    q->n = r->n;
+    q->max_tokens = M;
+    q->sp = r->sampling;
+    q->seed = r->has_seed ? r->seed : rng_splitmix64(&e->seed_counter);
+    q->ignore_eos = r->ignore_eos;
+    q->logprobs = r->logprobs;
+    q->prompt_logprobs = r->prompt_logprobs;
+    q->blocks_full = full;
+    q->blocks_child = child;
+    q->blocks_total = (int)total;
+    if (r->n_stop) {
+        q->stop = calloc((size_t)r->n_stop, sizeof *q->stop);
+        if (!q->stop) goto oom;
+        for (int i = 0; i < r->n_stop; i++) {
+            q->stop[i] = strdup(r->stop[i]);
+            if (!q->stop[i]) goto oom;
+            q->n_stop = i + 1;
+        }
+    }
+    if (r->n_stop_ids) {
+        q->stop_ids = malloc((size_t)r->n_stop_ids * sizeof *q->stop_ids);
+        if (!q->stop_ids) goto oom;
+        memcpy(q->stop_ids, r->stop_ids, (size_t)r->n_stop_ids * sizeof *q->stop_ids);
+        q->n_stop_ids = r->n_stop_ids;
+    }
+    if (q->prompt_logprobs >= 0) {
+        size_t k = (size_t)(q->prompt_logprobs > 0 ? q->prompt_logprobs : 1);
+        q->plp = malloc((size_t)P * sizeof *q->plp);
+        q->ptop_ids = calloc((size_t)P * k, sizeof *q->ptop_ids);
+        q->ptop_lps = calloc((size_t)P * k, sizeof *q->ptop_lps);
+        if (!q->plp || !q->ptop_ids || !q->ptop_lps) goto oom;
+        q->plp[0] = NAN;
+    }
+    if (e->wait_tail) e->wait_tail->next = q; else e->wait_head = q;
+    e->wait_tail = q;
+    e->n_waiting++;
+    return 0;
+oom:
+    req_free(q);
+    errf(err, errlen, "out of memory queueing the request");
+    return -1;
+}
+
+/* ----------------------------------------------------------- sequences */
+
+static void emit(struct gen_engine *e, struct gen_event *ev)
+{
+    if (e->fn) e->fn(e->ctx, ev);
+}
+
+static struct gen_seq *seq_new(struct gen_engine *e, struct gen_req *r, int index)
+{
+    struct gen_seq *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    const int V = e->m->cfg.vocab_size;
+    s->req = r;
+    s->index = index;
+    s->cap = r->n_prompt + r->max_tokens;
+    s->tokens = malloc((size_t)s->cap * sizeof *s->tokens);
+    s->cap_blocks = r->blocks_full;
+    s->blocks = malloc((size_t)(s->cap_blocks > 0 ? s->cap_blocks : 1) * sizeof *s->blocks);
+    s->lps = malloc((size_t)(r->max_tokens > 0 ? r->max_tokens : 1) * sizeof *s->lps);
+    if (!s->tokens || !s->blocks || !s->lps) goto fail;
+    memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
+    s->n_tokens = r->n_prompt;
+    rng_seed(&s->rng, r->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1)));
+    if (e->tok && !(s->ts = tok_stream_new(e->tok))) goto fail;
+    if (sampler_needs_history(&r->sp)) {
+        s->counts = calloc((size_t)V, sizeof *s->counts);
+        s->seen = calloc((size_t)V, 1);
+        if (!s->counts || !s->seen) goto fail;
+        for (int i = 0; i < r->n_prompt; i++) s->seen[r->prompt[i]] = 1;
+    }
+    return s;
+fail:
+    seq_free(s);
+    return NULL;
+}
+
+/* Returns the sequence's blocks and unused promise to the cache. */
+static void seq_release(struct gen_engine *e, struct gen_seq *s)
+{
+    for (int i = 0; i < s->n_blocks; i++) kv_cache_block_unref(e->kv, s->blocks[i]);
+    s->n_blocks = 0;
+    kv_cache_unreserve(e->kv, s->reserve);
+    s->reserve = 0;
+}
+
+/* Makes sure position pos has a block (taken from the promise). */
+static int seq_ensure_block(struct gen_engine *e, struct gen_seq *s, int pos)
+{
+    while (s->n_blocks <= pos / e->cfg.block_size) {
+        if (s->reserve <= 0 || s->n_blocks == s->cap_blocks) return -1;
+        s->reserve--;
+        kv_cache_unreserve(e->kv, 1);
+        int32_t b = kv_cache_block_alloc(e->kv);
+        if (b < 0) return -1;
+        s->blocks[s->n_blocks++] = b;
+    }
+    return 0;
+}
+
+/* Sample `index` of parent's request, sharing its full prompt blocks and
+ * copying the partial last one. */
+static struct gen_seq *seq_fork(struct gen_engine *e, struct gen_seq *p, int index)
+{
+    struct gen_req *r = p->req;
+    struct gen_seq *s = seq_new(e, r, index);
+    if (!s) return NULL;
+    const int bs = e->cfg.block_size, shared = r->n_prompt / bs;
+    s->reserve = r->blocks_child;
+    r->pending_reserve -= r->blocks_child;
+    for (int i = 0; i < shared; i++) {
+        kv_cache_block_ref(e->kv, p->blocks[i]);
+        s->blocks[s->n_blocks++] = p->blocks[i];
+    }
+    if (r->n_prompt % bs) {
+        if (seq_ensure_block(e, s, r->n_prompt - 1)) { seq_release(e, s); seq_free(s); return NULL; }
+        kv_cache_block_copy(e->kv, s->blocks[shared], p->blocks[shared]);
+    }
+    s->n_cached = r->n_prompt;
+    s->state = SEQ_DECODE;
+    return s;
+}
+
+static int text_append(struct gen_seq *s, const char *t, size_t n)
+{
+    if (n == 0) return 0;
+    if (s->text_len + n + 1 > s->text_cap) {
+        size_t cap = s->text_cap ? s->text_cap : 64;
+        while (cap < s->text_len + n + 1) cap *= 2;
+        char *g = realloc(s->text, cap);
+        if (!g) return -1;
+        s->text = g;
+        s->text_cap = cap;
+    }
+    memcpy(s->text + s->text_len, t, n);
+    s->text_len += n;
+    s->text[s->text_len] = 0;
+    return 0;
+}
+
+/* Earliest match of a stop string ending after byte `from`, or -1. */
+static long stop_find(const struct gen_req *r, const char *text, size_t len, size_t from)
+{
+    long best = -1;
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t sl = strlen(r->stop[i]);
+        size_t start = from + 1 > sl ? from + 1 - sl : 0;
+        if (start >= len) continue;
+        const char *hit = memmem(text + start, len - start, r->stop[i], sl);
+        if (hit && (best < 0 || hit - text < best)) best = hit - text;
+    }
+    return best;
+}
+
+/* Length of the longest suffix of text that is a proper prefix of a stop
+ * string: text that must be held back from streaming. */
+static size_t stop_holdback(const struct gen_req *r, const char *text, size_t len)
+{
+    size_t best = 0;
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t sl = strlen(r->stop[i]);
+        for (size_t k = (sl - 1 < len ? sl - 1 : len); k > best; k--)
+            if (memcmp(text + len - k, r->stop[i], k) == 0) { best = k; break; }
+    }
+    return best;
+}
+
+static bool is_stop_id(const struct gen_engine *e, const struct gen_req *r, int32_t t)
+{
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == t) return true;
+    if (!r->ignore_eos)
+        for (int i = 0; i < e->n_eos; i++)
+            if (e->eos[i] == t) return true;
+    return false;
+}
+
+static void emit_done(struct gen_engine *e, struct gen_seq *s, enum gen_finish f)
+{
+    struct gen_req *r = s->req;
+    struct gen_event ev = {0};
+    ev.kind = GEN_EVENT_DONE;
+    ev.id = r->id;
+    ev.user = r->user;
+    ev.index = s->index;
+    ev.finish = f;
+    ev.prompt_tokens = r->n_prompt;
+    ev.completion_tokens = s->n_gen;
+    ev.tokens = s->tokens + r->n_prompt;
+    ev.token_logprobs = s->lps;
+    ev.full_text = s->text ? s->text : "";
+    ev.full_len = s->text_len;
+    s->finished = true;
+    emit(e, &ev);
+}
+
+/* Appends this step's sample to s, checks the stop conditions and emits
+ * its TOKEN (and DONE) events. */
+static void seq_accept(struct gen_engine *e, struct gen_seq *s, const float *logits)
+{
+    struct gen_req *r = s->req;
+    const int32_t t = s->next;
+    s->tokens[s->n_tokens++] = t;
+    s->lps[s->n_gen++] = s->next_lp;
+    if (s->counts) { s->counts[t]++; s->seen[t] = 1; }
+    bool done = false, matched = false;
+    enum gen_finish f = GEN_FINISH_LENGTH;
+    if (is_stop_id(e, r, t)) {
+        done = true;
+        f = GEN_FINISH_STOP;
+    } else if (s->ts) {
+        size_t n, old = s->text_len;
+        const char *piece = tok_stream_push(s->ts, t, &n);
+        if (piece) text_append(s, piece, n);
+        if (r->n_stop) {
+            long at = stop_find(r, s->text ? s->text : "", s->text_len, old);
+            if (at >= 0) {
+                s->text_len = (size_t)at;
+                s->text[at] = 0;
+                done = matched = true;
+                f = GEN_FINISH_STOP;
+            }
+        }
+    }
+    if (!done && (s->n_gen >= r->max_tokens)) done = true;
+    if (done && s->ts) {
+        /* flush a held incomplete character (dropped after a stop string) */
+        size_t n;
+        const char *rest = tok_stream_finish(s->ts, &n);
+        if (rest && !matched) text_append(s, rest, n);
+    }
+    size_t upto = s->text_len;
+    if (!done && r->n_stop) upto -= stop_holdback(r, s->text, s->text_len);
+    if (upto < s->emitted) upto = s->emitted;
+    struct gen_event ev = {0};
+    ev.kind = GEN_EVENT_TOKEN;
+    ev.id = r->id;
+    ev.user = r->user;
+    ev.index = s->index;
+    ev.token = t;
+    ev.text = s->text ? s->text + s->emitted : "";
+    ev.text_len = upto - s->emitted;
+    ev.logprob = s->next_lp;
+    ev.n_top = r->logprobs;
+    ev.top_ids = s->top_ids;
+    ev.top_logprobs = s->top_lps;
+    ev.logits = logits;
+    emit(e, &ev);
+    s->emitted = upto;
+    if (done) emit_done(e, s, f);
+}
+
+static void emit_prompt(struct gen_engine *e, struct gen_req *r)
+{
+    if (r->prompt_logprobs < 0) return;
+    struct gen_event ev = {0};
+    ev.kind = GEN_EVENT_PROMPT;
+    ev.id = r->id;
+    ev.user = r->user;
+    ev.n_prompt = r->n_prompt;
+    ev.prompt = r->prompt;
+    ev.prompt_logprobs = r->plp;
+    ev.n_prompt_top = r->prompt_logprobs;
+    ev.prompt_top_ids = r->ptop_ids;
+    ev.prompt_top_logprobs = r->ptop_lps;
+    emit(e, &ev);
+}
+
+/* Drops finished sequences (and finished requests) from the active list. */
+static void reap(struct gen_engine *e)
+{
+    int k = 0;
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_seq *s = e->seqs[i];
+        if (!s->finished) { e->seqs[k++] = s; continue; }
+        struct gen_req *r = s->req;
+        seq_release(e, s);
+        seq_free(s);
+        if (--r->live == 0) {
+            kv_cache_unreserve(e->kv, r->pending_reserve);
+            req_free(r);
+        }
+    }
+    e->n_seqs = k;
+}
+
+/* -------------------------------------------------------------- cancel */
+
+int gen_cancel(struct gen_engine *e, const char *id)
+{
+    int count = 0;
+    for (struct gen_req **pp = &e->wait_head, *prev = NULL; *pp;) {
+        struct gen_req *r = *pp;
+        if (strcmp(r->id, id) != 0) { prev = r; pp = &r->next; continue; }
+        *pp = r->next;
+        if (e->wait_tail == r) e->wait_tail = prev;
+        e->n_waiting--;
+        for (int i = 0; i < r->n; i++) {
+            struct gen_event ev = {0};
+            ev.kind = GEN_EVENT_DONE;
+            ev.id = r->id;
+            ev.user = r->user;
+            ev.index = i;
+            ev.finish = GEN_FINISH_CANCELLED;
+            ev.prompt_tokens = r->n_prompt;
+            ev.full_text = "";
+            emit(e, &ev);
+        }
+        req_free(r);
+        count++;
+    }
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_seq *s = e->seqs[i];
+        if (s->finished || strcmp(s->req->id, id) != 0) continue;
+        struct gen_req *r = s->req;
+        bool first = true;
+        for (int j = 0; j < i && first; j++) first = e->seqs[j]->req != r;
+        count += first;
+        if (s->state == SEQ_PREFILL) {
+            /* samples 1..n-1 were never forked */
+            r->live = 1;
+            for (int j = 1; j < r->n; j++) {
+                struct gen_event ev = {0};
+                ev.kind = GEN_EVENT_DONE;
+                ev.id = r->id;
+                ev.user = r->user;
+                ev.index = j;
+                ev.finish = GEN_FINISH_CANCELLED;
+                ev.prompt_tokens = r->n_prompt;
+                ev.full_text = "";
+                emit(e, &ev);
+            }
+        }
+        emit_done(e, s, GEN_FINISH_CANCELLED);
+    }
+    reap(e);
+    return count;
+}
+
+/* ---------------------------------------------------------------- step */
+
+static void admit(struct gen_engine *e)
+{
+    while (e->wait_head) {
+        struct gen_req *r = e->wait_head;
+        int seqs_after = e->n_seqs + r->n;
+        if (seqs_after > e->cfg.max_seqs) return;
+        if (kv_cache_reserve(e->kv, r->blocks_total)) return;
+        struct gen_seq *s = seq_new(e, r, 0);
+        if (!s) { kv_cache_unreserve(e->kv, r->blocks_total); return; }
+        e->wait_head = r->next;
+        if (!e->wait_head) e->wait_tail = NULL;
+        r->next = NULL;
+        e->n_waiting--;
+        s->reserve = r->blocks_full;
+        r->pending_reserve = r->blocks_total - r->blocks_full;
+        r->live = r->max_tokens > 0 ? r->n : 1;
+        s->state = SEQ_PREFILL;
+        e->seqs[e->n_seqs++] = s;
+    }
+}
+
+/* The transformer on rows 0..N-1 of h_tok/h_pos/h_seq with S block tables
+ * of maxb entries: leaves the last hidden states (before the final norm)
+ * in e->x. */
+static void forward(struct gen_engine *e, int N, int S, int maxb)
+{
+    struct model *m = e->m;
+    const struct model_config *c = &m->cfg;
+    const struct backend *be = m->be;
+    const struct kv_cache *kv = e->kv;
+    const int C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads, NKV = c->n_kv_heads;
+    const int HD = c->head_dim, AH = NH * HD, I = c->intermediate_size, bs = kv->block_size;
+    const float *P = m->params;
+    be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
+    be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
+    be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
+    be->upload(e->d_tables, e->h_tables, (size_t)S * maxb * sizeof(int32_t));
+    be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct layer_offsets *lo = &m->layers[l];
+        float *kvl = kv->pool + (size_t)l * kv->layer_stride;
+        be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C);
+        be->matmul_forward(e->qkv, e->ln, P + lo->wqkv,
+                           lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q, 0.0f);
+        be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH, HD, Q);
+        be->rope_forward(e->qkv + AH, e->d_pos, m->inv_freq, N, NKV, HD, Q);
+        be->kv_cache_write(kvl, kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
+                           e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV, HD, bs);
+        be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,
+                                    e->d_tables, maxb, e->d_seq, e->d_pos, N, NH, NKV, HD, bs);
+        be->matmul_forward(e->res, e->atty, P + lo->wo,
+                           lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C, 0.0f);
+        be->add(e->res, e->res, e->x, (size_t)N * C);
+        be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
+        be->matmul_forward(e->gate, e->ln, P + lo->wg, NULL, N, C, I, 0.0f);
+        be->matmul_forward(e->up, e->ln, P + lo->wu, NULL, N, C, I, 0.0f);
+        be->swiglu_forward(e->h, e->gate, e->up, N, I);
+        be->matmul_forward(e->x, e->h, P + lo->wd, NULL, N, I, C, 0.0f);
+        be->add(e->x, e->x, e->res, (size_t)N * C);
+    }
+}
+
+/* Logits (host) of the n rows h_rows[0..n) of e->x into e->logits. */
+static void logits_rows(struct gen_engine *e, int n)
+{
+    struct model *m = e->m;
+    const struct backend *be = m->be;
+    const int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    be->upload(e->d_rows, e->h_rows, (size_t)n * sizeof(int32_t));
+    be->embedding_forward(e->hsel, e->d_rows, e->x, n, C);      /* gather rows */
+    be->rmsnorm_forward(e->lnsel, NULL, e->hsel, m->params + m->lnf_w, m->cfg.rms_norm_eps, n, C);
+    be->matmul_forward(e->d_logits, e->lnsel, m->params + m->lm_head, NULL, n, C, V, 0.0f);
+    be->download(e->logits, e->d_logits, (size_t)n * V * sizeof(float));
+}
+
+static void sample_tasks(struct gen_engine *e, int nt)
+{
+    const int V = e->m->cfg.vocab_size;
+    #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
+    for (int t = 0; t < nt; t++) {
+        struct gen_seq *s = e->tasks[t].seq;
+        const float *row = e->tasks[t].logits;
+        int tid = omp_get_thread_num();
+        float *w = e->work[tid];
+        float lse = sampler_logsumexp(row, V);
+        memcpy(w, row, (size_t)V * sizeof(float));
+        s->next = sampler_sample(&s->req->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
+        s->next_lp = row[s->next] - lse;
+        if (s->req->logprobs > 0) {
+            sampler_topk(row, V, s->req->logprobs, s->top_ids, s->top_lps);
+            for (int k = 0; k < s->req->logprobs; k++) s->top_lps[k] -= lse;
+        }
+    }
+}
+
+/* Prompt logprob of the token after row position pos of request r. */
+static void prompt_logprob(struct gen_req *r, const float *row, int V, int pos)
+{
+    float lse = sampler_logsumexp(row, V);
+    int t = pos + 1;
+    r->plp[t] = row[r->prompt[t]] - lse;
+    int k = r->prompt_logprobs;
+    if (k > 0) {
+        int32_t *ids = r->ptop_ids + (size_t)t * k;
+        float *lps = r->ptop_lps + (size_t)t * k;
+        sampler_topk(row, V, k, ids, lps);
+        for (int i = 0; i < k; i++) lps[i] -= lse;
+    }
+}
+
+/* Samples of the rows chosen in this chunk: forks first samples, samples
+ * all in parallel, then accepts in row order. */
+static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, size_t errlen)
+{
+    const int V = e->m->cfg.vocab_size;
+    for (int i = 0; i < n; i++) e->h_rows[i] = rows[i];
+    logits_rows(e, n);
+    int nt = 0;
+    for (int i = 0; i < n; i++) {
+        struct gen_seq *s = e->row_seq[rows[i]];
+        const float *row = e->logits + (size_t)i * V;
+        if (e->row_kind[rows[i]] == ROW_PROMPT_LP) {
+            prompt_logprob(s->req, row, V, e->h_pos[rows[i]]);
+            continue;
+        }
+        if (s->state == SEQ_PREFILL) {
+            /* the prompt is done: fork the other samples from sample 0 */
+            struct gen_req *r = s->req;
+            emit_prompt(e, r);
+            s->state = SEQ_DECODE;
+            e->tasks[nt++] = (struct gen_task){s, row};
+            for (int j = 1; j < r->n; j++) {
+                struct gen_seq *c = seq_fork(e, s, j);
+                if (!c) { errf(err, errlen, "out of memory forking sample %d of \"%s\"", j, r->id); return -1; }
+                e->seqs[e->n_seqs++] = c;
+                e->tasks[nt++] = (struct gen_task){c, row};
+            }
+        } else {
+            e->tasks[nt++] = (struct gen_task){s, row};
+        }
+    }
+    sample_tasks(e, nt);
+    for (int t = 0; t < nt; t++) {
+        seq_accept(e, e->tasks[t].seq, e->tasks[t].logits);
+        e->n_generated++;
+    }
+    return 0;
+}
+
+int gen_step(struct gen_engine *e, char *err, size_t errlen)
+{
+    admit(e);
+    if (e->n_seqs == 0) return e->n_waiting;
+    int N = 0, S = 0, maxb = 1;
+    /* decode rows, then prefill chunks */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < e->n_seqs; i++) {
+            struct gen_seq *s = e->seqs[i];
+            if ((pass == 0) != (s->state == SEQ_DECODE) || s->finished) continue;
+            int from = s->n_cached, to;
+            if (pass == 0) to = from + 1;
+            else {
+                int budget = e->R - N;
+                if (budget <= 0) break;
+                to = s->n_tokens - from < budget ? s->n_tokens : from + budget;
+            }
+            if (seq_ensure_block(e, s, to - 1)) {
+                errf(err, errlen, "internal error: KV blocks of \"%s\" exceed its reservation", s->req->id);
+                return -1;
+            }
+            int si = S++;
+            e->step_seqs[si] = s;
+            if (s->n_blocks > maxb) maxb = s->n_blocks;
+            for (int p = from; p < to; p++, N++) {
+                e->h_tok[N] = s->tokens[p];
+                e->h_pos[N] = p;
+                e->h_seq[N] = si;
+                e->row_seq[N] = s;
+                e->row_kind[N] = ROW_NONE;
+                if (pass == 0 || (p == s->n_tokens - 1 && s->req->max_tokens > 0))
+                    e->row_kind[N] = ROW_SAMPLE;
+                else if (s->req->prompt_logprobs >= 0 && p + 1 < s->n_tokens)
+                    e->row_kind[N] = ROW_PROMPT_LP;
+            }
+            s->n_cached = to;
+            if (pass == 1) e->n_prefilled += to - from;
+        }
+    }
+    for (int si = 0; si < S; si++) {
+        struct gen_seq *s = e->step_seqs[si];
+        int32_t *row = e->h_tables + (size_t)si * maxb;
+        memcpy(row, s->blocks, (size_t)s->n_blocks * sizeof *row);
+        for (int j = s->n_blocks; j < maxb; j++) row[j] = 0;
+    }
+    forward(e, N, S, maxb);
+    e->n_steps++;
+
+    /* logits for the rows that need them, a chunk at a time; a chunk has
+     * at most max_seqs sampling rows, so its tasks fit (forks included). */
+    int rows[GEN_LOGITS_CHUNK], nr = 0, nsample = 0;
+    for (int i = 0; i < N; i++) {
+        if (e->row_kind[i] == ROW_NONE) continue;
+        int add = e->row_kind[i] == ROW_SAMPLE
+                      ? (e->row_seq[i]->state == SEQ_PREFILL ? e->row_seq[i]->req->n : 1) : 0;
+        if (nr == GEN_LOGITS_CHUNK || nsample + add > e->cfg.max_seqs) {
+            if (run_chunk(e, rows, nr, err, errlen)) return -1;
+            nr = nsample = 0;
+        }
+        rows[nr++] = i;
+        nsample += add;
+    }
+    if (nr && run_chunk(e, rows, nr, err, errlen)) return -1;
+    /* prompts with max_tokens 0: done after prefill */
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_seq *s = e->seqs[i];
+        if (s->state != SEQ_PREFILL || s->n_cached < s->n_tokens || s->req->max_tokens > 0) continue;
+        struct gen_req *r = s->req;
+        emit_prompt(e, r);
+        for (int j = 1; j < r->n; j++) {
+            struct gen_event ev = {0};
+            ev.kind = GEN_EVENT_DONE;
+            ev.id = r->id;
+            ev.user = r->user;
+            ev.index = j;
+            ev.finish = GEN_FINISH_LENGTH;
+            ev.prompt_tokens = r->n_prompt;
+            ev.full_text = "";
+            emit(e, &ev);
+        }
+        emit_done(e, s, GEN_FINISH_LENGTH);
+    }
+    reap(e);
+    return e->n_seqs + e->n_waiting;
+}
+
+bool gen_idle(const struct gen_engine *e)
+{
+    return e->n_seqs == 0 && e->n_waiting == 0;
+}
+
+void gen_stats_get(const struct gen_engine *e, struct gen_stats *st)
+{
+    st->active = e->n_seqs;
+    st->waiting = e->n_waiting;
+    st->kv_blocks_used = kv_cache_used(e->kv);
+    st->kv_blocks_total = e->kv->n_blocks;
+    st->kv_blocks_reserved = e->kv->reserved;
+    st->block_size = e->kv->block_size;
+    st->tokens_generated = e->n_generated;
+    st->tokens_prefilled = e->n_prefilled;
+    st->steps = e->n_steps;
+}

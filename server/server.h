@@ -1,0 +1,86 @@
+/* server/server.h — the running server's shared state and the HTTP reply
+ * helpers route handlers use. Handlers live in routes_*.c and
+ * completions.c; the MHD daemon and the router in http.c. */
+#ifndef AHA_SERVER_SERVER_H
+#define AHA_SERVER_SERVER_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+
+#include "db.h"
+#include "engine.h"
+#include "keys.h"
+#include "metrics.h"
+#include "traces.h"
+#include "util.h"
+
+/* Named limits (each has a test one past it). */
+#define SERVER_MAX_BODY_DEFAULT (1 << 20)   /* request body bytes */
+#define SERVER_MAX_INFLIGHT_DEFAULT 512     /* generations in the engine */
+#define SERVER_MAX_CONNECTIONS 4096
+#define SERVER_MAX_CHOICES 16               /* prompts x n per request */
+#define SERVER_MAX_MESSAGES 1024
+#define SERVER_MAX_STOP 4
+#define SERVER_MAX_LOGPROBS 20
+
+struct server_config {
+    const char *host;
+    int port;
+    const char *data_dir;
+    const char *database_url;
+    const char *engine_path;
+    const char *migrations_dir;
+    long max_body;
+    int max_inflight;
+    int threads;
+    double heartbeat_s;
+    int trace_queue;
+};
+
+struct server {
+    struct server_config cfg;
+    db_pool *pool;
+    engine *eng;
+    traces *tr;
+    struct MHD_Daemon *daemon;
+};
+
+/* State of one HTTP request, from the first header to the completed
+ * notification; everything in it is freed then. */
+struct http_req {
+    struct server *srv;
+    arena *a;
+    enum metrics_route route;
+    double t0;
+    int status;              /* sent status, for metrics */
+    sbuf body;
+    bool too_large;
+    struct keys_info key;
+    struct gen_req *gen;     /* completions in progress, or NULL */
+};
+
+/* Replies with `body` (stolen) as JSON. Returns an MHD_Result. */
+enum MHD_Result http_reply_json(struct MHD_Connection *c, struct http_req *hr, int status,
+                                json_t *body);
+/* Replies with OpenAI's error shape; param and code may be NULL. */
+enum MHD_Result http_reply_error(struct MHD_Connection *c, struct http_req *hr, int status,
+                                 const char *type, const char *param, const char *code,
+                                 const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+/* The OpenAI error object {"error":{...}}; returns a new reference. */
+json_t *http_error_json(const char *type, const char *param, const char *code,
+                        const char *message);
+/* OpenAI error type for an HTTP status ("invalid_request_error", ...). */
+const char *http_error_type(int status);
+
+/* Completions (completions.c). `chat` selects /v1/chat/completions. Called
+ * with the whole body once, then again after each resume until it queues a
+ * response. */
+enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr, bool chat);
+/* The request ended (aborted = the client went away first): cancels what is
+ * still generating, stores the trace, frees hr->gen. */
+void completions_release(struct http_req *hr, bool aborted);
+int completions_start(struct server *srv);
+void completions_stop(void);
+
+#endif

@@ -1,0 +1,667 @@
+/* tests/unit/test_generate.c — the generation engine (engine/generate.c,
+ * sampler.c, kv_cache.c) and the paged-attention ops (kernels/cpu/
+ * cpu_decode.c): paged attention against attention_forward; cached
+ * decoding against the full model_forward at every position; batch
+ * independence of greedy and seeded outputs; n samples; stop strings
+ * across tokens; cancellation; KV-memory refusal; sampler filters. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "generate.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "rng.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+/* Cached vs full forward: both run the same fp32 ops except attention
+ * (per-row dot products vs sgemm blocks), so they agree to rounding:
+ * |cached - full| <= GEN_ATOL + GEN_RTOL * |full|. */
+#define GEN_ATOL 1e-4
+#define GEN_RTOL 1e-4
+
+static struct model_config test_cfg(int V)
+{
+    struct model_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = MODEL_ARCH_QWEN2;
+    c.vocab_size = V;
+    c.hidden_size = 32;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 8;
+    c.intermediate_size = 48;
+    c.max_position_embeddings = 128;
+    c.rope_theta = 10000;
+    c.rms_norm_eps = 1e-6f;
+    c.tie_word_embeddings = true;
+    c.qkv_bias = true;
+    c.bos_token_id = c.eos_token_id = -1;
+    return c;
+}
+
+static struct model *test_model(int V, uint64_t seed)
+{
+    struct model_config c = test_cfg(V);
+    char err[256];
+    struct model *m = model_new(&c, backend_cpu(), err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    /* large weights so that the distributions are far from uniform */
+    model_init_random(m, seed, 0.5f);
+    return m;
+}
+
+/* ------------------------------------------------------------ collector */
+
+#define MAXS 8          /* samples per request */
+#define MAXR 8          /* requests per test */
+#define MAXT 64         /* tokens per sample */
+
+struct sample_out {
+    int32_t tok[MAXT];
+    float lp[MAXT];
+    float *logits[MAXT];    /* copies of the TOKEN events' logits */
+    int n;
+    char text[1024];        /* concatenated TOKEN texts */
+    size_t text_len;
+    char pieces[MAXT][64];  /* each TOKEN's text */
+    bool done;
+    enum gen_finish finish;
+    char full[1024];
+    int completion_tokens, done_tokens;
+};
+
+struct collector {
+    int V;
+    bool keep_logits;
+    struct sample_out s[MAXR][MAXS];
+    float prompt_lp[128];
+    int32_t prompt_top[128][20];
+    float prompt_top_lp[128][20];
+    int n_prompt, n_prompt_top;
+    int prompt_events, done_events;
+};
+
+static void on_event(void *ctx, const struct gen_event *ev)
+{
+    struct collector *c = ctx;
+    int r = (int)(intptr_t)ev->user;
+    cr_assert(r >= 0 && r < MAXR && ev->index >= 0 && ev->index < MAXS);
+    struct sample_out *o = &c->s[r][ev->index];
+    if (ev->kind == GEN_EVENT_PROMPT) {
+        c->prompt_events++;
+        c->n_prompt = ev->n_prompt;
+        c->n_prompt_top = ev->n_prompt_top;
+        for (int i = 0; i < ev->n_prompt && i < 128; i++) {
+            c->prompt_lp[i] = ev->prompt_logprobs[i];
+            for (int k = 0; k < ev->n_prompt_top; k++) {
+                c->prompt_top[i][k] = ev->prompt_top_ids[(size_t)i * ev->n_prompt_top + k];
+                c->prompt_top_lp[i][k] = ev->prompt_top_logprobs[(size_t)i * ev->n_prompt_top + k];
+            }
+        }
+    } else if (ev->kind == GEN_EVENT_TOKEN) {
+        cr_assert(!o->done, "token after done");
+        cr_assert(o->n < MAXT);
+        o->tok[o->n] = ev->token;
+        o->lp[o->n] = ev->logprob;
+        if (c->keep_logits) {
+            o->logits[o->n] = malloc((size_t)c->V * sizeof(float));
+            memcpy(o->logits[o->n], ev->logits, (size_t)c->V * sizeof(float));
+        }
+        cr_assert(ev->text_len < 64);
+        memcpy(o->pieces[o->n], ev->text, ev->text_len);
+        o->pieces[o->n][ev->text_len] = 0;
+        cr_assert(o->text_len + ev->text_len < sizeof o->text);
+        memcpy(o->text + o->text_len, ev->text, ev->text_len);
+        o->text_len += ev->text_len;
+        o->n++;
+    } else {
+        cr_assert(!o->done, "two done events");
+        c->done_events++;
+        o->done = true;
+        o->finish = ev->finish;
+        o->completion_tokens = ev->completion_tokens;
+        cr_assert(ev->full_len < sizeof o->full);
+        memcpy(o->full, ev->full_text, ev->full_len);
+        o->full[ev->full_len] = 0;
+        o->done_tokens = ev->completion_tokens;
+        for (int i = 0; i < ev->completion_tokens && i < o->n; i++)
+            cr_assert_eq(ev->tokens[i], o->tok[i], "done tokens differ from streamed ones");
+    }
+}
+
+static void collector_free(struct collector *c)
+{
+    for (int r = 0; r < MAXR; r++)
+        for (int i = 0; i < MAXS; i++)
+            for (int t = 0; t < c->s[r][i].n; t++) free(c->s[r][i].logits[t]);
+}
+
+static void run_to_idle(struct gen_engine *e)
+{
+    char err[256];
+    for (int step = 0; step < 10000; step++) {
+        int rc = gen_step(e, err, sizeof err);
+        cr_assert_geq(rc, 0, "%s", err);
+        if (rc == 0) return;
+    }
+    cr_assert_fail("engine never became idle");
+}
+
+static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
+                                 struct collector *c, int bs, int max_seqs, int step_tokens,
+                                 size_t kv_bytes)
+{
+    struct gen_config cfg;
+    gen_config_default(&cfg);
+    cfg.block_size = bs;
+    cfg.max_seqs = max_seqs;
+    cfg.max_step_tokens = step_tokens;
+    if (kv_bytes) cfg.kv_bytes = kv_bytes;
+    char err[256];
+    c->V = m->cfg.vocab_size;
+    struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
+    cr_assert_not_null(e, "%s", err);
+    return e;
+}
+
+static void submit(struct gen_engine *e, const char *id, int user, const int32_t *prompt,
+                   int P, int n, int max_tokens, float temp, bool seeded, uint64_t seed)
+{
+    struct gen_request r;
+    gen_request_default(&r);
+    r.id = id;
+    r.user = (void *)(intptr_t)user;
+    r.prompt = prompt;
+    r.n_prompt = P;
+    r.n = n;
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = temp;
+    r.has_seed = seeded;
+    r.seed = seed;
+    r.ignore_eos = true;
+    char err[256];
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+}
+
+/* ---------------------------------------------------------- paged attention */
+
+Test(generate, paged_attention_matches_full)
+{
+    const struct backend *be = backend_cpu();
+    enum { B = 2, T = 13, NH = 4, NKV = 2, D = 8, BS = 4, NB = 4 };
+    const int Q = (NH + 2 * NKV) * D;
+    float *qkv = malloc((size_t)B * T * Q * sizeof(float));
+    float *ref = malloc((size_t)B * T * NH * D * sizeof(float));
+    float *att = malloc((size_t)B * NH * T * T * sizeof(float));
+    float *got = malloc((size_t)B * T * NH * D * sizeof(float));
+    struct rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < B * T * Q; i++) qkv[i] = (float)rng_normal(&r);
+    be->attention_forward(ref, att, qkv, Q, qkv + NH * D, Q, qkv + (NH + NKV) * D, Q, B, T, NH, NKV, D);
+    /* cache of 2 layers' worth of blocks; use layer 1 and scattered block ids */
+    char err[256];
+    struct kv_cache *kv = kv_cache_new(be, 2, NKV, D, BS, (size_t)16 * 2 * 2 * NKV * BS * D * sizeof(float), err, sizeof err);
+    cr_assert_not_null(kv, "%s", err);
+    int32_t tables[B * NB] = {7, 2, 11, 0, 5, 9, 1, 14};
+    int32_t seq[B * T], pos[B * T];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) { seq[b * T + t] = b; pos[b * T + t] = t; }
+    float *kvl = kv->pool + kv->layer_stride;
+    /* keys/values written in two calls (prefill chunk then the rest) */
+    be->kv_cache_write(kvl, kv->block_stride, kv->vofs, tables, NB, seq, pos, qkv + NH * D, Q,
+                       qkv + (NH + NKV) * D, Q, 9, NKV, D, BS);
+    be->kv_cache_write(kvl, kv->block_stride, kv->vofs, tables, NB, seq + 9, pos + 9,
+                       qkv + 9 * Q + NH * D, Q, qkv + 9 * Q + (NH + NKV) * D, Q, B * T - 9, NKV, D, BS);
+    /* all rows at once */
+    be->attention_paged_forward(got, qkv, Q, kvl, kv->block_stride, kv->vofs, tables, NB, seq, pos,
+                                B * T, NH, NKV, D, BS);
+    int bad = 0;
+    for (int i = 0; i < B * T * NH * D; i++)
+        bad += !(fabsf(got[i] - ref[i]) <= 1e-5f + 1e-4f * fabsf(ref[i]));
+    cr_expect_eq(bad, 0, "%d of %d outputs differ (all rows)", bad, B * T * NH * D);
+    /* decode-shaped: only the last row of each sequence, reversed order */
+    int32_t seq2[2] = {1, 0}, pos2[2] = {T - 1, T - 1};
+    float q2[2 * 8 * 8 * 2];
+    cr_assert((size_t)Q * 2 <= sizeof q2 / sizeof *q2);
+    memcpy(q2, qkv + ((size_t)1 * T + T - 1) * Q, (size_t)Q * sizeof(float));
+    memcpy(q2 + Q, qkv + (size_t)(T - 1) * Q, (size_t)Q * sizeof(float));
+    float out2[2 * NH * D];
+    be->attention_paged_forward(out2, q2, Q, kvl, kv->block_stride, kv->vofs, tables, NB, seq2, pos2,
+                                2, NH, NKV, D, BS);
+    bad = 0;
+    for (int i = 0; i < NH * D; i++) {
+        float r1 = ref[((size_t)1 * T + T - 1) * NH * D + i], r0 = ref[(size_t)(T - 1) * NH * D + i];
+        bad += !(fabsf(out2[i] - r1) <= 1e-5f + 1e-4f * fabsf(r1));
+        bad += !(fabsf(out2[NH * D + i] - r0) <= 1e-5f + 1e-4f * fabsf(r0));
+    }
+    cr_expect_eq(bad, 0, "%d decode-row outputs differ", bad);
+    kv_cache_free(kv);
+    free(qkv); free(ref); free(att); free(got);
+}
+
+/* ------------------------------------------------------ cached vs full */
+
+/* Generates greedily with a small block size and chunked prefill, then
+ * checks every TOKEN event's logits and the prompt logprobs against
+ * model_forward on the whole sequence. */
+Test(generate, cache_matches_full_forward)
+{
+    enum { V = 20, P = 7, M = 12 };
+    struct model *m = test_model(V, 21);
+    struct collector *c = calloc(1, sizeof *c);
+    c->keep_logits = true;
+    /* block 4 (prompt ends mid-block), 3 rows per step: chunked prefill */
+    struct gen_engine *e = engine(m, NULL, c, 4, 2, 3, 0);
+    int32_t prompt[P] = {3, 17, 5, 5, 0, 12, 9};
+    struct gen_request r;
+    gen_request_default(&r);
+    r.id = "parity";
+    r.prompt = prompt;
+    r.n_prompt = P;
+    r.max_tokens = M;
+    r.sampling.temperature = 0;
+    r.prompt_logprobs = 20;
+    r.logprobs = 3;
+    char err[256];
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    struct sample_out *o = &c->s[0][0];
+    cr_assert(o->done);
+    cr_assert_eq(o->n, M);
+    cr_assert_eq(o->finish, GEN_FINISH_LENGTH);
+    cr_assert_eq(c->prompt_events, 1);
+
+    const int T = P + M - 1;
+    int32_t seq[P + M];
+    memcpy(seq, prompt, sizeof prompt);
+    memcpy(seq + P, o->tok, (size_t)M * sizeof(int32_t));
+    cr_assert_eq(model_forward(m, seq, NULL, 1, T, err, sizeof err), 0, "%s", err);
+    float *full = malloc((size_t)T * V * sizeof(float));
+    model_logits(m, 0, T, full);
+    int bad = 0;
+    double worst = 0;
+    for (int i = 0; i < M; i++) {
+        const float *ref = full + (size_t)(P - 1 + i) * V;
+        for (int v = 0; v < V; v++) {
+            double d = fabs(o->logits[i][v] - ref[v]);
+            worst = d > worst ? d : worst;
+            bad += !(d <= GEN_ATOL + GEN_RTOL * fabs(ref[v]));
+        }
+        /* greedy picks the argmax of the full forward */
+        int best = 0;
+        for (int v = 1; v < V; v++) if (ref[v] > ref[best]) best = v;
+        cr_expect_eq(o->tok[i], best, "token %d: greedy %d, full-forward argmax %d", i, o->tok[i], best);
+    }
+    cr_expect_eq(bad, 0, "%d logits differ (worst %g)", bad, worst);
+    /* prompt logprobs = log softmax of the full forward */
+    cr_expect(isnan(c->prompt_lp[0]));
+    bad = 0;
+    for (int t = 1; t < P; t++) {
+        const float *row = full + (size_t)(t - 1) * V;
+        double mx = row[0], s = 0;
+        for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+        for (int v = 0; v < V; v++) s += exp(row[v] - mx);
+        double lse = mx + log(s);
+        double want = row[prompt[t]] - lse;
+        bad += !(fabs(c->prompt_lp[t] - want) <= 1e-4);
+        /* top alternatives are sorted and consistent */
+        double want0 = row[c->prompt_top[t][0]] - lse;
+        bad += !(fabs(c->prompt_top_lp[t][0] - want0) <= 1e-4);
+        for (int k = 1; k < 20; k++) bad += c->prompt_top_lp[t][k] > c->prompt_top_lp[t][k - 1];
+    }
+    cr_expect_eq(bad, 0, "%d prompt logprobs differ", bad);
+    free(full);
+    gen_engine_free(e);
+    collector_free(c);
+    free(c);
+    model_free(m);
+}
+
+/* ------------------------------------------------------ batch independence */
+
+Test(generate, output_independent_of_batch)
+{
+    enum { V = 50 };
+    struct model *m = test_model(V, 8);
+    int32_t p0[5] = {1, 2, 3, 4, 5}, p1[9] = {9, 8, 7, 6, 5, 4, 3, 2, 1}, p2[3] = {40, 41, 42};
+    /* alone */
+    struct collector *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    struct gen_engine *e = engine(m, NULL, a, 4, 8, 64, 0);
+    submit(e, "g", 0, p0, 5, 1, 20, 0.0f, false, 0);
+    run_to_idle(e);
+    submit(e, "s", 1, p0, 5, 1, 20, 1.0f, true, 1234);
+    run_to_idle(e);
+    gen_engine_free(e);
+    /* inside a batch, joining at different steps */
+    e = engine(m, NULL, b, 4, 8, 64, 0);
+    char err[256];
+    submit(e, "x", 2, p1, 9, 2, 25, 0.9f, true, 5);
+    cr_assert_geq(gen_step(e, err, sizeof err), 0);
+    cr_assert_geq(gen_step(e, err, sizeof err), 0);
+    submit(e, "g", 0, p0, 5, 1, 20, 0.0f, false, 0);
+    submit(e, "y", 3, p2, 3, 1, 7, 1.3f, false, 0);
+    cr_assert_geq(gen_step(e, err, sizeof err), 0);
+    submit(e, "s", 1, p0, 5, 1, 20, 1.0f, true, 1234);
+    run_to_idle(e);
+    for (int r = 0; r < 2; r++) {
+        cr_assert(a->s[r][0].done && b->s[r][0].done);
+        cr_assert_eq(a->s[r][0].n, 20);
+        cr_assert_eq(b->s[r][0].n, 20);
+        cr_expect_arr_eq(a->s[r][0].tok, b->s[r][0].tok, 20 * sizeof(int32_t),
+                         "request %d differs inside a batch", r);
+    }
+    cr_expect(b->s[2][0].done && b->s[2][1].done && b->s[3][0].done);
+    gen_engine_free(e);
+    /* same seed, same request: same output; another seed: another output */
+    struct collector *d = calloc(1, sizeof *d);
+    e = engine(m, NULL, d, 16, 8, 64, 0);
+    submit(e, "s", 1, p0, 5, 1, 20, 1.0f, true, 1234);
+    submit(e, "t", 2, p0, 5, 1, 20, 1.0f, true, 99);
+    run_to_idle(e);
+    cr_expect_arr_eq(d->s[1][0].tok, a->s[1][0].tok, 20 * sizeof(int32_t), "seeded output not reproducible");
+    cr_expect(memcmp(d->s[2][0].tok, a->s[1][0].tok, 20 * sizeof(int32_t)) != 0,
+              "different seeds gave the same 20 tokens");
+    gen_engine_free(e);
+    free(a); free(b); free(d);
+    model_free(m);
+}
+
+/* ------------------------------------------------------------ n samples */
+
+Test(generate, n_samples_share_prefill)
+{
+    enum { V = 40, P = 6 };
+    struct model *m = test_model(V, 3);
+    int32_t prompt[P] = {1, 5, 9, 13, 17, 21};
+    struct collector *c = calloc(1, sizeof *c);
+    struct gen_engine *e = engine(m, NULL, c, 4, 8, 64, 0);
+    submit(e, "greedy", 0, prompt, P, 3, 10, 0.0f, false, 0);
+    submit(e, "sampled", 1, prompt, P, 4, 10, 1.0f, true, 77);
+    /* after the first step: both prompts prefilled, all 7 samples live,
+     * sharing the one full prompt block of each request */
+    char err[256];
+    cr_assert_gt(gen_step(e, err, sizeof err), 0, "%s", err);
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.active, 7);
+    /* per request: 1 shared full block + a partial block per sample */
+    cr_expect_eq(st.kv_blocks_used, 2 * 1 + 7, "blocks used %d", st.kv_blocks_used);
+    run_to_idle(e);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(c->s[0][i].done);
+        cr_expect_arr_eq(c->s[0][i].tok, c->s[0][0].tok, 10 * sizeof(int32_t), "greedy sample %d differs", i);
+    }
+    int distinct = 0;
+    for (int i = 0; i < 4; i++) {
+        cr_assert(c->s[1][i].done);
+        cr_assert_eq(c->s[1][i].n, 10);
+        if (i && memcmp(c->s[1][i].tok, c->s[1][0].tok, 10 * sizeof(int32_t))) distinct++;
+    }
+    cr_expect_gt(distinct, 0, "4 seeded samples are all identical");
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    cr_expect_eq(st.kv_blocks_reserved, 0);
+    /* sample 0 of n=4 is what n=1 with the same seed gives */
+    struct collector *d = calloc(1, sizeof *d);
+    struct gen_engine *e2 = engine(m, NULL, d, 4, 8, 64, 0);
+    submit(e2, "one", 1, prompt, P, 1, 10, 1.0f, true, 77);
+    run_to_idle(e2);
+    cr_expect_arr_eq(d->s[1][0].tok, c->s[1][0].tok, 10 * sizeof(int32_t));
+    gen_engine_free(e2);
+    gen_engine_free(e);
+    free(c); free(d);
+    model_free(m);
+}
+
+/* ---------------------------------------------------------- stop strings */
+
+Test(generate, stop_strings_across_tokens)
+{
+    char path[] = "/tmp/aha-gen-tok-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(tok_write_bytelevel(path, err, sizeof err), 0, "%s", err);
+    struct tokenizer *tok = tok_load(path, err, sizeof err);
+    unlink(path);
+    cr_assert_not_null(tok, "%s", err);
+    struct model *m = test_model(TOK_BYTELEVEL_VOCAB, 4);
+    int32_t prompt[4] = {'a', 'b', 'c', 'd'};
+    struct collector *c = calloc(1, sizeof *c);
+    struct gen_engine *e = engine(m, tok, c, 8, 4, 64, 0);
+    /* random ids: restrict to printable ASCII with the stop ids unusable,
+     * so the text has one byte per token */
+    struct gen_request r;
+    gen_request_default(&r);
+    r.id = "free";
+    r.prompt = prompt;
+    r.n_prompt = 4;
+    r.max_tokens = 24;
+    r.sampling.temperature = 0;
+    r.ignore_eos = true;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    struct sample_out *o = &c->s[0][0];
+    cr_assert(o->done);
+    cr_assert_str_eq(o->text, o->full, "streamed text != done text");
+    /* a stop string made of two consecutive non-empty token texts */
+    int i = 2;
+    while (i + 1 < o->n && (!o->pieces[i][0] || !o->pieces[i + 1][0])) i++;
+    cr_assert(i + 1 < o->n, "no two consecutive text pieces in \"%s\"", o->full);
+    char stop[130];
+    snprintf(stop, sizeof stop, "%s%s", o->pieces[i], o->pieces[i + 1]);
+    const char *at = strstr(o->full, stop);
+    cr_assert_not_null(at);
+    size_t want = (size_t)(at - o->full);
+    const char *stops[1] = {stop};
+    r.id = "stopped";
+    r.user = (void *)1;
+    r.stop = stops;
+    r.n_stop = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    struct sample_out *s = &c->s[1][0];
+    cr_assert(s->done);
+    cr_expect_eq(s->finish, GEN_FINISH_STOP);
+    cr_expect_eq(strlen(s->full), want, "text \"%s\" (stop \"%s\" in \"%s\")", s->full, stop, o->full);
+    cr_expect(strncmp(s->full, o->full, want) == 0);
+    cr_expect_str_eq(s->text, s->full, "streamed text leaked part of the stop string");
+    cr_expect_leq(s->n, i + 2);
+    /* stop token id: stops at the first occurrence, the id is included */
+    r.id = "stopid";
+    r.user = (void *)2;
+    r.n_stop = 0;
+    int32_t sid = o->tok[3];
+    r.stop_ids = &sid;
+    r.n_stop_ids = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    int first = 0;
+    while (o->tok[first] != sid) first++;
+    cr_expect_eq(c->s[2][0].n, first + 1);
+    cr_expect_eq(c->s[2][0].finish, GEN_FINISH_STOP);
+    gen_engine_free(e);
+    collector_free(c);
+    free(c);
+    model_free(m);
+    tok_free(tok);
+}
+
+/* ------------------------------------------------ cancel, memory, queueing */
+
+Test(generate, cancel_frees_kv)
+{
+    struct model *m = test_model(30, 6);
+    int32_t prompt[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    struct collector *c = calloc(1, sizeof *c);
+    struct gen_engine *e = engine(m, NULL, c, 4, 8, 64, 0);
+    submit(e, "long", 0, prompt, 10, 2, 60, 1.0f, true, 1);
+    char err[256];
+    for (int i = 0; i < 3; i++) cr_assert_gt(gen_step(e, err, sizeof err), 0);
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    cr_assert_gt(st.kv_blocks_used, 0);
+    cr_assert_eq(gen_cancel(e, "nope"), 0);
+    cr_assert_eq(gen_cancel(e, "long"), 1);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    cr_expect_eq(st.kv_blocks_reserved, 0);
+    cr_expect_eq(st.active, 0);
+    cr_expect(c->s[0][0].done && c->s[0][1].done);
+    cr_expect_eq(c->s[0][0].finish, GEN_FINISH_CANCELLED);
+    cr_expect(gen_idle(e));
+    /* cancel while queued and while prefilling with n > 1 */
+    submit(e, "q", 1, prompt, 10, 3, 5, 1.0f, true, 1);
+    cr_expect_eq(gen_cancel(e, "q"), 1);
+    cr_expect(c->s[1][0].done && c->s[1][1].done && c->s[1][2].done);
+    gen_engine_free(e);
+    struct collector *d = calloc(1, sizeof *d);
+    e = engine(m, NULL, d, 4, 8, 8, 0);     /* 8-row steps: 10-token prompt takes 2 */
+    submit(e, "p", 2, prompt, 10, 3, 5, 1.0f, true, 1);
+    cr_assert_gt(gen_step(e, err, sizeof err), 0);
+    gen_stats_get(e, &st);
+    cr_assert_eq(st.active, 1);
+    cr_expect_eq(gen_cancel(e, "p"), 1);
+    cr_expect(d->s[2][0].done && d->s[2][1].done && d->s[2][2].done);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    cr_expect_eq(st.kv_blocks_reserved, 0);
+    gen_engine_free(e);
+    free(c); free(d);
+    model_free(m);
+}
+
+Test(generate, memory_refusal_and_queueing)
+{
+    struct model *m = test_model(30, 6);
+    /* block of 4 positions: 2 layers * 2 (k,v) * 2 heads * 4 * 8 floats */
+    const size_t block = (size_t)2 * 2 * 2 * 4 * 8 * sizeof(float);
+    struct collector *c = calloc(1, sizeof *c);
+    struct gen_engine *e = engine(m, NULL, c, 4, 8, 64, 6 * block);
+    int32_t prompt[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    struct gen_request r;
+    gen_request_default(&r);
+    r.id = "big";
+    r.prompt = prompt;
+    r.n_prompt = 10;
+    r.max_tokens = 20;          /* 29 positions = 8 blocks > 6 */
+    char err[256];
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), -1);
+    cr_expect(strstr(err, "KV blocks") && strstr(err, "cache holds 6"), "%s", err);
+    r.max_tokens = 5; r.n = 3;  /* 2 shared + 3 * 2 = 8 > 6 */
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), -1);
+    /* two that fit one at a time: the second waits, then runs */
+    submit(e, "a", 0, prompt, 10, 1, 8, 1.0f, true, 1);     /* 17 positions: 5 blocks */
+    submit(e, "b", 1, prompt, 10, 1, 8, 1.0f, true, 1);
+    cr_assert_gt(gen_step(e, err, sizeof err), 0);
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.active, 1);
+    cr_expect_eq(st.waiting, 1);
+    run_to_idle(e);
+    cr_expect(c->s[0][0].done && c->s[1][0].done);
+    cr_expect_arr_eq(c->s[0][0].tok, c->s[1][0].tok, 8 * sizeof(int32_t));
+    /* invalid requests */
+    int32_t badtok = 30;
+    r.prompt = &badtok; r.n_prompt = 1; r.n = 1;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    cr_expect(strstr(err, "vocabulary"), "%s", err);
+    r.prompt = prompt; r.n_prompt = 0;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    r.n_prompt = 2; r.sampling.top_p = 0;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    cr_expect(strstr(err, "top_p"), "%s", err);
+    gen_engine_free(e);
+    free(c);
+    model_free(m);
+}
+
+/* ------------------------------------------------------------- sampler */
+
+Test(generate, sampler_filters)
+{
+    enum { V = 6 };
+    const float base[V] = {1.0f, 3.0f, 2.9f, -1.0f, 0.5f, 2.0f};
+    float l[V];
+    struct sampler_scratch *s = sampler_scratch_new(V);
+    struct sampler_params p;
+    struct rng r;
+    rng_seed(&r, 1);
+    sampler_params_default(&p);
+    p.temperature = 0;
+    memcpy(l, base, sizeof l);
+    cr_expect_eq(sampler_sample(&p, l, V, NULL, NULL, &r, s), 1);
+    /* top_k = 2: only ids 1 and 2 */
+    sampler_params_default(&p);
+    p.top_k = 2;
+    int hist[V] = {0};
+    for (int i = 0; i < 2000; i++) {
+        memcpy(l, base, sizeof l);
+        hist[sampler_sample(&p, l, V, NULL, NULL, &r, s)]++;
+    }
+    cr_expect_eq(hist[0] + hist[3] + hist[4] + hist[5], 0);
+    /* p(1)/p(2) = e^0.1 = 1.105 */
+    cr_expect(fabs((double)hist[1] / hist[2] - 1.105) < 0.15, "%d %d", hist[1], hist[2]);
+    /* top_p small: argmax only; min_p = 1: argmax only */
+    sampler_params_default(&p);
+    p.top_p = 0.05f;
+    for (int i = 0; i < 50; i++) {
+        memcpy(l, base, sizeof l);
+        cr_expect_eq(sampler_sample(&p, l, V, NULL, NULL, &r, s), 1);
+    }
+    sampler_params_default(&p);
+    p.min_p = 1.0f;
+    memcpy(l, base, sizeof l);
+    cr_expect_eq(sampler_sample(&p, l, V, NULL, NULL, &r, s), 1);
+    /* full distribution frequencies follow softmax */
+    sampler_params_default(&p);
+    memset(hist, 0, sizeof hist);
+    double z = 0;
+    for (int v = 0; v < V; v++) z += exp(base[v]);
+    for (int i = 0; i < 4000; i++) {
+        memcpy(l, base, sizeof l);
+        hist[sampler_sample(&p, l, V, NULL, NULL, &r, s)]++;
+    }
+    for (int v = 0; v < V; v++)
+        cr_expect(fabs(hist[v] / 4000.0 - exp(base[v]) / z) < 0.03, "id %d: %d", v, hist[v]);
+    /* top_p = 0.6 keeps {1, 2} (0.40 + 0.36 of the mass) */
+    sampler_params_default(&p);
+    p.top_p = 0.6f;
+    memset(hist, 0, sizeof hist);
+    for (int i = 0; i < 500; i++) {
+        memcpy(l, base, sizeof l);
+        hist[sampler_sample(&p, l, V, NULL, NULL, &r, s)]++;
+    }
+    cr_expect_eq(hist[0] + hist[3] + hist[4] + hist[5], 0);
+    cr_expect(hist[1] > 0 && hist[2] > 0);
+    /* penalties move the argmax away from seen / repeated ids */
+    sampler_params_default(&p);
+    p.temperature = 0;
+    p.repetition_penalty = 2.0f;
+    uint8_t seen[V] = {0, 1, 0, 0, 0, 0};
+    int32_t counts[V] = {0, 0, 3, 0, 0, 0};
+    memcpy(l, base, sizeof l);
+    cr_expect_eq(sampler_sample(&p, l, V, counts, seen, &r, s), 2);
+    p.repetition_penalty = 1.0f;
+    p.frequency_penalty = 0.5f;
+    memcpy(l, base, sizeof l);
+    cr_expect_eq(sampler_sample(&p, l, V, counts, seen, &r, s), 1);
+    seen[1] = 1; counts[1] = 1;
+    p.presence_penalty = 1.5f;
+    p.frequency_penalty = 0;
+    memcpy(l, base, sizeof l);
+    cr_expect_eq(sampler_sample(&p, l, V, counts, seen, &r, s), 5);
+    /* top-k helper and logsumexp */
+    int32_t ids[3];
+    float vals[3];
+    sampler_topk(base, V, 3, ids, vals);
+    cr_expect(ids[0] == 1 && ids[1] == 2 && ids[2] == 5);
+    cr_expect(fabs(sampler_logsumexp(base, V) - log(z)) < 1e-5);
+    sampler_scratch_free(s);
+}
