@@ -16,9 +16,11 @@ CFLAGS  ?= -O2 $(ARCH)
 LIBS    := -ldnnl -ljansson -lpcre2-8 -lutf8proc -lm -fopenmp
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-# Debian packages the build and the tests need (make deps installs the missing ones).
+# Debian packages the build and the tests need (make deps installs the missing
+# ones). Node.js and npm (the tokenizer parity tests) are checked by command,
+# since a nodesource nodejs bundles npm and conflicts with Debian's npm.
 DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev \
-            libcriterion-dev python3 python3-torch python3-numpy nodejs npm libopenblas0-pthread
+            libcriterion-dev python3 python3-torch python3-numpy libopenblas0-pthread
 # libopenblas0-pthread: PyTorch's BLAS for the reference scripts and the bench
 # baseline (without it Debian's torch falls back to netlib's reference BLAS).
 
@@ -68,7 +70,8 @@ $(OBJ_DIR)/%.o: %.cu
 
 # Install missing Debian packages (as root), or say exactly what to run.
 deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done; \
+	  command -v npm >/dev/null || echo nodejs npm); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing: $$missing"; \
