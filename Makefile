@@ -13,13 +13,13 @@ ARCH    ?= -march=native
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(WARN) -fopenmp -I. -Ikernels -Iengine
 CFLAGS  ?= -O2 $(ARCH)
-LIBS    := -ldnnl -ljansson -lpcre2-8 -lutf8proc -lm -fopenmp
+LIBS    := -ldnnl -ljansson -lpcre2-8 -lutf8proc -lcurl -lm -fopenmp
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # Debian packages the build and the tests need (make deps installs the missing
 # ones). Node.js and npm (the tokenizer parity tests) are checked by command,
 # since a nodesource nodejs bundles npm and conflicts with Debian's npm.
-DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev \
+DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev \
             libcriterion-dev python3 python3-torch python3-numpy libopenblas0-pthread
 # libopenblas0-pthread: PyTorch's BLAS for the reference scripts and the bench
 # baseline (without it Debian's torch falls back to netlib's reference BLAS).

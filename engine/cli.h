@@ -14,6 +14,13 @@ int cli_datagen(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
+int cli_score(int argc, char **argv);
+int cli_train(int argc, char **argv);        /* engine/cli_train.c: pipelines */
+int cli_generate(int argc, char **argv);     /* engine/cli_generate.c */
+int cli_serve(int argc, char **argv);        /* engine/serve.c: NDJSON on stdin/stdout */
+/* `bench generate`: prefill and decode throughput (engine/cli_bench_generate.c);
+ * argv[0] is "generate". */
+int cli_bench_generate(int argc, char **argv);
 
 /* Option parsing shared by the subcommands: "--name value" pairs and bare
  * "--flag"s. cli_args_check rejects anything not in `opts` (options taking

@@ -13,6 +13,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"pretrain", cli_pretrain, true, "pretrain a model from scratch on JSONL {\"text\"}"},
+    {"train", cli_train, true, "run a pipeline definition (stages: pretrain, sft)"},
     {"sample", cli_sample, true, "sample a completion from a model"},
     {"forward", cli_forward, true, "logits (and gradients) of a token sequence"},
     {"bench", cli_bench, true, "benchmarks: matmul, train"},
@@ -20,6 +21,9 @@ static const struct {
     {"tokenize", cli_tokenize, false, "text on stdin -> JSON array of token ids"},
     {"detokenize", cli_detokenize, false, "JSON array of ids on stdin -> text"},
     {"chat-template", cli_chat_template, false, "render a JSON messages array with a model's template"},
+    {"score", cli_score, false, "score JSONL completions on stdin with a reward spec"},
+    {"generate", cli_generate, true, "generate from a prompt with the KV-cache engine"},
+    {"serve", cli_serve, true, "serve models over NDJSON on stdin/stdout (api/engine-protocol.md)"},
 };
 
 static void usage(FILE *f)

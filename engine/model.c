@@ -462,15 +462,45 @@ void model_logits(struct model *m, int row0, int nrows, float *out)
                           NULL, nrows, C, V, 0.0f);
 }
 
-void model_logprobs(struct model *m, const int32_t *targets, float *out)
+void model_logprobs_stats(struct model *m, const int32_t *targets, float *out,
+                          float *entropy, int32_t *argmax)
 {
     struct model_acts *a = &m->acts;
     const int N = a->B * a->T, V = m->cfg.vocab_size, R = (int)a->logits_rows;
+    float *host = NULL, *lse = NULL;
+    if (entropy || argmax) {
+        host = malloc((size_t)R * V * sizeof(float));
+        lse = malloc((size_t)R * sizeof(float));
+        if (!host || !lse) { free(host); free(lse); host = lse = NULL; }
+    }
     for (int r0 = 0; r0 < N; r0 += R) {
         int n = N - r0 < R ? N - r0 : R;
         model_logits(m, r0, n, a->logits);
         m->be->logprob_forward(out + r0, a->lse + r0, a->logits, targets + r0, n, V);
+        if (!host) continue;
+        m->be->download(host, a->logits, (size_t)n * V * sizeof(float));
+        m->be->download(lse, a->lse + r0, (size_t)n * sizeof(float));
+        /* H = lse - sum_v p_v * z_v, p_v = exp(z_v - lse) */
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            const float *z = host + (size_t)i * V;
+            double s = 0;
+            int best = 0;
+            for (int v = 0; v < V; v++) {
+                s += exp((double)z[v] - lse[i]) * z[v];
+                if (z[v] > z[best]) best = v;
+            }
+            if (entropy) entropy[r0 + i] = (float)(lse[i] - s);
+            if (argmax) argmax[r0 + i] = best;
+        }
     }
+    free(host);
+    free(lse);
+}
+
+void model_logprobs(struct model *m, const int32_t *targets, float *out)
+{
+    model_logprobs_stats(m, targets, out, NULL, NULL);
 }
 
 /* --------------------------------------------------------------- backward */

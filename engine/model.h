@@ -115,6 +115,11 @@ void model_logits(struct model *m, int row0, int nrows, float *out);
  * model_forward: out (N). Computes logits chunk by chunk; never holds more
  * than a chunk of them. */
 void model_logprobs(struct model *m, const int32_t *targets, float *out);
+/* model_logprobs plus, per row, the entropy of the predicted distribution
+ * (nats) into entropy: (N) and the argmax id into argmax: (N); either may
+ * be NULL. Reads each logits chunk on the host. */
+void model_logprobs_stats(struct model *m, const int32_t *targets, float *out,
+                          float *entropy, int32_t *argmax);
 /* Accumulates into m->grads the gradient of L where dL/dlogprob[i] =
  * dlogprob[i], through the whole model. Needs model_forward then
  * model_logprobs with the same targets. */

@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "progress.h"
 #include "rng.h"
+#include "schedule.h"
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -25,6 +27,7 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
 void pretrain_opts_default(struct pretrain_opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->stage = "pretrain";
     o->steps = 300;
     o->batch = 8;
     o->seq_len = 256;
@@ -44,11 +47,7 @@ void pretrain_opts_default(struct pretrain_opts *o)
 float pretrain_lr(const struct pretrain_opts *o, int step)
 {
     int warm = o->warmup_steps >= 0 ? o->warmup_steps : o->steps / 20;
-    if (step < warm) return o->lr * (float)(step + 1) / (float)warm;
-    int span = o->steps - warm;
-    double frac = span > 1 ? (double)(step - warm) / (double)(span - 1) : 1.0;
-    double cosv = 0.5 * (1.0 + cos(M_PI * frac));
-    return (float)(o->lr * (o->min_lr_ratio + (1.0 - o->min_lr_ratio) * cosv));
+    return lr_warmup_cosine(step, o->steps, warm, o->lr, o->min_lr_ratio);
 }
 
 long pretrain_load_text(const char *path, const struct tokenizer *tok,
@@ -201,9 +200,9 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     rng_seed(&r, o->seed ^ 0x5eedda7aULL);
     struct progress prog;
     progress_init(&prog, o->steps);
-    fprintf(events, "{\"type\":\"stage\",\"stage\":\"pretrain\",\"status\":\"running\","
-            "\"tokens\":%ld,\"params\":%zu}\n", n_tok, m->n_params);
-    fflush(events);
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:i}", "type", "stage", "stage", o->stage,
+                                  "kind", "pretrain", "status", "running", "tokens", (json_int_t)n_tok,
+                                  "params", (json_int_t)m->n_params, "steps", o->steps));
     double t_start = progress_now(), t_last = t_start;
     long tok_since = 0;
     for (int step = 0; step < o->steps; step++) {
@@ -237,11 +236,10 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
                  (double)(step + 1) * N / (now - t_start) / 1e3);
         progress_update(&prog, step + 1, extra);
         if ((step + 1) % o->log_every == 0 || step + 1 == o->steps) {
-            fprintf(events, "{\"type\":\"metric\",\"stage\":\"pretrain\",\"step\":%d,\"values\":"
-                    "{\"loss\":%.6f,\"learning_rate\":%.6g,\"grad_norm\":%.6g,"
-                    "\"tokens_per_second\":%.1f}}\n",
-                    step + 1, loss, lr, gnorm, (double)tok_since / (now - t_last));
-            fflush(events);
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:{s:f,s:f,s:f,s:f}}", "type", "metric",
+                                          "stage", o->stage, "step", step + 1, "values", "loss", loss,
+                                          "learning_rate", (double)lr, "grad_norm", (double)gnorm,
+                                          "tokens_per_second", (double)tok_since / (now - t_last)));
             t_last = now;
             tok_since = 0;
         }
@@ -249,16 +247,15 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
             if (save_checkpoint(m, dir, step + 1, true, err, errlen)) goto out_hl;
-            fprintf(events, "{\"type\":\"checkpoint\",\"stage\":\"pretrain\",\"step\":%d,\"path\":\"%s\"}\n",
-                    step + 1, dir);
-            fflush(events);
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
+                                          "step", step + 1, "path", dir));
         }
     }
     progress_finish(&prog);
     if (save_checkpoint(m, o->out, o->steps, false, err, errlen)) goto out_hl;
-    fprintf(events, "{\"type\":\"done\",\"stage\":\"pretrain\",\"path\":\"%s\",\"seconds\":%.1f}\n",
-            o->out, progress_now() - t_start);
-    fflush(events);
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
+                                  "kind", "pretrain", "status", "succeeded", "path", o->out,
+                                  "seconds", progress_now() - t_start));
     rc = 0;
 out_hl:
     free(hl);

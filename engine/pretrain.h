@@ -15,6 +15,7 @@ struct pretrain_opts {
     const char *config;     /* preset name ("tiny", "small") or config.json path */
     const char *data;       /* JSONL file of {"text": ...} rows */
     const char *out;        /* output model directory */
+    const char *stage;      /* stage name in events ("pretrain") */
     int steps;
     int batch;              /* sequences per step */
     int seq_len;            /* tokens per sequence */

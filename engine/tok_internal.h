@@ -100,6 +100,7 @@ struct tok_added {
     uint32_t len;
     int32_t id;
     bool special, lstrip, rstrip, single_word, normalized;
+    bool duplicate;             /* same content as an earlier entry: ignored */
 };
 
 /* Trie of added-token strings for leftmost-longest matching. */

@@ -42,11 +42,13 @@ static int reserve(struct tok_stream *s, size_t n)
     return 0;
 }
 
-/* True when s[0..n) could still become a valid character with more bytes. */
+/* True when s[0..n) is an incomplete character that more bytes could
+ * still complete. */
 static bool valid_prefix(const unsigned char *s, size_t n)
 {
-    return n < 4 && tok_utf8_invalid_len(s, n) == n && n > 0 &&
-           s[0] >= 0xC2 && s[0] <= 0xF4;
+    size_t need = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
+    return n > 0 && n < need && s[0] >= 0xC2 && s[0] <= 0xF4 &&
+           tok_utf8_invalid_len(s, n) == n;
 }
 
 const char *tok_stream_push(struct tok_stream *s, int32_t id, size_t *len)

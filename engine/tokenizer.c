@@ -414,6 +414,7 @@ static int build_decode_table(struct loader *ld)
     free(tmp);
     for (int i = 0; i < tok->n_added; i++) {
         struct tok_added *ad = &tok->added[i];
+        if (ad->duplicate) continue;
         char *t = malloc(ad->len + 1);
         if (!t) return fail(ld, "added_tokens", "out of memory");
         long k = tok->decoder_byte_level ? bytelevel_unmap(ad->content, ad->len, t) : -1;
@@ -511,8 +512,9 @@ static int parse_model(struct loader *ld, json_t *root, json_t *added_json)
         }
         if (json_integer_value(val) > max_id) max_id = (long)json_integer_value(val);
     }
-    for (int i = 0; i < tok->n_added; i++)
-        if (tok->added[i].id > max_id) max_id = tok->added[i].id;
+    /* Added tokens get ids up to vocab entries + added tokens - 1. */
+    long vocab_count = (long)json_object_size(vocab);
+    if (vocab_count + tok->n_added - 1 > max_id) max_id = vocab_count + tok->n_added - 1;
     (void)added_json;
     tok->n_vocab = (int)(max_id + 1);
     size_t nv = (size_t)tok->n_vocab + 1;
@@ -531,7 +533,36 @@ static int parse_model(struct loader *ld, json_t *root, json_t *added_json)
         if (set_id_string(ld, id, k, kn)) return -1;
         tok_idmap_put(&tok->vocab, tok->id_str, tok->id_len, id);
     }
-    /* Ids of the added tokens that are not in the model vocabulary. */
+    /* Ids of the added tokens, assigned as Hugging Face does when it loads
+     * the file (AddedVocabulary::add_tokens; the "id" members are only
+     * checked there): a token in the model vocabulary keeps that id, the
+     * others are numbered on from the vocabulary's size; a repeated content
+     * keeps its first entry. */
+    if (tok_idmap_init(&tok->added_map, (size_t)tok->n_added))
+        return fail(ld, "added_tokens", "out of memory");
+    long max_added = -1, top = -1;
+    for (int i = 0; i < tok->n_added; i++) {
+        struct tok_added *ad = &tok->added[i];
+        int32_t first = tok_idmap_get(&tok->added_map, tok->added_key, tok->added_keylen,
+                                      ad->content, ad->len);
+        if (first >= 0) {
+            ad->id = tok->added[first].id;
+            ad->duplicate = true;
+            continue;
+        }
+        tok_idmap_put(&tok->added_map, tok->added_key, tok->added_keylen, i);
+        int32_t id = vocab_id(ld, ad->content, ad->len);
+        if (id < 0)
+            id = (int32_t)(max_added < 0 ? vocab_count
+                           : (max_added >= vocab_count || vocab_count == 0) ? max_added + 1
+                           : vocab_count);
+        ad->id = id;
+        if (id > max_added) max_added = id;
+    }
+    for (long id = 0; id < tok->n_vocab; id++)
+        if (tok->id_str[id]) top = id;
+    if (max_added > top) top = max_added;
+    tok->n_vocab = (int)(top + 1);
     for (int i = 0; i < tok->n_added; i++) {
         struct tok_added *ad = &tok->added[i];
         if (!tok->id_str[ad->id]) {
@@ -586,14 +617,9 @@ void tok_free(struct tokenizer *tok)
 static int build_added(struct loader *ld)
 {
     struct tokenizer *tok = ld->tok;
-    if (tok_idmap_init(&tok->added_map, (size_t)tok->n_added))
-        return fail(ld, "added_tokens", "out of memory");
     for (int i = 0; i < tok->n_added; i++) {
         struct tok_added *ad = &tok->added[i];
-        /* The first of duplicate contents wins, as for the tries. */
-        if (tok_idmap_get(&tok->added_map, tok->added_key, tok->added_keylen, ad->content,
-                          ad->len) < 0)
-            tok_idmap_put(&tok->added_map, tok->added_key, tok->added_keylen, i);
+        if (ad->duplicate) continue;
         char path[64];
         snprintf(path, sizeof path, "added_tokens[%d]", i);
         if (!ad->normalized) {

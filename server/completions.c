@@ -43,6 +43,7 @@ struct gen_req {
     char model[MODELS_ID_MAX + 1];
     long long created;
     double t0, t_first, last_write;
+    double t_submit, t_done;  /* engine time: first generate sent .. last event */
     bool counted_running;
     sbuf out;                 /* SSE bytes not yet sent */
     int err_status;
@@ -305,6 +306,17 @@ static json_t *usage_json(struct gen_req *g)
     return u;
 }
 
+/* The text of a token object: its "text", else vLLM's "token_id:N" form
+ * (the engine does not always send the text of alternatives). */
+static const char *token_text(json_t *t, char *buf, size_t size)
+{
+    const char *s = json_string_value(json_object_get(t, "text"));
+    if (!s) s = json_string_value(json_object_get(t, "token"));
+    if (s) return s;
+    snprintf(buf, size, "token_id:%lld", (long long)json_integer_value(json_object_get(t, "token_id")));
+    return buf;
+}
+
 /* Top alternatives of a token event as OpenAI chat items / a legacy map. */
 static json_t *top_items(json_t *ev, bool chat)
 {
@@ -313,10 +325,9 @@ static json_t *top_items(json_t *ev, bool chat)
     size_t i;
     json_t *t;
     json_array_foreach(tops, i, t) {
-        const char *tok = json_string_value(json_object_get(t, "text"));
-        if (!tok) tok = json_string_value(json_object_get(t, "token"));
+        char idbuf[48];
+        const char *tok = token_text(t, idbuf, sizeof idbuf);
         double lp = json_number_value(json_object_get(t, "logprob"));
-        if (!tok) continue;
         if (chat) json_array_append_new(out, json_pack("{s:s, s:f, s:n}", "token", tok,
                                                        "logprob", lp, "bytes"));
         else json_object_set_new(out, tok, json_real(lp));
@@ -452,6 +463,7 @@ static void finish_locked(struct gen_req *g)
     if (g->finished) return;
     g->finished = true;
     double now = clock_mono();
+    g->t_done = now;
     if (g->counted_running) atomic_fetch_sub(&metrics.running, 1);
     else atomic_fetch_sub(&metrics.waiting, 1);
     if (g->stream) {
@@ -483,17 +495,20 @@ static void on_event(void *user, json_t *ev)
     if (g->finished || ch->done || !type) goto out;
     if (strcmp(type, "token") == 0) {
         on_token(ch, ev);
+    } else if (strcmp(type, "prompt_logprobs") == 0) {
+        json_decref(ch->prompt_logprobs);
+        ch->prompt_logprobs = json_incref(ev);
     } else if (strcmp(type, "done") == 0) {
         ch->done = true;
         g->n_done++;
         const char *fr = json_string_value(json_object_get(ev, "finish_reason"));
         snprintf(ch->finish_reason, sizeof ch->finish_reason, "%s", fr ? fr : "stop");
-        json_t *pt = json_object_get(ev, "prompt_tokens"), *ct = json_object_get(ev, "completion_tokens");
+        json_t *usage = json_object_get(ev, "usage");
+        json_t *src = json_is_object(usage) ? usage : ev;
+        json_t *pt = json_object_get(src, "prompt_tokens"), *ct = json_object_get(src, "completion_tokens");
         ch->prompt_tokens = json_is_integer(pt) ? (long)json_integer_value(pt) : 0;
         ch->completion_tokens =
             json_is_integer(ct) ? (long)json_integer_value(ct) : ch->tokens_seen;
-        json_t *plp = json_object_get(ev, "prompt_logprobs");
-        if (json_is_array(plp)) ch->prompt_logprobs = json_incref(plp);
         if (g->chat) {
             sbuf r = {0}, c = {0};
             reasoning_finish(&ch->rp, &r, &c);
@@ -512,17 +527,20 @@ static void on_event(void *user, json_t *ev)
         const char *code = json_string_value(json_object_get(ev, "code"));
         ch->done = true;
         snprintf(ch->finish_reason, sizeof ch->finish_reason, "error");
+        /* The supervisor marks a dead engine engine_unavailable (503); the
+         * engine's own errors on a generate reject the request (400). */
         bool unavailable = code && strcmp(code, "engine_unavailable") == 0;
-        bool invalid = code && (strcmp(code, "invalid_request") == 0 ||
-                                strcmp(code, "context_length_exceeded") == 0 ||
-                                strcmp(code, "invalid_request_error") == 0);
+        bool invalid = !code ? msg && strncmp(msg, "generate:", 9) == 0
+                             : strcmp(code, "invalid_request") == 0 ||
+                                   strcmp(code, "context_length_exceeded") == 0;
         g->err_status = unavailable ? 503 : invalid ? 400 : 500;
         snprintf(g->err_msg, sizeof g->err_msg, "%s", msg ? msg : "the engine failed");
-        snprintf(g->err_code, sizeof g->err_code, "%s", code ? code : "engine_error");
+        snprintf(g->err_code, sizeof g->err_code, "%s",
+                 code ? code : invalid ? "invalid_request" : "engine_error");
         finish_locked(g);
     }
     if (g->stream) g->last_write = clock_mono();
-    resume_locked(g);
+    if (g->stream || g->finished) resume_locked(g);
 out:
     pthread_mutex_unlock(&g->mu);
 }
@@ -632,6 +650,8 @@ void completions_release(struct http_req *hr, bool aborted)
         pthread_mutex_unlock(&hb_mu);
     }
     pthread_mutex_lock(&g->mu);
+    if (g->finished && !aborted && !g->err_status && g->t_submit > 0)
+        metrics_overhead((clock_mono() - g->t0) - (g->t_done - g->t_submit));
     if (!g->finished) {
         for (int i = 0; i < g->n_choices; i++)
             if (!g->choices[i].done)
@@ -673,11 +693,23 @@ static json_t *final_response(struct gen_req *g)
                 size_t k;
                 json_t *t;
                 long off = 0;
-                if (lp) json_array_foreach(ch->prompt_logprobs, k, t) {
-                    const char *tt = json_string_value(json_object_get(t, "text"));
-                    if (!tt) tt = "";
-                    legacy_lp_add(lp, tt, json_object_get(t, "logprob"), top_items(t, false), off);
-                    off += (long)strlen(tt);
+                json_t *ptoks = json_object_get(ch->prompt_logprobs, "tokens");
+                json_t *plps = json_object_get(ch->prompt_logprobs, "logprobs");
+                json_t *ptops = json_object_get(ch->prompt_logprobs, "top_logprobs");
+                json_t *ptexts = json_object_get(ch->prompt_logprobs, "texts");
+                if (lp) json_array_foreach(ptoks, k, t) {
+                    char idbuf[48];
+                    const char *tt = json_string_value(json_array_get(ptexts, k));
+                    if (!tt) {
+                        snprintf(idbuf, sizeof idbuf, "token_id:%lld", (long long)json_integer_value(t));
+                        tt = idbuf;
+                    }
+                    json_t *tops = json_array_get(ptops, k);
+                    json_t *holder = json_pack("{s:O?}", "top_logprobs", tops);
+                    legacy_lp_add(lp, tt, json_array_get(plps, k),
+                                  json_is_array(tops) ? top_items(holder, false) : NULL, off);
+                    json_decref(holder);
+                    off += json_is_array(ptexts) ? (long)strlen(tt) : 0;
                 }
             }
             long base = (long)text.len;
@@ -761,11 +793,12 @@ static json_t *parse_request(json_t *body, struct gen_req *g, const struct model
             max_tokens, m->max_model_len);
         goto fail;
     }
-    if (max_tokens < 0 && !g->chat) max_tokens = 16; /* OpenAI's legacy default */
+    if (max_tokens < 0) /* OpenAI's legacy default; chat: up to the context (engine clamps) */
+        max_tokens = g->chat ? m->max_model_len : 16;
     if (max_tokens >= 0) json_object_set_new(eng, "max_tokens", json_integer(max_tokens));
     if (top_k >= 1) json_object_set_new(eng, "top_k", json_integer(top_k));
-    if (seed != -1 || json_is_integer(json_object_get(body, "seed")))
-        json_object_set_new(eng, "seed", json_integer(seed));
+    if (json_is_integer(json_object_get(body, "seed"))) /* the engine takes 0..2^63-1 */
+        json_object_set_new(eng, "seed", json_integer(seed < 0 ? -(seed + 1) : seed));
     json_t *stop = json_object_get(body, "stop");
     if (stop && !json_is_null(stop)) {
         json_t *arr = json_is_string(stop) ? json_pack("[O]", stop) : json_incref(stop);
@@ -817,7 +850,7 @@ static json_t *parse_request(json_t *body, struct gen_req *g, const struct model
         goto fail;
     }
     if (logprobs >= 0) json_object_set_new(eng, "logprobs", json_integer(logprobs));
-    if (echo) json_object_set_new(eng, "echo", json_true());
+    if (echo && logprobs >= 0) json_object_set_new(eng, "prompt_logprobs", json_integer(logprobs));
     g->logprobs = (int)logprobs;
     g->echo = echo;
     g->stream = stream;
@@ -839,7 +872,15 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
 {
     struct server *srv = hr->srv;
     if (hr->gen) { /* resumed: a non-streamed request has finished */
-        return respond_finished(c, hr);
+        struct gen_req *g = hr->gen;
+        pthread_mutex_lock(&g->mu);
+        bool done = g->finished;
+        if (!done) {
+            g->suspended = true;
+            MHD_suspend_connection(c);
+        }
+        pthread_mutex_unlock(&g->mu);
+        return done ? respond_finished(c, hr) : MHD_YES;
     }
     json_error_t jerr;
     json_t *body = json_loadb(hr->body.p ? hr->body.p : "", hr->body.len, 0, &jerr);
@@ -946,6 +987,7 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
         pthread_mutex_unlock(&hb_mu);
     }
     pthread_mutex_lock(&g->mu);
+    g->t_submit = clock_mono();
     for (int i = 0; i < total; i++) {
         struct gen_choice *ch = &g->choices[i];
         json_t *msg = json_deep_copy(eng);

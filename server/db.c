@@ -138,6 +138,26 @@ void db_release(db_pool *p, PGconn *c, bool broken)
 
 bool db_conn_broken(PGconn *c) { return !c || PQstatus(c) != CONNECTION_OK; }
 
+PGresult *db_exec(db_pool *p, const char *sql, int n, const char *const *params,
+                  const int *lengths, const int *formats, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGconn *c = db_acquire(p, 2000, err, errlen);
+        if (!c) return NULL;
+        PGresult *r = PQexecParams(c, sql, n, NULL, params, lengths, formats, 0);
+        ExecStatusType st = PQresultStatus(r);
+        bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+        bool broken = !ok && db_conn_broken(c);
+        db_release(p, c, broken);
+        if (!broken) return r;
+        snprintf(err, errlen, "database connection lost: %s", PQresultErrorMessage(r));
+        char *nl = strchr(err, '\n');
+        if (nl) *nl = 0;
+        PQclear(r);
+    }
+    return NULL;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);

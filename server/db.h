@@ -23,6 +23,14 @@ void db_pool_free(db_pool *p);
 PGconn *db_acquire(db_pool *p, int wait_ms, char *err, size_t errlen);
 void db_release(db_pool *p, PGconn *c, bool broken);
 
+/* Runs a parameterized query on a pooled connection; when the connection
+ * turns out dead (PostgreSQL restarted), retries once on a fresh one.
+ * Returns the result (caller PQclear-s; check PQresultStatus) or NULL with
+ * err filled when PostgreSQL is unreachable. lengths/formats may be NULL
+ * (text parameters). */
+PGresult *db_exec(db_pool *p, const char *sql, int n, const char *const *params,
+                  const int *lengths, const int *formats, char *err, size_t errlen);
+
 /* A new connection outside the pool (caller PQfinish-es), with a connect
  * timeout; NULL with err filled on failure. */
 PGconn *db_connect(const char *url, char *err, size_t errlen);

@@ -24,6 +24,7 @@
 #define ENGINE_BACKOFF_MIN_S 0.1
 #define ENGINE_BACKOFF_MAX_S 5.0
 #define ENGINE_STABLE_S 30.0        /* uptime after which the backoff resets */
+#define ENGINE_PROTOCOL 1           /* api/engine-protocol.md version spoken here */
 
 struct pending {
     struct pending *next;
@@ -40,6 +41,7 @@ struct engine {
     pthread_cond_t stop_cv;
     bool stopping;
     bool alive;
+    bool incompatible;    /* the child announced another protocol version */
     pid_t pid;
     int wake[2];          /* self-pipe: new output queued or stopping */
     sbuf outq;            /* NDJSON lines waiting for the child's stdin */
@@ -134,6 +136,13 @@ static void dispatch(engine *e, const char *line, size_t len)
     const char *id = json_string_value(json_object_get(ev, "id"));
     if (!type) type = "";
     pthread_mutex_lock(&e->mu);
+    if (strcmp(type, "ready") == 0) {
+        json_t *proto = json_object_get(ev, "protocol");
+        e->incompatible = json_is_integer(proto) && json_integer_value(proto) != ENGINE_PROTOCOL;
+        if (e->incompatible)
+            log_msg("engine speaks protocol %lld; this server speaks %d: not using it",
+                    (long long)json_integer_value(proto), ENGINE_PROTOCOL);
+    }
     struct pending **pp = id ? find_slot(e, id) : NULL;
     if (pp && *pp) {
         struct pending *p = *pp;
@@ -146,7 +155,8 @@ static void dispatch(engine *e, const char *line, size_t len)
         }
     } else if (strcmp(type, "error") == 0) {
         const char *msg = json_string_value(json_object_get(ev, "message"));
-        log_msg("engine error%s%s: %s", id ? " for " : "", id ? id : "", msg ? msg : "?");
+        if (!msg || strncmp(msg, "cancel:", 7) != 0) /* a cancel racing its done is normal */
+            log_msg("engine error%s%s: %s", id ? " for " : "", id ? id : "", msg ? msg : "?");
         if (id && strncmp(id, "load-", 5) == 0) { /* forget the failed load */
             for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
             e->nloaded = 0;
@@ -274,6 +284,7 @@ static void *supervise(void *arg)
         if (pid > 0) {
             pthread_mutex_lock(&e->mu);
             e->alive = true;
+            e->incompatible = false;
             e->pid = pid;
             for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
             e->nloaded = 0;
@@ -327,15 +338,21 @@ int engine_start(engine *e)
     return 0;
 }
 
-void engine_free(engine *e)
+void engine_stop(engine *e)
 {
-    if (!e) return;
     pthread_mutex_lock(&e->mu);
     e->stopping = true;
     pthread_cond_broadcast(&e->stop_cv);
     pthread_mutex_unlock(&e->mu);
     wake(e);
     if (e->thread_started) pthread_join(e->thread, NULL);
+    e->thread_started = false;
+}
+
+void engine_free(engine *e)
+{
+    if (!e) return;
+    engine_stop(e);
     for (int i = 0; e->argv[i]; i++) free(e->argv[i]);
     free(e->argv);
     for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
@@ -356,10 +373,11 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
         return -1;
     }
     pthread_mutex_lock(&e->mu);
-    if (!e->alive || e->stopping) {
+    if (!e->alive || e->stopping || e->incompatible) {
         pthread_mutex_unlock(&e->mu);
         json_decref(msg);
-        snprintf(err, errlen, "the engine is not running (starting or restarting)");
+        snprintf(err, errlen, e->incompatible ? "the engine speaks another protocol version"
+                                              : "the engine is not running (starting or restarting)");
         return -1;
     }
     struct pending **pp = find_slot(e, id);
@@ -375,8 +393,8 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
     if (!loaded) {
         char lid[64];
         snprintf(lid, sizeof lid, "load-%ld", ++e->load_seq);
-        json_t *load = json_pack("{s:s, s:s, s:s, s:s}", "type", "load", "id", lid, "model",
-                                 model_id, "path", model_path);
+        json_t *load = json_pack("{s:s, s:s, s:s, s:s, s:i}", "type", "load", "id", lid, "model",
+                                 model_id, "path", model_path, "protocol", ENGINE_PROTOCOL);
         queue_line(e, load);
         json_decref(load);
         if (e->nloaded < ENGINE_MAX_LOADED) e->loaded[e->nloaded++] = strdup(model_id);
@@ -433,7 +451,7 @@ void engine_unload(engine *e, const char *model_id)
 bool engine_ready(engine *e)
 {
     pthread_mutex_lock(&e->mu);
-    bool r = e->alive && !e->stopping;
+    bool r = e->alive && !e->stopping && !e->incompatible;
     pthread_mutex_unlock(&e->mu);
     return r;
 }

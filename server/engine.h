@@ -23,7 +23,10 @@ typedef void (*engine_event_fn)(void *user, json_t *ev);
 engine *engine_new(char *const *argv);
 /* Starts the supervisor thread, which spawns the child. Returns 0 or -1. */
 int engine_start(engine *e);
-/* Stops the child and the thread, failing requests in flight; frees e. */
+/* Stops the child and the thread, failing requests in flight; later
+ * submits fail and cancels are no-ops. */
+void engine_stop(engine *e);
+/* Stops (when still running) and frees e. */
 void engine_free(engine *e);
 
 /* Sends `msg` (stolen; its "id" is set to `id`) for model `model_id` found

@@ -151,31 +151,20 @@ enum keys_result keys_verify(db_pool *pool, const char *key, struct keys_info *i
     pthread_mutex_unlock(&cache_mu);
 
     char err[256];
-    PGconn *c = db_acquire(pool, 2000, err, sizeof err);
-    if (!c) {
-        if (have_cached) {
-            *info = cached;
-            return KEYS_OK;
-        }
-        return KEYS_UNAVAILABLE;
-    }
     const char *params[] = {(const char *)digest};
     int lengths[] = {32};
     int formats[] = {1};
-    PGresult *r = PQexecParams(c,
-                               "UPDATE api_keys SET last_used_at = now() "
-                               "WHERE key_hash = $1 AND revoked_at IS NULL "
-                               "RETURNING id, scope",
-                               1, NULL, params, lengths, formats, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    PGresult *r = db_exec(pool,
+                          "UPDATE api_keys SET last_used_at = now() "
+                          "WHERE key_hash = $1 AND revoked_at IS NULL "
+                          "RETURNING id, scope",
+                          1, params, lengths, formats, err, sizeof err);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         PQclear(r);
-        bool broken = db_conn_broken(c);
-        db_release(pool, c, true);
-        if (have_cached) {
+        if (have_cached) { /* keep serving known keys while the database is away */
             *info = cached;
             return KEYS_OK;
         }
-        (void)broken;
         return KEYS_UNAVAILABLE;
     }
     enum keys_result res = KEYS_INVALID;
@@ -188,6 +177,5 @@ enum keys_result keys_verify(db_pool *pool, const char *key, struct keys_info *i
     }
     if (res != KEYS_OK) cache_drop(digest);
     PQclear(r);
-    db_release(pool, c, false);
     return res;
 }

@@ -27,18 +27,25 @@ static const double hist_bounds[HIST_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 };
 
+/* finer buckets for the server's own time per request */
+static const double overhead_bounds[HIST_BUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+};
+
 struct hist {
+    const double *bounds;                 /* NULL: hist_bounds */
     atomic_long bucket[HIST_BUCKETS + 1]; /* last one is +Inf */
     atomic_long count;
     atomic_llong sum_us;
 };
 
-static struct hist hist_ttft, hist_itl, hist_duration;
+static struct hist hist_ttft, hist_itl, hist_duration, hist_overhead = {.bounds = overhead_bounds};
 
 static void hist_observe(struct hist *h, double v)
 {
+    const double *b = h->bounds ? h->bounds : hist_bounds;
     int i = 0;
-    while (i < HIST_BUCKETS && v > hist_bounds[i]) i++;
+    while (i < HIST_BUCKETS && v > b[i]) i++;
     atomic_fetch_add(&h->bucket[i], 1);
     atomic_fetch_add(&h->count, 1);
     atomic_fetch_add(&h->sum_us, (long long)(v * 1e6));
@@ -54,15 +61,17 @@ void metrics_request(enum metrics_route r, int status, double seconds)
 
 void metrics_ttft(double seconds) { hist_observe(&hist_ttft, seconds); }
 void metrics_itl(double seconds) { hist_observe(&hist_itl, seconds); }
+void metrics_overhead(double seconds) { hist_observe(&hist_overhead, seconds); }
 
 static void render_hist(sbuf *b, const char *name, const char *help, struct hist *h)
 {
     sbuf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    const double *bounds = h->bounds ? h->bounds : hist_bounds;
     long cum = 0;
     for (int i = 0; i <= HIST_BUCKETS; i++) {
         cum += atomic_load(&h->bucket[i]);
         if (i < HIST_BUCKETS)
-            sbuf_printf(b, "%s_bucket{le=\"%g\"} %ld\n", name, hist_bounds[i], cum);
+            sbuf_printf(b, "%s_bucket{le=\"%g\"} %ld\n", name, bounds[i], cum);
         else
             sbuf_printf(b, "%s_bucket{le=\"+Inf\"} %ld\n", name, cum);
     }
@@ -94,6 +103,9 @@ char *metrics_render(void)
                 "Time from request start to the first generated token.", &hist_ttft);
     render_hist(&b, "aha_inter_token_latency_seconds",
                 "Time between consecutive generated tokens of one choice.", &hist_itl);
+    render_hist(&b, "aha_server_overhead_seconds",
+                "Request time spent in the server: total minus the engine's time "
+                "(from sending the generate to its last event).", &hist_overhead);
     render_one(&b, "aha_prompt_tokens_total", "counter", "Prompt tokens processed.",
                atomic_load(&metrics.prompt_tokens));
     render_one(&b, "aha_generation_tokens_total", "counter", "Tokens generated.",

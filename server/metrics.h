@@ -39,6 +39,8 @@ const char *metrics_route_name(enum metrics_route r);
 void metrics_request(enum metrics_route r, int status, double seconds);
 void metrics_ttft(double seconds);
 void metrics_itl(double seconds);
+/* Server time of one completion: its total time minus the engine's. */
+void metrics_overhead(double seconds);
 /* Prometheus text exposition (version 0.0.4); returns a new string
  * (caller frees) or NULL when out of memory. */
 char *metrics_render(void);

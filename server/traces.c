@@ -226,29 +226,27 @@ void traces_free(traces *t, double flush_s)
     " reasoning_tokens), 'ttft_ms', ttft_ms, 'latency_ms', latency_ms,"                  \
     " 'api_key_id', api_key_id)::text"
 
-static int query_failed(PGresult *r, PGconn *c, db_pool *pool, char *err, size_t errlen)
+/* Maps a failed result to an HTTP status (400 for a bad filter value). */
+static int query_failed(PGresult *r, char *err, size_t errlen)
 {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    int status = state && state[0] == '2' && state[1] == '2' ? 400 : db_conn_broken(c) ? 503 : 500;
+    int status = state && state[0] == '2' && state[1] == '2' ? 400 : 500;
     snprintf(err, errlen, "%s", status == 400 ? PQresultErrorMessage(r) : "trace query failed");
     char *nl = strchr(err, '\n');
     if (nl) *nl = 0;
     if (status != 400) log_msg("trace query: %s", PQresultErrorMessage(r));
     PQclear(r);
-    db_release(pool, c, status == 503);
     return status;
 }
 
 int traces_list(db_pool *pool, const struct traces_query *q, json_t **out, char *err,
                 size_t errlen)
 {
-    PGconn *c = db_acquire(pool, 2000, err, errlen);
-    if (!c) return 503;
     char limit[16];
     snprintf(limit, sizeof limit, "%d", q->limit + 1);
     const char *p[] = {q->model, q->since, q->until, q->finish_reason, q->q, q->after, limit};
-    PGresult *r = PQexecParams(
-        c,
+    PGresult *r = db_exec(
+        pool,
         "SELECT " TRACE_JSON " FROM traces"
         " WHERE ($1::text IS NULL OR model = $1)"
         " AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)"
@@ -257,8 +255,9 @@ int traces_list(db_pool *pool, const struct traces_query *q, json_t **out, char 
         " AND ($5::text IS NULL OR search @@ websearch_to_tsquery('simple', $5))"
         " AND ($6::text IS NULL OR seq < (SELECT seq FROM traces WHERE id = $6))"
         " ORDER BY seq DESC LIMIT $7::int",
-        7, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) return query_failed(r, c, pool, err, errlen);
+        7, p, NULL, NULL, err, errlen);
+    if (!r) return 503;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return query_failed(r, err, errlen);
     int n = PQntuples(r);
     bool more = n > q->limit;
     if (more) n = q->limit;
@@ -268,7 +267,6 @@ int traces_list(db_pool *pool, const struct traces_query *q, json_t **out, char 
         if (o) json_array_append_new(data, o);
     }
     PQclear(r);
-    db_release(pool, c, false);
     json_t *first = json_array_size(data) ? json_object_get(json_array_get(data, 0), "id") : NULL;
     json_t *last = json_array_size(data)
                        ? json_object_get(json_array_get(data, json_array_size(data) - 1), "id")
@@ -280,13 +278,11 @@ int traces_list(db_pool *pool, const struct traces_query *q, json_t **out, char 
 
 int traces_get(db_pool *pool, const char *id, json_t **out, char *err, size_t errlen)
 {
-    PGconn *c = db_acquire(pool, 2000, err, errlen);
-    if (!c) return 503;
     const char *p[] = {id};
-    PGresult *r =
-        PQexecParams(c, "SELECT " TRACE_JSON " FROM traces WHERE id = $1", 1, NULL, p, NULL,
-                     NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) return query_failed(r, c, pool, err, errlen);
+    PGresult *r = db_exec(pool, "SELECT " TRACE_JSON " FROM traces WHERE id = $1", 1, p, NULL,
+                          NULL, err, errlen);
+    if (!r) return 503;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) return query_failed(r, err, errlen);
     int status = 404;
     if (PQntuples(r) == 1) {
         *out = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
@@ -295,6 +291,5 @@ int traces_get(db_pool *pool, const char *id, json_t **out, char *err, size_t er
         snprintf(err, errlen, "trace \"%s\" not found", id);
     }
     PQclear(r);
-    db_release(pool, c, false);
     return status;
 }

@@ -1,0 +1,173 @@
+/* engine/cli_bench_generate.c — `bench generate`: throughput of the
+ * generation engine (engine/generate.c) on a randomly initialised model:
+ * the machine's memory read bandwidth, prefill tokens/s, and aggregate
+ * decode tokens/s with 1, 4, 16 and 64 concurrent sequences, against the
+ * bandwidth bound of decoding (every weight read once per step). One JSON
+ * line per measurement, like engine/cli_bench.c. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "generate.h"
+#include "model.h"
+#include "progress.h"
+#include "rng.h"
+
+/* Bytes streamed by the bandwidth probe (well above any cache). */
+#define BENCH_BW_BYTES ((size_t)512 << 20)
+
+/* Best-of-5 read bandwidth in GB/s: a parallel sum over a large buffer. */
+static double bench_bandwidth(void)
+{
+    size_t n = BENCH_BW_BYTES / sizeof(float);
+    float *a = malloc(n * sizeof(float));
+    if (!a) return 0;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 7);
+    double best = 0, sink = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = progress_now(), s = 0;
+        #pragma omp parallel for simd schedule(static) reduction(+:s)
+        for (size_t i = 0; i < n; i++) s += a[i];
+        double gbs = (double)n * sizeof(float) / (progress_now() - t0) / 1e9;
+        sink += s;
+        if (gbs > best) best = gbs;
+    }
+    free(a);
+    return sink == -1 ? 0 : best;
+}
+
+/* "medium": the decode benchmark model (Llama-like proportions). */
+static int bench_config(struct model_config *c, const char *name)
+{
+    if (strcmp(name, "medium") != 0) return config_preset(c, name);
+    if (config_preset(c, "small")) return -1;
+    c->vocab_size = 32000;
+    c->hidden_size = 1024;
+    c->n_layers = 16;
+    c->n_heads = 16;
+    c->n_kv_heads = 4;
+    c->head_dim = 64;
+    c->intermediate_size = 2816;
+    return 0;
+}
+
+static void bench_noop(void *ctx, const struct gen_event *ev) { (void)ctx; (void)ev; }
+
+/* Submits `conc` requests of prompt_len random tokens and max_tokens
+ * decode tokens each, sampled at temperature 1. */
+static int submit_batch(struct gen_engine *e, const struct model_config *c, int conc,
+                        int prompt_len, int max_tokens, uint64_t seed)
+{
+    int32_t *p = malloc((size_t)prompt_len * sizeof *p);
+    struct rng r;
+    rng_seed(&r, seed);
+    char id[32], err[256];
+    int rc = 0;
+    for (int i = 0; i < conc && p && rc == 0; i++) {
+        for (int t = 0; t < prompt_len; t++) p[t] = (int32_t)rng_below(&r, (uint64_t)c->vocab_size);
+        struct gen_request q;
+        gen_request_default(&q);
+        snprintf(id, sizeof id, "b%d", i);
+        q.id = id;
+        q.prompt = p;
+        q.n_prompt = prompt_len;
+        q.max_tokens = max_tokens;
+        q.ignore_eos = true;
+        q.has_seed = true;
+        q.seed = seed + (uint64_t)i;
+        if (gen_submit(e, &q, err, sizeof err)) { fprintf(stderr, "bench: %s\n", err); rc = -1; }
+    }
+    free(p);
+    return p ? rc : -1;
+}
+
+int cli_bench_generate(int argc, char **argv)
+{
+    static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
+                                       "--concurrency", NULL};
+    if (cli_args_check(argc, argv, opts, NULL)) return 2;
+    long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0;
+    if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
+        cli_arg_int(argc, argv, "--steps", 1, 1024, &steps) ||
+        cli_arg_int(argc, argv, "--prompt-len", 1, 4096, &plen) ||
+        cli_arg_int(argc, argv, "--concurrency", 1, 64, &only))
+        return 2;
+    omp_set_num_threads((int)threads);
+    const char *name = cli_arg(argc, argv, "--config");
+    if (!name) name = "small";
+    struct model_config cfg;
+    if (bench_config(&cfg, name)) {
+        fprintf(stderr, "bench generate: unknown config \"%s\" (tiny, small, medium)\n", name);
+        return 2;
+    }
+    const struct backend *be = backend_cpu();
+    char err[512];
+    struct model *m = model_new(&cfg, be, err, sizeof err);
+    if (!m) { fprintf(stderr, "bench generate: %s\n", err); return 1; }
+    model_init_random(m, 1, 0.02f);
+    double bw = bench_bandwidth();
+    printf("{\"bench\":\"memory_bandwidth\",\"threads\":%ld,\"read_gb_per_s\":%.2f}\n", threads, bw);
+
+    /* Per decode step every matrix is read once: all parameters except the
+     * embedding table, which is read again as the lm_head when tied. */
+    const size_t emb = (size_t)cfg.vocab_size * cfg.hidden_size;
+    const double wbytes = (double)(m->n_params - (cfg.tie_word_embeddings ? 0 : emb)) * sizeof(float);
+    const double bound = bw * 1e9 / wbytes;
+
+    struct gen_config gc;
+    gen_config_default(&gc);
+    gc.max_seqs = 64;
+    gc.max_step_tokens = (int)(plen > 64 ? plen : 64);
+    gc.kv_bytes = (size_t)512 << 20;
+    struct gen_engine *e = gen_engine_new(m, NULL, &gc, bench_noop, NULL, err, sizeof err);
+    if (!e) { fprintf(stderr, "bench generate: %s\n", err); model_free(m); return 1; }
+    int rc = 1;
+
+    /* prefill: one prompt of plen tokens in one step (after a warm-up) */
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        if (submit_batch(e, &cfg, 1, (int)plen, 1, 1)) goto out;
+        double t0 = progress_now();
+        while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
+        double t = progress_now() - t0;
+        if (r > 0 && t < best) best = t;
+    }
+    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"threads\":%ld,\"prompt_tokens\":%ld,"
+           "\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name, threads, plen, best * 1e3, plen / best);
+
+    /* decode: conc sequences with 64-token prompts, timed after 2 warm steps */
+    static const int concs[] = {1, 4, 16, 64};
+    double single = 0;
+    for (size_t ci = 0; ci < sizeof concs / sizeof *concs; ci++) {
+        int conc = concs[ci];
+        if (only && conc != only) continue;
+        if (submit_batch(e, &cfg, conc, 64, 3 + (int)steps, 7)) goto out;
+        for (int s = 0; s < 3; s++) if (gen_step(e, err, sizeof err) < 0) goto fail;
+        struct gen_stats st;
+        gen_stats_get(e, &st);
+        long long g0 = st.tokens_generated;
+        double t0 = progress_now();
+        while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
+        double t = progress_now() - t0;
+        gen_stats_get(e, &st);
+        double tps = (double)(st.tokens_generated - g0) / t;
+        if (conc == 1) single = tps;
+        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"threads\":%ld,\"concurrency\":%d,"
+               "\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
+               "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
+               "\"fraction_of_bound_per_step\":%.3f}\n",
+               name, threads, conc, t / (double)steps * 1e3, tps, single > 0 ? tps / single : 0,
+               wbytes / 1e6, bound, (tps / conc) / bound);
+    }
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "bench generate: %s\n", err);
+out:
+    gen_engine_free(e);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,404 @@
+/* engine/pipeline.c — see pipeline.h. Stage kinds with a runner here:
+ * pretrain and sft. The other kinds of DESIGN.md (grpo, eval, generate,
+ * rejection_sample, distill) are recognised and refused at validation with
+ * a clear message until their trainers land. */
+#include "pipeline.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "events.h"
+#include "pretrain.h"
+#include "sft.h"
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+enum ptype { P_INT, P_NUM, P_BOOL, P_STR };
+
+struct param_def {
+    const char *kind;
+    const char *name;
+    enum ptype type;
+    double lo, hi;
+};
+
+/* Every parameter a stage kind accepts, with its type and range. */
+static const struct param_def params_table[] = {
+    {"pretrain", "config", P_STR, 0, 0},
+    {"pretrain", "steps", P_INT, 1, 1e8},
+    {"pretrain", "batch_size", P_INT, 1, 4096},
+    {"pretrain", "seq_len", P_INT, 2, 1 << 20},
+    {"pretrain", "learning_rate", P_NUM, 0, 10},
+    {"pretrain", "warmup_steps", P_INT, 0, 1e8},
+    {"pretrain", "weight_decay", P_NUM, 0, 10},
+    {"pretrain", "max_grad_norm", P_NUM, 0, 1e9},
+    {"pretrain", "checkpoint_every", P_INT, 0, 1e8},
+    {"pretrain", "log_every", P_INT, 1, 1e8},
+    {"pretrain", "seed", P_INT, 0, 2147483647},
+    {"sft", "epochs", P_INT, 1, 1e6},
+    {"sft", "max_steps", P_INT, 0, 1e8},
+    {"sft", "batch_size", P_INT, 1, 4096},
+    {"sft", "seq_len", P_INT, 2, 1 << 20},
+    {"sft", "packing", P_BOOL, 0, 0},
+    {"sft", "learning_rate", P_NUM, 0, 10},
+    {"sft", "warmup_ratio", P_NUM, 0, 1},
+    {"sft", "weight_decay", P_NUM, 0, 10},
+    {"sft", "max_grad_norm", P_NUM, 0, 1e9},
+    {"sft", "eval_fraction", P_NUM, 0, 0.5},
+    {"sft", "eval_every", P_INT, 0, 1e8},
+    {"sft", "log_every", P_INT, 1, 1e8},
+    {"sft", "checkpoint_every", P_INT, 0, 1e8},
+    {"sft", "seed", P_INT, 0, 2147483647},
+    {"sft", "chat_template", P_STR, 0, 0},
+};
+
+static const char *const runnable_kinds[] = {"pretrain", "sft"};
+static const char *const planned_kinds[] = {"grpo", "eval", "generate", "rejection_sample", "distill"};
+static const char *const model_kinds[] = {"pretrain", "sft", "grpo", "distill"};
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(s, list[i]) == 0) return true;
+    return false;
+}
+#define IN(s, arr) in_list((s), (arr), sizeof(arr) / sizeof *(arr))
+
+static int check_params(const struct pipeline_stage *st, char *err, size_t errlen)
+{
+    if (!st->params) return 0;
+    if (!json_is_object(st->params)) {
+        errf(err, errlen, "stage \"%s\": params: expected an object", st->name);
+        return -1;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(st->params, key, val) {
+        const struct param_def *d = NULL;
+        for (size_t i = 0; i < sizeof params_table / sizeof *params_table; i++)
+            if (strcmp(params_table[i].kind, st->kind) == 0 && strcmp(params_table[i].name, key) == 0)
+                d = &params_table[i];
+        if (!d) {
+            errf(err, errlen, "stage \"%s\": params.%s: unknown parameter for a %s stage",
+                 st->name, key, st->kind);
+            return -1;
+        }
+        const char *want = NULL;
+        switch (d->type) {
+        case P_INT:
+            if (!json_is_integer(val)) want = "an integer";
+            else if (json_integer_value(val) < d->lo || json_integer_value(val) > d->hi) want = "";
+            break;
+        case P_NUM:
+            if (!json_is_number(val)) want = "a number";
+            else if (json_number_value(val) < d->lo || json_number_value(val) > d->hi) want = "";
+            break;
+        case P_BOOL:
+            if (!json_is_boolean(val)) want = "true or false";
+            break;
+        case P_STR:
+            if (!json_is_string(val)) want = "a string";
+            break;
+        }
+        if (want && *want) {
+            errf(err, errlen, "stage \"%s\": params.%s: expected %s", st->name, key, want);
+            return -1;
+        }
+        if (want) {
+            errf(err, errlen, "stage \"%s\": params.%s: must be in [%g, %g]", st->name, key, d->lo, d->hi);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int find_stage(const struct pipeline *p, const char *name)
+{
+    for (int i = 0; i < p->n_stages; i++)
+        if (strcmp(p->stages[i].name, name) == 0) return i;
+    return -1;
+}
+
+static void resolve_path(char *out, size_t n, const char *data_dir, const char *ref)
+{
+    if (ref[0] == '/') snprintf(out, n, "%s", ref);
+    else snprintf(out, n, "%s/%s", data_dir, ref);
+}
+
+/* Resolves stage i's "model" or "dataset" reference. */
+static int resolve_ref(struct pipeline *p, int i, const char *field, const char *base,
+                       const char *data_dir, char *err, size_t errlen)
+{
+    struct pipeline_stage *st = &p->stages[i];
+    json_t *sj = json_array_get(json_object_get(p->spec, "stages"), (size_t)i);
+    json_t *ref = json_object_get(sj, field);
+    bool is_model = strcmp(field, "model") == 0;
+    bool needs = is_model ? strcmp(st->kind, "pretrain") != 0 : true;
+    if (!ref) {
+        if (needs) {
+            errf(err, errlen, "stage \"%s\": field \"%s\" is missing", st->name, field);
+            return -1;
+        }
+        return 0;
+    }
+    if (!needs) {
+        errf(err, errlen, "stage \"%s\": field \"%s\": a %s stage creates its model (set params.config)",
+             st->name, field, st->kind);
+        return -1;
+    }
+    if (!json_is_string(ref) || !*json_string_value(ref)) {
+        errf(err, errlen, "stage \"%s\": field \"%s\": expected a reference string", st->name, field);
+        return -1;
+    }
+    const char *r = json_string_value(ref);
+    char *dst = is_model ? st->model : st->dataset;
+    int *from = is_model ? &st->model_from : &st->dataset_from;
+    if (is_model && strcmp(r, "$base") == 0) {
+        if (!base) {
+            errf(err, errlen, "stage \"%s\": model \"$base\" but the pipeline has no base_model", st->name);
+            return -1;
+        }
+        r = base;
+    }
+    int j = find_stage(p, r);
+    if (j >= 0) {
+        if (is_model && !IN(p->stages[j].kind, model_kinds)) {
+            errf(err, errlen, "stage \"%s\": model \"%s\" names a %s stage, which produces no model",
+                 st->name, r, p->stages[j].kind);
+            return -1;
+        }
+        if (!is_model) {
+            errf(err, errlen, "stage \"%s\": dataset \"%s\" names a %s stage, which produces no dataset",
+                 st->name, r, p->stages[j].kind);
+            return -1;
+        }
+        *from = j;
+        return 0;   /* filled once the producer's output directory is known */
+    }
+    resolve_path(dst, 4096, data_dir, r);
+    struct stat sb;
+    char probe[4200];
+    snprintf(probe, sizeof probe, is_model ? "%s/config.json" : "%s", dst);
+    if (stat(probe, &sb) != 0 || (!is_model && !S_ISREG(sb.st_mode))) {
+        errf(err, errlen, "stage \"%s\": %s \"%s\" is neither a stage of this pipeline nor %s under %s",
+             st->name, field, r, is_model ? "a model directory" : "a file", data_dir);
+        return -1;
+    }
+    return 0;
+}
+
+int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
+                  const char *out_dir, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    if (!json_is_object(spec)) { errf(err, errlen, "pipeline: expected a JSON object"); return -1; }
+    p->spec = json_incref(spec);
+    const char *key;
+    json_t *val;
+    json_object_foreach(spec, key, val) {
+        if (strcmp(key, "name") && strcmp(key, "base_model") && strcmp(key, "stages") &&
+            strcmp(key, "description")) {
+            errf(err, errlen, "pipeline: unknown field \"%s\"", key);
+            goto fail;
+        }
+    }
+    json_t *name = json_object_get(spec, "name"), *base = json_object_get(spec, "base_model");
+    json_t *stages = json_object_get(spec, "stages");
+    if (!json_is_string(name) || !*json_string_value(name)) {
+        errf(err, errlen, "pipeline: field \"name\" must be a non-empty string");
+        goto fail;
+    }
+    snprintf(p->name, sizeof p->name, "%s", json_string_value(name));
+    if (base && !json_is_string(base)) {
+        errf(err, errlen, "pipeline: field \"base_model\" must be a string");
+        goto fail;
+    }
+    if (!json_is_array(stages) || json_array_size(stages) == 0 ||
+        json_array_size(stages) > PIPELINE_MAX_STAGES) {
+        errf(err, errlen, "pipeline: field \"stages\" must be an array of 1 to %d stages", PIPELINE_MAX_STAGES);
+        goto fail;
+    }
+    p->n_stages = (int)json_array_size(stages);
+    for (int i = 0; i < p->n_stages; i++) {
+        json_t *s = json_array_get(stages, (size_t)i);
+        struct pipeline_stage *st = &p->stages[i];
+        st->model_from = st->dataset_from = -1;
+        if (!json_is_object(s)) { errf(err, errlen, "pipeline: stages[%d]: expected an object", i); goto fail; }
+        json_t *sn = json_object_get(s, "name"), *sk = json_object_get(s, "kind");
+        if (!json_is_string(sn) || !*json_string_value(sn) || json_string_length(sn) >= sizeof st->name) {
+            errf(err, errlen, "pipeline: stages[%d].name: expected a non-empty string of at most %zu bytes",
+                 i, sizeof st->name - 1);
+            goto fail;
+        }
+        const char *nm = json_string_value(sn);
+        for (const char *c = nm; *c; c++)
+            if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.') {
+                errf(err, errlen, "pipeline: stages[%d].name \"%s\": use letters, digits, '-', '_' and '.'", i, nm);
+                goto fail;
+            }
+        if (nm[0] == '.' || find_stage(p, nm) >= 0) {
+            errf(err, errlen, "pipeline: stages[%d].name \"%s\": %s", i, nm,
+                 nm[0] == '.' ? "must not start with '.'" : "duplicate stage name");
+            goto fail;
+        }
+        snprintf(st->name, sizeof st->name, "%s", nm);
+        if (!json_is_string(sk)) { errf(err, errlen, "stage \"%s\": field \"kind\" is missing", nm); goto fail; }
+        const char *kind = json_string_value(sk);
+        if (!IN(kind, runnable_kinds)) {
+            if (IN(kind, planned_kinds))
+                errf(err, errlen, "stage \"%s\": kind \"%s\" is not available in this version of aha-engine "
+                     "(available: pretrain, sft)", nm, kind);
+            else
+                errf(err, errlen, "stage \"%s\": unknown kind \"%s\"", nm, kind);
+            goto fail;
+        }
+        snprintf(st->kind, sizeof st->kind, "%s", kind);
+        json_object_foreach(s, key, val) {
+            if (strcmp(key, "name") && strcmp(key, "kind") && strcmp(key, "model") &&
+                strcmp(key, "dataset") && strcmp(key, "params")) {
+                errf(err, errlen, "stage \"%s\": unknown field \"%s\"", nm, key);
+                goto fail;
+            }
+        }
+        st->params = json_object_get(s, "params");
+        if (check_params(st, err, errlen)) goto fail;
+        if (strcmp(kind, "pretrain") == 0 && !json_is_string(json_object_get(st->params, "config"))) {
+            errf(err, errlen, "stage \"%s\": params.config is missing (tiny, small or a config.json path)", nm);
+            goto fail;
+        }
+        snprintf(st->out, sizeof st->out, "%s/%s", out_dir, nm);
+    }
+    for (int i = 0; i < p->n_stages; i++)
+        if (resolve_ref(p, i, "model", base ? json_string_value(base) : NULL, data_dir, err, errlen) ||
+            resolve_ref(p, i, "dataset", NULL, data_dir, err, errlen))
+            goto fail;
+
+    /* Kahn's algorithm over the producer -> consumer edges. */
+    int indeg[PIPELINE_MAX_STAGES] = {0}, n_done = 0;
+    bool done[PIPELINE_MAX_STAGES] = {false};
+    for (int i = 0; i < p->n_stages; i++)
+        indeg[i] = (p->stages[i].model_from >= 0) + (p->stages[i].dataset_from >= 0);
+    while (n_done < p->n_stages) {
+        int pick = -1;
+        for (int i = 0; i < p->n_stages && pick < 0; i++)
+            if (!done[i] && indeg[i] == 0) pick = i;
+        if (pick < 0) {
+            char names[512] = "";
+            size_t off = 0;
+            for (int i = 0; i < p->n_stages && off < sizeof names - 80; i++)
+                if (!done[i])
+                    off += (size_t)snprintf(names + off, sizeof names - off, "%s\"%s\"", off ? ", " : "",
+                                            p->stages[i].name);
+            errf(err, errlen, "pipeline: the stages %s reference each other in a cycle", names);
+            goto fail;
+        }
+        done[pick] = true;
+        p->order[n_done++] = pick;
+        for (int i = 0; i < p->n_stages; i++) {
+            if (p->stages[i].model_from == pick) {
+                indeg[i]--;
+                snprintf(p->stages[i].model, sizeof p->stages[i].model, "%s", p->stages[pick].out);
+            }
+            if (p->stages[i].dataset_from == pick) indeg[i]--;
+        }
+    }
+    return 0;
+fail:
+    pipeline_free(p);
+    return -1;
+}
+
+void pipeline_free(struct pipeline *p)
+{
+    json_decref(p->spec);
+    p->spec = NULL;
+}
+
+static long p_int(const json_t *params, const char *name, long def)
+{
+    json_t *v = json_object_get(params, name);
+    return json_is_integer(v) ? (long)json_integer_value(v) : def;
+}
+static double p_num(const json_t *params, const char *name, double def)
+{
+    json_t *v = json_object_get(params, name);
+    return json_is_number(v) ? json_number_value(v) : def;
+}
+
+static int run_stage(const struct pipeline_stage *st, const struct backend *be, FILE *events,
+                     char *err, size_t errlen)
+{
+    const json_t *pa = st->params;
+    if (strcmp(st->kind, "pretrain") == 0) {
+        struct pretrain_opts o;
+        pretrain_opts_default(&o);
+        o.config = json_string_value(json_object_get(pa, "config"));
+        o.data = st->dataset;
+        o.out = st->out;
+        o.stage = st->name;
+        o.steps = (int)p_int(pa, "steps", o.steps);
+        o.batch = (int)p_int(pa, "batch_size", o.batch);
+        o.seq_len = (int)p_int(pa, "seq_len", o.seq_len);
+        o.lr = (float)p_num(pa, "learning_rate", o.lr);
+        o.warmup_steps = (int)p_int(pa, "warmup_steps", o.warmup_steps);
+        o.weight_decay = (float)p_num(pa, "weight_decay", o.weight_decay);
+        o.max_grad_norm = (float)p_num(pa, "max_grad_norm", o.max_grad_norm);
+        o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
+        o.log_every = (int)p_int(pa, "log_every", o.log_every);
+        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+        return pretrain_run(&o, be, events, err, errlen);
+    }
+    struct sft_opts o;
+    sft_opts_default(&o);
+    o.model_dir = st->model;
+    o.data = st->dataset;
+    o.out = st->out;
+    o.stage = st->name;
+    json_t *tpl = json_object_get(pa, "chat_template");
+    o.template_name = tpl ? json_string_value(tpl) : NULL;
+    o.epochs = (int)p_int(pa, "epochs", o.epochs);
+    o.max_steps = (int)p_int(pa, "max_steps", o.max_steps);
+    o.batch = (int)p_int(pa, "batch_size", o.batch);
+    o.seq_len = (int)p_int(pa, "seq_len", o.seq_len);
+    o.packing = json_is_true(json_object_get(pa, "packing"));
+    o.lr = (float)p_num(pa, "learning_rate", o.lr);
+    o.warmup_ratio = (float)p_num(pa, "warmup_ratio", o.warmup_ratio);
+    o.weight_decay = (float)p_num(pa, "weight_decay", o.weight_decay);
+    o.max_grad_norm = (float)p_num(pa, "max_grad_norm", o.max_grad_norm);
+    o.eval_fraction = (float)p_num(pa, "eval_fraction", o.eval_fraction);
+    o.eval_every = (int)p_int(pa, "eval_every", o.eval_every);
+    o.log_every = (int)p_int(pa, "log_every", o.log_every);
+    o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
+    o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+    return sft_run(&o, be, events, err, errlen);
+}
+
+int pipeline_run(struct pipeline *p, const struct backend *be, FILE *events,
+                 char *err, size_t errlen)
+{
+    json_t *names = json_array();
+    for (int k = 0; k < p->n_stages; k++)
+        json_array_append_new(names, json_string(p->stages[p->order[k]].name));
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:o}", "type", "pipeline", "name", p->name,
+                                  "status", "running", "order", names));
+    for (int k = 0; k < p->n_stages; k++) {
+        const struct pipeline_stage *st = &p->stages[p->order[k]];
+        if (run_stage(st, be, events, err, errlen)) {
+            events_emit(events, json_pack("{s:s,s:s,s:s}", "type", "error", "stage", st->name,
+                                          "message", err));
+            return -1;
+        }
+    }
+    events_emit(events, json_pack("{s:s,s:s,s:s}", "type", "done", "name", p->name, "status", "succeeded"));
+    return 0;
+}

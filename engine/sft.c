@@ -1,0 +1,564 @@
+/* engine/sft.c — see sft.h. Rows become (input, target) pairs where
+ * target[t] = label[t+1] (-1 = no loss); the loss is the mean negative
+ * log-likelihood over all target tokens of the batch (token-level mean, as
+ * TRL's SFTTrainer), so long completions weigh more than short ones. */
+#include "sft.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events.h"
+#include "progress.h"
+#include "rng.h"
+#include "schedule.h"
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void sft_example_free(struct sft_example *e)
+{
+    free(e->ids);
+    free(e->labels);
+    memset(e, 0, sizeof *e);
+}
+
+/* Appends the tokens of text[0..len) to e, labelled when `train`. */
+static int append_text(struct sft_example *e, int *cap, const struct tokenizer *tok,
+                       const char *text, size_t len, bool train)
+{
+    if (len == 0) return 0;
+    int32_t *ids = NULL;
+    int k = tok_encode(tok, text, len, &ids);
+    if (k < 0) return -1;
+    if (e->n + k + 1 > *cap) {
+        int ncap = (*cap ? *cap : 64);
+        while (ncap < e->n + k + 1) ncap *= 2;
+        int32_t *a = realloc(e->ids, (size_t)ncap * sizeof *a);
+        if (a) e->ids = a;
+        int32_t *b = a ? realloc(e->labels, (size_t)ncap * sizeof *b) : NULL;
+        if (b) e->labels = b;
+        if (!a || !b) { free(ids); return -1; }
+        *cap = ncap;
+    }
+    for (int i = 0; i < k; i++) {
+        e->ids[e->n + i] = ids[i];
+        e->labels[e->n + i] = train ? ids[i] : -1;
+    }
+    e->n += k;
+    free(ids);
+    return 0;
+}
+
+/* Builds the message list for a row: prompt/completion (strings or message
+ * arrays) or messages. Returns a new JSON array or NULL with err. */
+static json_t *row_messages(const json_t *row, size_t *n_prompt, char *err, size_t errlen)
+{
+    const json_t *msgs = json_object_get(row, "messages");
+    if (msgs) {
+        if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+            errf(err, errlen, "field \"messages\" must be a non-empty array");
+            return NULL;
+        }
+        *n_prompt = 0;
+        return json_deep_copy(msgs);
+    }
+    const json_t *p = json_object_get(row, "prompt"), *c = json_object_get(row, "completion");
+    if (!p || !c) {
+        errf(err, errlen, "field \"%s\" is missing (rows need \"prompt\" and \"completion\", or \"messages\")",
+             p ? "completion" : "prompt");
+        return NULL;
+    }
+    json_t *out = json_array();
+    if (json_is_string(p)) {
+        json_array_append_new(out, json_pack("{s:s,s:O}", "role", "user", "content", p));
+    } else if (json_is_array(p)) {
+        json_array_extend(out, (json_t *)p);
+    } else {
+        errf(err, errlen, "field \"prompt\" must be a string or a messages array");
+        json_decref(out);
+        return NULL;
+    }
+    *n_prompt = json_array_size(out);
+    if (json_is_string(c)) {
+        json_array_append_new(out, json_pack("{s:s,s:O}", "role", "assistant", "content", c));
+    } else if (json_is_array(c)) {
+        json_array_extend(out, (json_t *)c);
+    } else {
+        errf(err, errlen, "field \"completion\" must be a string or a messages array");
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+static char *render_prefix(enum chat_template_kind kind, const json_t *msgs, size_t n,
+                           bool gen, char *err, size_t errlen)
+{
+    json_t *part = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append(part, json_array_get(msgs, i));
+    struct chat_opts co = {.add_generation_prompt = gen, .prefill_think = 0};
+    char *s = chat_template_render_json(kind, part, &co, err, errlen);
+    json_decref(part);
+    return s;
+}
+
+int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
+                     enum chat_template_kind kind, int32_t eos,
+                     struct sft_example *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(row)) { errf(err, errlen, "row is not a JSON object"); return -1; }
+    size_t n_prompt = 0;
+    json_t *msgs = row_messages(row, &n_prompt, err, errlen);
+    if (!msgs) return -1;
+    const size_t n = json_array_size(msgs);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *m = json_array_get(msgs, i);
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role")) ||
+            !json_is_string(json_object_get(m, "content"))) {
+            errf(err, errlen, "messages[%zu]: expected {\"role\": string, \"content\": string}", i);
+            json_decref(msgs);
+            return -1;
+        }
+    }
+    char *full = render_prefix(kind, msgs, n, false, err, errlen);
+    if (!full) { json_decref(msgs); return -1; }
+    /* Loss spans [start, end) in `full`: each assistant turn after the
+     * prompt whose generation-prompt prefix is a prefix of the full text. */
+    size_t cursor = 0;
+    int cap = 0, rc = -1, spans = 0;
+    const size_t flen = strlen(full);
+    for (size_t i = n_prompt; i < n; i++) {
+        const char *role = json_string_value(json_object_get(json_array_get(msgs, i), "role"));
+        if (strcmp(role, "assistant") != 0) continue;
+        char *pre = render_prefix(kind, msgs, i, true, err, errlen);
+        char *upto = pre ? render_prefix(kind, msgs, i + 1, false, err, errlen) : NULL;
+        if (!pre || !upto) { free(pre); free(upto); goto out; }
+        size_t pl = strlen(pre), ul = strlen(upto);
+        bool stable = pl >= cursor && pl <= ul && ul <= flen &&
+                      strncmp(full, pre, pl) == 0 && strncmp(full, upto, ul) == 0;
+        bool last = i + 1 == n;
+        if (!stable && last) {
+            /* The template rewrites earlier turns (e.g. strips reasoning):
+             * train on the final turn only, as prompt + completion. */
+            const char *content = json_string_value(json_object_get(json_array_get(msgs, i), "content"));
+            sft_example_free(out);
+            cap = 0;
+            if (append_text(out, &cap, tok, pre, pl, false) ||
+                append_text(out, &cap, tok, content, strlen(content), true)) {
+                free(pre); free(upto);
+                goto oom;
+            }
+            cursor = flen;
+            spans = 1;
+        } else if (stable) {
+            if (append_text(out, &cap, tok, full + cursor, pl - cursor, false) ||
+                append_text(out, &cap, tok, full + pl, ul - pl, true)) {
+                free(pre); free(upto);
+                goto oom;
+            }
+            cursor = ul;
+            spans++;
+        }
+        free(pre);
+        free(upto);
+    }
+    if (spans == 0) {
+        errf(err, errlen, n_prompt ? "field \"completion\" has no assistant message"
+                                   : "field \"messages\" has no assistant message to train on");
+        goto out;
+    }
+    if (append_text(out, &cap, tok, full + cursor, flen - cursor, false)) goto oom;
+    /* Teach the model to stop: unless a trained token already ends the
+     * turn (eos, <|im_end|>, <|eot_id|>, ...), insert eos after the last
+     * trained token. */
+    static const char *const enders[] = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>",
+                                         "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"};
+    int last_train = -1;
+    bool ended = false;
+    for (int i = 0; i < out->n; i++) {
+        if (out->labels[i] < 0) continue;
+        last_train = i;
+        ended |= out->ids[i] == eos;
+        for (size_t k = 0; k < sizeof enders / sizeof *enders; k++)
+            ended |= out->ids[i] == tok_token_id(tok, enders[k]);
+    }
+    if (last_train >= 0 && !ended && eos >= 0) {
+        if (out->n + 1 > cap) {
+            int32_t *a = realloc(out->ids, (size_t)(out->n + 1) * sizeof *a);
+            if (a) out->ids = a;
+            int32_t *b = a ? realloc(out->labels, (size_t)(out->n + 1) * sizeof *b) : NULL;
+            if (b) out->labels = b;
+            if (!a || !b) goto oom;
+        }
+        memmove(out->ids + last_train + 2, out->ids + last_train + 1,
+                (size_t)(out->n - last_train - 1) * sizeof *out->ids);
+        memmove(out->labels + last_train + 2, out->labels + last_train + 1,
+                (size_t)(out->n - last_train - 1) * sizeof *out->labels);
+        out->ids[last_train + 1] = out->labels[last_train + 1] = eos;
+        out->n++;
+    }
+    rc = 0;
+    goto out;
+oom:
+    errf(err, errlen, "cannot tokenize the row (out of memory)");
+out:
+    if (rc) sft_example_free(out);
+    free(full);
+    json_decref(msgs);
+    return rc;
+}
+
+void sft_opts_default(struct sft_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->stage = "sft";
+    o->epochs = 1;
+    o->batch = 8;
+    o->seq_len = 512;
+    o->lr = 2e-5f;
+    o->min_lr_ratio = 0.1f;
+    o->warmup_ratio = 0.03f;
+    o->weight_decay = 0.0f;
+    o->max_grad_norm = 1.0f;
+    o->eval_fraction = 0.0f;
+    o->log_every = 10;
+    o->seed = 1;
+}
+
+/* Rows of T inputs and T targets built from the examples. */
+struct sft_rows {
+    int T, n, cap;
+    int32_t *tok, *tgt;
+};
+
+static int rows_push(struct sft_rows *r, int32_t pad)
+{
+    if (r->n == r->cap) {
+        int ncap = r->cap ? r->cap * 2 : 64;
+        int32_t *a = realloc(r->tok, (size_t)ncap * r->T * sizeof *a);
+        if (a) r->tok = a;
+        int32_t *b = a ? realloc(r->tgt, (size_t)ncap * r->T * sizeof *b) : NULL;
+        if (b) r->tgt = b;
+        if (!a || !b) return -1;
+        r->cap = ncap;
+    }
+    for (int t = 0; t < r->T; t++) {
+        r->tok[(size_t)r->n * r->T + t] = pad;
+        r->tgt[(size_t)r->n * r->T + t] = -1;
+    }
+    r->n++;
+    return 0;
+}
+
+/* Examples idx[0..k) into rows: one per row (truncated, padded) or packed
+ * back to back (documents may attend to earlier ones in the same row, as in
+ * plain packing without position resets). */
+static int build_rows(struct sft_rows *r, const struct sft_example *ex, const int *idx, int k,
+                      bool packing, int32_t pad, int *skipped)
+{
+    int fill = r->T;    /* tokens used in the current row; T = full */
+    for (int j = 0; j < k; j++) {
+        const struct sft_example *e = &ex[idx[j]];
+        int len = e->n - 1 < r->T ? e->n - 1 : r->T;  /* (input, target) pairs */
+        /* Truncation keeps the start (as TRL); an example left with no
+         * target token teaches nothing and is skipped. */
+        bool any = false;
+        for (int t = 0; t < len && !any; t++) any = e->labels[t + 1] >= 0;
+        if (!any) { (*skipped)++; continue; }
+        for (int t = 0; t < len; t++) {
+            if (fill == r->T || (!packing && t == 0)) {
+                if (rows_push(r, pad)) return -1;
+                fill = 0;
+            }
+            size_t at = (size_t)(r->n - 1) * r->T + fill++;
+            r->tok[at] = e->ids[t];
+            r->tgt[at] = e->labels[t + 1];
+        }
+        if (!packing) fill = r->T;
+    }
+    return 0;
+}
+
+static int copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb");
+    if (!in) return 1;      /* absent: nothing to copy */
+    FILE *out = fopen(dst, "wb");
+    if (!out) { fclose(in); return -1; }
+    char buf[65536];
+    size_t k;
+    int rc = 0;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, k, out) != k) rc = -1;
+    fclose(in);
+    if (fclose(out)) rc = -1;
+    return rc;
+}
+
+/* Saves the model plus the source model's tokenizer and template files. */
+static int save_with_tokenizer(const struct model *m, const char *src_dir, const char *dir,
+                               char *err, size_t errlen)
+{
+    if (model_save(m, dir, ST_F32, err, errlen)) return -1;
+    static const char *files[] = {"tokenizer.json", "tokenizer_config.json",
+                                  "chat_template.jinja", "chat_template.name",
+                                  "chat_template.json", "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char a[4096], b[4096];
+        snprintf(a, sizeof a, "%s/%s", src_dir, files[i]);
+        snprintf(b, sizeof b, "%s/%s", dir, files[i]);
+        if (strcmp(a, b) != 0 && copy_file(a, b) < 0) {
+            errf(err, errlen, "cannot copy %s to %s", a, b);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Mean loss over the target tokens of rows [0, r->n), in batches of B. */
+static double eval_loss(struct model *m, const struct sft_rows *r, int B, float *lp,
+                        char *err, size_t errlen)
+{
+    double sum = 0;
+    long count = 0;
+    const int T = r->T;
+    int32_t *tok = malloc((size_t)B * T * sizeof *tok), *tgt = malloc((size_t)B * T * sizeof *tgt);
+    if (!tok || !tgt) { free(tok); free(tgt); return NAN; }
+    for (int i0 = 0; i0 < r->n; i0 += B) {
+        for (int b = 0; b < B; b++) {
+            int row = i0 + b < r->n ? i0 + b : -1;
+            for (int t = 0; t < T; t++) {
+                tok[b * T + t] = row >= 0 ? r->tok[(size_t)row * T + t] : 0;
+                tgt[b * T + t] = row >= 0 ? r->tgt[(size_t)row * T + t] : -1;
+            }
+        }
+        if (model_forward(m, tok, NULL, B, T, err, errlen)) { sum = NAN; break; }
+        model_logprobs(m, tgt, lp);
+        for (int i = 0; i < B * T; i++)
+            if (tgt[i] >= 0) { sum -= lp[i]; count++; }
+    }
+    free(tok);
+    free(tgt);
+    return count ? sum / (double)count : NAN;
+}
+
+int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
+            char *err, size_t errlen)
+{
+    char path[4096];
+    int rc = -1;
+    struct tokenizer *tok = NULL;
+    struct model *m = NULL;
+    struct sft_example *ex = NULL;
+    int n_ex = 0, cap_ex = 0;
+    int *idx = NULL;
+    struct sft_rows train = {0}, eval = {0};
+    int32_t *tok_b = NULL, *tgt_b = NULL, *argmax = NULL;
+    float *lp = NULL, *dlp = NULL, *ent = NULL;
+    FILE *f = NULL;
+    char *line = NULL;
+
+    if (o->epochs <= 0 || o->batch <= 0 || o->seq_len < 2 || o->eval_fraction < 0 ||
+        o->eval_fraction > 0.5f) {
+        errf(err, errlen, "%s: epochs and batch_size must be positive, seq_len >= 2, "
+             "eval_fraction in [0, 0.5]", o->stage);
+        return -1;
+    }
+    m = model_load(o->model_dir, be, err, errlen);
+    if (!m) return -1;
+    if (o->seq_len > m->cfg.max_position_embeddings) {
+        errf(err, errlen, "%s: seq_len %d exceeds the model's max_position_embeddings (%d)",
+             o->stage, o->seq_len, m->cfg.max_position_embeddings);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
+    tok = tok_load(path, err, errlen);
+    if (!tok) goto out;
+    enum chat_template_kind kind;
+    if (o->template_name ? chat_template_from_name(o->template_name, &kind)
+                         : chat_template_detect(o->model_dir, &kind, err, errlen)) {
+        if (o->template_name)
+            errf(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->template_name);
+        goto out;
+    }
+    int32_t eos = m->cfg.eos_token_id;
+    if (eos < 0) eos = tok_token_id(tok, "<|endoftext|>");
+    const int32_t pad = eos >= 0 ? eos : 0;
+
+    /* Read and tokenize every row; a bad row stops the stage with its line. */
+    f = fopen(o->data, "r");
+    if (!f) { errf(err, errlen, "%s: cannot open", o->data); goto out; }
+    size_t lcap = 0;
+    ssize_t len;
+    long lineno = 0;
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        json_error_t je;
+        json_t *row = json_loadb(line, (size_t)len, 0, &je);
+        if (!row) { errf(err, errlen, "%s:%ld: %s", o->data, lineno, je.text); goto out; }
+        if (n_ex == cap_ex) {
+            cap_ex = cap_ex ? cap_ex * 2 : 256;
+            struct sft_example *g = realloc(ex, (size_t)cap_ex * sizeof *g);
+            if (!g) { json_decref(row); errf(err, errlen, "out of memory"); goto out; }
+            ex = g;
+        }
+        char rerr[512];
+        int r = sft_tokenize_row(row, tok, kind, eos, &ex[n_ex], rerr, sizeof rerr);
+        json_decref(row);
+        if (r) { errf(err, errlen, "%s:%ld: %s", o->data, lineno, rerr); goto out; }
+        n_ex++;
+    }
+    if (n_ex == 0) { errf(err, errlen, "%s: no rows", o->data); goto out; }
+
+    /* Deterministic split: shuffle, the first share is held out. */
+    struct rng r;
+    rng_seed(&r, o->seed);
+    idx = malloc((size_t)n_ex * sizeof *idx);
+    if (!idx) { errf(err, errlen, "out of memory"); goto out; }
+    for (int i = 0; i < n_ex; i++) idx[i] = i;
+    for (int i = n_ex - 1; i > 0; i--) {
+        int j = (int)rng_below(&r, (uint64_t)i + 1), t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+    int n_eval = (int)lroundf(o->eval_fraction * (float)n_ex);
+    if (o->eval_fraction > 0 && n_eval == 0 && n_ex >= 2) n_eval = 1;
+    train.T = eval.T = o->seq_len;
+    int skipped = 0;
+    if (build_rows(&eval, ex, idx, n_eval, false, pad, &skipped) ||
+        build_rows(&train, ex, idx + n_eval, n_ex - n_eval, o->packing, pad, &skipped)) {
+        errf(err, errlen, "out of memory building rows");
+        goto out;
+    }
+    if (train.n == 0) {
+        errf(err, errlen, "%s: no training rows%s", o->data,
+             skipped ? ": every completion starts after seq_len tokens (raise seq_len or use a "
+                       "shorter chat template)" : " after the eval split");
+        goto out;
+    }
+
+    const int B = o->batch, T = o->seq_len, N = B * T;
+    const int steps_per_epoch = (train.n + B - 1) / B;
+    const int steps = o->max_steps > 0 ? o->max_steps : steps_per_epoch * o->epochs;
+    const int warmup = (int)lroundf(o->warmup_ratio * (float)steps);
+    tok_b = malloc((size_t)N * sizeof *tok_b);
+    tgt_b = malloc((size_t)N * sizeof *tgt_b);
+    argmax = malloc((size_t)N * sizeof *argmax);
+    lp = malloc((size_t)N * sizeof *lp);
+    dlp = malloc((size_t)N * sizeof *dlp);
+    ent = malloc((size_t)N * sizeof *ent);
+    int *order = realloc(idx, (size_t)(train.n > n_ex ? train.n : n_ex) * sizeof *order);
+    if (order) idx = order;
+    if (!tok_b || !tgt_b || !argmax || !lp || !dlp || !ent || !order || model_grads_alloc(m)) {
+        errf(err, errlen, "out of memory");
+        goto out;
+    }
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i}", "type", "stage",
+                                  "stage", o->stage, "kind", "sft", "status", "running",
+                                  "chat_template", chat_template_name(kind), "train_rows", train.n,
+                                  "eval_rows", eval.n, "skipped_rows", skipped, "steps", steps));
+
+    struct progress prog;
+    progress_init(&prog, steps);
+    double t0 = progress_now(), t_last = t0, eval_last;
+    long tokens_since = 0;
+    int pos = train.n;      /* position in the epoch's order; n = reshuffle */
+    for (int step = 0; step < steps; step++) {
+        for (int b = 0; b < B; b++) {
+            if (pos == train.n) {
+                for (int i = 0; i < train.n; i++) order[i] = i;
+                for (int i = train.n - 1; i > 0; i--) {
+                    int j = (int)rng_below(&r, (uint64_t)i + 1), t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+                pos = 0;
+            }
+            int row = order[pos++];
+            memcpy(tok_b + (size_t)b * T, train.tok + (size_t)row * T, (size_t)T * sizeof *tok_b);
+            memcpy(tgt_b + (size_t)b * T, train.tgt + (size_t)row * T, (size_t)T * sizeof *tgt_b);
+        }
+        int count = 0;
+        for (int i = 0; i < N; i++) count += tgt_b[i] >= 0;
+        if (model_forward(m, tok_b, NULL, B, T, err, errlen)) goto out;
+        model_logprobs_stats(m, tgt_b, lp, ent, argmax);
+        double loss = 0, entropy = 0;
+        int correct = 0;
+        for (int i = 0; i < N; i++) {
+            dlp[i] = tgt_b[i] >= 0 && count ? -1.0f / (float)count : 0.0f;
+            if (tgt_b[i] < 0) continue;
+            loss -= lp[i];
+            entropy += ent[i];
+            correct += argmax[i] == tgt_b[i];
+        }
+        if (count) { loss /= count; entropy /= count; }
+        model_grads_zero(m);
+        model_backward(m, tgt_b, dlp);
+        float gnorm = model_grads_clip(m, o->max_grad_norm);
+        float lr = lr_warmup_cosine(step, steps, warmup, o->lr, o->min_lr_ratio);
+        if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
+            errf(err, errlen, "out of memory for optimizer state");
+            goto out;
+        }
+        if (!isfinite(loss)) {
+            errf(err, errlen, "%s: step %d: loss is not finite; lower the learning rate", o->stage, step + 1);
+            goto out;
+        }
+        tokens_since += count;
+        double now = progress_now();
+        char extra[128];
+        snprintf(extra, sizeof extra, "loss %.4f | lr %.2e", loss, lr);
+        progress_update(&prog, step + 1, extra);
+        bool last = step + 1 == steps;
+        if (eval.n && ((o->eval_every > 0 && (step + 1) % o->eval_every == 0) || last)) {
+            eval_last = eval_loss(m, &eval, B, lp, err, errlen);
+            if (isfinite(eval_last))
+                events_emit(events, json_pack("{s:s,s:s,s:i,s:{s:f}}", "type", "metric", "stage", o->stage,
+                                          "step", step + 1, "values", "eval_loss", eval_last));
+        }
+        if ((step + 1) % o->log_every == 0 || last) {
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f}}", "type", "metric",
+                                          "stage", o->stage, "step", step + 1, "values", "loss", loss,
+                                          "mean_token_accuracy", count ? (double)correct / count : 0.0,
+                                          "entropy", entropy, "grad_norm", (double)gnorm,
+                                          "learning_rate", (double)lr,
+                                          "tokens_per_second", (double)tokens_since / (now - t_last),
+                                          "epoch", (double)(step + 1) / steps_per_epoch));
+            t_last = now;
+            tokens_since = 0;
+        }
+        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && !last) {
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
+            if (save_with_tokenizer(m, o->model_dir, dir, err, errlen)) goto out;
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
+                                          "step", step + 1, "path", dir));
+        }
+    }
+    progress_finish(&prog);
+    if (save_with_tokenizer(m, o->model_dir, o->out, err, errlen)) goto out;
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
+                                  "kind", "sft", "status", "succeeded", "path", o->out,
+                                  "seconds", progress_now() - t0));
+    rc = 0;
+out:
+    if (f) fclose(f);
+    free(line);
+    for (int i = 0; i < n_ex; i++) sft_example_free(&ex[i]);
+    free(ex);
+    free(idx);
+    free(train.tok); free(train.tgt); free(eval.tok); free(eval.tgt);
+    free(tok_b); free(tgt_b); free(argmax); free(lp); free(dlp); free(ent);
+    tok_free(tok);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,62 @@
+/* engine/sft.h — supervised fine-tuning: {"prompt","completion"} or
+ * {"messages"} rows rendered through the model's chat template, loss on
+ * completion / assistant tokens only, optional packing, epochs, warmup +
+ * cosine, eval loss on a held-out split. Events are NDJSON on `events`. */
+#ifndef AHA_SFT_H
+#define AHA_SFT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "chat_template.h"
+#include "model.h"
+#include "tokenizer.h"
+
+/* One tokenized example: labels[i] is ids[i] where the loss applies
+ * (completion / assistant tokens), -1 elsewhere. Caller frees both. */
+struct sft_example {
+    int32_t *ids;
+    int32_t *labels;
+    int n;
+};
+
+/* Tokenizes one dataset row. Prompt/completion rows (strings, or message
+ * lists as in TRL's conversational format) train on the completion;
+ * messages rows on every assistant turn whose rendered prefix is stable
+ * (templates that rewrite earlier turns, e.g. stripping reasoning, train on
+ * the last turn only). An end-of-text id is appended when the template does
+ * not end the turn with a special token. eos: that id. Returns 0 or -1 with
+ * err naming the field ("field \"completion\" is missing"). */
+int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
+                     enum chat_template_kind kind, int32_t eos,
+                     struct sft_example *out, char *err, size_t errlen);
+void sft_example_free(struct sft_example *e);
+
+struct sft_opts {
+    const char *model_dir;      /* input model (config, weights, tokenizer) */
+    const char *data;           /* JSONL rows */
+    const char *out;            /* output model directory */
+    const char *stage;          /* name in events ("sft") */
+    const char *template_name;  /* NULL = detect from model_dir */
+    int epochs;
+    int max_steps;              /* 0 = epochs decide */
+    int batch;                  /* sequences per step */
+    int seq_len;                /* tokens per sequence (examples truncated) */
+    bool packing;               /* concatenate examples into full rows */
+    float lr, min_lr_ratio, warmup_ratio, weight_decay, max_grad_norm;
+    float eval_fraction;        /* held-out share of rows, [0, 0.5] */
+    int eval_every;             /* steps; 0 = only at the end */
+    int log_every;
+    int checkpoint_every;       /* 0 = only the final model */
+    uint64_t seed;
+};
+
+void sft_opts_default(struct sft_opts *o);
+/* Runs SFT. Returns 0, or -1 with err filled (dataset errors name
+ * file:line and field). */
+int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
+            char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,269 @@
+/* server/main.c — aha-server: the command line (serve, migrate, keys
+ * create), configuration from flags and environment, start-up and orderly
+ * shutdown. The only file that exits. */
+#include <errno.h>
+#include <limits.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: aha-server [serve] [OPTIONS]     run the HTTP server\n"
+            "       aha-server migrate [OPTIONS]     apply database migrations and exit\n"
+            "       aha-server keys create --name NAME --scope admin|inference|read [OPTIONS]\n"
+            "\noptions (environment variable in brackets):\n"
+            "  --host HOST            listen address [AHA_HOST] (127.0.0.1)\n"
+            "  --port PORT            listen port, 0 = any free one [AHA_PORT] (8080)\n"
+            "  --data-dir DIR         data directory, models in DIR/models [AHA_DATA_DIR] (./var)\n"
+            "  --database-url URL     PostgreSQL connection string [AHA_DATABASE_URL]\n"
+            "  --engine PATH          engine executable, run as PATH serve [AHA_ENGINE]\n"
+            "                         (aha-engine next to this executable)\n"
+            "  --migrations-dir DIR   [AHA_MIGRATIONS_DIR] (../migrations from the executable,\n"
+            "                         else ./migrations)\n"
+            "  --max-body BYTES       request body limit [AHA_MAX_BODY] (1048576)\n"
+            "  --max-inflight N       generations in flight before 429 [AHA_MAX_INFLIGHT] (512)\n"
+            "  --threads N            HTTP threads [AHA_HTTP_THREADS] (4)\n"
+            "  --heartbeat SECONDS    SSE comment heartbeat interval [AHA_SSE_HEARTBEAT] (15)\n"
+            "  --trace-queue N        traces held while PostgreSQL is down [AHA_TRACE_QUEUE] (10000)\n");
+}
+
+static const char *opt(int argc, char **argv, const char *name, const char *env,
+                       const char *def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    const char *e = env ? getenv(env) : NULL;
+    return e && *e ? e : def;
+}
+
+static int opt_long(int argc, char **argv, const char *name, const char *env, long def,
+                    long lo, long hi, long *out)
+{
+    const char *s = opt(argc, argv, name, env, NULL);
+    if (!s) {
+        *out = def;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) {
+        fprintf(stderr, "aha-server: %s: expected an integer from %ld to %ld, got \"%s\"\n", name,
+                lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Rejects unknown options (every option takes a value). */
+static int check_args(int argc, char **argv, int first)
+{
+    static const char *const known[] = {"--host", "--port", "--data-dir", "--database-url",
+                                        "--engine", "--migrations-dir", "--max-body",
+                                        "--max-inflight", "--threads", "--heartbeat",
+                                        "--trace-queue", "--name", "--scope", NULL};
+    for (int i = first; i < argc; i += 2) {
+        bool ok = false;
+        for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
+        if (!ok) {
+            fprintf(stderr, "aha-server: unknown argument \"%s\"\n", argv[i]);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "aha-server: %s needs a value\n", argv[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static char exe_dir[PATH_MAX];
+
+static const char *default_migrations(void)
+{
+    static char path[PATH_MAX + 32];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/../migrations", exe_dir);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return path;
+    return "migrations";
+}
+
+static int load_config(int argc, char **argv, struct server_config *cfg)
+{
+    long port, max_body, inflight, threads, hb, tq;
+    cfg->host = opt(argc, argv, "--host", "AHA_HOST", "127.0.0.1");
+    cfg->data_dir = opt(argc, argv, "--data-dir", "AHA_DATA_DIR", "./var");
+    cfg->database_url = opt(argc, argv, "--database-url", "AHA_DATABASE_URL", NULL);
+    static char engine_default[PATH_MAX + 16];
+    snprintf(engine_default, sizeof engine_default, "%s/aha-engine", exe_dir);
+    cfg->engine_path = opt(argc, argv, "--engine", "AHA_ENGINE", engine_default);
+    cfg->migrations_dir =
+        opt(argc, argv, "--migrations-dir", "AHA_MIGRATIONS_DIR", default_migrations());
+    if (opt_long(argc, argv, "--port", "AHA_PORT", 8080, 0, 65535, &port) ||
+        opt_long(argc, argv, "--max-body", "AHA_MAX_BODY", SERVER_MAX_BODY_DEFAULT, 1024,
+                 1L << 30, &max_body) ||
+        opt_long(argc, argv, "--max-inflight", "AHA_MAX_INFLIGHT", SERVER_MAX_INFLIGHT_DEFAULT, 1,
+                 100000, &inflight) ||
+        opt_long(argc, argv, "--threads", "AHA_HTTP_THREADS", 4, 1, 256, &threads) ||
+        opt_long(argc, argv, "--heartbeat", "AHA_SSE_HEARTBEAT", 15, 1, 3600, &hb) ||
+        opt_long(argc, argv, "--trace-queue", "AHA_TRACE_QUEUE", 10000, 1, 10000000, &tq))
+        return -1;
+    cfg->port = (int)port;
+    cfg->max_body = max_body;
+    cfg->max_inflight = (int)inflight;
+    cfg->threads = (int)threads;
+    cfg->heartbeat_s = (double)hb;
+    cfg->trace_queue = (int)tq;
+    if (!cfg->database_url) {
+        fprintf(stderr, "aha-server: no database: pass --database-url or set AHA_DATABASE_URL\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int migrate(const struct server_config *cfg)
+{
+    char err[1024];
+    PGconn *c = NULL;
+    for (int attempt = 0; attempt < 10 && !c; attempt++) { /* PostgreSQL may be starting */
+        c = db_connect(cfg->database_url, err, sizeof err);
+        if (!c) sleep(1);
+    }
+    if (!c) {
+        fprintf(stderr, "aha-server: %s\n", err);
+        return -1;
+    }
+    int n = db_migrate(c, cfg->migrations_dir, err, sizeof err);
+    PQfinish(c);
+    if (n < 0) {
+        fprintf(stderr, "aha-server: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_keys(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[2], "create") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (check_args(argc, argv, 3)) return 2;
+    const char *name = opt(argc, argv, "--name", NULL, NULL);
+    const char *scope_s = opt(argc, argv, "--scope", NULL, NULL);
+    enum keys_scope scope;
+    if (!name || !*name || keys_scope_parse(scope_s, &scope)) {
+        fprintf(stderr, "aha-server: keys create needs --name NAME and --scope "
+                        "admin|inference|read\n");
+        return 2;
+    }
+    struct server_config cfg;
+    if (load_config(argc, argv, &cfg)) return 2;
+    if (migrate(&cfg)) return 1;
+    char err[1024], key[128];
+    PGconn *c = db_connect(cfg.database_url, err, sizeof err);
+    if (!c || keys_create(c, name, scope, key, sizeof key, err, sizeof err)) {
+        fprintf(stderr, "aha-server: %s\n", err);
+        if (c) PQfinish(c);
+        return 1;
+    }
+    PQfinish(c);
+    printf("created API key \"%s\" with scope %s; it is shown only once:\n%s\n", name,
+           keys_scope_name(scope), key);
+    return 0;
+}
+
+static int serve(int argc, char **argv, int first)
+{
+    if (check_args(argc, argv, first)) return 2;
+    struct server srv = {0};
+    if (load_config(argc, argv, &srv.cfg)) return 2;
+    char models[PATH_MAX];
+    snprintf(models, sizeof models, "%s/models", srv.cfg.data_dir);
+    if ((mkdir(srv.cfg.data_dir, 0755) && errno != EEXIST) ||
+        (mkdir(models, 0755) && errno != EEXIST)) {
+        fprintf(stderr, "aha-server: data directory %s: %s\n", models, strerror(errno));
+        return 1;
+    }
+    if (migrate(&srv.cfg)) return 1;
+
+    /* Signals are taken by sigwait below; every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    char *eargv[] = {(char *)srv.cfg.engine_path, "serve", NULL};
+    char err[1024];
+    srv.pool = db_pool_new(srv.cfg.database_url, 8);
+    srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);
+    srv.eng = engine_new(eargv);
+    if (!srv.pool || !srv.tr || !srv.eng || traces_start(srv.tr) || engine_start(srv.eng) ||
+        completions_start(&srv)) {
+        fprintf(stderr, "aha-server: cannot start (out of memory or threads)\n");
+        return 1;
+    }
+    if (http_start(&srv, err, sizeof err)) {
+        fprintf(stderr, "aha-server: %s\n", err);
+        engine_free(srv.eng);
+        traces_free(srv.tr, 0);
+        completions_stop();
+        db_pool_free(srv.pool);
+        return 1;
+    }
+    log_msg("listening on http://%s:%d (data %s, engine %s)", srv.cfg.host, srv.cfg.port,
+            srv.cfg.data_dir, srv.cfg.engine_path);
+    printf("aha-server: listening on http://%s:%d\n", srv.cfg.host, srv.cfg.port);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_msg("signal %d: shutting down", sig);
+    http_quiesce(&srv);
+    engine_stop(srv.eng); /* fails generations in flight; their clients get an error */
+    usleep(200 * 1000);   /* let resumed connections send their last bytes */
+    http_stop(&srv);
+    engine_free(srv.eng);
+    completions_stop();
+    traces_free(srv.tr, 3.0);
+    db_pool_free(srv.pool);
+    log_msg("stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        snprintf(exe_dir, sizeof exe_dir, "%s", dirname(self));
+    } else {
+        snprintf(exe_dir, sizeof exe_dir, ".");
+    }
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "keys") == 0) return cmd_keys(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "migrate") == 0) {
+        struct server_config cfg;
+        if (check_args(argc, argv, 2) || load_config(argc, argv, &cfg)) return 2;
+        return migrate(&cfg) ? 1 : 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) return serve(argc, argv, 2);
+    return serve(argc, argv, 1);
+}

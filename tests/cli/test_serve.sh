@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# `aha-engine serve` (engine/serve.c, api/engine-protocol.md): drives the
+# NDJSON protocol through a pipe. Bad lines (malformed JSON, unknown types,
+# wrong field types, oversized lines, unknown protocol versions) each get an
+# error event and the engine keeps serving; generate streams token events
+# then done; n samples; stop strings; cancel frees KV memory; requests too
+# big for the KV memory are refused; several models resident; clean exit
+# at end of input.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ENGINE=${ENGINE:-build/aha-engine-san}
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+"$ENGINE" datagen arithmetic --n 50 --seed 1 --format text --out "$tmp/d.jsonl" 2>/dev/null
+"$ENGINE" pretrain --config tiny --data "$tmp/d.jsonl" --steps 1 --batch 1 --seq-len 8 --out "$tmp/m" >/dev/null 2>&1
+/usr/bin/python3 - "$ENGINE" "$tmp/m" <<'PY'
+import json, select, subprocess, sys, time
+
+engine, model = sys.argv[1], sys.argv[2]
+p = subprocess.Popen([engine, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL)
+passed = failed = 0
+buf = b""
+
+def send(obj):
+    line = obj if isinstance(obj, (str, bytes)) else json.dumps(obj)
+    if isinstance(line, str): line = line.encode()
+    p.stdin.write(line + b"\n"); p.stdin.flush()
+
+def recv(timeout=60):
+    global buf
+    end = time.time() + timeout
+    while b"\n" not in buf:
+        r, _, _ = select.select([p.stdout], [], [], max(0, end - time.time()))
+        if not r: raise TimeoutError("no event within %ss" % timeout)
+        chunk = p.stdout.read1(65536)
+        if not chunk: raise EOFError("engine closed stdout (exit %s)" % p.poll())
+        buf += chunk
+    line, buf = buf.split(b"\n", 1)
+    return json.loads(line)
+
+def until(pred, timeout=60):
+    """Events up to and including the first one satisfying pred."""
+    evs = []
+    while True:
+        e = recv(timeout); evs.append(e)
+        if pred(e): return evs
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond: passed += 1
+    else:
+        failed += 1; print("FAIL:", name, detail)
+
+def done_all(rid, n):
+    evs, seen = [], 0
+    while seen < n:
+        e = recv(); evs.append(e)
+        if e.get("type") == "done" and e.get("id") == rid: seen += 1
+    return evs
+
+def alive():
+    send({"type": "stats", "id": "alive"})
+    e = until(lambda e: e.get("id") == "alive")[-1]
+    return e["type"] == "stats"
+
+ev = recv()
+check("ready", ev == {**ev, "type": "ready", "protocol": 1}, ev)
+send({"type": "load", "id": "l1", "model": "tiny", "path": model, "kv_memory_mb": 4})
+ev = recv()
+check("loaded", ev.get("type") == "loaded" and ev.get("id") == "l1" and ev.get("kv_blocks", 0) > 0, ev)
+send({"type": "hello", "id": "h"})
+check("hello", recv() == {"type": "hello", "id": "h", "protocol": 1})
+
+# bad lines: each an error event, engine alive after
+bad = [
+    ("malformed", '{"type": "generate", "id": ', None, "malformed JSON"),
+    ("not an object", '[1, 2]', None, "JSON object"),
+    ("unknown type", {"type": "fly", "id": "u"}, "u", "unknown request type"),
+    ("type not string", {"type": 3, "id": "t"}, "t", "\"type\""),
+    ("id not string", {"type": "stats", "id": 5}, None, "\"id\""),
+    ("max_tokens type", {"type": "generate", "id": "g", "prompt": "1", "max_tokens": "x"}, "g", "max_tokens"),
+    ("temperature type", {"type": "generate", "id": "g", "prompt": "1", "temperature": "hot"}, "g", "temperature"),
+    ("temperature range", {"type": "generate", "id": "g", "prompt": "1", "temperature": -1}, "g", "temperature"),
+    ("prompt type", {"type": "generate", "id": "g", "prompt": 5}, "g", "prompt"),
+    ("two prompts", {"type": "generate", "id": "g", "prompt": "1", "prompt_ids": [1]}, "g", "exactly one"),
+    ("prompt id range", {"type": "generate", "id": "g", "prompt_ids": [1, 100000]}, "g", "prompt_ids[1]"),
+    ("stop type", {"type": "generate", "id": "g", "prompt": "1", "stop": [1]}, "g", "stop[0]"),
+    ("unknown model", {"type": "generate", "id": "g", "model": "nope", "prompt": "1"}, "g", "not loaded"),
+    ("protocol", {"type": "stats", "id": "v", "protocol": 2}, "v", "protocol version"),
+    ("no id", {"type": "generate", "prompt": "1"}, None, "\"id\""),
+    ("cancel unknown", {"type": "cancel", "id": "zz"}, "zz", "no request"),
+    ("load bad path", {"type": "load", "id": "lb", "model": "x", "path": "/nonexistent"}, "lb", "config.json"),
+    ("load twice", {"type": "load", "id": "l2", "model": "tiny", "path": model}, "l2", "already loaded"),
+    ("oversized", '{"type":"stats","pad":"' + "x" * (1 << 20) + '"}', None, "exceeds"),
+]
+for name, line, rid, want in bad:
+    send(line)
+    ev = recv()
+    check(name, ev.get("type") == "error" and want in ev.get("message", "") and ev.get("id") == rid, ev)
+check("alive after bad lines", alive())
+
+# generate: streamed tokens then done, text = concatenation
+send({"type": "generate", "id": "c1", "prompt": "12+7=", "max_tokens": 6, "seed": 7,
+      "ignore_eos": True, "logprobs": 2})
+evs = until(lambda e: e.get("type") == "done")
+toks = [e for e in evs if e["type"] == "token"]
+done = evs[-1]
+check("tokens streamed", len(toks) == 6 and all(e["id"] == "c1" and e["index"] == 0 for e in toks), evs)
+check("top_logprobs", all(len(e["top_logprobs"]) == 2 for e in toks), toks[:1])
+check("done", done["id"] == "c1" and done["finish_reason"] == "length" and
+      done["tokens"] == [e["token_id"] for e in toks] and
+      done["usage"]["completion_tokens"] == 6 and done["usage"]["prompt_tokens"] == 5 and
+      done["text"] == "".join(e["text"] for e in toks) and len(done["logprobs"]) == 6, done)
+
+# n samples with a seed; not streamed; prompt logprobs
+send({"type": "generate", "id": "c2", "prompt_ids": [49, 50, 43, 51], "max_tokens": 5, "n": 3,
+      "seed": 7, "ignore_eos": True, "stream": False, "prompt_logprobs": 1})
+evs = done_all("c2", 3)
+dones = sorted((e for e in evs if e["type"] == "done"), key=lambda e: e["index"])
+pl = [e for e in evs if e["type"] == "prompt_logprobs"]
+check("n=3", [d["index"] for d in dones] == [0, 1, 2] and all(len(d["tokens"]) == 5 for d in dones), evs)
+check("stream false", not any(e["type"] == "token" for e in evs), evs)
+check("prompt_logprobs", len(pl) == 1 and pl[0]["logprobs"][0] is None and len(pl[0]["logprobs"]) == 4
+      and len(pl[0]["top_logprobs"][1]) == 1, pl)
+
+# stop string spanning tokens: cut from the text, finish_reason stop
+send({"type": "generate", "id": "f", "prompt": "1+1=", "max_tokens": 24, "temperature": 0, "ignore_eos": True})
+evs = until(lambda e: e.get("type") == "done")
+pieces = [e["text"] for e in evs if e["type"] == "token"]
+full = evs[-1]["text"]
+i = next((i for i in range(1, len(pieces) - 1) if pieces[i] and pieces[i + 1]), None)
+if i is None:
+    check("stop string (no two text pieces to test with)", True)
+else:
+    stop = pieces[i] + pieces[i + 1]
+    send({"type": "generate", "id": "s", "prompt": "1+1=", "max_tokens": 24, "temperature": 0,
+          "ignore_eos": True, "stop": [stop, "\u00ff\u00fe"]})
+    evs = until(lambda e: e.get("type") == "done")
+    d = evs[-1]
+    want = full[:full.index(stop)]
+    check("stop string", d["finish_reason"] == "stop" and d["text"] == want and
+          "".join(e["text"] for e in evs if e["type"] == "token") == want, (stop, full, d))
+
+# refusal: a request larger than the KV memory; engine keeps serving
+send({"type": "generate", "id": "big", "prompt": "1", "max_tokens": 100000, "n": 4})
+ev = recv()
+check("refused", ev.get("type") == "error" and ev.get("id") == "big" and "KV blocks" in ev.get("message", ""), ev)
+
+# cancel mid-generation frees the KV memory
+send({"type": "generate", "id": "long", "prompt": "1", "max_tokens": 500, "ignore_eos": True})
+until(lambda e: e.get("type") == "token" and e.get("id") == "long")
+send({"type": "stats", "id": "st1"})
+st = until(lambda e: e.get("id") == "st1")[-1]
+check("stats while running", st["models"][0]["active"] == 1 and st["models"][0]["kv_blocks_used"] > 0, st)
+send({"type": "cancel", "id": "long"})
+d = until(lambda e: e.get("type") == "done" and e.get("id") == "long")[-1]
+check("cancelled", d["finish_reason"] == "cancelled", d)
+send({"type": "stats", "id": "st2"})
+st = until(lambda e: e.get("id") == "st2")[-1]["models"][0]
+check("kv freed", st["kv_blocks_used"] == 0 and st["kv_blocks_reserved"] == 0 and st["active"] == 0, st)
+
+# a second resident model, generate on each, unload one
+send({"type": "load", "id": "l3", "model": "second", "path": model, "kv_memory_mb": 2})
+check("second loaded", recv().get("type") == "loaded")
+send({"type": "generate", "id": "g1", "prompt": "2", "max_tokens": 3})
+ev = recv()
+check("model required with two", ev.get("type") == "error" and "model" in ev.get("message", ""), ev)
+send({"type": "generate", "id": "g2", "model": "second", "prompt": "2", "max_tokens": 3, "ignore_eos": True})
+d = until(lambda e: e.get("type") == "done")[-1]
+check("generate on second", d["id"] == "g2" and len(d["tokens"]) == 3, d)
+send({"type": "unload", "id": "u", "model": "second"})
+check("unloaded", recv() == {"type": "unloaded", "id": "u", "model": "second"})
+
+# end of input: running requests finish, then a clean exit
+send({"type": "generate", "id": "last", "prompt": "3", "max_tokens": 4, "ignore_eos": True})
+p.stdin.close()
+evs = until(lambda e: e.get("type") == "done" and e.get("id") == "last")
+check("finishes at EOF", evs[-1]["usage"]["completion_tokens"] == 4, evs[-1])
+rc = p.wait(timeout=60)
+check("exit 0", rc == 0, rc)
+print("serve: %d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
+PY

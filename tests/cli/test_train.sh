@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Pipelines end to end: pretrain -> sft in one spec, run by `aha-engine
+# train`; SFT metrics and held-out loss; the output model loads; and every
+# validation error is reported before any work starts, naming stage and field.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ENGINE=${ENGINE:-build/aha-engine-san}
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
+
+mkdir -p "$tmp/data"
+"$ENGINE" datagen arithmetic --n 1500 --seed 1 --format text --out "$tmp/data/text.jsonl"
+"$ENGINE" datagen arithmetic --n 200 --seed 2 --format rl --out "$tmp/data/rl.jsonl"
+# SFT rows: the prompt, and a worked completion in the R1 format.
+/usr/bin/python3 - "$tmp/data/rl.jsonl" "$tmp/data/sft.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
+    for line in f:
+        r = json.loads(line)
+        out.write(json.dumps({"prompt": r["prompt"],
+                              "completion": "<think>%s %s %s</think> <answer>%s</answer>" % (r["a"], r["op"], r["b"], r["answer"])}) + "\n")
+PY
+cat > "$tmp/spec.json" <<'JSON'
+{"name": "t", "stages": [
+  {"name": "sft", "kind": "sft", "model": "base", "dataset": "sft.jsonl",
+   "params": {"epochs": 2, "batch_size": 4, "seq_len": 160, "learning_rate": 0.002,
+              "eval_fraction": 0.1, "packing": true, "log_every": 5, "seed": 3,
+              "chat_template": "chatml"}},
+  {"name": "base", "kind": "pretrain", "dataset": "text.jsonl",
+   "params": {"config": "tiny", "steps": 30, "batch_size": 4, "seq_len": 64,
+              "learning_rate": 0.003, "warmup_steps": 3, "log_every": 10}}]}
+JSON
+"$ENGINE" train --spec "$tmp/spec.json" --data-dir "$tmp/data" > "$tmp/events"
+check "grep -q '\"order\":\\[\"base\",\"sft\"\\]' '$tmp/events'" "stages should run in dependency order: $(head -1 "$tmp/events")"
+check "grep -q '\"stage\":\"sft\".*\"mean_token_accuracy\"' '$tmp/events'" "sft metrics missing"
+check "grep -q '\"eval_loss\"' '$tmp/events'" "eval_loss missing"
+first=$(grep '"stage":"sft","step"' "$tmp/events" | grep '"loss"' | head -1 | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+last=$(grep '"stage":"sft","step"' "$tmp/events" | grep '"loss"' | tail -1 | sed 's/.*"loss":\([0-9.e-]*\).*/\1/')
+echo "sft loss: first $first, last $last"
+check "awk 'BEGIN{exit !($last < $first)}'" "sft loss should fall ($first -> $last)"
+check "grep -q '\"type\":\"done\"' '$tmp/events'" "no done event"
+for f in config.json model.safetensors tokenizer.json; do
+  check "[ -s '$tmp/data/runs/t/sft/$f' ]" "sft output lacks $f"
+done
+"$ENGINE" sample --model "$tmp/data/runs/t/sft" --prompt "x" --max-tokens 4 --temperature 0 >/dev/null 2>&1 \
+  || { echo "FAILED: the sft model does not load"; fail=1; }
+
+expect_invalid() {   # expect_invalid "message substring" 'spec json'
+  printf '%s' "$2" > "$tmp/bad.json"
+  if "$ENGINE" train --spec "$tmp/bad.json" --data-dir "$tmp/data" --out "$tmp/badout" >/dev/null 2>"$tmp/err"; then
+    echo "FAILED: accepted invalid spec: $2"; fail=1; return
+  fi
+  grep -qF -- "$1" "$tmp/err" || { echo "FAILED: error lacks \"$1\": $(cat "$tmp/err")"; fail=1; }
+  [ ! -e "$tmp/badout" ] || { echo "FAILED: an invalid spec left output behind"; fail=1; }
+}
+P='"kind":"pretrain","dataset":"text.jsonl"'
+expect_invalid 'cycle' '{"name":"c","stages":[{"name":"a","kind":"sft","model":"b","dataset":"sft.jsonl"},{"name":"b","kind":"sft","model":"a","dataset":"sft.jsonl"}]}'
+expect_invalid 'params.learning_rat: unknown parameter' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny","learning_rat":1}}]}'
+expect_invalid 'params.steps: expected an integer' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny","steps":"ten"}}]}'
+expect_invalid 'params.steps: must be in' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny","steps":0}}]}'
+expect_invalid 'dataset "nope.jsonl" is neither' '{"name":"c","stages":[{"name":"a","kind":"pretrain","dataset":"nope.jsonl","params":{"config":"tiny"}}]}'
+expect_invalid 'unknown kind "sfd"' '{"name":"c","stages":[{"name":"a","kind":"sfd"}]}'
+expect_invalid 'duplicate stage name' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny"}},{"name":"a",'"$P"',"params":{"config":"tiny"}}]}'
+expect_invalid 'model "$base" but the pipeline has no base_model' '{"name":"c","stages":[{"name":"a","kind":"sft","model":"$base","dataset":"sft.jsonl"}]}'
+expect_invalid 'unknown field "modle"' '{"name":"c","stages":[{"name":"a","kind":"sft","modle":"x","dataset":"sft.jsonl"}]}'
+expect_invalid 'bad.json:1:' '{"name":'
+[ $fail = 0 ] && echo "train: 1 passed, 0 failed" || { echo "train: 0 passed, 1 failed"; exit 1; }

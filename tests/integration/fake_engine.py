@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""tests/integration/fake_engine.py — a scripted stand-in for `aha-engine serve`
+speaking the NDJSON protocol of api/engine-protocol.md, so the server's HTTP,
+streaming, reasoning-split and supervisor paths are tested without a model.
+Not a model: the output is chosen by keywords in the prompt.
+
+Keywords (in the prompt or the last message):
+  CRASH      two tokens, then the process exits (the engine dies mid-stream)
+  SLOW x     one token every x seconds (default 0.3), 40 tokens
+  NOTHINK    an answer without <think> tags
+  PREFILL    reasoning without the opening tag (the template prefilled it)
+  FAIL       an error event (code context_length_exceeded)
+  COUNT      tokens "t0 ", "t1 ", ... until max_tokens
+otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
+             both tags straddle tokens.
+Every line received is appended to $FAKE_ENGINE_LOG when set."""
+import json
+import os
+import re
+import select
+import sys
+import time
+
+DEFAULT = ["<th", "ink>", "Let me", " think", "</th", "ink>", "\n\nThe", " answer", " is 4."]
+NOTHINK = ["The", " answer", " is", " 4."]
+PREFILL = ["Let me", " think", "</think>", "\n\nOK"]
+log_path = os.environ.get("FAKE_ENGINE_LOG")
+out = sys.stdout
+
+
+def emit(obj):
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
+
+
+def log(line):
+    if log_path:
+        with open(log_path, "a") as f:
+            f.write(line if line.endswith("\n") else line + "\n")
+
+
+def prompt_text(msg):
+    if "messages" in msg:
+        for m in msg["messages"]:
+            if "reasoning_content" in m:
+                return "REASONING_LEAK"
+        return msg["messages"][-1].get("content") or ""
+    if "prompt" in msg:
+        return msg["prompt"]
+    return " ".join(str(i) for i in msg.get("prompt_ids", []))
+
+
+class Gen:
+    def __init__(self, msg):
+        self.id = msg["id"]
+        self.text = prompt_text(msg)
+        self.max_tokens = msg.get("max_tokens", 64)
+        self.logprobs = msg.get("logprobs")
+        self.prompt_logprobs = msg.get("prompt_logprobs")
+        self.delay = 0.0
+        m = re.search(r"SLOW ?([0-9.]+)?", self.text)
+        if m:
+            self.delay = float(m.group(1) or 0.3)
+            self.tokens = ["s%d " % i for i in range(40)]
+        elif "COUNT" in self.text:
+            self.tokens = ["t%d " % i for i in range(10000)]
+        elif "NOTHINK" in self.text:
+            self.tokens = NOTHINK
+        elif "PREFILL" in self.text:
+            self.tokens = PREFILL
+        else:
+            self.tokens = DEFAULT
+        self.crash = "CRASH" in self.text
+        self.fail = "FAIL" in self.text or self.text == "REASONING_LEAK"
+        self.pos = 0
+        self.next_at = time.monotonic()
+        self.prompt_tokens = max(1, len(self.text.split()))
+
+    def step(self):
+        """Emits at most one event; returns False when finished."""
+        if self.fail:
+            emit({"type": "error", "id": self.id,
+                  "message": "generate: prompt has 999 tokens, more than the context" if self.text != "REASONING_LEAK"
+                  else "reasoning_content reached the engine"})
+            return False
+        if time.monotonic() < self.next_at:
+            return True
+        if self.crash and self.pos == 2:
+            os._exit(3)
+        if self.pos >= min(len(self.tokens), self.max_tokens):
+            if self.prompt_logprobs is not None and self.pos == 0:
+                n = len(self.text.split(" "))
+                ev = {"type": "prompt_logprobs", "id": self.id, "tokens": list(range(100, 100 + n)),
+                      "logprobs": [None] + [-1.0] * (n - 1)}
+                if self.prompt_logprobs > 0:
+                    ev["top_logprobs"] = [None] + [[{"token_id": 7, "logprob": -0.1}]] * (n - 1)
+                emit(ev)
+            done = {"type": "done", "id": self.id, "index": 0,
+                    "finish_reason": "length" if self.pos < len(self.tokens) else "stop",
+                    "text": "".join(self.tokens[:self.pos]), "tokens": list(range(self.pos)),
+                    "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.pos,
+                              "total_tokens": self.prompt_tokens + self.pos}}
+            emit(done)
+            return False
+        tok = self.tokens[self.pos]
+        ev = {"type": "token", "id": self.id, "text": tok, "token_id": self.pos, "logprob": -0.5}
+        if self.logprobs:
+            ev["top_logprobs"] = [{"token_id": k, "logprob": -0.5 - k} for k in range(self.logprobs)]
+        emit(ev)
+        self.pos += 1
+        self.next_at = time.monotonic() + self.delay
+        return True
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] != "serve":
+        sys.stderr.write("fake_engine: usage: fake_engine.py serve\n")
+        return 2
+    emit({"type": "ready", "protocol": 1, "backend": "fake"})
+    gens = {}
+    buf = b""
+    fd = sys.stdin.fileno()
+    while True:
+        timeout = 0 if any(g.delay == 0 for g in gens.values()) else (0.05 if gens else None)
+        r, _, _ = select.select([fd], [], [], timeout)
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return 0
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                log(line.decode())
+                msg = json.loads(line)
+                t = msg.get("type")
+                if t == "generate":
+                    gens[msg["id"]] = Gen(msg)
+                elif t == "cancel":
+                    g = gens.pop(msg["id"], None)
+                    if g:
+                        emit({"type": "done", "id": g.id, "index": 0, "finish_reason": "cancelled",
+                              "text": "", "tokens": [], "usage": {"prompt_tokens": 1,
+                              "completion_tokens": g.pos, "total_tokens": 1 + g.pos}})
+                    else:
+                        emit({"type": "error", "id": msg["id"], "message": "cancel: no request in flight"})
+                elif t == "load":
+                    emit({"type": "loaded", "id": msg["id"], "model": msg["model"],
+                          "max_position_embeddings": 128})
+                elif t == "unload":
+                    emit({"type": "unloaded", "id": msg.get("id"), "model": msg.get("model")})
+                elif t == "stats":
+                    emit({"type": "stats", "id": msg.get("id"), "running": len(gens)})
+                else:
+                    emit({"type": "error", "id": msg.get("id"), "message": "unknown type %r" % t})
+        for gid in list(gens):
+            if not gens[gid].step():
+                del gens[gid]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,758 @@
+#!/usr/bin/env python3
+"""tests/integration/test_server.py — aha-server against a real PostgreSQL,
+with a scripted fake engine (fake_engine.py) for the streaming, reasoning and
+supervisor paths and, when `aha-engine serve` exists, the real engine on a
+freshly pretrained tiny model. Prints `server: N passed, M failed` last and
+exits non-zero on any failure.
+
+usage: test_server.py [--server build/aha-server-san] [--engine build/aha-engine]"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (ROOT, Postgres, Server, create_key, make_tempdir, parse_sse,  # noqa: E402
+                     remove_tempdir, request, stream)
+
+FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
+MAX_BODY = 65536
+MAX_INFLIGHT = 64
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, fn):
+    t = time.time()
+    try:
+        fn()
+        results["passed"] += 1
+        print("ok   %-58s %.2fs" % (name, time.time() - t), flush=True)
+    except Exception as e:  # a failed check reports and the run goes on
+        results["failed"] += 1
+        print("FAIL %s: %s" % (name, e), flush=True)
+        traceback.print_exc(limit=3)
+
+
+def eq(a, b, what=""):
+    assert a == b, "%s: expected %r, got %r" % (what, b, a)
+
+
+def err_shape(body, status_code=None, code=None, param=None):
+    assert isinstance(body, dict) and "error" in body, "not an OpenAI error: %r" % (body,)
+    e = body["error"]
+    for k in ("message", "type", "param", "code"):
+        assert k in e, "error lacks %r: %r" % (k, e)
+    assert isinstance(e["message"], str) and e["message"]
+    if code is not None:
+        eq(e["code"], code, "error code")
+    if param is not None:
+        eq(e["param"], param, "error param")
+
+
+def chat(messages, **kw):
+    body = {"model": "tiny", "messages": messages}
+    body.update(kw)
+    return body
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def wait_for(pred, timeout=15, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def metric(srv, name):
+    _, text, _ = request(srv, "GET", "/metrics")
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def trace(srv, key, tid):
+    st, body, _ = request(srv, "GET", "/v1/traces/" + tid, key=key)
+    return body if st == 200 else None
+
+
+def run_fake_engine_suite(args, pg, base):
+    data = os.path.join(base, "data")
+    os.makedirs(os.path.join(data, "models", "tiny"))
+    with open(os.path.join(data, "models", "tiny", "config.json"), "w") as f:
+        json.dump({"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 128}, f)
+    os.makedirs(os.path.join(base, "other-model"))
+    with open(os.path.join(base, "other-model", "config.json"), "w") as f:
+        json.dump({"max_position_embeddings": 64}, f)
+    os.makedirs(os.path.join(base, "not-a-model"))
+    englog = os.path.join(base, "engine.log")
+
+    keys = {}
+
+    def make_keys():
+        for scope in ("admin", "inference", "read"):
+            k = create_key(args.server, pg.url, scope + "-key", scope)
+            assert k.startswith("aha-") and len(k) == 52, k
+            keys[scope] = k
+    check("keys create prints the key as its last line", make_keys)
+    admin, inf, read = keys.get("admin"), keys.get("inference"), keys.get("read")
+
+    def migrations_recorded():
+        eq(pg.psql("SELECT version FROM schema_migrations ORDER BY version"), "1", "versions")
+        h = pg.psql("SELECT encode(key_hash, 'hex') FROM api_keys LIMIT 1")
+        eq(len(h), 64, "sha-256 hex length")
+        assert pg.psql("SELECT count(*) FROM api_keys WHERE prefix LIKE 'aha-%'") == "3"
+    check("migrations recorded in schema_migrations; keys stored hashed", migrations_recorded)
+
+    srv = Server(args.server, pg.url, data, FAKE,
+                 extra=["--heartbeat", "1", "--max-body", str(MAX_BODY),
+                        "--max-inflight", str(MAX_INFLIGHT)],
+                 env={"FAKE_ENGINE_LOG": englog})
+    try:
+        check("readyz turns ready (database and engine)", lambda: eq(srv.wait_ready(), True, "ready"))
+        run_http_checks(srv, pg, admin, inf, read, base, englog)
+        run_db_outage_checks(srv, pg, admin)
+        run_engine_crash_checks(srv, admin)
+    finally:
+        code = srv.stop()
+        log = srv.log_text()
+    check("server exits cleanly on SIGTERM", lambda: eq(code, 0, "exit code"))
+    check("no sanitizer reports in the server log",
+          lambda: eq([l for l in log.splitlines() if "Sanitizer" in l or "runtime error" in l], [],
+                     "sanitizer lines"))
+
+    def second_start_applies_nothing():
+        s2 = Server(args.server, pg.url, data, FAKE)
+        try:
+            assert "applied migration" not in s2.log_text()
+            eq(pg.psql("SELECT count(*) FROM schema_migrations"), "1", "migrations")
+            assert s2.wait_ready()
+            out = {}
+
+            def run():
+                out["r"] = stream(s2, "/v1/chat/completions", chat(user("SLOW 0.2"), stream=True), admin)
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(0.8)
+        finally:
+            eq(s2.stop(), 0, "exit with a stream in flight")
+        t.join(timeout=10)
+        events, _ = parse_sse(out["r"][1])
+        err_shape(events[-2], code="engine_unavailable")
+        log = s2.log_text()
+        eq([l for l in log.splitlines() if "Sanitizer" in l or "runtime error" in l], [], "sanitizer lines")
+    check("a second start reuses the schema; SIGTERM ends streams cleanly", second_start_applies_nothing)
+
+    def newer_schema_refused():
+        pg.psql("INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')")
+        try:
+            r = subprocess.run([args.server, "migrate", "--database-url", pg.url, "--migrations-dir",
+                                os.path.join(ROOT, "migrations")], capture_output=True, text=True)
+            assert r.returncode != 0 and "newer" in r.stderr, r.stderr
+        finally:
+            pg.psql("DELETE FROM schema_migrations WHERE version = 9999")
+    check("a schema newer than the server is refused", newer_schema_refused)
+
+
+def run_http_checks(srv, pg, admin, inf, read, base, englog):
+    def health():
+        st, body, _ = request(srv, "GET", "/healthz")
+        eq((st, body), (200, {"status": "ok"}), "healthz")
+        st, body, _ = request(srv, "GET", "/readyz")
+        eq(st, 200, "readyz")
+        eq(body["database"], "ok", "database")
+        st, text, h = request(srv, "GET", "/metrics")
+        eq(st, 200, "metrics")
+        assert h["content-type"].startswith("text/plain")
+        for name in ("aha_http_requests_total", "aha_engine_restarts_total",
+                     "aha_time_to_first_token_seconds_bucket", "aha_inter_token_latency_seconds_count",
+                     "aha_requests_running", "aha_requests_waiting", "aha_trace_writes_dropped_total",
+                     "aha_trace_write_retries_total", "aha_prompt_tokens_total",
+                     "aha_generation_tokens_total"):
+            assert name in text, "metrics lack " + name
+    check("healthz, readyz, metrics open and well-formed", health)
+
+    def auth():
+        st, body, _ = request(srv, "GET", "/v1/models")
+        eq(st, 401, "no key")
+        err_shape(body, code="missing_api_key")
+        st, body, _ = request(srv, "GET", "/v1/models", key="aha-" + "0" * 48)
+        eq(st, 401, "wrong key")
+        err_shape(body, code="invalid_api_key")
+        st, body, _ = request(srv, "GET", "/v1/models", headers={"Authorization": "Basic abc"})
+        eq(st, 401, "not bearer")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=read)
+        eq(st, 403, "read key on completions")
+        err_shape(body, code="insufficient_scope")
+        st, body, _ = request(srv, "POST", "/v1/models", {"id": "x", "path": "/tmp"}, key=inf)
+        eq(st, 403, "inference key importing a model")
+        st, _, _ = request(srv, "GET", "/v1/models", key=read)
+        eq(st, 200, "read key lists models")
+        st, _, _ = request(srv, "GET", "/v1/traces", key=read)
+        eq(st, 200, "read key lists traces")
+        st, _, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=inf)
+        eq(st, 200, "inference key completes")
+        pg.psql("UPDATE api_keys SET revoked_at = now() WHERE name = 'nobody'")
+    check("API keys: missing, wrong, too small a scope, right scope", auth)
+
+    def models():
+        st, body, _ = request(srv, "GET", "/v1/models", key=read)
+        eq(body["object"], "list", "object")
+        m = [x for x in body["data"] if x["id"] == "tiny"]
+        eq(len(m), 1, "tiny listed")
+        eq((m[0]["object"], m[0]["max_model_len"], m[0]["owned_by"]), ("model", 128, "aha"), "model")
+        st, body, _ = request(srv, "GET", "/v1/models/tiny", key=read)
+        eq((st, body["id"]), (200, "tiny"), "get")
+        st, body, _ = request(srv, "GET", "/v1/models/nope", key=read)
+        eq(st, 404, "unknown")
+        err_shape(body, code="model_not_found")
+        st, body, _ = request(srv, "POST", "/v1/models",
+                              {"id": "other", "path": os.path.join(base, "other-model")}, key=admin)
+        eq((st, body.get("id"), body.get("max_model_len")), (201, "other", 64), "import")
+        st, body, _ = request(srv, "POST", "/v1/models",
+                              {"id": "other", "path": os.path.join(base, "other-model")}, key=admin)
+        eq(st, 409, "duplicate import")
+        err_shape(body)
+        st, body, _ = request(srv, "POST", "/v1/models",
+                              {"id": "bad", "path": os.path.join(base, "not-a-model")}, key=admin)
+        eq(st, 422, "directory without config.json")
+        err_shape(body, param="path")
+        st, body, _ = request(srv, "POST", "/v1/models", {"id": "../x", "path": base}, key=admin)
+        eq(st, 400, "bad id")
+        err_shape(body, param="id")
+        st, body, _ = request(srv, "POST", "/v1/models", {"id": 5}, key=admin)
+        eq(st, 400, "wrong type")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), model="other"), key=inf)
+        eq(st, 200, "complete with the imported model")
+        st, body, _ = request(srv, "DELETE", "/v1/models/other", key=admin)
+        eq((st, body.get("deleted")), (200, True), "delete")
+        assert os.path.isdir(os.path.join(base, "other-model")), "import source must survive delete"
+        st, _, _ = request(srv, "GET", "/v1/models/other", key=read)
+        eq(st, 404, "deleted model")
+        st, _, _ = request(srv, "DELETE", "/v1/models/other", key=admin)
+        eq(st, 404, "delete twice")
+        st, _, _ = request(srv, "DELETE", "/v1/models/tiny", key=read)
+        eq(st, 403, "read key deleting")
+    check("models: list, get, import, delete and their errors", models)
+
+    def errors():
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", raw=b"{not json", key=inf)
+        eq(st, 400, "malformed JSON")
+        err_shape(body, code="invalid_json")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", raw=b"[1,2]", key=inf)
+        eq(st, 400, "array body")
+        cases = [
+            (chat(user("hi"), temperature="hot"), 400, "temperature"),
+            (chat(user("hi"), temperature=3), 400, "temperature"),
+            (chat(user("hi"), max_tokens="5"), 400, "max_tokens"),
+            (chat(user("hi"), max_tokens=129), 400, "max_tokens"),
+            (chat(user("hi"), max_completion_tokens=129), 400, "max_completion_tokens"),
+            (chat(user("hi"), n=17), 400, "n"),
+            (chat(user("hi"), stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+            (chat(user("hi"), stream="yes"), 400, "stream"),
+            (chat(user("hi"), top_logprobs=3), 400, "top_logprobs"),
+            (chat(user("hi"), stream_options={"include_usage": True}), 400, "stream_options"),
+            (chat([]), 400, "messages"),
+            (chat("hello"), 400, "messages"),
+            (chat([{"role": "wizard", "content": "x"}]), 400, "messages"),
+            (chat([{"role": "user", "content": 5}]), 400, "messages"),
+            ({"messages": user("hi")}, 400, "model"),
+            (chat(user("hi"), model="nope"), 404, "model"),
+        ]
+        for body, status, param in cases:
+            st, resp, _ = request(srv, "POST", "/v1/chat/completions", body, key=inf)
+            eq(st, status, "status for %r" % (body,))
+            err_shape(resp, param=param)
+        st, body, _ = request(srv, "POST", "/v1/completions", {"model": "tiny"}, key=inf)
+        eq(st, 400, "completions without prompt")
+        err_shape(body, param="prompt")
+        st, body, _ = request(srv, "POST", "/v1/completions", {"model": "tiny", "prompt": [1, "a"]}, key=inf)
+        eq(st, 400, "mixed prompt array")
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": ["a"] * 9, "n": 2}, key=inf)
+        eq(st, 400, "choices over the limit (9 prompts x n 2 > 16)")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("FAIL")), key=inf)
+        eq(st, 400, "engine rejects the prompt")
+        err_shape(body, code="invalid_request")
+        st, body, _ = request(srv, "GET", "/v1/nothing", key=inf)
+        eq(st, 404, "unknown route")
+        err_shape(body)
+        st, body, _ = request(srv, "GET", "/v1/chat/completions", key=inf)
+        eq(st, 405, "wrong method")
+        err_shape(body)
+    check("errors: malformed JSON, wrong types, unknown model, limits", errors)
+
+    def body_limit():
+        pad = MAX_BODY - len(json.dumps(chat(user("hi"))))
+        exact = json.dumps(chat(user("hi"))).encode() + b" " * pad
+        eq(len(exact), MAX_BODY, "exact body size")
+        st, _, _ = request(srv, "POST", "/v1/chat/completions", raw=exact, key=inf)
+        eq(st, 200, "body at the limit")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", raw=exact + b" ", key=inf)
+        eq(st, 413, "body one byte over the limit")
+        err_shape(body, code="request_too_large")
+        # chunked upload (no Content-Length) over the limit
+        s = socket.create_connection((srv.host, srv.port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + inf.encode() +
+                  b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        chunk = b"x" * 40000
+        for _ in range(2):
+            s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        s.sendall(b"0\r\n\r\n")
+        resp = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            resp += d
+        s.close()
+        assert resp.startswith(b"HTTP/1.1 413"), resp[:100]
+    check("body limit: at the limit ok, one byte past is 413 (also chunked)", body_limit)
+
+    def inflight_limit():
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), n=16), key=inf)
+        eq(st, 200, "16 choices fit")
+        body_slow = chat(user("SLOW 0.05"), n=16, max_tokens=30)
+        holders = [threading.Thread(target=request, args=(srv, "POST", "/v1/chat/completions", body_slow),
+                                    kwargs={"key": inf}) for _ in range(4)]
+        for t in holders:
+            t.start()
+        ok = wait_for(lambda: (metric(srv, "aha_requests_waiting") or 0) +
+                      (metric(srv, "aha_requests_running") or 0) >= 4, timeout=5)
+        assert ok, "slow requests did not start"
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=inf)
+        eq(st, 429, "one past %d generations in flight" % MAX_INFLIGHT)
+        err_shape(body, code="too_many_requests")
+        for t in holders:
+            t.join()
+    check("generations in flight: one past the limit is 429", inflight_limit)
+
+    ids = {}
+
+    def chat_split():
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), seed=3), key=inf)
+        eq(st, 200, "status")
+        eq(body["object"], "chat.completion", "object")
+        ch = body["choices"][0]
+        eq(ch["message"]["reasoning_content"], "Let me think", "reasoning")
+        eq(ch["message"]["content"], "\n\nThe answer is 4.", "content")
+        eq(ch["message"]["role"], "assistant", "role")
+        eq(ch["finish_reason"], "stop", "finish")
+        u = body["usage"]
+        eq((u["completion_tokens"], u["completion_tokens_details"]["reasoning_tokens"]), (9, 6), "usage")
+        eq(u["total_tokens"], u["prompt_tokens"] + u["completion_tokens"], "total")
+        ids["chat"] = body["id"]
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("NOTHINK")), key=inf)
+        m = body["choices"][0]["message"]
+        eq((m["reasoning_content"], m["content"]), ("The answer is 4.", None), "no </think>")
+        eq(body["usage"]["completion_tokens_details"]["reasoning_tokens"], 4, "all reasoning")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("PREFILL")), key=inf)
+        m = body["choices"][0]["message"]
+        eq((m["reasoning_content"], m["content"]), ("Let me think", "\n\nOK"), "prefilled <think>")
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("PREFILL"), stream=True), inf)
+        deltas = [e["choices"][0]["delta"] for e in parse_sse(raw)[0][:-1]]
+        eq("".join(d.get("reasoning_content", "") for d in deltas), "Let me think", "prefilled, streamed")
+        eq("".join(d.get("content", "") for d in deltas), "\n\nOK", "prefilled, streamed content")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                              chat(user("hi"), include_reasoning=False), key=inf)
+        m = body["choices"][0]["message"]
+        assert "reasoning_content" not in m, m
+        eq(m["content"], "\n\nThe answer is 4.", "content without reasoning")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), max_tokens=4), key=inf)
+        ch = body["choices"][0]
+        eq((ch["finish_reason"], ch["message"]["reasoning_content"], ch["message"]["content"]),
+           ("length", "Let me think", None), "cut inside the reasoning")
+        st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                              chat(user("hi"), max_completion_tokens=5), key=inf)
+        eq(body["choices"][0]["message"]["reasoning_content"], "Let me think</th",
+           "a partial close tag at the end stays reasoning")
+        ids["length"] = body["id"]
+    check("chat: reasoning split with and without tags, include_reasoning, length", chat_split)
+
+    def reasoning_not_sent():
+        msgs = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "4", "reasoning_content": "secret"},
+                {"role": "user", "content": [{"type": "text", "text": "and "}, {"type": "text", "text": "2+3?"}]}]
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(msgs), key=inf)
+        eq(st, 200, "status (the fake engine errors if reasoning_content reaches it)")
+        with open(englog) as f:
+            lines = [json.loads(l) for l in f if '"generate"' in l]
+        last = [l for l in lines if l.get("messages") and len(l["messages"]) == 3][-1]
+        eq(last["messages"][2]["content"], "and 2+3?", "content parts joined")
+        assert all("reasoning_content" not in m for m in last["messages"])
+    check("chat: reasoning_content in assistant messages is left out of the prompt", reasoning_not_sent)
+
+    def chat_logprobs():
+        st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                              chat(user("NOTHINK"), logprobs=True, top_logprobs=2), key=inf)
+        lp = body["choices"][0]["logprobs"]["content"]
+        eq(len(lp), 4, "one entry per token")
+        eq((lp[0]["token"], lp[0]["logprob"], len(lp[0]["top_logprobs"])), ("The", -0.5, 2), "entry")
+        eq(lp[0]["top_logprobs"][1]["token"], "token_id:1", "alternatives without text use vLLM's form")
+        eq(lp[0]["bytes"], list(b"The"), "bytes")
+    check("chat: logprobs and top_logprobs", chat_logprobs)
+
+    def chat_stream():
+        st, raw, h = stream(srv, "/v1/chat/completions",
+                            chat(user("hi"), stream=True, stream_options={"include_usage": True}), inf)
+        eq(st, 200, "status")
+        assert h["content-type"].startswith("text/event-stream"), h
+        events, _ = parse_sse(raw)
+        eq(events[-1], "[DONE]", "last")
+        chunks = events[:-1]
+        for c in chunks:
+            eq(c["object"], "chat.completion.chunk", "object")
+            eq(c["id"], chunks[0]["id"], "same id")
+        eq(chunks[0]["choices"][0]["delta"], {"role": "assistant", "content": ""}, "role first")
+        usage = chunks[-1]
+        eq(usage["choices"], [], "usage chunk has no choices")
+        eq((usage["usage"]["completion_tokens"], usage["usage"]["completion_tokens_details"]["reasoning_tokens"]),
+           (9, 6), "usage")
+        deltas = [c["choices"][0]["delta"] for c in chunks[1:-1]]
+        reasoning = "".join(d.get("reasoning_content", "") for d in deltas)
+        content = "".join(d.get("content", "") for d in deltas)
+        eq(reasoning, "Let me think", "streamed reasoning")
+        eq(content, "\n\nThe answer is 4.", "streamed content")
+        kinds = [("r" if "reasoning_content" in d else "c" if "content" in d else "-") for d in deltas]
+        s = "".join(kinds)
+        assert s.rstrip("-") == s.rstrip("-").replace("cr", ""), "reasoning after content: " + s
+        assert "<th" not in raw.decode() and "</th" not in raw.decode(), "tag fragments leaked"
+        eq(chunks[-2]["choices"][0]["finish_reason"], "stop", "finish chunk")
+        for c in chunks[1:-2]:
+            eq(c["choices"][0]["finish_reason"], None, "no finish before the end")
+        ids["stream"] = chunks[0]["id"]
+        # without include_usage: no usage chunk and no usage field
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("NOTHINK"), stream=True), inf)
+        events, _ = parse_sse(raw)
+        assert all(e == "[DONE]" or ("usage" not in e and e["choices"]) for e in events), events
+        rs = "".join(e["choices"][0]["delta"].get("reasoning_content", "") for e in events[:-1])
+        eq(rs, "The answer is 4.", "stream without </think>")
+        st, raw, _ = stream(srv, "/v1/chat/completions",
+                            chat(user("hi"), stream=True, include_reasoning=False), inf)
+        assert b"reasoning_content" not in raw
+    check("chat stream: SSE framing byte for byte, reasoning then content, usage", chat_stream)
+
+    def completions():
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": "NOTHINK", "max_tokens": 10}, key=inf)
+        eq(st, 200, "status")
+        eq(body["object"], "text_completion", "object")
+        eq(body["choices"][0]["text"], "The answer is 4.", "text")
+        eq(body["choices"][0]["logprobs"], None, "no logprobs")
+        ids["completion"] = body["id"]
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": ["NOTHINK", "COUNT"], "n": 2, "max_tokens": 3,
+                               "seed": 1}, key=inf)
+        eq([c["index"] for c in body["choices"]], [0, 1, 2, 3], "indexes")
+        eq(body["choices"][2]["text"], "t0 t1 t2 ", "second prompt")
+        eq(body["choices"][0]["finish_reason"], "length", "length")
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 2}, key=inf)
+        eq(st, 200, "token-id prompt")
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": [[1, 2], [3]], "max_tokens": 2}, key=inf)
+        eq(len(body["choices"]), 2, "two token-id prompts")
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": "NOTHINK", "max_tokens": 2, "logprobs": 1}, key=inf)
+        lp = body["choices"][0]["logprobs"]
+        eq((lp["tokens"], lp["token_logprobs"], lp["text_offset"]), (["The", " answer"], [-0.5, -0.5], [0, 3]),
+           "legacy logprobs")
+        eq(lp["top_logprobs"][0], {"token_id:0": -0.5}, "top")
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": "a b c", "max_tokens": 0, "echo": True,
+                               "logprobs": 1}, key=inf)
+        eq(st, 200, "echo with max_tokens 0")
+        ch = body["choices"][0]
+        eq(ch["text"], "a b c", "echoed prompt")
+        eq(ch["logprobs"]["token_logprobs"], [None, -1.0, -1.0], "prompt logprobs")
+        eq(ch["logprobs"]["tokens"], ["token_id:100", "token_id:101", "token_id:102"], "prompt tokens")
+        eq(ch["logprobs"]["top_logprobs"], [None, {"token_id:7": -0.1}, {"token_id:7": -0.1}], "prompt tops")
+        st, raw, _ = stream(srv, "/v1/completions",
+                            {"model": "tiny", "prompt": "COUNT", "max_tokens": 5, "stream": True,
+                             "stream_options": {"include_usage": True}}, inf)
+        events, _ = parse_sse(raw)
+        text = "".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"])
+        eq(text, "t0 t1 t2 t3 t4 ", "streamed text")
+        eq(events[-2]["usage"]["completion_tokens"], 5, "usage")
+        eq(events[-3]["choices"][0]["finish_reason"], "length", "finish")
+    check("completions: string, batch, token ids, n, logprobs, echo, stream", completions)
+
+    def heartbeat():
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("SLOW 1.3"), stream=True, max_tokens=2), inf)
+        events, comments = parse_sse(raw)
+        assert comments and all(c == ": keep-alive" for c in comments), comments
+    check("stream: comment heartbeats while the engine is quiet", heartbeat)
+
+    def disconnect_cancels():
+        s = socket.create_connection((srv.host, srv.port))
+        body = json.dumps(chat(user("SLOW 0.2"), stream=True)).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + inf.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        got = b""
+        while b"s1 " not in got:
+            got += s.recv(65536)
+        rid = got.split(b'"id":"')[1].split(b'"')[0].decode()
+        s.close()
+
+        def cancelled():
+            with open(englog) as f:
+                return any('"cancel"' in l and rid in l for l in f)
+        assert wait_for(cancelled, timeout=10), "no cancel reached the engine"
+        t = wait_for(lambda: trace(srv, admin, rid), timeout=10)
+        assert t, "no trace for the cancelled request"
+        eq(t["finish_reason"], "cancelled", "finish_reason")
+    check("stream: a client that disconnects cancels its generation", disconnect_cancels)
+
+    def many_streams():
+        n = 50
+        out = [None] * n
+
+        def one(i):
+            out[i] = stream(srv, "/v1/completions",
+                            {"model": "tiny", "prompt": "COUNT", "max_tokens": 30, "stream": True}, inf)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        want = "".join("t%d " % i for i in range(30))
+        for st, raw, _ in out:
+            eq(st, 200, "status")
+            events, _ = parse_sse(raw)
+            eq("".join(e["choices"][0]["text"] for e in events[:-1]), want, "tokens in order, none lost")
+    check("50 concurrent streams: no lost or reordered tokens", many_streams)
+
+    def traces():
+        for k in ("chat", "stream", "completion", "length"):
+            assert wait_for(lambda: trace(srv, read, ids[k])), "trace %s missing" % k
+        t = trace(srv, read, ids["chat"])
+        eq((t["reasoning_content"], t["content"], t["finish_reason"], t["model"]),
+           ("Let me think", "\n\nThe answer is 4.", "stop", "tiny"), "chat trace")
+        eq(t["messages"], user("hi"), "messages")
+        eq(t["params"]["seed"], 3, "params")
+        eq((t["usage"]["prompt_tokens"], t["usage"]["completion_tokens"], t["usage"]["reasoning_tokens"]),
+           (1, 9, 6), "usage")
+        assert t["latency_ms"] >= t["ttft_ms"] >= 0 and t["api_key_id"], t
+        c = trace(srv, read, ids["completion"])
+        eq((c["prompt"], c["content"], c["endpoint"]), ("NOTHINK", "The answer is 4.", "completions"), "completion")
+        st, body, _ = request(srv, "GET", "/v1/traces?limit=100", key=read)
+        eq(body["object"], "list", "list")
+        total = int(pg.psql("SELECT count(*) FROM traces"))
+        assert total >= 30, total
+        st, body, _ = request(srv, "GET", "/v1/traces?finish_reason=length&limit=100", key=read)
+        assert body["data"] and all(x["finish_reason"] == "length" for x in body["data"])
+        st, body, _ = request(srv, "GET", "/v1/traces?q=think&model=tiny&limit=100", key=read)
+        assert ids["chat"] in [x["id"] for x in body["data"]]
+        assert all("think" in (x["reasoning_content"] or "") + (x["content"] or "") for x in body["data"])
+        st, body, _ = request(srv, "GET", "/v1/traces?q=zebra", key=read)
+        eq(body["data"], [], "no match")
+        st, body, _ = request(srv, "GET", "/v1/traces?model=nope", key=read)
+        eq(body["data"], [], "model filter")
+        st, p1, _ = request(srv, "GET", "/v1/traces?limit=2", key=read)
+        eq((len(p1["data"]), p1["has_more"]), (2, True), "page 1")
+        st, p2, _ = request(srv, "GET", "/v1/traces?limit=2&after=" + p1["last_id"], key=read)
+        eq(len(p2["data"]), 2, "page 2")
+        assert not set(x["id"] for x in p1["data"]) & set(x["id"] for x in p2["data"]), "pages overlap"
+        st, body, _ = request(srv, "GET", "/v1/traces?since=%d&limit=100" % (time.time() + 3600), key=read)
+        eq(body["data"], [], "since the future")
+        st, body, _ = request(srv, "GET", "/v1/traces?until=2000-01-01T00:00:00Z", key=read)
+        eq(body["data"], [], "until 2000")
+        st, body, _ = request(srv, "GET", "/v1/traces?since=yesterday-ish", key=read)
+        eq(st, 400, "bad time")
+        err_shape(body)
+        st, body, _ = request(srv, "GET", "/v1/traces?limit=101", key=read)
+        eq(st, 400, "limit one past the maximum")
+        err_shape(body, param="limit")
+        st, body, _ = request(srv, "GET", "/v1/traces/chatcmpl-nope", key=read)
+        eq(st, 404, "unknown trace")
+        err_shape(body, code="trace_not_found")
+    check("traces: every completion stored; filters, search, keyset pages", traces)
+
+    def every_completion_traced():
+        wait_for(lambda: metric(srv, "aha_trace_queue_depth") == 0)
+        written = metric(srv, "aha_trace_writes_total")
+        eq(int(pg.psql("SELECT count(*) FROM traces")), int(written), "rows vs writes")
+        eq(metric(srv, "aha_trace_writes_dropped_total"), 0.0, "dropped")
+    check("a trace row for every completion, none dropped", every_completion_traced)
+
+
+def run_db_outage_checks(srv, pg, admin):
+    def outage():
+        request(srv, "GET", "/v1/models", key=admin)  # the key is fresh in the cache
+        before = metric(srv, "aha_trace_write_retries_total")
+        pg.stop()
+        try:
+            st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=admin)
+            eq(st, 200, "completion while PostgreSQL is down")
+            rid = body["id"]
+            st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("hi"), stream=True), admin)
+            eq(st, 200, "stream while PostgreSQL is down")
+            st, body, _ = request(srv, "GET", "/readyz")
+            eq(st, 503, "readyz while PostgreSQL is down")
+            st, body, _ = request(srv, "GET", "/v1/traces", key=admin)
+            eq(st, 503, "traces while PostgreSQL is down")
+            err_shape(body, code="database_unavailable")
+            assert wait_for(lambda: metric(srv, "aha_trace_write_retries_total") > before, timeout=10), \
+                "no retries counted"
+            assert metric(srv, "aha_trace_queue_depth") >= 1
+        finally:
+            pg.start()
+        assert wait_for(lambda: trace(srv, admin, rid), timeout=20), "trace not written after PostgreSQL returned"
+        eq(metric(srv, "aha_trace_writes_dropped_total"), 0.0, "dropped")
+    check("PostgreSQL stopped: completions answered, traces written after", outage)
+
+
+def run_engine_crash_checks(srv, key):
+    def crash():
+        before = metric(srv, "aha_engine_restarts_total")
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("CRASH"), stream=True), key)
+        eq(st, 200, "status")
+        events, _ = parse_sse(raw)
+        eq(events[-1], "[DONE]", "ends with [DONE]")
+        err = events[-2]
+        err_shape(err, code="engine_unavailable")
+        assert wait_for(lambda: metric(srv, "aha_engine_restarts_total") > before), "restart not counted"
+        assert srv.wait_ready(), "engine not back"
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=key)
+        eq(st, 200, "serving after the restart")
+        # a non-streamed request in flight gets a clean 503
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("CRASH")), key=key)
+        eq(st, 503, "non-streamed request when the engine dies")
+        err_shape(body, code="engine_unavailable")
+        assert srv.wait_ready()
+        # killed from outside, mid-stream
+        out = {}
+
+        def run():
+            out["r"] = stream(srv, "/v1/chat/completions", chat(user("SLOW 0.2"), stream=True), key)
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.6)
+        for pid in srv.engine_pids():
+            os.kill(pid, 9)
+        t.join(timeout=30)
+        events, _ = parse_sse(out["r"][1])
+        err_shape(events[-2], code="engine_unavailable")
+        assert srv.wait_ready(), "engine not back after SIGKILL"
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=key)
+        eq(st, 200, "serving after SIGKILL")
+    check("engine killed mid-stream: error chunk, [DONE], restarted, still serving", crash)
+
+
+def engine_has_serve(engine):
+    if not os.access(engine, os.X_OK):
+        return False
+    r = subprocess.run([engine, "--help"], capture_output=True, text=True)
+    return "serve" in r.stdout + r.stderr
+
+
+def run_real_engine_suite(args, pg, base):
+    """The real engine on a tiny model pretrained here for a few steps."""
+    data = os.path.join(base, "real")
+    model = os.path.join(data, "models", "tiny-real")
+    os.makedirs(os.path.join(data, "models"))
+    corpus = os.path.join(base, "arith.jsonl")
+    subprocess.run([args.engine, "datagen", "arithmetic", "--n", "200", "--seed", "1", "--format", "text",
+                    "--out", corpus], check=True, capture_output=True)
+    subprocess.run([args.engine, "pretrain", "--config", "tiny", "--data", corpus, "--steps", "2",
+                    "--out", model], check=True, capture_output=True)
+    key = create_key(args.server, pg.url, "real", "admin")
+    srv = Server(args.server, pg.url, data, args.engine)
+    try:
+        check("real engine: ready", lambda: eq(srv.wait_ready(60), True, "ready"))
+
+        def real_chat():
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  {"model": "tiny-real", "messages": user("What is 2+2?"), "max_tokens": 8,
+                                   "seed": 1}, key=key, timeout=120)
+            eq(st, 200, "status %r" % (body,))
+            u = body["usage"]
+            assert u["completion_tokens"] >= 1 and u["prompt_tokens"] >= 1, u
+            assert "reasoning_tokens" in u["completion_tokens_details"]
+        check("real engine: chat completion", real_chat)
+
+        def real_stream():
+            st, raw, _ = stream(srv, "/v1/completions",
+                                {"model": "tiny-real", "prompt": "1 + 1 =", "max_tokens": 8, "stream": True,
+                                 "stream_options": {"include_usage": True}, "seed": 2}, key, timeout=120)
+            eq(st, 200, "status")
+            events, _ = parse_sse(raw)
+            text = "".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"])
+            eq(events[-2]["usage"]["completion_tokens"] >= 1, True, "usage")
+            assert isinstance(text, str)
+        check("real engine: streamed completion", real_stream)
+
+        def real_kill():
+            pids = srv.engine_pids()
+            assert pids, "no engine child"
+            os.kill(pids[0], 9)
+            assert wait_for(lambda: srv.engine_pids() and srv.engine_pids() != pids, timeout=20)
+            assert srv.wait_ready(60)
+            st, body, _ = request(srv, "POST", "/v1/completions",
+                                  {"model": "tiny-real", "prompt": "2 + 2 =", "max_tokens": 4}, key=key,
+                                  timeout=120)
+            eq(st, 200, "after restart %r" % (body,))
+        check("real engine: killed and restarted", real_kill)
+    finally:
+        srv.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", default=os.path.join(ROOT, "build", "aha-server-san"))
+    ap.add_argument("--engine", default=os.path.join(ROOT, "build", "aha-engine"))
+    ap.add_argument("--no-real-engine", action="store_true")
+    args = ap.parse_args()
+    args.server = os.path.abspath(args.server)
+    args.engine = os.path.abspath(args.engine)
+    base = make_tempdir()
+    pg = None
+    try:
+        def reasoning_unit():
+            exe = os.path.join(base, "test_reasoning")
+            subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-g", "-O1", "-fsanitize=address,undefined",
+                            "-fno-sanitize-recover=undefined", os.path.join(ROOT, "tests/integration/test_reasoning.c"),
+                            os.path.join(ROOT, "server/reasoning.c"), os.path.join(ROOT, "server/util.c"),
+                            "-o", exe], check=True)
+            r = subprocess.run([exe], capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+        check("reasoning splitter: every way of cutting tags across tokens", reasoning_unit)
+        pg = Postgres(base)
+        run_fake_engine_suite(args, pg, base)
+        if args.no_real_engine:
+            print("skip real-engine checks (--no-real-engine)")
+        elif engine_has_serve(args.engine):
+            run_real_engine_suite(args, pg, base)
+        else:
+            print("skip real-engine checks: %s has no `serve` command yet" % args.engine)
+    except Exception as e:
+        results["failed"] += 1
+        print("FAIL harness: %s" % e)
+        traceback.print_exc()
+    finally:
+        if pg:
+            pg.stop()
+        if results["failed"]:
+            print("(kept %s for inspection)" % base)
+        else:
+            remove_tempdir(base)
+    print("server: %d passed, %d failed" % (results["passed"], results["failed"]))
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
