@@ -231,6 +231,14 @@ static const char *last_strstr(const char *s, size_t n, const char *needle)
     return NULL;
 }
 
+/* What follows the generation prompt (see struct chat_opts). */
+static void put_think(struct buf *b, const struct chat_opts *o, bool think_by_default)
+{
+    if (o->disable_thinking) puts_(b, "<think>\n\n</think>\n\n");
+    else if (o->prefill_think == 1 || (o->prefill_think < 0 && think_by_default))
+        puts_(b, "<think>\n");
+}
+
 static bool role_is(const struct chat_msg *m, const char *r)
 {
     return !strcmp(m->role, r);
@@ -304,9 +312,7 @@ static void render_chatml(struct buf *b, enum chat_template_kind kind, const str
     }
     if (o->add_generation_prompt) {
         puts_(b, "<|im_start|>assistant\n");
-        if (o->prefill_think == 1) puts_(b, "<think>\n");
-        else if (o->prefill_think == 0 && kind == CHAT_TEMPLATE_QWEN3)
-            puts_(b, "<think>\n\n</think>\n\n");    /* enable_thinking=False */
+        put_think(b, o, false);
     }
 }
 
@@ -332,7 +338,7 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
         }
         if (o->add_generation_prompt) {
             puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-            if (o->prefill_think == 1) puts_(&b, "<think>\n");
+            put_think(&b, o, false);
         }
         break;
     case CHAT_TEMPLATE_DEEPSEEK_R1:
@@ -365,8 +371,7 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
         }
         if (o->add_generation_prompt) {
             puts_(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
-            int think = o->prefill_think >= 0 ? o->prefill_think : kind == CHAT_TEMPLATE_DEEPSEEK_R1;
-            if (think) puts_(&b, "<think>\n");
+            put_think(&b, o, kind == CHAT_TEMPLATE_DEEPSEEK_R1);
         }
         break;
     }
@@ -388,7 +393,8 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
         }
         if (o->add_generation_prompt) {
             puts_(&b, " Assistant:");
-            if (o->prefill_think == 1) puts_(&b, " <think>");
+            if (o->disable_thinking) puts_(&b, " <think>\n\n</think>\n\n");
+            else if (o->prefill_think == 1) puts_(&b, " <think>");
         }
         break;
     }

@@ -28,7 +28,10 @@ struct chat_msg {
 
 struct chat_opts {
     bool add_generation_prompt; /* end with the assistant's turn header */
-    int prefill_think;          /* -1 the template's default, 0 no, 1 prefill "<think>\n" */
+    int prefill_think;          /* after it: -1 the template's default (deepseek-r1:
+                                 * "<think>\n", others nothing), 0 nothing, 1 "<think>\n" */
+    bool disable_thinking;      /* after it: an empty "<think>\n\n</think>\n\n" (Qwen3's
+                                 * enable_thinking=False); overrides prefill_think */
 };
 
 /* Name <-> kind ("chatml", "qwen2.5", "qwen3", "llama3", "deepseek-r1",

@@ -88,7 +88,8 @@ int cli_bench_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
                                        "--concurrency", NULL};
-    if (cli_args_check(argc, argv, opts, NULL)) return 2;
+    static const char *const flags[] = {"--no-batch-invariant", NULL};
+    if (cli_args_check(argc, argv, opts, flags)) return 2;
     long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0;
     if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 1024, &steps) ||
@@ -122,6 +123,7 @@ int cli_bench_generate(int argc, char **argv)
     gc.max_seqs = 64;
     gc.max_step_tokens = (int)(plen > 64 ? plen : 64);
     gc.kv_bytes = (size_t)512 << 20;
+    gc.batch_invariant = !cli_flag(argc, argv, "--no-batch-invariant");
     struct gen_engine *e = gen_engine_new(m, NULL, &gc, bench_noop, NULL, err, sizeof err);
     if (!e) { fprintf(stderr, "bench generate: %s\n", err); model_free(m); return 1; }
     int rc = 1;
@@ -135,8 +137,9 @@ int cli_bench_generate(int argc, char **argv)
         double t = progress_now() - t0;
         if (r > 0 && t < best) best = t;
     }
-    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"threads\":%ld,\"prompt_tokens\":%ld,"
-           "\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name, threads, plen, best * 1e3, plen / best);
+    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,"
+           "\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
+           gc.batch_invariant ? "true" : "false", threads, plen, best * 1e3, plen / best);
 
     /* decode: conc sequences with 64-token prompts, timed after 2 warm steps */
     static const int concs[] = {1, 4, 16, 64};
@@ -155,11 +158,11 @@ int cli_bench_generate(int argc, char **argv)
         gen_stats_get(e, &st);
         double tps = (double)(st.tokens_generated - g0) / t;
         if (conc == 1) single = tps;
-        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"threads\":%ld,\"concurrency\":%d,"
+        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
                "\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f}\n",
-               name, threads, conc, t / (double)steps * 1e3, tps, single > 0 ? tps / single : 0,
+               name, gc.batch_invariant ? "true" : "false", threads, conc, t / (double)steps * 1e3, tps, single > 0 ? tps / single : 0,
                wbytes / 1e6, bound, (tps / conc) / bound);
     }
     rc = 0;

@@ -160,8 +160,9 @@ static int sample_logits(float *logits, int V, float temp, struct rng *r)
     for (int v = 1; v < V; v++)
         if (logits[v] > logits[best]) best = v;
     if (temp <= 0) return best;
+    const float mx = logits[best];
     double sum = 0;
-    for (int v = 0; v < V; v++) sum += (logits[v] = expf((logits[v] - logits[best]) / temp));
+    for (int v = 0; v < V; v++) sum += (logits[v] = expf((logits[v] - mx) / temp));
     double u = rng_uniform(r) * sum, acc = 0;
     for (int v = 0; v < V; v++) {
         acc += logits[v];

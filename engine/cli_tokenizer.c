@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "chat_template.h"
-#include "cli_tokenizer.h"
+#include "cli.h"
 #include "tokenizer.h"
 
 #define CLI_MAX_INPUT ((size_t)1 << 30)   /* 1 GiB of stdin at most */
@@ -277,6 +277,7 @@ int cli_chat_template(int argc, char **argv)
         else if (!strcmp(argv[i], "--no-generation-prompt")) opts.add_generation_prompt = false;
         else if (!strcmp(argv[i], "--think")) opts.prefill_think = 1;
         else if (!strcmp(argv[i], "--no-think")) opts.prefill_think = 0;
+        else if (!strcmp(argv[i], "--disable-thinking")) opts.disable_thinking = true;
         else {
             model = NULL;
             name = NULL;
@@ -287,16 +288,19 @@ int cli_chat_template(int argc, char **argv)
         fprintf(stderr,
                 "usage: aha-engine chat-template --model DIR | --template NAME\n"
                 "         [--template NAME] [--no-generation-prompt] [--think | --no-think]\n"
+                "         [--disable-thinking]\n"
                 "  reads a JSON array of {\"role\",\"content\"} messages on stdin\n"
-                "  NAME: chatml, llama3, deepseek-r1, r1-zero\n");
+                "  NAME: chatml, qwen2.5, qwen3, llama3, deepseek-r1, deepseek-v3, r1-zero\n"
+                "  --think/--no-think: prefill \"<think>\\n\" or not (default: the template's)\n"
+                "  --disable-thinking: an empty <think></think> block (Qwen3 enable_thinking=False)\n");
         return 2;
     }
     char err[1024];
     enum chat_template_kind kind;
     if (name) {
         if (chat_template_from_name(name, &kind)) {
-            fprintf(stderr, "chat-template: unknown template \"%s\" (chatml, llama3, deepseek-r1, r1-zero)\n",
-                    name);
+            fprintf(stderr, "chat-template: unknown template \"%s\" (chatml, qwen2.5, qwen3, llama3, "
+                    "deepseek-r1, deepseek-v3, r1-zero)\n", name);
             return 2;
         }
     } else if (chat_template_detect(model, &kind, err, sizeof err)) {

@@ -137,6 +137,7 @@ void gen_config_default(struct gen_config *c)
     c->block_size = 16;
     c->max_seqs = 64;
     c->max_step_tokens = 512;
+    c->batch_invariant = true;
 }
 
 void gen_request_default(struct gen_request *r)
@@ -732,6 +733,17 @@ static void admit(struct gen_engine *e)
     }
 }
 
+/* out: (N,OC) = inp: (N,C) @ w^T [+ b], batch-invariant when configured. */
+static void linear(const struct gen_engine *e, float *out, const float *inp, const float *w,
+                   const float *b, int N, int C, int OC)
+{
+    const struct backend *be = e->m->be;
+    if (e->cfg.batch_invariant && be->matmul_rows_forward)
+        be->matmul_rows_forward(out, inp, w, b, N, C, OC);
+    else
+        be->matmul_forward(out, inp, w, b, N, C, OC, 0.0f);
+}
+
 /* The transformer on rows 0..N-1 of h_tok/h_pos/h_seq with S block tables
  * of maxb entries: leaves the last hidden states (before the final norm)
  * in e->x. */
@@ -753,22 +765,20 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         const struct layer_offsets *lo = &m->layers[l];
         float *kvl = kv->pool + (size_t)l * kv->layer_stride;
         be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C);
-        be->matmul_forward(e->qkv, e->ln, P + lo->wqkv,
-                           lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q, 0.0f);
+        linear(e, e->qkv, e->ln, P + lo->wqkv, lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q);
         be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH, HD, Q);
         be->rope_forward(e->qkv + AH, e->d_pos, m->inv_freq, N, NKV, HD, Q);
         be->kv_cache_write(kvl, kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
                            e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV, HD, bs);
         be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,
                                     e->d_tables, maxb, e->d_seq, e->d_pos, N, NH, NKV, HD, bs);
-        be->matmul_forward(e->res, e->atty, P + lo->wo,
-                           lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C, 0.0f);
+        linear(e, e->res, e->atty, P + lo->wo, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C);
         be->add(e->res, e->res, e->x, (size_t)N * C);
         be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
-        be->matmul_forward(e->gate, e->ln, P + lo->wg, NULL, N, C, I, 0.0f);
-        be->matmul_forward(e->up, e->ln, P + lo->wu, NULL, N, C, I, 0.0f);
+        linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, I);
+        linear(e, e->up, e->ln, P + lo->wu, NULL, N, C, I);
         be->swiglu_forward(e->h, e->gate, e->up, N, I);
-        be->matmul_forward(e->x, e->h, P + lo->wd, NULL, N, I, C, 0.0f);
+        linear(e, e->x, e->h, P + lo->wd, NULL, N, I, C);
         be->add(e->x, e->x, e->res, (size_t)N * C);
     }
 }
@@ -782,7 +792,7 @@ static void logits_rows(struct gen_engine *e, int n)
     be->upload(e->d_rows, e->h_rows, (size_t)n * sizeof(int32_t));
     be->embedding_forward(e->hsel, e->d_rows, e->x, n, C);      /* gather rows */
     be->rmsnorm_forward(e->lnsel, NULL, e->hsel, m->params + m->lnf_w, m->cfg.rms_norm_eps, n, C);
-    be->matmul_forward(e->d_logits, e->lnsel, m->params + m->lm_head, NULL, n, C, V, 0.0f);
+    linear(e, e->d_logits, e->lnsel, m->params + m->lm_head, NULL, n, C, V);
     be->download(e->logits, e->d_logits, (size_t)n * V * sizeof(float));
 }
 

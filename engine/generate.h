@@ -28,6 +28,12 @@ struct gen_config {
     int max_seqs;               /* sequences decoded together (default 64) */
     int max_step_tokens;        /* rows of one forward: decode rows plus
                                  * prefill chunks (default 512) */
+    bool batch_invariant;       /* default true: matmuls through the
+                                 * backend's matmul_rows_forward, so a
+                                 * sequence's logits are bitwise the same
+                                 * alone or in any batch; false: the faster
+                                 * matmul_forward (large prefills), whose
+                                 * rounding depends on the batch size */
 };
 void gen_config_default(struct gen_config *c);
 

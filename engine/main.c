@@ -13,7 +13,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"pretrain", cli_pretrain, true, "pretrain a model from scratch on JSONL {\"text\"}"},
-    {"train", cli_train, true, "run a pipeline definition (stages: pretrain, sft)"},
+    {"train", cli_train, true, "run a pipeline definition (stages: pretrain, sft, grpo, eval)"},
     {"sample", cli_sample, true, "sample a completion from a model"},
     {"forward", cli_forward, true, "logits (and gradients) of a token sequence"},
     {"bench", cli_bench, true, "benchmarks: matmul, train"},

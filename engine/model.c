@@ -353,6 +353,41 @@ out:
     return rc;
 }
 
+static int copy_file(const char *src, const char *dst)
+{
+    FILE *in = fopen(src, "rb");
+    if (!in) return 1;      /* absent: nothing to copy */
+    FILE *out = fopen(dst, "wb");
+    if (!out) { fclose(in); return -1; }
+    char buf[65536];
+    size_t k;
+    int rc = 0;
+    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, k, out) != k) rc = -1;
+    fclose(in);
+    if (fclose(out)) rc = -1;
+    return rc;
+}
+
+int model_save_dir_from(const struct model *m, const char *src_dir, const char *dir,
+                               char *err, size_t errlen)
+{
+    if (model_save(m, dir, ST_F32, err, errlen)) return -1;
+    static const char *files[] = {"tokenizer.json", "tokenizer_config.json",
+                                  "chat_template.jinja", "chat_template.name",
+                                  "chat_template.json", "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char a[4096], b[4096];
+        snprintf(a, sizeof a, "%s/%s", src_dir, files[i]);
+        snprintf(b, sizeof b, "%s/%s", dir, files[i]);
+        if (strcmp(a, b) != 0 && copy_file(a, b) < 0) {
+            errf(err, errlen, "cannot copy %s to %s", a, b);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ activations */
 
 static int acts_ensure(struct model *m, int B, int T)

@@ -90,6 +90,12 @@ struct model *model_load(const char *dir, const struct backend *be,
  * with Hugging Face names; creates DIR. Returns 0 or -1. */
 int model_save(const struct model *m, const char *dir, enum st_dtype dtype,
                char *err, size_t errlen);
+/* model_save (F32) to dir, plus copies of src_dir's tokenizer and chat
+ * template files (tokenizer.json, tokenizer_config.json, chat_template.*,
+ * generation_config.json) where present, so dir is a complete model
+ * directory. Returns 0 or -1. */
+int model_save_dir_from(const struct model *m, const char *src_dir, const char *dir,
+                        char *err, size_t errlen);
 /* Writes an arbitrary same-layout buffer (e.g. grads) as safetensors with
  * the parameter names, each prefixed with prefix (may be ""). */
 int model_save_buffer(const struct model *m, const float *buf,

@@ -1,7 +1,7 @@
 /* engine/pipeline.c — see pipeline.h. Stage kinds with a runner here:
- * pretrain and sft. The other kinds of DESIGN.md (grpo, eval, generate,
+ * pretrain, sft, grpo and eval. The other kinds of DESIGN.md (generate,
  * rejection_sample, distill) are recognised and refused at validation with
- * a clear message until their trainers land. */
+ * a clear message until their runners land. */
 #include "pipeline.h"
 
 #include <ctype.h>
@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 
 #include "events.h"
+#include "grpo.h"
 #include "pretrain.h"
+#include "rewards.h"
 #include "sft.h"
 
 static void errf(char *err, size_t errlen, const char *fmt, ...)
@@ -23,47 +25,93 @@ static void errf(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-enum ptype { P_INT, P_NUM, P_BOOL, P_STR };
+enum ptype { P_INT, P_NUM, P_BOOL, P_STR, P_ENUM };
 
 struct param_def {
     const char *kind;
     const char *name;
     enum ptype type;
     double lo, hi;
+    const char *choices;        /* P_ENUM: "a|b|c" */
 };
 
 /* Every parameter a stage kind accepts, with its type and range. */
+#define PARAM(kind, name, type, lo, hi) {kind, name, type, lo, hi, NULL}
+#define CHOICE(kind, name, choices) {kind, name, P_ENUM, 0, 0, choices}
 static const struct param_def params_table[] = {
-    {"pretrain", "config", P_STR, 0, 0},
-    {"pretrain", "steps", P_INT, 1, 1e8},
-    {"pretrain", "batch_size", P_INT, 1, 4096},
-    {"pretrain", "seq_len", P_INT, 2, 1 << 20},
-    {"pretrain", "learning_rate", P_NUM, 0, 10},
-    {"pretrain", "warmup_steps", P_INT, 0, 1e8},
-    {"pretrain", "weight_decay", P_NUM, 0, 10},
-    {"pretrain", "max_grad_norm", P_NUM, 0, 1e9},
-    {"pretrain", "checkpoint_every", P_INT, 0, 1e8},
-    {"pretrain", "log_every", P_INT, 1, 1e8},
-    {"pretrain", "seed", P_INT, 0, 2147483647},
-    {"sft", "epochs", P_INT, 1, 1e6},
-    {"sft", "max_steps", P_INT, 0, 1e8},
-    {"sft", "batch_size", P_INT, 1, 4096},
-    {"sft", "seq_len", P_INT, 2, 1 << 20},
-    {"sft", "packing", P_BOOL, 0, 0},
-    {"sft", "learning_rate", P_NUM, 0, 10},
-    {"sft", "warmup_ratio", P_NUM, 0, 1},
-    {"sft", "weight_decay", P_NUM, 0, 10},
-    {"sft", "max_grad_norm", P_NUM, 0, 1e9},
-    {"sft", "eval_fraction", P_NUM, 0, 0.5},
-    {"sft", "eval_every", P_INT, 0, 1e8},
-    {"sft", "log_every", P_INT, 1, 1e8},
-    {"sft", "checkpoint_every", P_INT, 0, 1e8},
-    {"sft", "seed", P_INT, 0, 2147483647},
-    {"sft", "chat_template", P_STR, 0, 0},
+    PARAM("pretrain", "config", P_STR, 0, 0),
+    PARAM("pretrain", "steps", P_INT, 1, 1e8),
+    PARAM("pretrain", "batch_size", P_INT, 1, 4096),
+    PARAM("pretrain", "seq_len", P_INT, 2, 1 << 20),
+    PARAM("pretrain", "learning_rate", P_NUM, 0, 10),
+    PARAM("pretrain", "warmup_steps", P_INT, 0, 1e8),
+    PARAM("pretrain", "weight_decay", P_NUM, 0, 10),
+    PARAM("pretrain", "max_grad_norm", P_NUM, 0, 1e9),
+    PARAM("pretrain", "checkpoint_every", P_INT, 0, 1e8),
+    PARAM("pretrain", "log_every", P_INT, 1, 1e8),
+    PARAM("pretrain", "seed", P_INT, 0, 2147483647),
+    PARAM("sft", "epochs", P_INT, 1, 1e6),
+    PARAM("sft", "max_steps", P_INT, 0, 1e8),
+    PARAM("sft", "batch_size", P_INT, 1, 4096),
+    PARAM("sft", "seq_len", P_INT, 2, 1 << 20),
+    PARAM("sft", "packing", P_BOOL, 0, 0),
+    PARAM("sft", "learning_rate", P_NUM, 0, 10),
+    PARAM("sft", "warmup_ratio", P_NUM, 0, 1),
+    PARAM("sft", "weight_decay", P_NUM, 0, 10),
+    PARAM("sft", "max_grad_norm", P_NUM, 0, 1e9),
+    PARAM("sft", "eval_fraction", P_NUM, 0, 0.5),
+    PARAM("sft", "eval_every", P_INT, 0, 1e8),
+    PARAM("sft", "log_every", P_INT, 1, 1e8),
+    PARAM("sft", "checkpoint_every", P_INT, 0, 1e8),
+    PARAM("sft", "seed", P_INT, 0, 2147483647),
+    PARAM("sft", "chat_template", P_STR, 0, 0),
+    PARAM("grpo", "steps", P_INT, 1, 1e8),
+    PARAM("grpo", "prompts_per_step", P_INT, 1, 4096),
+    PARAM("grpo", "group_size", P_INT, 2, 256),
+    PARAM("grpo", "max_prompt_length", P_INT, 1, 1 << 20),
+    PARAM("grpo", "max_completion_length", P_INT, 1, 1 << 20),
+    PARAM("grpo", "learning_rate", P_NUM, 0, 10),
+    PARAM("grpo", "warmup_ratio", P_NUM, 0, 1),
+    PARAM("grpo", "weight_decay", P_NUM, 0, 10),
+    PARAM("grpo", "max_grad_norm", P_NUM, 0, 1e9),
+    PARAM("grpo", "temperature", P_NUM, 0, 100),
+    PARAM("grpo", "top_p", P_NUM, 1e-9, 1),
+    PARAM("grpo", "top_k", P_INT, 0, 1 << 30),
+    PARAM("grpo", "min_p", P_NUM, 0, 1),
+    PARAM("grpo", "beta", P_NUM, 0, 100),
+    PARAM("grpo", "epsilon", P_NUM, 0, 10),
+    PARAM("grpo", "epsilon_high", P_NUM, 0, 10),
+    CHOICE("grpo", "loss_type", "grpo|bnpo|dapo|dr_grpo"),
+    CHOICE("grpo", "scale_rewards", "group|batch|none"),
+    CHOICE("grpo", "importance_sampling_level", "token|sequence"),
+    PARAM("grpo", "num_iterations", P_INT, 1, 64),
+    PARAM("grpo", "mask_truncated_completions", P_BOOL, 0, 0),
+    PARAM("grpo", "dynamic_sampling", P_BOOL, 0, 0),
+    PARAM("grpo", "max_resample_rounds", P_INT, 0, 16),
+    PARAM("grpo", "micro_batch_size", P_INT, 0, 4096),
+    PARAM("grpo", "log_completions", P_INT, 0, 1024),
+    PARAM("grpo", "checkpoint_every", P_INT, 0, 1e8),
+    PARAM("grpo", "kv_cache_mb", P_INT, 1, 1 << 20),
+    PARAM("grpo", "seed", P_INT, 0, 2147483647),
+    PARAM("grpo", "chat_template", P_STR, 0, 0),
+    PARAM("grpo", "prompt_template", P_STR, 0, 0),
+    PARAM("grpo", "prefill_think", P_BOOL, 0, 0),
+    PARAM("eval", "max_prompt_length", P_INT, 1, 1 << 20),
+    PARAM("eval", "max_completion_length", P_INT, 1, 1 << 20),
+    PARAM("eval", "num_samples", P_INT, 0, 256),
+    PARAM("eval", "temperature", P_NUM, 0, 100),
+    PARAM("eval", "top_p", P_NUM, 1e-9, 1),
+    PARAM("eval", "log_completions", P_INT, 0, 1024),
+    PARAM("eval", "kv_cache_mb", P_INT, 1, 1 << 20),
+    PARAM("eval", "seed", P_INT, 0, 2147483647),
+    PARAM("eval", "chat_template", P_STR, 0, 0),
+    PARAM("eval", "prompt_template", P_STR, 0, 0),
+    PARAM("eval", "prefill_think", P_BOOL, 0, 0),
 };
 
-static const char *const runnable_kinds[] = {"pretrain", "sft"};
-static const char *const planned_kinds[] = {"grpo", "eval", "generate", "rejection_sample", "distill"};
+static const char *const runnable_kinds[] = {"pretrain", "sft", "grpo", "eval"};
+static const char *const planned_kinds[] = {"generate", "rejection_sample", "distill"};
+static const char *const reward_kinds[] = {"grpo", "eval"};
 static const char *const model_kinds[] = {"pretrain", "sft", "grpo", "distill"};
 
 static bool in_list(const char *s, const char *const *list, size_t n)
@@ -109,6 +157,22 @@ static int check_params(const struct pipeline_stage *st, char *err, size_t errle
         case P_STR:
             if (!json_is_string(val)) want = "a string";
             break;
+        case P_ENUM: {
+            const char *v = json_is_string(val) ? json_string_value(val) : NULL;
+            size_t vl = v ? strlen(v) : 0;
+            bool ok = false;
+            for (const char *c = d->choices; v && *c;) {
+                const char *bar = strchr(c, '|');
+                size_t cl = bar ? (size_t)(bar - c) : strlen(c);
+                ok |= cl == vl && strncmp(c, v, cl) == 0;
+                c += cl + (bar != NULL);
+            }
+            if (!ok) {
+                errf(err, errlen, "stage \"%s\": params.%s: expected one of %s", st->name, key, d->choices);
+                return -1;
+            }
+            break;
+        }
         }
         if (want && *want) {
             errf(err, errlen, "stage \"%s\": params.%s: expected %s", st->name, key, want);
@@ -257,7 +321,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         if (!IN(kind, runnable_kinds)) {
             if (IN(kind, planned_kinds))
                 errf(err, errlen, "stage \"%s\": kind \"%s\" is not available in this version of aha-engine "
-                     "(available: pretrain, sft)", nm, kind);
+                     "(available: pretrain, sft, grpo, eval)", nm, kind);
             else
                 errf(err, errlen, "stage \"%s\": unknown kind \"%s\"", nm, kind);
             goto fail;
@@ -265,7 +329,8 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         snprintf(st->kind, sizeof st->kind, "%s", kind);
         json_object_foreach(s, key, val) {
             if (strcmp(key, "name") && strcmp(key, "kind") && strcmp(key, "model") &&
-                strcmp(key, "dataset") && strcmp(key, "params")) {
+                strcmp(key, "dataset") && strcmp(key, "params") &&
+                !(strcmp(key, "reward") == 0 && IN(kind, reward_kinds))) {
                 errf(err, errlen, "stage \"%s\": unknown field \"%s\"", nm, key);
                 goto fail;
             }
@@ -277,6 +342,25 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
             goto fail;
         }
         snprintf(st->out, sizeof st->out, "%s/%s", out_dir, nm);
+        if (IN(kind, reward_kinds)) {
+            /* inline spec, or the path of a stored one under data_dir */
+            json_t *rw = json_object_get(s, "reward");
+            char rerr[1024] = "";
+            if (json_is_object(rw)) {
+                st->reward = reward_spec_parse(rw, rerr, sizeof rerr);
+            } else if (json_is_string(rw)) {
+                char rp[4096];
+                resolve_path(rp, sizeof rp, data_dir, json_string_value(rw));
+                st->reward = reward_spec_load(rp, rerr, sizeof rerr);
+            } else {
+                snprintf(rerr, sizeof rerr, "is %s (an inline spec object or a spec file path)",
+                         rw ? "neither an object nor a string" : "missing");
+            }
+            if (!st->reward) {
+                errf(err, errlen, "stage \"%s\": field \"reward\": %s", nm, rerr);
+                goto fail;
+            }
+        }
     }
     for (int i = 0; i < p->n_stages; i++)
         if (resolve_ref(p, i, "model", base ? json_string_value(base) : NULL, data_dir, err, errlen) ||
@@ -320,6 +404,10 @@ fail:
 
 void pipeline_free(struct pipeline *p)
 {
+    for (int i = 0; i < p->n_stages; i++) {
+        reward_spec_free(p->stages[i].reward);
+        p->stages[i].reward = NULL;
+    }
     json_decref(p->spec);
     p->spec = NULL;
 }
@@ -333,6 +421,12 @@ static double p_num(const json_t *params, const char *name, double def)
 {
     json_t *v = json_object_get(params, name);
     return json_is_number(v) ? json_number_value(v) : def;
+}
+
+static const char *p_str(const json_t *params, const char *name)
+{
+    json_t *v = json_object_get(params, name);
+    return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
 static int run_stage(const struct pipeline_stage *st, const struct backend *be, FILE *events,
@@ -358,14 +452,75 @@ static int run_stage(const struct pipeline_stage *st, const struct backend *be, 
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         return pretrain_run(&o, be, events, err, errlen);
     }
+    if (strcmp(st->kind, "grpo") == 0) {
+        struct grpo_opts o;
+        grpo_opts_default(&o);
+        o.model_dir = st->model;
+        o.data = st->dataset;
+        o.out = st->out;
+        o.stage = st->name;
+        o.reward = st->reward;
+        o.chat_template = p_str(pa, "chat_template");
+        o.prompt_template = p_str(pa, "prompt_template");
+        o.prefill_think = json_is_true(json_object_get(pa, "prefill_think"));
+        o.steps = (int)p_int(pa, "steps", o.steps);
+        o.prompts_per_step = (int)p_int(pa, "prompts_per_step", o.prompts_per_step);
+        o.group_size = (int)p_int(pa, "group_size", o.group_size);
+        o.max_prompt_length = (int)p_int(pa, "max_prompt_length", o.max_prompt_length);
+        o.max_completion_length = (int)p_int(pa, "max_completion_length", o.max_completion_length);
+        o.learning_rate = (float)p_num(pa, "learning_rate", o.learning_rate);
+        o.warmup_ratio = (float)p_num(pa, "warmup_ratio", o.warmup_ratio);
+        o.weight_decay = (float)p_num(pa, "weight_decay", o.weight_decay);
+        o.max_grad_norm = (float)p_num(pa, "max_grad_norm", o.max_grad_norm);
+        o.temperature = (float)p_num(pa, "temperature", o.temperature);
+        o.top_p = (float)p_num(pa, "top_p", o.top_p);
+        o.top_k = (int)p_int(pa, "top_k", o.top_k);
+        o.min_p = (float)p_num(pa, "min_p", o.min_p);
+        o.beta = p_num(pa, "beta", o.beta);
+        o.epsilon = p_num(pa, "epsilon", o.epsilon);
+        o.epsilon_high = p_num(pa, "epsilon_high", o.epsilon);
+        if (p_str(pa, "loss_type")) grpo_loss_type_parse(p_str(pa, "loss_type"), &o.loss_type);
+        if (p_str(pa, "scale_rewards")) grpo_scale_parse(p_str(pa, "scale_rewards"), &o.scale_rewards);
+        if (p_str(pa, "importance_sampling_level"))
+            grpo_is_level_parse(p_str(pa, "importance_sampling_level"), &o.is_level);
+        o.num_iterations = (int)p_int(pa, "num_iterations", o.num_iterations);
+        o.mask_truncated_completions = json_is_true(json_object_get(pa, "mask_truncated_completions"));
+        o.dynamic_sampling = json_is_true(json_object_get(pa, "dynamic_sampling"));
+        o.max_resample_rounds = (int)p_int(pa, "max_resample_rounds", o.max_resample_rounds);
+        o.micro_batch_size = (int)p_int(pa, "micro_batch_size", o.micro_batch_size);
+        o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
+        o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
+        o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
+        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+        return grpo_run(&o, be, events, err, errlen);
+    }
+    if (strcmp(st->kind, "eval") == 0) {
+        struct eval_opts o;
+        eval_opts_default(&o);
+        o.model_dir = st->model;
+        o.data = st->dataset;
+        o.stage = st->name;
+        o.reward = st->reward;
+        o.chat_template = p_str(pa, "chat_template");
+        o.prompt_template = p_str(pa, "prompt_template");
+        o.prefill_think = json_is_true(json_object_get(pa, "prefill_think"));
+        o.max_prompt_length = (int)p_int(pa, "max_prompt_length", o.max_prompt_length);
+        o.max_completion_length = (int)p_int(pa, "max_completion_length", o.max_completion_length);
+        o.num_samples = (int)p_int(pa, "num_samples", o.num_samples);
+        o.temperature = (float)p_num(pa, "temperature", o.temperature);
+        o.top_p = (float)p_num(pa, "top_p", o.top_p);
+        o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
+        o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
+        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+        return eval_run(&o, be, events, err, errlen);
+    }
     struct sft_opts o;
     sft_opts_default(&o);
     o.model_dir = st->model;
     o.data = st->dataset;
     o.out = st->out;
     o.stage = st->name;
-    json_t *tpl = json_object_get(pa, "chat_template");
-    o.template_name = tpl ? json_string_value(tpl) : NULL;
+    o.template_name = p_str(pa, "chat_template");
     o.epochs = (int)p_int(pa, "epochs", o.epochs);
     o.max_steps = (int)p_int(pa, "max_steps", o.max_steps);
     o.batch = (int)p_int(pa, "batch_size", o.batch);

@@ -12,6 +12,8 @@
 
 #include "backend.h"
 
+struct reward_spec;
+
 #define PIPELINE_MAX_STAGES 64
 
 struct pipeline_stage {
@@ -23,6 +25,7 @@ struct pipeline_stage {
     int model_from;         /* index of the stage producing the model, or -1 */
     int dataset_from;       /* index of the stage producing the dataset, or -1 */
     json_t *params;         /* borrowed from the spec */
+    struct reward_spec *reward;     /* grpo, eval: parsed reward (owned) */
 };
 
 struct pipeline {

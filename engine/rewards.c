@@ -1,7 +1,35 @@
 /* engine/rewards.c — reward specifications: parsing and validation of the
  * JSON spec (DESIGN.md "Reward specification"), dataset field checks, and
  * batch scoring that dispatches to the scorers in rewards_math.c,
- * rewards_text.c and rewards_http.c. No scoring rules live here. */
+ * rewards_text.c and rewards_http.c. No scoring rules live here.
+ *
+ * Spec fields. Top level: "name", "description", "components" (1..16).
+ * Every component: "type", "weight" (1.0), "name" (metric key; default the
+ * type, then type_2, ...). Per type (defaults in parentheses):
+ *   accuracy    extract (auto) answer_tag|boxed|last_number|auto,
+ *               reference (answer) dataset field, tolerance (1e-6, relative
+ *               with an absolute floor: |a-b| <= tol * max(1,|ref|)) -> 1 / 0
+ *   countdown   numbers (numbers), target (target) fields, extract
+ *               (answer_tag) answer_tag|boxed, scoring (binary)
+ *               binary|tinyzero, format_score (0.1) -> 1 / 0, or 1 /
+ *               format_score / 0 (no answer) with tinyzero
+ *   format      mode (strict) strict|lenient, template (think_answer)
+ *               think_answer|think -> 1 / 0
+ *   tag_count   -> 0, 0.25, ... 1
+ *   language_consistency  language (en) en|zh, scope (think) think|completion
+ *               -> fraction of words in the language's script
+ *   length      the accuracy fields plus min_value_wrong (-1),
+ *               max_value_wrong (-0.5), min_value_correct (0.5),
+ *               max_value_correct (1), max_len (1000), unit (chars)
+ *               chars|tokens -> cosine-scaled value
+ *   repetition  ngram_size (3), max_penalty (-1, <= 0) -> [max_penalty, 0]
+ *   overlong    max_completion_len, soft_punish_cache (both required,
+ *               tokens) -> [-1, 0]
+ *   regex       pattern (PCRE2, required), field (compare group 1 or the
+ *               match with this field), match_limit (1e6) -> 1 / 0
+ *   http        url (required), timeout_ms (10000), retries (2),
+ *               max_concurrency (4), batch_size (64), on_error (skip)
+ *               skip|zero, headers ({name: value}) -> the grader's numbers */
 #include "rewards_internal.h"
 
 #include <math.h>

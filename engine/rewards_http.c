@@ -307,15 +307,11 @@ void reward_http_score_batch(const struct reward_http *h, const struct reward_it
     }
     long active = 0;
     while (pending > 0) {
-        double t = now_s(), wake = t + 1.0;
+        double t = now_s();
         for (size_t b = 0; b < nreq && active < h->max_concurrency; b++) {
             struct http_req *r = &reqs[b];
-            if (r->done || r->easy)
+            if (r->done || r->easy || r->not_before > t)
                 continue;
-            if (r->not_before > t) {
-                wake = r->not_before < wake ? r->not_before : wake;
-                continue;
-            }
             r->easy = start_easy(h, r);
             r->attempts++;
             if (!r->easy || curl_multi_add_handle(multi, r->easy) != CURLM_OK) {
@@ -354,11 +350,18 @@ void reward_http_score_batch(const struct reward_http *h, const struct reward_it
                 pending--;
             } else {
                 long ms = HTTP_BACKOFF_BASE_MS << (r->attempts - 1);
-                r->not_before = now_s() + (ms < HTTP_BACKOFF_MAX_MS ? ms : HTTP_BACKOFF_MAX_MS) / 1e3;
+                if (ms > HTTP_BACKOFF_MAX_MS)
+                    ms = HTTP_BACKOFF_MAX_MS;
+                r->not_before = now_s() + ms / 1e3;
             }
         }
         if (pending == 0)
             break;
+        /* the earliest retry due among requests waiting for one */
+        double wake = now_s() + 1.0;
+        for (size_t b = 0; b < nreq; b++)
+            if (!reqs[b].done && !reqs[b].easy && reqs[b].not_before < wake)
+                wake = reqs[b].not_before;
         if (active > 0 || running > 0) {
             double wait_ms = (wake - now_s()) * 1e3;
             int ms = wait_ms < 1 ? 1 : wait_ms > 100 ? 100 : (int)wait_ms;

@@ -148,6 +148,9 @@ void reward_http_free(struct reward_http *h);
 void reward_http_score_batch(const struct reward_http *h, const struct reward_item *items,
                              size_t n, double *values, bool *failed);
 
+/* First occurrence of needle in s[0..n) (any bytes), or NULL. */
+const char *reward_find(const char *s, size_t n, const char *needle);
+
 /* Copies s[0..n) into a new NUL-terminated string with each invalid UTF-8
  * sequence replaced by U+FFFD (and NUL bytes by U+FFFD), so it can go into
  * JSON. Caller frees. NULL on allocation failure. */

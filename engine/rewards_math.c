@@ -19,11 +19,6 @@
 #define EQUATION_DEPTH_MAX 64
 #define EQUATION_NUMBERS_MAX 32
 
-static const char *find(const char *s, size_t n, const char *needle)
-{
-    return memmem(s, n, needle, strlen(needle));
-}
-
 /* The last non-overlapping <answer>(.*?)</answer>, as TinyZero's
  * re.finditer: scanning left to right, each match ends at the first
  * closing tag after its opening tag. */
@@ -32,11 +27,11 @@ static bool extract_answer_tag(const char *s, size_t n, const char **out, size_t
     bool found = false;
     const char *p = s, *end = s + n;
     for (;;) {
-        const char *a = find(p, (size_t)(end - p), "<answer>");
+        const char *a = reward_find(p, (size_t)(end - p), "<answer>");
         if (!a)
             break;
         a += 8;
-        const char *b = find(a, (size_t)(end - a), "</answer>");
+        const char *b = reward_find(a, (size_t)(end - a), "</answer>");
         if (!b)
             break;
         *out = a;
@@ -59,9 +54,15 @@ static bool extract_boxed(const char *s, size_t n, const char **out, size_t *out
     if (!starts)
         return false;
     const char *p = s, *end = s + n;
+    /* next occurrence of each spelling at or after p, searched again only
+     * once p has passed it (each search is then linear overall) */
+    const char *nb = reward_find(s, n, "\\boxed"), *nf = reward_find(s, n, "\\fbox");
     for (;;) {
-        const char *a = find(p, (size_t)(end - p), "\\boxed");
-        const char *f = find(p, (size_t)(end - p), "\\fbox");
+        if (nb && nb < p)
+            nb = reward_find(p, (size_t)(end - p), "\\boxed");
+        if (nf && nf < p)
+            nf = reward_find(p, (size_t)(end - p), "\\fbox");
+        const char *a = nb, *f = nf;
         size_t skip = 6;
         if (!a || (f && f < a)) {
             a = f;
@@ -117,7 +118,7 @@ static size_t number_span(const char *s, size_t n)
         i++;
     if (i == d0)
         return 0;
-    while (i + 3 < n + 0 && s[i] == ',' && isdigit((unsigned char)s[i + 1]) &&
+    while (i + 3 < n && s[i] == ',' && isdigit((unsigned char)s[i + 1]) &&
            isdigit((unsigned char)s[i + 2]) && isdigit((unsigned char)s[i + 3]) &&
            (i + 4 >= n || !isdigit((unsigned char)s[i + 4])))
         i += 4;

@@ -11,20 +11,33 @@
 
 #include <utf8proc.h>
 
+/* memchr + memcmp rather than memmem: O(n * strlen(needle)) at worst, and
+ * sanitizers' memmem interceptor checks the whole haystack on every call,
+ * which makes repeated searches quadratic under ASan. */
+const char *reward_find(const char *s, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+    const char *end = s + n;
+    while ((size_t)(end - s) >= m) {
+        const char *p = memchr(s, needle[0], (size_t)(end - s) - m + 1);
+        if (!p)
+            return NULL;
+        if (memcmp(p, needle, m) == 0)
+            return p;
+        s = p + 1;
+    }
+    return NULL;
+}
+
 static size_t count_occurrences(const char *s, size_t n, const char *needle)
 {
     size_t k = 0, m = strlen(needle);
     const char *p = s, *end = s + n;
-    while ((p = memmem(p, (size_t)(end - p), needle, m)) != NULL) {
+    while ((p = reward_find(p, (size_t)(end - p), needle)) != NULL) {
         k++;
         p += m;
     }
     return k;
-}
-
-static const char *find(const char *s, size_t n, const char *needle)
-{
-    return memmem(s, n, needle, strlen(needle));
 }
 
 static bool is_ws(char c)
@@ -61,7 +74,7 @@ double reward_format_score(const struct reward_component *c, const struct reward
     if (c->think_only ? (n_ans_open > 1 || n_ans_close > 1)
                       : (n_ans_open != 1 || n_ans_close != 1))
         return 0.0;
-    const char *t_open = find(s, n, "<think>"), *t_close = find(s, n, "</think>");
+    const char *t_open = reward_find(s, n, "<think>"), *t_close = reward_find(s, n, "</think>");
     const char *after = t_close + 8;
     if (c->strict) {
         if (t_open != s || n < 8 || s[7] != '\n')
@@ -87,7 +100,7 @@ double reward_format_score(const struct reward_component *c, const struct reward
         return 0.0;
     if (c->think_only)
         return only_ws(after, end) ? 0.0 : 1.0;
-    const char *a_open = find(s, n, "<answer>"), *a_close = find(s, n, "</answer>");
+    const char *a_open = reward_find(s, n, "<answer>"), *a_close = reward_find(s, n, "</answer>");
     if (a_open < after || a_close < a_open + 8 || !only_ws(after, a_open) ||
         !only_ws(a_close + 9, end))
         return 0.0;
@@ -142,27 +155,40 @@ static bool is_letter(utf8proc_int32_t cp)
            k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
 }
 
+/* Length of the <think>/<answer> tag at s, or 0: tags are markup, not words. */
+static size_t tag_at(const char *s, const char *end)
+{
+    static const char *const tags[] = {"<think>", "</think>", "<answer>", "</answer>"};
+    for (int i = 0; i < 4; i++) {
+        size_t m = strlen(tags[i]);
+        if ((size_t)(end - s) >= m && memcmp(s, tags[i], m) == 0)
+            return m;
+    }
+    return 0;
+}
+
 /* The R1 paper (2501.12948 §2.3.3): "the proportion of target language
  * words in the CoT". Words are runs of letters (Unicode categories L and M);
  * for "en" a word counts when all its letters are Latin; characters of
  * unspaced scripts (Han, kana, Thai) are a word each, and for "zh" each Han
- * character is a target word. Digits, punctuation and invalid bytes are not
- * words. No words at all scores 0. The chain of thought is the text in the
- * first <think>...</think> (to the end when unclosed; before </think> when
- * <think> was in the prompt; the whole completion when neither tag is
- * there), or the whole completion with scope "completion". */
+ * character is a target word. Digits, punctuation, invalid bytes and the
+ * <think>/<answer> tags are not words. No words at all scores 0. The chain
+ * of thought is the text in the first <think>...</think> (to the end when
+ * unclosed; before </think> when <think> was in the prompt; the whole
+ * completion when neither tag is there), or the whole completion with
+ * scope "completion". */
 double reward_language_score(const struct reward_component *c, const struct reward_item *it)
 {
     const char *s = it->completion, *end = s + it->completion_len;
     if (!c->whole_completion) {
-        const char *o = find(s, it->completion_len, "<think>");
+        const char *o = reward_find(s, it->completion_len, "<think>");
         if (o) {
             s = o + 7;
-            const char *e = find(s, (size_t)(end - s), "</think>");
+            const char *e = reward_find(s, (size_t)(end - s), "</think>");
             if (e)
                 end = e;
         } else {
-            const char *e = find(s, it->completion_len, "</think>");
+            const char *e = reward_find(s, it->completion_len, "</think>");
             if (e)
                 end = e;
         }
@@ -171,8 +197,10 @@ double reward_language_score(const struct reward_component *c, const struct rewa
     bool in_word = false, word_ok = true;
     while (s < end) {
         utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s, end - s, &cp);
-        if (k <= 0) {
+        utf8proc_ssize_t k = *s == '<' ? (utf8proc_ssize_t)tag_at(s, end) : 0;
+        if (k > 0) {
+            cp = -1; /* a tag separates words like punctuation */
+        } else if ((k = utf8proc_iterate((const utf8proc_uint8_t *)s, end - s, &cp)) <= 0) {
             k = 1;
             cp = -1;
         }

@@ -287,42 +287,6 @@ static int build_rows(struct sft_rows *r, const struct sft_example *ex, const in
     return 0;
 }
 
-static int copy_file(const char *src, const char *dst)
-{
-    FILE *in = fopen(src, "rb");
-    if (!in) return 1;      /* absent: nothing to copy */
-    FILE *out = fopen(dst, "wb");
-    if (!out) { fclose(in); return -1; }
-    char buf[65536];
-    size_t k;
-    int rc = 0;
-    while ((k = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, k, out) != k) rc = -1;
-    fclose(in);
-    if (fclose(out)) rc = -1;
-    return rc;
-}
-
-/* Saves the model plus the source model's tokenizer and template files. */
-static int save_with_tokenizer(const struct model *m, const char *src_dir, const char *dir,
-                               char *err, size_t errlen)
-{
-    if (model_save(m, dir, ST_F32, err, errlen)) return -1;
-    static const char *files[] = {"tokenizer.json", "tokenizer_config.json",
-                                  "chat_template.jinja", "chat_template.name",
-                                  "chat_template.json", "generation_config.json"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char a[4096], b[4096];
-        snprintf(a, sizeof a, "%s/%s", src_dir, files[i]);
-        snprintf(b, sizeof b, "%s/%s", dir, files[i]);
-        if (strcmp(a, b) != 0 && copy_file(a, b) < 0) {
-            errf(err, errlen, "cannot copy %s to %s", a, b);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Mean loss over the target tokens of rows [0, r->n), in batches of B. */
 static double eval_loss(struct model *m, const struct sft_rows *r, int B, float *lp,
                         char *err, size_t errlen)
@@ -539,13 +503,13 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && !last) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
-            if (save_with_tokenizer(m, o->model_dir, dir, err, errlen)) goto out;
+            if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) goto out;
             events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
                                           "step", step + 1, "path", dir));
         }
     }
     progress_finish(&prog);
-    if (save_with_tokenizer(m, o->model_dir, o->out, err, errlen)) goto out;
+    if (model_save_dir_from(m, o->model_dir, o->out, err, errlen)) goto out;
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
                                   "kind", "sft", "status", "succeeded", "path", o->out,
                                   "seconds", progress_now() - t0));

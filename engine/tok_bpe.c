@@ -183,16 +183,19 @@ void tok_cache_free(struct tok_cache *c)
     memset(c, 0, sizeof *c);
 }
 
+/* A slot holds the hash's high 32 bits and the entry index + 1, so most
+ * misses are decided without touching the entry. */
 const int32_t *tok_cache_get(const struct tok_cache *c, const char *w, size_t len,
                              uint64_t h, size_t *n)
 {
     if (!c->slot) return NULL;
+    uint64_t tag = h & 0xFFFFFFFF00000000ULL;
     for (uint32_t i = (uint32_t)h & c->mask;; i = (i + 1) & c->mask) {
-        uint32_t s = c->slot[i];
+        uint64_t s = c->slot[i];
         if (!s) return NULL;
-        const struct tok_cache_entry *en = &c->ent[s - 1];
-        if (en->hash == h && en->key_len == len &&
-            memcmp(c->keys + en->key_off, w, len) == 0) {
+        if ((s & 0xFFFFFFFF00000000ULL) != tag) continue;
+        const struct tok_cache_entry *en = &c->ent[(uint32_t)s - 1];
+        if (en->key_len == len && memcmp(c->keys + en->key_off, w, len) == 0) {
             *n = en->n_ids;
             return c->ids + en->ids_off;
         }
@@ -228,7 +231,6 @@ void tok_cache_put(struct tok_cache *c, const char *w, size_t len, uint64_t h,
         cache_clear(c);
     if (len > c->keys_cap || n > c->ids_cap) return;
     struct tok_cache_entry *en = &c->ent[c->n_ent];
-    en->hash = h;
     en->key_off = (uint32_t)c->keys_n;
     en->key_len = (uint32_t)len;
     en->ids_off = (uint32_t)c->ids_n;
@@ -239,7 +241,7 @@ void tok_cache_put(struct tok_cache *c, const char *w, size_t len, uint64_t h,
     c->ids_n += n;
     uint32_t i = (uint32_t)h & c->mask;
     while (c->slot[i]) i = (i + 1) & c->mask;
-    c->slot[i] = (uint32_t)++c->n_ent;
+    c->slot[i] = (h & 0xFFFFFFFF00000000ULL) | (uint64_t)++c->n_ent;
 }
 
 /* ---- BPE ---- */

@@ -53,10 +53,9 @@ void tok_merges_put(struct tok_merges *m, int32_t a, int32_t b, uint32_t rank,
 
 /* Word cache: pre-token bytes -> ids. Bounded; cleared when full. */
 struct tok_cache {
-    uint32_t *slot;     /* entry index + 1 */
+    uint64_t *slot;     /* hash high bits | entry index + 1 */
     uint32_t mask;
     struct tok_cache_entry {
-        uint64_t hash;
         uint32_t key_off, key_len, ids_off, n_ids;
     } *ent;
     size_t n_ent, cap_ent;
@@ -87,6 +86,7 @@ struct tok_pretok {
     enum tok_pretok_kind kind;
     /* Split (and ByteLevel with use_regex, which uses the GPT-2 regex) */
     pcre2_code *re;
+    bool jit;                   /* re is JIT-compiled */
     enum tok_split_behavior behavior;
     bool invert;
     /* ByteLevel */
@@ -140,6 +140,7 @@ struct tokenizer {
     char **added_key;           /* added[i].content, for added_map */
     uint32_t *added_keylen;
     struct tok_idmap added_map; /* content -> index into added */
+    bool *special;              /* per id: an added token marked special */
     struct tok_trie trie_raw;   /* tokens with normalized=false, on raw text */
     struct tok_trie trie_norm;  /* normalized=true, on normalized text */
 

@@ -99,101 +99,6 @@ int tok_byte_to_cp(int b)
     return 256 + n;
 }
 
-/* ---- normalizers ---- */
-
-/* A string of code points that are all "inert" (canonical combining class 0,
- * no decomposition under the normalizer's forms, never the second half of a
- * canonical composition) is unchanged by NFC/NFD/NFKC/NFKD; the table covers
- * the BMP and is built once per process. */
-static uint8_t inert_canon[0x10000 / 8], inert_compat[0x10000 / 8];
-static pthread_once_t inert_once = PTHREAD_ONCE_INIT;
-
-static void inert_build(void)
-{
-    static uint8_t second[0x10000 / 8];
-    utf8proc_int32_t buf[32];
-    utf8proc_int32_t cp;
-    for (cp = 0; cp < 0x110000; cp++) {
-        if (cp >= 0xD800 && cp < 0xE000) continue;
-        int last = 0;
-        utf8proc_ssize_t k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
-        if (k > 1)
-            for (utf8proc_ssize_t i = 1; i < k && i < 32; i++)
-                if (buf[i] < 0x10000) second[buf[i] >> 3] |= (uint8_t)(1u << (buf[i] & 7));
-    }
-    for (cp = 0; cp < 0x10000; cp++) {
-        if (second[cp >> 3] & (1u << (cp & 7))) continue;
-        if (cp >= 0xD800 && cp < 0xE000) continue;
-        const utf8proc_property_t *p = utf8proc_get_property(cp);
-        if (p->combining_class != 0) continue;
-        int last = 0;
-        utf8proc_ssize_t k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
-        if (k == 1 && buf[0] == cp) inert_canon[cp >> 3] |= (uint8_t)(1u << (cp & 7));
-        last = 0;
-        k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, &last);
-        if (k == 1 && buf[0] == cp) inert_compat[cp >> 3] |= (uint8_t)(1u << (cp & 7));
-    }
-}
-
-void tok_norm_prepare(void)
-{
-    pthread_once(&inert_once, inert_build);
-}
-
-static bool is_inert(const unsigned char *s, size_t n, const uint8_t *table)
-{
-    size_t i = 0;
-    while (i < n) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t cl = tok_utf8_char_len(s + i, n - i);
-        if (cl == 0 || cl == 4) return false;
-        int32_t cp = tok_utf8_decode(s + i, cl);
-        if (!(table[cp >> 3] & (1u << (cp & 7)))) return false;
-        i += cl;
-    }
-    return true;
-}
-
-int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **out,
-                  size_t *out_n)
-{
-    *out = NULL;
-    *out_n = n;
-    bool compat = false;
-    for (int i = 0; i < tok->n_norm; i++)
-        if (tok->norm[i] == TOK_NORM_NFKC || tok->norm[i] == TOK_NORM_NFKD) compat = true;
-    if (tok->n_norm == 0 || is_inert((const unsigned char *)s, n,
-                                     compat ? inert_compat : inert_canon))
-        return 0;
-    char *cur = NULL;
-    size_t cur_n = n;
-    for (int i = 0; i < tok->n_norm; i++) {
-        int opt = UTF8PROC_STABLE;
-        switch (tok->norm[i]) {
-        case TOK_NORM_NFC: opt |= UTF8PROC_COMPOSE; break;
-        case TOK_NORM_NFD: opt |= UTF8PROC_DECOMPOSE; break;
-        case TOK_NORM_NFKC: opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-        case TOK_NORM_NFKD: opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
-        }
-        utf8proc_uint8_t *r = NULL;
-        utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)(cur ? cur : s),
-                                          (utf8proc_ssize_t)cur_n, &r, opt);
-        free(cur);
-        if (k < 0) {
-            free(r);
-            return -1;
-        }
-        cur = (char *)r;
-        cur_n = (size_t)k;
-    }
-    *out = cur;
-    *out_n = cur_n;
-    return 0;
-}
-
 /* ---- regexes ---- */
 
 /* Hugging Face's regexes run on Oniguruma with Unicode 16.0 data, where
@@ -337,25 +242,179 @@ pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, cha
     PCRE2_SIZE eo;
     uint32_t opt = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
     if (literal) opt |= PCRE2_LITERAL;
-    char *rw = NULL;
-    if (!literal) {
-        rw = rewrite_classes(pattern, len, &len);
-        if (!rw) {
-            snprintf(err, errlen, "out of memory");
-            return NULL;
-        }
-        pattern = rw;
-    }
+    /* The pattern as written is compiled first, so errors point into it. */
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, opt, &ec, &eo, NULL);
-    free(rw);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
         snprintf(err, errlen, "invalid regex at offset %zu: %s", (size_t)eo, (char *)msg);
         return NULL;
     }
+    if (!literal) {
+        pcre2_code_free(re);
+        size_t rn;
+        char *rw = rewrite_classes(pattern, len, &rn);
+        re = rw ? pcre2_compile((PCRE2_SPTR)rw, rn, opt, &ec, &eo, NULL) : NULL;
+        free(rw);
+        if (!re) {
+            snprintf(err, errlen, "cannot compile the pattern with Unicode 16 classes");
+            return NULL;
+        }
+    }
     pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);   /* falls back to the interpreter */
     return re;
+}
+
+/* ---- normalizers ---- */
+
+/* A code point is "inert" when it has canonical combining class 0, no
+ * decomposition (canonical, or also compatibility for the K forms) and is
+ * never the second half of a canonical composition. Normalization leaves
+ * inert code points alone and never combines across them, so text is
+ * normalized only in the regions between inert code points that hold
+ * something else, each region starting at the inert code point before it
+ * (which may compose with what follows). Tables cover all of Unicode and
+ * are built once per process. */
+static uint8_t inert_canon[0x110000 / 8], inert_compat[0x110000 / 8];
+static pthread_once_t inert_once = PTHREAD_ONCE_INIT;
+
+static void inert_build(void)
+{
+    static uint8_t second[0x110000 / 8];
+    utf8proc_int32_t buf[32];
+    utf8proc_int32_t cp;
+    for (cp = 0; cp < 0x110000; cp++) {
+        if (cp >= 0xD800 && cp < 0xE000) continue;
+        const utf8proc_property_t *p = utf8proc_get_property(cp);
+        bool hangul = cp >= 0xAC00 && cp <= 0xD7A3;     /* decomposed algorithmically */
+        if (!hangul && (p->category == UTF8PROC_CATEGORY_CN || p->decomp_seqindex == UINT16_MAX))
+            continue;
+        int last = 0;
+        utf8proc_ssize_t k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
+        for (utf8proc_ssize_t i = 1; i < k && i < 32; i++)
+            second[buf[i] >> 3] |= (uint8_t)(1u << (buf[i] & 7));
+    }
+    for (cp = 0; cp < 0x110000; cp++) {
+        if (second[cp >> 3] & (1u << (cp & 7))) continue;
+        if (cp >= 0xD800 && cp < 0xE000) continue;
+        const utf8proc_property_t *p = utf8proc_get_property(cp);
+        if (p->combining_class != 0) continue;
+        uint8_t bit = (uint8_t)(1u << (cp & 7));
+        bool hangul = cp >= 0xAC00 && cp <= 0xD7A3;
+        if (!hangul && (p->category == UTF8PROC_CATEGORY_CN || p->decomp_seqindex == UINT16_MAX)) {
+            inert_canon[cp >> 3] |= bit;
+            inert_compat[cp >> 3] |= bit;
+            continue;
+        }
+        int last = 0;
+        utf8proc_ssize_t k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE, &last);
+        if (k == 1 && buf[0] == cp) inert_canon[cp >> 3] |= bit;
+        last = 0;
+        k = utf8proc_decompose_char(cp, buf, 32, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, &last);
+        if (k == 1 && buf[0] == cp) inert_compat[cp >> 3] |= bit;
+    }
+}
+
+void tok_norm_prepare(void)
+{
+    pthread_once(&inert_once, inert_build);
+}
+
+/* Offset of the first character at or after i that is not inert, or n. */
+static size_t next_active(const unsigned char *s, size_t n, size_t i, const uint8_t *table)
+{
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t cl = tok_utf8_char_len(s + i, n - i);
+        if (!cl) return i;
+        int32_t cp = tok_utf8_decode(s + i, cl);
+        if (!(table[cp >> 3] & (1u << (cp & 7)))) return i;
+        i += cl;
+    }
+    return n;
+}
+
+/* Normalizes one region with the whole normalizer sequence; appends to out. */
+static int normalize_region(const struct tokenizer *tok, const char *s, size_t n,
+                            struct sbuf *out)
+{
+    char *cur = NULL;
+    size_t cur_n = n;
+    for (int i = 0; i < tok->n_norm; i++) {
+        int opt = UTF8PROC_STABLE;
+        switch (tok->norm[i]) {
+        case TOK_NORM_NFC: opt |= UTF8PROC_COMPOSE; break;
+        case TOK_NORM_NFD: opt |= UTF8PROC_DECOMPOSE; break;
+        case TOK_NORM_NFKC: opt |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+        case TOK_NORM_NFKD: opt |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+        }
+        utf8proc_uint8_t *r = NULL;
+        utf8proc_ssize_t k = utf8proc_map((const utf8proc_uint8_t *)(cur ? cur : s),
+                                          (utf8proc_ssize_t)cur_n, &r, opt);
+        free(cur);
+        if (k < 0) {
+            free(r);
+            return -1;
+        }
+        cur = (char *)r;
+        cur_n = (size_t)k;
+    }
+    sb_put(out, cur ? cur : s, cur_n);
+    free(cur);
+    return 0;
+}
+
+int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **out,
+                  size_t *out_n)
+{
+    *out = NULL;
+    *out_n = n;
+    if (tok->n_norm == 0) return 0;
+    bool compat = false;
+    for (int i = 0; i < tok->n_norm; i++)
+        if (tok->norm[i] == TOK_NORM_NFKC || tok->norm[i] == TOK_NORM_NFKD) compat = true;
+    const uint8_t *table = compat ? inert_compat : inert_canon;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = next_active(u, n, 0, table);
+    if (i == n) return 0;
+    struct sbuf o = {0};
+    size_t pos = 0;
+    while (i < n) {
+        size_t start = i;
+        if (start > pos) {      /* include the inert character before */
+            start--;
+            while (start > pos && (u[start] & 0xC0) == 0x80) start--;
+        }
+        size_t end = i;
+        while (end < n) {       /* up to the next inert character */
+            size_t cl = tok_utf8_char_len(u + end, n - end);
+            if (!cl) {
+                free(o.p);
+                return -1;
+            }
+            int32_t cp = tok_utf8_decode(u + end, cl);
+            if (table[cp >> 3] & (1u << (cp & 7))) break;
+            end += cl;
+        }
+        sb_put(&o, s + pos, start - pos);
+        if (normalize_region(tok, s + start, end - start, &o)) {
+            free(o.p);
+            return -1;
+        }
+        pos = end;
+        i = next_active(u, n, end, table);
+    }
+    sb_put(&o, s + pos, n - pos);
+    if (o.oom) {
+        free(o.p);
+        return -1;
+    }
+    *out = o.p;
+    *out_n = o.n;
+    return 0;
 }
 
 /* ---- split behaviours ---- */
@@ -451,7 +510,11 @@ static int split_regex(struct tok_enc *e, int stage, const struct tok_pretok *pt
     size_t prev = 0, last_end = 0;
     long last_match_end = -1;
     while (last_end <= n) {
-        int rc = pcre2_match(pt->re, (PCRE2_SPTR)p, n, last_end, PCRE2_NO_UTF_CHECK, md, NULL);
+        int rc = pt->jit ? pcre2_jit_match(pt->re, (PCRE2_SPTR)p, n, last_end, 0, md, NULL)
+                         : PCRE2_ERROR_JIT_BADOPTION;
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_JIT_BADOPTION)
+            rc = pcre2_match(pt->re, (PCRE2_SPTR)p, n, last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+                             md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) return -1;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);

@@ -9,6 +9,7 @@
  * UTF-8 character; the valid runs are encoded independently and each invalid
  * byte becomes its byte-level token. tok_decode_bytes gives those bytes back
  * exactly; tok_decode, like Hugging Face, turns them into U+FFFD. */
+#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -598,6 +599,7 @@ void tok_free(struct tokenizer *tok)
     free(tok->added);
     free(tok->added_key);
     free(tok->added_keylen);
+    free(tok->special);
     tok_idmap_free(&tok->added_map);
     tok_trie_free(&tok->trie_raw);
     tok_trie_free(&tok->trie_norm);
@@ -617,9 +619,12 @@ void tok_free(struct tokenizer *tok)
 static int build_added(struct loader *ld)
 {
     struct tokenizer *tok = ld->tok;
+    tok->special = calloc((size_t)tok->n_vocab + 1, 1);
+    if (!tok->special) return fail(ld, "added_tokens", "out of memory");
     for (int i = 0; i < tok->n_added; i++) {
         struct tok_added *ad = &tok->added[i];
         if (ad->duplicate) continue;
+        tok->special[ad->id] = ad->special;
         char path[64];
         snprintf(path, sizeof path, "added_tokens[%d]", i);
         if (!ad->normalized) {
@@ -645,8 +650,35 @@ struct tokenizer *tok_load(const char *path, char *err, size_t errlen)
     pthread_once(&bytes_once, bytes_build);
     if (err && errlen) err[0] = 0;
     struct loader ld = {path, err, errlen, NULL};
+    /* Read whole, then parse: json_load_file reads a byte at a time. */
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (err) snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 65536) {
+            cap = cap ? cap * 2 : 1 << 20;
+            char *nt = realloc(text, cap);
+            if (!nt) break;
+            text = nt;
+        }
+        size_t r = fread(text + len, 1, cap - len, f);
+        len += r;
+        if (r == 0) break;
+    }
+    bool read_ok = !ferror(f) && text;
+    fclose(f);
+    if (!read_ok) {
+        free(text);
+        if (err) snprintf(err, errlen, "%s: cannot read the file", path);
+        return NULL;
+    }
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &je);
+    json_t *root = json_loadb(text, len, JSON_ALLOW_NUL, &je);
+    free(text);
     if (!root) {
         if (err) snprintf(err, errlen, "%s: line %d column %d: %s", path, je.line, je.column, je.text);
         return NULL;
@@ -681,6 +713,10 @@ struct tokenizer *tok_load(const char *path, char *err, size_t errlen)
     json_t *pre = json_object_get(root, "pre_tokenizer");
     if (pre && parse_pretok(&ld, pre, "pre_tokenizer")) goto bad;
     for (int i = 0; i < tok->n_pre; i++) {
+        size_t jit_size = 0;
+        if (tok->pre[i].re)
+            tok->pre[i].jit = pcre2_pattern_info(tok->pre[i].re, PCRE2_INFO_JITSIZE, &jit_size) == 0 &&
+                              jit_size > 0;
         if (tok->pre[i].kind == TOK_PRE_BYTELEVEL && i != tok->n_pre - 1) {
             fail(&ld, "pre_tokenizer",
                  "ByteLevel must be the last pre-tokenizer (others after it are not supported)");
@@ -976,9 +1012,7 @@ int tok_token_id(const struct tokenizer *tok, const char *token)
 
 bool tok_is_special(const struct tokenizer *tok, int32_t id)
 {
-    for (int i = 0; i < tok->n_added; i++)
-        if (tok->added[i].id == id) return tok->added[i].special;
-    return false;
+    return id >= 0 && id < tok->n_vocab && tok->special[id];
 }
 
 /* ---- aha's byte-level tokenizer ---- */

@@ -178,6 +178,13 @@ struct backend {
                                     int max_blocks, const int32_t *seq,
                                     const int32_t *pos, int N, int NH,
                                     int NKV, int D, int bs);
+    /* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC) or NULL],
+     * like matmul_forward (beta 0) but batch-invariant: each output row is
+     * bitwise the same whatever N, the row's place in the batch and the
+     * thread count, so a sequence decodes identically alone or batched.
+     * Tuned for decode batches (weights streamed once per step). */
+    void (*matmul_rows_forward)(float *out, const float *inp, const float *weight,
+                                const float *bias, int N, int C, int OC);
 };
 
 /* The CPU backend (oneDNN sgemm + OpenMP). Never NULL. */

@@ -31,6 +31,7 @@ struct pending {
     char id[ENGINE_ID_MAX];
     engine_event_fn fn;
     void *user;
+    int remaining;        /* "done" events still to come */
 };
 
 struct engine {
@@ -46,7 +47,7 @@ struct engine {
     int wake[2];          /* self-pipe: new output queued or stopping */
     sbuf outq;            /* NDJSON lines waiting for the child's stdin */
     struct pending *buckets[ENGINE_BUCKETS];
-    int inflight;
+    int inflight;         /* samples without their "done" yet */
     char *loaded[ENGINE_MAX_LOADED];
     int nloaded;
     long load_seq;
@@ -146,12 +147,17 @@ static void dispatch(engine *e, const char *line, size_t len)
     struct pending **pp = id ? find_slot(e, id) : NULL;
     if (pp && *pp) {
         struct pending *p = *pp;
-        bool last = strcmp(type, "done") == 0 || strcmp(type, "error") == 0;
+        bool done = strcmp(type, "done") == 0;
+        if (done) {
+            p->remaining--;
+            e->inflight--;
+        }
+        bool last = strcmp(type, "error") == 0 || (done && p->remaining <= 0);
         p->fn(p->user, ev);
         if (last) {
             *pp = p->next;
+            e->inflight -= p->remaining;
             free(p);
-            e->inflight--;
         }
     } else if (strcmp(type, "error") == 0) {
         const char *msg = json_string_value(json_object_get(ev, "message"));
@@ -365,7 +371,8 @@ void engine_free(engine *e)
 }
 
 int engine_submit(engine *e, const char *id, const char *model_id, const char *model_path,
-                  json_t *msg, engine_event_fn fn, void *user, char *err, size_t errlen)
+                  json_t *msg, int n_done, engine_event_fn fn, void *user, char *err,
+                  size_t errlen)
 {
     if (strlen(id) >= ENGINE_ID_MAX) {
         json_decref(msg);
@@ -376,8 +383,9 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
     if (!e->alive || e->stopping || e->incompatible) {
         pthread_mutex_unlock(&e->mu);
         json_decref(msg);
-        snprintf(err, errlen, e->incompatible ? "the engine speaks another protocol version"
-                                              : "the engine is not running (starting or restarting)");
+        snprintf(err, errlen, "%s",
+                 e->incompatible ? "the engine speaks another protocol version"
+                                 : "the engine is not running (starting or restarting)");
         return -1;
     }
     struct pending **pp = find_slot(e, id);
@@ -403,8 +411,9 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
     snprintf(p->id, sizeof p->id, "%s", id);
     p->fn = fn;
     p->user = user;
+    p->remaining = n_done;
     *pp = p;
-    e->inflight++;
+    e->inflight += n_done;
     json_object_set_new(msg, "id", json_string(id));
     queue_line(e, msg);
     pthread_mutex_unlock(&e->mu);
@@ -419,8 +428,8 @@ void engine_cancel(engine *e, const char *id)
     if (*pp) {
         struct pending *p = *pp;
         *pp = p->next;
+        e->inflight -= p->remaining;
         free(p);
-        e->inflight--;
         if (e->alive) {
             json_t *m = json_pack("{s:s, s:s}", "type", "cancel", "id", id);
             queue_line(e, m);

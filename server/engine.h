@@ -13,9 +13,9 @@
 typedef struct engine engine;
 
 /* Called on the supervisor thread for each event of a request ("token",
- * "done", "error", ...); `ev` is borrowed. After "done" or "error" the
- * request is forgotten and fn is not called again for it. fn must not call
- * engine_* functions. */
+ * "done", "error", ...); `ev` is borrowed. After an "error" or its last
+ * "done" the request is forgotten and fn is not called again for it. fn
+ * must not call engine_* functions. */
 typedef void (*engine_event_fn)(void *user, json_t *ev);
 
 /* `argv` is the engine command line (argv[0] the executable), borrowed and
@@ -31,10 +31,12 @@ void engine_free(engine *e);
 
 /* Sends `msg` (stolen; its "id" is set to `id`) for model `model_id` found
  * at `model_path`, loading the model first in this child when needed; fn
- * receives the events. Returns 0, or -1 with err filled when the engine is
- * not running or the id is in use. */
+ * receives the events until an "error" or the `n_done`-th "done" (one per
+ * sample of a generate with "n"). Returns 0, or -1 with err filled when the
+ * engine is not running or the id is in use. */
 int engine_submit(engine *e, const char *id, const char *model_id, const char *model_path,
-                  json_t *msg, engine_event_fn fn, void *user, char *err, size_t errlen);
+                  json_t *msg, int n_done, engine_event_fn fn, void *user, char *err,
+                  size_t errlen);
 /* Forgets request `id` and asks the engine to stop it. Once this returns,
  * its fn is never called again. Unknown ids are ignored. */
 void engine_cancel(engine *e, const char *id);
@@ -42,6 +44,7 @@ void engine_cancel(engine *e, const char *id);
 void engine_unload(engine *e, const char *model_id);
 
 bool engine_ready(engine *e);
+/* Samples (one per "done" awaited) in flight. */
 int engine_inflight(engine *e);
 /* Process id of the current child, or 0 (for tests and logs). */
 int engine_pid(engine *e);

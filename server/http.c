@@ -42,6 +42,7 @@ enum MHD_Result http_reply_json(struct MHD_Connection *c, struct http_req *hr, i
     if (!s) return MHD_NO;
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", "application/json");
+    if (status == 429 || status == 503) MHD_add_response_header(r, "Retry-After", "1");
     hr->status = status;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -232,7 +233,9 @@ static enum MHD_Result route_traces(struct MHD_Connection *c, struct http_req *h
     }
     if (st == 200) return http_reply_json(c, hr, 200, out);
     return http_reply_error(c, hr, st, http_error_type(st), NULL,
-                            st == 404 ? "trace_not_found" : st == 503 ? "database_unavailable" : NULL,
+                            st == 404   ? "trace_not_found"
+                            : st == 503 ? "database_unavailable"
+                                        : NULL,
                             "%s", err);
 }
 

@@ -21,6 +21,8 @@ static void usage(FILE *f)
             "usage: aha-server [serve] [OPTIONS]     run the HTTP server\n"
             "       aha-server migrate [OPTIONS]     apply database migrations and exit\n"
             "       aha-server keys create --name NAME --scope admin|inference|read [OPTIONS]\n"
+            "       aha-server keys list [OPTIONS]\n"
+            "       aha-server keys revoke --id ID [OPTIONS]\n"
             "\noptions (environment variable in brackets):\n"
             "  --host HOST            listen address [AHA_HOST] (127.0.0.1)\n"
             "  --port PORT            listen port, 0 = any free one [AHA_PORT] (8080)\n"
@@ -72,7 +74,7 @@ static int check_args(int argc, char **argv, int first)
     static const char *const known[] = {"--host", "--port", "--data-dir", "--database-url",
                                         "--engine", "--migrations-dir", "--max-body",
                                         "--max-inflight", "--threads", "--heartbeat",
-                                        "--trace-queue", "--name", "--scope", NULL};
+                                        "--trace-queue", "--name", "--scope", "--id", NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
         for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
@@ -153,13 +155,60 @@ static int migrate(const struct server_config *cfg)
     return 0;
 }
 
+static int keys_list_revoke(const struct server_config *cfg, bool list, const char *id)
+{
+    char err[1024];
+    PGconn *c = db_connect(cfg->database_url, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "aha-server: %s\n", err);
+        return 1;
+    }
+    const char *params[] = {id};
+    PGresult *r = list ? PQexec(c, "SELECT id, name, scope, prefix, created_at, last_used_at,"
+                                   " revoked_at FROM api_keys ORDER BY id")
+                       : PQexecParams(c, "UPDATE api_keys SET revoked_at = now() WHERE id = "
+                                         "$1::bigint AND revoked_at IS NULL RETURNING id",
+                                      1, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "aha-server: %s", PQresultErrorMessage(r));
+        rc = 1;
+    } else if (list) {
+        printf("%-6s %-24s %-10s %-12s %-24s %s\n", "id", "name", "scope", "prefix", "created",
+               "state");
+        for (int i = 0; i < PQntuples(r); i++)
+            printf("%-6s %-24s %-10s %-12s %-24.19s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                   PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
+                   PQgetisnull(r, i, 6) ? "active" : "revoked");
+    } else if (PQntuples(r) == 0) {
+        fprintf(stderr, "aha-server: no active key with id %s\n", id);
+        rc = 1;
+    } else {
+        printf("revoked key %s (servers drop it from their caches within 30 s)\n", id);
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
 static int cmd_keys(int argc, char **argv)
 {
-    if (argc < 3 || strcmp(argv[2], "create") != 0) {
+    const char *sub = argc >= 3 ? argv[2] : "";
+    if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "revoke")) {
         usage(stderr);
         return 2;
     }
     if (check_args(argc, argv, 3)) return 2;
+    struct server_config cfg;
+    if (strcmp(sub, "create") != 0) {
+        const char *id = opt(argc, argv, "--id", NULL, NULL);
+        if (strcmp(sub, "revoke") == 0 && (!id || !*id)) {
+            fprintf(stderr, "aha-server: keys revoke needs --id ID (see keys list)\n");
+            return 2;
+        }
+        if (load_config(argc, argv, &cfg) || migrate(&cfg)) return 2;
+        return keys_list_revoke(&cfg, strcmp(sub, "list") == 0, id);
+    }
     const char *name = opt(argc, argv, "--name", NULL, NULL);
     const char *scope_s = opt(argc, argv, "--scope", NULL, NULL);
     enum keys_scope scope;
@@ -168,7 +217,6 @@ static int cmd_keys(int argc, char **argv)
                         "admin|inference|read\n");
         return 2;
     }
-    struct server_config cfg;
     if (load_config(argc, argv, &cfg)) return 2;
     if (migrate(&cfg)) return 1;
     char err[1024], key[128];

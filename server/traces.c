@@ -14,6 +14,7 @@
 
 #define TRACES_RETRY_MIN_S 0.2
 #define TRACES_RETRY_MAX_S 2.0
+#define TRACES_BATCH 64             /* traces per transaction */
 
 struct traces {
     char *url;
@@ -68,7 +69,8 @@ static int insert(PGconn *c, json_t *rec)
 {
     char *params_s = json_dumps(json_object_get(rec, "params"), JSON_COMPACT);
     json_t *pj = json_object_get(rec, "prompt"), *mj = json_object_get(rec, "messages");
-    char *prompt_s = pj && !json_is_null(pj) ? json_dumps(pj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *prompt_s =
+        pj && !json_is_null(pj) ? json_dumps(pj, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     char *msgs_s = mj && !json_is_null(mj) ? json_dumps(mj, JSON_COMPACT) : NULL;
     char num[8][32];
     const char *p[19];
@@ -121,8 +123,10 @@ static int insert(PGconn *c, json_t *rec)
         18, NULL, p, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        /* classes 22 (data exception) and 23 (integrity constraint): this
+         * trace can never be written; anything else may pass on a retry */
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        bool data_error = state && (state[0] == '2' && state[1] == '2');
+        bool data_error = state && state[0] == '2' && (state[1] == '2' || state[1] == '3');
         log_msg("trace %s not written: %s", p[0] ? p[0] : "?", PQresultErrorMessage(r));
         rc = data_error && !db_conn_broken(c) ? 1 : -1;
     }
@@ -133,11 +137,31 @@ static int insert(PGconn *c, json_t *rec)
     return rc;
 }
 
+/* Inserts n traces in one transaction (one commit per batch keeps up with
+ * a busy server). Returns 0, -1 to retry, or 2 when one trace has bad data
+ * (the batch is then redone one trace at a time so only that one drops). */
+static int insert_batch(PGconn *c, json_t **recs, int n)
+{
+    if (n == 1) return insert(c, recs[0]);
+    PGresult *r = PQexec(c, "BEGIN");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) return -1;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) rc = insert(c, recs[i]);
+    r = PQexec(c, rc == 0 ? "COMMIT" : "ROLLBACK");
+    if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK) rc = -1;
+    PQclear(r);
+    return rc == 1 ? 2 : rc;
+}
+
 static void *writer(void *arg)
 {
     traces *t = arg;
     PGconn *c = NULL;
     double backoff = TRACES_RETRY_MIN_S;
+    bool one_at_a_time = false;
+    json_t *batch[TRACES_BATCH];
     for (;;) {
         pthread_mutex_lock(&t->mu);
         while (!t->count && !t->stopping) pthread_cond_wait(&t->cv, &t->mu);
@@ -145,31 +169,35 @@ static void *writer(void *arg)
             pthread_mutex_unlock(&t->mu);
             break;
         }
-        json_t *rec = t->ring[t->head];
+        int n = t->count < TRACES_BATCH ? t->count : TRACES_BATCH;
+        if (one_at_a_time) n = 1;
+        for (int i = 0; i < n; i++) batch[i] = t->ring[(t->head + i) % t->capacity];
         pthread_mutex_unlock(&t->mu);
 
         int rc = -1;
         char err[512];
         if (!c) c = db_connect(t->url, err, sizeof err);
-        if (c) rc = insert(c, rec);
-        if (rc >= 0) {
-            pthread_mutex_lock(&t->mu);
-            t->ring[t->head] = NULL;
-            t->head = (t->head + 1) % t->capacity;
-            t->count--;
-            atomic_store(&metrics.trace_queued, t->count);
-            pthread_mutex_unlock(&t->mu);
-            json_decref(rec);
-            atomic_fetch_add(rc == 0 ? &metrics.trace_written : &metrics.trace_dropped, 1);
-            backoff = TRACES_RETRY_MIN_S;
+        if (c) rc = insert_batch(c, batch, n);
+        if (rc == 2) {
+            one_at_a_time = true;
             continue;
         }
-        atomic_fetch_add(&metrics.trace_retried, 1);
-        if (c && db_conn_broken(c)) {
+        if (rc >= 0) { /* 0 written, 1 (n == 1) rejected for its data: dropped */
+            pthread_mutex_lock(&t->mu);
+            for (int i = 0; i < n; i++) t->ring[(t->head + i) % t->capacity] = NULL;
+            t->head = (t->head + n) % t->capacity;
+            t->count -= n;
+            atomic_store(&metrics.trace_queued, t->count);
+            pthread_mutex_unlock(&t->mu);
+            for (int i = 0; i < n; i++) json_decref(batch[i]);
+            atomic_fetch_add(rc == 0 ? &metrics.trace_written : &metrics.trace_dropped, n);
+            backoff = TRACES_RETRY_MIN_S;
+            one_at_a_time = false;
+            continue;
+        }
+        atomic_fetch_add(&metrics.trace_retried, n);
+        if (c) { /* broken, or an unknown failure: start from a fresh session */
             PQfinish(c);
-            c = NULL;
-        } else if (c) {
-            PQfinish(c); /* unknown failure: start from a fresh session */
             c = NULL;
         }
         struct timespec until;

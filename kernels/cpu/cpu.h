@@ -91,6 +91,8 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  int max_blocks, const int32_t *seq,
                                  const int32_t *pos, int N, int NH, int NKV,
                                  int D, int bs);
+void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
+                             const float *bias, int N, int C, int OC);
 
 /* exp(x) in fp32 that gcc vectorises inside `#pragma omp simd` loops (glibc's
  * expf only vectorises under -ffast-math). Cephes expf: x = n*ln2 + r with

@@ -135,6 +135,7 @@ static const struct backend cpu_backend = {
     .scale = cpu_scale,
     .adamw = cpu_adamw,
     .kv_cache_write = cpu_kv_cache_write, .attention_paged_forward = cpu_attention_paged_forward,
+    .matmul_rows_forward = cpu_matmul_rows_forward,
 };
 
 const struct backend *backend_cpu(void) { return &cpu_backend; }

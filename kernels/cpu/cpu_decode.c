@@ -129,3 +129,135 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
     }
     free(scratch);
 }
+
+/* ------------------------------------------------- batch-invariant matmul */
+
+/* 16 fp32 lanes (one AVX-512 register, two AVX2 ones); unaligned access. */
+typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
+
+typedef int cpu_v16i __attribute__((vector_size(64)));
+
+/* Fixed-order sum of the 16 lanes: lane i += lane i+8, then i+4, i+2,
+ * i+1 (in-register shuffles; the upper lanes carry don't-care values). */
+static inline float cpu_v16_sum(cpu_v16 a)
+{
+    a += __builtin_shuffle(a, (cpu_v16i){8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15});
+    a += __builtin_shuffle(a, (cpu_v16i){4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7});
+    a += __builtin_shuffle(a, (cpu_v16i){2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3});
+    a += __builtin_shuffle(a, (cpu_v16i){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1});
+    return a[0];
+}
+
+/* out[n][j] for one (n, j): the arithmetic every tile shape reproduces
+ * exactly: 16-lane partial sums over k in order, fixed lane tree, scalar
+ * tail in order, then the bias. */
+__attribute__((optimize("fp-contract=fast")))
+static float cpu_rows_dot(const float *x, const float *w, int C, float b)
+{
+    const int C16 = C & ~15;
+    cpu_v16 acc = {0};
+    for (int k = 0; k < C16; k += 16)
+        acc += *(const cpu_v16 *)(w + k) * *(const cpu_v16 *)(x + k);
+    float s = cpu_v16_sum(acc);
+    for (int k = C16; k < C; k++) s += w[k] * x[k];
+    return s + b;
+}
+
+/* The 4x4 tile of outputs (n0..n0+3, j0..j0+3): 4 weight rows and 4 input
+ * rows loaded once per 16 lanes, 16 accumulators. Same arithmetic per
+ * output as cpu_rows_dot. */
+__attribute__((optimize("fp-contract=fast")))
+static void cpu_rows_tile4(float *out, const float *inp, const float *weight,
+                           const float *bias, int n0, int j0, int C, int OC, const float *pf)
+{
+    const int C16 = C & ~15;
+    const float *x[4], *w[4];
+    for (int i = 0; i < 4; i++) {
+        x[i] = inp + (size_t)(n0 + i) * C;
+        w[i] = weight + (size_t)(j0 + i) * C;
+    }
+    cpu_v16 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
+    cpu_v16 a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0}, a32 = {0}, a33 = {0};
+    for (int k = 0; k < C16; k += 16) {
+        if (pf)     /* the next 4 weight rows (4*C floats), 4 lines per step */
+            for (int i = 0; i < 64; i += 16) __builtin_prefetch(pf + 4 * k + i, 0, 0);
+        cpu_v16 w0 = *(const cpu_v16 *)(w[0] + k), w1 = *(const cpu_v16 *)(w[1] + k);
+        cpu_v16 w2 = *(const cpu_v16 *)(w[2] + k), w3 = *(const cpu_v16 *)(w[3] + k);
+        cpu_v16 x0 = *(const cpu_v16 *)(x[0] + k);
+        a00 += w0 * x0; a01 += w1 * x0; a02 += w2 * x0; a03 += w3 * x0;
+        cpu_v16 x1 = *(const cpu_v16 *)(x[1] + k);
+        a10 += w0 * x1; a11 += w1 * x1; a12 += w2 * x1; a13 += w3 * x1;
+        cpu_v16 x2 = *(const cpu_v16 *)(x[2] + k);
+        a20 += w0 * x2; a21 += w1 * x2; a22 += w2 * x2; a23 += w3 * x2;
+        cpu_v16 x3 = *(const cpu_v16 *)(x[3] + k);
+        a30 += w0 * x3; a31 += w1 * x3; a32 += w2 * x3; a33 += w3 * x3;
+    }
+    cpu_v16 acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13},
+                         {a20, a21, a22, a23}, {a30, a31, a32, a33}};
+    for (int i = 0; i < 4; i++)
+        for (int jj = 0; jj < 4; jj++) {
+            float s = cpu_v16_sum(acc[i][jj]);
+            for (int k = C16; k < C; k++) s += w[jj][k] * x[i][k];
+            out[(size_t)(n0 + i) * OC + j0 + jj] = s + (bias ? bias[j0 + jj] : 0.0f);
+        }
+}
+
+/* One input row against 4 weight rows: 4 independent accumulation chains
+ * (a single chain would wait on the FMA latency). Same arithmetic per
+ * output as cpu_rows_dot. */
+__attribute__((optimize("fp-contract=fast")))
+static void cpu_rows_tile1x4(float *out, const float *inp, const float *weight,
+                             const float *bias, int n, int j0, int C, int OC, const float *pf)
+{
+    const int C16 = C & ~15;
+    const float *x = inp + (size_t)n * C, *w0 = weight + (size_t)j0 * C;
+    const float *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+    cpu_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int k = 0; k < C16; k += 16) {
+        if (pf)
+            for (int i = 0; i < 64; i += 16) __builtin_prefetch(pf + 4 * k + i, 0, 0);
+        cpu_v16 xv = *(const cpu_v16 *)(x + k);
+        a0 += *(const cpu_v16 *)(w0 + k) * xv;
+        a1 += *(const cpu_v16 *)(w1 + k) * xv;
+        a2 += *(const cpu_v16 *)(w2 + k) * xv;
+        a3 += *(const cpu_v16 *)(w3 + k) * xv;
+    }
+    cpu_v16 acc[4] = {a0, a1, a2, a3};
+    const float *w[4] = {w0, w1, w2, w3};
+    for (int jj = 0; jj < 4; jj++) {
+        float s = cpu_v16_sum(acc[jj]);
+        for (int k = C16; k < C; k++) s += w[jj][k] * x[k];
+        out[(size_t)n * OC + j0 + jj] = s + (bias ? bias[j0 + jj] : 0.0f);
+    }
+}
+
+/* Rows of inputs kept hot while the weights stream past them. */
+#define CPU_ROWS_NBLOCK 64
+
+/* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC)], every output
+ * computed by the same fixed-order arithmetic whatever N, the row's place
+ * in the batch and the thread count (see backend.h). Threads split the
+ * output columns; each 4-column block of weights is read once per block of
+ * CPU_ROWS_NBLOCK rows. */
+void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
+                             const float *bias, int N, int C, int OC)
+{
+    const int OC4 = OC & ~3;
+    for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
+        const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
+        const int ne4 = nb + ((ne - nb) & ~3);
+        #pragma omp parallel for schedule(static) if (parallel: (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16)
+        for (int j0 = 0; j0 < OC4; j0 += 4) {
+            /* the first pass over these weight rows prefetches the next 4 */
+            const float *pf = j0 + 8 <= OC ? weight + (size_t)(j0 + 4) * C : NULL;
+            for (int n = nb; n < ne4; n += 4, pf = NULL)
+                cpu_rows_tile4(out, inp, weight, bias, n, j0, C, OC, pf);
+            for (int n = ne4; n < ne; n++, pf = NULL)
+                cpu_rows_tile1x4(out, inp, weight, bias, n, j0, C, OC, pf);
+        }
+        for (int n = nb; n < ne; n++)
+            for (int j = OC4; j < OC; j++)
+                out[(size_t)n * OC + j] = cpu_rows_dot(inp + (size_t)n * C, weight + (size_t)j * C,
+                                                       C, bias ? bias[j] : 0.0f);
+    }
+}

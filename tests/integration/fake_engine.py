@@ -51,8 +51,9 @@ def prompt_text(msg):
 
 
 class Gen:
-    def __init__(self, msg):
+    def __init__(self, msg, index):
         self.id = msg["id"]
+        self.index = index
         self.text = prompt_text(msg)
         self.max_tokens = msg.get("max_tokens", 64)
         self.logprobs = msg.get("logprobs")
@@ -88,14 +89,14 @@ class Gen:
         if self.crash and self.pos == 2:
             os._exit(3)
         if self.pos >= min(len(self.tokens), self.max_tokens):
-            if self.prompt_logprobs is not None and self.pos == 0:
+            if self.prompt_logprobs is not None and self.pos == 0 and self.index == 0:
                 n = len(self.text.split(" "))
                 ev = {"type": "prompt_logprobs", "id": self.id, "tokens": list(range(100, 100 + n)),
                       "logprobs": [None] + [-1.0] * (n - 1)}
                 if self.prompt_logprobs > 0:
                     ev["top_logprobs"] = [None] + [[{"token_id": 7, "logprob": -0.1}]] * (n - 1)
                 emit(ev)
-            done = {"type": "done", "id": self.id, "index": 0,
+            done = {"type": "done", "id": self.id, "index": self.index,
                     "finish_reason": "length" if self.pos < len(self.tokens) else "stop",
                     "text": "".join(self.tokens[:self.pos]), "tokens": list(range(self.pos)),
                     "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.pos,
@@ -103,7 +104,8 @@ class Gen:
             emit(done)
             return False
         tok = self.tokens[self.pos]
-        ev = {"type": "token", "id": self.id, "text": tok, "token_id": self.pos, "logprob": -0.5}
+        ev = {"type": "token", "id": self.id, "index": self.index, "text": tok, "token_id": self.pos,
+              "logprob": -0.5}
         if self.logprobs:
             ev["top_logprobs"] = [{"token_id": k, "logprob": -0.5 - k} for k in range(self.logprobs)]
         emit(ev)
@@ -134,14 +136,16 @@ def main():
                 msg = json.loads(line)
                 t = msg.get("type")
                 if t == "generate":
-                    gens[msg["id"]] = Gen(msg)
+                    for i in range(msg.get("n", 1)):
+                        gens[(msg["id"], i)] = Gen(msg, i)
                 elif t == "cancel":
-                    g = gens.pop(msg["id"], None)
-                    if g:
-                        emit({"type": "done", "id": g.id, "index": 0, "finish_reason": "cancelled",
+                    keys = [k for k in gens if k[0] == msg["id"]]
+                    for k in keys:
+                        g = gens.pop(k)
+                        emit({"type": "done", "id": g.id, "index": g.index, "finish_reason": "cancelled",
                               "text": "", "tokens": [], "usage": {"prompt_tokens": 1,
                               "completion_tokens": g.pos, "total_tokens": 1 + g.pos}})
-                    else:
+                    if not keys:
                         emit({"type": "error", "id": msg["id"], "message": "cancel: no request in flight"})
                 elif t == "load":
                     emit({"type": "loaded", "id": msg["id"], "model": msg["model"],
@@ -152,9 +156,14 @@ def main():
                     emit({"type": "stats", "id": msg.get("id"), "running": len(gens)})
                 else:
                     emit({"type": "error", "id": msg.get("id"), "message": "unknown type %r" % t})
-        for gid in list(gens):
-            if not gens[gid].step():
-                del gens[gid]
+        for key in list(gens):
+            g = gens.get(key)
+            if g and not g.step():
+                if g.fail:  # one error answers the whole request
+                    for k in [k for k in gens if k[0] == g.id]:
+                        del gens[k]
+                else:
+                    del gens[key]
 
 
 if __name__ == "__main__":

@@ -206,8 +206,21 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         eq(st, 200, "read key lists traces")
         st, _, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=inf)
         eq(st, 200, "inference key completes")
-        pg.psql("UPDATE api_keys SET revoked_at = now() WHERE name = 'nobody'")
     check("API keys: missing, wrong, too small a scope, right scope", auth)
+
+    def list_and_revoke():
+        k = create_key(srv.binary, pg.url, "short-lived", "read")
+        mig = ["--database-url", pg.url, "--migrations-dir", os.path.join(ROOT, "migrations")]
+        r = subprocess.run([srv.binary, "keys", "list"] + mig, capture_output=True, text=True, check=True)
+        line = [l for l in r.stdout.splitlines() if "short-lived" in l][0]
+        assert k not in r.stdout and "active" in line, r.stdout
+        kid = line.split()[0]
+        subprocess.run([srv.binary, "keys", "revoke", "--id", kid] + mig, check=True, capture_output=True)
+        st, body, _ = request(srv, "GET", "/v1/models", key=k)
+        eq(st, 401, "revoked key")
+        r = subprocess.run([srv.binary, "keys", "revoke", "--id", kid] + mig, capture_output=True, text=True)
+        assert r.returncode != 0, "revoking twice must fail"
+    check("keys list shows no secrets; a revoked key is refused", list_and_revoke)
 
     def models():
         st, body, _ = request(srv, "GET", "/v1/models", key=read)
@@ -288,6 +301,9 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("FAIL")), key=inf)
         eq(st, 400, "engine rejects the prompt")
         err_shape(body, code="invalid_request")
+        st, raw, h = stream(srv, "/v1/chat/completions", chat(user("FAIL"), stream=True), inf)
+        eq(st, 400, "a streamed request the engine rejects gets a plain error status")
+        err_shape(json.loads(raw), code="invalid_request")
         st, body, _ = request(srv, "GET", "/v1/nothing", key=inf)
         eq(st, 404, "unknown route")
         err_shape(body)
@@ -334,8 +350,9 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         ok = wait_for(lambda: (metric(srv, "aha_requests_waiting") or 0) +
                       (metric(srv, "aha_requests_running") or 0) >= 4, timeout=5)
         assert ok, "slow requests did not start"
-        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=inf)
+        st, body, h = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=inf)
         eq(st, 429, "one past %d generations in flight" % MAX_INFLIGHT)
+        eq(h.get("retry-after"), "1", "Retry-After")
         err_shape(body, code="too_many_requests")
         for t in holders:
             t.join()
@@ -586,14 +603,38 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         wait_for(lambda: metric(srv, "aha_trace_queue_depth") == 0)
         written = metric(srv, "aha_trace_writes_total")
         eq(int(pg.psql("SELECT count(*) FROM traces")), int(written), "rows vs writes")
+        completions = sum(float(l.rsplit(" ", 1)[1]) for l in request(srv, "GET", "/metrics")[1].splitlines()
+                          if l.startswith("aha_http_requests_total") and "completions" in l and 'status="200"' in l)
+        assert written >= completions, (written, completions)
         eq(metric(srv, "aha_trace_writes_dropped_total"), 0.0, "dropped")
     check("a trace row for every completion, none dropped", every_completion_traced)
+
+    def poisoned_trace_dropped_and_counted():
+        pg.psql("ALTER TABLE traces ADD CONSTRAINT test_poison CHECK (messages::text NOT LIKE '%POISON%')")
+        try:
+            before = metric(srv, "aha_trace_writes_dropped_total")
+            out = []
+            texts = ["batch 1", "POISON", "batch 2", "batch 3"]
+            ts = [threading.Thread(target=lambda t=t: out.append(
+                request(srv, "POST", "/v1/chat/completions", chat(user(t)), key=inf)[1]["id"])) for t in texts]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            assert wait_for(lambda: metric(srv, "aha_trace_writes_dropped_total") == before + 1), "drop not counted"
+            assert wait_for(lambda: metric(srv, "aha_trace_queue_depth") == 0)
+            stored = [i for i in out if trace(srv, read, i)]
+            eq(len(stored), 3, "the other traces are written")
+        finally:
+            pg.psql("ALTER TABLE traces DROP CONSTRAINT test_poison")
+    check("a trace the database rejects is dropped, counted, and blocks nothing", poisoned_trace_dropped_and_counted)
 
 
 def run_db_outage_checks(srv, pg, admin):
     def outage():
         request(srv, "GET", "/v1/models", key=admin)  # the key is fresh in the cache
         before = metric(srv, "aha_trace_write_retries_total")
+        dropped = metric(srv, "aha_trace_writes_dropped_total")
         pg.stop()
         try:
             st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=admin)
@@ -612,7 +653,7 @@ def run_db_outage_checks(srv, pg, admin):
         finally:
             pg.start()
         assert wait_for(lambda: trace(srv, admin, rid), timeout=20), "trace not written after PostgreSQL returned"
-        eq(metric(srv, "aha_trace_writes_dropped_total"), 0.0, "dropped")
+        eq(metric(srv, "aha_trace_writes_dropped_total"), dropped, "dropped")
     check("PostgreSQL stopped: completions answered, traces written after", outage)
 
 
@@ -695,6 +736,37 @@ def run_real_engine_suite(args, pg, base):
             eq(events[-2]["usage"]["completion_tokens"] >= 1, True, "usage")
             assert isinstance(text, str)
         check("real engine: streamed completion", real_stream)
+
+        def real_n_logprobs_echo():
+            st, body, _ = request(srv, "POST", "/v1/completions",
+                                  {"model": "tiny-real", "prompt": "3 + 4 =", "max_tokens": 4, "n": 3, "seed": 5,
+                                   "logprobs": 2}, key=key, timeout=120)
+            eq(st, 200, "n=3 %r" % (body,))
+            eq([c["index"] for c in body["choices"]], [0, 1, 2], "indexes")
+            for c in body["choices"]:
+                lp = c["logprobs"]
+                eq(len(lp["tokens"]), len(lp["token_logprobs"]), "logprob arrays")
+                assert all(len(t) <= 2 for t in lp["top_logprobs"]), lp["top_logprobs"]
+            eq(body["usage"]["completion_tokens"], sum(1 for c in body["choices"] for _ in c["logprobs"]["tokens"]),
+               "usage counts every choice")
+            st, body, _ = request(srv, "POST", "/v1/completions",
+                                  {"model": "tiny-real", "prompt": "3 + 4 = 7", "max_tokens": 0, "echo": True,
+                                   "logprobs": 1}, key=key, timeout=120)
+            eq(st, 200, "echo %r" % (body,))
+            ch = body["choices"][0]
+            eq(ch["text"], "3 + 4 = 7", "echo text")
+            lps = ch["logprobs"]["token_logprobs"]
+            assert len(lps) == body["usage"]["prompt_tokens"] and lps[0] is None and all(
+                isinstance(x, float) for x in lps[1:]), ch["logprobs"]
+            st, raw, _ = stream(srv, "/v1/chat/completions",
+                                {"model": "tiny-real", "messages": user("2+2?"), "max_tokens": 6, "n": 2,
+                                 "stream": True, "stream_options": {"include_usage": True}}, key, timeout=120)
+            events, _ = parse_sse(raw)
+            finishes = [e["choices"][0]["index"] for e in events[:-1]
+                        if e["choices"] and e["choices"][0]["finish_reason"]]
+            eq(sorted(finishes), [0, 1], "one finish per choice")
+            eq(events[-2]["usage"]["completion_tokens"] >= 2, True, "usage")
+        check("real engine: n samples, logprobs, echo with prompt logprobs, chat stream n=2", real_n_logprobs_echo)
 
         def real_kill():
             pids = srv.engine_pids()

@@ -38,7 +38,7 @@ for (const m of ['qwen3', 'llama3', 'deepseek_v3']) {
     { flags: [], ctx: { add_generation_prompt: true } },
     { flags: ['--no-generation-prompt'], ctx: { add_generation_prompt: false } },
   ];
-  if (m === 'qwen3') variants.push({ flags: ['--no-think'], ctx: { add_generation_prompt: true, enable_thinking: false } });
+  if (m === 'qwen3') variants.push({ flags: ['--disable-thinking'], ctx: { add_generation_prompt: true, enable_thinking: false } });
   for (const conv of conversations) {
     for (const v of variants) {
       // Llama 3's template always ends with the assistant header.

@@ -146,6 +146,8 @@ async function main() {
     const specials = (json.added_tokens || []).map((t) => t.content);
     const normalizer = hf.getNormalizer();
     const cases = base.concat(generatedCases(specials));
+    if (process.env.AHA_PARITY_DUMP)    // for debugging: the cases as JSON lines
+      fs.writeFileSync(`${process.env.AHA_PARITY_DUMP}.${name}.jsonl`, cases.map((c) => JSON.stringify(c)).join('\n') + '\n');
     const want = [];
     for (const c of cases) want.push((await hf.encode(c, null, { addSpecialTokens: false })).getIds());
     const got = runEngine(['tokenize', '--tokenizer', tf, '--jsonl'],

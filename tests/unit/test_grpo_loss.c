@@ -84,17 +84,24 @@ static void case_load(int i, struct loss_case *c)
     c->mask = getf(c->name, ".mask");
 }
 
-static double run_loss(const struct loss_case *c, const float *logp, float *dlogp,
-                       struct grpo_loss_metrics *m)
+/* old: the old-policy log-probs; NULL means "old is the current policy"
+ * (μ = 1, as the trainer passes it). */
+static double run_loss_old(const struct loss_case *c, const float *logp, const float *old,
+                           float *dlogp, struct grpo_loss_metrics *m)
 {
     char err[256] = "";
     double loss = NAN;
-    /* μ = 1 passes old = NULL: the trainer's "old is the current policy". */
-    int rc = grpo_loss(&c->p, c->B, c->T, logp, c->mu_gt_1 ? c->old : NULL,
+    int rc = grpo_loss(&c->p, c->B, c->T, logp, old,
                        c->p.beta > 0 ? c->ref : NULL, c->adv, c->mask, &loss, dlogp, m, err,
                        sizeof err);
     cr_assert_eq(rc, 0, "%s: %s", c->name, err);
     return loss;
+}
+
+static double run_loss(const struct loss_case *c, const float *logp, float *dlogp,
+                       struct grpo_loss_metrics *m)
+{
+    return run_loss_old(c, logp, c->mu_gt_1 ? c->old : NULL, dlogp, m);
 }
 
 static int n_cases(void)
@@ -139,7 +146,9 @@ Test(grpo_loss, matches_pytorch_every_case)
 }
 
 /* Central differences in double around each float32 logp; the loss is
- * piecewise smooth, so points within h of a clip boundary are skipped. */
+ * piecewise smooth, so points within h of a clip boundary are skipped. For
+ * μ = 1 the old log-probs are held at the unperturbed values (what the
+ * detach in TRL means), against the gradient of the old = NULL call. */
 Test(grpo_loss, finite_differences)
 {
     int n = n_cases();
@@ -158,20 +167,19 @@ Test(grpo_loss, finite_differences)
                 cr_expect_eq(d[k], 0.0f, "%s: masked token %zu has a gradient", c.name, k);
                 continue;
             }
-            if (!c.mu_gt_1)
-                continue; /* old == logp moves with the probe: not a function of logp alone */
             active++;
-            float x0 = x[k];
-            x[k] = x0 + h;
-            double lp = run_loss(&c, x, scratch, NULL);
-            x[k] = x0 - h;
-            double lm = run_loss(&c, x, scratch, NULL);
+            const float *old = c.mu_gt_1 ? c.old : c.logp;
+            const float x0 = x[k], xp = x0 + h, xm = x0 - h;
+            x[k] = xp;
+            double lp = run_loss_old(&c, x, old, scratch, NULL);
+            x[k] = xm;
+            double lm = run_loss_old(&c, x, old, scratch, NULL);
             x[k] = x0;
-            double fd = (lp - lm) / (2.0 * ((double)(x0 + h) - (double)x0));
+            double fd = (lp - lm) / ((double)xp - (double)xm);
             /* a kink (clip boundary) between x-h and x+h shows as a
              * mismatch between the one-sided slopes: skip those */
-            double l0 = run_loss(&c, x, scratch, NULL);
-            double right = (lp - l0) / h, left = (l0 - lm) / h;
+            double l0 = run_loss_old(&c, x, old, scratch, NULL);
+            double right = (lp - l0) / ((double)xp - x0), left = (l0 - lm) / ((double)x0 - xm);
             if (fabs(right - left) > 2e-2 * (fabs(right) + fabs(left)) + 1e-6)
                 continue;
             cr_expect(fabs(fd - d[k]) <= 2e-4 * fabs(fd) + 2e-6,

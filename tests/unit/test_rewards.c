@@ -246,6 +246,19 @@ Test(rewards, accuracy_table)
     }
 }
 
+Test(rewards, accuracy_answer_length_limit)
+{
+    /* answers up to 4096 bytes are compared; one more never matches */
+    for (int len = 4096; len <= 4097; len++) {
+        char c[4200];
+        int m = snprintf(c, sizeof c, "<answer>");
+        memset(c + m, ' ', (size_t)len - 2);
+        strcpy(c + m + len - 2, "42</answer>");
+        cr_expect_eq(score1("{\"components\":[{\"type\":\"accuracy\"}]}", c, "{\"answer\":42}"),
+                     len == 4096, "length %d", len);
+    }
+}
+
 Test(rewards, accuracy_reference_field_and_tolerance_options)
 {
     const char *spec = "{\"components\":[{\"type\":\"accuracy\",\"extract\":\"answer_tag\","
@@ -334,6 +347,27 @@ Test(rewards, countdown_table)
                         "{\"numbers\":[1],\"target\":1}"), 0);
     cr_expect_eq(score1("{\"components\":[{\"type\":\"countdown\"}]}",
                         "<answer>((((1))))</answer>", "{\"numbers\":[1],\"target\":1}"), 1);
+    /* limits: 64 nested parentheses pass, 65 do not; equations up to 1024 bytes */
+    for (int depth = 64; depth <= 65; depth++) {
+        char eq[256];
+        int m = snprintf(eq, sizeof eq, "<answer>");
+        for (int i = 0; i < depth; i++)
+            eq[m++] = '(';
+        eq[m++] = '1';
+        for (int i = 0; i < depth; i++)
+            eq[m++] = ')';
+        strcpy(eq + m, "</answer>");
+        cr_expect_eq(score1("{\"components\":[{\"type\":\"countdown\"}]}", eq,
+                            "{\"numbers\":[1],\"target\":1}"), depth == 64, "depth %d", depth);
+    }
+    for (int len = 1024; len <= 1025; len++) {
+        char eq[1100];
+        int m = snprintf(eq, sizeof eq, "<answer>");
+        memset(eq + m, ' ', (size_t)len - 1);
+        strcpy(eq + m + len - 1, "1</answer>");
+        cr_expect_eq(score1("{\"components\":[{\"type\":\"countdown\"}]}", eq,
+                            "{\"numbers\":[1],\"target\":1}"), len == 1024, "length %d", len);
+    }
 }
 
 Test(rewards, countdown_rejects_bad_dataset_fields)
@@ -355,15 +389,15 @@ Test(rewards, countdown_rejects_bad_dataset_fields)
 Test(rewards, format_table)
 {
     static const struct { const char *completion; double strict, lenient, think_strict, think_lenient; } cases[] = {
-        {"<think>\nabc\n</think>\n<answer>\n42\n</answer>", 1, 1, 1, 0},
-        {"<think>\nabc\n</think>\n<answer>\n42\n</answer>\n", 1, 1, 1, 0},  /* Python $ */
-        {"<think>\n\n</think>\n<answer>\n\n</answer>", 1, 1, 1, 0},          /* empty parts */
-        {"<think>\n</think>\n<answer>\n42\n</answer>", 0, 1, 0, 0},          /* one newline */
-        {"<think>\nabc\n</think>\n<answer>\n42\n</answer> extra", 0, 0, 1, 0},
-        {"<think>abc</think> <answer>42</answer>", 0, 1, 0, 0},              /* datagen style */
-        {"  <think>abc</think>\n\n<answer>42</answer>  ", 0, 1, 0, 0},
+        {"<think>\nabc\n</think>\n<answer>\n42\n</answer>", 1, 1, 1, 1},
+        {"<think>\nabc\n</think>\n<answer>\n42\n</answer>\n", 1, 1, 1, 1},  /* Python $ */
+        {"<think>\n\n</think>\n<answer>\n\n</answer>", 1, 1, 1, 1},          /* empty parts */
+        {"<think>\n</think>\n<answer>\n42\n</answer>", 0, 1, 0, 1},          /* one newline */
+        {"<think>\nabc\n</think>\n<answer>\n42\n</answer> extra", 0, 0, 1, 1},
+        {"<think>abc</think> <answer>42</answer>", 0, 1, 0, 1},              /* datagen style */
+        {"  <think>abc</think>\n\n<answer>42</answer>  ", 0, 1, 0, 1},
         {"Sure! <think>abc</think><answer>42</answer>", 0, 0, 0, 0},         /* text before */
-        {"<think>abc</think> so <answer>42</answer>", 0, 0, 0, 0},           /* text between */
+        {"<think>abc</think> so <answer>42</answer>", 0, 0, 0, 1},           /* text between */
         {"<answer>42</answer><think>abc</think>", 0, 0, 0, 0},               /* wrong order */
         {"<think>\nabc\n</think>\n", 0, 0, 0, 0},                            /* no answer */
         {"<think>\nabc\n</think>\nThe answer is 4.", 0, 0, 1, 1},            /* think template */
@@ -376,7 +410,7 @@ Test(rewards, format_table)
         {"<think>\n<think>\na\n</think>\n</think>\n<answer>\n1\n</answer>", 0, 0, 0, 0},
         {"<think>\na\n</think>\n<answer>\n<answer>\n1\n</answer>\n</answer>", 0, 0, 0, 0},
         {"<think>\na\n</think>\n<answer>\n1\n</answer>\n<answer>\n2\n</answer>", 0, 0, 0, 0},
-        {"<think>\na\xff\xfe\n</think>\n<answer>\n\xc3\n</answer>", 1, 1, 1, 0},  /* bytes are bytes */
+        {"<think>\na\xff\xfe\n</think>\n<answer>\n\xc3\n</answer>", 1, 1, 1, 1},  /* bytes are bytes */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *c = cases[i].completion;
@@ -441,6 +475,11 @@ Test(rewards, language_consistency_table)
     cr_expect_float_eq(score1("{\"components\":[{\"type\":\"language_consistency\","
                               "\"scope\":\"completion\"}]}",
                               "<think>cat</think> \xe7\x8c\xab", NULL), 0.5, 1e-12);
+    /* tags are not words */
+    cr_expect_float_eq(score1("{\"components\":[{\"type\":\"language_consistency\","
+                              "\"language\":\"zh\",\"scope\":\"completion\"}]}",
+                              "<think>\xe7\x8c\xab</think><answer>\xe7\x8c\xab</answer>", NULL),
+                       1.0, 1e-12);
 }
 
 /* ---- length, repetition, overlong ---- */
@@ -791,12 +830,7 @@ static void server_stop(void)
     shutdown(srv.fd, SHUT_RDWR);
     close(srv.fd);
     pthread_join(srv.thread, NULL);
-    /* let detached handlers finish their replies */
-    for (int i = 0; i < 200 && atomic_load(&srv.in_flight) > 0; i++)
-        usleep(10 * 1000);
 }
-
-TestSuite(rewards_http, .init = server_start, .fini = server_stop);
 
 static char *http_spec(const char *path, const char *extra)
 {
@@ -825,7 +859,7 @@ static void http_score(const char *spec_json, size_t n, struct reward_result *ou
     reward_spec_free(s);
 }
 
-Test(rewards_http, correct_replies_in_batches)
+Test(rewards, http_correct_replies_in_batches, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[5];
     http_score(http_spec("/ok", "\"batch_size\":2,\"max_concurrency\":2"), 5, r, NULL);
@@ -837,7 +871,7 @@ Test(rewards_http, correct_replies_in_batches)
     cr_expect_eq(atomic_load(&srv.requests), 3);
 }
 
-Test(rewards_http, dataset_fields_and_invalid_utf8_are_sent)
+Test(rewards, http_dataset_fields_and_invalid_utf8_are_sent, .init = server_start, .fini = server_stop)
 {
     json_t *f = json_pack("{s:s,s:i}", "answer", "42", "level", 3);
     struct reward_spec *s = spec_from(http_spec("/ok", ""));
@@ -861,7 +895,7 @@ Test(rewards_http, dataset_fields_and_invalid_utf8_are_sent)
     reward_spec_free(s);
 }
 
-Test(rewards_http, failing_server_retries_then_skips)
+Test(rewards, http_failing_server_retries_then_skips, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[3];
     http_score(http_spec("/fail", "\"retries\":2,\"batch_size\":8"), 3, r, NULL);
@@ -875,7 +909,7 @@ Test(rewards_http, failing_server_retries_then_skips)
     cr_expect_eq(atomic_load(&srv.requests), 3, "1 try + 2 retries");
 }
 
-Test(rewards_http, failing_server_with_zero_policy)
+Test(rewards, http_failing_server_with_zero_policy, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[2];
     http_score(http_spec("/fail", "\"retries\":0,\"on_error\":\"zero\""), 2, r, NULL);
@@ -888,7 +922,7 @@ Test(rewards_http, failing_server_with_zero_policy)
     cr_expect_eq(atomic_load(&srv.requests), 1);
 }
 
-Test(rewards_http, slow_server_times_out)
+Test(rewards, http_slow_server_times_out, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[2];
     double t0 = now_s();
@@ -899,7 +933,7 @@ Test(rewards_http, slow_server_times_out)
     cr_expect_eq(atomic_load(&srv.requests), 2);
 }
 
-Test(rewards_http, malformed_and_short_replies_fail)
+Test(rewards, http_malformed_and_short_replies_fail, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[2];
     http_score(http_spec("/bad", "\"retries\":1"), 2, r, NULL);
@@ -909,7 +943,7 @@ Test(rewards_http, malformed_and_short_replies_fail)
     cr_expect(r[0].failed[1] && r[1].failed[1]);
 }
 
-Test(rewards_http, flaky_server_recovers_on_retry)
+Test(rewards, http_flaky_server_recovers_on_retry, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[2];
     http_score(http_spec("/flaky", "\"retries\":1"), 2, r, NULL);
@@ -919,7 +953,7 @@ Test(rewards_http, flaky_server_recovers_on_retry)
     cr_expect_eq(atomic_load(&srv.requests), 2);
 }
 
-Test(rewards_http, per_item_null_fails_only_that_item)
+Test(rewards, http_per_item_null_fails_only_that_item, .init = server_start, .fini = server_stop)
 {
     json_t *f[2] = {json_pack("{s:f}", "score", 0.25), json_pack("{s:n}", "score")};
     struct reward_result r[2];
@@ -931,7 +965,7 @@ Test(rewards_http, per_item_null_fails_only_that_item)
     json_decref(f[1]);
 }
 
-Test(rewards_http, concurrency_limit)
+Test(rewards, http_concurrency_limit, .init = server_start, .fini = server_stop)
 {
     struct reward_result r[12];
     http_score(http_spec("/gate", "\"batch_size\":1,\"max_concurrency\":3"), 12, r, NULL);
@@ -942,7 +976,7 @@ Test(rewards_http, concurrency_limit)
     cr_expect_geq(atomic_load(&srv.max_in_flight), 2, "requests ran concurrently");
 }
 
-Test(rewards_http, connection_refused_fails_fast)
+Test(rewards, http_connection_refused_fails_fast, .init = server_start, .fini = server_stop)
 {
     /* a port nothing listens on: bind one, close it */
     int fd = socket(AF_INET, SOCK_STREAM, 0);

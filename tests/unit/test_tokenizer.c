@@ -289,6 +289,9 @@ Test(tokenizer, added_tokens_strip_and_normalized_nfc)
     /* the "id" members (300, 301) do not match the vocabulary: like Hugging
      * Face, the ids are numbered on from the vocabulary (267 entries) */
     EXPECT(t, "a [N] <|x|>b<|x|>", 97, 32, 268, 267, 98, 267);
+    /* Hangul jamo L V T and syllable LV + T both compose to U+AC01 */
+    EXPECT(t, "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8 \xEA\xB0\x80\xE1\x86\xA8",
+           234, 176, 129, 32, 234, 176, 129);
     cr_assert_eq(tok_vocab_size(t), 269);
     tok_free(t);
 }
@@ -317,6 +320,9 @@ Test(tokenizer, malformed_files_name_the_json_path)
     expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a c\"]}}",
                  "model.merges[0]: token \"c\" is not in the vocabulary");
     expect_error("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-3},\"merges\":[]}}", "model.vocab[\"a\"]");
+    /* ids are limited to [0, 2^24): one past the limit is an error */
+    expect_error("{\"model\":{\"vocab\":{\"a\":16777216},\"merges\":[]}}",
+                 "model.vocab[\"a\"]: expected an integer id in [0, 16777216)");
     expect_error("{\"normalizer\":{\"type\":\"Lowercase\"},\"model\":{\"vocab\":{},\"merges\":[]}}",
                  "normalizer.type: unsupported normalizer \"Lowercase\"");
     expect_error("{\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\"},"
@@ -402,6 +408,18 @@ Test(tokenizer, chat_templates)
                         "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"
                         "<\xEF\xBD\x9CUser\xEF\xBD\x9C>Q2<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C><think>\n");
     free(s);
+    s = render(CHAT_TEMPLATE_DEEPSEEK_R1, "[{\"role\":\"user\",\"content\":\"Q\"}]", true, 0);
+    cr_assert_str_eq(s, "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"
+                        "<\xEF\xBD\x9CUser\xEF\xBD\x9C>Q<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+    free(s);
+    {
+        json_t *m = json_loads("[{\"role\":\"user\",\"content\":\"Q\"}]", 0, NULL);
+        struct chat_opts o = {.add_generation_prompt = true, .prefill_think = -1, .disable_thinking = true};
+        s = chat_template_render_json(CHAT_TEMPLATE_QWEN3, m, &o, err, sizeof err);
+        json_decref(m);
+        cr_assert_str_eq(s, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+        free(s);
+    }
     s = render(CHAT_TEMPLATE_R1_ZERO, "[{\"role\":\"user\",\"content\":\"What is 2+2\"}]", true, -1);
     cr_assert(strncmp(s, "A conversation between User and Assistant.", 42) == 0);
     cr_assert(strstr(s, "<think> </think> and <answer> </answer> tags"));

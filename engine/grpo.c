@@ -1,0 +1,477 @@
+/* engine/grpo.c — the GRPO training loop (see grpo.h). One step:
+ *   1. sample prompts_per_step rows, group_size completions each, from the
+ *      current policy (the generation engine over the same weights);
+ *   2. score them with the reward spec; DAPO dynamic sampling (arXiv
+ *      2503.14476, §3.2) optionally drops groups whose rewards are all equal
+ *      and samples more;
+ *   3. advantages relative to the group (R1 eq. 3), grpo_advantages;
+ *   4. num_iterations optimizer steps on the clipped surrogate with optional
+ *      k3 KL to a frozen reference (DeepSeekMath eq. 3-4), grpo_loss, in
+ *      micro-batches with gradient accumulation.
+ * The old-policy log-probs of step 4 are recomputed by the training forward
+ * (not taken from the sampler), so ratio = 1 exactly on the first iteration. */
+#include "grpo.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat_template.h"
+#include "events.h"
+#include "generate.h"
+#include "model.h"
+#include "progress.h"
+#include "rng.h"
+#include "rollout.h"
+#include "schedule.h"
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void grpo_opts_default(struct grpo_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->stage = "grpo";
+    o->steps = 100;
+    o->prompts_per_step = 8;
+    o->group_size = 8;
+    o->max_prompt_length = 512;
+    o->max_completion_length = 256;
+    o->learning_rate = 1e-6f;
+    o->max_grad_norm = 1.0f;
+    o->temperature = 1.0f;
+    o->top_p = 1.0f;
+    o->epsilon = 0.2;
+    o->epsilon_high = -1;       /* = epsilon */
+    o->loss_type = GRPO_LOSS_GRPO;
+    o->scale_rewards = GRPO_SCALE_GROUP;
+    o->is_level = GRPO_IS_TOKEN;
+    o->num_iterations = 1;
+    o->max_resample_rounds = 3;
+    o->log_completions = 2;
+    o->kv_cache_mb = 256;
+    o->seed = 1;
+}
+
+/* Rows for this step: the next ones of a shuffled order, reshuffled when
+ * exhausted (epochs over the prompt set). */
+struct row_sampler {
+    int *order, n, pos;
+    struct rng rng;
+};
+
+static int next_row(struct row_sampler *s)
+{
+    if (s->pos == s->n) {
+        for (int i = 0; i < s->n; i++) s->order[i] = i;
+        for (int i = s->n - 1; i > 0; i--) {
+            int j = (int)rng_below(&s->rng, (uint64_t)i + 1), t = s->order[i];
+            s->order[i] = s->order[j];
+            s->order[j] = t;
+        }
+        s->pos = 0;
+    }
+    return s->order[s->pos++];
+}
+
+static double mean_std(const double *x, const unsigned char *valid, int n, double *std)
+{
+    double s = 0, s2 = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!valid || valid[i]) { s += x[i]; k++; }
+    double m = k ? s / k : 0;
+    for (int i = 0; i < n; i++)
+        if (!valid || valid[i]) s2 += (x[i] - m) * (x[i] - m);
+    *std = k > 1 ? sqrt(s2 / (k - 1)) : 0;     /* unbiased, as torch.std */
+    return m;
+}
+
+int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
+             char *err, size_t errlen)
+{
+    const int P = o->prompts_per_step, G = o->group_size, S = P * G;
+    const int MB = o->micro_batch_size > 0 ? o->micro_batch_size : G;
+    if (P <= 0 || G < 2 || S % MB || o->steps <= 0 || o->max_completion_length <= 0 ||
+        o->num_iterations <= 0) {
+        errf(err, errlen, "%s: prompts_per_step >= 1, group_size >= 2, steps >= 1, and "
+             "micro_batch_size must divide prompts_per_step * group_size (%d)", o->stage, S);
+        return -1;
+    }
+    const int n_rew = reward_spec_count(o->reward);
+    char path[4096];
+    int rc = -1;
+    struct model *m = NULL, *ref = NULL;
+    struct tokenizer *tok = NULL;
+    struct gen_engine *ge = NULL;
+    struct rl_dataset ds = {0};
+    struct row_sampler rs = {0};
+    struct rollout *ro = NULL;
+    struct reward_item *items = NULL;
+    struct reward_result *res = NULL;
+    double *total = NULL;
+    unsigned char *valid = NULL;
+    float *rew = NULL, *adv = NULL;
+    int32_t *tok_b = NULL, *tgt_b = NULL;
+    float *lp = NULL, *dlp_full = NULL, *ent = NULL, *logp = NULL, *old = NULL, *refl = NULL;
+    float *mask = NULL, *dlogp = NULL;
+    int *rows = NULL, *keep = NULL;
+
+    m = model_load(o->model_dir, be, err, errlen);
+    if (!m) return -1;
+    if (o->beta > 0 && !(ref = model_load(o->model_dir, be, err, errlen))) goto out;
+    snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
+    if (!(tok = tok_load(path, err, errlen))) goto out;
+    struct rl_prompting pr = {.tok = tok, .plain = o->prompt_template,
+                              .prefill_think = o->prefill_think,
+                              .max_prompt_tokens = o->max_prompt_length};
+    if (!o->prompt_template &&
+        (o->chat_template ? chat_template_from_name(o->chat_template, &pr.kind)
+                          : chat_template_detect(o->model_dir, &pr.kind, err, errlen))) {
+        if (o->chat_template) errf(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
+        goto out;
+    }
+    if (o->max_prompt_length + o->max_completion_length > m->cfg.max_position_embeddings) {
+        errf(err, errlen, "%s: max_prompt_length + max_completion_length (%d) exceeds the model's "
+             "max_position_embeddings (%d)", o->stage, o->max_prompt_length + o->max_completion_length,
+             m->cfg.max_position_embeddings);
+        goto out;
+    }
+    if (rl_dataset_load(&ds, o->data, o->reward, err, errlen)) goto out;
+
+    struct gen_config gc;
+    gen_config_default(&gc);
+    gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
+    if (gc.max_seqs < S) gc.max_seqs = S;
+    if (!(ge = gen_engine_new(m, tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
+    if (model_grads_alloc(m)) { errf(err, errlen, "out of memory"); goto out; }
+
+    rs.n = ds.n;
+    rs.pos = ds.n;
+    rs.order = malloc((size_t)ds.n * sizeof *rs.order);
+    rng_seed(&rs.rng, o->seed);
+    const int max_rounds = o->dynamic_sampling ? 1 + o->max_resample_rounds : 1;
+    const int cap = S * max_rounds;     /* rollouts kept across resampling rounds */
+    ro = calloc((size_t)cap, sizeof *ro);
+    items = calloc((size_t)cap, sizeof *items);
+    res = calloc((size_t)cap, sizeof *res);
+    total = calloc((size_t)cap, sizeof *total);
+    valid = calloc((size_t)cap, 1);
+    rew = calloc((size_t)S, sizeof *rew);
+    adv = calloc((size_t)S, sizeof *adv);
+    rows = calloc((size_t)P * max_rounds, sizeof *rows);
+    keep = calloc((size_t)P, sizeof *keep);
+    const int Tmax = o->max_prompt_length + o->max_completion_length + 1;
+    const int Tc = o->max_completion_length + 1;
+    tok_b = malloc((size_t)MB * Tmax * sizeof *tok_b);
+    tgt_b = malloc((size_t)MB * Tmax * sizeof *tgt_b);
+    lp = malloc((size_t)MB * Tmax * sizeof *lp);
+    ent = malloc((size_t)MB * Tmax * sizeof *ent);
+    dlp_full = malloc((size_t)MB * Tmax * sizeof *dlp_full);
+    logp = calloc((size_t)S * Tc, sizeof *logp);
+    old = calloc((size_t)S * Tc, sizeof *old);
+    refl = calloc((size_t)S * Tc, sizeof *refl);
+    mask = calloc((size_t)S * Tc, sizeof *mask);
+    dlogp = calloc((size_t)S * Tc, sizeof *dlogp);
+    if (!rs.order || !ro || !items || !res || !total || !valid || !rew || !adv || !rows || !keep ||
+        !tok_b || !tgt_b || !lp || !ent || !dlp_full || !logp || !old || !refl || !mask || !dlogp) {
+        errf(err, errlen, "out of memory");
+        goto out;
+    }
+    struct sampler_params sp;
+    sampler_params_default(&sp);
+    sp.temperature = o->temperature;
+    sp.top_p = o->top_p;
+    sp.top_k = o->top_k;
+    sp.min_p = o->min_p;
+    struct grpo_loss_params lpar = {
+        .loss_type = o->loss_type, .is_level = o->is_level, .epsilon_low = o->epsilon,
+        .epsilon_high = o->epsilon_high >= 0 ? o->epsilon_high : o->epsilon, .beta = o->beta,
+        .max_completion_length = o->max_completion_length, .grad_accum_steps = S / MB,
+    };
+    const int32_t pad = m->cfg.eos_token_id >= 0 ? m->cfg.eos_token_id : 0;
+    const int total_updates = o->steps * o->num_iterations;
+    const int warmup = (int)lroundf(o->warmup_ratio * (float)total_updates);
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i}", "type", "stage", "stage", o->stage,
+                                  "kind", "grpo", "status", "running", "steps", o->steps,
+                                  "prompts_per_step", P, "group_size", G, "rows", ds.n));
+    struct progress prog;
+    progress_init(&prog, o->steps);
+    long long num_tokens = 0;
+    int update = 0;
+    const double t_start = progress_now();
+    for (int step = 0; step < o->steps; step++) {
+        const double t0 = progress_now();
+        /* ---- 1-2: generate and score, resampling degenerate groups ---- */
+        int kept = 0, n_ro = 0, n_rows = 0, zero_std = 0, groups_seen = 0;
+        double t_gen = 0, t_score = 0;
+        for (int round = 0; round < max_rounds && kept < P; round++) {
+            int want = P - kept;
+            for (int i = 0; i < want; i++) rows[n_rows + i] = next_row(&rs);
+            double ta = progress_now();
+            if (rollout_generate(ge, &ds, &pr, rows + n_rows, want, G, &sp, o->max_completion_length,
+                                 o->seed + (uint64_t)step * 1000003u + (uint64_t)round * 7919u,
+                                 ro + n_ro, err, errlen))
+                goto out;
+            double tb = progress_now();
+            for (int i = 0; i < want * G; i++) {
+                struct rollout *r = &ro[n_ro + i];
+                const json_t *row = json_array_get(ds.rows, (size_t)r->row);
+                items[n_ro + i] = (struct reward_item){.prompt = rl_row_prompt(row), .completion = r->text,
+                                                       .completion_len = r->text_len,
+                                                       .completion_tokens = r->n_tokens, .fields = row};
+            }
+            if (reward_score_batch(o->reward, items + n_ro, (size_t)want * G, res + n_ro, err, errlen))
+                goto out;
+            t_gen += tb - ta;
+            t_score += progress_now() - tb;
+            for (int gi = 0; gi < want; gi++) {
+                int base = n_ro + gi * G;
+                bool all_equal = true;
+                for (int j = 0; j < G; j++) {
+                    total[base + j] = res[base + j].total;
+                    valid[base + j] = !res[base + j].excluded && isfinite(res[base + j].total);
+                    if (j && total[base + j] != total[base]) all_equal = false;
+                }
+                groups_seen++;
+                zero_std += all_equal;
+                if (!o->dynamic_sampling || !all_equal || (round == max_rounds - 1 && kept < P))
+                    if (kept < P) keep[kept++] = base;
+            }
+            n_ro += want * G;
+            n_rows += want;
+        }
+        /* Rounds exhausted: fill up with degenerate groups (zero advantage). */
+        for (int base = 0; kept < P && base < n_ro; base += G) {
+            bool used = false;
+            for (int k = 0; k < kept; k++) used |= keep[k] == base;
+            if (!used) keep[kept++] = base;
+        }
+        /* Gather the kept groups to the front, in order. */
+        struct rollout *sel = calloc((size_t)S, sizeof *sel);
+        struct reward_result *sres = calloc((size_t)S, sizeof *sres);
+        unsigned char *svalid = calloc((size_t)S, 1);
+        if (!sel || !sres || !svalid) { free(sel); free(sres); free(svalid); errf(err, errlen, "out of memory"); goto out; }
+        for (int k = 0; k < P; k++)
+            for (int j = 0; j < G; j++) {
+                sel[k * G + j] = ro[keep[k] + j];
+                memset(&ro[keep[k] + j], 0, sizeof *ro);
+                sres[k * G + j] = res[keep[k] + j];
+                svalid[k * G + j] = valid[keep[k] + j];
+                rew[k * G + j] = (float)total[keep[k] + j];
+            }
+        for (int i = 0; i < n_ro; i++) rollout_free(&ro[i]);
+
+        /* ---- 3: advantages ---- */
+        int zero_std_kept = 0;
+        if (grpo_advantages(rew, svalid, P, G, o->scale_rewards, 1e-4, adv, &zero_std_kept, err, errlen)) {
+            for (int i = 0; i < S; i++) rollout_free(&sel[i]);
+            free(sel); free(sres); free(svalid);
+            goto out;
+        }
+        /* ---- 4: policy update ---- */
+        double t_ref = 0, t_train0 = progress_now(), loss_sum = 0, ent_sum = 0, kl_sum = 0;
+        double clip_lo = 0, clip_hi = 0, clip_reg = 0, tok_sum = 0;
+        float gnorm = 0, lr = 0;
+        long long comp_tokens = 0;
+        int min_len = 1 << 30, max_len = 0, n_trunc = 0;
+        for (int i = 0; i < S; i++) {
+            int n = sel[i].n_tokens < Tc ? sel[i].n_tokens : Tc;
+            comp_tokens += n;
+            min_len = n < min_len ? n : min_len;
+            max_len = n > max_len ? n : max_len;
+            n_trunc += sel[i].truncated;
+            for (int j = 0; j < Tc; j++)
+                mask[(size_t)i * Tc + j] = j < n && svalid[i] &&
+                                           !(o->mask_truncated_completions && sel[i].truncated);
+        }
+        double mask_tokens = 0;
+        for (size_t i = 0; i < (size_t)S * Tc; i++) mask_tokens += mask[i];
+        lpar.dapo_num_tokens = mask_tokens;
+        for (int it = 0; it < o->num_iterations; it++, update++) {
+            model_grads_zero(m);
+            for (int mb = 0; mb < S; mb += MB) {
+                int T = 1;
+                for (int b = 0; b < MB; b++) {
+                    int len = sel[mb + b].n_prompt + (sel[mb + b].n_tokens < Tc ? sel[mb + b].n_tokens : Tc);
+                    T = len > T ? len : T;
+                }
+                T -= 1;     /* inputs predict the next token; the last token is only a target */
+                if (T < 1) T = 1;
+                for (int b = 0; b < MB; b++) {
+                    const struct rollout *r = &sel[mb + b];
+                    int nc = r->n_tokens < Tc ? r->n_tokens : Tc;
+                    for (int t = 0; t < T; t++) {
+                        int src = t;
+                        int32_t v = src < r->n_prompt ? r->prompt[src]
+                                  : src - r->n_prompt < nc ? r->tokens[src - r->n_prompt] : pad;
+                        int nxt = t + 1;
+                        int32_t y = nxt >= r->n_prompt && nxt - r->n_prompt < nc ? r->tokens[nxt - r->n_prompt] : -1;
+                        tok_b[b * T + t] = v;
+                        tgt_b[b * T + t] = y;
+                    }
+                }
+                /* reference log-probs, once per generation batch */
+                if (it == 0 && ref) {
+                    double ta = progress_now();
+                    if (model_forward(ref, tok_b, NULL, MB, T, err, errlen)) goto fail_step;
+                    model_logprobs(ref, tgt_b, lp);
+                    for (int b = 0; b < MB; b++)
+                        for (int j = 0; j < Tc; j++) {
+                            int t = sel[mb + b].n_prompt - 1 + j;
+                            refl[(size_t)(mb + b) * Tc + j] = t < T && tgt_b[b * T + t] >= 0 ? lp[b * T + t] : 0;
+                        }
+                    t_ref += progress_now() - ta;
+                }
+                if (model_forward(m, tok_b, NULL, MB, T, err, errlen)) goto fail_step;
+                model_logprobs_stats(m, tgt_b, lp, it == 0 ? ent : NULL, NULL);
+                for (int b = 0; b < MB; b++)
+                    for (int j = 0; j < Tc; j++) {
+                        int t = sel[mb + b].n_prompt - 1 + j;
+                        bool in = t < T && tgt_b[b * T + t] >= 0;
+                        size_t k = (size_t)(mb + b) * Tc + j;
+                        logp[k] = in ? lp[b * T + t] : 0;
+                        if (it == 0) {
+                            old[k] = logp[k];
+                            if (in && mask[k] > 0) ent_sum += ent[b * T + t];
+                        }
+                    }
+                double loss;
+                struct grpo_loss_metrics lm;
+                size_t o0 = (size_t)mb * Tc;
+                if (grpo_loss(&lpar, MB, Tc, logp + o0, old + o0, ref ? refl + o0 : NULL, adv + mb,
+                              mask + o0, &loss, dlogp + o0, &lm, err, errlen))
+                    goto fail_step;
+                if (it == o->num_iterations - 1) {
+                    loss_sum += loss;
+                    kl_sum += lm.kl * lm.num_tokens;
+                    clip_lo += lm.clip_low * lm.num_tokens;
+                    clip_hi += lm.clip_high * lm.num_tokens;
+                    clip_reg += lm.clip_region * lm.num_tokens;
+                    tok_sum += lm.num_tokens;
+                }
+                for (int i = 0; i < MB * T; i++) dlp_full[i] = 0;
+                for (int b = 0; b < MB; b++)
+                    for (int j = 0; j < Tc; j++) {
+                        int t = sel[mb + b].n_prompt - 1 + j;
+                        if (t < T && tgt_b[b * T + t] >= 0) dlp_full[b * T + t] = dlogp[o0 + (size_t)b * Tc + j];
+                    }
+                model_backward(m, tgt_b, dlp_full);
+                num_tokens += (long long)MB * T;
+            }
+            gnorm = model_grads_clip(m, o->max_grad_norm);
+            lr = lr_warmup_cosine(update, total_updates, warmup, o->learning_rate, 1.0f);
+            if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
+                errf(err, errlen, "out of memory for optimizer state");
+                goto fail_step;
+            }
+        }
+        double t_end = progress_now();
+
+        /* ---- metrics and samples (TRL names) ---- */
+        double rstd, *tv = malloc((size_t)S * sizeof *tv);
+        for (int i = 0; tv && i < S; i++) tv[i] = rew[i];
+        double rmean = tv ? mean_std(tv, svalid, S, &rstd) : (rstd = 0);
+        free(tv);
+        json_t *vals = json_pack("{s:f,s:f,s:f}", "reward", rmean, "reward_std", rstd,
+                                 "frac_reward_zero_std", (double)zero_std_kept / P);
+        for (int k = 0; k < n_rew; k++) {
+            double *cv = malloc((size_t)S * sizeof *cv), cstd;
+            unsigned char *cvalid = malloc((size_t)S);
+            for (int i = 0; i < S; i++) {
+                cv[i] = sres[i].value[k];
+                cvalid[i] = isfinite(cv[i]);
+            }
+            double cm = mean_std(cv, cvalid, S, &cstd);
+            char key[160];
+            snprintf(key, sizeof key, "rewards/%s/mean", reward_spec_component_name(o->reward, k));
+            json_object_set_new(vals, key, json_real(cm));
+            snprintf(key, sizeof key, "rewards/%s/std", reward_spec_component_name(o->reward, k));
+            json_object_set_new(vals, key, json_real(cstd));
+            int fails = 0;
+            for (int i = 0; i < S; i++) fails += sres[i].failed[k];
+            if (fails) {
+                snprintf(key, sizeof key, "rewards/%s/failures", reward_spec_component_name(o->reward, k));
+                json_object_set_new(vals, key, json_integer(fails));
+            }
+            free(cv);
+            free(cvalid);
+        }
+        double step_time = t_end - t0;
+        json_t *more = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,s:I,"
+                                 "s:f,s:f,s:f,s:f,s:f,s:f}",
+            "kl", tok_sum ? kl_sum / tok_sum : 0.0, "entropy", mask_tokens ? ent_sum / mask_tokens : 0.0,
+            "clip_ratio/low_mean", tok_sum ? clip_lo / tok_sum : 0.0,
+            "clip_ratio/high_mean", tok_sum ? clip_hi / tok_sum : 0.0,
+            "clip_ratio/region_mean", tok_sum ? clip_reg / tok_sum : 0.0,
+            "completions/mean_length", (double)comp_tokens / S,
+            "completions/min_length", (double)min_len, "completions/max_length", (double)max_len,
+            "groups_sampled", groups_seen,
+            "completions/clipped_ratio", (double)n_trunc / S, "loss", loss_sum,
+            "grad_norm", (double)gnorm, "num_tokens", (json_int_t)num_tokens,
+            "learning_rate", (double)lr, "step_time", step_time, "time/generate", t_gen,
+            "time/score", t_score, "time/reference", t_ref,
+            "time/train", t_end - t_train0 - t_ref);
+        json_object_update(vals, more);
+        json_decref(more);
+        json_object_set_new(vals, "tokens_per_second", json_real(t_gen > 0 ? (double)comp_tokens / t_gen : 0));
+        events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage,
+                                      "step", step + 1, "values", vals));
+        for (int i = 0; i < o->log_completions && i < P; i++) {
+            int k = i * G;      /* the first sample of each of the first groups */
+            json_t *rw = json_object();
+            for (int c = 0; c < n_rew; c++)
+                json_object_set_new(rw, reward_spec_component_name(o->reward, c),
+                                    isfinite(sres[k].value[c]) ? json_real(sres[k].value[c]) : json_null());
+            json_object_set_new(rw, "total", isfinite(rew[k]) ? json_real(rew[k]) : json_null());
+            const json_t *row = json_array_get(ds.rows, (size_t)sel[k].row);
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:o,s:o,s:o,s:f,s:i}", "type", "sample",
+                                          "stage", o->stage, "step", step + 1,
+                                          "prompt", rl_json_text(rl_row_prompt(row), strlen(rl_row_prompt(row))),
+                                          "completion", rl_json_text(sel[k].text, sel[k].text_len),
+                                          "rewards", rw, "advantage", (double)adv[k],
+                                          "completion_tokens", sel[k].n_tokens));
+        }
+        for (int i = 0; i < S; i++) rollout_free(&sel[i]);
+        free(sel); free(sres); free(svalid);
+        char extra[160];
+        snprintf(extra, sizeof extra, "reward %.3f | len %.0f | %.1fs/step", rmean, (double)comp_tokens / S,
+                 step_time);
+        progress_update(&prog, step + 1, extra);
+        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) {
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
+            if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) goto out;
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
+                                          "step", step + 1, "path", dir));
+        }
+        continue;
+fail_step:
+        for (int i = 0; i < S; i++) rollout_free(&sel[i]);
+        free(sel); free(sres); free(svalid);
+        goto out;
+    }
+    progress_finish(&prog);
+    if (model_save_dir_from(m, o->model_dir, o->out, err, errlen)) goto out;
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
+                                  "kind", "grpo", "status", "succeeded", "path", o->out,
+                                  "seconds", progress_now() - t_start));
+    rc = 0;
+out:
+    if (ro) for (int i = 0; i < S * (o->dynamic_sampling ? 1 + o->max_resample_rounds : 1); i++) rollout_free(&ro[i]);
+    free(ro); free(items); free(res); free(total); free(valid); free(rew); free(adv); free(rows); free(keep);
+    free(tok_b); free(tgt_b); free(lp); free(ent); free(dlp_full); free(logp); free(old); free(refl);
+    free(mask); free(dlogp); free(rs.order);
+    gen_engine_free(ge);
+    rl_dataset_free(&ds);
+    tok_free(tok);
+    model_free(ref);
+    model_free(m);
+    return rc;
+}

@@ -1,0 +1,227 @@
+/* engine/rollout.c — see rollout.h. */
+#include "rollout.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+const char *rl_row_prompt(const json_t *row)
+{
+    const json_t *p = json_object_get(row, "prompt");
+    if (json_is_string(p)) return json_string_value(p);
+    const json_t *msgs = json_object_get(row, "messages");
+    for (size_t i = json_array_size(msgs); i-- > 0;) {
+        const json_t *m = json_array_get(msgs, i);
+        if (json_is_string(json_object_get(m, "role")) &&
+            strcmp(json_string_value(json_object_get(m, "role")), "user") == 0 &&
+            json_is_string(json_object_get(m, "content")))
+            return json_string_value(json_object_get(m, "content"));
+    }
+    return "";
+}
+
+int rl_dataset_load(struct rl_dataset *d, const char *path, const struct reward_spec *spec,
+                    char *err, size_t errlen)
+{
+    memset(d, 0, sizeof *d);
+    FILE *f = fopen(path, "r");
+    if (!f) { errf(err, errlen, "%s: cannot open", path); return -1; }
+    d->rows = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        json_error_t je;
+        json_t *row = json_loadb(line, (size_t)len, 0, &je);
+        char ferr[512] = "";
+        if (!row) {
+            snprintf(ferr, sizeof ferr, "%s", je.text);
+        } else if (!json_is_object(row)) {
+            snprintf(ferr, sizeof ferr, "row is not a JSON object");
+        } else if (!json_is_string(json_object_get(row, "prompt")) &&
+                   !json_is_array(json_object_get(row, "messages"))) {
+            snprintf(ferr, sizeof ferr, "field \"prompt\" (a string) or \"messages\" (an array) is missing");
+        } else if (spec) {
+            reward_check_fields(spec, row, ferr, sizeof ferr);
+        }
+        if (ferr[0]) {
+            errf(err, errlen, "%s:%ld: %s", path, lineno, ferr);
+            json_decref(row);
+            rc = -1;
+            break;
+        }
+        json_array_append_new(d->rows, row);
+    }
+    free(line);
+    fclose(f);
+    d->n = (int)json_array_size(d->rows);
+    if (rc == 0 && d->n == 0) { errf(err, errlen, "%s: no rows", path); rc = -1; }
+    if (rc) rl_dataset_free(d);
+    return rc;
+}
+
+void rl_dataset_free(struct rl_dataset *d)
+{
+    json_decref(d->rows);
+    memset(d, 0, sizeof *d);
+}
+
+void rollout_free(struct rollout *r)
+{
+    free(r->prompt);
+    free(r->tokens);
+    free(r->text);
+    memset(r, 0, sizeof *r);
+}
+
+/* Renders and tokenizes a row's prompt; returns the count or -1. */
+static int prompt_ids(const json_t *row, const struct rl_prompting *pr, int32_t **ids,
+                      char *err, size_t errlen)
+{
+    char *text = NULL;
+    if (pr->plain) {
+        const char *p = rl_row_prompt(row), *at = strstr(pr->plain, "{prompt}");
+        size_t pl = strlen(p), tl = strlen(pr->plain);
+        text = malloc(tl + pl + 1);
+        if (!text) { errf(err, errlen, "out of memory"); return -1; }
+        if (at) {
+            size_t head = (size_t)(at - pr->plain);
+            memcpy(text, pr->plain, head);
+            memcpy(text + head, p, pl);
+            strcpy(text + head + pl, at + 8);
+        } else {
+            strcpy(text, pr->plain);
+        }
+    } else {
+        json_t *msgs = json_object_get(row, "messages");
+        json_t *own = NULL;
+        if (!msgs) {
+            own = json_pack("[{s:s,s:O}]", "role", "user", "content", json_object_get(row, "prompt"));
+            msgs = own;
+        }
+        struct chat_opts co = {.add_generation_prompt = true, .prefill_think = pr->prefill_think ? 1 : 0};
+        text = chat_template_render_json(pr->kind, msgs, &co, err, errlen);
+        json_decref(own);
+        if (!text) return -1;
+    }
+    int n = tok_encode(pr->tok, text, strlen(text), ids);
+    free(text);
+    if (n <= 0) {
+        free(*ids);
+        errf(err, errlen, "the prompt tokenizes to nothing");
+        return -1;
+    }
+    if (pr->max_prompt_tokens > 0 && n > pr->max_prompt_tokens) {
+        int drop = n - pr->max_prompt_tokens;
+        memmove(*ids, *ids + drop, (size_t)pr->max_prompt_tokens * sizeof **ids);
+        n = pr->max_prompt_tokens;
+    }
+    return n;
+}
+
+void rollout_on_event(void *ctx, const struct gen_event *ev)
+{
+    (void)ctx;
+    if (ev->kind != GEN_EVENT_DONE) return;
+    struct rollout *r = (struct rollout *)ev->user + ev->index;
+    r->n_tokens = ev->completion_tokens;
+    r->tokens = malloc((size_t)(ev->completion_tokens > 0 ? ev->completion_tokens : 1) * sizeof *r->tokens);
+    if (r->tokens && ev->completion_tokens > 0)
+        memcpy(r->tokens, ev->tokens, (size_t)ev->completion_tokens * sizeof *r->tokens);
+    r->text = malloc(ev->full_len + 1);
+    if (r->text) {
+        memcpy(r->text, ev->full_text, ev->full_len);
+        r->text[ev->full_len] = 0;
+        r->text_len = ev->full_len;
+    }
+    r->truncated = ev->finish == GEN_FINISH_LENGTH;
+}
+
+int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
+                     const struct rl_prompting *pr, const int *rows, int n_rows,
+                     int n_per_row, const struct sampler_params *sp, int max_tokens,
+                     uint64_t seed, struct rollout *out, char *err, size_t errlen)
+{
+    memset(out, 0, (size_t)n_rows * n_per_row * sizeof *out);
+    for (int i = 0; i < n_rows; i++) {
+        const json_t *row = json_array_get(d->rows, (size_t)rows[i]);
+        int32_t *ids = NULL;
+        int n = prompt_ids(row, pr, &ids, err, errlen);
+        if (n < 0) return -1;
+        for (int j = 0; j < n_per_row; j++) {
+            struct rollout *r = &out[i * n_per_row + j];
+            r->row = rows[i];
+            r->n_prompt = n;
+            r->prompt = malloc((size_t)n * sizeof *ids);
+            if (!r->prompt) { free(ids); errf(err, errlen, "out of memory"); return -1; }
+            memcpy(r->prompt, ids, (size_t)n * sizeof *ids);
+        }
+        char id[32];
+        snprintf(id, sizeof id, "rollout-%d", i);
+        struct gen_request rq;
+        gen_request_default(&rq);
+        rq.id = id;
+        rq.prompt = ids;
+        rq.n_prompt = n;
+        rq.n = n_per_row;
+        rq.max_tokens = max_tokens;
+        rq.sampling = *sp;
+        rq.has_seed = true;
+        /* splitmix-style mixing keeps (seed, row slot) streams apart */
+        rq.seed = seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i * 0xbf58476d1ce4e5b9ULL + 1;
+        rq.user = &out[i * n_per_row];
+        int rc = gen_submit(ge, &rq, err, errlen);
+        free(ids);
+        if (rc) return -1;
+    }
+    for (;;) {
+        int pending = gen_step(ge, err, errlen);
+        if (pending < 0) return -1;
+        if (pending == 0) break;
+    }
+    for (int i = 0; i < n_rows * n_per_row; i++)
+        if (!out[i].tokens || !out[i].text) {
+            errf(err, errlen, "generation lost a completion (out of memory?)");
+            return -1;
+        }
+    return 0;
+}
+
+/* A JSON string of possibly invalid UTF-8: invalid bytes become U+FFFD. */
+json_t *rl_json_text(const char *s, size_t n)
+{
+    char *buf = malloc(n * 3 + 1);
+    if (!buf) return json_string("");
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0 || cp == 0) {
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(buf + o, s + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        }
+    }
+    json_t *j = json_stringn(buf, o);
+    free(buf);
+    return j ? j : json_string("");
+}
+

@@ -1,0 +1,73 @@
+/* engine/rollout.h — what GRPO and eval share: an RL dataset in memory,
+ * prompts rendered from its rows, and groups of completions sampled by the
+ * generation engine. Not here: rewards (engine/rewards.h), the loss. */
+#ifndef AHA_ROLLOUT_H
+#define AHA_ROLLOUT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chat_template.h"
+#include "generate.h"
+#include "rewards.h"
+#include "tokenizer.h"
+
+struct rl_dataset {
+    json_t *rows;               /* array of row objects (owned) */
+    int n;
+};
+
+/* Reads JSONL rows {"prompt"|"messages", ...fields}; every row must have a
+ * prompt and the fields the reward spec reads (spec may be NULL). Returns 0
+ * or -1 with err naming file:line and field. */
+int rl_dataset_load(struct rl_dataset *d, const char *path, const struct reward_spec *spec,
+                    char *err, size_t errlen);
+void rl_dataset_free(struct rl_dataset *d);
+
+/* How a row becomes prompt text: a chat template, or a plain template with
+ * "{prompt}" replaced by the row's prompt (e.g. "User: {prompt}\nAssistant:"),
+ * which suits base models trained on such text. */
+struct rl_prompting {
+    const struct tokenizer *tok;
+    enum chat_template_kind kind;
+    const char *plain;          /* non-NULL: use it instead of the template */
+    bool prefill_think;
+    int max_prompt_tokens;      /* longer prompts keep their last tokens */
+};
+
+/* The user-visible prompt text of a row (its "prompt", or the last user
+ * message); borrowed from the row. */
+const char *rl_row_prompt(const json_t *row);
+
+/* One sampled completion. */
+struct rollout {
+    int row;
+    int32_t *prompt;            /* (n_prompt) owned */
+    int n_prompt;
+    int32_t *tokens;            /* (n_tokens) completion ids, final stop id included */
+    int n_tokens;
+    char *text;                 /* completion text (NUL-terminated), owned */
+    size_t text_len;
+    bool truncated;             /* stopped by max_tokens */
+};
+void rollout_free(struct rollout *r);
+
+/* Samples n_per_row completions for each of rows[0..n_rows) with the engine
+ * (all requests in flight together: continuous batching), sample j of row i
+ * seeded with (seed, i, j). out: (n_rows * n_per_row), row-major by row.
+ * Returns 0 or -1 with err. */
+int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
+                     const struct rl_prompting *pr, const int *rows, int n_rows,
+                     int n_per_row, const struct sampler_params *sp, int max_tokens,
+                     uint64_t seed, struct rollout *out, char *err, size_t errlen);
+
+/* A new JSON string of n bytes of possibly invalid UTF-8 (invalid bytes and
+ * NULs become U+FFFD), for events carrying model output. */
+json_t *rl_json_text(const char *s, size_t n);
+
+/* Event callback to pass to gen_engine_new for engines used with
+ * rollout_generate (ctx unused). */
+void rollout_on_event(void *ctx, const struct gen_event *ev);
+
+#endif
