@@ -56,11 +56,11 @@ build/unit-tests: $(SLIB_OBJS) $(STEST_OBJS)
 
 $(OBJ_DIR)/%.o: %.c $(wildcard */*.h */*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -MMD -c $< -o $@
+	$(CC) $(CFLAGS_COMMON) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(SOBJ_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -O1 $(ARCH) $(SAN) -MMD -c $< -o $@
+	$(CC) $(CFLAGS_COMMON) -O1 $(ARCH) $(SAN) -MMD -MP -c $< -o $@
 
 $(OBJ_DIR)/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -125,6 +125,7 @@ bench: deps
 ref:
 	$(PYTHON) tests/ref/gen_ops.py
 	$(PYTHON) tests/ref/gen_model.py
+	$(PYTHON) tests/ref/gen_grpo.py
 
 clean:
 	rm -rf build

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "generate.h"
@@ -37,6 +38,15 @@ static double bench_bandwidth(void)
     }
     free(a);
     return sink == -1 ? 0 : best;
+}
+
+/* CPU seconds used by the process (all threads): on a shared machine,
+ * with --threads 1, the step time an idle core would take. */
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* "medium": the decode benchmark model (Llama-like proportions). */
@@ -141,28 +151,37 @@ int cli_bench_generate(int argc, char **argv)
            "\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
            gc.batch_invariant ? "true" : "false", threads, plen, best * 1e3, plen / best);
 
-    /* decode: conc sequences with 64-token prompts, timed after 2 warm steps */
+    /* decode: conc sequences with 64-token prompts, `steps` timed steps */
     static const int concs[] = {1, 4, 16, 64};
     double single = 0;
     for (size_t ci = 0; ci < sizeof concs / sizeof *concs; ci++) {
         int conc = concs[ci];
         if (only && conc != only) continue;
-        if (submit_batch(e, &cfg, conc, 64, 3 + (int)steps, 7)) goto out;
-        for (int s = 0; s < 3; s++) if (gen_step(e, err, sizeof err) < 0) goto fail;
+        if (submit_batch(e, &cfg, conc, 64, 2 + (int)steps, 7)) goto out;
+        /* warm-up: every prompt prefilled and one decode step done */
         struct gen_stats st;
         gen_stats_get(e, &st);
-        long long g0 = st.tokens_generated;
-        double t0 = progress_now();
-        while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
-        double t = progress_now() - t0;
+        const long long before = st.tokens_generated;
+        do {
+            if (gen_step(e, err, sizeof err) < 0) goto fail;
+            gen_stats_get(e, &st);
+        } while (st.tokens_generated - before < conc);
+        if (gen_step(e, err, sizeof err) < 0) goto fail;
         gen_stats_get(e, &st);
+        long long g0 = st.tokens_generated, s0 = st.steps;
+        double t0 = progress_now(), c0 = cpu_seconds();
+        while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
+        double t = progress_now() - t0, cpu = cpu_seconds() - c0;
+        gen_stats_get(e, &st);
+        const double nsteps = (double)(st.steps - s0);
         double tps = (double)(st.tokens_generated - g0) / t;
         if (conc == 1) single = tps;
         printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
-               "\"step_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
+               "\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f}\n",
-               name, gc.batch_invariant ? "true" : "false", threads, conc, t / (double)steps * 1e3, tps, single > 0 ? tps / single : 0,
+               name, gc.batch_invariant ? "true" : "false", threads, conc, t / nsteps * 1e3,
+               cpu / nsteps * 1e3, tps, single > 0 ? tps / single : 0,
                wbytes / 1e6, bound, (tps / conc) / bound);
     }
     rc = 0;

@@ -277,7 +277,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         }
         /* ---- 4: policy update ---- */
         double t_ref = 0, t_train0 = progress_now(), loss_sum = 0, ent_sum = 0, kl_sum = 0;
-        double clip_lo = 0, clip_hi = 0, clip_reg = 0, tok_sum = 0;
+        double clip_lo = 0, clip_hi = 0, clip_reg = 0, tok_sum = 0, sampler_diff = 0;
         float gnorm = 0, lr = 0;
         long long comp_tokens = 0;
         int min_len = 1 << 30, max_len = 0, n_trunc = 0;
@@ -339,6 +339,10 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                         logp[k] = in ? lp[b * T + t] : 0;
                         if (it == 0) {
                             old[k] = logp[k];
+                            if (in && j < sel[mb + b].n_tokens) {
+                                double d = fabs(logp[k] - sel[mb + b].logprobs[j]);
+                                if (d > sampler_diff) sampler_diff = d;
+                            }
                             if (in && mask[k] > 0) ent_sum += ent[b * T + t];
                         }
                     }
@@ -420,6 +424,9 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             "time/train", t_end - t_train0 - t_ref);
         json_object_update(vals, more);
         json_decref(more);
+        /* How far the sampler's log-probs are from the trainer's for the
+         * same tokens: a health check of the two forward paths. */
+        json_object_set_new(vals, "logprob_sampler_max_diff", json_real(sampler_diff));
         json_object_set_new(vals, "tokens_per_second", json_real(t_gen > 0 ? (double)comp_tokens / t_gen : 0));
         events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage,
                                       "step", step + 1, "values", vals));

@@ -389,7 +389,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         done[pick] = true;
         p->order[n_done++] = pick;
         for (int i = 0; i < p->n_stages; i++) {
-            if (p->stages[i].model_from == pick) {
+            if (i != pick && p->stages[i].model_from == pick) {
                 indeg[i]--;
                 snprintf(p->stages[i].model, sizeof p->stages[i].model, "%s", p->stages[pick].out);
             }

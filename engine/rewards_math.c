@@ -187,9 +187,22 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-/* Trims spaces, then strips one layer of math delimiters ($..$, \(..\),
- * \[..\]) and \text{..}; in place on a NUL-terminated buffer, returns the
- * new start. */
+/* Index of the '}' closing the '{' at s[0], or n when unbalanced. */
+static size_t closing_brace(const char *s, size_t n)
+{
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '{')
+            depth++;
+        else if (s[i] == '}' && --depth == 0)
+            return i;
+    }
+    return n;
+}
+
+/* Trims spaces, then strips up to four layers of math delimiters ($..$,
+ * \(..\), \[..\]), \text{..} and redundant braces {..}; in place on a
+ * NUL-terminated buffer, returns the new start. */
 static char *strip_wrappers(char *s)
 {
     for (int round = 0; round < 4; round++) {
@@ -208,6 +221,9 @@ static char *strip_wrappers(char *s)
         } else if (n >= 7 && strncmp(s, "\\text{", 6) == 0 && s[n - 1] == '}') {
             s[n - 1] = 0;
             s += 6;
+        } else if (n >= 2 && s[0] == '{' && closing_brace(s, n) == n - 1) {
+            s[n - 1] = 0;
+            s++;
         } else {
             break;
         }

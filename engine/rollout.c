@@ -84,8 +84,31 @@ void rollout_free(struct rollout *r)
 {
     free(r->prompt);
     free(r->tokens);
+    free(r->logprobs);
     free(r->text);
     memset(r, 0, sizeof *r);
+}
+
+/* The text a template prefills after the generation prompt when
+ * prefill_think is set (e.g. "<think>\n"), so that rewards see the whole
+ * reasoning; "" for plain templates. Returns a new string or NULL. */
+static char *prefill_text(const json_t *row, const struct rl_prompting *pr)
+{
+    if (pr->plain || !pr->prefill_think) return strdup("");
+    json_t *msgs = json_object_get(row, "messages");
+    json_t *own = NULL;
+    if (!msgs) msgs = own = json_pack("[{s:s,s:O}]", "role", "user", "content", json_object_get(row, "prompt"));
+    char e[256];
+    struct chat_opts with = {.add_generation_prompt = true, .prefill_think = 1};
+    struct chat_opts without = {.add_generation_prompt = true, .prefill_think = 0};
+    char *a = chat_template_render_json(pr->kind, msgs, &with, e, sizeof e);
+    char *b = chat_template_render_json(pr->kind, msgs, &without, e, sizeof e);
+    json_decref(own);
+    char *r = NULL;
+    if (a && b && strncmp(a, b, strlen(b)) == 0) r = strdup(a + strlen(b));
+    free(a);
+    free(b);
+    return r ? r : strdup("");
 }
 
 /* Renders and tokenizes a row's prompt; returns the count or -1. */
@@ -140,8 +163,11 @@ void rollout_on_event(void *ctx, const struct gen_event *ev)
     struct rollout *r = (struct rollout *)ev->user + ev->index;
     r->n_tokens = ev->completion_tokens;
     r->tokens = malloc((size_t)(ev->completion_tokens > 0 ? ev->completion_tokens : 1) * sizeof *r->tokens);
-    if (r->tokens && ev->completion_tokens > 0)
+    r->logprobs = malloc((size_t)(ev->completion_tokens > 0 ? ev->completion_tokens : 1) * sizeof *r->logprobs);
+    if (r->tokens && r->logprobs && ev->completion_tokens > 0) {
         memcpy(r->tokens, ev->tokens, (size_t)ev->completion_tokens * sizeof *r->tokens);
+        memcpy(r->logprobs, ev->token_logprobs, (size_t)ev->completion_tokens * sizeof *r->logprobs);
+    }
     r->text = malloc(ev->full_len + 1);
     if (r->text) {
         memcpy(r->text, ev->full_text, ev->full_len);
@@ -194,10 +220,26 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
         if (pending == 0) break;
     }
     for (int i = 0; i < n_rows * n_per_row; i++)
-        if (!out[i].tokens || !out[i].text) {
+        if (!out[i].tokens || !out[i].logprobs || !out[i].text) {
             errf(err, errlen, "generation lost a completion (out of memory?)");
             return -1;
         }
+    /* A prefilled "<think>" belongs to the completion the rewards score. */
+    for (int i = 0; pr->prefill_think && !pr->plain && i < n_rows; i++) {
+        char *pre = prefill_text(json_array_get(d->rows, (size_t)rows[i]), pr);
+        size_t pl = pre ? strlen(pre) : 0;
+        for (int j = 0; pl && j < n_per_row; j++) {
+            struct rollout *r = &out[i * n_per_row + j];
+            char *t = malloc(pl + r->text_len + 1);
+            if (!t) break;
+            memcpy(t, pre, pl);
+            memcpy(t + pl, r->text, r->text_len + 1);
+            free(r->text);
+            r->text = t;
+            r->text_len += pl;
+        }
+        free(pre);
+    }
     return 0;
 }
 

@@ -46,8 +46,11 @@ struct rollout {
     int32_t *prompt;            /* (n_prompt) owned */
     int n_prompt;
     int32_t *tokens;            /* (n_tokens) completion ids, final stop id included */
+    float *logprobs;            /* (n_tokens) the sampler's log-probs of them */
     int n_tokens;
-    char *text;                 /* completion text (NUL-terminated), owned */
+    char *text;                 /* completion text (NUL-terminated), owned; starts
+                                 * with the template's prefilled "<think>" when
+                                 * prefill_think is set */
     size_t text_len;
     bool truncated;             /* stopped by max_tokens */
 };

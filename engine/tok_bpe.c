@@ -450,7 +450,7 @@ int tok_bpe_word(struct tok_enc *e, const char *w, size_t n)
         const int32_t *c = tok_cache_get(e->cache, w, n, h, &cn);
         if (c) return tok_ids_append(&e->out, c, cn);
     }
-    if (enc_reserve(e, n)) return -1;
+    if (n > TOK_MAX_WORD || enc_reserve(e, n)) return -1;
     size_t k = initial_symbols(e, w, n);
     k = merge_all(e, k);
     size_t start = e->out.n;

@@ -66,6 +66,7 @@ struct tok_cache {
 };
 #define TOK_CACHE_MAX_ENTRIES 65536
 #define TOK_CACHE_MAX_WORD 128      /* longer words are not cached (bytes) */
+#define TOK_MAX_WORD ((size_t)1 << 30) /* longest pre-token BPE accepts (bytes) */
 void tok_cache_free(struct tok_cache *c);
 /* Returns the cached ids of word (and their count in *n) or NULL. */
 const int32_t *tok_cache_get(const struct tok_cache *c, const char *w, size_t len,
@@ -85,8 +86,10 @@ enum tok_pretok_kind { TOK_PRE_SPLIT, TOK_PRE_BYTELEVEL, TOK_PRE_DIGITS };
 struct tok_pretok {
     enum tok_pretok_kind kind;
     /* Split (and ByteLevel with use_regex, which uses the GPT-2 regex) */
-    pcre2_code *re;
-    bool jit;                   /* re is JIT-compiled */
+    pcre2_code *re;             /* exact: Unicode 16 classes */
+    pcre2_code *re_fast;        /* PCRE2's classes: same pieces on text without
+                                 * code points new since Unicode 14 (or NULL) */
+    bool jit, jit_fast;         /* JIT-compiled */
     enum tok_split_behavior behavior;
     bool invert;
     /* ByteLevel */
@@ -172,6 +175,7 @@ struct tok_enc {
     size_t sym_cap;
     struct tok_heap_item { uint32_t rank, pos; int32_t merged; } *heap;
     pcre2_match_data *md;
+    bool exact;                 /* the text needs the exact regexes */
 };
 
 /* BPE of one pre-token (bytes, before the byte-level mapping); appends ids. */
@@ -186,9 +190,14 @@ int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **o
                   size_t *out_n);
 void tok_norm_prepare(void);
 /* Compiles a Split pattern (a regex, or a literal string) with UTF and UCP,
- * JIT-compiled when available. Returns the code or NULL with err filled. */
-pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal,
-                              char *err, size_t errlen);
+ * JIT-compiled when available, into pt->re (and pt->re_fast). Returns 0, or
+ * -1 with err filled. */
+int tok_regex_compile(struct tok_pretok *pt, const char *pattern, size_t len, bool literal,
+                      char *err, size_t errlen);
+/* Whether s holds a code point assigned since Unicode 14 (which the exact
+ * regexes must see); tok_new16_prepare must have run (tok_load does it). */
+bool tok_has_new16(const char *s, size_t n);
+void tok_new16_prepare(void);
 /* Length of the maximal invalid subpart at s (at least 1): the bytes that
  * decode to one U+FFFD, as Rust's String::from_utf8_lossy replaces them. */
 size_t tok_utf8_invalid_len(const unsigned char *s, size_t n);

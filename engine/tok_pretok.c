@@ -106,7 +106,8 @@ int tok_byte_to_cp(int b)
  * \s that also matches U+180E. The pattern is rewritten so PCRE2 means the
  * same: \s is spelled out (\S as its complement outside classes), and each
  * \p{X}/\pX (\P{X} outside classes) and \d gets the code points that joined
- * the category after Unicode 14 (tok_unicode.c). */
+ * the category after Unicode 14 (tok_unicode.c), which PCRE2 sees as
+ * unassigned (\p{Cn}). */
 #define WS_ITEMS "\\t-\\r\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}" \
                  "\\x{202f}\\x{205f}\\x{3000}"
 
@@ -154,80 +155,154 @@ static void put_added(struct sbuf *b, const char *cat, size_t n)
     }
 }
 
-static char *rewrite_classes(const char *p, size_t n, size_t *out_n)
+/* Parses a category escape at p[i] (\d, \pL, \p{L}, \p{Lu}, and \P forms);
+ * returns its length and sets *cat, *cn and *neg, or 0 when it is none of these
+ * (longer names are left to PCRE2 as written). */
+static size_t category_escape(const char *p, size_t n, size_t i, const char **cat, size_t *cn,
+                              bool *neg)
 {
-    struct sbuf o = {0};
-    bool in_class = false, quoted = false;
+    if (i + 1 >= n || p[i] != '\\') return 0;
+    char d = p[i + 1];
+    *neg = d == 'P';
+    if (d == 'd') {
+        *cat = "Nd";
+        *cn = 2;
+        return 2;
+    }
+    if ((d != 'p' && d != 'P') || i + 2 >= n) return 0;
+    size_t len;
+    if (p[i + 2] == '{') {
+        const char *end = memchr(p + i + 3, '}', n - i - 3);
+        if (!end || (end - (p + i + 3) != 1 && end - (p + i + 3) != 2)) return 0;
+        *cat = p + i + 3;
+        *cn = (size_t)(end - *cat);
+        len = (size_t)(end - (p + i)) + 1;
+    } else {
+        *cat = p + i + 2;
+        *cn = 1;
+        len = 3;
+    }
+    return strchr("LMNPSZ", (*cat)[0]) ? len : 0;
+}
+
+/* Emits a class (body: its items, already rewritten; adds: class items of
+ * code points new since Unicode 14) so that PCRE2 only looks at the added
+ * items for code points it thinks unassigned: assigned code points take the
+ * class as written at full speed. */
+static void put_class(struct sbuf *o, bool negated, const struct sbuf *body,
+                      const struct sbuf *adds)
+{
+    const char *neg = negated ? "^" : "";
+    if (!adds->n) {
+        sb_puts(o, "[");
+        sb_puts(o, neg);
+        sb_put(o, body->p, body->n);
+        sb_puts(o, "]");
+        return;
+    }
+    sb_puts(o, "(?:(?=\\P{Cn})[");
+    sb_puts(o, neg);
+    sb_put(o, body->p, body->n);
+    sb_puts(o, "]|(?=\\p{Cn})[");
+    sb_puts(o, neg);
+    sb_put(o, body->p, body->n);
+    sb_put(o, adds->p, adds->n);
+    sb_puts(o, "])");
+}
+
+static char *rewrite_classes(const char *p, size_t n, bool with_adds, size_t *out_n)
+{
+    struct sbuf o = {0}, body = {0}, adds = {0};
+    bool in_class = false, negated = false, quoted = false;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
+        struct sbuf *w = in_class ? &body : &o;
         if (quoted) {       /* inside \Q...\E everything is literal */
             if (c == '\\' && i + 1 < n && p[i + 1] == 'E') quoted = false;
-            sb_put(&o, &c, 1);
+            sb_put(w, &c, 1);
             continue;
         }
         if (c == '\\' && i + 1 < n) {
             char d = p[i + 1];
             if (d == 's' || (d == 'S' && !in_class)) {
-                sb_puts(&o, in_class ? "" : d == 's' ? "[" : "[^");
-                sb_puts(&o, WS_ITEMS);
-                sb_puts(&o, in_class ? "" : "]");
+                if (in_class) {
+                    sb_puts(&body, WS_ITEMS);
+                } else {
+                    sb_puts(&o, d == 's' ? "[" : "[^");
+                    sb_puts(&o, WS_ITEMS);
+                    sb_puts(&o, "]");
+                }
                 i++;
                 continue;
             }
-            if (d == 'd' || ((d == 'p' || (d == 'P' && !in_class)) && i + 2 < n)) {
-                /* the category: \d, \pL, \p{L}, \p{Lu}; longer names are left alone */
-                const char *cat = d == 'd' ? "Nd" : NULL;
-                size_t cn = 2, len = 2;
-                if (d != 'd' && p[i + 2] == '{') {
-                    const char *end = memchr(p + i + 3, '}', n - i - 3);
-                    if (end && (end - (p + i + 3) == 1 || end - (p + i + 3) == 2)) {
-                        cat = p + i + 3;
-                        cn = (size_t)(end - cat);
-                        len = (size_t)(end - (p + i)) + 1;
+            const char *cat;
+            size_t cn;
+            bool neg;
+            size_t len = category_escape(p, n, i, &cat, &cn, &neg);
+            if (len && !(in_class && neg)) {
+                if (in_class) {
+                    sb_put(&body, p + i, len);
+                    if (with_adds) put_added(&adds, cat, cn);
+                } else {
+                    /* \p{X} alone is the class [\p{X}], \P{X} is [^\p{X}] */
+                    struct sbuf b1 = {0}, a1 = {0};
+                    sb_puts(&b1, "\\p");
+                    sb_put(&b1, p + i + 2, len - 2);
+                    if (p[i + 1] == 'd') {
+                        b1.n = 0;
+                        sb_puts(&b1, "\\d");
                     }
-                } else if (d != 'd') {
-                    cat = p + i + 2;
-                    cn = 1;
-                    len = 3;
+                    if (with_adds) put_added(&a1, cat, cn);
+                    put_class(&o, neg, &b1, &a1);
+                    if (b1.oom || a1.oom) o.oom = true;
+                    free(b1.p);
+                    free(a1.p);
                 }
-                if (cat && strchr("LMNPSZ", cat[0])) {
-                    bool neg = d == 'P';
-                    if (!in_class) sb_puts(&o, neg ? "[^" : "[");
-                    sb_puts(&o, neg ? "\\p" : "");
-                    sb_put(&o, neg ? p + i + 2 : p + i, neg ? len - 2 : len);
-                    put_added(&o, cat, cn);
-                    if (!in_class) sb_puts(&o, "]");
-                    i += len - 1;
-                    continue;
-                }
+                i += len - 1;
+                continue;
             }
             if (d == 'Q') quoted = true;
-            sb_put(&o, p + i, 2);
+            sb_put(w, p + i, 2);
             i++;
             continue;
         }
         if (!in_class && c == '[') {
             in_class = true;
-            sb_put(&o, &c, 1);
+            negated = false;
+            body.n = adds.n = 0;
+            if (i + 1 < n && p[i + 1] == '^') {
+                negated = true;
+                i++;
+            }
             /* a ']' right after '[' or '[^' is a literal */
-            if (i + 1 < n && p[i + 1] == '^') sb_put(&o, p + ++i, 1);
-            if (i + 1 < n && p[i + 1] == ']') sb_put(&o, p + ++i, 1);
+            if (i + 1 < n && p[i + 1] == ']') sb_put(&body, p + ++i, 1);
             continue;
         }
         if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') {
             const char *end = memchr(p + i + 2, ']', n - i - 2);   /* [:alpha:] */
             if (end) {
                 size_t m = (size_t)(end - (p + i)) + 1;
-                sb_put(&o, p + i, m);
+                sb_put(&body, p + i, m);
                 i += m - 1;
                 continue;
             }
         }
-        if (in_class && c == ']') in_class = false;
-        sb_put(&o, &c, 1);
+        if (in_class && c == ']') {
+            in_class = false;
+            put_class(&o, negated, &body, &adds);
+            continue;
+        }
+        sb_put(w, &c, 1);
+    }
+    if (in_class) {         /* unterminated: leave it for PCRE2 to report */
+        sb_puts(&o, negated ? "[^" : "[");
+        sb_put(&o, body.p, body.n);
     }
     sb_put(&o, "", 0);
-    if (o.oom) {
+    bool oom = o.oom || body.oom || adds.oom;
+    free(body.p);
+    free(adds.p);
+    if (oom) {
         free(o.p);
         return NULL;
     }
@@ -235,8 +310,14 @@ static char *rewrite_classes(const char *p, size_t n, size_t *out_n)
     return o.p;
 }
 
-pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, char *err,
-                              size_t errlen)
+static bool jit_compiled(pcre2_code *re)
+{
+    size_t size = 0;
+    return re && pcre2_pattern_info(re, PCRE2_INFO_JITSIZE, &size) == 0 && size > 0;
+}
+
+int tok_regex_compile(struct tok_pretok *pt, const char *pattern, size_t len, bool literal,
+                      char *err, size_t errlen)
 {
     int ec;
     PCRE2_SIZE eo;
@@ -248,21 +329,86 @@ pcre2_code *tok_regex_compile(const char *pattern, size_t len, bool literal, cha
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
         snprintf(err, errlen, "invalid regex at offset %zu: %s", (size_t)eo, (char *)msg);
-        return NULL;
+        return -1;
     }
     if (!literal) {
         pcre2_code_free(re);
-        size_t rn;
-        char *rw = rewrite_classes(pattern, len, &rn);
-        re = rw ? pcre2_compile((PCRE2_SPTR)rw, rn, opt, &ec, &eo, NULL) : NULL;
-        free(rw);
-        if (!re) {
-            snprintf(err, errlen, "cannot compile the pattern with Unicode 16 classes");
-            return NULL;
+        re = NULL;
+        for (int exact = 0; exact < 2; exact++) {
+            size_t rn;
+            char *rw = rewrite_classes(pattern, len, exact, &rn);
+            pcre2_code *c = rw ? pcre2_compile((PCRE2_SPTR)rw, rn, opt, &ec, &eo, NULL) : NULL;
+            free(rw);
+            if (!c) {
+                pcre2_code_free(re);
+                snprintf(err, errlen, "cannot compile the pattern with Unicode 16 classes");
+                return -1;
+            }
+            pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);   /* else the interpreter runs it */
+            if (exact) pt->re = c;
+            else re = c;
+        }
+        pt->re_fast = re;
+        pt->jit_fast = jit_compiled(re);
+    } else {
+        pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+        pt->re = re;
+    }
+    pt->jit = jit_compiled(pt->re);
+    return 0;
+}
+
+/* ---- code points new since Unicode 14 ---- */
+
+/* Text with none of them is split with the fast regexes (PCRE2's own
+ * classes), which give the same pieces there. */
+static uint8_t new16[0x110000 / 8];
+static pthread_once_t new16_once = PTHREAD_ONCE_INIT;
+
+static void new16_build(void)
+{
+    static const char *const cats[] = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd",
+                                       "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po",
+                                       "Sm", "Sc", "Sk", "So", "Zs", "Zl", "Zp"};
+    for (size_t k = 0; k < sizeof cats / sizeof cats[0]; k++) {
+        const char *s = tok_unicode_added(cats[k], 2);
+        while (s && *s) {       /* items: \x{HEX} or \x{HEX}-\x{HEX} */
+            char *end;
+            long lo = strtol(s + 3, &end, 16), hi = lo;
+            s = end + 1;
+            if (*s == '-') {
+                hi = strtol(s + 4, &end, 16);
+                s = end + 1;
+            }
+            for (long c = lo; c <= hi && c < 0x110000; c++)
+                new16[c >> 3] |= (uint8_t)(1u << (c & 7));
         }
     }
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);   /* falls back to the interpreter */
-    return re;
+}
+
+void tok_new16_prepare(void)
+{
+    pthread_once(&new16_once, new16_build);
+}
+
+bool tok_has_new16(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (u[i] < 0xE0) {      /* nothing new below U+0800 */
+            i++;
+            continue;
+        }
+        size_t cl = tok_utf8_char_len(u + i, n - i);
+        if (!cl) {
+            i++;
+            continue;
+        }
+        int32_t cp = tok_utf8_decode(u + i, cl);
+        if (new16[cp >> 3] & (1u << (cp & 7))) return true;
+        i += cl;
+    }
+    return false;
 }
 
 /* ---- normalizers ---- */
@@ -507,13 +653,16 @@ static int split_regex(struct tok_enc *e, int stage, const struct tok_pretok *pt
     struct splitter s = {e, stage + 1, p, pt->behavior, pt->invert, false, false, 0, 0};
     if (n == 0) return sp_piece(&s, 0, 0, false) || sp_finish(&s) ? -1 : 0;
     pcre2_match_data *md = e->md;
+    bool fast = pt->re_fast && !e->exact;
+    pcre2_code *re = fast ? pt->re_fast : pt->re;
+    bool jit = fast ? pt->jit_fast : pt->jit;
     size_t prev = 0, last_end = 0;
     long last_match_end = -1;
     while (last_end <= n) {
-        int rc = pt->jit ? pcre2_jit_match(pt->re, (PCRE2_SPTR)p, n, last_end, 0, md, NULL)
-                         : PCRE2_ERROR_JIT_BADOPTION;
+        int rc = jit ? pcre2_jit_match(re, (PCRE2_SPTR)p, n, last_end, 0, md, NULL)
+                     : PCRE2_ERROR_JIT_BADOPTION;
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_JIT_BADOPTION)
-            rc = pcre2_match(pt->re, (PCRE2_SPTR)p, n, last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+            rc = pcre2_match(re, (PCRE2_SPTR)p, n, last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
                              md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) return -1;

@@ -211,12 +211,11 @@ static int parse_pretok(struct loader *ld, json_t *j, const char *path)
         pt->kind = TOK_PRE_SPLIT;
         if (literal && json_string_length(src) == 0) {
             /* An empty string pattern matches nothing: the piece stays whole. */
-            pt->re = tok_regex_compile("(*FAIL)", 7, false, ld->err, ld->errlen);
+            if (tok_regex_compile(pt, "(*FAIL)", 7, false, ld->err, ld->errlen)) return -1;
         } else {
             char rerr[300];
-            pt->re = tok_regex_compile(json_string_value(src), json_string_length(src), literal,
-                                       rerr, sizeof rerr);
-            if (!pt->re) {
+            if (tok_regex_compile(pt, json_string_value(src), json_string_length(src), literal,
+                                  rerr, sizeof rerr)) {
                 snprintf(sub, sizeof sub, "%s.pattern.%s", path, literal ? "String" : "Regex");
                 return fail(ld, sub, "%s", rerr);
             }
@@ -242,8 +241,8 @@ static int parse_pretok(struct loader *ld, json_t *j, const char *path)
             get_bool(ld, j, "use_regex", path, true, &use_regex))
             return -1;
         if (use_regex) {
-            pt->re = tok_regex_compile(GPT2_REGEX, sizeof GPT2_REGEX - 1, false, ld->err, ld->errlen);
-            if (!pt->re) return -1;
+            if (tok_regex_compile(pt, GPT2_REGEX, sizeof GPT2_REGEX - 1, false, ld->err, ld->errlen))
+                return -1;
             pt->behavior = TOK_SPLIT_ISOLATED;
         }
         return 0;
@@ -604,7 +603,10 @@ void tok_free(struct tokenizer *tok)
     tok_trie_free(&tok->trie_raw);
     tok_trie_free(&tok->trie_norm);
     free(tok->norm);
-    for (int i = 0; i < tok->n_pre; i++) pcre2_code_free(tok->pre[i].re);
+    for (int i = 0; i < tok->n_pre; i++) {
+        pcre2_code_free(tok->pre[i].re);
+        pcre2_code_free(tok->pre[i].re_fast);
+    }
     free(tok->pre);
     tok_cache_free(&tok->cache);
     pthread_mutex_destroy(&tok->cache_lock);
@@ -712,11 +714,8 @@ struct tokenizer *tok_load(const char *path, char *err, size_t errlen)
     if (tok->n_norm) tok_norm_prepare();
     json_t *pre = json_object_get(root, "pre_tokenizer");
     if (pre && parse_pretok(&ld, pre, "pre_tokenizer")) goto bad;
+    tok_new16_prepare();
     for (int i = 0; i < tok->n_pre; i++) {
-        size_t jit_size = 0;
-        if (tok->pre[i].re)
-            tok->pre[i].jit = pcre2_pattern_info(tok->pre[i].re, PCRE2_INFO_JITSIZE, &jit_size) == 0 &&
-                              jit_size > 0;
         if (tok->pre[i].kind == TOK_PRE_BYTELEVEL && i != tok->n_pre - 1) {
             fail(&ld, "pre_tokenizer",
                  "ByteLevel must be the last pre-tokenizer (others after it are not supported)");
@@ -874,6 +873,7 @@ static int encode_normal(struct tok_enc *e, const char *s, size_t n, bool normal
     size_t nn;
     if (tok_normalize(tok, s, n, &norm, &nn)) return -1;
     const char *p = norm ? norm : s;
+    e->exact = tok_has_new16(p, nn);
     int rc = tok->trie_norm.n ? added_split(e, &tok->trie_norm, p, nn, true)
                               : tok_pretok_run(e, 0, p, nn);
     free(norm);

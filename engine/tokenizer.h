@@ -1,7 +1,19 @@
 /* engine/tokenizer.h — Hugging Face tokenizer.json (byte-level BPE) encode
  * and decode, and the byte-level tokenizer aha uses for models it trains
  * from scratch (256 byte tokens + special tokens, no merges), which is saved
- * as a tokenizer.json and loaded back through the same code. */
+ * as a tokenizer.json and loaded back through the same code.
+ *
+ * Supported tokenizer.json parts: model BPE (merges "a b" or ["a","b"],
+ * ignore_merges, byte_fallback, unk_token), added_tokens (special,
+ * lstrip/rstrip/single_word/normalized; ids assigned as Hugging Face assigns
+ * them), normalizers NFC/NFD/NFKC/NFKD/Sequence, pre-tokenizers
+ * Sequence/Split/ByteLevel/Digits, decoder ByteLevel. Anything else is a load
+ * error naming its JSON path; post_processor, truncation and padding are
+ * ignored (encode is add_special_tokens=False). Ids equal Hugging Face
+ * tokenizers 0.22 (tests/tokenizer/run.sh checks it).
+ *
+ * A loaded tokenizer is read-only except for an internal word cache, so
+ * tok_encode/tok_decode may run on several threads at once. */
 #ifndef AHA_TOKENIZER_H
 #define AHA_TOKENIZER_H
 
@@ -25,11 +37,16 @@ int tok_write_bytelevel(const char *path, char *err, size_t errlen);
 
 /* Encodes UTF-8 text (special-token strings become their ids, as Hugging
  * Face tokenizer.encode(text, add_special_tokens=False)). Returns the number
- * of ids and sets *ids to a new malloc'd array (caller frees), or -1. */
+ * of ids and sets *ids to a new malloc'd array (caller frees), or -1.
+ * Invalid UTF-8 (which Hugging Face cannot be given): the text is cut at
+ * each byte that is not part of a valid character, the valid runs are
+ * encoded on their own and each such byte becomes its byte-level token. */
 int tok_encode(const struct tokenizer *tok, const char *text, size_t len,
                int32_t **ids);
 /* Decodes ids to a new NUL-terminated malloc'd UTF-8 string (caller frees);
- * *len gets its length when len is not NULL. Unknown ids are skipped. */
+ * *len gets its length when len is not NULL. Unknown ids are skipped;
+ * special tokens are kept; bytes that do not form valid UTF-8 become U+FFFD
+ * (as Hugging Face's decode(ids, skip_special_tokens=False)). */
 char *tok_decode(const struct tokenizer *tok, const int32_t *ids, size_t n,
                  size_t *len);
 /* Like tok_decode but the exact bytes the ids stand for, without replacing

@@ -36,15 +36,21 @@ cleanup() {
         as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -m fast -w stop >/dev/null || true
     fi
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 if [ -z "${AHA_DATABASE_URL:-}" ]; then
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL server binaries not found (apt-get install postgresql)"
-    mkdir -p "$VAR/run"
+    mkdir -p "$VAR/run" "$VAR/pg"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$VAR/pg" "$VAR/run"
+        chmod 700 "$VAR/pg"
+        chmod o+x "$VAR"   # postgres must reach var/pg and var/run
+        as_pg test -w "$VAR/run" ||
+            die "PostgreSQL runs as user postgres, which cannot reach $VAR (a parent directory is closed); set AHA_DATA_DIR elsewhere or AHA_DATABASE_URL"
+    fi
     if [ ! -f "$VAR/pg/PG_VERSION" ]; then
         say "initialising PostgreSQL in $VAR/pg"
-        mkdir -p "$VAR/pg"
-        if [ "$(id -u)" = 0 ]; then chown postgres: "$VAR/pg" "$VAR/run"; chmod 700 "$VAR/pg"; fi
         as_pg "$PGBIN/initdb" -D "$VAR/pg" -A trust -U aha -E UTF8 >"$VAR/pg-initdb.log" \
             || die "initdb failed: see $VAR/pg-initdb.log"
     fi

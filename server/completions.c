@@ -18,6 +18,7 @@ static struct gen_req *hb_head;
 static pthread_t hb_thread;
 static bool hb_running, hb_stop;
 static double hb_interval = 15;
+static double engine_timeout = 300;
 
 /* ---- engine events (supervisor thread; g->mu is taken here) ---------------- */
 
@@ -135,6 +136,7 @@ static void on_event(void *user, json_t *ev)
     pthread_mutex_lock(&g->mu);
     if (g->finished || ch->done || !type) goto out;
     g->ready_to_start = true;
+    g->last_event = clock_mono();
     if (strcmp(type, "token") == 0) {
         on_token(ch, ev);
     } else if (strcmp(type, "prompt_logprobs") == 0) {
@@ -216,6 +218,28 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
+/* A request whose engine has been silent for engine_timeout seconds (a
+ * lost line, a wedged engine): cancel it and fail it with a clean error.
+ * Called with hb_mu held and g->mu not held (engine_cancel takes the
+ * engine's lock, which is taken before g->mu). */
+static void fail_stuck(struct gen_req *g, double now)
+{
+    for (int i = 0; i < g->n_choices; i++)
+        if (g->choices[i].engine_id[0]) engine_cancel(g->srv->eng, g->choices[i].engine_id);
+    pthread_mutex_lock(&g->mu);
+    if (!g->finished) {
+        log_msg("request %s: no engine event for %.0f s; failing it", g->id, now - g->last_event);
+        g->err_status = 503;
+        snprintf(g->err_msg, sizeof g->err_msg, "the engine did not answer for %.0f s",
+                 now - g->last_event);
+        snprintf(g->err_code, sizeof g->err_code, "engine_timeout");
+        g->ready_to_start = true;
+        finish_locked(g);
+        resume_locked(g);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
 static void *heartbeat(void *arg)
 {
     pthread_mutex_lock(&hb_mu);
@@ -230,7 +254,13 @@ static void *heartbeat(void *arg)
         double now = clock_mono();
         for (struct gen_req *g = hb_head; g; g = g->hb_next) {
             pthread_mutex_lock(&g->mu);
-            if (!g->started) { /* no event yet: open the stream anyway after a while */
+            bool stuck = !g->finished && now - g->last_event >= engine_timeout;
+            pthread_mutex_unlock(&g->mu);
+            if (stuck) fail_stuck(g, now);
+            pthread_mutex_lock(&g->mu);
+            if (!g->stream || g->finished) {
+                /* nothing to keep alive */
+            } else if (!g->started) { /* no event yet: open the stream anyway after a while */
                 if (!g->ready_to_start && now - g->t0 >= hb_interval) {
                     g->ready_to_start = true;
                     resume_locked(g);
@@ -250,6 +280,7 @@ static void *heartbeat(void *arg)
 int completions_start(struct server *srv)
 {
     hb_interval = srv->cfg.heartbeat_s > 0 ? srv->cfg.heartbeat_s : 15;
+    engine_timeout = srv->cfg.engine_timeout_s > 0 ? srv->cfg.engine_timeout_s : 300;
     hb_stop = false;
     if (pthread_create(&hb_thread, NULL, heartbeat, NULL)) return -1;
     hb_running = true;
@@ -295,7 +326,7 @@ void completions_release(struct http_req *hr, bool aborted)
     hr->gen = NULL;
     for (int i = 0; i < g->n_choices; i++)
         if (g->choices[i].engine_id[0]) engine_cancel(g->srv->eng, g->choices[i].engine_id);
-    if (g->stream) {
+    {
         pthread_mutex_lock(&hb_mu);
         if (g->hb_prev)
             g->hb_prev->hb_next = g->hb_next;
@@ -480,14 +511,16 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
                 cpl_sse_chat_delta(g, &g->choices[i],
                                    json_pack("{s:s, s:s}", "role", "assistant", "content", ""),
                                    NULL);
-        pthread_mutex_lock(&hb_mu);
-        g->hb_next = hb_head;
-        if (hb_head) hb_head->hb_prev = g;
-        hb_head = g;
-        pthread_mutex_unlock(&hb_mu);
     }
     pthread_mutex_lock(&g->mu);
-    g->t_submit = clock_mono();
+    g->t_submit = g->last_event = clock_mono();
+    pthread_mutex_unlock(&g->mu);
+    pthread_mutex_lock(&hb_mu); /* heartbeats for streams, timeouts for all */
+    g->hb_next = hb_head;
+    if (hb_head) hb_head->hb_prev = g;
+    hb_head = g;
+    pthread_mutex_unlock(&hb_mu);
+    pthread_mutex_lock(&g->mu);
     for (int i = 0; i < total; i += (int)n) { /* one engine request per prompt */
         struct gen_choice *ch = &g->choices[i];
         json_t *msg = json_deep_copy(eng);
@@ -512,9 +545,10 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
                 g->choices[k].done = true;
                 snprintf(g->choices[k].finish_reason, sizeof g->choices[k].finish_reason, "error");
             }
-            g->err_status = 503;
+            g->err_status = rc == -2 ? 413 : 503;
             snprintf(g->err_msg, sizeof g->err_msg, "%s", err);
-            snprintf(g->err_code, sizeof g->err_code, "engine_unavailable");
+            snprintf(g->err_code, sizeof g->err_code, "%s",
+                     rc == -2 ? "request_too_large" : "engine_unavailable");
             break;
         }
     }

@@ -47,6 +47,7 @@ struct gen_req {
     long long created;
     double t0, t_first, last_write;
     double t_submit, t_done; /* engine time: first generate sent .. last event */
+    double last_event;       /* the engine's last event (or the submit) */
     bool counted_running;
     sbuf out; /* SSE bytes not yet sent */
     int err_status;

@@ -25,6 +25,7 @@
 #define ENGINE_BACKOFF_MAX_S 5.0
 #define ENGINE_STABLE_S 30.0        /* uptime after which the backoff resets */
 #define ENGINE_PROTOCOL 1           /* api/engine-protocol.md version spoken here */
+#define ENGINE_MAX_REQUEST (1 << 20) /* the engine skips longer request lines (SERVE_MAX_LINE) */
 
 struct pending {
     struct pending *next;
@@ -32,6 +33,7 @@ struct pending {
     engine_event_fn fn;
     void *user;
     int remaining;        /* "done" events still to come */
+    char model[ENGINE_ID_MAX * 2];
 };
 
 struct engine {
@@ -51,6 +53,9 @@ struct engine {
     char *loaded[ENGINE_MAX_LOADED];
     int nloaded;
     long load_seq;
+    json_t *load_opts;    /* extra fields of every "load" (kv_memory_mb, max_seqs) */
+    char failed_model[ENGINE_ID_MAX * 2]; /* the last load that failed, and why */
+    char failed_msg[512];
 };
 
 static unsigned hash_id(const char *s)
@@ -67,7 +72,7 @@ static struct pending **find_slot(engine *e, const char *id)
     return pp;
 }
 
-engine *engine_new(char *const *argv)
+engine *engine_new(char *const *argv, json_t *load_opts)
 {
     engine *e = calloc(1, sizeof *e);
     if (!e) return NULL;
@@ -75,6 +80,7 @@ engine *engine_new(char *const *argv)
     while (argv[n]) n++;
     e->argv = calloc((size_t)n + 1, sizeof *e->argv);
     for (int i = 0; i < n; i++) e->argv[i] = strdup(argv[i]);
+    e->load_opts = load_opts;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->stop_cv, NULL);
     if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK)) {
@@ -95,7 +101,7 @@ static void wake(engine *e)
 /* Under e->mu. */
 static void queue_line(engine *e, json_t *msg)
 {
-    char *s = json_dumps(msg, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *s = json_dumps(msg, JSON_COMPACT);
     if (s) {
         sbuf_puts(&e->outq, s);
         sbuf_puts(&e->outq, "\n");
@@ -145,6 +151,16 @@ static void dispatch(engine *e, const char *line, size_t len)
                     (long long)json_integer_value(proto), ENGINE_PROTOCOL);
     }
     struct pending **pp = id ? find_slot(e, id) : NULL;
+    const char *emsg = json_string_value(json_object_get(ev, "message"));
+    if (pp && *pp && strcmp(type, "error") == 0 && e->failed_model[0] &&
+        strcmp((*pp)->model, e->failed_model) == 0 && emsg && strstr(emsg, "not loaded")) {
+        /* the generate failed because its model did not load: say why */
+        char msg[768];
+        snprintf(msg, sizeof msg, "model \"%s\" could not be loaded: %s", e->failed_model,
+                 e->failed_msg);
+        json_object_set_new(ev, "message", json_string(msg));
+        json_object_set_new(ev, "code", json_string("model_load_failed"));
+    }
     if (pp && *pp) {
         struct pending *p = *pp;
         bool done = strcmp(type, "done") == 0;
@@ -163,9 +179,17 @@ static void dispatch(engine *e, const char *line, size_t len)
         const char *msg = json_string_value(json_object_get(ev, "message"));
         if (!msg || strncmp(msg, "cancel:", 7) != 0) /* a cancel racing its done is normal */
             log_msg("engine error%s%s: %s", id ? " for " : "", id ? id : "", msg ? msg : "?");
-        if (id && strncmp(id, "load-", 5) == 0) { /* forget the failed load */
-            for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
-            e->nloaded = 0;
+        const char *model = id && strncmp(id, "load-", 5) == 0 ? strchr(id + 5, '-') : NULL;
+        if (model) { /* "load-N-<model>": forget it, so the next request loads it again */
+            model++;
+            for (int i = 0; i < e->nloaded; i++)
+                if (strcmp(e->loaded[i], model) == 0) {
+                    free(e->loaded[i]);
+                    e->loaded[i] = e->loaded[--e->nloaded];
+                    break;
+                }
+            snprintf(e->failed_model, sizeof e->failed_model, "%s", model);
+            snprintf(e->failed_msg, sizeof e->failed_msg, "%s", msg ? msg : "?");
         }
     }
     pthread_mutex_unlock(&e->mu);
@@ -362,6 +386,7 @@ void engine_free(engine *e)
     for (int i = 0; e->argv[i]; i++) free(e->argv[i]);
     free(e->argv);
     for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
+    json_decref(e->load_opts);
     sbuf_free(&e->outq);
     close(e->wake[0]);
     close(e->wake[1]);
@@ -378,6 +403,18 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
         json_decref(msg);
         snprintf(err, errlen, "request id too long");
         return -1;
+    }
+    /* A line the engine would skip would never be answered: refuse it here. */
+    json_object_set_new(msg, "id", json_string(id));
+    char *line = json_dumps(msg, JSON_COMPACT);
+    size_t len = line ? strlen(line) : 0;
+    free(line);
+    if (!line || len >= ENGINE_MAX_REQUEST) {
+        json_decref(msg);
+        snprintf(err, errlen,
+                 "the request is %zu bytes as an engine request; the engine takes at most %d", len,
+                 ENGINE_MAX_REQUEST - 1);
+        return -2;
     }
     pthread_mutex_lock(&e->mu);
     if (!e->alive || e->stopping || e->incompatible) {
@@ -399,10 +436,12 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
     for (int i = 0; i < e->nloaded; i++)
         if (strcmp(e->loaded[i], model_id) == 0) loaded = true;
     if (!loaded) {
-        char lid[64];
-        snprintf(lid, sizeof lid, "load-%ld", ++e->load_seq);
+        char lid[ENGINE_ID_MAX * 3];
+        snprintf(lid, sizeof lid, "load-%ld-%s", ++e->load_seq, model_id);
         json_t *load = json_pack("{s:s, s:s, s:s, s:s, s:i}", "type", "load", "id", lid, "model",
                                  model_id, "path", model_path, "protocol", ENGINE_PROTOCOL);
+        if (e->load_opts) json_object_update(load, e->load_opts);
+        if (strcmp(e->failed_model, model_id) == 0) e->failed_model[0] = 0; /* trying again */
         queue_line(e, load);
         json_decref(load);
         if (e->nloaded < ENGINE_MAX_LOADED) e->loaded[e->nloaded++] = strdup(model_id);
@@ -412,9 +451,9 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
     p->fn = fn;
     p->user = user;
     p->remaining = n_done;
+    snprintf(p->model, sizeof p->model, "%s", model_id);
     *pp = p;
     e->inflight += n_done;
-    json_object_set_new(msg, "id", json_string(id));
     queue_line(e, msg);
     pthread_mutex_unlock(&e->mu);
     json_decref(msg);

@@ -19,8 +19,10 @@ typedef struct engine engine;
 typedef void (*engine_event_fn)(void *user, json_t *ev);
 
 /* `argv` is the engine command line (argv[0] the executable), borrowed and
- * copied. Returns a new supervisor (caller frees) or NULL. */
-engine *engine_new(char *const *argv);
+ * copied; `load_opts` (stolen, may be NULL) holds extra fields for every
+ * "load" request, e.g. {"kv_memory_mb":1024,"max_seqs":256}. Returns a new
+ * supervisor (caller frees) or NULL. */
+engine *engine_new(char *const *argv, json_t *load_opts);
 /* Starts the supervisor thread, which spawns the child. Returns 0 or -1. */
 int engine_start(engine *e);
 /* Stops the child and the thread, failing requests in flight; later
@@ -32,8 +34,9 @@ void engine_free(engine *e);
 /* Sends `msg` (stolen; its "id" is set to `id`) for model `model_id` found
  * at `model_path`, loading the model first in this child when needed; fn
  * receives the events until an "error" or the `n_done`-th "done" (one per
- * sample of a generate with "n"). Returns 0, or -1 with err filled when the
- * engine is not running or the id is in use. */
+ * sample of a generate with "n"). Returns 0, -1 with err filled when the
+ * engine is not running or the id is in use, or -2 when the message is over
+ * the engine's request line limit (1 MiB). */
 int engine_submit(engine *e, const char *id, const char *model_id, const char *model_path,
                   json_t *msg, int n_done, engine_event_fn fn, void *user, char *err,
                   size_t errlen);

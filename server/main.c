@@ -36,7 +36,12 @@ static void usage(FILE *f)
             "  --max-inflight N       generations in flight before 429 [AHA_MAX_INFLIGHT] (512)\n"
             "  --threads N            HTTP threads [AHA_HTTP_THREADS] (4)\n"
             "  --heartbeat SECONDS    SSE comment heartbeat interval [AHA_SSE_HEARTBEAT] (15)\n"
-            "  --trace-queue N        traces held while PostgreSQL is down [AHA_TRACE_QUEUE] (10000)\n");
+            "  --trace-queue N        traces held while PostgreSQL is down [AHA_TRACE_QUEUE]\n"
+            "                         (10000)\n"
+            "  --engine-timeout S     fail a request after S seconds without an engine event\n"
+            "                         [AHA_ENGINE_TIMEOUT] (300)\n"
+            "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
+            "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n");
 }
 
 static const char *opt(int argc, char **argv, const char *name, const char *env,
@@ -74,7 +79,9 @@ static int check_args(int argc, char **argv, int first)
     static const char *const known[] = {"--host", "--port", "--data-dir", "--database-url",
                                         "--engine", "--migrations-dir", "--max-body",
                                         "--max-inflight", "--threads", "--heartbeat",
-                                        "--trace-queue", "--name", "--scope", "--id", NULL};
+                                        "--trace-queue", "--name", "--scope", "--id",
+                                        "--kv-memory-mb", "--max-seqs", "--engine-timeout",
+                                        NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
         for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
@@ -103,7 +110,7 @@ static const char *default_migrations(void)
 
 static int load_config(int argc, char **argv, struct server_config *cfg)
 {
-    long port, max_body, inflight, threads, hb, tq;
+    long port, max_body, inflight, threads, hb, tq, etimeout;
     cfg->host = opt(argc, argv, "--host", "AHA_HOST", "127.0.0.1");
     cfg->data_dir = opt(argc, argv, "--data-dir", "AHA_DATA_DIR", "./var");
     cfg->database_url = opt(argc, argv, "--database-url", "AHA_DATABASE_URL", NULL);
@@ -119,7 +126,8 @@ static int load_config(int argc, char **argv, struct server_config *cfg)
                  100000, &inflight) ||
         opt_long(argc, argv, "--threads", "AHA_HTTP_THREADS", 4, 1, 256, &threads) ||
         opt_long(argc, argv, "--heartbeat", "AHA_SSE_HEARTBEAT", 15, 1, 3600, &hb) ||
-        opt_long(argc, argv, "--trace-queue", "AHA_TRACE_QUEUE", 10000, 1, 10000000, &tq))
+        opt_long(argc, argv, "--trace-queue", "AHA_TRACE_QUEUE", 10000, 1, 10000000, &tq) ||
+        opt_long(argc, argv, "--engine-timeout", "AHA_ENGINE_TIMEOUT", 300, 1, 86400, &etimeout))
         return -1;
     cfg->port = (int)port;
     cfg->max_body = max_body;
@@ -127,6 +135,7 @@ static int load_config(int argc, char **argv, struct server_config *cfg)
     cfg->threads = (int)threads;
     cfg->heartbeat_s = (double)hb;
     cfg->trace_queue = (int)tq;
+    cfg->engine_timeout_s = (double)etimeout;
     if (!cfg->database_url) {
         fprintf(stderr, "aha-server: no database: pass --database-url or set AHA_DATABASE_URL\n");
         return -1;
@@ -254,10 +263,17 @@ static int serve(int argc, char **argv, int first)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char *eargv[] = {(char *)srv.cfg.engine_path, "serve", NULL};
+    long kv_mb, max_seqs;
+    if (opt_long(argc, argv, "--kv-memory-mb", "AHA_KV_MEMORY_MB", 0, 0, 1 << 20, &kv_mb) ||
+        opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs))
+        return 2;
+    json_t *load_opts = json_object();
+    if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
+    if (max_seqs) json_object_set_new(load_opts, "max_seqs", json_integer(max_seqs));
     char err[1024];
     srv.pool = db_pool_new(srv.cfg.database_url, 8);
     srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);
-    srv.eng = engine_new(eargv);
+    srv.eng = engine_new(eargv, load_opts);
     if (!srv.pool || !srv.tr || !srv.eng || traces_start(srv.tr) || engine_start(srv.eng) ||
         completions_start(&srv)) {
         fprintf(stderr, "aha-server: cannot start (out of memory or threads)\n");
@@ -294,6 +310,9 @@ static int serve(int argc, char **argv, int first)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* a background job of a script inherits SIGINT ignored; serve takes it */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n > 0) {

@@ -35,6 +35,7 @@ struct server_config {
     int max_inflight;
     int threads;
     double heartbeat_s;
+    double engine_timeout_s;      /* engine silence that fails a request */
     int trace_queue;
 };
 

@@ -17,8 +17,8 @@ bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
 M="$tmp/m"
 
 # seeded sampling is reproducible; --json has tokens and text
-"$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 8 --seed 3 --ignore-eos --json >"$tmp/a" 2>/dev/null
-"$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 8 --seed 3 --ignore-eos --json >"$tmp/b" 2>/dev/null
+"$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 8 --seed 3 --ignore-eos --kv-memory-mb 8 --json >"$tmp/a" 2>/dev/null
+"$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 8 --seed 3 --ignore-eos --kv-memory-mb 8 --json >"$tmp/b" 2>/dev/null
 cmp -s "$tmp/a" "$tmp/b" && ok || bad "same seed gave different outputs"
 $PY - "$tmp/a" <<'PY' && ok || bad "--json output"
 import json, sys
@@ -42,12 +42,12 @@ assert all(len(r["tokens"]) == 8 for r in rows)
 PY
 
 # streamed text: greedy generate == greedy recompute-everything sample
-g=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 2>/dev/null)
+g=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --kv-memory-mb 8 2>/dev/null)
 s=$("$ENGINE" sample --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 2>/dev/null)
 [ "3*4=$g" = "$s" ] && ok || bad "greedy generate \"$g\" != sample \"$s\""
 
 # prompt ids on a model without tokenizer.json
-"$ENGINE" generate --model tests/ref/fixtures/llama-gqa --prompt-tokens 1,2,3 --max-tokens 4 --temperature 0 --json >"$tmp/f" 2>/dev/null
+"$ENGINE" generate --model tests/ref/fixtures/llama-gqa --prompt-tokens 1,2,3 --max-tokens 4 --temperature 0 --kv-memory-mb 8 --json >"$tmp/f" 2>/dev/null
 $PY -c "import json,sys; r=json.loads(open('$tmp/f').read()); assert len(r['tokens'])==4 and r['prompt_tokens']==3, r" && ok || bad "--prompt-tokens on a fixture"
 
 expect_error() {   # expect_error code "substring" args...

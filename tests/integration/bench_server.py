@@ -110,6 +110,11 @@ def main():
         srv = Server(args.server, pg.url, fdata, FAKE)
         try:
             srv.wait_ready(30)
+            body = {"model": "tiny", "prompt": "NOTHINK", "max_tokens": 1}
+            print("fake engine (the server's own cost; the engine answers at once), max_tokens 1:")
+            f1 = phase(args, srv, key, 1, args.requests, body, "  completions")
+            f32 = phase(args, srv, key, 32, args.requests * 4, body, "  completions")
+            ok &= f1["errors"] == 0 and f32["errors"] == 0
             want = "".join("t%d " % i for i in range(64))
             res = client(args, "stream", "http://127.0.0.1:%d/v1/completions" % srv.port, key, 200, want,
                          json.dumps({"model": "tiny", "prompt": "COUNT", "max_tokens": 64, "stream": True}))

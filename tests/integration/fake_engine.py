@@ -11,6 +11,7 @@ Keywords (in the prompt or the last message):
   PREFILL    reasoning without the opening tag (the template prefilled it)
   FAIL       an error event (code context_length_exceeded)
   COUNT      tokens "t0 ", "t1 ", ... until max_tokens
+  LATE x     the first token only after x seconds
 otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
              both tags straddle tokens.
 Every line received is appended to $FAKE_ENGINE_LOG when set."""
@@ -75,6 +76,9 @@ class Gen:
         self.fail = "FAIL" in self.text or self.text == "REASONING_LEAK"
         self.pos = 0
         self.next_at = time.monotonic()
+        m = re.search(r"LATE ([0-9.]+)", self.text)
+        if m:  # a long queue or prefill: the first token comes late
+            self.next_at += float(m.group(1))
         self.prompt_tokens = max(1, len(self.text.split()))
 
     def step(self):
@@ -120,6 +124,7 @@ def main():
         return 2
     emit({"type": "ready", "protocol": 1, "backend": "fake"})
     gens = {}
+    loaded = {}
     buf = b""
     fd = sys.stdin.fileno()
     while True:
@@ -135,7 +140,10 @@ def main():
                 log(line.decode())
                 msg = json.loads(line)
                 t = msg.get("type")
-                if t == "generate":
+                if t == "generate" and msg.get("model") not in loaded:
+                    emit({"type": "error", "id": msg["id"],
+                          "message": 'generate: model "%s" is not loaded' % msg.get("model")})
+                elif t == "generate":
                     for i in range(msg.get("n", 1)):
                         gens[(msg["id"], i)] = Gen(msg, i)
                 elif t == "cancel":
@@ -148,9 +156,17 @@ def main():
                     if not keys:
                         emit({"type": "error", "id": msg["id"], "message": "cancel: no request in flight"})
                 elif t == "load":
-                    emit({"type": "loaded", "id": msg["id"], "model": msg["model"],
-                          "max_position_embeddings": 128})
+                    with open(os.path.join(msg["path"], "config.json")) as f:
+                        cfg = json.load(f)
+                    if cfg.get("fail_load"):
+                        emit({"type": "error", "id": msg["id"],
+                              "message": "load: model.safetensors: tensor \"lm_head.weight\" is missing"})
+                    else:
+                        loaded[msg["model"]] = msg
+                        emit({"type": "loaded", "id": msg["id"], "model": msg["model"],
+                              "max_position_embeddings": 128})
                 elif t == "unload":
+                    loaded.pop(msg.get("model"), None)
                     emit({"type": "unloaded", "id": msg.get("id"), "model": msg.get("model")})
                 elif t == "stats":
                     emit({"type": "stats", "id": msg.get("id"), "running": len(gens)})

@@ -7,6 +7,7 @@ exits non-zero on any failure.
 
 usage: test_server.py [--server build/aha-server-san] [--engine build/aha-engine]"""
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -99,6 +100,9 @@ def run_fake_engine_suite(args, pg, base):
     with open(os.path.join(base, "other-model", "config.json"), "w") as f:
         json.dump({"max_position_embeddings": 64}, f)
     os.makedirs(os.path.join(base, "not-a-model"))
+    os.makedirs(os.path.join(data, "models", "broken"))
+    with open(os.path.join(data, "models", "broken", "config.json"), "w") as f:
+        json.dump({"max_position_embeddings": 128, "fail_load": True}, f)
     englog = os.path.join(base, "engine.log")
 
     keys = {}
@@ -120,7 +124,8 @@ def run_fake_engine_suite(args, pg, base):
 
     srv = Server(args.server, pg.url, data, FAKE,
                  extra=["--heartbeat", "1", "--max-body", str(MAX_BODY),
-                        "--max-inflight", str(MAX_INFLIGHT)],
+                        "--max-inflight", str(MAX_INFLIGHT), "--kv-memory-mb", "64", "--max-seqs", "128",
+                        "--engine-timeout", "4"],
                  env={"FAKE_ENGINE_LOG": englog})
     try:
         check("readyz turns ready (database and engine)", lambda: eq(srv.wait_ready(), True, "ready"))
@@ -136,11 +141,15 @@ def run_fake_engine_suite(args, pg, base):
                      "sanitizer lines"))
 
     def second_start_applies_nothing():
-        s2 = Server(args.server, pg.url, data, FAKE)
+        s2 = Server(args.server, pg.url, data, FAKE, extra=["--max-body", "2000000"])
         try:
             assert "applied migration" not in s2.log_text()
             eq(pg.psql("SELECT count(*) FROM schema_migrations"), "1", "migrations")
             assert s2.wait_ready()
+            st, body, _ = request(s2, "POST", "/v1/completions",
+                                  {"model": "tiny", "prompt": "x" * (1 << 20), "max_tokens": 1}, key=admin)
+            eq(st, 413, "a prompt over the engine's 1 MiB request line")
+            err_shape(body, code="request_too_large")
             out = {}
 
             def run():
@@ -311,6 +320,19 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         eq(st, 405, "wrong method")
         err_shape(body)
     check("errors: malformed JSON, wrong types, unknown model, limits", errors)
+
+    def load_failure():
+        for _ in range(2):  # every request retries the load, and says why it failed
+            st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), model="broken"), key=inf)
+            eq(st, 500, "model that fails to load")
+            err_shape(body, code="model_load_failed")
+            assert "lm_head.weight" in body["error"]["message"], body
+        st, _, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=inf)
+        eq(st, 200, "other models unaffected")
+        with open(englog) as f:
+            loads = [json.loads(l) for l in f if '"load"' in l]
+        assert loads[-1].get("kv_memory_mb") == 64 and loads[-1].get("max_seqs") == 128, loads[-1]
+    check("a model that fails to load: 500 naming the cause, retried next time", load_failure)
 
     def body_limit():
         pad = MAX_BODY - len(json.dumps(chat(user("hi"))))
@@ -509,10 +531,49 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
     check("completions: string, batch, token ids, n, logprobs, echo, stream", completions)
 
     def heartbeat():
-        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("SLOW 1.3"), stream=True, max_tokens=2), inf)
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("SLOW 2"), stream=True, max_tokens=1), inf)
         events, comments = parse_sse(raw)
         assert comments and all(c == ": keep-alive" for c in comments), comments
     check("stream: comment heartbeats while the engine is quiet", heartbeat)
+
+    def late_first_token():
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=30)
+        c.request("POST", "/v1/chat/completions", body=json.dumps(chat(user("LATE 2.5"), stream=True)),
+                  headers={"Authorization": "Bearer " + inf, "Content-Type": "application/json"})
+        t = time.time()
+        r = c.getresponse()
+        waited = time.time() - t
+        eq(r.status, 200, "status")
+        assert waited < 2.0, "headers waited %.2fs for the first token" % waited
+        raw = r.read()
+        c.close()
+        events, comments = parse_sse(raw)
+        assert comments, "no heartbeat before the first token"
+        eq("".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]), "\n\nThe answer is 4.",
+           "content")
+    check("stream: a late first token opens the stream after one heartbeat interval", late_first_token)
+
+    def engine_silence():
+        out = {}
+
+        def cancels():
+            with open(englog) as f:
+                return sum(1 for l in f if '"cancel"' in l)
+        before = cancels()
+
+        def streamed():
+            out["s"] = stream(srv, "/v1/chat/completions", chat(user("LATE 100"), stream=True), inf)
+        t = threading.Thread(target=streamed)
+        t.start()
+        st, body, h = request(srv, "POST", "/v1/chat/completions", chat(user("LATE 100")), key=inf)
+        eq(st, 503, "non-streamed request the engine never answers")
+        err_shape(body, code="engine_timeout")
+        t.join(timeout=30)
+        events, comments = parse_sse(out["s"][1])
+        err_shape(events[-2], code="engine_timeout")
+        assert comments, "heartbeats while waiting"
+        assert wait_for(lambda: cancels() >= before + 2, timeout=5), "both sent a cancel to the engine"
+    check("an engine that never answers: 503 / error chunk after --engine-timeout", engine_silence)
 
     def disconnect_cancels():
         s = socket.create_connection((srv.host, srv.port))

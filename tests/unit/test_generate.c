@@ -162,7 +162,7 @@ static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
     cfg.block_size = bs;
     cfg.max_seqs = max_seqs;
     cfg.max_step_tokens = step_tokens;
-    if (kv_bytes) cfg.kv_bytes = kv_bytes;
+    cfg.kv_bytes = kv_bytes ? kv_bytes : (size_t)4 << 20;   /* small: zeroed per engine */
     char err[256];
     c->V = m->cfg.vocab_size;
     struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
@@ -454,6 +454,13 @@ Test(generate, n_samples_share_prefill)
     submit(e2, "one", 1, prompt, P, 1, 10, 1.0f, true, 77);
     run_to_idle(e2);
     cr_expect_arr_eq(d->s[1][0].tok, c->s[1][0].tok, 10 * sizeof(int32_t));
+    /* a prompt ending on a block boundary (nothing to copy at the fork) */
+    int32_t p8[8] = {2, 4, 6, 8, 10, 12, 14, 16};
+    submit(e2, "b8", 2, p8, 8, 3, 6, 0.0f, false, 0);
+    submit(e2, "b8-1", 3, p8, 8, 1, 6, 0.0f, false, 0);
+    run_to_idle(e2);
+    for (int i = 0; i < 3; i++)
+        cr_expect_arr_eq(d->s[2][i].tok, d->s[3][0].tok, 6 * sizeof(int32_t), "sample %d", i);
     gen_engine_free(e2);
     gen_engine_free(e);
     free(c); free(d);
@@ -618,6 +625,42 @@ Test(generate, memory_refusal_and_queueing)
     r.n_prompt = 2; r.sampling.top_p = 0;
     cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
     cr_expect(strstr(err, "top_p"), "%s", err);
+    /* one past each named limit */
+    r.sampling.top_p = 1;
+    r.max_tokens = 1;
+    r.n = 9;                    /* max_seqs is 8 */
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    cr_expect(strstr(err, "concurrent sequences"), "%s", err);
+    r.n = GEN_MAX_N + 1;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    r.n = 1;
+    r.logprobs = SAMPLER_MAX_TOP + 1;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    r.logprobs = 0;
+    const char *many[GEN_MAX_STOP + 1];
+    for (int i = 0; i <= GEN_MAX_STOP; i++) many[i] = "x";
+    r.stop = many;
+    r.n_stop = GEN_MAX_STOP + 1;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    r.n_stop = 1;               /* no tokenizer: no text to match */
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    cr_expect(strstr(err, "tokenizer"), "%s", err);
+    r.n_stop = 0;
+    int32_t longp[128] = {0};   /* max_position_embeddings is 128 */
+    r.prompt = longp;
+    r.n_prompt = 128;
+    cr_expect_eq(gen_submit(e, &r, err, sizeof err), -1);
+    cr_expect(strstr(err, "context"), "%s", err);
+    /* freeing an engine with running and queued requests leaks nothing */
+    r.n_prompt = 10;
+    r.max_tokens = 8;
+    r.user = (void *)4;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    r.n = 2;
+    r.max_tokens = 2;
+    r.user = (void *)5;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    cr_assert_gt(gen_step(e, err, sizeof err), 0);
     gen_engine_free(e);
     free(c);
     model_free(m);

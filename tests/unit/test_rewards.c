@@ -214,6 +214,8 @@ Test(rewards, accuracy_table)
         {"boxed", "so \\boxed{\\frac{1}{2}}.", "\"1/2\"", 1},
         {"boxed", "\\boxed{1} then \\boxed{2}", "2", 1},
         {"boxed", "\\boxed{\\text{Paris}}", "\"paris\"", 1},
+        {"boxed", "\\boxed{{42}}", "42", 1},                                /* extra braces */
+        {"boxed", "\\boxed{{1}{2}}", "\"12\"", 0},
         {"boxed", "\\boxed{3", "3", 0},                                     /* unbalanced */
         {"boxed", "\\boxed{2} and \\boxed{3", "2", 1},                      /* last balanced */
         {"boxed", "\\fbox{9}", "9", 1},
@@ -615,8 +617,8 @@ Test(rewards, weighted_total)
     cr_expect(!r.excluded);
 }
 
-/* A 5 MB completion and a megabyte of random bytes through every local
- * reward: no crash, finite values, bounded time. */
+/* A 5 MB completion through every local reward, then 512 KB of repeated
+ * openers and of random bytes: no crash, finite values, bounded time. */
 Test(rewards, huge_and_garbage_completions)
 {
     size_t n = 5u << 20;
@@ -645,7 +647,7 @@ Test(rewards, huge_and_garbage_completions)
     const char *rep[] = {"<answer>", "\\boxed{", "<think>", "(", "\xff"};
     for (size_t i = 0; i < sizeof rep / sizeof *rep; i++) {
         size_t l = strlen(rep[i]), m = 0;
-        while (m + l <= (1u << 20)) {
+        while (m + l <= (512u << 10)) {
             memcpy(big + m, rep[i], l);
             m += l;
         }
@@ -654,11 +656,11 @@ Test(rewards, huge_and_garbage_completions)
         cr_expect_lt(now_s() - t0, 4.0, "repeated \"%s\" took too long", rep[i]);
         cr_expect(isfinite(r.total));
     }
-    for (size_t i = 0; i < (1u << 20); i++) {
+    for (size_t i = 0; i < (512u << 10); i++) {
         seed = seed * 1103515245u + 12345u;
         big[i] = (char)(seed >> 16);
     }
-    r = score_n(ALL_LOCAL, big, 1 << 20, fields, 10);
+    r = score_n(ALL_LOCAL, big, 512 << 10, fields, 10);
     cr_expect(isfinite(r.total));
     free(big);
 }
@@ -929,7 +931,8 @@ Test(rewards, http_slow_server_times_out, .init = server_start, .fini = server_s
     http_score(http_spec("/slow", "\"timeout_ms\":200,\"retries\":1"), 2, r, NULL);
     double dt = now_s() - t0;
     cr_expect(isnan(r[0].value[1]) && r[0].failed[1] && r[1].failed[1]);
-    cr_expect_lt(dt, 1.4, "two 200 ms attempts took %.2f s", dt);
+    /* without the timeout each attempt would take the server's 1.5 s */
+    cr_expect_lt(dt, 2.5, "two 200 ms attempts took %.2f s", dt);
     cr_expect_eq(atomic_load(&srv.requests), 2);
 }
 

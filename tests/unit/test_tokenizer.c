@@ -159,6 +159,38 @@ Test(tokenizer, stream_never_splits_a_character)
     tok_free(t);
 }
 
+Test(tokenizer, stream_equals_decode_on_random_ids)
+{
+    struct tokenizer *t = bytelevel();
+    struct tok_stream *st = tok_stream_new(t);
+    unsigned s = 7;
+    for (int rep = 0; rep < 200; rep++) {
+        int32_t ids[64];
+        size_t n = (size_t)(rep % 64);
+        for (size_t i = 0; i < n; i++) {
+            s = s * 1103515245u + 12345u;
+            /* mostly bytes >= 0x80 (UTF-8 pieces), some specials and unknown ids */
+            unsigned r = (s >> 16) % 300;
+            ids[i] = r < 250 ? (int32_t)(0x80 + r % 128) : r < 290 ? (int32_t)(r % 64) : 999 + (int32_t)r;
+        }
+        char out[64 * 16];
+        size_t total = 0, len;
+        for (size_t i = 0; i <= n; i++) {
+            const char *p = i < n ? tok_stream_push(st, ids[i], &len) : tok_stream_finish(st, &len);
+            cr_assert_not_null(p);
+            memcpy(out + total, p, len);
+            total += len;
+        }
+        size_t wl;
+        char *whole = tok_decode(t, ids, n, &wl);
+        cr_assert_eq(total, wl, "rep %d", rep);
+        cr_assert(memcmp(out, whole, wl) == 0, "rep %d", rep);
+        free(whole);
+    }
+    tok_stream_free(st);
+    tok_free(t);
+}
+
 /* ---- a small BPE checked against Hugging Face ---- */
 
 /* tokenizer.json with the 256 byte tokens, a few merges (string or array
