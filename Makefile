@@ -1,7 +1,8 @@
 # aha — build, test, run, bench.
 #   make            build/aha-engine (and build/aha-server once it exists)
 #   make test       install missing Debian packages, build with ASan+UBSan, run every test
-#   make run        set up, build, pretrain the tiny demo model if absent, sample from it
+#   make run        set up, build, pretrain the tiny demo model if absent, start PostgreSQL
+#                   under var/ (unless AHA_DATABASE_URL is set) and the server
 #   make bench      benchmarks (figures on stdout)
 #   make CUDA=1     also compile kernels/cuda/ with nvcc
 #   make ref        regenerate the PyTorch reference fixtures in tests/ref/
@@ -42,7 +43,7 @@ LIBS += $(CUDA_LIBS)
 endif
 
 .PHONY: all deps test unit-test cuda-check run bench ref clean
-all: build/aha-engine build/aha-engine-san
+all: build/aha-engine build/aha-engine-san build/aha-server build/aha-server-san
 
 build/aha-engine: $(LIB_OBJS) $(OBJ_DIR)/$(ENGINE_MAIN:.c=.o) $(CUDA_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
@@ -67,6 +68,10 @@ $(OBJ_DIR)/%.o: %.cu
 	$(NVCC) -O2 -I. -Ikernels -c $< -o $@
 
 -include $(wildcard build/*/*.d build/*/*/*.d build/*/*/*/*.d)
+
+# aha-server (HTTP, PostgreSQL): its sources, libraries and packages.
+include server/server.mk
+DEB_PKGS += $(SERVER_DEB_PKGS)
 
 # Install missing Debian packages (as root), or say exactly what to run.
 deps:
@@ -103,9 +108,11 @@ cuda-check:
 	else echo "cuda-check: nvcc not found, skipped"; fi
 
 test: deps
-	$(MAKE) build/aha-engine build/aha-engine-san build/unit-tests cuda-check
+	$(MAKE) build/aha-engine build/aha-engine-san build/aha-server build/aha-server-san build/unit-tests cuda-check
 	@$(UNIT_RUN)
 	@for t in tests/cli/*.sh; do [ -f "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
+	@echo "== tests/integration/test_server.py"
+	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 
 var/models/tiny-base/model.safetensors: | build/aha-engine
 	@mkdir -p var/data var/models
@@ -113,14 +120,16 @@ var/models/tiny-base/model.safetensors: | build/aha-engine
 	./build/aha-engine pretrain --config tiny --data var/data/arith-text.jsonl --steps 300 --out var/models/tiny-base
 
 run: deps
-	$(MAKE) build/aha-engine
+	$(MAKE) build/aha-engine build/aha-server
 	$(MAKE) var/models/tiny-base/model.safetensors
 	./build/aha-engine sample --model var/models/tiny-base --prompt $$'User: What is 12 + 7?\nAssistant:' --max-tokens 64 --temperature 0.7 --seed 1
+	bash scripts/run.sh
 
 bench: deps
-	$(MAKE) build/aha-engine
+	$(MAKE) build/aha-engine build/aha-server
 	./build/aha-engine bench matmul
 	bash bench/train.sh build/aha-engine
+	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
 
 ref:
 	$(PYTHON) tests/ref/gen_ops.py

@@ -101,6 +101,8 @@ struct gen_engine {
     int n_waiting;
     struct gen_seq **seqs;          /* active, admission order */
     int n_seqs;
+    int n_slots;                    /* sequences of admitted requests,
+                                     * forked or still to fork (<= max_seqs) */
     uint64_t seed_counter;
     int max_blocks_per_seq;
     /* forward buffers (backend memory), R = max_step_tokens rows */
@@ -649,6 +651,7 @@ static void reap(struct gen_engine *e)
         struct gen_req *r = s->req;
         seq_release(e, s);
         seq_free(s);
+        e->n_slots--;
         if (--r->live == 0) {
             kv_cache_unreserve(e->kv, r->pending_reserve);
             req_free(r);
@@ -691,6 +694,7 @@ int gen_cancel(struct gen_engine *e, const char *id)
         count += first;
         if (s->state == SEQ_PREFILL) {
             /* samples 1..n-1 were never forked */
+            e->n_slots -= r->live - 1;
             r->live = 1;
             for (int j = 1; j < r->n; j++) {
                 struct gen_event ev = {0};
@@ -716,8 +720,8 @@ static void admit(struct gen_engine *e)
 {
     while (e->wait_head) {
         struct gen_req *r = e->wait_head;
-        int seqs_after = e->n_seqs + r->n;
-        if (seqs_after > e->cfg.max_seqs) return;
+        const int live = r->max_tokens > 0 ? r->n : 1;
+        if (e->n_slots + live > e->cfg.max_seqs) return;
         if (kv_cache_reserve(e->kv, r->blocks_total)) return;
         struct gen_seq *s = seq_new(e, r, 0);
         if (!s) { kv_cache_unreserve(e->kv, r->blocks_total); return; }
@@ -727,7 +731,8 @@ static void admit(struct gen_engine *e)
         e->n_waiting--;
         s->reserve = r->blocks_full;
         r->pending_reserve = r->blocks_total - r->blocks_full;
-        r->live = r->max_tokens > 0 ? r->n : 1;
+        r->live = live;
+        e->n_slots += live;
         s->state = SEQ_PREFILL;
         e->seqs[e->n_seqs++] = s;
     }

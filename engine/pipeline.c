@@ -391,7 +391,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         for (int i = 0; i < p->n_stages; i++) {
             if (i != pick && p->stages[i].model_from == pick) {
                 indeg[i]--;
-                snprintf(p->stages[i].model, sizeof p->stages[i].model, "%s", p->stages[pick].out);
+                memcpy(p->stages[i].model, p->stages[pick].out, sizeof p->stages[i].model);
             }
             if (p->stages[i].dataset_from == pick) indeg[i]--;
         }

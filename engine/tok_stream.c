@@ -12,8 +12,10 @@ struct tok_stream {
     char hold[4];       /* an incomplete but so far valid UTF-8 prefix */
     size_t nhold;
     bool started;       /* a token was emitted (for space-joining decoders) */
-    char *out;
+    char *out;          /* what push/finish return */
     size_t cap;
+    char *work;         /* held bytes + the new token's bytes */
+    size_t wcap;
 };
 
 struct tok_stream *tok_stream_new(const struct tokenizer *tok)
@@ -27,6 +29,7 @@ void tok_stream_free(struct tok_stream *s)
 {
     if (!s) return;
     free(s->out);
+    free(s->work);
     free(s);
 }
 
@@ -63,12 +66,15 @@ const char *tok_stream_push(struct tok_stream *s, int32_t id, size_t *len)
     bool space = b && !tok->decoder_byte_level && s->started;
     if (b) s->started = true;
     size_t n = s->nhold + space + nb;
-    /* work = hold + (space) + bytes, converted in place into out */
-    char *work = malloc(n + 1);
-    if (!work || reserve(s, 3 * n + 1)) {
-        free(work);
-        return NULL;
+    /* work = hold + (space) + bytes, converted into out */
+    if (n + 1 > s->wcap) {
+        char *w = realloc(s->work, n + 64);
+        if (!w) return NULL;
+        s->work = w;
+        s->wcap = n + 64;
     }
+    char *work = s->work;
+    if (reserve(s, 3 * n + 1)) return NULL;
     memcpy(work, s->hold, s->nhold);
     if (space) work[s->nhold] = ' ';
     if (nb) memcpy(work + s->nhold + space, b, nb);
@@ -85,7 +91,6 @@ const char *tok_stream_push(struct tok_stream *s, int32_t id, size_t *len)
     size_t m = tok_utf8_lossy(work, n - keep, s->out);
     memcpy(s->hold, work + n - keep, keep);
     s->nhold = keep;
-    free(work);
     s->out[m] = 0;
     *len = m;
     return s->out;

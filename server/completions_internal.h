@@ -14,6 +14,7 @@
 #include "reasoning.h"
 #include "server.h"
 
+/* One choice (sample) of a request. Guarded by its request's mu. */
 struct gen_choice {
     struct gen_req *g;
     int index;
@@ -26,10 +27,14 @@ struct gen_choice {
     long prompt_tokens, completion_tokens, reasoning_tokens, tokens_seen;
     json_t *logprobs;        /* chat: [items]; completions: {tokens,...} */
     json_t *pending_lp;      /* chat stream: items not yet sent */
-    json_t *prompt_logprobs; /* echo: from the engine's done event */
+    json_t *prompt_logprobs; /* echo: the engine's prompt_logprobs event */
     double t_last;
 };
 
+/* One completion request, owned by its http_req (freed when the HTTP
+ * request ends). Once submitted, the engine's supervisor thread, the
+ * heartbeat thread and MHD's threads share it: every field below is read
+ * and written under mu (lock order: engine lock, then mu). */
 struct gen_req {
     pthread_mutex_t mu;
     struct server *srv;
@@ -57,7 +62,7 @@ struct gen_req {
     json_t *prompts;  /* completions: array of prompts (string or ids) */
     json_t *messages; /* chat: sanitized messages */
     long long key_id;
-    struct gen_req *hb_prev, *hb_next;
+    struct gen_req *hb_prev, *hb_next; /* live list, under hb_mu (completions.c) */
 };
 
 /* A validation failure: HTTP status, the request field at fault, OpenAI

@@ -24,9 +24,9 @@ server: build/aha-server build/aha-server-san
 # sanitized server, a scripted fake engine, and the real engine when it
 # has `serve` (on a tiny model pretrained for two steps).
 server-test: build/aha-server-san build/aha-engine
-	python3 tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
+	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 
 # Requests/s and latency at concurrency 1 and 32 (max_tokens 1), server
 # overhead per request, 200 concurrent streams checked token by token.
 server-bench: build/aha-server build/aha-engine
-	python3 tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
+	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine

@@ -462,6 +462,20 @@ Test(generate, n_samples_share_prefill)
     for (int i = 0; i < 3; i++)
         cr_expect_arr_eq(d->s[2][i].tok, d->s[3][0].tok, 6 * sizeof(int32_t), "sample %d", i);
     gen_engine_free(e2);
+    /* admission counts the samples still to fork: 3 + 3 > 4 sequences, so
+     * the second request waits for the first */
+    struct collector *f = calloc(1, sizeof *f);
+    e2 = engine(m, NULL, f, 4, 4, 64, 0);
+    submit(e2, "a", 4, prompt, P, 3, 5, 1.0f, true, 1);
+    submit(e2, "b", 5, prompt, P, 3, 5, 1.0f, true, 2);
+    cr_assert_gt(gen_step(e2, err, sizeof err), 0, "%s", err);
+    gen_stats_get(e2, &st);
+    cr_expect_eq(st.active, 3);
+    cr_expect_eq(st.waiting, 1);
+    run_to_idle(e2);
+    for (int i = 0; i < 3; i++) cr_expect(f->s[4][i].done && f->s[5][i].done);
+    gen_engine_free(e2);
+    free(f);
     gen_engine_free(e);
     free(c); free(d);
     model_free(m);
