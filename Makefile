@@ -109,6 +109,7 @@ cuda-check:
 
 test: deps
 	$(MAKE) build/aha-engine build/aha-engine-san build/aha-server build/aha-server-san build/unit-tests cuda-check
+	bash tests/tokenizer/run.sh
 	@$(UNIT_RUN)
 	@for t in tests/cli/*.sh; do [ -f "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
 	@echo "== tests/integration/test_server.py"
@@ -125,11 +126,15 @@ run: deps
 	./build/aha-engine sample --model var/models/tiny-base --prompt $$'User: What is 12 + 7?\nAssistant:' --max-tokens 64 --temperature 0.7 --seed 1
 	bash scripts/run.sh
 
+build/tokenizer-bench: $(OBJ_DIR)/bench/tokenizer_bench.o $(LIB_OBJS) $(CUDA_OBJS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
+
 bench: deps
-	$(MAKE) build/aha-engine build/aha-server
+	$(MAKE) build/aha-engine build/aha-server build/tokenizer-bench
 	./build/aha-engine bench matmul
 	bash bench/train.sh build/aha-engine
 	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
+	bash bench/tokenizer_bench.sh
 
 ref:
 	$(PYTHON) tests/ref/gen_ops.py
