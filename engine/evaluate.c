@@ -5,7 +5,6 @@
  * accuracy or countdown component first). */
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,14 +15,7 @@
 #include "model.h"
 #include "progress.h"
 #include "rollout.h"
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 void eval_opts_default(struct eval_opts *o)
 {
@@ -111,7 +103,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     struct reward_result *res = NULL;
     int *rows = NULL;
     if (o->num_samples < 0 || o->max_completion_length <= 0) {
-        errf(err, errlen, "%s: num_samples must be >= 0 and max_completion_length >= 1", o->stage);
+        errmsg_set(err, errlen, "%s: num_samples must be >= 0 and max_completion_length >= 1", o->stage);
         return -1;
     }
     if (!(m = model_load(o->model_dir, be, err, errlen))) return -1;
@@ -122,7 +114,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     if (!o->prompt_template &&
         (o->chat_template ? chat_template_from_name(o->chat_template, &pr.kind)
                           : chat_template_detect(o->model_dir, &pr.kind, err, errlen))) {
-        if (o->chat_template) errf(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
+        if (o->chat_template) errmsg_set(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
         goto out;
     }
     if (rl_dataset_load(&ds, o->data, o->reward, err, errlen)) goto out;
@@ -135,7 +127,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     ro = calloc((size_t)n * per, sizeof *ro);
     items = calloc((size_t)n * per, sizeof *items);
     res = calloc((size_t)n * per, sizeof *res);
-    if (!rows || !ro || !items || !res) { errf(err, errlen, "out of memory"); goto out; }
+    if (!rows || !ro || !items || !res) { errmsg_set(err, errlen, "out of memory"); goto out; }
     for (int i = 0; i < n; i++) rows[i] = i;
     const double t0 = progress_now();
     json_t *vals = json_object();

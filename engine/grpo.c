@@ -13,7 +13,6 @@
 #include "grpo.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,14 +24,7 @@
 #include "rng.h"
 #include "rollout.h"
 #include "schedule.h"
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 void grpo_opts_default(struct grpo_opts *o)
 {
@@ -100,7 +92,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     const int MB = o->micro_batch_size > 0 ? o->micro_batch_size : G;
     if (P <= 0 || G < 2 || S % MB || o->steps <= 0 || o->max_completion_length <= 0 ||
         o->num_iterations <= 0) {
-        errf(err, errlen, "%s: prompts_per_step >= 1, group_size >= 2, steps >= 1, and "
+        errmsg_set(err, errlen, "%s: prompts_per_step >= 1, group_size >= 2, steps >= 1, and "
              "micro_batch_size must divide prompts_per_step * group_size (%d)", o->stage, S);
         return -1;
     }
@@ -134,11 +126,11 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     if (!o->prompt_template &&
         (o->chat_template ? chat_template_from_name(o->chat_template, &pr.kind)
                           : chat_template_detect(o->model_dir, &pr.kind, err, errlen))) {
-        if (o->chat_template) errf(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
+        if (o->chat_template) errmsg_set(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
         goto out;
     }
     if (o->max_prompt_length + o->max_completion_length > m->cfg.max_position_embeddings) {
-        errf(err, errlen, "%s: max_prompt_length + max_completion_length (%d) exceeds the model's "
+        errmsg_set(err, errlen, "%s: max_prompt_length + max_completion_length (%d) exceeds the model's "
              "max_position_embeddings (%d)", o->stage, o->max_prompt_length + o->max_completion_length,
              m->cfg.max_position_embeddings);
         goto out;
@@ -150,7 +142,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
     if (gc.max_seqs < S) gc.max_seqs = S;
     if (!(ge = gen_engine_new(m, tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
-    if (model_grads_alloc(m)) { errf(err, errlen, "out of memory"); goto out; }
+    if (model_grads_alloc(m)) { errmsg_set(err, errlen, "out of memory"); goto out; }
 
     rs.n = ds.n;
     rs.pos = ds.n;
@@ -181,7 +173,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     dlogp = calloc((size_t)S * Tc, sizeof *dlogp);
     if (!rs.order || !ro || !items || !res || !total || !valid || !rew || !adv || !rows || !keep ||
         !tok_b || !tgt_b || !lp || !ent || !dlp_full || !logp || !old || !refl || !mask || !dlogp) {
-        errf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     struct sampler_params sp;
@@ -257,7 +249,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         struct rollout *sel = calloc((size_t)S, sizeof *sel);
         struct reward_result *sres = calloc((size_t)S, sizeof *sres);
         unsigned char *svalid = calloc((size_t)S, 1);
-        if (!sel || !sres || !svalid) { free(sel); free(sres); free(svalid); errf(err, errlen, "out of memory"); goto out; }
+        if (!sel || !sres || !svalid) { free(sel); free(sres); free(svalid); errmsg_set(err, errlen, "out of memory"); goto out; }
         for (int k = 0; k < P; k++)
             for (int j = 0; j < G; j++) {
                 sel[k * G + j] = ro[keep[k] + j];
@@ -372,7 +364,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             gnorm = model_grads_clip(m, o->max_grad_norm);
             lr = lr_warmup_cosine(update, total_updates, warmup, o->learning_rate, 1.0f);
             if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
-                errf(err, errlen, "out of memory for optimizer state");
+                errmsg_set(err, errlen, "out of memory for optimizer state");
                 goto fail_step;
             }
         }

@@ -11,24 +11,16 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "rng.h"
+#include "errmsg.h"
 
 /* Rows of logits computed at once in model_logprobs / model_backward. */
 #define MODEL_LOGITS_CHUNK 512
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---------------------------------------------------------------- layout */
 
@@ -52,11 +44,11 @@ static int config_check(const struct model_config *c, char *err, size_t errlen)
     if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->n_layers <= 0 ||
         c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
         c->intermediate_size <= 0) {
-        errf(err, errlen, "model config: sizes must be positive");
+        errmsg_set(err, errlen, "model config: sizes must be positive");
         return -1;
     }
     if (c->n_heads % c->n_kv_heads != 0 || c->head_dim % 2 != 0) {
-        errf(err, errlen, "model config: num_attention_heads (%d) must be a "
+        errmsg_set(err, errlen, "model config: num_attention_heads (%d) must be a "
              "multiple of num_key_value_heads (%d) and head_dim (%d) even",
              c->n_heads, c->n_kv_heads, c->head_dim);
         return -1;
@@ -69,7 +61,7 @@ struct model *model_new(const struct model_config *cfg,
 {
     if (config_check(cfg, err, errlen)) return NULL;
     struct model *m = calloc(1, sizeof *m);
-    if (!m) { errf(err, errlen, "out of memory"); return NULL; }
+    if (!m) { errmsg_set(err, errlen, "out of memory"); return NULL; }
     m->cfg = *cfg;
     m->be = be;
     const int C = cfg->hidden_size, L = cfg->n_layers, HD = cfg->head_dim;
@@ -117,7 +109,7 @@ struct model *model_new(const struct model_config *cfg,
     return m;
 oom:
     model_free(m);
-    errf(err, errlen, "out of memory allocating the model");
+    errmsg_set(err, errlen, "out of memory allocating the model");
     return NULL;
 }
 
@@ -196,12 +188,12 @@ struct model *model_load(const char *dir, const struct backend *be,
     struct st_file *f = st_open(path, err, errlen);
     if (!f) { model_free(m); return NULL; }
     float *host = calloc(m->n_params, sizeof(float));
-    if (!host) { errf(err, errlen, "out of memory"); goto fail; }
+    if (!host) { errmsg_set(err, errlen, "out of memory"); goto fail; }
     for (int i = 0; i < m->n_views; i++) {
         const struct param_view *v = &m->views[i];
         const struct st_tensor *t = st_find(f, v->name);
         if (!t) {
-            errf(err, errlen, "%s: tensor \"%s\" is missing", path, v->name);
+            errmsg_set(err, errlen, "%s: tensor \"%s\" is missing", path, v->name);
             goto fail;
         }
         bool ok = t->ndim == v->ndim;
@@ -215,7 +207,7 @@ struct model *model_load(const char *dir, const struct backend *be,
                 snprintf(want, sizeof want, "%lld, %lld", (long long)v->shape[0], (long long)v->shape[1]);
             else
                 snprintf(want, sizeof want, "%lld", (long long)v->shape[0]);
-            errf(err, errlen, "%s: tensor \"%s\" has shape [%s], config.json implies [%s]",
+            errmsg_set(err, errlen, "%s: tensor \"%s\" has shape [%s], config.json implies [%s]",
                  path, v->name, got, want);
             goto fail;
         }
@@ -230,16 +222,16 @@ struct model *model_load(const char *dir, const struct backend *be,
             t->ndim == 2 && t->shape[0] == cfg.vocab_size && t->shape[1] == cfg.hidden_size) {
             /* Some tied checkpoints also store lm_head: accept only a copy. */
             float *tmp = malloc(t->numel * sizeof(float));
-            if (!tmp) { errf(err, errlen, "out of memory"); goto fail; }
+            if (!tmp) { errmsg_set(err, errlen, "out of memory"); goto fail; }
             st_to_f32(t, tmp);
             int same = memcmp(tmp, host + m->wte, t->numel * sizeof(float)) == 0;
             free(tmp);
             if (same) continue;
-            errf(err, errlen, "%s: tensor \"lm_head.weight\" differs from the embeddings "
+            errmsg_set(err, errlen, "%s: tensor \"lm_head.weight\" differs from the embeddings "
                  "but config.json says tie_word_embeddings is true", path);
             goto fail;
         }
-        errf(err, errlen, "%s: unexpected tensor \"%s\" (not part of a %s model with this config)",
+        errmsg_set(err, errlen, "%s: unexpected tensor \"%s\" (not part of a %s model with this config)",
              path, t->name, cfg.arch == MODEL_ARCH_QWEN2 ? "Qwen2" : "Llama");
         goto fail;
     }
@@ -267,7 +259,7 @@ static int mkdir_p(const char *dir, char *err, size_t errlen)
     if (mkdir(buf, 0755) && errno != EEXIST) goto fail;
     return 0;
 fail:
-    errf(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+    errmsg_set(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
     return -1;
 }
 
@@ -276,7 +268,7 @@ static int save_views(const struct model *m, const float *host, const char *pref
 {
     struct st_entry *e = calloc((size_t)m->n_views, sizeof *e);
     char (*names)[128] = calloc((size_t)m->n_views, sizeof *names);
-    if (!e || !names) { free(e); free(names); errf(err, errlen, "out of memory"); return -1; }
+    if (!e || !names) { free(e); free(names); errmsg_set(err, errlen, "out of memory"); return -1; }
     for (int i = 0; i < m->n_views; i++) {
         const struct param_view *v = &m->views[i];
         snprintf(names[i], sizeof names[i], "%s%s", prefix, v->name);
@@ -309,7 +301,7 @@ int model_save(const struct model *m, const char *dir, enum st_dtype dtype,
         return -1;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     float *host = download_all(m, m->params);
-    if (!host) { errf(err, errlen, "out of memory"); return -1; }
+    if (!host) { errmsg_set(err, errlen, "out of memory"); return -1; }
     int rc = save_views(m, host, "", path, dtype, err, errlen);
     free(host);
     return rc;
@@ -319,7 +311,7 @@ int model_save_buffer(const struct model *m, const float *buf, const char *prefi
                       const char *path, char *err, size_t errlen)
 {
     float *host = download_all(m, buf);
-    if (!host) { errf(err, errlen, "out of memory"); return -1; }
+    if (!host) { errmsg_set(err, errlen, "out of memory"); return -1; }
     int rc = save_views(m, host, prefix, path, ST_F32, err, errlen);
     free(host);
     return rc;
@@ -332,14 +324,14 @@ int model_load_buffer(const struct model *m, float *buf, const char *prefix,
     if (!f) return -1;
     float *host = calloc(m->n_params, sizeof(float));
     int rc = -1;
-    if (!host) { errf(err, errlen, "out of memory"); goto out; }
+    if (!host) { errmsg_set(err, errlen, "out of memory"); goto out; }
     for (int i = 0; i < m->n_views; i++) {
         const struct param_view *v = &m->views[i];
         char name[160];
         snprintf(name, sizeof name, "%s%s", prefix, v->name);
         const struct st_tensor *t = st_find(f, name);
         if (!t || t->numel != v->numel) {
-            errf(err, errlen, "%s: tensor \"%s\" is %s", path, name,
+            errmsg_set(err, errlen, "%s: tensor \"%s\" is %s", path, name,
                  t ? "the wrong size" : "missing");
             goto out;
         }
@@ -381,7 +373,7 @@ int model_save_dir_from(const struct model *m, const char *src_dir, const char *
         snprintf(a, sizeof a, "%s/%s", src_dir, files[i]);
         snprintf(b, sizeof b, "%s/%s", dir, files[i]);
         if (strcmp(a, b) != 0 && copy_file(a, b) < 0) {
-            errf(err, errlen, "cannot copy %s to %s", a, b);
+            errmsg_set(err, errlen, "cannot copy %s to %s", a, b);
             return -1;
         }
     }
@@ -436,18 +428,18 @@ int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
     const int AH = NH * HD;
     for (int i = 0; i < N; i++) {
         if (tokens[i] < 0 || tokens[i] >= V) {
-            errf(err, errlen, "token %d at position %d is outside the vocabulary (%d)",
+            errmsg_set(err, errlen, "token %d at position %d is outside the vocabulary (%d)",
                  tokens[i], i, V);
             return -1;
         }
     }
     if (acts_ensure(m, B, T)) {
-        errf(err, errlen, "out of memory for activations of %d x %d tokens", B, T);
+        errmsg_set(err, errlen, "out of memory for activations of %d x %d tokens", B, T);
         return -1;
     }
     struct model_acts *a = &m->acts;
     int32_t *hpos = malloc((size_t)N * sizeof(int32_t));
-    if (!hpos) { errf(err, errlen, "out of memory"); return -1; }
+    if (!hpos) { errmsg_set(err, errlen, "out of memory"); return -1; }
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             hpos[b * T + t] = pos ? pos[b * T + t] : t;

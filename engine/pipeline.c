@@ -5,7 +5,6 @@
 #include "pipeline.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +15,7 @@
 #include "pretrain.h"
 #include "rewards.h"
 #include "sft.h"
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 enum ptype { P_INT, P_NUM, P_BOOL, P_STR, P_ENUM };
 
@@ -126,7 +118,7 @@ static int check_params(const struct pipeline_stage *st, char *err, size_t errle
 {
     if (!st->params) return 0;
     if (!json_is_object(st->params)) {
-        errf(err, errlen, "stage \"%s\": params: expected an object", st->name);
+        errmsg_set(err, errlen, "stage \"%s\": params: expected an object", st->name);
         return -1;
     }
     const char *key;
@@ -137,7 +129,7 @@ static int check_params(const struct pipeline_stage *st, char *err, size_t errle
             if (strcmp(params_table[i].kind, st->kind) == 0 && strcmp(params_table[i].name, key) == 0)
                 d = &params_table[i];
         if (!d) {
-            errf(err, errlen, "stage \"%s\": params.%s: unknown parameter for a %s stage",
+            errmsg_set(err, errlen, "stage \"%s\": params.%s: unknown parameter for a %s stage",
                  st->name, key, st->kind);
             return -1;
         }
@@ -168,18 +160,18 @@ static int check_params(const struct pipeline_stage *st, char *err, size_t errle
                 c += cl + (bar != NULL);
             }
             if (!ok) {
-                errf(err, errlen, "stage \"%s\": params.%s: expected one of %s", st->name, key, d->choices);
+                errmsg_set(err, errlen, "stage \"%s\": params.%s: expected one of %s", st->name, key, d->choices);
                 return -1;
             }
             break;
         }
         }
         if (want && *want) {
-            errf(err, errlen, "stage \"%s\": params.%s: expected %s", st->name, key, want);
+            errmsg_set(err, errlen, "stage \"%s\": params.%s: expected %s", st->name, key, want);
             return -1;
         }
         if (want) {
-            errf(err, errlen, "stage \"%s\": params.%s: must be in [%g, %g]", st->name, key, d->lo, d->hi);
+            errmsg_set(err, errlen, "stage \"%s\": params.%s: must be in [%g, %g]", st->name, key, d->lo, d->hi);
             return -1;
         }
     }
@@ -210,18 +202,18 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     bool needs = is_model ? strcmp(st->kind, "pretrain") != 0 : true;
     if (!ref) {
         if (needs) {
-            errf(err, errlen, "stage \"%s\": field \"%s\" is missing", st->name, field);
+            errmsg_set(err, errlen, "stage \"%s\": field \"%s\" is missing", st->name, field);
             return -1;
         }
         return 0;
     }
     if (!needs) {
-        errf(err, errlen, "stage \"%s\": field \"%s\": a %s stage creates its model (set params.config)",
+        errmsg_set(err, errlen, "stage \"%s\": field \"%s\": a %s stage creates its model (set params.config)",
              st->name, field, st->kind);
         return -1;
     }
     if (!json_is_string(ref) || !*json_string_value(ref)) {
-        errf(err, errlen, "stage \"%s\": field \"%s\": expected a reference string", st->name, field);
+        errmsg_set(err, errlen, "stage \"%s\": field \"%s\": expected a reference string", st->name, field);
         return -1;
     }
     const char *r = json_string_value(ref);
@@ -229,7 +221,7 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     int *from = is_model ? &st->model_from : &st->dataset_from;
     if (is_model && strcmp(r, "$base") == 0) {
         if (!base) {
-            errf(err, errlen, "stage \"%s\": model \"$base\" but the pipeline has no base_model", st->name);
+            errmsg_set(err, errlen, "stage \"%s\": model \"$base\" but the pipeline has no base_model", st->name);
             return -1;
         }
         r = base;
@@ -237,12 +229,12 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     int j = find_stage(p, r);
     if (j >= 0) {
         if (is_model && !IN(p->stages[j].kind, model_kinds)) {
-            errf(err, errlen, "stage \"%s\": model \"%s\" names a %s stage, which produces no model",
+            errmsg_set(err, errlen, "stage \"%s\": model \"%s\" names a %s stage, which produces no model",
                  st->name, r, p->stages[j].kind);
             return -1;
         }
         if (!is_model) {
-            errf(err, errlen, "stage \"%s\": dataset \"%s\" names a %s stage, which produces no dataset",
+            errmsg_set(err, errlen, "stage \"%s\": dataset \"%s\" names a %s stage, which produces no dataset",
                  st->name, r, p->stages[j].kind);
             return -1;
         }
@@ -254,7 +246,7 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     char probe[4200];
     snprintf(probe, sizeof probe, is_model ? "%s/config.json" : "%s", dst);
     if (stat(probe, &sb) != 0 || (!is_model && !S_ISREG(sb.st_mode))) {
-        errf(err, errlen, "stage \"%s\": %s \"%s\" is neither a stage of this pipeline nor %s under %s",
+        errmsg_set(err, errlen, "stage \"%s\": %s \"%s\" is neither a stage of this pipeline nor %s under %s",
              st->name, field, r, is_model ? "a model directory" : "a file", data_dir);
         return -1;
     }
@@ -265,31 +257,31 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
                   const char *out_dir, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
-    if (!json_is_object(spec)) { errf(err, errlen, "pipeline: expected a JSON object"); return -1; }
+    if (!json_is_object(spec)) { errmsg_set(err, errlen, "pipeline: expected a JSON object"); return -1; }
     p->spec = json_incref(spec);
     const char *key;
     json_t *val;
     json_object_foreach(spec, key, val) {
         if (strcmp(key, "name") && strcmp(key, "base_model") && strcmp(key, "stages") &&
             strcmp(key, "description")) {
-            errf(err, errlen, "pipeline: unknown field \"%s\"", key);
+            errmsg_set(err, errlen, "pipeline: unknown field \"%s\"", key);
             goto fail;
         }
     }
     json_t *name = json_object_get(spec, "name"), *base = json_object_get(spec, "base_model");
     json_t *stages = json_object_get(spec, "stages");
     if (!json_is_string(name) || !*json_string_value(name)) {
-        errf(err, errlen, "pipeline: field \"name\" must be a non-empty string");
+        errmsg_set(err, errlen, "pipeline: field \"name\" must be a non-empty string");
         goto fail;
     }
     snprintf(p->name, sizeof p->name, "%s", json_string_value(name));
     if (base && !json_is_string(base)) {
-        errf(err, errlen, "pipeline: field \"base_model\" must be a string");
+        errmsg_set(err, errlen, "pipeline: field \"base_model\" must be a string");
         goto fail;
     }
     if (!json_is_array(stages) || json_array_size(stages) == 0 ||
         json_array_size(stages) > PIPELINE_MAX_STAGES) {
-        errf(err, errlen, "pipeline: field \"stages\" must be an array of 1 to %d stages", PIPELINE_MAX_STAGES);
+        errmsg_set(err, errlen, "pipeline: field \"stages\" must be an array of 1 to %d stages", PIPELINE_MAX_STAGES);
         goto fail;
     }
     p->n_stages = (int)json_array_size(stages);
@@ -297,33 +289,33 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         json_t *s = json_array_get(stages, (size_t)i);
         struct pipeline_stage *st = &p->stages[i];
         st->model_from = st->dataset_from = -1;
-        if (!json_is_object(s)) { errf(err, errlen, "pipeline: stages[%d]: expected an object", i); goto fail; }
+        if (!json_is_object(s)) { errmsg_set(err, errlen, "pipeline: stages[%d]: expected an object", i); goto fail; }
         json_t *sn = json_object_get(s, "name"), *sk = json_object_get(s, "kind");
         if (!json_is_string(sn) || !*json_string_value(sn) || json_string_length(sn) >= sizeof st->name) {
-            errf(err, errlen, "pipeline: stages[%d].name: expected a non-empty string of at most %zu bytes",
+            errmsg_set(err, errlen, "pipeline: stages[%d].name: expected a non-empty string of at most %zu bytes",
                  i, sizeof st->name - 1);
             goto fail;
         }
         const char *nm = json_string_value(sn);
         for (const char *c = nm; *c; c++)
             if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.') {
-                errf(err, errlen, "pipeline: stages[%d].name \"%s\": use letters, digits, '-', '_' and '.'", i, nm);
+                errmsg_set(err, errlen, "pipeline: stages[%d].name \"%s\": use letters, digits, '-', '_' and '.'", i, nm);
                 goto fail;
             }
         if (nm[0] == '.' || find_stage(p, nm) >= 0) {
-            errf(err, errlen, "pipeline: stages[%d].name \"%s\": %s", i, nm,
+            errmsg_set(err, errlen, "pipeline: stages[%d].name \"%s\": %s", i, nm,
                  nm[0] == '.' ? "must not start with '.'" : "duplicate stage name");
             goto fail;
         }
         snprintf(st->name, sizeof st->name, "%s", nm);
-        if (!json_is_string(sk)) { errf(err, errlen, "stage \"%s\": field \"kind\" is missing", nm); goto fail; }
+        if (!json_is_string(sk)) { errmsg_set(err, errlen, "stage \"%s\": field \"kind\" is missing", nm); goto fail; }
         const char *kind = json_string_value(sk);
         if (!IN(kind, runnable_kinds)) {
             if (IN(kind, planned_kinds))
-                errf(err, errlen, "stage \"%s\": kind \"%s\" is not available in this version of aha-engine "
+                errmsg_set(err, errlen, "stage \"%s\": kind \"%s\" is not available in this version of aha-engine "
                      "(available: pretrain, sft, grpo, eval)", nm, kind);
             else
-                errf(err, errlen, "stage \"%s\": unknown kind \"%s\"", nm, kind);
+                errmsg_set(err, errlen, "stage \"%s\": unknown kind \"%s\"", nm, kind);
             goto fail;
         }
         snprintf(st->kind, sizeof st->kind, "%s", kind);
@@ -331,14 +323,14 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
             if (strcmp(key, "name") && strcmp(key, "kind") && strcmp(key, "model") &&
                 strcmp(key, "dataset") && strcmp(key, "params") &&
                 !(strcmp(key, "reward") == 0 && IN(kind, reward_kinds))) {
-                errf(err, errlen, "stage \"%s\": unknown field \"%s\"", nm, key);
+                errmsg_set(err, errlen, "stage \"%s\": unknown field \"%s\"", nm, key);
                 goto fail;
             }
         }
         st->params = json_object_get(s, "params");
         if (check_params(st, err, errlen)) goto fail;
         if (strcmp(kind, "pretrain") == 0 && !json_is_string(json_object_get(st->params, "config"))) {
-            errf(err, errlen, "stage \"%s\": params.config is missing (tiny, small or a config.json path)", nm);
+            errmsg_set(err, errlen, "stage \"%s\": params.config is missing (tiny, small or a config.json path)", nm);
             goto fail;
         }
         snprintf(st->out, sizeof st->out, "%s/%s", out_dir, nm);
@@ -357,7 +349,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
                          rw ? "neither an object nor a string" : "missing");
             }
             if (!st->reward) {
-                errf(err, errlen, "stage \"%s\": field \"reward\": %s", nm, rerr);
+                errmsg_set(err, errlen, "stage \"%s\": field \"reward\": %s", nm, rerr);
                 goto fail;
             }
         }
@@ -383,7 +375,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
                 if (!done[i])
                     off += (size_t)snprintf(names + off, sizeof names - off, "%s\"%s\"", off ? ", " : "",
                                             p->stages[i].name);
-            errf(err, errlen, "pipeline: the stages %s reference each other in a cycle", names);
+            errmsg_set(err, errlen, "pipeline: the stages %s reference each other in a cycle", names);
             goto fail;
         }
         done[pick] = true;

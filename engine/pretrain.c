@@ -5,7 +5,6 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,14 +14,7 @@
 #include "progress.h"
 #include "rng.h"
 #include "schedule.h"
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 void pretrain_opts_default(struct pretrain_opts *o)
 {
@@ -54,7 +46,7 @@ long pretrain_load_text(const char *path, const struct tokenizer *tok,
                         int32_t eos, int32_t **out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
-    if (!f) { errf(err, errlen, "%s: cannot open", path); return -1; }
+    if (!f) { errmsg_set(err, errlen, "%s: cannot open", path); return -1; }
     size_t cap = 1 << 16, n = 0;
     int32_t *ids = malloc(cap * sizeof *ids);
     char *line = NULL;
@@ -67,14 +59,14 @@ long pretrain_load_text(const char *path, const struct tokenizer *tok,
         json_error_t je;
         json_t *row = json_loadb(line, (size_t)len, 0, &je);
         if (!row || !json_is_object(row)) {
-            errf(err, errlen, "%s:%ld: %s", path, lineno,
+            errmsg_set(err, errlen, "%s:%ld: %s", path, lineno,
                  row ? "row is not a JSON object" : je.text);
             json_decref(row);
             goto fail;
         }
         json_t *text = json_object_get(row, "text");
         if (!json_is_string(text)) {
-            errf(err, errlen, "%s:%ld: field \"text\" is %s", path, lineno,
+            errmsg_set(err, errlen, "%s:%ld: field \"text\" is %s", path, lineno,
                  text ? "not a string" : "missing");
             json_decref(row);
             goto fail;
@@ -82,7 +74,7 @@ long pretrain_load_text(const char *path, const struct tokenizer *tok,
         int32_t *t = NULL;
         int k = tok_encode(tok, json_string_value(text), json_string_length(text), &t);
         json_decref(row);
-        if (k < 0) { errf(err, errlen, "%s:%ld: cannot tokenize \"text\"", path, lineno); goto fail; }
+        if (k < 0) { errmsg_set(err, errlen, "%s:%ld: cannot tokenize \"text\"", path, lineno); goto fail; }
         while (n + (size_t)k + 1 > cap) {
             cap *= 2;
             int32_t *grown = realloc(ids, cap * sizeof *ids);
@@ -100,7 +92,7 @@ long pretrain_load_text(const char *path, const struct tokenizer *tok,
     *out = ids;
     return (long)n;
 oom:
-    errf(err, errlen, "%s: out of memory", path);
+    errmsg_set(err, errlen, "%s: out of memory", path);
 fail:
     free(line);
     free(ids);
@@ -113,7 +105,7 @@ static int load_config(const char *spec, struct model_config *cfg, char *err, si
     if (config_preset(cfg, spec) == 0) return 0;
     struct stat st;
     if (stat(spec, &st) != 0) {
-        errf(err, errlen, "--config: \"%s\" is neither a preset (tiny, small) nor a file", spec);
+        errmsg_set(err, errlen, "--config: \"%s\" is neither a preset (tiny, small) nor a file", spec);
         return -1;
     }
     return config_load(cfg, spec, err, errlen);
@@ -134,7 +126,7 @@ static int save_checkpoint(const struct model *m, const char *dir, int step, boo
     if (model_save_buffer(m, m->adam_v, "exp_avg_sq.", path, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/trainer_state.json", dir);
     FILE *f = fopen(path, "w");
-    if (!f) { errf(err, errlen, "%s: cannot write", path); return -1; }
+    if (!f) { errmsg_set(err, errlen, "%s: cannot write", path); return -1; }
     fprintf(f, "{\"global_step\": %d, \"adam_step\": %d}\n", step, m->adam_t);
     return fclose(f) ? -1 : 0;
 }
@@ -145,13 +137,13 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     struct model_config cfg;
     if (load_config(o->config, &cfg, err, errlen)) return -1;
     if (cfg.vocab_size < TOK_BYTELEVEL_VOCAB) {
-        errf(err, errlen, "config: vocab_size %d is smaller than the byte-level tokenizer (%d)",
+        errmsg_set(err, errlen, "config: vocab_size %d is smaller than the byte-level tokenizer (%d)",
              cfg.vocab_size, TOK_BYTELEVEL_VOCAB);
         return -1;
     }
     if (o->steps <= 0 || o->batch <= 0 || o->seq_len < 2 ||
         o->seq_len > cfg.max_position_embeddings) {
-        errf(err, errlen, "steps and batch must be positive and 2 <= seq_len <= %d",
+        errmsg_set(err, errlen, "steps and batch must be positive and 2 <= seq_len <= %d",
              cfg.max_position_embeddings);
         return -1;
     }
@@ -171,7 +163,7 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     if (n_tok < 0) return -1;
     const int B = o->batch, T = o->seq_len, N = B * T;
     if (n_tok < T + 2) {
-        errf(err, errlen, "%s: only %ld tokens, need more than seq_len + 1 (%d)", o->data, n_tok, T + 1);
+        errmsg_set(err, errlen, "%s: only %ld tokens, need more than seq_len + 1 (%d)", o->data, n_tok, T + 1);
         free(stream);
         return -1;
     }
@@ -188,7 +180,7 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     float *hl = malloc((size_t)N * sizeof(float));
     if (!logp || !dlogp || !hd || !hl || model_grads_alloc(m)) {
         free(hd); free(hl);
-        errf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     model_init_random(m, o->seed, 0.02f);
@@ -218,7 +210,7 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
         float gnorm = model_grads_clip(m, o->max_grad_norm);
         float lr = pretrain_lr(o, step);
         if (model_adamw_step(m, lr, o->beta1, o->beta2, o->eps, o->weight_decay)) {
-            errf(err, errlen, "out of memory for optimizer state");
+            errmsg_set(err, errlen, "out of memory for optimizer state");
             goto out_hl;
         }
         be->download(hl, logp, (size_t)N * sizeof(float));
@@ -226,7 +218,7 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
         for (int i = 0; i < N; i++) loss -= hl[i];
         loss /= N;
         if (!isfinite(loss)) {
-            errf(err, errlen, "step %d: loss is not finite (%g); lower the learning rate", step + 1, loss);
+            errmsg_set(err, errlen, "step %d: loss is not finite (%g); lower the learning rate", step + 1, loss);
             goto out_hl;
         }
         tok_since += N;

@@ -1,19 +1,11 @@
 /* engine/rollout.c — see rollout.h. */
 #include "rollout.h"
+#include "errmsg.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *rl_row_prompt(const json_t *row)
 {
@@ -35,7 +27,7 @@ int rl_dataset_load(struct rl_dataset *d, const char *path, const struct reward_
 {
     memset(d, 0, sizeof *d);
     FILE *f = fopen(path, "r");
-    if (!f) { errf(err, errlen, "%s: cannot open", path); return -1; }
+    if (!f) { errmsg_set(err, errlen, "%s: cannot open", path); return -1; }
     d->rows = json_array();
     char *line = NULL;
     size_t cap = 0;
@@ -59,7 +51,7 @@ int rl_dataset_load(struct rl_dataset *d, const char *path, const struct reward_
             reward_check_fields(spec, row, ferr, sizeof ferr);
         }
         if (ferr[0]) {
-            errf(err, errlen, "%s:%ld: %s", path, lineno, ferr);
+            errmsg_set(err, errlen, "%s:%ld: %s", path, lineno, ferr);
             json_decref(row);
             rc = -1;
             break;
@@ -69,7 +61,7 @@ int rl_dataset_load(struct rl_dataset *d, const char *path, const struct reward_
     free(line);
     fclose(f);
     d->n = (int)json_array_size(d->rows);
-    if (rc == 0 && d->n == 0) { errf(err, errlen, "%s: no rows", path); rc = -1; }
+    if (rc == 0 && d->n == 0) { errmsg_set(err, errlen, "%s: no rows", path); rc = -1; }
     if (rc) rl_dataset_free(d);
     return rc;
 }
@@ -120,7 +112,7 @@ static int prompt_ids(const json_t *row, const struct rl_prompting *pr, int32_t 
         const char *p = rl_row_prompt(row), *at = strstr(pr->plain, "{prompt}");
         size_t pl = strlen(p), tl = strlen(pr->plain);
         text = malloc(tl + pl + 1);
-        if (!text) { errf(err, errlen, "out of memory"); return -1; }
+        if (!text) { errmsg_set(err, errlen, "out of memory"); return -1; }
         if (at) {
             size_t head = (size_t)(at - pr->plain);
             memcpy(text, pr->plain, head);
@@ -145,7 +137,7 @@ static int prompt_ids(const json_t *row, const struct rl_prompting *pr, int32_t 
     free(text);
     if (n <= 0) {
         free(*ids);
-        errf(err, errlen, "the prompt tokenizes to nothing");
+        errmsg_set(err, errlen, "the prompt tokenizes to nothing");
         return -1;
     }
     if (pr->max_prompt_tokens > 0 && n > pr->max_prompt_tokens) {
@@ -193,7 +185,7 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
             r->row = rows[i];
             r->n_prompt = n;
             r->prompt = malloc((size_t)n * sizeof *ids);
-            if (!r->prompt) { free(ids); errf(err, errlen, "out of memory"); return -1; }
+            if (!r->prompt) { free(ids); errmsg_set(err, errlen, "out of memory"); return -1; }
             memcpy(r->prompt, ids, (size_t)n * sizeof *ids);
         }
         char id[32];
@@ -221,7 +213,7 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
     }
     for (int i = 0; i < n_rows * n_per_row; i++)
         if (!out[i].tokens || !out[i].logprobs || !out[i].text) {
-            errf(err, errlen, "generation lost a completion (out of memory?)");
+            errmsg_set(err, errlen, "generation lost a completion (out of memory?)");
             return -1;
         }
     /* A prefilled "<think>" belongs to the completion the rewards score. */

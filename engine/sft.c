@@ -5,7 +5,6 @@
 #include "sft.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,14 +12,7 @@
 #include "progress.h"
 #include "rng.h"
 #include "schedule.h"
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "errmsg.h"
 
 void sft_example_free(struct sft_example *e)
 {
@@ -63,7 +55,7 @@ static json_t *row_messages(const json_t *row, size_t *n_prompt, char *err, size
     const json_t *msgs = json_object_get(row, "messages");
     if (msgs) {
         if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-            errf(err, errlen, "field \"messages\" must be a non-empty array");
+            errmsg_set(err, errlen, "field \"messages\" must be a non-empty array");
             return NULL;
         }
         *n_prompt = 0;
@@ -71,7 +63,7 @@ static json_t *row_messages(const json_t *row, size_t *n_prompt, char *err, size
     }
     const json_t *p = json_object_get(row, "prompt"), *c = json_object_get(row, "completion");
     if (!p || !c) {
-        errf(err, errlen, "field \"%s\" is missing (rows need \"prompt\" and \"completion\", or \"messages\")",
+        errmsg_set(err, errlen, "field \"%s\" is missing (rows need \"prompt\" and \"completion\", or \"messages\")",
              p ? "completion" : "prompt");
         return NULL;
     }
@@ -81,7 +73,7 @@ static json_t *row_messages(const json_t *row, size_t *n_prompt, char *err, size
     } else if (json_is_array(p)) {
         json_array_extend(out, (json_t *)p);
     } else {
-        errf(err, errlen, "field \"prompt\" must be a string or a messages array");
+        errmsg_set(err, errlen, "field \"prompt\" must be a string or a messages array");
         json_decref(out);
         return NULL;
     }
@@ -91,7 +83,7 @@ static json_t *row_messages(const json_t *row, size_t *n_prompt, char *err, size
     } else if (json_is_array(c)) {
         json_array_extend(out, (json_t *)c);
     } else {
-        errf(err, errlen, "field \"completion\" must be a string or a messages array");
+        errmsg_set(err, errlen, "field \"completion\" must be a string or a messages array");
         json_decref(out);
         return NULL;
     }
@@ -114,7 +106,7 @@ int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
                      struct sft_example *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (!json_is_object(row)) { errf(err, errlen, "row is not a JSON object"); return -1; }
+    if (!json_is_object(row)) { errmsg_set(err, errlen, "row is not a JSON object"); return -1; }
     size_t n_prompt = 0;
     json_t *msgs = row_messages(row, &n_prompt, err, errlen);
     if (!msgs) return -1;
@@ -123,7 +115,7 @@ int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
         const json_t *m = json_array_get(msgs, i);
         if (!json_is_object(m) || !json_is_string(json_object_get(m, "role")) ||
             !json_is_string(json_object_get(m, "content"))) {
-            errf(err, errlen, "messages[%zu]: expected {\"role\": string, \"content\": string}", i);
+            errmsg_set(err, errlen, "messages[%zu]: expected {\"role\": string, \"content\": string}", i);
             json_decref(msgs);
             return -1;
         }
@@ -171,7 +163,7 @@ int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
         free(upto);
     }
     if (spans == 0) {
-        errf(err, errlen, n_prompt ? "field \"completion\" has no assistant message"
+        errmsg_set(err, errlen, n_prompt ? "field \"completion\" has no assistant message"
                                    : "field \"messages\" has no assistant message to train on");
         goto out;
     }
@@ -208,7 +200,7 @@ int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
     rc = 0;
     goto out;
 oom:
-    errf(err, errlen, "cannot tokenize the row (out of memory)");
+    errmsg_set(err, errlen, "cannot tokenize the row (out of memory)");
 out:
     if (rc) sft_example_free(out);
     free(full);
@@ -332,14 +324,14 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
 
     if (o->epochs <= 0 || o->batch <= 0 || o->seq_len < 2 || o->eval_fraction < 0 ||
         o->eval_fraction > 0.5f) {
-        errf(err, errlen, "%s: epochs and batch_size must be positive, seq_len >= 2, "
+        errmsg_set(err, errlen, "%s: epochs and batch_size must be positive, seq_len >= 2, "
              "eval_fraction in [0, 0.5]", o->stage);
         return -1;
     }
     m = model_load(o->model_dir, be, err, errlen);
     if (!m) return -1;
     if (o->seq_len > m->cfg.max_position_embeddings) {
-        errf(err, errlen, "%s: seq_len %d exceeds the model's max_position_embeddings (%d)",
+        errmsg_set(err, errlen, "%s: seq_len %d exceeds the model's max_position_embeddings (%d)",
              o->stage, o->seq_len, m->cfg.max_position_embeddings);
         goto out;
     }
@@ -350,7 +342,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     if (o->template_name ? chat_template_from_name(o->template_name, &kind)
                          : chat_template_detect(o->model_dir, &kind, err, errlen)) {
         if (o->template_name)
-            errf(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->template_name);
+            errmsg_set(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->template_name);
         goto out;
     }
     int32_t eos = m->cfg.eos_token_id;
@@ -359,7 +351,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
 
     /* Read and tokenize every row; a bad row stops the stage with its line. */
     f = fopen(o->data, "r");
-    if (!f) { errf(err, errlen, "%s: cannot open", o->data); goto out; }
+    if (!f) { errmsg_set(err, errlen, "%s: cannot open", o->data); goto out; }
     size_t lcap = 0;
     ssize_t len;
     long lineno = 0;
@@ -368,26 +360,26 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
         json_error_t je;
         json_t *row = json_loadb(line, (size_t)len, 0, &je);
-        if (!row) { errf(err, errlen, "%s:%ld: %s", o->data, lineno, je.text); goto out; }
+        if (!row) { errmsg_set(err, errlen, "%s:%ld: %s", o->data, lineno, je.text); goto out; }
         if (n_ex == cap_ex) {
             cap_ex = cap_ex ? cap_ex * 2 : 256;
             struct sft_example *g = realloc(ex, (size_t)cap_ex * sizeof *g);
-            if (!g) { json_decref(row); errf(err, errlen, "out of memory"); goto out; }
+            if (!g) { json_decref(row); errmsg_set(err, errlen, "out of memory"); goto out; }
             ex = g;
         }
         char rerr[512];
         int r = sft_tokenize_row(row, tok, kind, eos, &ex[n_ex], rerr, sizeof rerr);
         json_decref(row);
-        if (r) { errf(err, errlen, "%s:%ld: %s", o->data, lineno, rerr); goto out; }
+        if (r) { errmsg_set(err, errlen, "%s:%ld: %s", o->data, lineno, rerr); goto out; }
         n_ex++;
     }
-    if (n_ex == 0) { errf(err, errlen, "%s: no rows", o->data); goto out; }
+    if (n_ex == 0) { errmsg_set(err, errlen, "%s: no rows", o->data); goto out; }
 
     /* Deterministic split: shuffle, the first share is held out. */
     struct rng r;
     rng_seed(&r, o->seed);
     idx = malloc((size_t)n_ex * sizeof *idx);
-    if (!idx) { errf(err, errlen, "out of memory"); goto out; }
+    if (!idx) { errmsg_set(err, errlen, "out of memory"); goto out; }
     for (int i = 0; i < n_ex; i++) idx[i] = i;
     for (int i = n_ex - 1; i > 0; i--) {
         int j = (int)rng_below(&r, (uint64_t)i + 1), t = idx[i];
@@ -400,11 +392,11 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     int skipped = 0;
     if (build_rows(&eval, ex, idx, n_eval, false, pad, &skipped) ||
         build_rows(&train, ex, idx + n_eval, n_ex - n_eval, o->packing, pad, &skipped)) {
-        errf(err, errlen, "out of memory building rows");
+        errmsg_set(err, errlen, "out of memory building rows");
         goto out;
     }
     if (train.n == 0) {
-        errf(err, errlen, "%s: no training rows%s", o->data,
+        errmsg_set(err, errlen, "%s: no training rows%s", o->data,
              skipped ? ": every completion starts after seq_len tokens (raise seq_len or use a "
                        "shorter chat template)" : " after the eval split");
         goto out;
@@ -423,7 +415,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     int *order = realloc(idx, (size_t)(train.n > n_ex ? train.n : n_ex) * sizeof *order);
     if (order) idx = order;
     if (!tok_b || !tgt_b || !argmax || !lp || !dlp || !ent || !order || model_grads_alloc(m)) {
-        errf(err, errlen, "out of memory");
+        errmsg_set(err, errlen, "out of memory");
         goto out;
     }
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i}", "type", "stage",
@@ -470,11 +462,11 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         float gnorm = model_grads_clip(m, o->max_grad_norm);
         float lr = lr_warmup_cosine(step, steps, warmup, o->lr, o->min_lr_ratio);
         if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
-            errf(err, errlen, "out of memory for optimizer state");
+            errmsg_set(err, errlen, "out of memory for optimizer state");
             goto out;
         }
         if (!isfinite(loss)) {
-            errf(err, errlen, "%s: step %d: loss is not finite; lower the learning rate", o->stage, step + 1);
+            errmsg_set(err, errlen, "%s: step %d: loss is not finite; lower the learning rate", o->stage, step + 1);
             goto out;
         }
         tokens_since += count;
