@@ -131,7 +131,9 @@ int cli_bench_generate(int argc, char **argv)
     struct gen_config gc;
     gen_config_default(&gc);
     gc.max_seqs = 64;
-    gc.max_step_tokens = (int)(plen > 64 ? plen : 64);
+    /* all 64 prompts of 64 tokens prefill in one step, so that the timed
+     * decode steps run every sequence in lockstep */
+    gc.max_step_tokens = (int)(plen > 64 * 64 ? plen : 64 * 64);
     gc.kv_bytes = (size_t)512 << 20;
     gc.batch_invariant = !cli_flag(argc, argv, "--no-batch-invariant");
     struct gen_engine *e = gen_engine_new(m, NULL, &gc, bench_noop, NULL, err, sizeof err);
@@ -161,11 +163,11 @@ int cli_bench_generate(int argc, char **argv)
         /* warm-up: every prompt prefilled and one decode step done */
         struct gen_stats st;
         gen_stats_get(e, &st);
-        const long long before = st.tokens_generated;
+        const long long before = st.tokens_prefilled;
         do {
             if (gen_step(e, err, sizeof err) < 0) goto fail;
             gen_stats_get(e, &st);
-        } while (st.tokens_generated - before < conc);
+        } while (st.tokens_prefilled - before < (long long)conc * 64);
         if (gen_step(e, err, sizeof err) < 0) goto fail;
         gen_stats_get(e, &st);
         long long g0 = st.tokens_generated, s0 = st.steps;

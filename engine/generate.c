@@ -21,12 +21,12 @@
 
 #include <math.h>
 #include <omp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "errmsg.h"
 #include "kv_cache.h"
 
 /* Rows of logits computed at once (more rows are done chunk by chunk). */
@@ -123,16 +123,6 @@ struct gen_engine {
     long long n_generated, n_prefilled, n_steps;
 };
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void gen_config_default(struct gen_config *c)
 {
     c->kv_bytes = (size_t)256 << 20;
@@ -179,17 +169,17 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
     if (!be->kv_cache_write || !be->attention_paged_forward) {
-        errf(err, errlen, "backend %s has no paged attention for generation", be->name);
+        errmsg_set(err, errlen, "backend %s has no paged attention for generation", be->name);
         return NULL;
     }
     if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
         cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs) {
-        errf(err, errlen, "generation config: need 1 <= block_size <= 1024, "
+        errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
              "1 <= max_seqs <= 4096 and max_step_tokens >= max_seqs");
         return NULL;
     }
     struct gen_engine *e = calloc(1, sizeof *e);
-    if (!e) { errf(err, errlen, "out of memory"); return NULL; }
+    if (!e) { errmsg_set(err, errlen, "out of memory"); return NULL; }
     e->m = m;
     e->tok = tok;
     e->cfg = *cfg;
@@ -249,7 +239,7 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     return e;
 oom:
     gen_engine_free(e);
-    errf(err, errlen, "out of memory for the generation buffers (%d rows)", cfg->max_step_tokens);
+    errmsg_set(err, errlen, "out of memory for the generation buffers (%d rows)", cfg->max_step_tokens);
     return NULL;
 }
 
@@ -317,37 +307,37 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
 {
     const struct model_config *c = &e->m->cfg;
     const int V = c->vocab_size, maxp = c->max_position_embeddings, bs = e->cfg.block_size;
-    if (!r->id) { errf(err, errlen, "id is missing"); return -1; }
-    if (r->n_prompt < 1) { errf(err, errlen, "prompt is empty"); return -1; }
+    if (!r->id) { errmsg_set(err, errlen, "id is missing"); return -1; }
+    if (r->n_prompt < 1) { errmsg_set(err, errlen, "prompt is empty"); return -1; }
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= V) {
-            errf(err, errlen, "prompt token %d (at %d) is outside the vocabulary (%d)",
+            errmsg_set(err, errlen, "prompt token %d (at %d) is outside the vocabulary (%d)",
                  r->prompt[i], i, V);
             return -1;
         }
     if (r->n_prompt >= maxp) {
-        errf(err, errlen, "prompt of %d tokens leaves no room in the context "
+        errmsg_set(err, errlen, "prompt of %d tokens leaves no room in the context "
              "(max_position_embeddings %d)", r->n_prompt, maxp);
         return -1;
     }
-    if (r->n < 1 || r->n > GEN_MAX_N) { errf(err, errlen, "n: expected 1..%d, got %d", GEN_MAX_N, r->n); return -1; }
+    if (r->n < 1 || r->n > GEN_MAX_N) { errmsg_set(err, errlen, "n: expected 1..%d, got %d", GEN_MAX_N, r->n); return -1; }
     if (r->n > e->cfg.max_seqs) {
-        errf(err, errlen, "n: %d samples exceed the engine's %d concurrent sequences", r->n, e->cfg.max_seqs);
+        errmsg_set(err, errlen, "n: %d samples exceed the engine's %d concurrent sequences", r->n, e->cfg.max_seqs);
         return -1;
     }
-    if (r->max_tokens < 0) { errf(err, errlen, "max_tokens: expected >= 0, got %d", r->max_tokens); return -1; }
-    if (r->logprobs < 0 || r->logprobs > SAMPLER_MAX_TOP) { errf(err, errlen, "logprobs: expected 0..%d", SAMPLER_MAX_TOP); return -1; }
-    if (r->prompt_logprobs < -1 || r->prompt_logprobs > SAMPLER_MAX_TOP) { errf(err, errlen, "prompt_logprobs: expected 0..%d", SAMPLER_MAX_TOP); return -1; }
+    if (r->max_tokens < 0) { errmsg_set(err, errlen, "max_tokens: expected >= 0, got %d", r->max_tokens); return -1; }
+    if (r->logprobs < 0 || r->logprobs > SAMPLER_MAX_TOP) { errmsg_set(err, errlen, "logprobs: expected 0..%d", SAMPLER_MAX_TOP); return -1; }
+    if (r->prompt_logprobs < -1 || r->prompt_logprobs > SAMPLER_MAX_TOP) { errmsg_set(err, errlen, "prompt_logprobs: expected 0..%d", SAMPLER_MAX_TOP); return -1; }
     if (sampler_params_check(&r->sampling, err, errlen)) return -1;
-    if (r->n_stop < 0 || r->n_stop > GEN_MAX_STOP) { errf(err, errlen, "stop: at most %d strings", GEN_MAX_STOP); return -1; }
+    if (r->n_stop < 0 || r->n_stop > GEN_MAX_STOP) { errmsg_set(err, errlen, "stop: at most %d strings", GEN_MAX_STOP); return -1; }
     for (int i = 0; i < r->n_stop; i++) {
         size_t l = strlen(r->stop[i]);
-        if (l == 0 || l > GEN_MAX_STOP_LEN) { errf(err, errlen, "stop[%d]: expected 1..%d bytes", i, GEN_MAX_STOP_LEN); return -1; }
+        if (l == 0 || l > GEN_MAX_STOP_LEN) { errmsg_set(err, errlen, "stop[%d]: expected 1..%d bytes", i, GEN_MAX_STOP_LEN); return -1; }
     }
-    if (r->n_stop > 0 && !e->tok) { errf(err, errlen, "stop: the model has no tokenizer, so no text to match"); return -1; }
-    if (r->n_stop_ids < 0 || r->n_stop_ids > GEN_MAX_STOP_IDS) { errf(err, errlen, "stop_token_ids: at most %d ids", GEN_MAX_STOP_IDS); return -1; }
+    if (r->n_stop > 0 && !e->tok) { errmsg_set(err, errlen, "stop: the model has no tokenizer, so no text to match"); return -1; }
+    if (r->n_stop_ids < 0 || r->n_stop_ids > GEN_MAX_STOP_IDS) { errmsg_set(err, errlen, "stop_token_ids: at most %d ids", GEN_MAX_STOP_IDS); return -1; }
     for (int i = 0; i < r->n_stop_ids; i++)
-        if (r->stop_ids[i] < 0 || r->stop_ids[i] >= V) { errf(err, errlen, "stop_token_ids[%d]: %d is outside the vocabulary (%d)", i, r->stop_ids[i], V); return -1; }
+        if (r->stop_ids[i] < 0 || r->stop_ids[i] >= V) { errmsg_set(err, errlen, "stop_token_ids[%d]: %d is outside the vocabulary (%d)", i, r->stop_ids[i], V); return -1; }
 
     const int P = r->n_prompt;
     const int M = r->max_tokens < maxp - P ? r->max_tokens : maxp - P;
@@ -357,7 +347,7 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     const long total = full + (long)(M > 0 ? r->n - 1 : 0) * child;
     if (total > e->kv->n_blocks) {
         double mib = (double)kv_cache_block_bytes(e->kv) / (1 << 20);
-        errf(err, errlen, "request needs %ld KV blocks (%.1f MiB: %d prompt tokens + %d new, "
+        errmsg_set(err, errlen, "request needs %ld KV blocks (%.1f MiB: %d prompt tokens + %d new, "
              "%d samples) but the cache holds %d (%.1f MiB)", total, total * mib, P, M, r->n,
              e->kv->n_blocks, e->kv->n_blocks * mib);
         return -1;
@@ -410,7 +400,7 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     return 0;
 oom:
     req_free(q);
-    errf(err, errlen, "out of memory queueing the request");
+    errmsg_set(err, errlen, "out of memory queueing the request");
     return -1;
 }
 
@@ -859,7 +849,7 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
             e->tasks[nt++] = (struct gen_task){s, row};
             for (int j = 1; j < r->n; j++) {
                 struct gen_seq *c = seq_fork(e, s, j);
-                if (!c) { errf(err, errlen, "out of memory forking sample %d of \"%s\"", j, r->id); return -1; }
+                if (!c) { errmsg_set(err, errlen, "out of memory forking sample %d of \"%s\"", j, r->id); return -1; }
                 e->seqs[e->n_seqs++] = c;
                 e->tasks[nt++] = (struct gen_task){c, row};
             }
@@ -893,7 +883,7 @@ int gen_step(struct gen_engine *e, char *err, size_t errlen)
                 to = s->n_tokens - from < budget ? s->n_tokens : from + budget;
             }
             if (seq_ensure_block(e, s, to - 1)) {
-                errf(err, errlen, "internal error: KV blocks of \"%s\" exceed its reservation", s->req->id);
+                errmsg_set(err, errlen, "internal error: KV blocks of \"%s\" exceed its reservation", s->req->id);
                 return -1;
             }
             int si = S++;

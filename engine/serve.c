@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -585,6 +586,8 @@ int cli_serve(int argc, char **argv)
 {
     static const char *const opts[] = {NULL};
     if (cli_args_check(argc, argv, opts, NULL)) return 2;
+    /* a reader that goes away is a failed write, not a kill */
+    signal(SIGPIPE, SIG_IGN);
     if (serve_run(0, stdout)) {
         fprintf(stderr, "serve: cannot write to stdout\n");
         return 1;
