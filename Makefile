@@ -108,10 +108,11 @@ cuda-check:
 	else echo "cuda-check: nvcc not found, skipped"; fi
 
 test: deps
-	$(MAKE) build/aha-engine build/aha-engine-san build/aha-server build/aha-server-san build/unit-tests cuda-check
+	$(MAKE) -j$$(nproc) build/aha-engine build/aha-engine-san build/aha-server build/aha-server-san build/unit-tests
+	$(MAKE) cuda-check
 	bash tests/tokenizer/run.sh
 	@$(UNIT_RUN)
-	@for t in tests/cli/*.sh; do [ -f "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
+	@fail=0; for t in tests/cli/*.sh; do echo "== $$t"; bash "$$t" || fail=1; done; exit $$fail
 	@echo "== tests/integration/test_server.py"
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 
