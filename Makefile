@@ -134,6 +134,7 @@ bench: deps
 	$(MAKE) build/aha-engine build/aha-server build/tokenizer-bench
 	./build/aha-engine bench matmul
 	bash bench/train.sh build/aha-engine
+	./build/aha-engine bench generate --config small
 	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
 	bash bench/tokenizer_bench.sh
 

@@ -382,11 +382,21 @@ int model_save_dir_from(const struct model *m, const char *src_dir, const char *
 
 /* ------------------------------------------------------------ activations */
 
+/* Activations sized for at least B x T. Buffers are laid out with the
+ * current B and T, so any shape up to the capacity reuses them: trainers
+ * with ragged batches (GRPO, eval, SFT without packing) allocate once. */
 static int acts_ensure(struct model *m, int B, int T)
 {
     struct model_acts *a = &m->acts;
-    if (a->B == B && a->T == T && a->residual) return 0;
+    if (a->residual && B <= a->cap_B && T <= a->cap_T) {
+        a->B = B;
+        a->T = T;
+        return 0;
+    }
+    const int want_B = B > a->cap_B ? B : a->cap_B, want_T = T > a->cap_T ? T : a->cap_T;
     acts_free(m);
+    B = want_B;
+    T = want_T;
     const struct model_config *c = &m->cfg;
     const size_t N = (size_t)B * T, C = (size_t)c->hidden_size, L = (size_t)c->n_layers;
     const size_t I = (size_t)c->intermediate_size, Q = (size_t)m->qkv_dim;
@@ -411,8 +421,8 @@ static int acts_ensure(struct model *m, int B, int T)
     a->tokens = m->be->alloc(N * sizeof(int32_t));
     a->pos = m->be->alloc(N * sizeof(int32_t));
     if (!a->tokens || !a->pos) { acts_free(m); return -1; }
-    a->B = B;
-    a->T = T;
+    a->B = a->cap_B = B;
+    a->T = a->cap_T = T;
     return 0;
 }
 
@@ -433,7 +443,7 @@ int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
             return -1;
         }
     }
-    if (acts_ensure(m, B, T)) {
+    if (acts_ensure(m, B, T) || (m->acts.B = B, m->acts.T = T, 0)) {
         errmsg_set(err, errlen, "out of memory for activations of %d x %d tokens", B, T);
         return -1;
     }

@@ -33,7 +33,8 @@ struct layer_offsets {
 
 /* Saved activations for a batch of B sequences of T tokens (N = B*T). */
 struct model_acts {
-    int B, T;
+    int B, T;           /* shape of the last forward */
+    int cap_B, cap_T;   /* shape the buffers were allocated for */
     float *residual;    /* (L+1, N, C): input of each layer, then final */
     float *res2;        /* (L, N, C): residual after attention */
     float *ln1, *ln2;   /* (L, N, C) normalised inputs */

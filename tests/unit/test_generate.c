@@ -357,6 +357,52 @@ Test(generate, cache_matches_full_forward)
     model_free(m);
 }
 
+/* The same check on the Hugging Face fixtures (GQA Llama, tied Qwen2 with
+ * biases, Llama 3 rope scaling): sampled at temperature 1 so that the
+ * positions see varied tokens, one request of 3 samples. */
+Test(generate, cache_matches_full_forward_on_fixtures)
+{
+    static const char *const dirs[] = {"tests/ref/fixtures/qwen2-tied", "tests/ref/fixtures/llama-gqa",
+                                       "tests/ref/fixtures/llama3-scaled"};
+    for (size_t d = 0; d < sizeof dirs / sizeof *dirs; d++) {
+        char err[512];
+        struct model *m = model_load(dirs[d], backend_cpu(), err, sizeof err);
+        cr_assert_not_null(m, "%s", err);
+        const int V = m->cfg.vocab_size, P = 5, M = 9;
+        struct collector *c = calloc(1, sizeof *c);
+        c->keep_logits = true;
+        struct gen_engine *e = engine(m, NULL, c, 4, 4, 64, 0);
+        int32_t prompt[5] = {1, 7, 3, 9, 2};
+        submit(e, "fx", 0, prompt, P, 3, M, 1.0f, true, 5);
+        run_to_idle(e);
+        int bad = 0;
+        double worst = 0;
+        for (int k = 0; k < 3; k++) {
+            struct sample_out *o = &c->s[0][k];
+            cr_assert_eq(o->n, M);
+            int32_t seq[5 + 9];
+            memcpy(seq, prompt, sizeof prompt);
+            memcpy(seq + P, o->tok, (size_t)M * sizeof(int32_t));
+            const int T = P + M - 1;
+            cr_assert_eq(model_forward(m, seq, NULL, 1, T, err, sizeof err), 0, "%s", err);
+            float *full = malloc((size_t)T * V * sizeof(float));
+            model_logits(m, 0, T, full);
+            for (int i = 0; i < M; i++)
+                for (int v = 0; v < V; v++) {
+                    double ref = full[(size_t)(P - 1 + i) * V + v], got = o->logits[i][v];
+                    worst = fabs(got - ref) > worst ? fabs(got - ref) : worst;
+                    bad += !(fabs(got - ref) <= GEN_ATOL + GEN_RTOL * fabs(ref));
+                }
+            free(full);
+        }
+        cr_expect_eq(bad, 0, "%s: %d logits differ (worst %g)", dirs[d], bad, worst);
+        gen_engine_free(e);
+        collector_free(c);
+        free(c);
+        model_free(m);
+    }
+}
+
 /* ------------------------------------------------------ batch independence */
 
 Test(generate, output_independent_of_batch)
