@@ -20,7 +20,7 @@ for f in config.json model.safetensors tokenizer.json checkpoints/step-20/model.
          checkpoints/step-20/optimizer.safetensors checkpoints/step-20/trainer_state.json; do
   check "[ -s '$tmp/m/$f' ]" "missing $f"
 done
-check "grep -q '"status":"succeeded"' '$tmp/events'" "no done event"
+check "grep -q '\"status\":\"succeeded\"' '$tmp/events'" "no final stage event"
 out=$("$ENGINE" sample --model "$tmp/m" --prompt "User: What is 2 + 3?" --max-tokens 16 --temperature 0 --seed 1 2>/dev/null)
 check "[[ \"\$out\" == 'User: What is 2 + 3?'* ]]" "sample output should start with the prompt: $out"
 out2=$("$ENGINE" sample --model "$tmp/m" --prompt "User: What is 2 + 3?" --max-tokens 16 --temperature 0 --seed 9 2>/dev/null)
