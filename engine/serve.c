@@ -83,11 +83,36 @@ static void req_unlink(struct serve *sv, struct serve_req *q)
     free(q);
 }
 
-static json_t *top_json(int n, const int32_t *ids, const float *lps)
+/* The text of one token for logprobs listings: its bytes when they are
+ * valid UTF-8 on their own, else OpenAI's "bytes:\xe4\xbd" form (a token
+ * holding part of a character). NULL when the model has no tokenizer. */
+static json_t *token_text(const struct tokenizer *tok, int32_t id)
+{
+    if (!tok) return NULL;
+    size_t n = 0;
+    char *b = tok_decode_bytes(tok, &id, 1, &n);
+    if (!b) return NULL;
+    json_t *j = memchr(b, 0, n) ? NULL : json_stringn(b, n);
+    if (!j) {
+        char buf[8 + 4 * 64 + 1];
+        size_t o = (size_t)snprintf(buf, sizeof buf, "bytes:");
+        for (size_t i = 0; i < n && o + 4 < sizeof buf; i++)
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "\\x%02x", (unsigned char)b[i]);
+        j = json_string(buf);
+    }
+    free(b);
+    return j;
+}
+
+static json_t *top_json(const struct tokenizer *tok, int n, const int32_t *ids, const float *lps)
 {
     json_t *a = json_array();
-    for (int k = 0; k < n; k++)
-        json_array_append_new(a, json_pack("{s:i, s:f}", "token_id", ids[k], "logprob", (double)lps[k]));
+    for (int k = 0; k < n; k++) {
+        json_t *t = json_pack("{s:i, s:f}", "token_id", ids[k], "logprob", (double)lps[k]);
+        json_t *tx = token_text(tok, ids[k]);
+        if (tx) json_object_set_new(t, "text", tx);
+        json_array_append_new(a, t);
+    }
     return a;
 }
 
@@ -98,11 +123,16 @@ static void on_event(void *ctx, const struct gen_event *ev)
     struct serve_req *q = ev->user;
     if (ev->kind == GEN_EVENT_PROMPT) {
         json_t *toks = json_array(), *lps = json_array(), *tops = json_array();
+        json_t *texts = sm->tok ? json_array() : NULL;
         for (int i = 0; i < ev->n_prompt; i++) {
             json_array_append_new(toks, json_integer(ev->prompt[i]));
+            if (texts) {
+                json_t *tx = token_text(sm->tok, ev->prompt[i]);
+                json_array_append_new(texts, tx ? tx : json_string(""));
+            }
             json_array_append_new(lps, i ? json_real(ev->prompt_logprobs[i]) : json_null());
             if (ev->n_prompt_top > 0)
-                json_array_append_new(tops, i ? top_json(ev->n_prompt_top,
+                json_array_append_new(tops, i ? top_json(sm->tok, ev->n_prompt_top,
                     ev->prompt_top_ids + (size_t)i * ev->n_prompt_top,
                     ev->prompt_top_logprobs + (size_t)i * ev->n_prompt_top) : json_null());
         }
@@ -110,6 +140,7 @@ static void on_event(void *ctx, const struct gen_event *ev)
                               "tokens", toks, "logprobs", lps);
         if (ev->n_prompt_top > 0) json_object_set_new(o, "top_logprobs", tops);
         else json_decref(tops);
+        if (texts) json_object_set_new(o, "texts", texts);
         serve_send(sv, o);
     } else if (ev->kind == GEN_EVENT_TOKEN) {
         if (!q->stream) return;
@@ -117,7 +148,7 @@ static void on_event(void *ctx, const struct gen_event *ev)
                               "index", ev->index, "token_id", ev->token, "text", ev->text,
                               ev->text_len, "logprob", (double)ev->logprob);
         if (ev->n_top > 0)
-            json_object_set_new(o, "top_logprobs", top_json(ev->n_top, ev->top_ids, ev->top_logprobs));
+            json_object_set_new(o, "top_logprobs", top_json(sm->tok, ev->n_top, ev->top_ids, ev->top_logprobs));
         serve_send(sv, o);
     } else {
         json_t *toks = json_array();
