@@ -1,5 +1,6 @@
 /* engine/cli_args.c — "--name value" option parsing for the subcommands. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,4 +78,28 @@ int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi,
     }
     *out = x;
     return 0;
+}
+
+int cli_parse_ids(const char *s, int32_t **out)
+{
+    int cap = 16, n = 0;
+    int32_t *ids = malloc((size_t)cap * sizeof *ids);
+    const char *p = s;
+    while (ids && *p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) break;
+        if (n == cap) {
+            int32_t *g = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
+            if (!g) break;
+            ids = g;
+        }
+        ids[n++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p) break;
+        if (!*p) { *out = ids; return n; }
+    }
+    free(ids);
+    return -1;
 }

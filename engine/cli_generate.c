@@ -14,31 +14,6 @@
 #include "model.h"
 #include "tokenizer.h"
 
-/* Parses "1,2,3" into a new array; returns the count or -1. */
-static int parse_ids(const char *s, int32_t **out)
-{
-    int cap = 16, n = 0;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    const char *p = s;
-    while (ids && *p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) break;
-        if (n == cap) {
-            int32_t *g = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
-            if (!g) break;
-            ids = g;
-        }
-        ids[n++] = (int32_t)v;
-        p = *end ? end + 1 : end;
-        if (*end == ',' && !*p) break;
-        if (!*p) { *out = ids; return n; }
-    }
-    free(ids);
-    return -1;
-}
-
 struct gen_cli {
     bool json;
     int n;
@@ -108,7 +83,7 @@ int cli_generate(int argc, char **argv)
         return 2;
     int32_t *ids = NULL;
     int P = 0;
-    if (ptoks && (P = parse_ids(ptoks, &ids)) < 0) {
+    if (ptoks && (P = cli_parse_ids(ptoks, &ids)) < 0) {
         fprintf(stderr, "generate: --prompt-tokens: expected comma-separated non-negative integers, got \"%s\"\n", ptoks);
         return 2;
     }

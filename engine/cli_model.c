@@ -13,35 +13,6 @@
 #include "rng.h"
 #include "tokenizer.h"
 
-/* Parses "1,2,3" into a new array; returns the count or -1. */
-static int parse_tokens(const char *s, int32_t **out)
-{
-    int cap = 16, n = 0;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    const char *p = s;
-    while (ids && *p) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
-            free(ids);
-            return -1;
-        }
-        if (n == cap) {
-            cap *= 2;
-            int32_t *g = realloc(ids, (size_t)cap * sizeof *ids);
-            if (!g) { free(ids); return -1; }
-            ids = g;
-        }
-        ids[n++] = (int32_t)v;
-        p = *end ? end + 1 : end;
-        if (*end == ',' && !*p) { free(ids); return -1; }
-    }
-    if (!ids || n == 0) { free(ids); return -1; }
-    *out = ids;
-    return n;
-}
-
 int cli_forward(int argc, char **argv)
 {
     static const char *const opts[] = {"--model", "--tokens", "--logits-out", "--grads-out", NULL};
@@ -53,7 +24,7 @@ int cli_forward(int argc, char **argv)
         return 2;
     }
     int32_t *ids;
-    int T = parse_tokens(toks, &ids);
+    int T = cli_parse_ids(toks, &ids);
     if (T < 0) {
         fprintf(stderr, "forward: --tokens: expected comma-separated non-negative integers, got \"%s\"\n", toks);
         return 2;
