@@ -33,7 +33,7 @@ cleanup() {
     fi
     if [ "$STARTED_PG" = 1 ]; then
         say "stopping PostgreSQL"
-        as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -m fast -w stop >/dev/null || true
+        as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null || true
     fi
 }
 trap 'cleanup; exit 130' INT TERM
@@ -41,33 +41,50 @@ trap cleanup EXIT
 
 if [ -z "${AHA_DATABASE_URL:-}" ]; then
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL server binaries not found (apt-get install postgresql)"
-    mkdir -p "$VAR/run" "$VAR/pg"
+    # The cluster lives in var/pg, its socket in var/run. PostgreSQL runs as
+    # `postgres` when we are root; if that user cannot reach var/ (a checkout
+    # under root's closed home directory), the cluster goes to
+    # /var/lib/aha/<hash of var/> instead, and var/pg points there.
+    PGHOME=$VAR
     if [ "$(id -u)" = 0 ]; then
-        chown postgres: "$VAR/pg" "$VAR/run"
-        chmod 700 "$VAR/pg"
-        chmod o+x "$VAR"   # postgres must reach var/pg and var/run
-        as_pg test -w "$VAR/run" ||
-            die "PostgreSQL runs as user postgres, which cannot reach $VAR (a parent directory is closed); set AHA_DATA_DIR elsewhere or AHA_DATABASE_URL"
+        mkdir -p "$VAR/run"
+        chmod o+x "$VAR"
+        if ! runuser -u postgres -- test -x "$VAR" 2>/dev/null; then
+            PGHOME=/var/lib/aha/$(printf '%s' "$VAR" | sha256sum | cut -c1-16)
+            mkdir -p "$PGHOME"
+            say "user postgres cannot reach $VAR; the cluster lives in $PGHOME"
+            [ -e "$VAR/pg" ] || ln -s "$PGHOME/pg" "$VAR/pg"
+        fi
     fi
-    if [ ! -f "$VAR/pg/PG_VERSION" ]; then
-        say "initialising PostgreSQL in $VAR/pg"
-        as_pg "$PGBIN/initdb" -D "$VAR/pg" -A trust -U aha -E UTF8 >"$VAR/pg-initdb.log" \
+    PGDATA_DIR=$PGHOME/pg
+    SOCK=$PGHOME/run
+    mkdir -p "$SOCK" "$PGDATA_DIR"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$PGDATA_DIR" "$SOCK"
+        chmod 700 "$PGDATA_DIR"
+        chmod o+x "$PGHOME"
+        as_pg test -w "$SOCK" ||
+            die "PostgreSQL runs as user postgres, which cannot reach $PGHOME; set AHA_DATABASE_URL to use another database"
+    fi
+    if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
+        say "initialising PostgreSQL in $PGDATA_DIR"
+        as_pg "$PGBIN/initdb" -D "$PGDATA_DIR" -A trust -U aha -E UTF8 >"$VAR/pg-initdb.log" \
             || die "initdb failed: see $VAR/pg-initdb.log"
     fi
-    if as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" status >/dev/null 2>&1; then
-        PGPORT=$(sed -n 4p "$VAR/pg/postmaster.pid")
+    if as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
+        PGPORT=$(sed -n 4p "$PGDATA_DIR/postmaster.pid")
         say "reusing the running PostgreSQL on port $PGPORT"
     else
         PGPORT=$(cat "$VAR/pg.port" 2>/dev/null || true)
         if [ -z "$PGPORT" ] || ! port_free "$PGPORT"; then PGPORT=$(free_port); fi
         echo "$PGPORT" >"$VAR/pg.port"
-        say "starting PostgreSQL on port $PGPORT (socket in $VAR/run)"
-        as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -l "$VAR/run/postgresql.log" -w \
-            -o "-p $PGPORT -k $VAR/run -c listen_addresses=''" start >/dev/null \
-            || die "PostgreSQL did not start: see $VAR/run/postgresql.log"
+        say "starting PostgreSQL on port $PGPORT (socket in $SOCK)"
+        as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$SOCK/postgresql.log" -w \
+            -o "-p $PGPORT -k $SOCK -c listen_addresses=''" start >/dev/null \
+            || die "PostgreSQL did not start: see $SOCK/postgresql.log"
         STARTED_PG=1
     fi
-    export AHA_DATABASE_URL="postgresql://aha@/postgres?host=$VAR/run&port=$PGPORT"
+    export AHA_DATABASE_URL="postgresql://aha@/postgres?host=$SOCK&port=$PGPORT"
 fi
 
 "$SERVER" migrate --data-dir "$VAR"
