@@ -17,6 +17,7 @@ static const char *const NAMES[] = {
     [CHAT_TEMPLATE_DEEPSEEK_R1] = "deepseek-r1",
     [CHAT_TEMPLATE_DEEPSEEK_V3] = "deepseek-v3",
     [CHAT_TEMPLATE_R1_ZERO] = "r1-zero",
+    [CHAT_TEMPLATE_PLAIN] = "plain",
 };
 #define N_KINDS (sizeof NAMES / sizeof NAMES[0])
 
@@ -395,6 +396,29 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
             puts_(&b, " Assistant:");
             if (o->disable_thinking) puts_(&b, " <think>\n\n</think>\n\n");
             else if (o->prefill_think == 1) puts_(&b, " <think>");
+        }
+        break;
+    }
+    case CHAT_TEMPLATE_PLAIN: {
+        /* "User: q\nAssistant: a\nUser: ..." with an optional leading
+         * system line; the generation prompt is "\nAssistant:". */
+        for (size_t i = 0; i < n; i++) {
+            if (i) puts_(&b, "\n");
+            if (role_is(&m[i], "system")) {
+                puts_(&b, m[i].content);
+            } else if (role_is(&m[i], "user")) {
+                puts_(&b, "User: ");
+                puts_(&b, m[i].content);
+            } else if (role_is(&m[i], "assistant")) {
+                puts_(&b, "Assistant: ");
+                puts_(&b, m[i].content);
+            } else {
+                return bad_role(m, i, kind, &b, err, errlen);
+            }
+        }
+        if (o->add_generation_prompt) {
+            puts_(&b, n ? "\nAssistant:" : "Assistant:");
+            if (o->prefill_think == 1) puts_(&b, " <think>");
         }
         break;
     }

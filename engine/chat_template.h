@@ -18,6 +18,8 @@ enum chat_template_kind {
     CHAT_TEMPLATE_DEEPSEEK_R1,  /* "deepseek-r1": <｜User｜>...<｜Assistant｜><think>\n */
     CHAT_TEMPLATE_DEEPSEEK_V3,  /* "deepseek-v3": as R1 without <think> prefill or stripping */
     CHAT_TEMPLATE_R1_ZERO,      /* "r1-zero": the plain template of the DeepSeek-R1 paper */
+    CHAT_TEMPLATE_PLAIN,        /* "plain": "User: ...\nAssistant: ...", the format of aha's
+                                 * synthetic pretraining text (datagen --format text) */
 };
 
 struct chat_msg {
@@ -35,7 +37,7 @@ struct chat_opts {
 };
 
 /* Name <-> kind ("chatml", "qwen2.5", "qwen3", "llama3", "deepseek-r1",
- * "deepseek-v3", "r1-zero"). from_name returns 0 or -1. */
+ * "deepseek-v3", "r1-zero", "plain"). from_name returns 0 or -1. */
 int chat_template_from_name(const char *name, enum chat_template_kind *kind);
 const char *chat_template_name(enum chat_template_kind kind);
 

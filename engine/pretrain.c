@@ -119,6 +119,19 @@ static int save_checkpoint(const struct model *m, const char *dir, int step, boo
     if (model_save(m, dir, ST_F32, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (tok_write_bytelevel(path, err, errlen)) return -1;
+    /* Chat through the format of aha's synthetic text ("User: ...\n
+     * Assistant: ..."), which is what these models are pretrained on. */
+    snprintf(path, sizeof path, "%s/chat_template.name", dir);
+    FILE *tf = fopen(path, "w");
+    int bad = !tf;
+    if (tf) {
+        bad = fputs("plain\n", tf) < 0;
+        bad |= fclose(tf) != 0;
+    }
+    if (bad) {
+        errmsg_set(err, errlen, "%s: cannot write", path);
+        return -1;
+    }
     if (!with_optim || !m->adam_m) return 0;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
     if (model_save_buffer(m, m->adam_m, "exp_avg.", path, err, errlen)) return -1;

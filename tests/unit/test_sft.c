@@ -94,3 +94,21 @@ Test(sft, bad_rows_name_the_field)
     }
     tok_free(tok);
 }
+
+/* aha's own models chat in the format of their synthetic pretraining text. */
+Test(sft, plain_template_matches_the_datagen_text_format)
+{
+    struct chat_msg msgs[] = {{.role = "user", .content = "What is 2 + 3?"},
+                              {.role = "assistant", .content = "<think>2 + 3 = 5.</think> <answer>5</answer>"}};
+    struct chat_opts gen = {.add_generation_prompt = true, .prefill_think = 0};
+    struct chat_opts full = {.add_generation_prompt = false, .prefill_think = 0};
+    char err[256];
+    char *p = chat_template_render(CHAT_TEMPLATE_PLAIN, msgs, 1, &gen, err, sizeof err);
+    char *f = chat_template_render(CHAT_TEMPLATE_PLAIN, msgs, 2, &full, err, sizeof err);
+    cr_assert_not_null(p, "%s", err);
+    cr_assert_not_null(f, "%s", err);
+    cr_expect_str_eq(p, "User: What is 2 + 3?\nAssistant:");
+    cr_expect_str_eq(f, "User: What is 2 + 3?\nAssistant: <think>2 + 3 = 5.</think> <answer>5</answer>");
+    free(p);
+    free(f);
+}
