@@ -287,6 +287,20 @@ int completions_start(struct server *srv)
     return 0;
 }
 
+int completions_drain(double timeout_s)
+{
+    double until = clock_mono() + timeout_s;
+    for (;;) {
+        int live = 0;
+        pthread_mutex_lock(&hb_mu);
+        for (struct gen_req *g = hb_head; g; g = g->hb_next) live++;
+        pthread_mutex_unlock(&hb_mu);
+        if (!live || clock_mono() >= until) return live;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 void completions_stop(void)
 {
     if (!hb_running) return;

@@ -44,6 +44,7 @@ struct engine {
     pthread_cond_t stop_cv;
     bool stopping;
     bool alive;
+    bool greeted;         /* the child sent its "ready" line (it is reading requests) */
     bool incompatible;    /* the child announced another protocol version */
     pid_t pid;
     int wake[2];          /* self-pipe: new output queued or stopping */
@@ -146,6 +147,7 @@ static void dispatch(engine *e, const char *line, size_t len)
     if (strcmp(type, "ready") == 0) {
         json_t *proto = json_object_get(ev, "protocol");
         e->incompatible = json_is_integer(proto) && json_integer_value(proto) != ENGINE_PROTOCOL;
+        e->greeted = true;
         if (e->incompatible)
             log_msg("engine speaks protocol %lld; this server speaks %d: not using it",
                     (long long)json_integer_value(proto), ENGINE_PROTOCOL);
@@ -314,6 +316,7 @@ static void *supervise(void *arg)
         if (pid > 0) {
             pthread_mutex_lock(&e->mu);
             e->alive = true;
+            e->greeted = false;
             e->incompatible = false;
             e->pid = pid;
             for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
@@ -499,7 +502,7 @@ void engine_unload(engine *e, const char *model_id)
 bool engine_ready(engine *e)
 {
     pthread_mutex_lock(&e->mu);
-    bool r = e->alive && !e->stopping && !e->incompatible;
+    bool r = e->alive && e->greeted && !e->stopping && !e->incompatible;
     pthread_mutex_unlock(&e->mu);
     return r;
 }

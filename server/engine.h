@@ -46,6 +46,11 @@ void engine_cancel(engine *e, const char *id);
 /* Asks the engine to drop a model (after DELETE /v1/models/{id}). */
 void engine_unload(engine *e, const char *model_id);
 
+/* True once the current child has announced itself ("ready", a protocol
+ * this server speaks) and until it exits or the supervisor stops: what
+ * /readyz reports. Submits are taken from the fork on (they wait in the
+ * pipe), but a child still starting up (an interpreter, a backend's
+ * initialisation: hundreds of ms on a loaded host) is not ready to serve. */
 bool engine_ready(engine *e);
 /* Samples (one per "done" awaited) in flight. */
 int engine_inflight(engine *e);

@@ -15,6 +15,9 @@
 #include "http.h"
 #include "server.h"
 
+/* SIGTERM: how long streams may take to send their last event and [DONE]. */
+#define SERVER_SHUTDOWN_DRAIN_S 5.0
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -297,7 +300,12 @@ static int serve(int argc, char **argv, int first)
     log_msg("signal %d: shutting down", sig);
     http_quiesce(&srv);
     engine_stop(srv.eng); /* fails generations in flight; their clients get an error */
-    usleep(200 * 1000);   /* let resumed connections send their last bytes */
+    /* Let the resumed streams send their error event and [DONE] before
+     * MHD_stop_daemon closes every connection (a fixed pause can be too
+     * short on a loaded host and cut a stream off). Bounded, so a client
+     * that stopped reading cannot hold up the shutdown. */
+    int live = completions_drain(SERVER_SHUTDOWN_DRAIN_S);
+    if (live) log_msg("shutdown: %d completion requests still sending; closing them", live);
     http_stop(&srv);
     engine_free(srv.eng);
     completions_stop();

@@ -82,6 +82,11 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
  * still generating, stores the trace, frees hr->gen. */
 void completions_release(struct http_req *hr, bool aborted);
 int completions_start(struct server *srv);
+/* Waits until no completion request is live (each has sent its last byte,
+ * or its client left, and been released), at most timeout_s seconds;
+ * returns how many are still live. For shutdown, after engine_stop has
+ * finished them all. */
+int completions_drain(double timeout_s);
 void completions_stop(void);
 
 #endif

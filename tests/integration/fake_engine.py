@@ -14,7 +14,9 @@ Keywords (in the prompt or the last message):
   LATE x     the first token only after x seconds
 otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
              both tags straddle tokens.
-Every line received is appended to $FAKE_ENGINE_LOG when set."""
+Every line received is appended to $FAKE_ENGINE_LOG when set; with
+$FAKE_ENGINE_READY_DELAY=x the "ready" line comes only after x seconds (a
+slow start-up: a large backend, a loaded host)."""
 import json
 import os
 import re
@@ -122,6 +124,7 @@ def main():
     if len(sys.argv) < 2 or sys.argv[1] != "serve":
         sys.stderr.write("fake_engine: usage: fake_engine.py serve\n")
         return 2
+    time.sleep(float(os.environ.get("FAKE_ENGINE_READY_DELAY") or 0))
     emit({"type": "ready", "protocol": 1, "backend": "fake"})
     gens = {}
     loaded = {}

@@ -153,6 +153,30 @@ def stream(srv, path, body, key, timeout=60):
     return r.status, payload, hdrs
 
 
+def stream_open(srv, path, body, key, timeout=60):
+    """POSTs a streaming request and returns once its status and headers
+    are in (for a 200 the server has committed to SSE: the engine's first
+    event came, or a heartbeat interval passed): an open response for
+    stream_finish. Tests that break the engine "mid-stream" start here, not
+    after a sleep: a generation that fails before the stream opens gets a
+    plain error response by design."""
+    c = http.client.HTTPConnection(srv.host, srv.port, timeout=timeout)
+    c.request("POST", path, body=json.dumps(body).encode(),
+              headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+    r = c.getresponse()
+    r.conn = c
+    return r
+
+
+def stream_finish(r):
+    """Reads the rest of a stream_open response; returns (status, raw body
+    bytes, headers) as stream does."""
+    payload = r.read()
+    hdrs = {k.lower(): v for k, v in r.getheaders()}
+    r.conn.close()
+    return r.status, payload, hdrs
+
+
 def parse_sse(raw):
     """Splits an SSE body into events, checking the framing byte for byte:
     every event is `data: <json or [DONE]>\\n\\n` or a `: comment\\n\\n`, the

@@ -19,7 +19,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (ROOT, Postgres, Server, create_key, make_tempdir, parse_sse,  # noqa: E402
-                     remove_tempdir, request, stream)
+                     remove_tempdir, request, stream, stream_finish, stream_open)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
 MAX_BODY = 65536
@@ -131,7 +131,7 @@ def run_fake_engine_suite(args, pg, base):
         check("readyz turns ready (database and engine)", lambda: eq(srv.wait_ready(), True, "ready"))
         run_http_checks(srv, pg, admin, inf, read, base, englog)
         run_db_outage_checks(srv, pg, admin)
-        run_engine_crash_checks(srv, admin)
+        run_engine_crash_checks(srv, admin, englog)
     finally:
         code = srv.stop()
         log = srv.log_text()
@@ -150,21 +150,30 @@ def run_fake_engine_suite(args, pg, base):
                                   {"model": "tiny", "prompt": "x" * (1 << 20), "max_tokens": 1}, key=admin)
             eq(st, 413, "a prompt over the engine's 1 MiB request line")
             err_shape(body, code="request_too_large")
-            out = {}
-
-            def run():
-                out["r"] = stream(s2, "/v1/chat/completions", chat(user("SLOW 0.2"), stream=True), admin)
-            t = threading.Thread(target=run)
-            t.start()
-            time.sleep(0.8)
+            r = stream_open(s2, "/v1/chat/completions", chat(user("SLOW 0.2"), stream=True), admin)
+            eq(r.status, 200, "status of the stream in flight")
+            time.sleep(0.3)
         finally:
             eq(s2.stop(), 0, "exit with a stream in flight")
-        t.join(timeout=10)
-        events, _ = parse_sse(out["r"][1])
+        events, _ = parse_sse(stream_finish(r)[1])  # the bytes sent before the exit
         err_shape(events[-2], code="engine_unavailable")
         log = s2.log_text()
         eq([l for l in log.splitlines() if "Sanitizer" in l or "runtime error" in l], [], "sanitizer lines")
     check("a second start reuses the schema; SIGTERM ends streams cleanly", second_start_applies_nothing)
+
+    def ready_after_engine_hello():
+        s3 = Server(args.server, pg.url, data, FAKE, env={"FAKE_ENGINE_READY_DELAY": "1.5"})
+        try:
+            st, body, _ = request(s3, "GET", "/readyz")
+            eq(st, 503, "readyz while the engine starts up")
+            t = time.time()
+            assert s3.wait_ready(), "never ready"
+            assert time.time() - t > 0.5, "ready before the engine said so"
+        finally:
+            eq(s3.stop(), 0, "exit")
+        eq([l for l in s3.log_text().splitlines() if "Sanitizer" in l or "runtime error" in l], [],
+           "sanitizer lines")
+    check("readyz waits for the engine's ready line", ready_after_engine_hello)
 
     def newer_schema_refused():
         pg.psql("INSERT INTO schema_migrations (version, name) VALUES (9999, '9999_future.sql')")
@@ -718,7 +727,7 @@ def run_db_outage_checks(srv, pg, admin):
     check("PostgreSQL stopped: completions answered, traces written after", outage)
 
 
-def run_engine_crash_checks(srv, key):
+def run_engine_crash_checks(srv, key, englog):
     def crash():
         before = metric(srv, "aha_engine_restarts_total")
         st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("CRASH"), stream=True), key)
@@ -736,23 +745,44 @@ def run_engine_crash_checks(srv, key):
         eq(st, 503, "non-streamed request when the engine dies")
         err_shape(body, code="engine_unavailable")
         assert srv.wait_ready()
-        # killed from outside, mid-stream
-        out = {}
-
-        def run():
-            out["r"] = stream(srv, "/v1/chat/completions", chat(user("SLOW 0.2"), stream=True), key)
-        t = threading.Thread(target=run)
-        t.start()
-        time.sleep(0.6)
+        # killed from outside, mid-stream: once the stream has begun (a
+        # fixed sleep raced the engine's start on a loaded host)
+        r = stream_open(srv, "/v1/chat/completions", chat(user("SLOW 0.2"), stream=True), key)
+        eq(r.status, 200, "status of the stream to break")
+        time.sleep(0.3)
         for pid in srv.engine_pids():
             os.kill(pid, 9)
-        t.join(timeout=30)
-        events, _ = parse_sse(out["r"][1])
+        events, _ = parse_sse(stream_finish(r)[1])
         err_shape(events[-2], code="engine_unavailable")
         assert srv.wait_ready(), "engine not back after SIGKILL"
         st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi")), key=key)
         eq(st, 200, "serving after SIGKILL")
     check("engine killed mid-stream: error chunk, [DONE], restarted, still serving", crash)
+
+    def before_first_event():
+        # Nothing streamed yet: the client gets a plain 503 it may retry,
+        # not a 200 stream holding only an error. The kill comes well
+        # within the 1 s heartbeat that would open the stream anyway.
+        def generates():
+            with open(englog) as f:
+                return sum(1 for l in f if '"generate"' in l and "LATE 30" in l)
+        before = generates()
+        out = {}
+
+        def run():
+            out["r"] = stream(srv, "/v1/chat/completions", chat(user("LATE 30"), stream=True), key)
+        t = threading.Thread(target=run)
+        t.start()
+        assert wait_for(lambda: generates() > before, timeout=10, step=0.01), "no generate reached the engine"
+        for pid in srv.engine_pids():
+            os.kill(pid, 9)
+        t.join(timeout=30)
+        st, body, hdrs = out["r"]
+        eq(st, 503, "status")
+        eq(hdrs.get("retry-after"), "1", "Retry-After")
+        err_shape(json.loads(body), code="engine_unavailable")
+        assert srv.wait_ready(), "engine not back"
+    check("engine killed before a stream's first event: a plain 503 to retry", before_first_event)
 
 
 def engine_has_serve(engine):
