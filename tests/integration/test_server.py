@@ -859,6 +859,15 @@ def run_real_engine_suite(args, pg, base):
             eq(events[-2]["usage"]["completion_tokens"] >= 2, True, "usage")
         check("real engine: n samples, logprobs, echo with prompt logprobs, chat stream n=2", real_n_logprobs_echo)
 
+        def official_sdk():
+            # The unmodified official OpenAI Node SDK (pinned in tests/openai/package.json).
+            sdk = os.path.join(ROOT, "tests", "openai")
+            subprocess.run(["bash", os.path.join(sdk, "install.sh")], check=True, timeout=300)
+            r = subprocess.run(["node", os.path.join(sdk, "client.mjs"), "http://%s:%d/v1" % (srv.host, srv.port),
+                                key, "tiny-real"], capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stdout + r.stderr
+        check("real engine: the official OpenAI Node SDK", official_sdk)
+
         def real_kill():
             pids = srv.engine_pids()
             assert pids, "no engine child"
