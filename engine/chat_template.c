@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "chat_template.h"
+#include "strbuf.h"
 
 static const char *const NAMES[] = {
     [CHAT_TEMPLATE_CHATML] = "chatml",
@@ -169,48 +170,18 @@ int chat_template_detect(const char *dir, enum chat_template_kind *kind, char *e
 
 /* ---- rendering ---- */
 
-struct buf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void puts_(struct buf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 static bool is_ws(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
 /* Python str.strip() (ASCII whitespace: what Jinja's trim sees in practice). */
-static void put_trimmed(struct buf *b, const char *s)
+static void put_trimmed(struct strbuf *b, const char *s)
 {
     size_t n = strlen(s), a = 0;
     while (a < n && is_ws(s[a])) a++;
     while (n > a && is_ws(s[n - 1])) n--;
-    put(b, s + a, n - a);
+    strbuf_put(b, s + a, n - a);
 }
 
 /* s with the characters c stripped from the start (lstrip), end (rstrip). */
@@ -233,11 +204,11 @@ static const char *last_strstr(const char *s, size_t n, const char *needle)
 }
 
 /* What follows the generation prompt (see struct chat_opts). */
-static void put_think(struct buf *b, const struct chat_opts *o, bool think_by_default)
+static void put_think(struct strbuf *b, const struct chat_opts *o, bool think_by_default)
 {
-    if (o->disable_thinking) puts_(b, "<think>\n\n</think>\n\n");
+    if (o->disable_thinking) strbuf_puts(b, "<think>\n\n</think>\n\n");
     else if (o->prefill_think == 1 || (o->prefill_think < 0 && think_by_default))
-        puts_(b, "<think>\n");
+        strbuf_puts(b, "<think>\n");
 }
 
 static bool role_is(const struct chat_msg *m, const char *r)
@@ -246,7 +217,7 @@ static bool role_is(const struct chat_msg *m, const char *r)
 }
 
 static char *bad_role(const struct chat_msg *msgs, size_t i, enum chat_template_kind kind,
-                      struct buf *b, char *err, size_t errlen)
+                      struct strbuf *b, char *err, size_t errlen)
 {
     free(b->p);
     fail(err, errlen, "messages[%zu].role: \"%s\" is not supported by the %s template "
@@ -254,13 +225,13 @@ static char *bad_role(const struct chat_msg *msgs, size_t i, enum chat_template_
     return NULL;
 }
 
-static void render_chatml(struct buf *b, enum chat_template_kind kind, const struct chat_msg *m,
+static void render_chatml(struct strbuf *b, enum chat_template_kind kind, const struct chat_msg *m,
                           size_t n, const struct chat_opts *o)
 {
     if (kind == CHAT_TEMPLATE_QWEN2_5 && (n == 0 || !role_is(&m[0], "system"))) {
-        puts_(b, "<|im_start|>system\n");
-        puts_(b, QWEN2_5_SYSTEM);
-        puts_(b, "<|im_end|>\n");
+        strbuf_puts(b, "<|im_start|>system\n");
+        strbuf_puts(b, QWEN2_5_SYSTEM);
+        strbuf_puts(b, "<|im_end|>\n");
     }
     /* Qwen3: index of the last user turn; reasoning is kept only after it. */
     size_t last_query = n ? n - 1 : 0;
@@ -271,11 +242,11 @@ static void render_chatml(struct buf *b, enum chat_template_kind kind, const str
         }
     for (size_t i = 0; i < n; i++) {
         if (kind != CHAT_TEMPLATE_QWEN3 || !role_is(&m[i], "assistant")) {
-            puts_(b, "<|im_start|>");
-            puts_(b, m[i].role);
-            puts_(b, "\n");
-            puts_(b, m[i].content);
-            puts_(b, "<|im_end|>\n");
+            strbuf_puts(b, "<|im_start|>");
+            strbuf_puts(b, m[i].role);
+            strbuf_puts(b, "\n");
+            strbuf_puts(b, m[i].content);
+            strbuf_puts(b, "<|im_end|>\n");
             continue;
         }
         /* Qwen3 assistant turn: split reasoning from content. */
@@ -300,19 +271,19 @@ static void render_chatml(struct buf *b, enum chat_template_kind kind, const str
             c = last + 8;
             strip_char(&c, &cn, '\n', true, false);
         }
-        puts_(b, "<|im_start|>assistant\n");
+        strbuf_puts(b, "<|im_start|>assistant\n");
         if (i > last_query && (i == n - 1 || rn)) {
             strip_char(&r, &rn, '\n', true, true);
             strip_char(&c, &cn, '\n', true, false);
-            puts_(b, "<think>\n");
-            put(b, r, rn);
-            puts_(b, "\n</think>\n\n");
+            strbuf_puts(b, "<think>\n");
+            strbuf_put(b, r, rn);
+            strbuf_puts(b, "\n</think>\n\n");
         }
-        put(b, c, cn);
-        puts_(b, "<|im_end|>\n");
+        strbuf_put(b, c, cn);
+        strbuf_puts(b, "<|im_end|>\n");
     }
     if (o->add_generation_prompt) {
-        puts_(b, "<|im_start|>assistant\n");
+        strbuf_puts(b, "<|im_start|>assistant\n");
         put_think(b, o, false);
     }
 }
@@ -320,8 +291,8 @@ static void render_chatml(struct buf *b, enum chat_template_kind kind, const str
 char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *m, size_t n,
                            const struct chat_opts *o, char *err, size_t errlen)
 {
-    struct buf b = {0};
-    put(&b, "", 0);
+    struct strbuf b = {0};
+    strbuf_put(&b, "", 0);
     switch (kind) {
     case CHAT_TEMPLATE_CHATML:
     case CHAT_TEMPLATE_QWEN2_5:
@@ -329,49 +300,49 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
         render_chatml(&b, kind, m, n, o);
         break;
     case CHAT_TEMPLATE_LLAMA3:
-        puts_(&b, "<|begin_of_text|>");
+        strbuf_puts(&b, "<|begin_of_text|>");
         for (size_t i = 0; i < n; i++) {
-            puts_(&b, "<|start_header_id|>");
-            puts_(&b, m[i].role);
-            puts_(&b, "<|end_header_id|>\n\n");
+            strbuf_puts(&b, "<|start_header_id|>");
+            strbuf_puts(&b, m[i].role);
+            strbuf_puts(&b, "<|end_header_id|>\n\n");
             put_trimmed(&b, m[i].content);
-            puts_(&b, "<|eot_id|>");
+            strbuf_puts(&b, "<|eot_id|>");
         }
         if (o->add_generation_prompt) {
-            puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+            strbuf_puts(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
             put_think(&b, o, false);
         }
         break;
     case CHAT_TEMPLATE_DEEPSEEK_R1:
     case CHAT_TEMPLATE_DEEPSEEK_V3: {
-        puts_(&b, "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+        strbuf_puts(&b, "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
         bool first_sp = true;
         for (size_t i = 0; i < n; i++) {
             if (!role_is(&m[i], "system")) continue;
-            if (!first_sp) puts_(&b, "\n\n");
-            puts_(&b, m[i].content);
+            if (!first_sp) strbuf_puts(&b, "\n\n");
+            strbuf_puts(&b, m[i].content);
             first_sp = false;
         }
         for (size_t i = 0; i < n; i++) {
             if (role_is(&m[i], "system")) continue;
             if (role_is(&m[i], "user")) {
-                puts_(&b, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>");
-                puts_(&b, m[i].content);
+                strbuf_puts(&b, "<\xEF\xBD\x9CUser\xEF\xBD\x9C>");
+                strbuf_puts(&b, m[i].content);
             } else if (role_is(&m[i], "assistant")) {
                 const char *c = m[i].content;
                 if (kind == CHAT_TEMPLATE_DEEPSEEK_R1) {
                     const char *last = last_strstr(c, strlen(c), "</think>");
                     if (last) c = last + 8;
                 }
-                puts_(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
-                puts_(&b, c);
-                puts_(&b, "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
+                strbuf_puts(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+                strbuf_puts(&b, c);
+                strbuf_puts(&b, "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>");
             } else {
                 return bad_role(m, i, kind, &b, err, errlen);
             }
         }
         if (o->add_generation_prompt) {
-            puts_(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
+            strbuf_puts(&b, "<\xEF\xBD\x9C" "Assistant\xEF\xBD\x9C>");
             put_think(&b, o, kind == CHAT_TEMPLATE_DEEPSEEK_R1);
         }
         break;
@@ -379,23 +350,23 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
     case CHAT_TEMPLATE_R1_ZERO: {
         /* A system message replaces the paper's preamble. */
         bool sys = n && role_is(&m[0], "system");
-        puts_(&b, sys ? m[0].content : R1_ZERO_PREAMBLE);
+        strbuf_puts(&b, sys ? m[0].content : R1_ZERO_PREAMBLE);
         for (size_t i = sys; i < n; i++) {
             if (role_is(&m[i], "user")) {
-                puts_(&b, " User: ");
-                puts_(&b, m[i].content);
-                puts_(&b, ".");
+                strbuf_puts(&b, " User: ");
+                strbuf_puts(&b, m[i].content);
+                strbuf_puts(&b, ".");
             } else if (role_is(&m[i], "assistant")) {
-                puts_(&b, " Assistant: ");
-                puts_(&b, m[i].content);
+                strbuf_puts(&b, " Assistant: ");
+                strbuf_puts(&b, m[i].content);
             } else {
                 return bad_role(m, i, kind, &b, err, errlen);
             }
         }
         if (o->add_generation_prompt) {
-            puts_(&b, " Assistant:");
-            if (o->disable_thinking) puts_(&b, " <think>\n\n</think>\n\n");
-            else if (o->prefill_think == 1) puts_(&b, " <think>");
+            strbuf_puts(&b, " Assistant:");
+            if (o->disable_thinking) strbuf_puts(&b, " <think>\n\n</think>\n\n");
+            else if (o->prefill_think == 1) strbuf_puts(&b, " <think>");
         }
         break;
     }
@@ -403,22 +374,22 @@ char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *
         /* "User: q\nAssistant: a\nUser: ..." with an optional leading
          * system line; the generation prompt is "\nAssistant:". */
         for (size_t i = 0; i < n; i++) {
-            if (i) puts_(&b, "\n");
+            if (i) strbuf_puts(&b, "\n");
             if (role_is(&m[i], "system")) {
-                puts_(&b, m[i].content);
+                strbuf_puts(&b, m[i].content);
             } else if (role_is(&m[i], "user")) {
-                puts_(&b, "User: ");
-                puts_(&b, m[i].content);
+                strbuf_puts(&b, "User: ");
+                strbuf_puts(&b, m[i].content);
             } else if (role_is(&m[i], "assistant")) {
-                puts_(&b, "Assistant: ");
-                puts_(&b, m[i].content);
+                strbuf_puts(&b, "Assistant: ");
+                strbuf_puts(&b, m[i].content);
             } else {
                 return bad_role(m, i, kind, &b, err, errlen);
             }
         }
         if (o->add_generation_prompt) {
-            puts_(&b, n ? "\nAssistant:" : "Assistant:");
-            if (o->prefill_think == 1) puts_(&b, " <think>");
+            strbuf_puts(&b, n ? "\nAssistant:" : "Assistant:");
+            if (o->prefill_think == 1) strbuf_puts(&b, " <think>");
         }
         break;
     }

@@ -9,6 +9,7 @@
 #include <utf8proc.h>
 
 #include "tok_internal.h"
+#include "strbuf.h"
 
 /* ---- UTF-8 ---- */
 
@@ -111,37 +112,8 @@ int tok_byte_to_cp(int b)
 #define WS_ITEMS "\\t-\\r\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}" \
                  "\\x{202f}\\x{205f}\\x{3000}"
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
 /* The class items added to category cat (one or two letters) since 14.0. */
-static void put_added(struct sbuf *b, const char *cat, size_t n)
+static void put_added(struct strbuf *b, const char *cat, size_t n)
 {
     static const char *const subs[] = {"Lultmo", "Mnce", "Ndlo", "Pcdseifo", "Smcko", "Zslp"};
     for (size_t k = 0; k < sizeof subs / sizeof subs[0]; k++) {
@@ -150,7 +122,7 @@ static void put_added(struct sbuf *b, const char *cat, size_t n)
             if (n == 2 && *c != cat[1]) continue;
             char two[2] = {cat[0], *c};
             const char *it = tok_unicode_added(two, 2);
-            if (it) sb_puts(b, it);
+            if (it) strbuf_puts(b, it);
         }
     }
 }
@@ -189,48 +161,48 @@ static size_t category_escape(const char *p, size_t n, size_t i, const char **ca
  * code points new since Unicode 14) so that PCRE2 only looks at the added
  * items for code points it thinks unassigned: assigned code points take the
  * class as written at full speed. */
-static void put_class(struct sbuf *o, bool negated, const struct sbuf *body,
-                      const struct sbuf *adds)
+static void put_class(struct strbuf *o, bool negated, const struct strbuf *body,
+                      const struct strbuf *adds)
 {
     const char *neg = negated ? "^" : "";
     if (!adds->n) {
-        sb_puts(o, "[");
-        sb_puts(o, neg);
-        sb_put(o, body->p, body->n);
-        sb_puts(o, "]");
+        strbuf_puts(o, "[");
+        strbuf_puts(o, neg);
+        strbuf_put(o, body->p, body->n);
+        strbuf_puts(o, "]");
         return;
     }
-    sb_puts(o, "(?:(?=\\P{Cn})[");
-    sb_puts(o, neg);
-    sb_put(o, body->p, body->n);
-    sb_puts(o, "]|(?=\\p{Cn})[");
-    sb_puts(o, neg);
-    sb_put(o, body->p, body->n);
-    sb_put(o, adds->p, adds->n);
-    sb_puts(o, "])");
+    strbuf_puts(o, "(?:(?=\\P{Cn})[");
+    strbuf_puts(o, neg);
+    strbuf_put(o, body->p, body->n);
+    strbuf_puts(o, "]|(?=\\p{Cn})[");
+    strbuf_puts(o, neg);
+    strbuf_put(o, body->p, body->n);
+    strbuf_put(o, adds->p, adds->n);
+    strbuf_puts(o, "])");
 }
 
 static char *rewrite_classes(const char *p, size_t n, bool with_adds, size_t *out_n)
 {
-    struct sbuf o = {0}, body = {0}, adds = {0};
+    struct strbuf o = {0}, body = {0}, adds = {0};
     bool in_class = false, negated = false, quoted = false;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
-        struct sbuf *w = in_class ? &body : &o;
+        struct strbuf *w = in_class ? &body : &o;
         if (quoted) {       /* inside \Q...\E everything is literal */
             if (c == '\\' && i + 1 < n && p[i + 1] == 'E') quoted = false;
-            sb_put(w, &c, 1);
+            strbuf_put(w, &c, 1);
             continue;
         }
         if (c == '\\' && i + 1 < n) {
             char d = p[i + 1];
             if (d == 's' || (d == 'S' && !in_class)) {
                 if (in_class) {
-                    sb_puts(&body, WS_ITEMS);
+                    strbuf_puts(&body, WS_ITEMS);
                 } else {
-                    sb_puts(&o, d == 's' ? "[" : "[^");
-                    sb_puts(&o, WS_ITEMS);
-                    sb_puts(&o, "]");
+                    strbuf_puts(&o, d == 's' ? "[" : "[^");
+                    strbuf_puts(&o, WS_ITEMS);
+                    strbuf_puts(&o, "]");
                 }
                 i++;
                 continue;
@@ -241,16 +213,16 @@ static char *rewrite_classes(const char *p, size_t n, bool with_adds, size_t *ou
             size_t len = category_escape(p, n, i, &cat, &cn, &neg);
             if (len && !(in_class && neg)) {
                 if (in_class) {
-                    sb_put(&body, p + i, len);
+                    strbuf_put(&body, p + i, len);
                     if (with_adds) put_added(&adds, cat, cn);
                 } else {
                     /* \p{X} alone is the class [\p{X}], \P{X} is [^\p{X}] */
-                    struct sbuf b1 = {0}, a1 = {0};
-                    sb_puts(&b1, "\\p");
-                    sb_put(&b1, p + i + 2, len - 2);
+                    struct strbuf b1 = {0}, a1 = {0};
+                    strbuf_puts(&b1, "\\p");
+                    strbuf_put(&b1, p + i + 2, len - 2);
                     if (p[i + 1] == 'd') {
                         b1.n = 0;
-                        sb_puts(&b1, "\\d");
+                        strbuf_puts(&b1, "\\d");
                     }
                     if (with_adds) put_added(&a1, cat, cn);
                     put_class(&o, neg, &b1, &a1);
@@ -262,7 +234,7 @@ static char *rewrite_classes(const char *p, size_t n, bool with_adds, size_t *ou
                 continue;
             }
             if (d == 'Q') quoted = true;
-            sb_put(w, p + i, 2);
+            strbuf_put(w, p + i, 2);
             i++;
             continue;
         }
@@ -275,14 +247,14 @@ static char *rewrite_classes(const char *p, size_t n, bool with_adds, size_t *ou
                 i++;
             }
             /* a ']' right after '[' or '[^' is a literal */
-            if (i + 1 < n && p[i + 1] == ']') sb_put(&body, p + ++i, 1);
+            if (i + 1 < n && p[i + 1] == ']') strbuf_put(&body, p + ++i, 1);
             continue;
         }
         if (in_class && c == '[' && i + 1 < n && p[i + 1] == ':') {
             const char *end = memchr(p + i + 2, ']', n - i - 2);   /* [:alpha:] */
             if (end) {
                 size_t m = (size_t)(end - (p + i)) + 1;
-                sb_put(&body, p + i, m);
+                strbuf_put(&body, p + i, m);
                 i += m - 1;
                 continue;
             }
@@ -292,13 +264,13 @@ static char *rewrite_classes(const char *p, size_t n, bool with_adds, size_t *ou
             put_class(&o, negated, &body, &adds);
             continue;
         }
-        sb_put(w, &c, 1);
+        strbuf_put(w, &c, 1);
     }
     if (in_class) {         /* unterminated: leave it for PCRE2 to report */
-        sb_puts(&o, negated ? "[^" : "[");
-        sb_put(&o, body.p, body.n);
+        strbuf_puts(&o, negated ? "[^" : "[");
+        strbuf_put(&o, body.p, body.n);
     }
-    sb_put(&o, "", 0);
+    strbuf_put(&o, "", 0);
     bool oom = o.oom || body.oom || adds.oom;
     free(body.p);
     free(adds.p);
@@ -485,7 +457,7 @@ static size_t next_active(const unsigned char *s, size_t n, size_t i, const uint
 
 /* Normalizes one region with the whole normalizer sequence; appends to out. */
 static int normalize_region(const struct tokenizer *tok, const char *s, size_t n,
-                            struct sbuf *out)
+                            struct strbuf *out)
 {
     char *cur = NULL;
     size_t cur_n = n;
@@ -508,7 +480,7 @@ static int normalize_region(const struct tokenizer *tok, const char *s, size_t n
         cur = (char *)r;
         cur_n = (size_t)k;
     }
-    sb_put(out, cur ? cur : s, cur_n);
+    strbuf_put(out, cur ? cur : s, cur_n);
     free(cur);
     return 0;
 }
@@ -526,7 +498,7 @@ int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **o
     const unsigned char *u = (const unsigned char *)s;
     size_t i = next_active(u, n, 0, table);
     if (i == n) return 0;
-    struct sbuf o = {0};
+    struct strbuf o = {0};
     size_t pos = 0;
     while (i < n) {
         size_t start = i;
@@ -545,7 +517,7 @@ int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **o
             if (table[cp >> 3] & (1u << (cp & 7))) break;
             end += cl;
         }
-        sb_put(&o, s + pos, start - pos);
+        strbuf_put(&o, s + pos, start - pos);
         if (normalize_region(tok, s + start, end - start, &o)) {
             free(o.p);
             return -1;
@@ -553,7 +525,7 @@ int tok_normalize(const struct tokenizer *tok, const char *s, size_t n, char **o
         pos = end;
         i = next_active(u, n, end, table);
     }
-    sb_put(&o, s + pos, n - pos);
+    strbuf_put(&o, s + pos, n - pos);
     if (o.oom) {
         free(o.p);
         return -1;
