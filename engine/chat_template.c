@@ -168,6 +168,18 @@ int chat_template_detect(const char *dir, enum chat_template_kind *kind, char *e
     return 0;
 }
 
+int chat_template_select(const char *name, const char *model_dir, enum chat_template_kind *kind,
+                         char *err, size_t errlen)
+{
+    if (!name) return chat_template_detect(model_dir, kind, err, errlen);
+    if (chat_template_from_name(name, kind) == 0) return 0;
+    char known[256] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < N_KINDS && off < sizeof known; i++)
+        off += (size_t)snprintf(known + off, sizeof known - off, "%s%s", i ? ", " : "", NAMES[i]);
+    return fail(err, errlen, "unknown chat template \"%s\" (%s)", name, known);
+}
+
 /* ---- rendering ---- */
 
 static bool is_ws(char c)

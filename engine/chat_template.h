@@ -53,6 +53,12 @@ int chat_template_recognize(const char *jinja, enum chat_template_kind *kind);
 int chat_template_detect(const char *model_dir, enum chat_template_kind *kind, char *err,
                          size_t errlen);
 
+/* The template named `name`, or when name is NULL the one model_dir
+ * declares (chat_template_detect). Returns 0, or -1 with err naming the
+ * unknown name (and the known ones) or the model file at fault. */
+int chat_template_select(const char *name, const char *model_dir, enum chat_template_kind *kind,
+                         char *err, size_t errlen);
+
 /* Renders messages; returns a new NUL-terminated string (caller frees) or
  * NULL with err filled (an unsupported role names the message index). */
 char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *msgs, size_t n,

@@ -290,22 +290,16 @@ int cli_chat_template(int argc, char **argv)
                 "         [--template NAME] [--no-generation-prompt] [--think | --no-think]\n"
                 "         [--disable-thinking]\n"
                 "  reads a JSON array of {\"role\",\"content\"} messages on stdin\n"
-                "  NAME: chatml, qwen2.5, qwen3, llama3, deepseek-r1, deepseek-v3, r1-zero\n"
+                "  NAME: chatml, qwen2.5, qwen3, llama3, deepseek-r1, deepseek-v3, r1-zero, plain\n"
                 "  --think/--no-think: prefill \"<think>\\n\" or not (default: the template's)\n"
                 "  --disable-thinking: an empty <think></think> block (Qwen3 enable_thinking=False)\n");
         return 2;
     }
     char err[1024];
     enum chat_template_kind kind;
-    if (name) {
-        if (chat_template_from_name(name, &kind)) {
-            fprintf(stderr, "chat-template: unknown template \"%s\" (chatml, qwen2.5, qwen3, llama3, "
-                    "deepseek-r1, deepseek-v3, r1-zero)\n", name);
-            return 2;
-        }
-    } else if (chat_template_detect(model, &kind, err, sizeof err)) {
+    if (chat_template_select(name, model, &kind, err, sizeof err)) {
         fprintf(stderr, "chat-template: %s\n", err);
-        return 1;
+        return name ? 2 : 1;
     }
     size_t len;
     char *in = read_all(stdin, &len);

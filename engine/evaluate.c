@@ -92,10 +92,9 @@ static bool correct(const struct reward_result *r)
 int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
              char *err, size_t errlen)
 {
-    char path[4096];
     int rc = -1;
     struct model *m = NULL;
-    struct tokenizer *tok = NULL;
+    struct rl_prompting pr = {0};
     struct gen_engine *ge = NULL;
     struct rl_dataset ds = {0};
     struct rollout *ro = NULL;
@@ -107,22 +106,15 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
         return -1;
     }
     if (!(m = model_load(o->model_dir, be, err, errlen))) return -1;
-    snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
-    if (!(tok = tok_load(path, err, errlen))) goto out;
-    struct rl_prompting pr = {.tok = tok, .plain = o->prompt_template, .prefill_think = o->prefill_think,
-                              .max_prompt_tokens = o->max_prompt_length};
-    if (!o->prompt_template &&
-        (o->chat_template ? chat_template_from_name(o->chat_template, &pr.kind)
-                          : chat_template_detect(o->model_dir, &pr.kind, err, errlen))) {
-        if (o->chat_template) errmsg_set(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
+    if (rl_prompting_open(&pr, o->model_dir, o->chat_template, o->prompt_template, o->prefill_think,
+                          o->max_prompt_length, err, errlen))
         goto out;
-    }
     if (rl_dataset_load(&ds, o->data, o->reward, err, errlen)) goto out;
     const int n = ds.n, k = o->num_samples, per = k > 1 ? k : 1;
     struct gen_config gc;
     gen_config_default(&gc);
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
-    if (!(ge = gen_engine_new(m, tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
+    if (!(ge = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     rows = malloc((size_t)n * sizeof *rows);
     ro = calloc((size_t)n * per, sizeof *ro);
     items = calloc((size_t)n * per, sizeof *items);
@@ -143,12 +135,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
             json_decref(vals);
             goto out;
         }
-        for (int i = 0; i < n * cnt; i++) {
-            const json_t *row = json_array_get(ds.rows, (size_t)ro[i].row);
-            items[i] = (struct reward_item){.prompt = rl_row_prompt(row), .completion = ro[i].text,
-                                            .completion_len = ro[i].text_len,
-                                            .completion_tokens = ro[i].n_tokens, .fields = row};
-        }
+        rl_reward_items(&ds, ro, n * cnt, items);
         if (reward_score_batch(o->reward, items, (size_t)n * cnt, res, err, errlen)) {
             json_decref(vals);
             goto out;
@@ -212,7 +199,7 @@ out:
     free(ro); free(items); free(res); free(rows);
     gen_engine_free(ge);
     rl_dataset_free(&ds);
-    tok_free(tok);
+    rl_prompting_close(&pr);
     model_free(m);
     return rc;
 }

@@ -411,6 +411,23 @@ static void emit(struct gen_engine *e, struct gen_event *ev)
     if (e->fn) e->fn(e->ctx, ev);
 }
 
+/* DONE events for samples 1..n-1 of r that were never forked from sample 0
+ * (the request ended during prefill: cancelled, or max_tokens 0). */
+static void emit_unforked_done(struct gen_engine *e, const struct gen_req *r, enum gen_finish f)
+{
+    for (int j = 1; j < r->n; j++) {
+        struct gen_event ev = {0};
+        ev.kind = GEN_EVENT_DONE;
+        ev.id = r->id;
+        ev.user = r->user;
+        ev.index = j;
+        ev.finish = f;
+        ev.prompt_tokens = r->n_prompt;
+        ev.full_text = "";
+        emit(e, &ev);
+    }
+}
+
 static struct gen_seq *seq_new(struct gen_engine *e, struct gen_req *r, int index)
 {
     struct gen_seq *s = calloc(1, sizeof *s);
@@ -686,17 +703,7 @@ int gen_cancel(struct gen_engine *e, const char *id)
             /* samples 1..n-1 were never forked */
             e->n_slots -= r->live - 1;
             r->live = 1;
-            for (int j = 1; j < r->n; j++) {
-                struct gen_event ev = {0};
-                ev.kind = GEN_EVENT_DONE;
-                ev.id = r->id;
-                ev.user = r->user;
-                ev.index = j;
-                ev.finish = GEN_FINISH_CANCELLED;
-                ev.prompt_tokens = r->n_prompt;
-                ev.full_text = "";
-                emit(e, &ev);
-            }
+            emit_unforked_done(e, r, GEN_FINISH_CANCELLED);
         }
         emit_done(e, s, GEN_FINISH_CANCELLED);
     }
@@ -934,17 +941,7 @@ int gen_step(struct gen_engine *e, char *err, size_t errlen)
         if (s->state != SEQ_PREFILL || s->n_cached < s->n_tokens || s->req->max_tokens > 0) continue;
         struct gen_req *r = s->req;
         emit_prompt(e, r);
-        for (int j = 1; j < r->n; j++) {
-            struct gen_event ev = {0};
-            ev.kind = GEN_EVENT_DONE;
-            ev.id = r->id;
-            ev.user = r->user;
-            ev.index = j;
-            ev.finish = GEN_FINISH_LENGTH;
-            ev.prompt_tokens = r->n_prompt;
-            ev.full_text = "";
-            emit(e, &ev);
-        }
+        emit_unforked_done(e, r, GEN_FINISH_LENGTH);
         emit_done(e, s, GEN_FINISH_LENGTH);
     }
     reap(e);

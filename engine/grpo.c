@@ -97,10 +97,9 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         return -1;
     }
     const int n_rew = reward_spec_count(o->reward);
-    char path[4096];
     int rc = -1;
     struct model *m = NULL, *ref = NULL;
-    struct tokenizer *tok = NULL;
+    struct rl_prompting pr = {0};
     struct gen_engine *ge = NULL;
     struct rl_dataset ds = {0};
     struct row_sampler rs = {0};
@@ -114,21 +113,17 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     float *lp = NULL, *dlp_full = NULL, *ent = NULL, *logp = NULL, *old = NULL, *refl = NULL;
     float *mask = NULL, *dlogp = NULL;
     int *rows = NULL, *keep = NULL;
+    struct rollout *sel = NULL;             /* (S) the kept groups of a step */
+    struct reward_result *sres = NULL;      /* (S) their rewards */
+    unsigned char *svalid = NULL, *dvalid = NULL;  /* (S) */
+    double *dv = NULL;                      /* (S) scratch for metrics */
 
     m = model_load(o->model_dir, be, err, errlen);
     if (!m) return -1;
     if (o->beta > 0 && !(ref = model_load(o->model_dir, be, err, errlen))) goto out;
-    snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
-    if (!(tok = tok_load(path, err, errlen))) goto out;
-    struct rl_prompting pr = {.tok = tok, .plain = o->prompt_template,
-                              .prefill_think = o->prefill_think,
-                              .max_prompt_tokens = o->max_prompt_length};
-    if (!o->prompt_template &&
-        (o->chat_template ? chat_template_from_name(o->chat_template, &pr.kind)
-                          : chat_template_detect(o->model_dir, &pr.kind, err, errlen))) {
-        if (o->chat_template) errmsg_set(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->chat_template);
+    if (rl_prompting_open(&pr, o->model_dir, o->chat_template, o->prompt_template, o->prefill_think,
+                          o->max_prompt_length, err, errlen))
         goto out;
-    }
     if (o->max_prompt_length + o->max_completion_length > m->cfg.max_position_embeddings) {
         errmsg_set(err, errlen, "%s: max_prompt_length + max_completion_length (%d) exceeds the model's "
              "max_position_embeddings (%d)", o->stage, o->max_prompt_length + o->max_completion_length,
@@ -141,7 +136,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     gen_config_default(&gc);
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
     if (gc.max_seqs < S) gc.max_seqs = S;
-    if (!(ge = gen_engine_new(m, tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
+    if (!(ge = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     if (model_grads_alloc(m)) { errmsg_set(err, errlen, "out of memory"); goto out; }
 
     rs.n = ds.n;
@@ -159,6 +154,11 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     adv = calloc((size_t)S, sizeof *adv);
     rows = calloc((size_t)P * max_rounds, sizeof *rows);
     keep = calloc((size_t)P, sizeof *keep);
+    sel = calloc((size_t)S, sizeof *sel);
+    sres = calloc((size_t)S, sizeof *sres);
+    svalid = calloc((size_t)S, 1);
+    dvalid = calloc((size_t)S, 1);
+    dv = calloc((size_t)S, sizeof *dv);
     const int Tmax = o->max_prompt_length + o->max_completion_length + 1;
     const int Tc = o->max_completion_length + 1;
     tok_b = malloc((size_t)MB * Tmax * sizeof *tok_b);
@@ -171,7 +171,8 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     refl = calloc((size_t)S * Tc, sizeof *refl);
     mask = calloc((size_t)S * Tc, sizeof *mask);
     dlogp = calloc((size_t)S * Tc, sizeof *dlogp);
-    if (!rs.order || !ro || !items || !res || !total || !valid || !rew || !adv || !rows || !keep ||
+    if (!rs.order || !ro || !items || !res || !total || !valid || !rew || !adv || !rows || !keep || !sel || !sres ||
+        !svalid || !dvalid || !dv ||
         !tok_b || !tgt_b || !lp || !ent || !dlp_full || !logp || !old || !refl || !mask || !dlogp) {
         errmsg_set(err, errlen, "out of memory");
         goto out;
@@ -212,13 +213,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                                  ro + n_ro, err, errlen))
                 goto out;
             double tb = progress_now();
-            for (int i = 0; i < want * G; i++) {
-                struct rollout *r = &ro[n_ro + i];
-                const json_t *row = json_array_get(ds.rows, (size_t)r->row);
-                items[n_ro + i] = (struct reward_item){.prompt = rl_row_prompt(row), .completion = r->text,
-                                                       .completion_len = r->text_len,
-                                                       .completion_tokens = r->n_tokens, .fields = row};
-            }
+            rl_reward_items(&ds, ro + n_ro, want * G, items + n_ro);
             if (reward_score_batch(o->reward, items + n_ro, (size_t)want * G, res + n_ro, err, errlen))
                 goto out;
             t_gen += tb - ta;
@@ -246,10 +241,6 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             if (!used) keep[kept++] = base;
         }
         /* Gather the kept groups to the front, in order. */
-        struct rollout *sel = calloc((size_t)S, sizeof *sel);
-        struct reward_result *sres = calloc((size_t)S, sizeof *sres);
-        unsigned char *svalid = calloc((size_t)S, 1);
-        if (!sel || !sres || !svalid) { free(sel); free(sres); free(svalid); errmsg_set(err, errlen, "out of memory"); goto out; }
         for (int k = 0; k < P; k++)
             for (int j = 0; j < G; j++) {
                 sel[k * G + j] = ro[keep[k] + j];
@@ -262,11 +253,8 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
 
         /* ---- 3: advantages ---- */
         int zero_std_kept = 0;
-        if (grpo_advantages(rew, svalid, P, G, o->scale_rewards, 1e-4, adv, &zero_std_kept, err, errlen)) {
-            for (int i = 0; i < S; i++) rollout_free(&sel[i]);
-            free(sel); free(sres); free(svalid);
+        if (grpo_advantages(rew, svalid, P, G, o->scale_rewards, 1e-4, adv, &zero_std_kept, err, errlen))
             goto out;
-        }
         /* ---- 4: policy update ---- */
         double t_ref = 0, t_train0 = progress_now(), loss_sum = 0, ent_sum = 0, kl_sum = 0;
         double clip_lo = 0, clip_hi = 0, clip_reg = 0, tok_sum = 0, sampler_diff = 0;
@@ -312,7 +300,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                 /* reference log-probs, once per generation batch */
                 if (it == 0 && ref) {
                     double ta = progress_now();
-                    if (model_forward(ref, tok_b, NULL, MB, T, err, errlen)) goto fail_step;
+                    if (model_forward(ref, tok_b, NULL, MB, T, err, errlen)) goto out;
                     model_logprobs(ref, tgt_b, lp);
                     for (int b = 0; b < MB; b++)
                         for (int j = 0; j < Tc; j++) {
@@ -321,7 +309,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                         }
                     t_ref += progress_now() - ta;
                 }
-                if (model_forward(m, tok_b, NULL, MB, T, err, errlen)) goto fail_step;
+                if (model_forward(m, tok_b, NULL, MB, T, err, errlen)) goto out;
                 model_logprobs_stats(m, tgt_b, lp, it == 0 ? ent : NULL, NULL);
                 for (int b = 0; b < MB; b++)
                     for (int j = 0; j < Tc; j++) {
@@ -343,7 +331,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                 size_t o0 = (size_t)mb * Tc;
                 if (grpo_loss(&lpar, MB, Tc, logp + o0, old + o0, ref ? refl + o0 : NULL, adv + mb,
                               mask + o0, &loss, dlogp + o0, &lm, err, errlen))
-                    goto fail_step;
+                    goto out;
                 if (it == o->num_iterations - 1) {
                     loss_sum += loss;
                     kl_sum += lm.kl * lm.num_tokens;
@@ -365,26 +353,24 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             lr = lr_warmup_cosine(update, total_updates, warmup, o->learning_rate, 1.0f);
             if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
                 errmsg_set(err, errlen, "out of memory for optimizer state");
-                goto fail_step;
+                goto out;
             }
         }
         double t_end = progress_now();
 
         /* ---- metrics and samples (TRL names) ---- */
-        double rstd, *tv = malloc((size_t)S * sizeof *tv);
-        for (int i = 0; tv && i < S; i++) tv[i] = rew[i];
-        double rmean = tv ? mean_std(tv, svalid, S, &rstd) : (rstd = 0);
-        free(tv);
+        double rstd;
+        for (int i = 0; i < S; i++) dv[i] = rew[i];
+        double rmean = mean_std(dv, svalid, S, &rstd);
         json_t *vals = json_pack("{s:f,s:f,s:f}", "reward", rmean, "reward_std", rstd,
                                  "frac_reward_zero_std", (double)zero_std_kept / P);
         for (int k = 0; k < n_rew; k++) {
-            double *cv = malloc((size_t)S * sizeof *cv), cstd;
-            unsigned char *cvalid = malloc((size_t)S);
+            double cstd;
             for (int i = 0; i < S; i++) {
-                cv[i] = sres[i].value[k];
-                cvalid[i] = isfinite(cv[i]);
+                dv[i] = sres[i].value[k];
+                dvalid[i] = isfinite(dv[i]);
             }
-            double cm = mean_std(cv, cvalid, S, &cstd);
+            double cm = mean_std(dv, dvalid, S, &cstd);
             char key[160];
             snprintf(key, sizeof key, "rewards/%s/mean", reward_spec_component_name(o->reward, k));
             json_object_set_new(vals, key, json_real(cm));
@@ -396,8 +382,6 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                 snprintf(key, sizeof key, "rewards/%s/failures", reward_spec_component_name(o->reward, k));
                 json_object_set_new(vals, key, json_integer(fails));
             }
-            free(cv);
-            free(cvalid);
         }
         double step_time = t_end - t0;
         json_t *more = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,s:I,"
@@ -438,7 +422,6 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                                           "completion_tokens", sel[k].n_tokens));
         }
         for (int i = 0; i < S; i++) rollout_free(&sel[i]);
-        free(sel); free(sres); free(svalid);
         char extra[160];
         snprintf(extra, sizeof extra, "reward %.3f | len %.0f | %.1fs/step", rmean, (double)comp_tokens / S,
                  step_time);
@@ -450,11 +433,6 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
                                           "step", step + 1, "path", dir));
         }
-        continue;
-fail_step:
-        for (int i = 0; i < S; i++) rollout_free(&sel[i]);
-        free(sel); free(sres); free(svalid);
-        goto out;
     }
     progress_finish(&prog);
     if (model_save_dir_from(m, o->model_dir, o->out, err, errlen)) goto out;
@@ -463,13 +441,15 @@ fail_step:
                                   "seconds", progress_now() - t_start));
     rc = 0;
 out:
-    if (ro) for (int i = 0; i < S * (o->dynamic_sampling ? 1 + o->max_resample_rounds : 1); i++) rollout_free(&ro[i]);
+    for (int i = 0; ro && i < S * (o->dynamic_sampling ? 1 + o->max_resample_rounds : 1); i++) rollout_free(&ro[i]);
+    for (int i = 0; sel && i < S; i++) rollout_free(&sel[i]);
+    free(sel); free(sres); free(svalid); free(dvalid); free(dv);
     free(ro); free(items); free(res); free(total); free(valid); free(rew); free(adv); free(rows); free(keep);
     free(tok_b); free(tgt_b); free(lp); free(ent); free(dlp_full); free(logp); free(old); free(refl);
     free(mask); free(dlogp); free(rs.order);
     gen_engine_free(ge);
     rl_dataset_free(&ds);
-    tok_free(tok);
+    rl_prompting_close(&pr);
     model_free(ref);
     model_free(m);
     return rc;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "events.h"
+#include "jsonl.h"
 #include "progress.h"
 #include "rng.h"
 #include "schedule.h"
@@ -42,62 +43,51 @@ float pretrain_lr(const struct pretrain_opts *o, int step)
     return lr_warmup_cosine(step, o->steps, warm, o->lr, o->min_lr_ratio);
 }
 
+/* The growing token stream pretrain_load_text builds. */
+struct text_stream {
+    const struct tokenizer *tok;
+    int32_t eos;
+    int32_t *ids;
+    size_t n, cap;
+};
+
+static int text_row(void *ctx, json_t *row, char *err, size_t errlen)
+{
+    struct text_stream *st = ctx;
+    if (!json_is_object(row)) { errmsg_set(err, errlen, "row is not a JSON object"); return -1; }
+    json_t *text = json_object_get(row, "text");
+    if (!json_is_string(text)) {
+        errmsg_set(err, errlen, "field \"text\" is %s", text ? "not a string" : "missing");
+        return -1;
+    }
+    int32_t *t = NULL;
+    int k = tok_encode(st->tok, json_string_value(text), json_string_length(text), &t);
+    if (k < 0) { errmsg_set(err, errlen, "cannot tokenize \"text\""); return -1; }
+    if (st->n + (size_t)k + 1 > st->cap) {
+        size_t cap = st->cap ? st->cap : 1 << 16;
+        while (st->n + (size_t)k + 1 > cap) cap *= 2;
+        int32_t *grown = realloc(st->ids, cap * sizeof *grown);
+        if (!grown) { free(t); errmsg_set(err, errlen, "out of memory"); return -1; }
+        st->ids = grown;
+        st->cap = cap;
+    }
+    memcpy(st->ids + st->n, t, (size_t)k * sizeof *t);
+    st->n += (size_t)k;
+    st->ids[st->n++] = st->eos;
+    free(t);
+    return 0;
+}
+
 long pretrain_load_text(const char *path, const struct tokenizer *tok,
                         int32_t eos, int32_t **out, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) { errmsg_set(err, errlen, "%s: cannot open", path); return -1; }
-    size_t cap = 1 << 16, n = 0;
-    int32_t *ids = malloc(cap * sizeof *ids);
-    char *line = NULL;
-    size_t lcap = 0;
-    long lineno = 0;
-    ssize_t len;
-    while (ids && (len = getline(&line, &lcap, f)) >= 0) {
-        lineno++;
-        if (len == 0 || strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t je;
-        json_t *row = json_loadb(line, (size_t)len, 0, &je);
-        if (!row || !json_is_object(row)) {
-            errmsg_set(err, errlen, "%s:%ld: %s", path, lineno,
-                 row ? "row is not a JSON object" : je.text);
-            json_decref(row);
-            goto fail;
-        }
-        json_t *text = json_object_get(row, "text");
-        if (!json_is_string(text)) {
-            errmsg_set(err, errlen, "%s:%ld: field \"text\" is %s", path, lineno,
-                 text ? "not a string" : "missing");
-            json_decref(row);
-            goto fail;
-        }
-        int32_t *t = NULL;
-        int k = tok_encode(tok, json_string_value(text), json_string_length(text), &t);
-        json_decref(row);
-        if (k < 0) { errmsg_set(err, errlen, "%s:%ld: cannot tokenize \"text\"", path, lineno); goto fail; }
-        while (n + (size_t)k + 1 > cap) {
-            cap *= 2;
-            int32_t *grown = realloc(ids, cap * sizeof *ids);
-            if (!grown) { free(t); goto oom; }
-            ids = grown;
-        }
-        memcpy(ids + n, t, (size_t)k * sizeof *ids);
-        n += (size_t)k;
-        ids[n++] = eos;
-        free(t);
+    struct text_stream st = {.tok = tok, .eos = eos};
+    if (jsonl_read(path, text_row, &st, err, errlen) < 0) {
+        free(st.ids);
+        return -1;
     }
-    if (!ids) goto oom;
-    free(line);
-    fclose(f);
-    *out = ids;
-    return (long)n;
-oom:
-    errmsg_set(err, errlen, "%s: out of memory", path);
-fail:
-    free(line);
-    free(ids);
-    fclose(f);
-    return -1;
+    *out = st.ids;
+    return (long)st.n;
 }
 
 static int load_config(const char *spec, struct model_config *cfg, char *err, size_t errlen)

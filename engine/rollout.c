@@ -1,6 +1,7 @@
 /* engine/rollout.c — see rollout.h. */
 #include "rollout.h"
 #include "errmsg.h"
+#include "jsonl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,48 +23,75 @@ const char *rl_row_prompt(const json_t *row)
     return "";
 }
 
+struct rl_reader {
+    json_t *rows;
+    const struct reward_spec *spec;
+};
+
+static int rl_read_row(void *ctx, json_t *row, char *err, size_t errlen)
+{
+    struct rl_reader *rd = ctx;
+    if (!json_is_object(row)) { errmsg_set(err, errlen, "row is not a JSON object"); return -1; }
+    if (!json_is_string(json_object_get(row, "prompt")) &&
+        !json_is_array(json_object_get(row, "messages"))) {
+        errmsg_set(err, errlen, "field \"prompt\" (a string) or \"messages\" (an array) is missing");
+        return -1;
+    }
+    if (rd->spec && reward_check_fields(rd->spec, row, err, errlen)) return -1;
+    json_array_append(rd->rows, row);
+    return 0;
+}
+
 int rl_dataset_load(struct rl_dataset *d, const char *path, const struct reward_spec *spec,
                     char *err, size_t errlen)
 {
-    memset(d, 0, sizeof *d);
-    FILE *f = fopen(path, "r");
-    if (!f) { errmsg_set(err, errlen, "%s: cannot open", path); return -1; }
-    d->rows = json_array();
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    long lineno = 0;
-    int rc = 0;
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t je;
-        json_t *row = json_loadb(line, (size_t)len, 0, &je);
-        char ferr[512] = "";
-        if (!row) {
-            snprintf(ferr, sizeof ferr, "%s", je.text);
-        } else if (!json_is_object(row)) {
-            snprintf(ferr, sizeof ferr, "row is not a JSON object");
-        } else if (!json_is_string(json_object_get(row, "prompt")) &&
-                   !json_is_array(json_object_get(row, "messages"))) {
-            snprintf(ferr, sizeof ferr, "field \"prompt\" (a string) or \"messages\" (an array) is missing");
-        } else if (spec) {
-            reward_check_fields(spec, row, ferr, sizeof ferr);
-        }
-        if (ferr[0]) {
-            errmsg_set(err, errlen, "%s:%ld: %s", path, lineno, ferr);
-            json_decref(row);
-            rc = -1;
-            break;
-        }
-        json_array_append_new(d->rows, row);
-    }
-    free(line);
-    fclose(f);
+    struct rl_reader rd = {.rows = json_array(), .spec = spec};
+    d->rows = rd.rows;
+    long n = jsonl_read(path, rl_read_row, &rd, err, errlen);
     d->n = (int)json_array_size(d->rows);
-    if (rc == 0 && d->n == 0) { errmsg_set(err, errlen, "%s: no rows", path); rc = -1; }
-    if (rc) rl_dataset_free(d);
-    return rc;
+    if (n == 0) errmsg_set(err, errlen, "%s: no rows", path);
+    if (n <= 0) {
+        rl_dataset_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+int rl_prompting_open(struct rl_prompting *pr, const char *model_dir, const char *chat_template,
+                      const char *plain, bool prefill_think, int max_prompt_tokens,
+                      char *err, size_t errlen)
+{
+    char path[4096];
+    memset(pr, 0, sizeof *pr);
+    pr->plain = plain;
+    pr->prefill_think = prefill_think;
+    pr->max_prompt_tokens = max_prompt_tokens;
+    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
+    struct tokenizer *tok = tok_load(path, err, errlen);
+    if (!tok) return -1;
+    pr->tok = tok;
+    if (!plain && chat_template_select(chat_template, model_dir, &pr->kind, err, errlen)) {
+        rl_prompting_close(pr);
+        return -1;
+    }
+    return 0;
+}
+
+void rl_prompting_close(struct rl_prompting *pr)
+{
+    tok_free((struct tokenizer *)pr->tok);
+    pr->tok = NULL;
+}
+
+void rl_reward_items(const struct rl_dataset *d, const struct rollout *out, int n,
+                     struct reward_item *items)
+{
+    for (int i = 0; i < n; i++) {
+        const json_t *row = json_array_get(d->rows, (size_t)out[i].row);
+        items[i] = (struct reward_item){.prompt = rl_row_prompt(row), .completion = out[i].text,
+                                        .completion_len = out[i].text_len,
+                                        .completion_tokens = out[i].n_tokens, .fields = row};
+    }
 }
 
 void rl_dataset_free(struct rl_dataset *d)

@@ -36,6 +36,14 @@ struct rl_prompting {
     int max_prompt_tokens;      /* longer prompts keep their last tokens */
 };
 
+/* Fills pr for a model directory: loads DIR/tokenizer.json (owned by pr,
+ * freed by rl_prompting_close) and picks the chat template (chat_template
+ * by name, else the model's own) unless plain is set. Returns 0 or -1. */
+int rl_prompting_open(struct rl_prompting *pr, const char *model_dir, const char *chat_template,
+                      const char *plain, bool prefill_think, int max_prompt_tokens,
+                      char *err, size_t errlen);
+void rl_prompting_close(struct rl_prompting *pr);
+
 /* The user-visible prompt text of a row (its "prompt", or the last user
  * message); borrowed from the row. */
 const char *rl_row_prompt(const json_t *row);
@@ -68,6 +76,11 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
 /* A new JSON string of n bytes of possibly invalid UTF-8 (invalid bytes and
  * NULs become U+FFFD), for events carrying model output. */
 json_t *rl_json_text(const char *s, size_t n);
+
+/* The reward items of out[0..n): prompt text and dataset fields of each
+ * rollout's row, its completion (all borrowed from d and out). */
+void rl_reward_items(const struct rl_dataset *d, const struct rollout *out, int n,
+                     struct reward_item *items);
 
 /* Event callback to pass to gen_engine_new for engines used with
  * rollout_generate (ctx unused). */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "jsonl.h"
 #include "progress.h"
 #include "rng.h"
 #include "schedule.h"
@@ -173,14 +174,17 @@ int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
      * trained token. */
     static const char *const enders[] = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>",
                                          "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>"};
+    int32_t ender_ids[sizeof enders / sizeof *enders + 1];
+    size_t n_enders = 0;
+    ender_ids[n_enders++] = eos;
+    for (size_t k = 0; k < sizeof enders / sizeof *enders; k++)
+        ender_ids[n_enders++] = tok_token_id(tok, enders[k]);
     int last_train = -1;
     bool ended = false;
     for (int i = 0; i < out->n; i++) {
         if (out->labels[i] < 0) continue;
         last_train = i;
-        ended |= out->ids[i] == eos;
-        for (size_t k = 0; k < sizeof enders / sizeof *enders; k++)
-            ended |= out->ids[i] == tok_token_id(tok, enders[k]);
+        for (size_t k = 0; k < n_enders; k++) ended |= out->ids[i] == ender_ids[k];
     }
     if (last_train >= 0 && !ended && eos >= 0) {
         if (out->n + 1 > cap) {
@@ -306,6 +310,30 @@ static double eval_loss(struct model *m, const struct sft_rows *r, int B, float 
     return count ? sum / (double)count : NAN;
 }
 
+/* Collects the tokenized rows of a dataset (jsonl_read callback). */
+struct sft_reader {
+    const struct tokenizer *tok;
+    enum chat_template_kind kind;
+    int32_t eos;
+    struct sft_example *ex;
+    int n, cap;
+};
+
+static int sft_read_row(void *ctx, json_t *row, char *err, size_t errlen)
+{
+    struct sft_reader *rd = ctx;
+    if (rd->n == rd->cap) {
+        int cap = rd->cap ? rd->cap * 2 : 256;
+        struct sft_example *g = realloc(rd->ex, (size_t)cap * sizeof *g);
+        if (!g) { errmsg_set(err, errlen, "out of memory"); return -1; }
+        rd->ex = g;
+        rd->cap = cap;
+    }
+    if (sft_tokenize_row(row, rd->tok, rd->kind, rd->eos, &rd->ex[rd->n], err, errlen)) return -1;
+    rd->n++;
+    return 0;
+}
+
 int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             char *err, size_t errlen)
 {
@@ -314,13 +342,11 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     struct tokenizer *tok = NULL;
     struct model *m = NULL;
     struct sft_example *ex = NULL;
-    int n_ex = 0, cap_ex = 0;
+    int n_ex = 0;
     int *idx = NULL;
     struct sft_rows train = {0}, eval = {0};
     int32_t *tok_b = NULL, *tgt_b = NULL, *argmax = NULL;
     float *lp = NULL, *dlp = NULL, *ent = NULL;
-    FILE *f = NULL;
-    char *line = NULL;
 
     if (o->epochs <= 0 || o->batch <= 0 || o->seq_len < 2 || o->eval_fraction < 0 ||
         o->eval_fraction > 0.5f) {
@@ -339,40 +365,17 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     tok = tok_load(path, err, errlen);
     if (!tok) goto out;
     enum chat_template_kind kind;
-    if (o->template_name ? chat_template_from_name(o->template_name, &kind)
-                         : chat_template_detect(o->model_dir, &kind, err, errlen)) {
-        if (o->template_name)
-            errmsg_set(err, errlen, "%s: unknown chat template \"%s\"", o->stage, o->template_name);
-        goto out;
-    }
+    if (chat_template_select(o->template_name, o->model_dir, &kind, err, errlen)) goto out;
     int32_t eos = m->cfg.eos_token_id;
     if (eos < 0) eos = tok_token_id(tok, "<|endoftext|>");
     const int32_t pad = eos >= 0 ? eos : 0;
 
     /* Read and tokenize every row; a bad row stops the stage with its line. */
-    f = fopen(o->data, "r");
-    if (!f) { errmsg_set(err, errlen, "%s: cannot open", o->data); goto out; }
-    size_t lcap = 0;
-    ssize_t len;
-    long lineno = 0;
-    while ((len = getline(&line, &lcap, f)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t je;
-        json_t *row = json_loadb(line, (size_t)len, 0, &je);
-        if (!row) { errmsg_set(err, errlen, "%s:%ld: %s", o->data, lineno, je.text); goto out; }
-        if (n_ex == cap_ex) {
-            cap_ex = cap_ex ? cap_ex * 2 : 256;
-            struct sft_example *g = realloc(ex, (size_t)cap_ex * sizeof *g);
-            if (!g) { json_decref(row); errmsg_set(err, errlen, "out of memory"); goto out; }
-            ex = g;
-        }
-        char rerr[512];
-        int r = sft_tokenize_row(row, tok, kind, eos, &ex[n_ex], rerr, sizeof rerr);
-        json_decref(row);
-        if (r) { errmsg_set(err, errlen, "%s:%ld: %s", o->data, lineno, rerr); goto out; }
-        n_ex++;
-    }
+    struct sft_reader rd = {.tok = tok, .kind = kind, .eos = eos};
+    long n_read = jsonl_read(o->data, sft_read_row, &rd, err, errlen);
+    ex = rd.ex;
+    n_ex = rd.n;
+    if (n_read < 0) goto out;
     if (n_ex == 0) { errmsg_set(err, errlen, "%s: no rows", o->data); goto out; }
 
     /* Deterministic split: shuffle, the first share is held out. */
@@ -507,8 +510,6 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
                                   "seconds", progress_now() - t0));
     rc = 0;
 out:
-    if (f) fclose(f);
-    free(line);
     for (int i = 0; i < n_ex; i++) sft_example_free(&ex[i]);
     free(ex);
     free(idx);
