@@ -75,9 +75,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, struct http_req *hr,
 
 /* ---- auth ------------------------------------------------------------------ */
 
-/* Checks the Bearer key against `need`; on failure queues the error reply
- * and returns false (*ret holds MHD's result). */
-static bool authorize(struct MHD_Connection *c, struct http_req *hr, enum keys_scope need,
+bool http_authorize(struct MHD_Connection *c, struct http_req *hr, enum keys_scope need,
                       enum MHD_Result *ret)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -241,6 +239,13 @@ static enum MHD_Result route_traces(struct MHD_Connection *c, struct http_req *h
 
 /* ---- router ------------------------------------------------------------------ */
 
+/* url is `p` or starts with `p` + "/". */
+static bool prefix(const char *url, const char *p)
+{
+    size_t n = strlen(p);
+    return strncmp(url, p, n) == 0 && (url[n] == 0 || url[n] == '/');
+}
+
 static enum metrics_route route_of(const char *url)
 {
     if (strcmp(url, "/healthz") == 0) return ROUTE_HEALTHZ;
@@ -252,6 +257,10 @@ static enum metrics_route route_of(const char *url)
     if (strcmp(url, "/v1/chat/completions") == 0) return ROUTE_CHAT_COMPLETIONS;
     if (strcmp(url, "/v1/traces") == 0) return ROUTE_TRACES;
     if (strncmp(url, "/v1/traces/", 11) == 0) return ROUTE_TRACE;
+    if (prefix(url, "/v1/datasets")) return ROUTE_DATASETS;
+    if (prefix(url, "/v1/rewards")) return ROUTE_REWARDS;
+    if (prefix(url, "/v1/pipelines")) return ROUTE_PIPELINES;
+    if (prefix(url, "/v1/runs")) return ROUTE_RUNS;
     return ROUTE_OTHER;
 }
 
@@ -285,21 +294,27 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, struct http_req *hr, c
     case ROUTE_MODEL: {
         const char *id = hr->route == ROUTE_MODEL ? url + 11 : NULL;
         enum keys_scope need = get ? KEYS_SCOPE_READ : KEYS_SCOPE_ADMIN;
-        if (!authorize(c, hr, need, &ret)) return ret;
+        if (!http_authorize(c, hr, need, &ret)) return ret;
         return route_models(c, hr, get ? "GET" : method, id);
     }
     case ROUTE_COMPLETIONS:
     case ROUTE_CHAT_COMPLETIONS:
         if (!hr->gen) {
             if (!post) return not_allowed(c, hr, method, url);
-            if (!authorize(c, hr, KEYS_SCOPE_INFERENCE, &ret)) return ret;
+            if (!http_authorize(c, hr, KEYS_SCOPE_INFERENCE, &ret)) return ret;
         }
         return completions_handle(c, hr, hr->route == ROUTE_CHAT_COMPLETIONS);
     case ROUTE_TRACES:
     case ROUTE_TRACE:
         if (!get) return not_allowed(c, hr, method, url);
-        if (!authorize(c, hr, KEYS_SCOPE_READ, &ret)) return ret;
+        if (!http_authorize(c, hr, KEYS_SCOPE_READ, &ret)) return ret;
         return route_traces(c, hr, hr->route == ROUTE_TRACE ? url + 11 : NULL);
+    /* Training routes check keys themselves (read for GET, admin to
+     * change); `rest` is the URL after the collection ("" or "/{id}..."). */
+    case ROUTE_DATASETS: return datasets_handle(c, hr, method, url + strlen("/v1/datasets"));
+    case ROUTE_REWARDS: return rewards_handle(c, hr, method, url + strlen("/v1/rewards"));
+    case ROUTE_PIPELINES: return pipelines_handle(c, hr, method, url + strlen("/v1/pipelines"));
+    case ROUTE_RUNS: return runs_handle(c, hr, method, url + strlen("/v1/runs"));
     default:
         return http_reply_error(c, hr, 404, "invalid_request_error", NULL, "not_found",
                                 "no route for %s %s", method, url);
@@ -321,12 +336,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         hr->a = arena_new();
         hr->route = route_of(url);
         *con_cls = hr;
+        hr->upload = hr->route == ROUTE_DATASETS && strcmp(method, "POST") == 0 &&
+                     strcmp(url, "/v1/datasets") == 0;
+        if (hr->upload) return datasets_upload_begin(c, hr);
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > srv->cfg.max_body)
             return http_reply_error(c, hr, 413, "invalid_request_error", NULL,
                                     "request_too_large",
                                     "the request body is %s bytes; the limit is %ld bytes", cl,
                                     srv->cfg.max_body);
+        return MHD_YES;
+    }
+    if (*upload_data_size && hr->upload) {
+        /* dataset uploads stream to disk under their own limit */
+        if (datasets_upload_chunk(hr, upload_data, *upload_data_size)) return MHD_NO;
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -353,6 +377,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!hr) return;
     *con_cls = NULL;
     completions_release(hr, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    if (hr->route_release) hr->route_release(hr, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
     metrics_request(hr->route, hr->status ? hr->status : 499, clock_mono() - hr->t0);
     sbuf_free(&hr->body);
     arena_free(hr->a);

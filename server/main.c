@@ -282,8 +282,9 @@ static int serve(int argc, char **argv, int first)
         fprintf(stderr, "aha-server: cannot start (out of memory or threads)\n");
         return 1;
     }
-    if (http_start(&srv, err, sizeof err)) {
+    if (runs_start(&srv, err, sizeof err) || http_start(&srv, err, sizeof err)) {
         fprintf(stderr, "aha-server: %s\n", err);
+        runs_stop(&srv);
         engine_free(srv.eng);
         traces_free(srv.tr, 0);
         completions_stop();
@@ -299,6 +300,7 @@ static int serve(int argc, char **argv, int first)
     sigwait(&sigs, &sig);
     log_msg("signal %d: shutting down", sig);
     http_quiesce(&srv);
+    runs_stop(&srv);
     engine_stop(srv.eng); /* fails generations in flight; their clients get an error */
     /* Let the resumed streams send their error event and [DONE] before
      * MHD_stop_daemon closes every connection (a fixed pause can be too

@@ -11,7 +11,8 @@ struct metrics_globals metrics;
 
 static const char *const route_names[ROUTE_COUNT] = {
     "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/models/{id}",
-    "/v1/completions", "/v1/chat/completions", "/v1/traces", "/v1/traces/{id}", "other",
+    "/v1/completions", "/v1/chat/completions", "/v1/traces", "/v1/traces/{id}", "/v1/datasets",
+    "/v1/rewards", "/v1/pipelines", "/v1/runs", "other",
 };
 
 const char *metrics_route_name(enum metrics_route r)

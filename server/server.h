@@ -13,6 +13,7 @@
 #include "keys.h"
 #include "metrics.h"
 #include "traces.h"
+#include "training.h"
 #include "util.h"
 
 /* Named limits (each has a test one past it). */
@@ -57,8 +58,14 @@ struct http_req {
     int status;              /* sent status, for metrics */
     sbuf body;
     bool too_large;
+    bool upload;             /* POST /v1/datasets: the body streams to datasets_upload_chunk */
     struct keys_info key;
     struct gen_req *gen;     /* completions in progress, or NULL */
+    /* A training route's own state (an upload in progress, an SSE stream),
+     * released by route_release when the request ends (aborted = the
+     * client went away first). */
+    void *route_state;
+    void (*route_release)(struct http_req *hr, bool aborted);
 };
 
 /* Replies with `body` (stolen) as JSON. Returns an MHD_Result. */
@@ -71,6 +78,10 @@ enum MHD_Result http_reply_error(struct MHD_Connection *c, struct http_req *hr, 
 /* The OpenAI error object {"error":{...}}; returns a new reference. */
 json_t *http_error_json(const char *type, const char *param, const char *code,
                         const char *message);
+/* Checks the Bearer key against `need`; on failure queues the error reply
+ * and returns false (*ret holds MHD's result). */
+bool http_authorize(struct MHD_Connection *c, struct http_req *hr, enum keys_scope need,
+                    enum MHD_Result *ret);
 /* OpenAI error type for an HTTP status ("invalid_request_error", ...). */
 const char *http_error_type(int status);
 
