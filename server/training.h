@@ -39,6 +39,52 @@ enum MHD_Result datasets_upload_begin(struct MHD_Connection *c, struct http_req 
  * reported by datasets_handle at the end. */
 int datasets_upload_chunk(struct http_req *hr, const char *data, size_t n);
 
+/* ---- the catalog, for runs and the built-in templates (datasets.c,
+ * rewards_api.c) ---- */
+
+/* Stores the JSONL file at `path` as a dataset of `purpose` (pretrain, sft,
+ * rl, eval) named `name`, exactly as an upload of its bytes would (same
+ * validation, same id for the same bytes). Writes its id to id (64 bytes).
+ * Returns 0, or -1 with err filled. */
+int datasets_import_file(struct server *srv, const char *path, const char *purpose,
+                         const char *name, char *id, char *err, size_t errlen);
+/* A dataset's file relative to the data directory (e.g.
+ * "datasets/<sha256>.jsonl") into path (4096 bytes) and its purpose into
+ * purpose (16 bytes; may be NULL). Returns 1 found, 0 unknown id, -1
+ * database error (err filled). */
+int datasets_lookup(struct server *srv, const char *id, char *path, char *purpose, char *err,
+                    size_t errlen);
+/* A stored reward spec by id as a new JSON reference in *spec. Returns 1,
+ * 0 unknown id, -1 database error (err filled). */
+int rewards_lookup(struct server *srv, const char *id, json_t **spec, char *err, size_t errlen);
+/* Stores a reward spec (validated; errors name the JSON path) and writes
+ * its id (64 bytes). Returns 0, or -1 with err filled. */
+int rewards_create(struct server *srv, const json_t *spec, char *id, char *err, size_t errlen);
+
+/* ---- integrations.c: a run's MLflow tracking and signed status webhook.
+ * Calls never block on the network: deliveries run on a background
+ * thread with retries. ---- */
+
+struct integrations;
+/* Validates a run's "integrations" object; errors name the path
+ * ("integrations.mlflow.tracking_uri: expected a string"). NULL is valid. */
+int integrations_validate(const json_t *cfg, char *err, size_t errlen);
+/* Starts delivering for one run. `state` is what integrations_state
+ * returned before a server restart (the MLflow run id), or NULL for a new
+ * run; params are logged to MLflow once. Returns NULL when cfg is NULL or
+ * has nothing configured. */
+struct integrations *integrations_open(const json_t *cfg, const json_t *state, const char *run_id,
+                                       const char *run_name, const json_t *params);
+/* State to persist with the run (new reference, or NULL when none yet). */
+json_t *integrations_state(struct integrations *in);
+/* One metric event's values (object of numbers) at a step. */
+void integrations_metrics(struct integrations *in, const char *stage, long step,
+                          const json_t *values, double unix_ts);
+/* A status change (queued, running, succeeded, failed, cancelled). */
+void integrations_status(struct integrations *in, const char *status, const char *message);
+/* Flushes what is queued (waiting at most timeout_s) and frees. */
+void integrations_close(struct integrations *in, double timeout_s);
+
 /* Starts the scheduler (claims queued runs, supervises engine processes,
  * re-attaches or resumes runs left running) and creates the built-in
  * templates on first start. Returns 0, or -1 with err filled. */
