@@ -30,6 +30,15 @@ enum MHD_Result pipelines_handle(struct MHD_Connection *c, struct http_req *hr,
 enum MHD_Result runs_handle(struct MHD_Connection *c, struct http_req *hr, const char *method,
                             const char *rest);
 
+/* GET /v1/runs/{id}/events (runs_sse.c): replays run_events after
+ * Last-Event-ID / ?after= and continues live (LISTEN aha_run_events) until
+ * the run's final status event. Called by runs_handle. */
+enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr,
+                                const char *run_id);
+/* Starts and stops the LISTEN connection that wakes SSE streams. */
+int runs_sse_start(struct server *srv, char *err, size_t errlen);
+void runs_sse_stop(void);
+
 /* POST /v1/datasets: called on the request's first callback (headers
  * only). Checks the key and the declared size; may queue an error reply.
  * Returns an MHD_Result. */
