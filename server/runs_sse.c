@@ -257,10 +257,16 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
     if (strlen(run_id) >= SSE_RUN_ID_MAX)
         return http_reply_error(c, hr, 404, "invalid_request_error", "run_id", "run_not_found",
                                 "no run with that id");
-    char err[256];
-    const char *params[] = {run_id};
-    PGresult *r = db_exec(srv->pool, "SELECT 1 FROM runs WHERE id = $1", 1, params, NULL, NULL,
-                          err, sizeof err);
+    /* whether the client already has the final status event */
+    char err[256], after_s[32];
+    snprintf(after_s, sizeof after_s, "%lld", after);
+    const char *params[] = {run_id, after_s};
+    PGresult *r = db_exec(srv->pool,
+                          "SELECT EXISTS (SELECT 1 FROM run_events WHERE run_id = $1"
+                          " AND seq <= $2::bigint AND type = 'status'"
+                          " AND data->>'status' IN ('succeeded', 'failed', 'cancelled'))"
+                          " FROM runs WHERE id = $1",
+                          2, params, NULL, NULL, err, sizeof err);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         log_msg("run %s events: %s", run_id, r ? PQresultErrorMessage(r) : err);
         PQclear(r);
@@ -268,10 +274,19 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
                                 "the run's events cannot be read: the database is unreachable");
     }
     bool found = PQntuples(r) > 0;
+    bool over = found && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     if (!found)
         return http_reply_error(c, hr, 404, "invalid_request_error", "run_id", "run_not_found",
                                 "no run with id \"%s\"", run_id);
+    if (over) { /* 204 is what tells an EventSource to stop reconnecting */
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        if (!resp) return MHD_NO;
+        hr->status = 204;
+        ret = MHD_queue_response(c, 204, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
 
     struct sse_stream *s = calloc(1, sizeof *s);
     if (!s) return MHD_NO;
