@@ -206,61 +206,78 @@ def assert_contiguous(ids, first, last, what):
 
 # ---- many watchers on raw sockets (also the bench's client) --------------------
 
-def watch_many(srv, run, key, n, timeout=60, after=0):
-    """n concurrent streams of one run from one thread (selectors, HTTP/1.0:
-    no chunking, the server closes at the end). Returns per watcher
-    ([seqs], [final status data] , seconds to the end); raises on a
-    watcher that did not end within timeout."""
-    sel = selectors.DefaultSelector()
-    state = []
-    req = ("GET /v1/runs/%s/events?after=%d HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n"
-           % (run, after, key)).encode()
-    for i in range(n):
-        s = socket.create_connection((srv.host, srv.port))
-        s.sendall(req)
-        s.setblocking(False)
-        st = {"sock": s, "buf": b"", "head": None, "seqs": [], "final": [], "done": None}
-        state.append(st)
-        sel.register(s, selectors.EVENT_READ, st)
-    t0 = time.time()
-    open_n = n
-    while open_n and time.time() - t0 < timeout:
-        for k, _ in sel.select(timeout=1):
-            st = k.data
-            try:
-                d = st["sock"].recv(1 << 16)
-            except BlockingIOError:
-                continue
-            if not d:
-                st["done"] = time.time() - t0
-                sel.unregister(st["sock"])
-                st["sock"].close()
-                open_n -= 1
-                continue
-            st["buf"] += d
-            if st["head"] is None:
-                if b"\r\n\r\n" not in st["buf"]:
-                    continue
-                st["head"], st["buf"] = st["buf"].split(b"\r\n\r\n", 1)
-                assert st["head"].startswith(b"HTTP/1.") and b" 200 " in st["head"].split(b"\r\n")[0], \
-                    st["head"][:80]
-            *blocks, st["buf"] = st["buf"].split(b"\n\n")
-            for b in blocks:
-                if not b.startswith(b"id: "):
-                    continue
-                lines = b.split(b"\n")
-                st["seqs"].append(int(lines[0][4:]))
-                if lines[1] == b"event: status":
-                    data = json.loads(lines[2][6:])
-                    if data.get("status") in FINAL:
-                        st["final"].append(data)
-    for st in state:
-        if st["done"] is None:
+class Watchers:
+    """n concurrent streams of one run read by one thread (selectors;
+    HTTP/1.0, so no chunking and the server closes at the end); srv may be
+    a list of servers, taken in turn."""
+
+    def __init__(self, srv, run, key, n, after=0):
+        srvs = srv if isinstance(srv, list) else [srv]
+        self.sel = selectors.DefaultSelector()
+        self.state = []
+        self.t0 = time.time()
+        req = ("GET /v1/runs/%s/events?after=%d HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n"
+               % (run, after, key)).encode()
+        for i in range(n):
+            sk = socket.create_connection((srvs[i % len(srvs)].host, srvs[i % len(srvs)].port))
+            sk.sendall(req)
+            sk.setblocking(False)
+            st = {"sock": sk, "buf": b"", "head": None, "seqs": [], "final": [], "done": None}
+            self.state.append(st)
+            self.sel.register(sk, selectors.EVENT_READ, st)
+        self.open_n = n
+
+    def _pump(self, stop, timeout):
+        deadline = time.time() + timeout
+        while self.open_n and not stop() and time.time() < deadline:
+            for k, _ in self.sel.select(timeout=0.2):
+                self._read(k.data)
+        return stop() or not self.open_n
+
+    def _read(self, st):
+        try:
+            d = st["sock"].recv(1 << 16)
+        except BlockingIOError:
+            return
+        if not d:
+            st["done"] = time.time()
+            self.sel.unregister(st["sock"])
             st["sock"].close()
-    sel.close()
-    late = sum(1 for st in state if st["done"] is None)
-    assert not late, "%d of %d watchers did not end within %ss" % (late, n, timeout)
-    return [(st["seqs"], st["final"], st["done"]) for st in state]
+            self.open_n -= 1
+            return
+        st["buf"] += d
+        if st["head"] is None:
+            if b"\r\n\r\n" not in st["buf"]:
+                return
+            st["head"], st["buf"] = st["buf"].split(b"\r\n\r\n", 1)
+            assert b" 200 " in st["head"].split(b"\r\n")[0], st["head"][:80]
+        *blocks, st["buf"] = st["buf"].split(b"\n\n")
+        for b in blocks:
+            if not b.startswith(b"id: "):
+                continue
+            lines = b.split(b"\n")
+            st["seqs"].append(int(lines[0][4:]))
+            if lines[1] == b"event: status":
+                data = json.loads(lines[2][6:])
+                if data.get("status") in FINAL:
+                    st["final"].append(data)
+
+    def wait_open(self, timeout=30):
+        """Returns once every stream has its 200 and headers."""
+        assert self._pump(lambda: all(st["head"] is not None for st in self.state), timeout), \
+            "watchers did not all open within %ss" % timeout
+
+    def finish(self, timeout=60):
+        """Reads until every stream ends; returns [(seqs, final status data,
+        end time)] per watcher; raises when one did not end in time."""
+        self._pump(lambda: False, timeout)
+        late = self.open_n
+        for st in self.state:
+            if st["done"] is None:
+                st["sock"].close()
+        self.sel.close()
+        assert not late, "%d of %d watchers did not end within %ss" % (late, len(self.state), timeout)
+        return [(st["seqs"], st["final"], st["done"]) for st in self.state]
 
 
 # ---- the checks ---------------------------------------------------------------
@@ -461,15 +478,12 @@ def run_checks(args, pg, base, srv_a, srv_b, keys):
     def hundred_watchers():
         run = new_run(pg)
         w.sync()
-        out = {}
-        t = threading.Thread(target=lambda: out.update(r=watch_many(srv_b, run, read, 100, timeout=60)))
-        t.start()
-        time.sleep(1)
+        ws = Watchers(srv_b, run, read, 100)
+        ws.wait_open()
         for i in range(1, 200):
             w.add(run, *metric_event(i))
         w.add(run, "status", {"status": "succeeded"})
-        t.join()
-        for seqs, final, _ in out["r"]:
+        for seqs, final, _ in ws.finish():
             assert_contiguous(seqs, 1, 200, "a watcher of 100")
             eq(len(final), 1, "one final status")
     check("100 watchers on one run each get every event once", hundred_watchers)
