@@ -95,17 +95,18 @@ static void wake_locked(struct sse_stream *s, long long seq, bool heartbeat)
  * database error leaves everything as it was: the next wake-up retries. */
 static void sse_fetch(struct sse_stream *s)
 {
-    /* innermost: the bounded batch by the primary key; then its running
-     * byte total, so the byte cap never makes a query scan the whole log */
+    /* innermost: the bounded batch by the primary key, rows untouched (so
+     * that a plan that sorts does not render every row after $2 as text);
+     * then its running byte total, so the byte cap never scans the log */
     static const char *sql =
         "SELECT seq, type, data, final, n FROM ("
         " SELECT *, sum(octet_length(data)) OVER (ORDER BY seq) AS total,"
         "  count(*) OVER () AS n FROM ("
         "  SELECT seq, type, data::text AS data,"
         "   type = 'status' AND data->>'status' IN ('succeeded', 'failed', 'cancelled')"
-        "    AS final"
-        "  FROM run_events WHERE run_id = $1 AND seq > $2::bigint"
-        "  ORDER BY seq LIMIT $3::int) batch) sized"
+        "    AS final FROM ("
+        "   SELECT seq, type, data FROM run_events WHERE run_id = $1 AND seq > $2::bigint"
+        "   ORDER BY seq LIMIT $3::int) raw) batch) sized"
         " WHERE total - octet_length(data) < $4::bigint ORDER BY seq";
     pthread_mutex_lock(&s->mu);
     long long sent = s->last_sent;
