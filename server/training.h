@@ -5,7 +5,8 @@
  *
  *   datasets.c     POST/GET/DELETE /v1/datasets..., uploads streamed to disk
  *   rewards_api.c  /v1/rewards... (specs parsed by engine/rewards.c)
- *   pipelines.c    /v1/pipelines..., compiling a pipeline for the engine
+ *   pipelines.c    /v1/pipelines..., definitions checked against the catalog
+ *                  and by `aha-engine train --check`
  *   runs*.c        /v1/runs..., the queue, the scheduler, engine processes,
  *                  event ingest, SSE
  *   integrations.c MLflow and webhooks for a run */
@@ -49,7 +50,7 @@ enum MHD_Result datasets_upload_begin(struct MHD_Connection *c, struct http_req 
 int datasets_upload_chunk(struct http_req *hr, const char *data, size_t n);
 
 /* ---- the catalog, for runs and the built-in templates (datasets.c,
- * rewards_api.c) ---- */
+ * rewards_api.c, pipelines.c) ---- */
 
 /* Stores the JSONL file at `path` as a dataset of `purpose` (pretrain, sft,
  * rl, eval) named `name`, exactly as an upload of its bytes would (same
@@ -69,6 +70,19 @@ int rewards_lookup(struct server *srv, const char *id, json_t **spec, char *err,
 /* Stores a reward spec (validated; errors name the JSON path) and writes
  * its id (64 bytes). Returns 0, or -1 with err filled. */
 int rewards_create(struct server *srv, const json_t *spec, char *id, char *err, size_t errlen);
+
+/* A stored pipeline by id or name (pipelines.c): its id into id (64
+ * bytes) and its definition as a new JSON reference in *spec. Returns 1
+ * found, 0 unknown, -1 database error (err filled). */
+int pipelines_lookup(struct server *srv, const char *id_or_name, char *id, json_t **spec,
+                     char *err, size_t errlen);
+/* Validates (names, DAG, catalog references, then `aha-engine train
+ * --check`) and stores a pipeline definition (borrowed); writes its id (64
+ * bytes). A builtin template may name models that arrive later and is
+ * idempotent by name: when one of that name exists its id is returned.
+ * Returns 0, or -1 with err filled. */
+int pipelines_create(struct server *srv, const json_t *spec, bool builtin, char *id, char *err,
+                     size_t errlen);
 
 /* ---- integrations.c: a run's MLflow tracking and signed status webhook.
  * Calls never block on the network: deliveries run on a background
