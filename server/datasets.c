@@ -333,7 +333,9 @@ static void check_row(struct check *ck, long long line, const json_t *row)
 
 static void check_line(struct check *ck, long long line, const char *s, size_t n)
 {
-    if (strspn(s, " \t\r") == n) return; /* blank lines are skipped, as engine/jsonl.c does */
+    size_t k = 0;
+    while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r')) k++;
+    if (k == n) return; /* blank lines are skipped, as engine/jsonl.c does */
     json_error_t je;
     json_t *row = json_loadb(s, n, 0, &je);
     if (!row) {
@@ -693,7 +695,8 @@ int datasets_upload_chunk(struct http_req *hr, const char *data, size_t n)
     return 0;
 }
 
-/* The end of POST /v1/datasets: every check on the body, then storing. */
+/* The end of POST /v1/datasets: every check on the body, then storing. A
+ * refused upload's file is gone before the reply is queued. */
 static enum MHD_Result upload_finish(struct MHD_Connection *c, struct http_req *hr)
 {
     struct upload *u = hr->route_state;
@@ -703,36 +706,45 @@ static enum MHD_Result upload_finish(struct MHD_Connection *c, struct http_req *
         MHD_destroy_post_processor(u->pp);
         u->pp = NULL;
     }
-    if (u->g.too_large)
-        return http_reply_error(c, hr, 413, "invalid_request_error", "file", "file_too_large",
-                                "the dataset is over the upload limit of %ld bytes",
-                                hr->srv->cfg.max_upload);
-    if (u->bad[0])
-        return http_reply_error(c, hr, 400, "invalid_request_error", NULL, "invalid_multipart",
-                                "%s", u->bad);
-    if (u->multipart) {
-        if (!u->file_parts)
-            return http_reply_error(c, hr, 400, "invalid_request_error", "file",
-                                    "missing_required_parameter",
-                                    "the form has no \"file\" part (the JSONL file)");
-        if (!u->has_purpose)
-            return http_reply_error(c, hr, 400, "invalid_request_error", "purpose",
-                                    "missing_required_parameter",
-                                    "'purpose' is required: pretrain, sft, rl or eval");
-        if (!purpose_valid(u->purpose))
-            return http_reply_error(c, hr, 400, "invalid_request_error", "purpose", "invalid_value",
-                                    "'purpose' must be pretrain, sft, rl or eval, not \"%s\"",
-                                    u->purpose);
-        if (u->has_name && !name_valid(u->name))
-            return http_reply_error(c, hr, 400, "invalid_request_error", "name", "invalid_value",
-                                    "'name' must be 1 to %d characters without control characters",
-                                    DATASETS_NAME_MAX);
-        if (!u->has_name && u->filename[0] && name_valid(u->filename))
-            snprintf(u->name, sizeof u->name, "%s", u->filename);
+    int status = 400;
+    const char *param = NULL, *code = "invalid_value";
+    char msg[600] = "";
+    if (u->g.too_large) {
+        status = 413;
+        param = "file";
+        code = "file_too_large";
+        snprintf(msg, sizeof msg, "the dataset is over the upload limit of %ld bytes",
+                 hr->srv->cfg.max_upload);
+    } else if (u->bad[0]) {
+        code = "invalid_multipart";
+        snprintf(msg, sizeof msg, "%s", u->bad);
+    } else if (u->multipart && !u->file_parts) {
+        param = "file";
+        code = "missing_required_parameter";
+        snprintf(msg, sizeof msg, "the form has no \"file\" part (the JSONL file)");
+    } else if (u->multipart && !u->has_purpose) {
+        param = "purpose";
+        code = "missing_required_parameter";
+        snprintf(msg, sizeof msg, "'purpose' is required: pretrain, sft, rl or eval");
+    } else if (u->multipart && !purpose_valid(u->purpose)) {
+        param = "purpose";
+        snprintf(msg, sizeof msg, "'purpose' must be pretrain, sft, rl or eval, not \"%s\"",
+                 u->purpose);
+    } else if (u->multipart && u->has_name && !name_valid(u->name)) {
+        param = "name";
+        snprintf(msg, sizeof msg,
+                 "'name' must be 1 to %d characters without control characters",
+                 DATASETS_NAME_MAX);
     }
-    json_t *reply;
-    int status = ingest_finish(hr->srv, &u->g, u->purpose, u->name, &reply);
     u->open = false;
+    if (msg[0]) {
+        ingest_discard(&u->g);
+        return http_reply_error(c, hr, status, "invalid_request_error", param, code, "%s", msg);
+    }
+    if (u->multipart && !u->has_name && u->filename[0] && name_valid(u->filename))
+        snprintf(u->name, sizeof u->name, "%s", u->filename);
+    json_t *reply;
+    status = ingest_finish(hr->srv, &u->g, u->purpose, u->name, &reply);
     return http_reply_json(c, hr, status, reply);
 }
 
