@@ -115,6 +115,7 @@ test: deps
 	@fail=0; for t in tests/cli/*.sh; do echo "== $$t"; bash "$$t" || fail=1; done; exit $$fail
 	@echo "== tests/integration/test_server.py"
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
+	@echo "== tests/integration/test_catalog.py"
 	$(PYTHON) tests/integration/test_catalog.py --server build/aha-server-san --engine build/aha-engine
 
 var/models/tiny-base/model.safetensors: | build/aha-engine

@@ -107,7 +107,7 @@ REWARD = {"name": "r1-math", "components": [
     {"type": "format", "weight": 0.5, "template": "think_answer"}]}
 
 
-def run_checks(srv, pg, data, keys, engine_checks):
+def run_checks(srv, pg, data, keys):
     admin, read = keys["admin"], keys["read"]
     ds_dir = os.path.join(data, "datasets")
 
@@ -477,14 +477,11 @@ def run_checks(srv, pg, data, keys, engine_checks):
         err_of(b, 400, st, "invalid_json")
     check("pipeline: the body must be an object", not_object)
 
-    if engine_checks:
-        check("pipeline: parameter types are checked by aha-engine train --check", lambda: pipeline_bad(
-            pipeline("types", [rl_stage(params={"learning_rate": "fast"})]),
-            'stage "rl": params.learning_rate'))
-        check("pipeline: unknown kinds are checked by the engine", lambda: pipeline_bad(
-            pipeline("kinds", [rl_stage(kind="telekinesis")]), "telekinesis"))
-    else:
-        print("skip engine parameter checks: the engine has no `train --check` yet")
+    check("pipeline: parameter types are checked by aha-engine train --check", lambda: pipeline_bad(
+        pipeline("types", [rl_stage(params={"learning_rate": "fast"})]),
+        'stage "rl": params.learning_rate: expected a number'))
+    check("pipeline: unknown kinds are checked by the engine", lambda: pipeline_bad(
+        pipeline("kinds", [rl_stage(kind="telekinesis")]), "telekinesis"))
 
     # ---- scopes ----
 
@@ -520,6 +517,24 @@ def run_checks(srv, pg, data, keys, engine_checks):
     check("other methods and sub-paths: 405 / 404", methods)
 
 
+# Stands in for `aha-engine train --check --spec -` (same contract: one
+# line {"ok":...} on stdout, exit 0/1) until the engine has it.
+CHECK_STUB = r"""
+import json, sys
+assert sys.argv[1:] == ["train", "--check", "--spec", "-"], sys.argv
+spec = json.load(sys.stdin)
+for s in spec["stages"]:
+    if s["kind"] not in ("pretrain", "sft", "grpo", "eval"):
+        print(json.dumps({"ok": False, "error": 'stage "%s": unknown kind "%s"' % (s["name"], s["kind"])}))
+        sys.exit(1)
+    lr = s.get("params", {}).get("learning_rate", 0)
+    if not isinstance(lr, (int, float)):
+        print(json.dumps({"ok": False, "error": 'stage "%s": params.learning_rate: expected a number' % s["name"]}))
+        sys.exit(1)
+print(json.dumps({"ok": True}))
+"""
+
+
 def engine_has_check(engine):
     try:
         r = subprocess.run([engine, "train", "--check", "--spec", "-"], input="{}",
@@ -550,16 +565,20 @@ def main():
             json.dump({"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 128}, f)
         # The scripted fake engine serves; `train` goes to the real engine
         # (or, until it has `train --check`, to a stub that accepts).
-        engine_checks = engine_has_check(args.engine)
+        real_check = engine_has_check(args.engine)
+        if not real_check:
+            print("note: %s has no `train --check` yet; a stub answers it" % args.engine)
+            with open(os.path.join(base, "check_stub.py"), "w") as f:
+                f.write(CHECK_STUB)
         wrapper = os.path.join(base, "engine.sh")
         with open(wrapper, "w") as f:
-            train = 'exec "%s" "$@"' % args.engine if engine_checks else \
-                'cat >/dev/null; echo \'{"ok":true}\'; exit 0'
+            train = 'exec "%s" "$@"' % args.engine if real_check else \
+                'exec /usr/bin/python3 "%s" "$@"' % os.path.join(base, "check_stub.py")
             f.write('#!/bin/sh\nif [ "$1" = train ]; then %s; fi\nexec "%s" "$@"\n' % (train, FAKE))
         os.chmod(wrapper, 0o755)
         keys = {s: create_key(args.server, pg.url, s + "-key", s) for s in ("admin", "read")}
         srv = Server(args.server, pg.url, data, wrapper, extra=["--max-upload", str(MAX_UPLOAD)])
-        run_checks(srv, pg, data, keys, engine_checks)
+        run_checks(srv, pg, data, keys)
     except Exception as e:
         results["failed"] += 1
         print("FAIL harness: %s" % e)
