@@ -293,6 +293,22 @@ def run_checks(srv, pg, data, keys):
         eq(pg.psql("SELECT count(*) FROM datasets WHERE bytes > %d" % MAX_UPLOAD), "0", "no row")
     check("upload limit: exactly --max-upload stored, one byte past 413, no file left", too_large)
 
+    def aborted():
+        import socket
+        sock = socket.create_connection((srv.host, srv.port))
+        sock.sendall(("POST /v1/datasets?purpose=rl HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                      "Content-Type: application/jsonl\r\nContent-Length: 4000\r\n\r\n" % admin).encode()
+                     + jsonl(RL_ROWS))
+        time.sleep(0.3)
+        parts = [f for f in os.listdir(ds_dir) if f.endswith(".part")]
+        eq(len(parts), 1, "the upload in progress has its temporary file")
+        sock.close()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(f.endswith(".part") for f in os.listdir(ds_dir)):
+            time.sleep(0.1)
+        clean()
+    check("a client that goes away mid-upload leaves no file", aborted)
+
     # ---- datasets: catalog ----
 
     def list_get():
