@@ -18,14 +18,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "server.h"
 
 #define DATASETS_MAX_ERRORS 20           /* bad rows listed in a 400; the rest are counted */
 #define DATASETS_MAX_ROW_BYTES (16 << 20) /* one JSONL line */
 #define DATASETS_MAX_FIELDS 64           /* distinct top-level fields with statistics */
 #define DATASETS_NAME_MAX 256
-#define DATASETS_LIST_DEFAULT 20
-#define DATASETS_LIST_MAX 100
 #define DATASETS_ROWS_DEFAULT 20
 #define DATASETS_ROWS_MAX 100
 #define DATASETS_MULTIPART_SLACK 65536   /* form overhead allowed past max_upload */
@@ -819,69 +818,20 @@ int datasets_lookup(struct server *srv, const char *id, char *path, char *purpos
     return found;
 }
 
-static enum MHD_Result db_error(struct MHD_Connection *c, struct http_req *hr, PGresult *r,
-                                const char *err)
-{
-    if (!r)
-        return http_reply_error(c, hr, 503, "service_unavailable", NULL, "database_unavailable",
-                                "%s", err);
-    log_msg("dataset query: %s", PQresultErrorMessage(r));
-    PQclear(r);
-    return http_reply_error(c, hr, 500, "server_error", NULL, NULL, "dataset query failed");
-}
-
-/* Parses a non-negative integer query argument; false after replying 400. */
-static bool arg_long(struct MHD_Connection *c, struct http_req *hr, const char *key, long lo,
-                     long hi, long *out, enum MHD_Result *ret)
-{
-    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
-    if (!v) return true;
-    char *end;
-    long l = strtol(v, &end, 10);
-    if (!*v || *end || l < lo || l > hi) {
-        *ret = http_reply_error(c, hr, 400, "invalid_request_error", key, "invalid_value",
-                                "'%s' must be an integer from %ld to %ld", key, lo, hi);
-        return false;
-    }
-    *out = l;
-    return true;
-}
-
 static enum MHD_Result list_datasets(struct MHD_Connection *c, struct http_req *hr)
 {
-    enum MHD_Result ret;
-    long limit = DATASETS_LIST_DEFAULT;
-    if (!arg_long(c, hr, "limit", 1, DATASETS_LIST_MAX, &limit, &ret)) return ret;
     const char *purpose = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "purpose");
-    const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
     if (purpose && !purpose_valid(purpose))
         return http_reply_error(c, hr, 400, "invalid_request_error", "purpose", "invalid_value",
                                 "'purpose' must be pretrain, sft, rl or eval");
-    char lim[24], err[512];
-    snprintf(lim, sizeof lim, "%ld", limit + 1);
-    const char *p[] = {purpose, after, lim};
-    PGresult *r = db_exec(hr->srv->pool,
-                          "SELECT " DATASET_JSON " FROM datasets"
-                          " WHERE ($1::text IS NULL OR purpose = $1)"
-                          " AND ($2::text IS NULL OR seq < (SELECT seq FROM datasets WHERE id = $2))"
-                          " ORDER BY seq DESC LIMIT $3::int",
-                          3, p, NULL, NULL, err, sizeof err);
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return db_error(c, hr, r, err);
-    int n = PQntuples(r);
-    bool more = n > limit;
-    if (more) n = (int)limit;
-    json_t *data = json_array();
-    for (int i = 0; i < n; i++) {
-        json_t *o = json_loads(PQgetvalue(r, i, 0), 0, NULL);
-        if (o) json_array_append_new(data, o);
-    }
-    PQclear(r);
-    size_t k = json_array_size(data);
-    json_t *first = k ? json_object_get(json_array_get(data, 0), "id") : NULL;
-    json_t *last = k ? json_object_get(json_array_get(data, k - 1), "id") : NULL;
-    return http_reply_json(c, hr, 200,
-                           json_pack("{s:s, s:o, s:O?, s:O?, s:b}", "object", "list", "data", data,
-                                     "first_id", first, "last_id", last, "has_more", more));
+    const char *p[] = {purpose, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
+                       NULL};
+    return catalog_reply_page(
+        c, hr,
+        "SELECT " DATASET_JSON " FROM datasets WHERE ($1::text IS NULL OR purpose = $1)"
+        " AND ($2::text IS NULL OR seq < (SELECT seq FROM datasets WHERE id = $2))"
+        " ORDER BY seq DESC LIMIT $3::int",
+        3, p);
 }
 
 /* The dataset `id` as a new JSON reference; 1 found, 0 not, -1 replied. */
@@ -893,7 +843,7 @@ static int get_dataset(struct MHD_Connection *c, struct http_req *hr, const char
     PGresult *r = db_exec(hr->srv->pool, "SELECT " DATASET_JSON " FROM datasets WHERE id = $1", 1,
                           p, NULL, NULL, err, sizeof err);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        *ret = db_error(c, hr, r, err);
+        *ret = catalog_reply_db_error(c, hr, r, err);
         return -1;
     }
     int found = PQntuples(r) == 1;
@@ -916,8 +866,8 @@ static enum MHD_Result dataset_rows(struct MHD_Connection *c, struct http_req *h
 {
     enum MHD_Result ret;
     long offset = 0, limit = DATASETS_ROWS_DEFAULT;
-    if (!arg_long(c, hr, "offset", 0, 1L << 60, &offset, &ret) ||
-        !arg_long(c, hr, "limit", 1, DATASETS_ROWS_MAX, &limit, &ret))
+    if (!catalog_arg_long(c, hr, "offset", 0, 1L << 60, &offset, &ret) ||
+        !catalog_arg_long(c, hr, "limit", 1, DATASETS_ROWS_MAX, &limit, &ret))
         return ret;
     json_t *ds = NULL;
     if (get_dataset(c, hr, id, &ds, &ret) != 1) return ret;
@@ -973,7 +923,7 @@ static enum MHD_Result delete_dataset(struct MHD_Connection *c, struct http_req 
         1, p, NULL, NULL, err, sizeof err);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         pthread_mutex_unlock(&files_mu);
-        return db_error(c, hr, r, err);
+        return catalog_reply_db_error(c, hr, r, err);
     }
     bool deleted = !PQgetisnull(r, 0, 0), busy = PQgetvalue(r, 0, 1)[0] == 't';
     bool exists = PQgetvalue(r, 0, 2)[0] == 't', shared = atoll(PQgetvalue(r, 0, 3)) > 0;

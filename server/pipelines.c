@@ -18,14 +18,13 @@
 
 #include "models.h"
 #include "rewards.h"
+#include "catalog.h"
 #include "server.h"
 
 #define PIPELINES_MAX_STAGES 64         /* as engine/pipeline.h */
 #define PIPELINES_NAME_MAX 128
 #define PIPELINES_CHECK_TIMEOUT_S 10.0  /* aha-engine train --check */
 #define PIPELINES_CHECK_OUTPUT_MAX 65536
-#define PIPELINES_LIST_DEFAULT 20
-#define PIPELINES_LIST_MAX 100
 
 /* One pipeline as a JSON object, built by PostgreSQL. */
 #define PIPELINE_JSON                                                                     \
@@ -474,46 +473,12 @@ int pipelines_lookup(struct server *srv, const char *id_or_name, char *id, json_
 
 static enum MHD_Result list(struct MHD_Connection *c, struct http_req *hr)
 {
-    long limit = PIPELINES_LIST_DEFAULT;
-    const char *lim = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
-    const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after");
-    if (lim) {
-        char *end;
-        limit = strtol(lim, &end, 10);
-        if (!*lim || *end || limit < 1 || limit > PIPELINES_LIST_MAX)
-            return http_reply_error(c, hr, 400, "invalid_request_error", "limit", "invalid_value",
-                                    "'limit' must be an integer from 1 to %d", PIPELINES_LIST_MAX);
-    }
-    char l[24], err[512];
-    snprintf(l, sizeof l, "%ld", limit + 1);
-    const char *p[] = {after, l};
-    PGresult *r = db_exec(hr->srv->pool,
-                          "SELECT " PIPELINE_JSON " FROM pipelines"
-                          " WHERE ($1::text IS NULL OR seq < (SELECT seq FROM pipelines WHERE id = $1))"
-                          " ORDER BY seq DESC LIMIT $2::int",
-                          2, p, NULL, NULL, err, sizeof err);
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        if (r) log_msg("pipeline list: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        return r ? http_reply_error(c, hr, 500, "server_error", NULL, NULL, "pipeline query failed")
-                 : http_reply_error(c, hr, 503, "service_unavailable", NULL,
-                                    "database_unavailable", "%s", err);
-    }
-    int n = PQntuples(r);
-    bool more = n > limit;
-    if (more) n = (int)limit;
-    json_t *data = json_array();
-    for (int i = 0; i < n; i++) {
-        json_t *o = json_loads(PQgetvalue(r, i, 0), 0, NULL);
-        if (o) json_array_append_new(data, o);
-    }
-    PQclear(r);
-    size_t k = json_array_size(data);
-    json_t *first = k ? json_object_get(json_array_get(data, 0), "id") : NULL;
-    json_t *last = k ? json_object_get(json_array_get(data, k - 1), "id") : NULL;
-    return http_reply_json(c, hr, 200,
-                           json_pack("{s:s, s:o, s:O?, s:O?, s:b}", "object", "list", "data", data,
-                                     "first_id", first, "last_id", last, "has_more", more));
+    const char *p[] = {MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"), NULL};
+    return catalog_reply_page(c, hr,
+                              "SELECT " PIPELINE_JSON " FROM pipelines"
+                              " WHERE ($1::text IS NULL OR seq < (SELECT seq FROM pipelines WHERE id = $1))"
+                              " ORDER BY seq DESC LIMIT $2::int",
+                              2, p);
 }
 
 enum MHD_Result pipelines_handle(struct MHD_Connection *c, struct http_req *hr, const char *method,
