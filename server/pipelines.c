@@ -340,12 +340,17 @@ static int engine_check(const char *engine_path, const json_t *spec, char *err, 
         snprintf(err, errlen, "%s", msg);
         rc = 1;
     } else {
-        char *nl = errout.p ? strchr(errout.p, '\n') : NULL;
-        if (nl) *nl = 0;
+        /* its last stderr line says why (the first is a backend banner) */
+        const char *why = "";
+        if (errout.p) {
+            while (errout.len && (errout.p[errout.len - 1] == '\n' || errout.p[errout.len - 1] == '\r'))
+                errout.p[--errout.len] = 0;
+            char *nl = strrchr(errout.p, '\n');
+            why = nl ? nl + 1 : errout.p;
+        }
         snprintf(err, errlen, "the engine cannot check pipelines (%s %d%s%.300s)",
                  WIFEXITED(wst) ? "exit status" : "signal",
-                 WIFEXITED(wst) ? WEXITSTATUS(wst) : WTERMSIG(wst), errout.p ? ": " : "",
-                 errout.p ? errout.p : "");
+                 WIFEXITED(wst) ? WEXITSTATUS(wst) : WTERMSIG(wst), *why ? ": " : "", why);
     }
     if (rc < 0) log_msg("pipeline check: %s", err);
     json_decref(ans);
@@ -357,8 +362,9 @@ static int engine_check(const char *engine_path, const json_t *spec, char *err, 
 /* ---- storing and finding -------------------------------------------------------- */
 
 /* Validates and stores; returns an HTTP status (201 new, 200 an existing
- * built-in of that name, 400, 409 name taken, 500, 503) with the pipeline
- * object in *out (new reference) or err filled. */
+ * built-in of that name, 400, 409 name taken, 500, 502, 503) with the pipeline
+ * object in *out (new reference) or err filled; 502 when the engine did
+ * not answer the check. */
 static int create(struct server *srv, const json_t *spec, bool builtin, json_t **out, char *err,
                   size_t errlen)
 {
@@ -383,7 +389,7 @@ static int create(struct server *srv, const json_t *spec, bool builtin, json_t *
         }
     }
     int ck = engine_check(srv->cfg.engine_path, spec, err, errlen);
-    if (ck) return ck > 0 ? 400 : 500;
+    if (ck) return ck > 0 ? 400 : 502;
     json_t *stages = json_array();
     json_t *sa = json_object_get(spec, "stages");
     for (size_t i = 0; i < json_array_size(sa); i++) {
@@ -508,6 +514,7 @@ enum MHD_Result pipelines_handle(struct MHD_Connection *c, struct http_req *hr, 
                                 st == 400   ? "invalid_pipeline"
                                 : st == 409 ? "pipeline_exists"
                                 : st == 503 ? "database_unavailable"
+                                : st == 502 ? "engine_check_failed"
                                             : NULL,
                                 "%s", err);
     }

@@ -107,7 +107,7 @@ REWARD = {"name": "r1-math", "components": [
     {"type": "format", "weight": 0.5, "template": "think_answer"}]}
 
 
-def run_checks(srv, pg, data, keys):
+def run_checks(srv, pg, data, keys, real_check):
     admin, read = keys["admin"], keys["read"]
     ds_dir = os.path.join(data, "datasets")
 
@@ -499,6 +499,15 @@ def run_checks(srv, pg, data, keys):
     check("pipeline: unknown kinds are checked by the engine", lambda: pipeline_bad(
         pipeline("kinds", [rl_stage(kind="telekinesis")]), "telekinesis"))
 
+    def engine_broken():
+        st, b, _ = request(srv, "POST", "/v1/pipelines", pipeline("stub-broken", [rl_stage()]), key=admin)
+        e = err_of(b, 502, st, "engine_check_failed")
+        assert "exit status 2: train: something broke" in e["message"], e["message"]
+        st, b, _ = request(srv, "GET", "/v1/pipelines/stub-broken", key=admin)
+        eq(st, 404, "not stored")
+    if not real_check:
+        check("pipeline: an engine that cannot check -> 502 with its last stderr line", engine_broken)
+
     # ---- scopes ----
 
     def scopes():
@@ -539,6 +548,9 @@ CHECK_STUB = r"""
 import json, sys
 assert sys.argv[1:] == ["train", "--check", "--spec", "-"], sys.argv
 spec = json.load(sys.stdin)
+if spec["name"] == "stub-broken":  # an engine that cannot answer
+    sys.stderr.write("aha-engine: backend banner\ntrain: something broke\n")
+    sys.exit(2)
 for s in spec["stages"]:
     if s["kind"] not in ("pretrain", "sft", "grpo", "eval"):
         print(json.dumps({"ok": False, "error": 'stage "%s": unknown kind "%s"' % (s["name"], s["kind"])}))
@@ -594,7 +606,7 @@ def main():
         os.chmod(wrapper, 0o755)
         keys = {s: create_key(args.server, pg.url, s + "-key", s) for s in ("admin", "read")}
         srv = Server(args.server, pg.url, data, wrapper, extra=["--max-upload", str(MAX_UPLOAD)])
-        run_checks(srv, pg, data, keys)
+        run_checks(srv, pg, data, keys, real_check)
     except Exception as e:
         results["failed"] += 1
         print("FAIL harness: %s" % e)
