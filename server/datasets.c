@@ -507,8 +507,8 @@ static int ingest_finish(struct server *srv, struct ingest *g, const char *purpo
     /* the same bytes are already in place when not created; renaming over
      * them changes nothing and restores a file removed by hand */
     if (rename(g->tmp, final)) {
-        snprintf(err, sizeof err, "cannot store %.300s: %s", final, strerror(errno));
-        log_msg("dataset %s: %s", id, err);
+        log_msg("dataset %s: cannot store %s: %s", id, final, strerror(errno));
+        snprintf(err, sizeof err, "the dataset file could not be stored in the data directory");
         if (created) {
             const char *dp[] = {id};
             char derr[256];
