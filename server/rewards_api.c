@@ -60,6 +60,24 @@ int rewards_create(struct server *srv, const json_t *spec, char *id, char *err, 
 {
     struct reward_spec *rs = reward_spec_parse(spec, err, errlen);
     if (!rs) return -1;
+    /* the same spec again (a template created at every start) is the
+     * stored one: jsonb equality ignores key order and spacing */
+    char *spec_s = json_dumps(spec, JSON_COMPACT);
+    const char *p[] = {spec_s};
+    PGresult *r = spec_s ? db_exec(srv->pool,
+                                   "SELECT id FROM rewards WHERE spec = $1::jsonb ORDER BY seq LIMIT 1",
+                                   1, p, NULL, NULL, err, errlen)
+                         : NULL;
+    free(spec_s);
+    bool ok = r && PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (ok && PQntuples(r) == 1) snprintf(id, 64, "%s", PQgetvalue(r, 0, 0));
+    bool found = ok && PQntuples(r) == 1;
+    if (r && !ok) snprintf(err, errlen, "reward lookup: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    if (!ok || found) {
+        reward_spec_free(rs);
+        return found ? 0 : -1;
+    }
     int status;
     json_t *o = store(srv, spec, rs, &status, err, errlen);
     reward_spec_free(rs);

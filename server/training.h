@@ -68,7 +68,9 @@ int datasets_lookup(struct server *srv, const char *id, char *path, char *purpos
  * 0 unknown id, -1 database error (err filled). */
 int rewards_lookup(struct server *srv, const char *id, json_t **spec, char *err, size_t errlen);
 /* Stores a reward spec (validated; errors name the JSON path) and writes
- * its id (64 bytes). Returns 0, or -1 with err filled. */
+ * its id (64 bytes); a stored reward with an equal spec (as jsonb) is
+ * reused, so templates created at every start do not pile up. Returns 0,
+ * or -1 with err filled. */
 int rewards_create(struct server *srv, const json_t *spec, char *id, char *err, size_t errlen);
 
 /* A stored pipeline by id or name (pipelines.c): its id into id (64

@@ -563,6 +563,31 @@ print(json.dumps({"ok": True}))
 """
 
 
+def catalog_api(server, pg, base, data, engine):
+    """Links tests/integration/test_catalog_api.c with the sanitized
+    server's objects (all but main.o) and runs it on this database."""
+    sobj = os.path.join(os.path.dirname(server), "san")
+    objs = [os.path.join(d, f) for d in (os.path.join(sobj, "server"), os.path.join(sobj, "engine"))
+            for f in sorted(os.listdir(d)) if f.endswith(".o") and f != "main.o"
+            and (d.endswith("server") or f.startswith("rewards") or f == "errmsg.o")]
+    exe = os.path.join(base, "test_catalog_api")
+    subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-g", "-O1", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=undefined", "-I" + os.path.join(ROOT, "server"),
+                    "-I" + os.path.join(ROOT, "engine"), os.path.join(ROOT, "tests/integration/test_catalog_api.c")]
+                   + objs + ["-o", exe, "-lmicrohttpd", "-ljansson", "-lpq", "-lcrypto", "-lpcre2-8",
+                             "-lutf8proc", "-lcurl", "-lpthread", "-lm"], check=True)
+    good, bad = os.path.join(base, "good.jsonl"), os.path.join(base, "bad.jsonl")
+    with open(good, "wb") as f:
+        f.write(jsonl([{"prompt": "imported %d" % i, "answer": str(i)} for i in range(3)]))
+    with open(bad, "wb") as f:
+        f.write(jsonl([{"prompt": "ok"}, {"answer": "no prompt"}]))
+    r = subprocess.run([exe, pg.url, data, engine, good, bad], capture_output=True, text=True,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    left = [f for f in os.listdir(os.path.join(data, "datasets")) if f.endswith(".part")]
+    eq(left, [], "partial files after imports")
+
+
 def engine_has_check(engine):
     try:
         r = subprocess.run([engine, "train", "--check", "--spec", "-"], input="{}",
@@ -607,6 +632,8 @@ def main():
         keys = {s: create_key(args.server, pg.url, s + "-key", s) for s in ("admin", "read")}
         srv = Server(args.server, pg.url, data, wrapper, extra=["--max-upload", str(MAX_UPLOAD)])
         run_checks(srv, pg, data, keys, real_check)
+        check("C interface for runs: import, lookups, idempotent templates",
+              lambda: catalog_api(args.server, pg, base, data, wrapper))
     except Exception as e:
         results["failed"] += 1
         print("FAIL harness: %s" % e)
