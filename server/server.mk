@@ -26,9 +26,11 @@ server: build/aha-server build/aha-server-san
 
 # Integration tests (~1 min): a throwaway PostgreSQL on a free port, the
 # sanitized server, a scripted fake engine, and the real engine when it
-# has `serve` (on a tiny model pretrained for two steps).
+# has `serve` (on a tiny model pretrained for two steps); then the catalog
+# (datasets, rewards, pipelines checked by `aha-engine train --check`).
 server-test: build/aha-server-san build/aha-engine
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
+	$(PYTHON) tests/integration/test_catalog.py --server build/aha-server-san --engine build/aha-engine
 
 # Requests/s and latency at concurrency 1 and 32 (max_tokens 1), server
 # overhead per request, 200 concurrent streams checked token by token.
