@@ -93,6 +93,16 @@ void integrations_metrics(struct integrations *in, const char *stage, long step,
 void integrations_status(struct integrations *in, const char *status, const char *message);
 /* Flushes what is queued (waiting at most timeout_s) and frees. */
 void integrations_close(struct integrations *in, double timeout_s);
+/* A copy of a run's "integrations" with its secrets (mlflow.token,
+ * mlflow.password, webhook.secret) replaced by "***", for replies (new
+ * reference; NULL for NULL). */
+json_t *integrations_redact(const json_t *cfg);
+/* Delivery counters per configured sink, {"mlflow":{"delivered","failed",
+ * "dropped","requests","retries"},"webhook":{...}} (new reference). */
+json_t *integrations_stats(struct integrations *in);
+/* integrations_close that also returns the final counters (as
+ * integrations_stats; new reference), e.g. to store with the run. */
+json_t *integrations_close_stats(struct integrations *in, double timeout_s);
 
 /* Starts the scheduler (claims queued runs, supervises engine processes,
  * re-attaches or resumes runs left running) and creates the built-in
