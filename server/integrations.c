@@ -1062,8 +1062,21 @@ static void flatten(struct flat *f, const char *prefix, const json_t *v, int dep
     if (!prefix)
         return;
     char *key = mlflow_key(prefix);
-    char *text = json_is_string(v) ? strdup(json_string_value(v))
-                                   : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text;
+    if (json_is_real(v)) {
+        /* the shortest form that reads back the same ("1e-06", not
+         * "9.9999999999999995e-07") */
+        char buf[40];
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, sizeof buf, "%.*g", prec, json_real_value(v));
+            if (strtod(buf, NULL) == json_real_value(v))
+                break;
+        }
+        text = strdup(buf);
+    } else {
+        text = json_is_string(v) ? strdup(json_string_value(v))
+                                 : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    }
     char *val = text ? utf8_prefix(text, INTEG_MLFLOW_PARAM_VALUE_MAX) : NULL;
     if (key && val && !json_object_get(f->seen, key)) {
         if (json_array_size(f->out) < INTEG_PARAMS_MAX) {
@@ -1321,12 +1334,13 @@ void integrations_metrics(struct integrations *in, const char *stage, long step,
     pthread_mutex_unlock(&in->mu);
 }
 
-static void queue_status(struct integrations *in, struct queue *q, struct sink_counts *n, int s,
-                         const char *message, long long ts_ms)
+/* Queues a status change on q, which holds `events` of them; mu held. */
+static void queue_status(struct integrations *in, struct queue *q, size_t events,
+                         struct sink_counts *n, int s, const char *message, long long ts_ms)
 {
     struct item it = {.kind = ITEM_STATUS, .status = s, .ts_ms = ts_ms,
                       .message = message ? strdup(message) : NULL};
-    if (queue_size(q) >= INTEG_QUEUE_EVENTS_MAX || (message && !it.message) ||
+    if (events >= INTEG_QUEUE_EVENTS_MAX || (message && !it.message) ||
         queue_push(q, &it)) {
         free(it.message);
         n->dropped++;
@@ -1348,9 +1362,10 @@ void integrations_status(struct integrations *in, const char *status, const char
     pthread_mutex_lock(&in->mu);
     if (!in->closing) {
         if (in->ml_on && !in->ml_dead)
-            queue_status(in, &in->ml_q, &in->ml_n, s, message, ts_ms);
+            queue_status(in, &in->ml_q, queue_size(&in->ml_q) - in->ml_metrics_queued,
+                         &in->ml_n, s, message, ts_ms);
         if (in->wh_on && (in->wh_events & (1u << s)))
-            queue_status(in, &in->wh_q, &in->wh_n, s, message, ts_ms);
+            queue_status(in, &in->wh_q, queue_size(&in->wh_q), &in->wh_n, s, message, ts_ms);
         pthread_cond_broadcast(&in->cv);
     }
     pthread_mutex_unlock(&in->mu);
