@@ -591,7 +591,7 @@ struct call {
 
 /* Sends c with retries on transient failures: transport errors, 5xx, 429,
  * and (want_json) 2xx replies that are not a JSON object. CALL_REJECTED
- * is any other 4xx (c->json holds the error reply when it is JSON). */
+ * is any other 3xx or 4xx (c->json holds the error reply when it is JSON). */
 static enum call_result call_run(struct integrations *in, CURL *h, struct call *c)
 {
     struct reply r = {0};
@@ -602,9 +602,11 @@ static enum call_result call_run(struct integrations *in, CURL *h, struct call *
     for (int attempt = 1;; attempt++) {
         long retry_after = 0;
         err[0] = 0;
+        pthread_mutex_lock(&in->mu);
         if (attempt > 1)
             c->n->retries++;
         c->n->requests++;
+        pthread_mutex_unlock(&in->mu);
         int st = http_once(in, h, c->url, c->body, c->body_len, c->hdrs, c->userpwd,
                            c->timeout_ms, &r, &retry_after, err, sizeof err);
         c->status = st;
@@ -620,7 +622,8 @@ static enum call_result call_run(struct integrations *in, CURL *h, struct call *
                 break;
             }
             snprintf(err, sizeof err, "HTTP %d with a reply that is not a JSON object", st);
-        } else if (st >= 400 && st < 500 && st != 429) {
+        } else if (st >= 300 && st < 500 && st != 429) {
+            /* a refusal (or a redirect, which is not followed): not retried */
             json_t *msg = c->json ? json_object_get(c->json, "message") : NULL;
             if (st != 404 && !(st == 400 && c->json &&
                                json_is_string(json_object_get(c->json, "error_code")) &&
