@@ -6,7 +6,6 @@
 #include "util.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1012,7 +1011,10 @@ static void *wh_main(void *arg)
 
 /* ------------------------------------------------------------- the API */
 
-static char *dup_or_null(const json_t *v) { return json_is_string(v) ? strdup(json_string_value(v)) : NULL; }
+static char *dup_or_null(const json_t *v)
+{
+    return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+}
 
 static int add_tag(json_t *tags, const char *k, const char *v)
 {
@@ -1162,7 +1164,8 @@ static int open_mlflow(struct integrations *in, const json_t *m, const json_t *s
         if (add_tag(in->ml_create_tags, k, json_string_value(v)))
             return -1;
     }
-    if (!json_object_get(tags, "aha.run_id") && add_tag(in->ml_create_tags, "aha.run_id", in->run_id))
+    if (!json_object_get(tags, "aha.run_id") &&
+        add_tag(in->ml_create_tags, "aha.run_id", in->run_id))
         return -1;
     if (!json_object_get(tags, "mlflow.source.name") &&
         add_tag(in->ml_create_tags, "mlflow.source.name", "aha-server"))
@@ -1226,7 +1229,8 @@ struct integrations *integrations_open(const json_t *cfg, const json_t *state, c
         in->wh_events = ev ? 0 : EVENTS_DEFAULT;
         size_t i;
         const json_t *e;
-        json_array_foreach((json_t *)ev, i, e) in->wh_events |= 1u << status_index(json_string_value(e));
+        json_array_foreach((json_t *)ev, i, e)
+            in->wh_events |= 1u << status_index(json_string_value(e));
         if (!in->wh_url)
             goto oom;
     }

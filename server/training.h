@@ -84,7 +84,10 @@ int integrations_validate(const json_t *cfg, char *err, size_t errlen);
  * has nothing configured. */
 struct integrations *integrations_open(const json_t *cfg, const json_t *state, const char *run_id,
                                        const char *run_name, const json_t *params);
-/* State to persist with the run (new reference, or NULL when none yet). */
+/* State to persist with the run (new reference, or NULL when none yet):
+ * {"mlflow_run_id","mlflow_experiment_id"}, known once MLflow has answered
+ * runs/create (poll it, e.g. with each event, and store it when it first
+ * appears; a restart without it starts a second MLflow run). */
 json_t *integrations_state(struct integrations *in);
 /* One metric event's values (object of numbers) at a step. */
 void integrations_metrics(struct integrations *in, const char *stage, long step,

@@ -93,7 +93,8 @@ int main(void)
         } else if (strcmp(cmd, "redact") == 0) {
             reply(json_pack("{s:o?}", "cfg", integrations_redact(json_object_get(c, "cfg"))));
         } else if (strcmp(cmd, "close") == 0) {
-            json_t *stats = integrations_close_stats(in, json_number_value(json_object_get(c, "timeout")));
+            double timeout = json_number_value(json_object_get(c, "timeout"));
+            json_t *stats = integrations_close_stats(in, timeout);
             in = NULL;
             reply(json_pack("{s:f,s:o?}", "elapsed", clock_mono() - t0, "stats", stats));
         } else {
