@@ -756,6 +756,36 @@ static int ml_setup(struct integrations *in, CURL *h, struct curl_slist *hdrs)
     if (!exp_id[0])
         return -1;
 
+    /* A run already tagged with this aha run (a restart before the state
+     * was stored) is continued rather than duplicated. */
+    bool plain_id = in->run_id[0] != 0;
+    for (const char *p = in->run_id; *p; p++)
+        plain_id &= isalnum((unsigned char)*p) || *p == '_' || *p == '-';
+    if (plain_id) {
+        char filter[256];
+        snprintf(filter, sizeof filter, "tags.`aha.run_id` = '%.200s'", in->run_id);
+        json_t *q = json_pack("{s:[s],s:s,s:i,s:s}", "experiment_ids", exp_id, "filter", filter,
+                              "max_results", 1, "run_view_type", "ACTIVE_ONLY");
+        if (!q)
+            return -1;
+        enum call_result r = ml_call(in, h, hdrs, "runs/search", q, 0, &c);
+        json_decref(q);
+        if (r == CALL_OK)
+            json_id(json_array_get(json_object_get(c.json, "runs"), 0), "info", "run_id", NULL,
+                    run_id, sizeof run_id);
+        json_decref(c.json);
+        if (r == CALL_GAVE_UP)
+            return -1;
+    }
+    if (run_id[0]) {
+        pthread_mutex_lock(&in->mu);
+        snprintf(in->ml_exp_id, sizeof in->ml_exp_id, "%s", exp_id);
+        snprintf(in->ml_run_id, sizeof in->ml_run_id, "%s", run_id);
+        pthread_mutex_unlock(&in->mu);
+        log_msg("integrations: run %s: continuing mlflow run %s", in->run_id, run_id);
+        return 0;
+    }
+
     json_t *body = json_pack("{s:s,s:s,s:I,s:O}", "experiment_id", exp_id, "run_name",
                              in->ml_run_name, "start_time", (json_int_t)(clock_wall() * 1000),
                              "tags", in->ml_create_tags);

@@ -87,7 +87,8 @@ struct integrations *integrations_open(const json_t *cfg, const json_t *state, c
 /* State to persist with the run (new reference, or NULL when none yet):
  * {"mlflow_run_id","mlflow_experiment_id"}, known once MLflow has answered
  * runs/create (poll it, e.g. with each event, and store it when it first
- * appears; a restart without it starts a second MLflow run). */
+ * appears; a restart without it finds the run again by its aha.run_id
+ * tag, at the cost of a search). */
 json_t *integrations_state(struct integrations *in);
 /* One metric event's values (object of numbers) at a step. */
 void integrations_metrics(struct integrations *in, const char *stage, long step,

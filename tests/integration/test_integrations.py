@@ -222,6 +222,21 @@ class FakeMlflow:
             if body.get("end_time") is not None:
                 run["end_time"] = body["end_time"]
             return {"run_info": {"run_id": body["run_id"], "status": run["status"]}}
+        if endpoint == "runs/search":
+            exps = body.get("experiment_ids")
+            if not isinstance(exps, list) or not all(isinstance(e, str) for e in exps):
+                bad("experiment_ids: expected a list of strings")
+            check_int("max_results", body.get("max_results"), required=False)
+            if body.get("run_view_type", "ACTIVE_ONLY") not in ("ACTIVE_ONLY", "DELETED_ONLY", "ALL"):
+                bad("run_view_type")
+            m = re.match(r"^tags\.`([^`]+)` = '([^']*)'$", body.get("filter", ""))
+            if not m:
+                bad("Invalid filter %r (this fake knows tags.`k` = 'v' only)" % body.get("filter"))
+            found = [{"info": {"run_id": rid, "run_uuid": rid, "experiment_id": r["experiment_id"],
+                               "status": r["status"]}, "data": {}}
+                     for rid, r in self.runs.items()
+                     if r["experiment_id"] in exps and r["tags"].get(m.group(1)) == m.group(2)]
+            return {"runs": found[:body.get("max_results", 1000)]} if found else {}
         raise MlflowError(404, "ENDPOINT_NOT_FOUND", "No endpoint " + endpoint)
 
 
@@ -503,6 +518,19 @@ def test_happy_path_and_resume(drv_bin, logdir):
         assert run["tags"]["aha.status_message"] == "engine exited with status 1"
         assert not ml.rejected, ml.rejected
 
+        # a restart that lost the state finds the run by its aha.run_id tag
+        d = Driver(drv_bin, logdir, "lost-state")
+        assert d.cmd(cmd="open", cfg=cfg(url), run_id="run_1", run_name="zero-1",
+                     params=PARAMS)["ok"]
+        assert d.cmd(cmd="wait_state", timeout=10)["state"] == st
+        d.cmd(cmd="metrics", stage="reasoning_rl", step=700, ts=ts + 30, values={"reward": 1})
+        d.cmd(cmd="close", timeout=10)
+        d.finish()
+        # one search before the first create, one now
+        assert ml.count("runs/create") == 1 and ml.count("runs/search") == 2
+        assert run["metrics"][-1]["step"] == 700
+        assert not ml.rejected, ml.rejected
+
         # a second run in the same experiment finds it instead of creating it
         d = Driver(drv_bin, logdir, "second")
         assert d.cmd(cmd="open", cfg=cfg(url), run_id="run_2", params={})["ok"]
@@ -512,6 +540,7 @@ def test_happy_path_and_resume(drv_bin, logdir):
         assert st2["mlflow_experiment_id"] == st["mlflow_experiment_id"]
         assert st2["mlflow_run_id"] != st["mlflow_run_id"]
         assert ml.count("experiments/create") == 1 and ml.count("runs/create") == 2
+        assert ml.count("runs/search") == 3
         assert ml.runs[st2["mlflow_run_id"]]["run_name"] == "run_2"
     finally:
         srv.shutdown()
