@@ -638,7 +638,7 @@ static enum call_result call_run(struct integrations *in, CURL *h, struct call *
         }
         bool last = c->max_attempts && attempt >= c->max_attempts;
         log_msg("integrations: run %s: %s: %s (attempt %d%s)", in->run_id, c->what, err,
-                attempt, last ? ", giving up" : ", will retry");
+                attempt, !last ? ", will retry" : c->max_attempts > 1 ? ", giving up" : "");
         if (last || !backoff_wait(in, backoff_s(attempt, retry_after)))
             break;
     }
@@ -712,6 +712,33 @@ static bool json_id(const json_t *reply, const char *a, const char *b, const cha
     return false;
 }
 
+/* The active run of experiment exp_id tagged aha.run_id = this run (left
+ * by a restart that lost the stored state, or by a create whose reply was
+ * lost) into out. Returns 1 found, 0 none (or the search is unsupported),
+ * -1 close's deadline passed. */
+static int ml_find_run(struct integrations *in, CURL *h, struct curl_slist *hdrs,
+                       const char *exp_id, char *out, size_t size)
+{
+    struct call c;
+    bool plain_id = in->run_id[0] != 0;
+    for (const char *p = in->run_id; *p; p++)
+        plain_id &= isalnum((unsigned char)*p) || *p == '_' || *p == '-';
+    if (!plain_id)
+        return 0;   /* not quotable in a filter as it is; never the case for aha's ids */
+    char filter[256];
+    snprintf(filter, sizeof filter, "tags.`aha.run_id` = '%.200s'", in->run_id);
+    json_t *q = json_pack("{s:[s],s:s,s:i,s:s}", "experiment_ids", exp_id, "filter", filter,
+                          "max_results", 1, "run_view_type", "ACTIVE_ONLY");
+    if (!q)
+        return -1;
+    enum call_result r = ml_call(in, h, hdrs, "runs/search", q, 0, &c);
+    json_decref(q);
+    bool found = r == CALL_OK && json_id(json_array_get(json_object_get(c.json, "runs"), 0),
+                                         "info", "run_id", NULL, out, size);
+    json_decref(c.json);
+    return r == CALL_GAVE_UP ? -1 : found;
+}
+
 /* Finds or creates the experiment and creates the run. Returns 0, or -1
  * when MLflow refused (permanent) or close's deadline passed. */
 static int ml_setup(struct integrations *in, CURL *h, struct curl_slist *hdrs)
@@ -756,54 +783,44 @@ static int ml_setup(struct integrations *in, CURL *h, struct curl_slist *hdrs)
     if (!exp_id[0])
         return -1;
 
-    /* A run already tagged with this aha run (a restart before the state
-     * was stored) is continued rather than duplicated. */
-    bool plain_id = in->run_id[0] != 0;
-    for (const char *p = in->run_id; *p; p++)
-        plain_id &= isalnum((unsigned char)*p) || *p == '_' || *p == '-';
-    if (plain_id) {
-        char filter[256];
-        snprintf(filter, sizeof filter, "tags.`aha.run_id` = '%.200s'", in->run_id);
-        json_t *q = json_pack("{s:[s],s:s,s:i,s:s}", "experiment_ids", exp_id, "filter", filter,
-                              "max_results", 1, "run_view_type", "ACTIVE_ONLY");
-        if (!q)
+    /* Search, then create one attempt at a time: a create whose reply was
+     * lost may still have made the run, and the next search finds it. */
+    bool created = false;
+    for (int attempt = 1; !run_id[0]; attempt++) {
+        int rc = ml_find_run(in, h, hdrs, exp_id, run_id, sizeof run_id);
+        if (rc < 0)
             return -1;
-        enum call_result r = ml_call(in, h, hdrs, "runs/search", q, 0, &c);
-        json_decref(q);
-        if (r == CALL_OK)
-            json_id(json_array_get(json_object_get(c.json, "runs"), 0), "info", "run_id", NULL,
-                    run_id, sizeof run_id);
+        if (rc > 0)
+            break;
+        json_t *body = json_pack("{s:s,s:s,s:I,s:O}", "experiment_id", exp_id, "run_name",
+                                 in->ml_run_name, "start_time",
+                                 (json_int_t)(clock_wall() * 1000), "tags", in->ml_create_tags);
+        if (!body)
+            return -1;
+        if (attempt > 1) {
+            pthread_mutex_lock(&in->mu);
+            in->ml_n.retries++;
+            pthread_mutex_unlock(&in->mu);
+        }
+        enum call_result r = ml_call(in, h, hdrs, "runs/create", body, 1, &c);
+        json_decref(body);
+        bool ok = r == CALL_OK && json_id(c.json, "run", "info", "run_id", run_id, sizeof run_id);
         json_decref(c.json);
-        if (r == CALL_GAVE_UP)
+        if (r == CALL_OK && !ok)
+            log_msg("integrations: run %s: mlflow runs/create: no run.info.run_id in the reply",
+                    in->run_id);
+        if (r == CALL_REJECTED || (r == CALL_OK && !ok))
+            return -1;
+        created = ok;
+        if (!ok && !backoff_wait(in, backoff_s(attempt, 0)))
             return -1;
     }
-    if (run_id[0]) {
-        pthread_mutex_lock(&in->mu);
-        snprintf(in->ml_exp_id, sizeof in->ml_exp_id, "%s", exp_id);
-        snprintf(in->ml_run_id, sizeof in->ml_run_id, "%s", run_id);
-        pthread_mutex_unlock(&in->mu);
-        log_msg("integrations: run %s: continuing mlflow run %s", in->run_id, run_id);
-        return 0;
-    }
-
-    json_t *body = json_pack("{s:s,s:s,s:I,s:O}", "experiment_id", exp_id, "run_name",
-                             in->ml_run_name, "start_time", (json_int_t)(clock_wall() * 1000),
-                             "tags", in->ml_create_tags);
-    enum call_result r = body ? ml_call(in, h, hdrs, "runs/create", body, 0, &c) : CALL_GAVE_UP;
-    bool ok = r == CALL_OK && json_id(c.json, "run", "info", "run_id", run_id, sizeof run_id);
-    if (r == CALL_OK && !ok)
-        log_msg("integrations: run %s: mlflow runs/create: no run.info.run_id in the reply",
-                in->run_id);
-    if (body)
-        json_decref(c.json);
-    json_decref(body);
-    if (!ok)
-        return -1;
     pthread_mutex_lock(&in->mu);
     snprintf(in->ml_exp_id, sizeof in->ml_exp_id, "%s", exp_id);
     snprintf(in->ml_run_id, sizeof in->ml_run_id, "%s", run_id);
     pthread_mutex_unlock(&in->mu);
-    log_msg("integrations: run %s: mlflow run %s in experiment %s", in->run_id, run_id, exp_id);
+    log_msg("integrations: run %s: %s mlflow run %s in experiment %s", in->run_id,
+            created ? "created" : "continuing", run_id, exp_id);
     return 0;
 }
 

@@ -86,7 +86,9 @@ class FakeMlflow:
         self.runs = {}
         self.requests = []     # (endpoint, body or query)
         self.rejected = []     # payloads MLflow would refuse (should stay empty)
-        self.faults = {}       # endpoint -> list of ("status", code) | ("slow", s) | ("malformed",) | ("race",)
+        # endpoint -> list of ("status", code) | ("slow", s) | ("malformed",) | ("race",)
+        # | ("lost",) (handled, then answered 502)
+        self.faults = {}
         self.token, self.basic = token, basic
 
     def fault(self, endpoint, *actions):
@@ -121,7 +123,10 @@ class FakeMlflow:
                 if action and action[0] == "race" and endpoint == "experiments/create":
                     # another client created it between our get-by-name and create
                     self.experiments[body["name"]] = str(len(self.experiments))
-                return 200, self.api(endpoint, method, body, query), {}
+                rep = self.api(endpoint, method, body, query)
+            if action and action[0] == "lost":
+                return 502, b"bad gateway", {}   # done, but the reply never arrives
+            return 200, rep, {}
         except MlflowError as e:
             with self.lock:
                 if e.code == "INVALID_PARAMETER_VALUE":
@@ -579,6 +584,16 @@ def test_retries(drv_bin, logdir):
         assert stats["webhook"] == {"delivered": 1, "failed": 0, "dropped": 0, "requests": 4,
                                     "retries": 3}, stats
         assert stats["mlflow"]["failed"] == 0 and stats["mlflow"]["retries"] >= 4, stats
+
+        # runs/create succeeded but its reply was lost: the next search finds the run
+        ml.fault("runs/create", ("lost",))
+        d = Driver(drv_bin, logdir, "lost-reply")
+        assert d.cmd(cmd="open", cfg=c, run_id="run_lost")["ok"]
+        st = d.cmd(cmd="wait_state", timeout=10)["state"]
+        d.cmd(cmd="close", timeout=10)
+        d.finish()
+        made = [rid for rid, r in ml.runs.items() if r["tags"].get("aha.run_id") == "run_lost"]
+        assert made == [st["mlflow_run_id"]], (made, st)
 
         # a 4xx other than 429 is not retried
         hooks.received.clear()
