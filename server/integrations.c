@@ -1041,7 +1041,7 @@ static void *wh_main(void *arg)
             pthread_cond_wait(&in->cv, &in->mu);
         if (!h || queue_size(&in->wh_q) == 0 || past_deadline(in))
             break;
-        struct item it;
+        struct item it = {0};
         take(&in->wh_q, &it, 1);
         pthread_mutex_unlock(&in->mu);
         wh_deliver(in, h, &it);
