@@ -115,6 +115,7 @@ test: deps
 	@fail=0; for t in tests/cli/*.sh; do echo "== $$t"; bash "$$t" || fail=1; done; exit $$fail
 	@echo "== tests/integration/test_server.py"
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
+	$(PYTHON) tests/integration/test_runs.py --server build/aha-server-san --engine build/aha-engine
 
 var/models/tiny-base/model.safetensors: | build/aha-engine
 	@mkdir -p var/data var/models
@@ -136,6 +137,7 @@ bench: deps
 	bash bench/train.sh build/aha-engine
 	./build/aha-engine bench generate --config small
 	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
+	$(PYTHON) tests/integration/bench_runs.py --server build/aha-server
 	bash bench/tokenizer_bench.sh
 
 ref:
