@@ -41,6 +41,7 @@ struct runs_ingest {
     char sample_stage[64];   /* numbering of the samples of one step */
     long long sample_step;
     int sample_ord;
+    bool integ_saved;        /* integrations_state stored since it appeared */
 };
 
 /* ---- PostgreSQL array literals ---- */
@@ -243,6 +244,18 @@ static int write_batch(struct runs_ingest *in, struct item *items, int n, char *
     long long last = atoll(PQgetvalue(r, 0, 0));
     if (PQgetvalue(r, 0, 1)[0] == 't') atomic_store(&in->cancel, true);
     PQclear(r);
+    bool integ_now = false;
+    if (in->integ && !in->integ_saved) { /* the MLflow run id, once known */
+        json_t *is = integrations_state(in->integ);
+        char *iss = is ? json_dumps(is, JSON_COMPACT) : NULL;
+        json_decref(is);
+        const char *pi[] = {in->run_id, iss};
+        bool g = !iss || exec(c, "UPDATE runs SET integrations_state = $2::jsonb WHERE id = $1", 2,
+                              pi, err, errlen);
+        integ_now = iss != NULL;
+        free(iss);
+        if (!g) goto rollback;
+    }
     snprintf(base_s, sizeof base_s, "%lld", last - n);
     snprintf(last_s, sizeof last_s, "%lld", last);
     const char *pe[] = {in->run_id, base_s, arr_end(&types), arr_end(&datas)};
@@ -343,6 +356,7 @@ static int write_batch(struct runs_ingest *in, struct item *items, int n, char *
               3, pn, err, errlen))
         goto rollback;
     if (!exec(c, "COMMIT", 0, NULL, err, errlen)) goto out;
+    if (integ_now) in->integ_saved = true;
     rc = WR_OK;
     goto out;
 rollback:

@@ -45,7 +45,8 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping, started, woken;
-    pthread_t thread;
+    pthread_t thread, templates;
+    bool templates_started;
     struct proc *procs;
     int running;
 } S = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -444,11 +445,18 @@ static void reap_finished(bool all)
     }
 }
 
-static void *sched_main(void *arg)
+/* The templates take a while the first time (datagen): never in the
+ * scheduler's way. */
+static void *templates_main(void *arg)
 {
     char err[1024];
     if (runs_templates_ensure(S.srv, err, sizeof err))
-        log_msg("runs: built-in templates: %s", err);
+        log_msg("runs: built-in templates not created: %s", err);
+    return NULL;
+}
+
+static void *sched_main(void *arg)
+{
     double last_reclaim = 0;
     while (!stopping()) {
         reap_finished(false);
@@ -490,6 +498,7 @@ int runs_start(struct server *srv, char *err, size_t errlen)
         return -1;
     }
     S.started = true;
+    S.templates_started = pthread_create(&S.templates, NULL, templates_main, NULL) == 0;
     log_msg("runs: scheduler %s started (at most %d runs)", S.instance,
             runs_max_runs > 0 ? runs_max_runs : RUNS_MAX_RUNS_DEFAULT);
     return 0;
@@ -504,6 +513,8 @@ void runs_stop(struct server *srv)
     pthread_mutex_unlock(&S.mu);
     pthread_join(S.thread, NULL);
     reap_finished(true); /* each run's thread stops its engine and re-queues the run */
+    if (S.templates_started) pthread_join(S.templates, NULL);
+    S.templates_started = false;
     S.started = false;
     runs_sse_stop();
 }
