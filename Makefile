@@ -116,6 +116,13 @@ test: deps
 	@echo "== tests/integration/test_server.py"
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 	$(PYTHON) tests/integration/test_runs.py --server build/aha-server-san --engine build/aha-engine
+	$(MAKE) build/integrations-driver && $(PYTHON) tests/integration/test_integrations.py --driver build/integrations-driver
+
+# server/integrations.c alone (MLflow, webhooks) under sanitizers, scripted
+# over stdin by tests/integration/test_integrations.py.
+build/integrations-driver: $(SOBJ_DIR)/tests/integration/integrations_driver.o \
+                           $(SOBJ_DIR)/server/integrations.o $(SOBJ_DIR)/server/util.o
+	$(CC) -O1 $(ARCH) $(SAN) $^ -o $@ -ljansson -lcurl -lcrypto -lpthread -lm
 
 var/models/tiny-base/model.safetensors: | build/aha-engine
 	@mkdir -p var/data var/models

@@ -5,7 +5,7 @@
 SERVER_SRCS  := $(wildcard server/*.c)
 SERVER_OBJS  := $(SERVER_SRCS:%.c=$(OBJ_DIR)/%.o)
 SERVER_SOBJS := $(SERVER_SRCS:%.c=$(SOBJ_DIR)/%.o)
-SERVER_LIBS  := -lmicrohttpd -ljansson -lpq -lcrypto -lpthread -lm
+SERVER_LIBS  := -lmicrohttpd -ljansson -lpq -lcurl -lcrypto -lpthread -lm
 
 # Debian packages the server, its tests, its bench and `make run` need.
 SERVER_DEB_PKGS := libmicrohttpd-dev libjansson-dev libpq-dev libssl-dev postgresql \

@@ -84,7 +84,11 @@ int integrations_validate(const json_t *cfg, char *err, size_t errlen);
  * has nothing configured. */
 struct integrations *integrations_open(const json_t *cfg, const json_t *state, const char *run_id,
                                        const char *run_name, const json_t *params);
-/* State to persist with the run (new reference, or NULL when none yet). */
+/* State to persist with the run (new reference, or NULL when none yet):
+ * {"mlflow_run_id","mlflow_experiment_id"}, known once MLflow has answered
+ * runs/create (poll it, e.g. with each event, and store it when it first
+ * appears; a restart without it finds the run again by its aha.run_id
+ * tag, at the cost of a search). */
 json_t *integrations_state(struct integrations *in);
 /* One metric event's values (object of numbers) at a step. */
 void integrations_metrics(struct integrations *in, const char *stage, long step,
@@ -93,6 +97,16 @@ void integrations_metrics(struct integrations *in, const char *stage, long step,
 void integrations_status(struct integrations *in, const char *status, const char *message);
 /* Flushes what is queued (waiting at most timeout_s) and frees. */
 void integrations_close(struct integrations *in, double timeout_s);
+/* A copy of a run's "integrations" with its secrets (mlflow.token,
+ * mlflow.password, webhook.secret) replaced by "***", for replies (new
+ * reference; NULL for NULL). */
+json_t *integrations_redact(const json_t *cfg);
+/* Delivery counters per configured sink, {"mlflow":{"delivered","failed",
+ * "dropped","requests","retries"},"webhook":{...}} (new reference). */
+json_t *integrations_stats(struct integrations *in);
+/* integrations_close that also returns the final counters (as
+ * integrations_stats; new reference), e.g. to store with the run. */
+json_t *integrations_close_stats(struct integrations *in, double timeout_s);
 
 /* Starts the scheduler (claims queued runs, supervises engine processes,
  * re-attaches or resumes runs left running) and creates the built-in
