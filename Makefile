@@ -117,6 +117,8 @@ test: deps
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 	@echo "== tests/integration/test_catalog.py"
 	$(PYTHON) tests/integration/test_catalog.py --server build/aha-server-san --engine build/aha-engine
+	@echo "== tests/integration/test_runs.py"
+	$(PYTHON) tests/integration/test_runs.py --server build/aha-server-san --engine build/aha-engine
 	$(MAKE) build/integrations-driver && $(PYTHON) tests/integration/test_integrations.py --driver build/integrations-driver
 
 # server/integrations.c alone (MLflow, webhooks) under sanitizers, scripted
@@ -145,6 +147,7 @@ bench: deps
 	bash bench/train.sh build/aha-engine
 	./build/aha-engine bench generate --config small
 	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
+	$(PYTHON) tests/integration/bench_runs.py --server build/aha-server
 	bash bench/tokenizer_bench.sh
 
 ref:

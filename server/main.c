@@ -45,7 +45,8 @@ static void usage(FILE *f)
             "  --engine-timeout S     fail a request after S seconds without an engine event\n"
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
-            "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n");
+            "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
+            "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
 
 static const char *opt(int argc, char **argv, const char *name, const char *env,
@@ -85,7 +86,7 @@ static int check_args(int argc, char **argv, int first)
                                         "--max-inflight", "--threads", "--heartbeat",
                                         "--trace-queue", "--name", "--scope", "--id",
                                         "--kv-memory-mb", "--max-seqs", "--engine-timeout",
-                                        NULL};
+                                        "--max-runs", NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
         for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
@@ -270,10 +271,12 @@ static int serve(int argc, char **argv, int first)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char *eargv[] = {(char *)srv.cfg.engine_path, "serve", NULL};
-    long kv_mb, max_seqs;
+    long kv_mb, max_seqs, max_runs;
     if (opt_long(argc, argv, "--kv-memory-mb", "AHA_KV_MEMORY_MB", 0, 0, 1 << 20, &kv_mb) ||
-        opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs))
+        opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs) ||
+        opt_long(argc, argv, "--max-runs", "AHA_MAX_RUNS", 1, 0, 1024, &max_runs))
         return 2;
+    runs_max_runs = (int)max_runs;
     json_t *load_opts = json_object();
     if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
     if (max_seqs) json_object_set_new(load_opts, "max_seqs", json_integer(max_seqs));

@@ -128,8 +128,11 @@ json_t *integrations_close_stats(struct integrations *in, double timeout_s);
  * re-attaches or resumes runs left running) and creates the built-in
  * templates on first start. Returns 0, or -1 with err filled. */
 int runs_start(struct server *srv, char *err, size_t errlen);
-/* Stops claiming runs; engine processes keep running (a restarted server
- * re-attaches them). */
+/* Stops claiming runs; each running engine is asked to stop at a safe
+ * point (SIGTERM: it checkpoints) and its run goes back to the queue to
+ * resume from that checkpoint, here after a restart or on another server. */
 void runs_stop(struct server *srv);
+/* Engine processes at once per server (--max-runs; 0 = 1). */
+extern int runs_max_runs;
 
 #endif
