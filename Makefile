@@ -117,6 +117,17 @@ test: deps
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 	@echo "== tests/integration/test_sse.py"
 	$(PYTHON) tests/integration/test_sse.py --server build/aha-server-san
+	@echo "== tests/integration/test_catalog.py"
+	$(PYTHON) tests/integration/test_catalog.py --server build/aha-server-san --engine build/aha-engine
+	@echo "== tests/integration/test_runs.py"
+	$(PYTHON) tests/integration/test_runs.py --server build/aha-server-san --engine build/aha-engine
+	$(MAKE) build/integrations-driver && $(PYTHON) tests/integration/test_integrations.py --driver build/integrations-driver
+
+# server/integrations.c alone (MLflow, webhooks) under sanitizers, scripted
+# over stdin by tests/integration/test_integrations.py.
+build/integrations-driver: $(SOBJ_DIR)/tests/integration/integrations_driver.o \
+                           $(SOBJ_DIR)/server/integrations.o $(SOBJ_DIR)/server/util.o
+	$(CC) -O1 $(ARCH) $(SAN) $^ -o $@ -ljansson -lcurl -lcrypto -lpthread -lm
 
 var/models/tiny-base/model.safetensors: | build/aha-engine
 	@mkdir -p var/data var/models
@@ -138,6 +149,7 @@ bench: deps
 	bash bench/train.sh build/aha-engine
 	./build/aha-engine bench generate --config small
 	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
+	$(PYTHON) tests/integration/bench_runs.py --server build/aha-server
 	$(PYTHON) tests/integration/bench_sse.py --server build/aha-server
 	bash bench/tokenizer_bench.sh
 

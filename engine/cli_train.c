@@ -1,33 +1,68 @@
-/* engine/cli_train.c — `aha-engine train --spec FILE --data-dir DIR
- * [--out DIR]`: validates a pipeline definition completely, then runs its
- * stages, printing NDJSON events on stdout. */
+/* engine/cli_train.c — `aha-engine train`: validates a pipeline definition
+ * completely, then runs its stages, printing NDJSON events on stdout
+ * (api/engine-protocol.md, "Training runs"). `--check` validates only,
+ * without the file system, and answers one JSON line. */
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
+#include "events.h"
 #include "pipeline.h"
+
+/* Reads the spec from path ("-" = stdin). Returns a new reference, or NULL
+ * with err naming path:line:column. */
+static json_t *load_spec(const char *path, char *err, size_t errlen)
+{
+    json_error_t je;
+    bool in = strcmp(path, "-") == 0;
+    json_t *spec = in ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &je)
+                      : json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!spec)
+        snprintf(err, errlen, "%s:%d:%d: %s", in ? "<stdin>" : path, je.line, je.column, je.text);
+    return spec;
+}
+
+/* `train --check`: {"ok":true} or {"ok":false,"error":"..."} on stdout. */
+static int check_only(const char *spec_path)
+{
+    char err[2048];
+    json_t *spec = load_spec(spec_path, err, sizeof err);
+    int rc = spec ? pipeline_check(spec, err, sizeof err) : -1;
+    json_decref(spec);
+    json_t *out = rc ? json_pack("{s:b,s:s}", "ok", 0, "error", err) : json_pack("{s:b}", "ok", 1);
+    char *s = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", s ? s : "{\"ok\":false,\"error\":\"out of memory\"}");
+    free(s);
+    json_decref(out);
+    return rc ? 1 : 0;
+}
 
 int cli_train(int argc, char **argv)
 {
     static const char *const opts[] = {"--spec", "--data-dir", "--out", NULL};
-    static const char *const flags[] = {"--validate-only", NULL};
+    static const char *const flags[] = {"--validate-only", "--check", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *spec_path = cli_arg(argc, argv, "--spec"), *data_dir = cli_arg(argc, argv, "--data-dir");
     const char *out = cli_arg(argc, argv, "--out");
     if (!spec_path) {
-        fprintf(stderr, "usage: aha-engine train --spec FILE [--data-dir DIR] [--out DIR] [--validate-only]\n"
+        fprintf(stderr, "usage: aha-engine train --spec FILE|- [--data-dir DIR] [--out DIR] [--validate-only]\n"
+                        "       aha-engine train --check --spec FILE|-\n"
                         "  references in the spec are relative to --data-dir (default .);\n"
-                        "  stage outputs go to --out (default DATA_DIR/runs/<pipeline name>)/<stage>\n");
+                        "  stage outputs go to --out (default DATA_DIR/runs/<pipeline name>)/<stage>;\n"
+                        "  --check validates without reading any file but the spec and prints\n"
+                        "  {\"ok\":true} or {\"ok\":false,\"error\":\"...\"}\n");
         return 2;
     }
+    if (cli_flag(argc, argv, "--check")) return check_only(spec_path);
     if (!data_dir) data_dir = ".";
-    json_error_t je;
-    json_t *spec = json_load_file(spec_path, JSON_REJECT_DUPLICATES, &je);
+    char err[2048], outbuf[4096];
+    json_t *spec = load_spec(spec_path, err, sizeof err);
     if (!spec) {
-        fprintf(stderr, "train: %s:%d:%d: %s\n", spec_path, je.line, je.column, je.text);
+        fprintf(stderr, "train: %s\n", err);
         return 1;
     }
-    char err[2048], outbuf[4096];
     if (!out) {
         json_t *name = json_object_get(spec, "name");
         snprintf(outbuf, sizeof outbuf, "%s/runs/%s", data_dir,

@@ -191,7 +191,8 @@ static void resolve_path(char *out, size_t n, const char *data_dir, const char *
     else snprintf(out, n, "%s/%s", data_dir, ref);
 }
 
-/* Resolves stage i's "model" or "dataset" reference. */
+/* Resolves stage i's "model" or "dataset" reference; data_dir NULL keeps
+ * a reference that names no stage as given (opaque). */
 static int resolve_ref(struct pipeline *p, int i, const char *field, const char *base,
                        const char *data_dir, char *err, size_t errlen)
 {
@@ -240,6 +241,11 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
         }
         *from = j;
         return 0;   /* filled once the producer's output directory is known */
+    }
+    if (!data_dir) {
+        /* check-only: an id the caller (the server) resolves itself */
+        snprintf(dst, 4096, "%s", r);
+        return 0;
     }
     resolve_path(dst, 4096, data_dir, r);
     struct stat sb;
@@ -333,22 +339,27 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
             errmsg_set(err, errlen, "stage \"%s\": params.config is missing (tiny, small or a config.json path)", nm);
             goto fail;
         }
-        snprintf(st->out, sizeof st->out, "%s/%s", out_dir, nm);
+        if (out_dir) snprintf(st->out, sizeof st->out, "%s/%s", out_dir, nm);
         if (IN(kind, reward_kinds)) {
-            /* inline spec, or the path of a stored one under data_dir */
+            /* inline spec, or the path of a stored one under data_dir (when
+             * checking only: a stored reward's id, resolved by the caller) */
             json_t *rw = json_object_get(s, "reward");
             char rerr[1024] = "";
+            bool stored_id = !data_dir && json_is_string(rw) && *json_string_value(rw);
             if (json_is_object(rw)) {
                 st->reward = reward_spec_parse(rw, rerr, sizeof rerr);
-            } else if (json_is_string(rw)) {
+            } else if (stored_id) {
+                /* kept unloaded */
+            } else if (json_is_string(rw) && data_dir) {
                 char rp[4096];
                 resolve_path(rp, sizeof rp, data_dir, json_string_value(rw));
                 st->reward = reward_spec_load(rp, rerr, sizeof rerr);
             } else {
                 snprintf(rerr, sizeof rerr, "is %s (an inline spec object or a spec file path)",
-                         rw ? "neither an object nor a string" : "missing");
+                         !rw ? "missing" : json_is_string(rw) ? "an empty string"
+                                         : "neither an object nor a string");
             }
-            if (!st->reward) {
+            if (!st->reward && !stored_id) {
                 errmsg_set(err, errlen, "stage \"%s\": field \"reward\": %s", nm, rerr);
                 goto fail;
             }
@@ -392,6 +403,16 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
 fail:
     pipeline_free(p);
     return -1;
+}
+
+int pipeline_check(json_t *spec, char *err, size_t errlen)
+{
+    struct pipeline *p = malloc(sizeof *p);
+    if (!p) { errmsg_set(err, errlen, "out of memory"); return -1; }
+    int rc = pipeline_load(p, spec, NULL, NULL, err, errlen);
+    if (rc == 0) pipeline_free(p);
+    free(p);
+    return rc;
 }
 
 void pipeline_free(struct pipeline *p)

@@ -41,10 +41,17 @@ struct pipeline {
  * resolvable, no cycle, every parameter known and well-typed. out_dir is
  * where stage outputs go (<out_dir>/<stage>). Returns 0, or -1 with err
  * naming the stage and field ("stage \"rl\": params.learning_rate: expected
- * a number"). */
+ * a number"). data_dir NULL validates without touching the file system
+ * (the server's check, and `train --check`): a reference that names no
+ * stage is kept as given (an id the caller resolves), a string "reward" is
+ * accepted as a stored reward's id and left unloaded (stage.reward NULL),
+ * and out_dir may be NULL. */
 int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
                   const char *out_dir, char *err, size_t errlen);
 void pipeline_free(struct pipeline *p);
+/* pipeline_load with data_dir NULL, keeping nothing: 0 when spec (borrowed)
+ * is a valid pipeline, else -1 with err as pipeline_load's. */
+int pipeline_check(json_t *spec, char *err, size_t errlen);
 /* Runs the stages in order, writing events; returns 0 or -1 with err. */
 int pipeline_run(struct pipeline *p, const struct backend *be, FILE *events,
                  char *err, size_t errlen);

@@ -36,6 +36,7 @@ static void usage(FILE *f)
             "  --migrations-dir DIR   [AHA_MIGRATIONS_DIR] (../migrations from the executable,\n"
             "                         else ./migrations)\n"
             "  --max-body BYTES       request body limit [AHA_MAX_BODY] (1048576)\n"
+            "  --max-upload BYTES     dataset upload limit [AHA_MAX_UPLOAD] (1073741824)\n"
             "  --max-inflight N       generations in flight before 429 [AHA_MAX_INFLIGHT] (512)\n"
             "  --threads N            HTTP threads [AHA_HTTP_THREADS] (4)\n"
             "  --heartbeat SECONDS    SSE comment heartbeat interval [AHA_SSE_HEARTBEAT] (15)\n"
@@ -44,7 +45,8 @@ static void usage(FILE *f)
             "  --engine-timeout S     fail a request after S seconds without an engine event\n"
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
-            "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n");
+            "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
+            "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
 
 static const char *opt(int argc, char **argv, const char *name, const char *env,
@@ -80,11 +82,11 @@ static int opt_long(int argc, char **argv, const char *name, const char *env, lo
 static int check_args(int argc, char **argv, int first)
 {
     static const char *const known[] = {"--host", "--port", "--data-dir", "--database-url",
-                                        "--engine", "--migrations-dir", "--max-body",
+                                        "--engine", "--migrations-dir", "--max-body", "--max-upload",
                                         "--max-inflight", "--threads", "--heartbeat",
                                         "--trace-queue", "--name", "--scope", "--id",
                                         "--kv-memory-mb", "--max-seqs", "--engine-timeout",
-                                        NULL};
+                                        "--max-runs", NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
         for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
@@ -113,7 +115,7 @@ static const char *default_migrations(void)
 
 static int load_config(int argc, char **argv, struct server_config *cfg)
 {
-    long port, max_body, inflight, threads, hb, tq, etimeout;
+    long port, max_body, max_upload, inflight, threads, hb, tq, etimeout;
     cfg->host = opt(argc, argv, "--host", "AHA_HOST", "127.0.0.1");
     cfg->data_dir = opt(argc, argv, "--data-dir", "AHA_DATA_DIR", "./var");
     cfg->database_url = opt(argc, argv, "--database-url", "AHA_DATABASE_URL", NULL);
@@ -125,6 +127,8 @@ static int load_config(int argc, char **argv, struct server_config *cfg)
     if (opt_long(argc, argv, "--port", "AHA_PORT", 8080, 0, 65535, &port) ||
         opt_long(argc, argv, "--max-body", "AHA_MAX_BODY", SERVER_MAX_BODY_DEFAULT, 1024,
                  1L << 30, &max_body) ||
+        opt_long(argc, argv, "--max-upload", "AHA_MAX_UPLOAD", SERVER_MAX_UPLOAD_DEFAULT, 1,
+                 1L << 40, &max_upload) ||
         opt_long(argc, argv, "--max-inflight", "AHA_MAX_INFLIGHT", SERVER_MAX_INFLIGHT_DEFAULT, 1,
                  100000, &inflight) ||
         opt_long(argc, argv, "--threads", "AHA_HTTP_THREADS", 4, 1, 256, &threads) ||
@@ -134,6 +138,7 @@ static int load_config(int argc, char **argv, struct server_config *cfg)
         return -1;
     cfg->port = (int)port;
     cfg->max_body = max_body;
+    cfg->max_upload = max_upload;
     cfg->max_inflight = (int)inflight;
     cfg->threads = (int)threads;
     cfg->heartbeat_s = (double)hb;
@@ -266,10 +271,12 @@ static int serve(int argc, char **argv, int first)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char *eargv[] = {(char *)srv.cfg.engine_path, "serve", NULL};
-    long kv_mb, max_seqs;
+    long kv_mb, max_seqs, max_runs;
     if (opt_long(argc, argv, "--kv-memory-mb", "AHA_KV_MEMORY_MB", 0, 0, 1 << 20, &kv_mb) ||
-        opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs))
+        opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs) ||
+        opt_long(argc, argv, "--max-runs", "AHA_MAX_RUNS", 1, 0, 1024, &max_runs))
         return 2;
+    runs_max_runs = (int)max_runs;
     json_t *load_opts = json_object();
     if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
     if (max_seqs) json_object_set_new(load_opts, "max_seqs", json_integer(max_seqs));

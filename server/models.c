@@ -1,4 +1,6 @@
-/* server/models.c — model directories under DATA_DIR/models. */
+/* server/models.c — model directories under DATA_DIR/models: <id>/ for
+ * imported and pretrained models, <run name>/<stage>/ (links runs make as
+ * stages finish) for trained ones. */
 #include "models.h"
 
 #include <dirent.h>
@@ -47,9 +49,22 @@ static bool is_model_dir(const char *dir)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* "<a>" or "<a>/<b>", each part a valid id. */
+static bool id_or_pair_valid(const char *id)
+{
+    const char *slash = strchr(id, '/');
+    if (!slash) return models_id_valid(id);
+    char first[MODELS_ID_MAX + 1];
+    size_t n = (size_t)(slash - id);
+    if (n == 0 || n > MODELS_ID_MAX || strlen(id) > MODELS_ID_MAX) return false;
+    memcpy(first, id, n);
+    first[n] = 0;
+    return models_id_valid(first) && models_id_valid(slash + 1);
+}
+
 int models_get(const char *data_dir, const char *id, struct models_info *out)
 {
-    if (!models_id_valid(id)) return -1;
+    if (!id_or_pair_valid(id)) return -1;
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/models/%s", data_dir, id);
     char real[PATH_MAX];
@@ -85,8 +100,24 @@ json_t *models_list_json(const char *data_dir)
         char *names[MODELS_LIST_MAX];
         size_t n = 0;
         struct dirent *e;
-        while ((e = readdir(d)) && n < MODELS_LIST_MAX)
-            if (models_id_valid(e->d_name)) names[n++] = strdup(e->d_name);
+        while ((e = readdir(d)) && n < MODELS_LIST_MAX) {
+            if (!models_id_valid(e->d_name)) continue;
+            char sub[PATH_MAX];
+            snprintf(sub, sizeof sub, "%.3500s/%.255s", dir, e->d_name);
+            DIR *sd = is_model_dir(sub) ? NULL : opendir(sub);
+            if (!sd) {
+                names[n++] = strdup(e->d_name);
+                continue;
+            }
+            /* a run's directory: its stage models */
+            struct dirent *se;
+            while ((se = readdir(sd)) && n < MODELS_LIST_MAX) {
+                char id[600];
+                snprintf(id, sizeof id, "%s/%s", e->d_name, se->d_name);
+                if (models_id_valid(se->d_name) && id_or_pair_valid(id)) names[n++] = strdup(id);
+            }
+            closedir(sd);
+        }
         closedir(d);
         qsort(names, n, sizeof *names, cmp_str);
         for (size_t i = 0; i < n; i++) {

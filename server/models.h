@@ -1,5 +1,5 @@
 /* server/models.h — the models aha serves: every directory under
- * DATA_DIR/models/<id>/ holding a config.json. Reads the directory tree
+ * DATA_DIR/models/<id>/ (or <run name>/<stage>/) holding a config.json. Reads the directory tree
  * only; loading weights is the engine's job. */
 #ifndef AHA_SERVER_MODELS_H
 #define AHA_SERVER_MODELS_H
@@ -20,7 +20,8 @@ struct models_info {
 /* True when id is 1..128 of [A-Za-z0-9._-] not starting with '.'. */
 bool models_id_valid(const char *id);
 
-/* Looks up one model; returns 0, or -1 when it does not exist. */
+/* Looks up one model: an id, or "<run name>/<stage>" for a stage a run
+ * trained; returns 0, or -1 when it does not exist. */
 int models_get(const char *data_dir, const char *id, struct models_info *out);
 
 /* OpenAI list shape {"object":"list","data":[...]}; returns a new reference. */

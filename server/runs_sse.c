@@ -20,7 +20,7 @@
 #define SSE_BATCH_ROWS 256            /* events read per query */
 #define SSE_BATCH_BYTES (256 * 1024)  /* and their data bytes (a bigger event comes alone) */
 #define SSE_BLOCK_SIZE (32 * 1024)    /* bytes handed to MHD per read */
-#define SSE_RUN_ID_MAX 128            /* longer ids are unknown runs */
+#define SSE_RUN_ID_MAX 128            /* a longer id or name is no run */
 #define SSE_BUCKETS 256               /* run id hash buckets of live streams */
 #define SSE_RETRY_MS 2000             /* the retry: hint for reconnecting clients */
 #define SSE_GAP_WAIT_S 5.0            /* a missing seq is awaited this long, then skipped */
@@ -237,6 +237,7 @@ static int parse_seq(const char *v, long long *out)
     return 0;
 }
 
+/* run_id is the URL's segment: a run's id or its name. */
 enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, const char *run_id)
 {
     enum MHD_Result ret;
@@ -258,15 +259,17 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
     if (strlen(run_id) >= SSE_RUN_ID_MAX)
         return http_reply_error(c, hr, 404, "invalid_request_error", "run_id", "run_not_found",
                                 "no run with that id");
-    /* whether the client already has the final status event */
+    /* the run by id or name, and whether the client already has its final
+     * status event */
     char err[256], after_s[32];
     snprintf(after_s, sizeof after_s, "%lld", after);
     const char *params[] = {run_id, after_s};
     PGresult *r = db_exec(srv->pool,
-                          "SELECT EXISTS (SELECT 1 FROM run_events WHERE run_id = $1"
-                          " AND seq <= $2::bigint AND type = 'status'"
-                          " AND data->>'status' IN ('succeeded', 'failed', 'cancelled'))"
-                          " FROM runs WHERE id = $1",
+                          "SELECT r.id, EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = r.id"
+                          " AND e.seq <= $2::bigint AND e.type = 'status'"
+                          " AND e.data->>'status' IN ('succeeded', 'failed', 'cancelled'))"
+                          " FROM runs r WHERE r.id = $1 OR r.name = $1 ORDER BY r.id = $1 DESC"
+                          " LIMIT 1",
                           2, params, NULL, NULL, err, sizeof err);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         log_msg("run %s events: %s", run_id, r ? PQresultErrorMessage(r) : err);
@@ -275,7 +278,9 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
                                 "the run's events cannot be read: the database is unreachable");
     }
     bool found = PQntuples(r) > 0;
-    bool over = found && PQgetvalue(r, 0, 0)[0] == 't';
+    bool over = found && PQgetvalue(r, 0, 1)[0] == 't';
+    char id[SSE_RUN_ID_MAX];
+    snprintf(id, sizeof id, "%s", found ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
     if (!found)
         return http_reply_error(c, hr, 404, "invalid_request_error", "run_id", "run_not_found",
@@ -294,7 +299,7 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
     pthread_mutex_init(&s->mu, NULL);
     s->conn = c;
     s->srv = srv;
-    snprintf(s->run_id, sizeof s->run_id, "%s", run_id);
+    snprintf(s->run_id, sizeof s->run_id, "%s", id);
     s->bucket = bucket_of(s->run_id);
     s->last_sent = after;
     s->dirty = true; /* the replay: subscribed (below) before the first read */

@@ -24,6 +24,7 @@
 #define SERVER_MAX_MESSAGES 1024
 #define SERVER_MAX_STOP 4
 #define SERVER_MAX_LOGPROBS 20
+#define SERVER_MAX_UPLOAD_DEFAULT (1L << 30) /* dataset upload bytes */
 
 struct server_config {
     const char *host;
@@ -33,6 +34,7 @@ struct server_config {
     const char *engine_path;
     const char *migrations_dir;
     long max_body;
+    long max_upload;              /* dataset file bytes (POST /v1/datasets) */
     int max_inflight;
     int threads;
     double heartbeat_s;

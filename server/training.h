@@ -5,7 +5,8 @@
  *
  *   datasets.c     POST/GET/DELETE /v1/datasets..., uploads streamed to disk
  *   rewards_api.c  /v1/rewards... (specs parsed by engine/rewards.c)
- *   pipelines.c    /v1/pipelines..., compiling a pipeline for the engine
+ *   pipelines.c    /v1/pipelines..., definitions checked against the catalog
+ *                  and by `aha-engine train --check`
  *   runs*.c        /v1/runs..., the queue, the scheduler, engine processes,
  *                  event ingest, SSE
  *   integrations.c MLflow and webhooks for a run */
@@ -49,7 +50,7 @@ enum MHD_Result datasets_upload_begin(struct MHD_Connection *c, struct http_req 
 int datasets_upload_chunk(struct http_req *hr, const char *data, size_t n);
 
 /* ---- the catalog, for runs and the built-in templates (datasets.c,
- * rewards_api.c) ---- */
+ * rewards_api.c, pipelines.c) ---- */
 
 /* Stores the JSONL file at `path` as a dataset of `purpose` (pretrain, sft,
  * rl, eval) named `name`, exactly as an upload of its bytes would (same
@@ -67,8 +68,23 @@ int datasets_lookup(struct server *srv, const char *id, char *path, char *purpos
  * 0 unknown id, -1 database error (err filled). */
 int rewards_lookup(struct server *srv, const char *id, json_t **spec, char *err, size_t errlen);
 /* Stores a reward spec (validated; errors name the JSON path) and writes
- * its id (64 bytes). Returns 0, or -1 with err filled. */
+ * its id (64 bytes); a stored reward with an equal spec (as jsonb) is
+ * reused, so templates created at every start do not pile up. Returns 0,
+ * or -1 with err filled. */
 int rewards_create(struct server *srv, const json_t *spec, char *id, char *err, size_t errlen);
+
+/* A stored pipeline by id or name (pipelines.c): its id into id (64
+ * bytes) and its definition as a new JSON reference in *spec. Returns 1
+ * found, 0 unknown, -1 database error (err filled). */
+int pipelines_lookup(struct server *srv, const char *id_or_name, char *id, json_t **spec,
+                     char *err, size_t errlen);
+/* Validates (names, DAG, catalog references, then `aha-engine train
+ * --check`) and stores a pipeline definition (borrowed); writes its id (64
+ * bytes). A builtin template may name models that arrive later and is
+ * idempotent by name: when one of that name exists its id is returned.
+ * Returns 0, or -1 with err filled. */
+int pipelines_create(struct server *srv, const json_t *spec, bool builtin, char *id, char *err,
+                     size_t errlen);
 
 /* ---- integrations.c: a run's MLflow tracking and signed status webhook.
  * Calls never block on the network: deliveries run on a background
@@ -84,7 +100,11 @@ int integrations_validate(const json_t *cfg, char *err, size_t errlen);
  * has nothing configured. */
 struct integrations *integrations_open(const json_t *cfg, const json_t *state, const char *run_id,
                                        const char *run_name, const json_t *params);
-/* State to persist with the run (new reference, or NULL when none yet). */
+/* State to persist with the run (new reference, or NULL when none yet):
+ * {"mlflow_run_id","mlflow_experiment_id"}, known once MLflow has answered
+ * runs/create (poll it, e.g. with each event, and store it when it first
+ * appears; a restart without it finds the run again by its aha.run_id
+ * tag, at the cost of a search). */
 json_t *integrations_state(struct integrations *in);
 /* One metric event's values (object of numbers) at a step. */
 void integrations_metrics(struct integrations *in, const char *stage, long step,
@@ -93,13 +113,26 @@ void integrations_metrics(struct integrations *in, const char *stage, long step,
 void integrations_status(struct integrations *in, const char *status, const char *message);
 /* Flushes what is queued (waiting at most timeout_s) and frees. */
 void integrations_close(struct integrations *in, double timeout_s);
+/* A copy of a run's "integrations" with its secrets (mlflow.token,
+ * mlflow.password, webhook.secret) replaced by "***", for replies (new
+ * reference; NULL for NULL). */
+json_t *integrations_redact(const json_t *cfg);
+/* Delivery counters per configured sink, {"mlflow":{"delivered","failed",
+ * "dropped","requests","retries"},"webhook":{...}} (new reference). */
+json_t *integrations_stats(struct integrations *in);
+/* integrations_close that also returns the final counters (as
+ * integrations_stats; new reference), e.g. to store with the run. */
+json_t *integrations_close_stats(struct integrations *in, double timeout_s);
 
 /* Starts the scheduler (claims queued runs, supervises engine processes,
  * re-attaches or resumes runs left running) and creates the built-in
  * templates on first start. Returns 0, or -1 with err filled. */
 int runs_start(struct server *srv, char *err, size_t errlen);
-/* Stops claiming runs; engine processes keep running (a restarted server
- * re-attaches them). */
+/* Stops claiming runs; each running engine is asked to stop at a safe
+ * point (SIGTERM: it checkpoints) and its run goes back to the queue to
+ * resume from that checkpoint, here after a restart or on another server. */
 void runs_stop(struct server *srv);
+/* Engine processes at once per server (--max-runs; 0 = 1). */
+extern int runs_max_runs;
 
 #endif

@@ -4,7 +4,7 @@
 # validation error is reported before any work starts, naming stage and field.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ENGINE=${ENGINE:-build/aha-engine-san}
+ENGINE=$(realpath "${ENGINE:-build/aha-engine-san}")
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail=0
 check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
@@ -65,4 +65,23 @@ expect_invalid 'duplicate stage name' '{"name":"c","stages":[{"name":"a",'"$P"',
 expect_invalid 'model "$base" but the pipeline has no base_model' '{"name":"c","stages":[{"name":"a","kind":"sft","model":"$base","dataset":"sft.jsonl"}]}'
 expect_invalid 'unknown field "modle"' '{"name":"c","stages":[{"name":"a","kind":"sft","modle":"x","dataset":"sft.jsonl"}]}'
 expect_invalid 'bad.json:1:' '{"name":'
+
+# --check: the whole validation without the file system, one JSON line.
+check_spec() {   # check_spec 'expected stdout line' 'spec json' [expected exit]
+  local got rc=0
+  got=$(printf '%s' "$2" | (cd "$tmp" && "$ENGINE" train --check --spec - 2>/dev/null)) || rc=$?
+  [ "$got" = "$1" ] || { echo "FAILED: --check printed $got, want $1 (spec $2)"; fail=1; }
+  [ "$rc" = "${3:-0}" ] || { echo "FAILED: --check exited $rc, want ${3:-0}"; fail=1; }
+}
+G='"kind":"grpo","model":"$base","dataset":"ds-1234"'
+check_spec '{"ok":true}' '{"name":"c","base_model":"model-abc","stages":[{"name":"rl",'"$G"',"reward":"reward-7","params":{"steps":2}},{"name":"ev","kind":"eval","model":"rl","dataset":"ds-9","reward":{"components":[{"type":"accuracy","weight":1}]}}]}'
+check_spec '{"ok":false,"error":"stage \"rl\": params.learning_rate: expected a number"}' '{"name":"c","base_model":"m","stages":[{"name":"rl",'"$G"',"reward":"r","params":{"learning_rate":"high"}}]}' 1
+check_spec '{"ok":false,"error":"pipeline: the stages \"a\", \"b\" reference each other in a cycle"}' '{"name":"c","stages":[{"name":"a","kind":"sft","model":"b","dataset":"d"},{"name":"b","kind":"sft","model":"a","dataset":"d"}]}' 1
+got=$(printf '%s' '{"name":"c","base_model":"m","stages":[{"name":"rl",'"$G"',"reward":{"components":[{"type":"acuracy","weight":1}]}}]}' | "$ENGINE" train --check --spec - 2>/dev/null) && { echo "FAILED: --check accepted a bad inline reward"; fail=1; }
+check "grep -q 'stage \\\\\"rl\\\\\": field \\\\\"reward\\\\\"' <<<'$got'" "--check reward error: $got"
+printf '{"name":' > "$tmp/trunc.json"
+got=$("$ENGINE" train --check --spec "$tmp/trunc.json" 2>/dev/null) && { echo "FAILED: --check accepted bad JSON"; fail=1; }
+check "grep -q '\"ok\":false,\"error\":\".*trunc.json:1:' <<<'$got'" "--check JSON error: $got"
+got=$("$ENGINE" train --check --spec "$tmp/spec.json")
+check "[ '$got' = '{\"ok\":true}' ]" "--check of the test spec: $got"
 [ $fail = 0 ] && echo "train: 1 passed, 0 failed" || { echo "train: 0 passed, 1 failed"; exit 1; }

@@ -49,8 +49,9 @@ def eq(a, b, what=""):
 
 def new_run(pg):
     rid = "run-%024x" % random.getrandbits(96)
-    pg.psql("INSERT INTO runs (id, name, pipeline_id, spec, status) VALUES ('%s', '%s', 'pipe-test', "
-            "'{}', 'running')" % (rid, rid))
+    # claimed by no live server, with a lease that never lapses: the servers' schedulers leave it alone
+    pg.psql("INSERT INTO runs (id, name, pipeline_id, spec, status, claimed_by, heartbeat_at) VALUES "
+            "('%s', 'name-%s', 'pipe-test', '{}', 'running', 'srv-sse-test', 'infinity')" % (rid, rid[4:]))
     return rid
 
 
@@ -340,13 +341,15 @@ def run_checks(args, pg, base, srv_a, srv_b, keys):
         assert_contiguous([e[0] for e in s.read_all()], 5, 7, "Last-Event-ID 4")
         s = Stream(srv_b, done_run, read, after=2)
         assert_contiguous([e[0] for e in s.read_all()], 3, 7, "?after=2")
+        s = Stream(srv_b, "name-" + done_run[4:], read, after=5)
+        assert_contiguous([e[0] for e in s.read_all()], 6, 7, "by the run's name")
         s = Stream(srv_b, done_run, read, last_event_id=6, after=1)
         assert_contiguous([e[0] for e in s.read_all()], 7, 7, "the header wins over ?after")
         for lid in (7, 100):
             s = Stream(srv_b, done_run, read, last_event_id=lid)
             eq(s.status, 204, "a client that has the final event: 204 stops EventSource reconnecting")
             eq(s.read_all(), [], "nothing after the final event")
-    check("Last-Event-ID and ?after resume a finished run (header wins)", resume_finished)
+    check("Last-Event-ID and ?after resume a finished run (header wins; by name too)", resume_finished)
 
     def live_ends_on_final():
         run = new_run(pg)
