@@ -48,7 +48,8 @@ struct sse_stream {
     double gap_since;               /* a missing seq was first seen then, or 0 (mu) */
     sbuf out;                       /* SSE bytes not yet handed to MHD */
     size_t out_pos;
-    bool finished; /* the run's final status event is in out */
+    bool last_final; /* the last event put in out is a final status */
+    bool finished;   /* ... and the log had nothing after it: the stream ends */
 };
 
 /* Lock order: reg_mu, then a stream's mu, then MHD's own locks (resume). */
@@ -91,8 +92,10 @@ static void wake_locked(struct sse_stream *s, long long seq, bool heartbeat)
 /* Appends the next batch of events after last_sent to s->out: at most
  * SSE_BATCH_ROWS rows and SSE_BATCH_BYTES of data, in seq order, stopping
  * at a missing seq (a writer's transaction not yet committed) until it has
- * been missing SSE_GAP_WAIT_S, and after the final status event. A
- * database error leaves everything as it was: the next wake-up retries. */
+ * been missing SSE_GAP_WAIT_S. Sets finished once a final status event is
+ * the last of the log (a resumed run's log goes on after a failed or
+ * cancelled one). A database error leaves everything as it was: the next
+ * wake-up retries. */
 static void sse_fetch(struct sse_stream *s)
 {
     /* innermost: the bounded batch by the primary key, rows untouched (so
@@ -145,12 +148,10 @@ static void sse_fetch(struct sse_stream *s)
         sbuf_printf(&s->out, "id: %lld\nevent: %s\ndata: %s\n\n", seq, type,
                     PQgetvalue(r, used, 2));
         sent = seq;
-        if (PQgetvalue(r, used, 3)[0] == 't') {
-            s->finished = true;
-            break;
-        }
+        s->last_final = PQgetvalue(r, used, 3)[0] == 't';
     }
     PQclear(r);
+    if (s->last_final && !gap && !more) s->finished = true; /* nothing after it */
     pthread_mutex_lock(&s->mu);
     s->last_sent = sent;
     s->gap_since = gap ? gap_since : 0;
@@ -176,8 +177,13 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             pthread_mutex_unlock(&s->mu);
             return (ssize_t)n;
         }
-        s->out.len = s->out_pos = 0;
-        if (s->out.p) s->out.p[0] = 0;
+        if (s->out.cap > 2 * SSE_BLOCK_SIZE) { /* an idle stream keeps no batch-sized buffer */
+            sbuf_free(&s->out);
+        } else {
+            s->out.len = 0;
+            if (s->out.p) s->out.p[0] = 0;
+        }
+        s->out_pos = 0;
         if (s->finished) return MHD_CONTENT_READER_END_OF_STREAM;
         pthread_mutex_lock(&s->mu);
         if (s->closing) {
@@ -259,15 +265,16 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
     if (strlen(run_id) >= SSE_RUN_ID_MAX)
         return http_reply_error(c, hr, 404, "invalid_request_error", "run_id", "run_not_found",
                                 "no run with that id");
-    /* the run by id or name, and whether the client already has its final
-     * status event */
+    /* the run by id or name, and whether the client already has its last
+     * event and that is a final status (a resumed run writes on after one) */
     char err[256], after_s[32];
     snprintf(after_s, sizeof after_s, "%lld", after);
     const char *params[] = {run_id, after_s};
     PGresult *r = db_exec(srv->pool,
-                          "SELECT r.id, EXISTS (SELECT 1 FROM run_events e WHERE e.run_id = r.id"
-                          " AND e.seq <= $2::bigint AND e.type = 'status'"
-                          " AND e.data->>'status' IN ('succeeded', 'failed', 'cancelled'))"
+                          "SELECT r.id, coalesce((SELECT e.seq <= $2::bigint AND e.type = 'status'"
+                          " AND e.data->>'status' IN ('succeeded', 'failed', 'cancelled')"
+                          " FROM run_events e WHERE e.run_id = r.id ORDER BY e.seq DESC LIMIT 1),"
+                          " false)"
                           " FROM runs r WHERE r.id = $1 OR r.name = $1 ORDER BY r.id = $1 DESC"
                           " LIMIT 1",
                           2, params, NULL, NULL, err, sizeof err);

@@ -370,6 +370,33 @@ def run_checks(args, pg, base, srv_a, srv_b, keys):
         s.close()
     check("live events; the stream ends after the final status event", live_ends_on_final)
 
+    def resumed_run():
+        run = new_run(pg)
+        w.add(run, *metric_event(1))
+        w.add(run, "status", {"status": "failed", "message": "engine exited"})
+        w.sync()
+        eq([e[0] for e in Stream(srv_a, run, read).read_all()], [1, 2], "ends on the final status")
+        s = Stream(srv_a, run, read, last_event_id=2)
+        eq(s.status, 204, "the client has everything")
+        s.close()
+        live = Stream(srv_b, run, read, last_event_id=1)
+        eq(live.read_event()[2]["status"], "failed", "the failed status")
+        eq(live.read_event(), None, "the stream ends there")
+        live.close()
+        for st in ("queued", "running"):  # POST /v1/runs/{id}/resume
+            w.add(run, "status", {"status": st})
+        w.add(run, *metric_event(2))
+        w.sync()
+        s = Stream(srv_a, run, read, last_event_id=2)
+        eq(s.status, 200, "after a resume there is more")
+        eq(s.read_event()[0], 3, "the resume's first event")
+        s2 = Stream(srv_b, run, read)
+        eq(s2.read_event()[0], 1, "a replay from the start")
+        w.add(run, "status", {"status": "succeeded"})
+        assert_contiguous([e[0] for e in s.read_all()], 3, 6, "resumed with Last-Event-ID")
+        assert_contiguous([e[0] for e in s2.read_all()], 1, 6, "a replay goes past the earlier failed status")
+    check("a resumed run: streams end only on a final status that is the last event", resumed_run)
+
     def second_instance_live():
         run = new_run(pg)
         w.sync()
