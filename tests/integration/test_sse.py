@@ -397,6 +397,21 @@ def run_checks(args, pg, base, srv_a, srv_b, keys):
         assert_contiguous([e[0] for e in s2.read_all()], 1, 6, "a replay goes past the earlier failed status")
     check("a resumed run: streams end only on a final status that is the last event", resumed_run)
 
+    def scheduler_events():
+        # a queued run as POST /v1/runs leaves it; a scheduler claims it and the
+        # fake engine cannot train, so runs.c itself writes running, then failed
+        rid = "run-%024x" % random.getrandbits(96)
+        pg.psql("BEGIN; INSERT INTO runs (id, name, pipeline_id, spec, last_seq) VALUES "
+                "('%s', 'sched-%s', 'inline', '{\"name\": \"x\", \"stages\": []}', 1); "
+                "INSERT INTO run_events (run_id, seq, type, data) VALUES ('%s', 1, 'status', "
+                "'{\"status\": \"queued\"}'); NOTIFY aha_run_events, '%s:1'; COMMIT" % (rid, rid[4:], rid, rid))
+        streams = [Stream(srv, rid, read, timeout=60) for srv in (srv_a, srv_b)]
+        for s in streams:
+            evs = s.read_all()
+            eq([e[2]["status"] for e in evs], ["queued", "running", "failed"], "status events")
+            assert_contiguous([e[0] for e in evs], 1, 3, "the scheduler's events")
+    check("the scheduler's own status events reach streams on both servers", scheduler_events)
+
     def second_instance_live():
         run = new_run(pg)
         w.sync()
