@@ -3,6 +3,7 @@
  * (api/engine-protocol.md, "Training runs"). `--check` validates only,
  * without the file system, and answers one JSON line. */
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,24 @@ static json_t *load_spec(const char *path, char *err, size_t errlen)
     return spec;
 }
 
+/* Set by SIGTERM/SIGINT: the running trainer finishes its step, writes a
+ * checkpoint and the run ends "cancelled" (a second signal kills). */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* A run that fails before it starts still ends with error and done events. */
+static void emit_failed(const char *name, const char *message)
+{
+    events_emit(stdout, json_pack("{s:s,s:s}", "type", "error", "message", message));
+    events_emit(stdout, json_pack("{s:s,s:s,s:s,s:s}", "type", "done", "name", name, "status", "failed",
+                                  "error", message));
+}
+
 /* `train --check`: {"ok":true} or {"ok":false,"error":"..."} on stdout. */
 static int check_only(const char *spec_path)
 {
@@ -41,16 +60,20 @@ static int check_only(const char *spec_path)
 
 int cli_train(int argc, char **argv)
 {
-    static const char *const opts[] = {"--spec", "--data-dir", "--out", NULL};
+    static const char *const opts[] = {"--spec", "--data-dir", "--out", "--resume", NULL};
     static const char *const flags[] = {"--validate-only", "--check", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *spec_path = cli_arg(argc, argv, "--spec"), *data_dir = cli_arg(argc, argv, "--data-dir");
     const char *out = cli_arg(argc, argv, "--out");
     if (!spec_path) {
-        fprintf(stderr, "usage: aha-engine train --spec FILE|- [--data-dir DIR] [--out DIR] [--validate-only]\n"
+        fprintf(stderr, "usage: aha-engine train --spec FILE|- [--data-dir DIR] [--out DIR] [--resume DIR]\n"
+                        "                        [--validate-only]\n"
                         "       aha-engine train --check --spec FILE|-\n"
                         "  references in the spec are relative to --data-dir (default .);\n"
                         "  stage outputs go to --out (default DATA_DIR/runs/<pipeline name>)/<stage>;\n"
+                        "  --resume: a checkpoint directory of this pipeline (or the --out directory):\n"
+                        "  completed stages are skipped, the checkpoint's stage continues from its step;\n"
+                        "  SIGTERM/SIGINT: finish the step, checkpoint, end with done \"cancelled\";\n"
                         "  --check validates without reading any file but the spec and prints\n"
                         "  {\"ok\":true} or {\"ok\":false,\"error\":\"...\"}\n");
         return 2;
@@ -61,6 +84,7 @@ int cli_train(int argc, char **argv)
     json_t *spec = load_spec(spec_path, err, sizeof err);
     if (!spec) {
         fprintf(stderr, "train: %s\n", err);
+        emit_failed("", err);
         return 1;
     }
     if (!out) {
@@ -69,22 +93,32 @@ int cli_train(int argc, char **argv)
                  json_is_string(name) ? json_string_value(name) : "unnamed");
         out = outbuf;
     }
-    struct pipeline p;
+    static struct pipeline p;   /* large: stage paths */
     int rc = pipeline_load(&p, spec, data_dir, out, err, sizeof err);
-    json_decref(spec);
     if (rc) {
         fprintf(stderr, "train: %s: %s\n", spec_path, err);
+        json_t *name = json_object_get(spec, "name");
+        if (!cli_flag(argc, argv, "--validate-only"))
+            emit_failed(json_is_string(name) ? json_string_value(name) : "", err);
+        json_decref(spec);
         return 1;
     }
+    json_decref(spec);
     if (cli_flag(argc, argv, "--validate-only")) {
         pipeline_free(&p);
         return 0;
     }
-    rc = pipeline_run(&p, backend_cpu(), stdout, err, sizeof err);
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    rc = pipeline_run(&p, backend_cpu(), cli_arg(argc, argv, "--resume"), &stop_requested, stdout,
+                      err, sizeof err);
     pipeline_free(&p);
-    if (rc) {
+    if (rc < 0) {
         fprintf(stderr, "train: %s\n", err);
         return 1;
     }
+    if (rc == PIPELINE_CANCELLED) fprintf(stderr, "train: cancelled\n");
     return 0;
 }

@@ -121,6 +121,8 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     res = calloc((size_t)n * per, sizeof *res);
     if (!rows || !ro || !items || !res) { errmsg_set(err, errlen, "out of memory"); goto out; }
     for (int i = 0; i < n; i++) rows[i] = i;
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "type", "stage", "stage", o->stage, "kind", "eval",
+                                  "status", "running", "rows", n, "num_samples", k));
     const double t0 = progress_now();
     json_t *vals = json_object();
     /* pass 0: greedy, one sample; pass 1: k samples at temperature */
@@ -191,8 +193,8 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     json_object_set_new(vals, "seconds", json_real(progress_now() - t0));
     events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage, "step", 0,
                                   "values", vals));
-    events_emit(events, json_pack("{s:s,s:s,s:s,s:s}", "type", "stage", "stage", o->stage, "kind", "eval",
-                                  "status", "succeeded"));
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage, "kind", "eval",
+                                  "status", "succeeded", "seconds", progress_now() - t0));
     rc = 0;
 out:
     if (ro) for (int i = 0; i < ds.n * (o->num_samples > 1 ? o->num_samples : 1); i++) rollout_free(&ro[i]);

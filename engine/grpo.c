@@ -56,20 +56,54 @@ void grpo_opts_default(struct grpo_opts *o)
 struct row_sampler {
     int *order, n, pos;
     struct rng rng;
+    struct rng epoch_rng;       /* rng before the current epoch's shuffle */
 };
+
+static void shuffle_order(struct row_sampler *s)
+{
+    for (int i = 0; i < s->n; i++) s->order[i] = i;
+    for (int i = s->n - 1; i > 0; i--) {
+        int j = (int)rng_below(&s->rng, (uint64_t)i + 1), t = s->order[i];
+        s->order[i] = s->order[j];
+        s->order[j] = t;
+    }
+}
 
 static int next_row(struct row_sampler *s)
 {
     if (s->pos == s->n) {
-        for (int i = 0; i < s->n; i++) s->order[i] = i;
-        for (int i = s->n - 1; i > 0; i--) {
-            int j = (int)rng_below(&s->rng, (uint64_t)i + 1), t = s->order[i];
-            s->order[i] = s->order[j];
-            s->order[j] = t;
-        }
+        s->epoch_rng = s->rng;
+        shuffle_order(s);
         s->pos = 0;
     }
     return s->order[s->pos++];
+}
+
+/* Restores the row sampler from a checkpoint's data: the RNG is restored by
+ * ckpt_resume; an epoch in progress is replayed from epoch_rng. */
+static int row_sampler_resume(struct row_sampler *s, const struct train_ctl *ctl, char *err, size_t errlen)
+{
+    long rows, pos;
+    if (ckpt_data_int(ctl, "rows", &rows, err, errlen) || ckpt_data_int(ctl, "pos", &pos, err, errlen) ||
+        ckpt_data_rng(ctl, "epoch_rng", &s->epoch_rng, err, errlen))
+        return -1;
+    if (rows != s->n || pos < 0 || pos > s->n) {
+        errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": data: checkpoint of %ld prompt rows at position %ld, "
+                   "the dataset now has %d rows", ctl->resume_dir, rows, pos, s->n);
+        return -1;
+    }
+    s->pos = (int)pos;
+    if (s->pos < s->n) {
+        struct rng now = s->rng;
+        s->rng = s->epoch_rng;
+        shuffle_order(s);
+        if (memcmp(&now, &s->rng, sizeof now) != 0) {
+            errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": data.epoch_rng does not replay to rng",
+                       ctl->resume_dir);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static double mean_std(const double *x, const unsigned char *valid, int n, double *std)
@@ -118,7 +152,8 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     unsigned char *svalid = NULL, *dvalid = NULL;  /* (S) */
     double *dv = NULL;                      /* (S) scratch for metrics */
 
-    m = model_load(o->model_dir, be, err, errlen);
+    const bool resuming = o->ctl && o->ctl->resume_dir;
+    m = model_load(resuming ? o->ctl->resume_dir : o->model_dir, be, err, errlen);
     if (!m) return -1;
     if (o->beta > 0 && !(ref = model_load(o->model_dir, be, err, errlen))) goto out;
     if (rl_prompting_open(&pr, o->model_dir, o->chat_template, o->prompt_template, o->prefill_think,
@@ -191,15 +226,24 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     const int32_t pad = m->cfg.eos_token_id >= 0 ? m->cfg.eos_token_id : 0;
     const int total_updates = o->steps * o->num_iterations;
     const int warmup = (int)lroundf(o->warmup_ratio * (float)total_updates);
-    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i}", "type", "stage", "stage", o->stage,
-                                  "kind", "grpo", "status", "running", "steps", o->steps,
-                                  "prompts_per_step", P, "group_size", G, "rows", ds.n));
+    long long num_tokens = 0;
+    int step0 = 0;
+    rs.epoch_rng = rs.rng;
+    if (resuming) {
+        long nt;
+        if ((step0 = ckpt_resume(o->ctl, m, o->steps, &rs.rng, err, errlen)) < 0 ||
+            row_sampler_resume(&rs, o->ctl, err, errlen) || ckpt_data_int(o->ctl, "num_tokens", &nt, err, errlen))
+            goto out;
+        num_tokens = nt;
+    }
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i}", "type", "stage", "stage", o->stage,
+                                  "kind", "grpo", "status", "running", "path", o->out, "steps", o->steps,
+                                  "prompts_per_step", P, "group_size", G, "rows", ds.n, "start_step", step0));
     struct progress prog;
     progress_init(&prog, o->steps);
-    long long num_tokens = 0;
-    int update = 0;
+    int update = step0 * o->num_iterations;
     const double t_start = progress_now();
-    for (int step = 0; step < o->steps; step++) {
+    for (int step = step0; step < o->steps; step++) {
         const double t0 = progress_now();
         /* ---- 1-2: generate and score, resampling degenerate groups ---- */
         int kept = 0, n_ro = 0, n_rows = 0, zero_std = 0, groups_seen = 0;
@@ -426,12 +470,25 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         snprintf(extra, sizeof extra, "reward %.3f | len %.0f | %.1fs/step", rmean, (double)comp_tokens / S,
                  step_time);
         progress_update(&prog, step + 1, extra);
-        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) {
+        bool stop = ckpt_stop_requested(o->ctl) && step + 1 < o->steps;
+        if ((o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) || stop) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
-            if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) goto out;
+            if (model_save_dir_from(m, o->model_dir, dir, err, errlen) ||
+                ckpt_write(m, dir, o->ctl, o->stage, "grpo", step + 1, o->steps, &rs.rng,
+                           json_pack("{s:i,s:i,s:o,s:I,s:I}", "rows", rs.n, "pos", rs.pos,
+                                     "epoch_rng", ckpt_rng_json(&rs.epoch_rng), "num_tokens",
+                                     (json_int_t)num_tokens, "sampler_seed", (json_int_t)o->seed),
+                           err, errlen))
+                goto out;
             events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
                                           "step", step + 1, "path", dir));
+            if (stop) {
+                progress_finish(&prog);
+                snprintf(o->ctl->stopped_at, sizeof o->ctl->stopped_at, "%s", dir);
+                rc = TRAIN_STOPPED;
+                goto out;
+            }
         }
     }
     progress_finish(&prog);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "backend.h"
+#include "checkpoint.h"
 #include "grpo_loss.h"
 #include "rewards.h"
 
@@ -38,8 +39,13 @@ struct grpo_opts {
     int checkpoint_every;
     int kv_cache_mb;
     uint64_t seed;
+    struct train_ctl *ctl;              /* resume and safe stop (engine/checkpoint.h); NULL: none */
 };
 void grpo_opts_default(struct grpo_opts *o);
+/* Runs GRPO. Returns 0, TRAIN_STOPPED (o->ctl's stop was set: checkpoint
+ * written after the current step) or -1 with err. Sampling is seeded per
+ * step (seed, step, resampling round), so a resumed run samples what the
+ * uninterrupted one would have. */
 int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
              char *err, size_t errlen);
 

@@ -246,7 +246,7 @@ fail:
     return NULL;
 }
 
-static int mkdir_p(const char *dir, char *err, size_t errlen)
+int model_dir_create(const char *dir, char *err, size_t errlen)
 {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", dir);
@@ -295,7 +295,7 @@ int model_save(const struct model *m, const char *dir, enum st_dtype dtype,
                char *err, size_t errlen)
 {
     char path[4096];
-    if (mkdir_p(dir, err, errlen)) return -1;
+    if (model_dir_create(dir, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (config_save(&m->cfg, path, dtype == ST_BF16 ? "bfloat16" : "float32", err, errlen))
         return -1;
@@ -343,6 +343,32 @@ out:
     free(host);
     st_close(f);
     return rc;
+}
+
+int model_optimizer_save(const struct model *m, const char *dir, char *err, size_t errlen)
+{
+    char path[4096];
+    if (!m->adam_m) { errmsg_set(err, errlen, "%s: no optimizer state to save", dir); return -1; }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (model_save_buffer(m, m->adam_m, "exp_avg.", path, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/optimizer_v.safetensors", dir);
+    return model_save_buffer(m, m->adam_v, "exp_avg_sq.", path, err, errlen);
+}
+
+int model_optimizer_load(struct model *m, const char *dir, int adam_step, char *err, size_t errlen)
+{
+    char path[4096];
+    if (!m->adam_m) {
+        m->adam_m = m->be->alloc(m->n_params * sizeof(float));
+        m->adam_v = m->be->alloc(m->n_params * sizeof(float));
+        if (!m->adam_m || !m->adam_v) { errmsg_set(err, errlen, "out of memory"); return -1; }
+    }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (model_load_buffer(m, m->adam_m, "exp_avg.", path, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/optimizer_v.safetensors", dir);
+    if (model_load_buffer(m, m->adam_v, "exp_avg_sq.", path, err, errlen)) return -1;
+    m->adam_t = adam_step;
+    return 0;
 }
 
 static int copy_file(const char *src, const char *dst)

@@ -108,6 +108,15 @@ int model_save_buffer(const struct model *m, const float *buf,
 int model_load_buffer(const struct model *m, float *buf, const char *prefix,
                       const char *path, char *err, size_t errlen);
 
+/* AdamW state for resuming: DIR/optimizer.safetensors (exp_avg.<name>) and
+ * DIR/optimizer_v.safetensors (exp_avg_sq.<name>), F32. Save needs state
+ * (a step taken); load allocates it when absent and sets adam_t to
+ * adam_step. Return 0 or -1 with err naming the file and tensor. */
+int model_optimizer_save(const struct model *m, const char *dir, char *err, size_t errlen);
+int model_optimizer_load(struct model *m, const char *dir, int adam_step, char *err, size_t errlen);
+/* mkdir -p DIR; 0 or -1 with err. */
+int model_dir_create(const char *dir, char *err, size_t errlen);
+
 const struct param_view *model_find_param(const struct model *m,
                                           const char *name);
 

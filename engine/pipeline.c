@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "checkpoint.h"
 #include "events.h"
 #include "grpo.h"
 #include "pretrain.h"
@@ -265,6 +266,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
     memset(p, 0, sizeof *p);
     if (!json_is_object(spec)) { errmsg_set(err, errlen, "pipeline: expected a JSON object"); return -1; }
     p->spec = json_incref(spec);
+    if (out_dir) snprintf(p->out_dir, sizeof p->out_dir, "%s", out_dir);
     const char *key;
     json_t *val;
     json_object_foreach(spec, key, val) {
@@ -442,8 +444,8 @@ static const char *p_str(const json_t *params, const char *name)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int run_stage(const struct pipeline_stage *st, const struct backend *be, FILE *events,
-                     char *err, size_t errlen)
+static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, const struct backend *be,
+                     FILE *events, char *err, size_t errlen)
 {
     const json_t *pa = st->params;
     if (strcmp(st->kind, "pretrain") == 0) {
@@ -463,6 +465,7 @@ static int run_stage(const struct pipeline_stage *st, const struct backend *be, 
         o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
         o.log_every = (int)p_int(pa, "log_every", o.log_every);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+        o.ctl = ctl;
         return pretrain_run(&o, be, events, err, errlen);
     }
     if (strcmp(st->kind, "grpo") == 0) {
@@ -505,6 +508,7 @@ static int run_stage(const struct pipeline_stage *st, const struct backend *be, 
         o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
         o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+        o.ctl = ctl;
         return grpo_run(&o, be, events, err, errlen);
     }
     if (strcmp(st->kind, "eval") == 0) {
@@ -548,25 +552,161 @@ static int run_stage(const struct pipeline_stage *st, const struct backend *be, 
     o.log_every = (int)p_int(pa, "log_every", o.log_every);
     o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
     o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+    o.ctl = ctl;
     return sft_run(&o, be, events, err, errlen);
 }
 
-int pipeline_run(struct pipeline *p, const struct backend *be, FILE *events,
-                 char *err, size_t errlen)
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Writes <stage out>/aha_stage.json, the marker of a stage that succeeded. */
+static int write_marker(const struct pipeline *p, const struct pipeline_stage *st, char *err, size_t errlen)
+{
+    char path[4200];
+    if (model_dir_create(st->out, err, errlen)) return -1;
+    snprintf(path, sizeof path, "%s/" CKPT_STAGE_MARKER, st->out);
+    json_t *mk = json_pack("{s:s,s:s,s:s,s:s}", "pipeline", p->name, "stage", st->name, "kind", st->kind,
+                           "status", "succeeded");
+    int rc = json_dump_file(mk, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(mk);
+    if (rc) errmsg_set(err, errlen, "%s: cannot write", path);
+    return rc ? -1 : 0;
+}
+
+/* Reads a --resume checkpoint and checks it against p: its stage exists
+ * with the same kind and params, in a pipeline of the same name. Returns
+ * the stage index and sets *state (new reference), or -1 with err naming
+ * the file. */
+static int resume_stage(const struct pipeline *p, const char *dir, json_t **state, char *err, size_t errlen)
+{
+    json_t *st = ckpt_read(dir, err, errlen);
+    if (!st) return -1;
+    const char *name = json_string_value(json_object_get(st, "stage"));
+    const char *kind = json_string_value(json_object_get(st, "kind"));
+    const char *pname = json_string_value(json_object_get(st, "pipeline"));
+    int i = find_stage(p, name);
+    json_t *empty = json_object();
+    const json_t *want = i >= 0 && p->stages[i].params ? p->stages[i].params : empty;
+    bool bad = true;
+    if (i < 0)
+        errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": stage \"%s\" is not a stage of pipeline \"%s\"", dir,
+                   name, p->name);
+    else if (strcmp(kind, p->stages[i].kind) != 0)
+        errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": stage \"%s\" is a %s stage, the checkpoint is of a %s "
+                   "stage", dir, name, p->stages[i].kind, kind);
+    else if (pname && strcmp(pname, p->name) != 0)
+        errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": written by pipeline \"%s\", not \"%s\"", dir, pname,
+                   p->name);
+    else if (!json_equal(json_object_get(st, "params"), (json_t *)want))
+        errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": stage \"%s\": params differ from the pipeline's "
+                   "(a checkpoint resumes the same stage definition)", dir, name);
+    else
+        bad = false;
+    json_decref(empty);
+    if (bad) {
+        json_decref(st);
+        return -1;
+    }
+    *state = st;
+    return i;
+}
+
+/* The terminal events of a run: error (when failed), then done. */
+static int finish(const struct pipeline *p, FILE *events, const char *status, const char *stage,
+                  const char *checkpoint, const char *message)
+{
+    if (message)
+        events_emit(events, stage ? json_pack("{s:s,s:s,s:s}", "type", "error", "stage", stage, "message", message)
+                                  : json_pack("{s:s,s:s}", "type", "error", "message", message));
+    json_t *done = json_pack("{s:s,s:s,s:s}", "type", "done", "name", p->name, "status", status);
+    if (checkpoint) json_object_set_new(done, "checkpoint", json_string(checkpoint));
+    if (message) json_object_set_new(done, "error", json_string(message));
+    events_emit(events, done);
+    return strcmp(status, "succeeded") == 0 ? 0 : strcmp(status, "cancelled") == 0 ? PIPELINE_CANCELLED : -1;
+}
+
+int pipeline_run(struct pipeline *p, const struct backend *be, const char *resume,
+                 const volatile sig_atomic_t *stop, FILE *events, char *err, size_t errlen)
 {
     json_t *names = json_array();
     for (int k = 0; k < p->n_stages; k++)
         json_array_append_new(names, json_string(p->stages[p->order[k]].name));
-    events_emit(events, json_pack("{s:s,s:s,s:s,s:o}", "type", "pipeline", "name", p->name,
-                                  "status", "running", "order", names));
-    for (int k = 0; k < p->n_stages; k++) {
-        const struct pipeline_stage *st = &p->stages[p->order[k]];
-        if (run_stage(st, be, events, err, errlen)) {
-            events_emit(events, json_pack("{s:s,s:s,s:s}", "type", "error", "stage", st->name,
-                                          "message", err));
-            return -1;
+    json_t *ev = json_pack("{s:s,s:s,s:s,s:o,s:s}", "type", "pipeline", "name", p->name, "status", "running",
+                           "order", names, "out", p->out_dir);
+    if (resume) json_object_set_new(ev, "resume", json_string(resume));
+    events_emit(events, ev);
+    err[0] = 0;
+    json_t *state = NULL;
+    int rstage = -1, rc;
+    if (resume) {
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/" CKPT_STATE_FILE, resume);
+        char *a = realpath(resume, NULL), *b = realpath(p->out_dir, NULL);
+        bool is_out = a && b && strcmp(a, b) == 0;
+        free(a);
+        free(b);
+        if (file_exists(probe) || !is_out) {
+            /* a checkpoint directory; anything else but the run's output
+             * directory (stage-level resume) is reported by ckpt_read */
+            if ((rstage = resume_stage(p, resume, &state, err, errlen)) < 0)
+                return finish(p, events, "failed", NULL, NULL, err);
         }
     }
-    events_emit(events, json_pack("{s:s,s:s,s:s}", "type", "done", "name", p->name, "status", "succeeded"));
-    return 0;
+    for (int k = 0; k < p->n_stages; k++) {
+        struct pipeline_stage *st = &p->stages[p->order[k]];
+        char marker[4200];
+        snprintf(marker, sizeof marker, "%s/" CKPT_STAGE_MARKER, st->out);
+        if (resume && file_exists(marker)) {
+            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
+                                          "kind", st->kind, "status", "skipped", "path", st->out));
+            continue;
+        }
+        if (rstage >= 0 && p->order[k] != rstage) {
+            bool before = false;
+            for (int j = k + 1; j < p->n_stages; j++) before |= p->order[j] == rstage;
+            if (before) {
+                errmsg_set(err, errlen, "--resume %s: stage \"%s\" runs before \"%s\" but has not completed "
+                           "(%s is missing)", resume, st->name, p->stages[rstage].name, marker);
+                rc = finish(p, events, "failed", NULL, NULL, err);
+                json_decref(state);
+                return rc;
+            }
+        }
+        if (stop && *stop) {
+            /* between stages: what completed is kept; --resume with the
+             * output directory continues from the next stage */
+            events_emit(events, json_pack("{s:s,s:s,s:s,s:s}", "type", "log", "stage", st->name, "message",
+                                          "stopped before this stage"));
+            json_decref(state);
+            return finish(p, events, "cancelled", NULL, p->out_dir, NULL);
+        }
+        remove(marker);
+        struct train_ctl ctl = {.pipeline = p->name, .params = st->params, .stop = stop};
+        if (p->order[k] == rstage) {
+            ctl.resume_dir = resume;
+            ctl.resume_state = state;
+        }
+        err[0] = 0;
+        rc = run_stage(st, &ctl, be, events, err, errlen);
+        if (rc == 0 && write_marker(p, st, err, errlen)) rc = -1;
+        if (rc == TRAIN_STOPPED) {
+            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
+                                          "kind", st->kind, "status", "cancelled", "path", st->out,
+                                          "checkpoint", ctl.stopped_at));
+            json_decref(state);
+            return finish(p, events, "cancelled", NULL, ctl.stopped_at, NULL);
+        }
+        if (rc) {
+            if (!err[0]) errmsg_set(err, errlen, "stage failed");
+            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
+                                          "kind", st->kind, "status", "failed", "error", err));
+            json_decref(state);
+            return finish(p, events, "failed", st->name, NULL, err);
+        }
+    }
+    json_decref(state);
+    return finish(p, events, "succeeded", NULL, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 #define AHA_PIPELINE_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -31,6 +32,7 @@ struct pipeline_stage {
 struct pipeline {
     json_t *spec;           /* owned */
     char name[128];
+    char out_dir[4096];     /* where stage outputs go ("" when only checked) */
     int n_stages;
     struct pipeline_stage stages[PIPELINE_MAX_STAGES];
     int order[PIPELINE_MAX_STAGES];     /* topological order */
@@ -52,8 +54,19 @@ void pipeline_free(struct pipeline *p);
 /* pipeline_load with data_dir NULL, keeping nothing: 0 when spec (borrowed)
  * is a valid pipeline, else -1 with err as pipeline_load's. */
 int pipeline_check(json_t *spec, char *err, size_t errlen);
-/* Runs the stages in order, writing events; returns 0 or -1 with err. */
-int pipeline_run(struct pipeline *p, const struct backend *be, FILE *events,
-                 char *err, size_t errlen);
+/* pipeline_run's result when stopped on request (besides 0 and -1). */
+#define PIPELINE_CANCELLED 1
+
+/* Runs the stages in order, writing events (api/engine-protocol.md,
+ * "Training runs"): stage events, metrics, checkpoints, and last an `error`
+ * (on failure) and a `done` with status succeeded (returns 0), failed
+ * (returns -1, err filled) or cancelled (returns PIPELINE_CANCELLED).
+ * resume (or NULL) is a checkpoint directory of a stage of this pipeline, or
+ * the run's output directory: stages whose output holds a completion marker
+ * are skipped, the checkpoint's stage continues from its step, the others
+ * run. stop (or NULL) is polled: once set, the running trainer finishes its
+ * step and writes a checkpoint, and the run ends cancelled. */
+int pipeline_run(struct pipeline *p, const struct backend *be, const char *resume,
+                 const volatile sig_atomic_t *stop, FILE *events, char *err, size_t errlen);
 
 #endif

@@ -101,9 +101,10 @@ static int load_config(const char *spec, struct model_config *cfg, char *err, si
     return config_load(cfg, spec, err, errlen);
 }
 
-/* Writes model + tokenizer (+ optimizer state when with_optim) to dir. */
-static int save_checkpoint(const struct model *m, const char *dir, int step, bool with_optim,
-                           char *err, size_t errlen)
+/* Writes model + tokenizer to dir, and when resumable (rng non-NULL) the
+ * optimizer and trainer state after `step` (engine/checkpoint.h). */
+static int save_checkpoint(const struct pretrain_opts *o, const struct model *m, const char *dir,
+                           int step, const struct rng *rng, char *err, size_t errlen)
 {
     char path[4096];
     if (model_save(m, dir, ST_F32, err, errlen)) return -1;
@@ -122,16 +123,9 @@ static int save_checkpoint(const struct model *m, const char *dir, int step, boo
         errmsg_set(err, errlen, "%s: cannot write", path);
         return -1;
     }
-    if (!with_optim || !m->adam_m) return 0;
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    if (model_save_buffer(m, m->adam_m, "exp_avg.", path, err, errlen)) return -1;
-    snprintf(path, sizeof path, "%s/optimizer_v.safetensors", dir);
-    if (model_save_buffer(m, m->adam_v, "exp_avg_sq.", path, err, errlen)) return -1;
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) { errmsg_set(err, errlen, "%s: cannot write", path); return -1; }
-    fprintf(f, "{\"global_step\": %d, \"adam_step\": %d}\n", step, m->adam_t);
-    return fclose(f) ? -1 : 0;
+    if (!rng) return 0;
+    /* The data position is the RNG itself: windows are drawn from it. */
+    return ckpt_write(m, dir, o->ctl, o->stage, "pretrain", step, o->steps, rng, NULL, err, errlen);
 }
 
 int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
@@ -186,21 +180,48 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
         errmsg_set(err, errlen, "out of memory");
         goto out;
     }
-    model_init_random(m, o->seed, 0.02f);
+    struct rng r;
+    rng_seed(&r, o->seed ^ 0x5eedda7aULL);
+    int step0 = 0;
+    if (o->ctl && o->ctl->resume_dir) {
+        /* weights from the checkpoint (same layout: model_load checks its
+         * tensors against its config.json, the size against ours here) */
+        struct model *c = model_load(o->ctl->resume_dir, be, err, errlen);
+        if (!c) goto out_hl0;
+        bool same = c->n_params == m->n_params;
+        if (same) {
+            float *host = malloc(m->n_params * sizeof(float));
+            if (!host) { model_free(c); errmsg_set(err, errlen, "out of memory"); goto out_hl0; }
+            be->download(host, c->params, m->n_params * sizeof(float));
+            be->upload(m->params, host, m->n_params * sizeof(float));
+            free(host);
+        }
+        model_free(c);
+        if (!same) {
+            errmsg_set(err, errlen, "%s/model.safetensors: the checkpoint's model is not the one params.config "
+                       "describes", o->ctl->resume_dir);
+            goto out_hl0;
+        }
+        if ((step0 = ckpt_resume(o->ctl, m, o->steps, &r, err, errlen)) < 0) goto out_hl0;
+    } else {
+        model_init_random(m, o->seed, 0.02f);
+    }
     for (int i = 0; i < N; i++) hd[i] = -1.0f / (float)N;
     be->upload(dlogp, hd, (size_t)N * sizeof(float));
     free(hd);
+    hd = NULL;
 
-    struct rng r;
-    rng_seed(&r, o->seed ^ 0x5eedda7aULL);
     struct progress prog;
     progress_init(&prog, o->steps);
-    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:i}", "type", "stage", "stage", o->stage,
-                                  "kind", "pretrain", "status", "running", "tokens", (json_int_t)n_tok,
-                                  "params", (json_int_t)m->n_params, "steps", o->steps));
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:i,s:i}", "type", "stage", "stage", o->stage,
+                                  "kind", "pretrain", "status", "running", "path", o->out,
+                                  "tokens", (json_int_t)n_tok, "params", (json_int_t)m->n_params,
+                                  "steps", o->steps, "start_step", step0));
+    if (step0) events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "log", "stage", o->stage,
+                                             "step", step0, "message", "resumed from a checkpoint"));
     double t_start = progress_now(), t_last = t_start;
     long tok_since = 0;
-    for (int step = 0; step < o->steps; step++) {
+    for (int step = step0; step < o->steps; step++) {
         for (int b = 0; b < B; b++) {
             long off = (long)rng_below(&r, (uint64_t)(n_tok - T - 1));
             memcpy(tokens + (size_t)b * T, stream + off, (size_t)T * sizeof *tokens);
@@ -228,7 +249,7 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
         double now = progress_now();
         char extra[128];
         snprintf(extra, sizeof extra, "loss %.4f | lr %.2e | %.1fk tok/s", loss, lr,
-                 (double)(step + 1) * N / (now - t_start) / 1e3);
+                 (double)(step + 1 - step0) * N / (now - t_start) / 1e3);
         progress_update(&prog, step + 1, extra);
         if ((step + 1) % o->log_every == 0 || step + 1 == o->steps) {
             events_emit(events, json_pack("{s:s,s:s,s:i,s:{s:f,s:f,s:f,s:f}}", "type", "metric",
@@ -238,21 +259,32 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
             t_last = now;
             tok_since = 0;
         }
-        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) {
+        bool stop = ckpt_stop_requested(o->ctl) && step + 1 < o->steps;
+        if ((o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) || stop) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
-            if (save_checkpoint(m, dir, step + 1, true, err, errlen)) goto out_hl;
+            if (save_checkpoint(o, m, dir, step + 1, &r, err, errlen)) goto out_hl;
             events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
                                           "step", step + 1, "path", dir));
+            if (stop) {
+                progress_finish(&prog);
+                snprintf(o->ctl->stopped_at, sizeof o->ctl->stopped_at, "%s", dir);
+                rc = TRAIN_STOPPED;
+                goto out_hl;
+            }
         }
     }
     progress_finish(&prog);
-    if (save_checkpoint(m, o->out, o->steps, false, err, errlen)) goto out_hl;
+    if (save_checkpoint(o, m, o->out, o->steps, NULL, err, errlen)) goto out_hl;
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
                                   "kind", "pretrain", "status", "succeeded", "path", o->out,
                                   "seconds", progress_now() - t_start));
     rc = 0;
 out_hl:
+    free(hl);
+    goto out;
+out_hl0:
+    free(hd);
     free(hl);
 out:
     if (logp) be->free(logp);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "checkpoint.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -28,6 +29,7 @@ struct pretrain_opts {
     int checkpoint_every;   /* 0 = only the final model */
     int log_every;
     uint64_t seed;
+    struct train_ctl *ctl;  /* resume and safe stop (engine/checkpoint.h); NULL: none */
 };
 
 /* Defaults for every field but config, data and out. */
@@ -41,7 +43,8 @@ float pretrain_lr(const struct pretrain_opts *o, int step);
 long pretrain_load_text(const char *path, const struct tokenizer *tok,
                         int32_t eos, int32_t **out, char *err, size_t errlen);
 /* Runs pretraining; events go to `events` (NDJSON), the progress bar to
- * stderr. Returns 0 or -1 with err filled. */
+ * stderr. Returns 0, TRAIN_STOPPED (o->ctl's stop was set: a checkpoint
+ * was written after the current step) or -1 with err filled. */
 int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
                  FILE *events, char *err, size_t errlen);
 

@@ -334,6 +334,29 @@ static int sft_read_row(void *ctx, json_t *row, char *err, size_t errlen)
     return 0;
 }
 
+/* The epoch's order of training rows: a Fisher-Yates shuffle from r. */
+static void shuffle_rows(int *order, int n, struct rng *r)
+{
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)rng_below(r, (uint64_t)i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+/* A resumable checkpoint after `step`: the model directory, optimizer and
+ * trainer state with the data position (the RNG before this epoch's
+ * shuffle, which replays it, and the position in it). */
+static int save_resumable(const struct sft_opts *o, const struct model *m, const char *dir, int step,
+                          int steps, const struct rng *r, const struct rng *epoch_rng, int pos, int rows,
+                          char *err, size_t errlen)
+{
+    if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) return -1;
+    json_t *data = json_pack("{s:i,s:i,s:o}", "rows", rows, "pos", pos, "epoch_rng", ckpt_rng_json(epoch_rng));
+    return ckpt_write(m, dir, o->ctl, o->stage, "sft", step, steps, r, data, err, errlen);
+}
+
 int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             char *err, size_t errlen)
 {
@@ -354,7 +377,8 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
              "eval_fraction in [0, 0.5]", o->stage);
         return -1;
     }
-    m = model_load(o->model_dir, be, err, errlen);
+    const bool resuming = o->ctl && o->ctl->resume_dir;
+    m = model_load(resuming ? o->ctl->resume_dir : o->model_dir, be, err, errlen);
     if (!m) return -1;
     if (o->seq_len > m->cfg.max_position_embeddings) {
         errmsg_set(err, errlen, "%s: seq_len %d exceeds the model's max_position_embeddings (%d)",
@@ -421,25 +445,47 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         errmsg_set(err, errlen, "out of memory");
         goto out;
     }
-    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i}", "type", "stage",
-                                  "stage", o->stage, "kind", "sft", "status", "running",
+    int pos = train.n;      /* position in the epoch's order; n = reshuffle */
+    struct rng epoch_rng = r;   /* r before the current epoch's shuffle */
+    int step0 = 0;
+    if (resuming) {
+        long rows, at;
+        if ((step0 = ckpt_resume(o->ctl, m, steps, &r, err, errlen)) < 0 ||
+            ckpt_data_int(o->ctl, "rows", &rows, err, errlen) || ckpt_data_int(o->ctl, "pos", &at, err, errlen) ||
+            ckpt_data_rng(o->ctl, "epoch_rng", &epoch_rng, err, errlen))
+            goto out;
+        if (rows != train.n || at < 0 || at > train.n) {
+            errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": data: checkpoint of %ld training rows at "
+                       "position %ld, the dataset now gives %d rows", o->ctl->resume_dir, rows, at, train.n);
+            goto out;
+        }
+        pos = (int)at;
+        if (pos < train.n) {    /* replay the epoch's shuffle: it must end where the run stood */
+            struct rng now = r;
+            r = epoch_rng;
+            shuffle_rows(order, train.n, &r);
+            if (memcmp(&r, &now, sizeof r) != 0) {
+                errmsg_set(err, errlen, "%s/" CKPT_STATE_FILE ": data.epoch_rng does not replay to rng",
+                           o->ctl->resume_dir);
+                goto out;
+            }
+        }
+    }
+    events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i}", "type", "stage",
+                                  "stage", o->stage, "kind", "sft", "status", "running", "path", o->out,
                                   "chat_template", chat_template_name(kind), "train_rows", train.n,
-                                  "eval_rows", eval.n, "skipped_rows", skipped, "steps", steps));
+                                  "eval_rows", eval.n, "skipped_rows", skipped, "steps", steps,
+                                  "start_step", step0));
 
     struct progress prog;
     progress_init(&prog, steps);
     double t0 = progress_now(), t_last = t0, eval_last;
     long tokens_since = 0;
-    int pos = train.n;      /* position in the epoch's order; n = reshuffle */
-    for (int step = 0; step < steps; step++) {
+    for (int step = step0; step < steps; step++) {
         for (int b = 0; b < B; b++) {
             if (pos == train.n) {
-                for (int i = 0; i < train.n; i++) order[i] = i;
-                for (int i = train.n - 1; i > 0; i--) {
-                    int j = (int)rng_below(&r, (uint64_t)i + 1), t = order[i];
-                    order[i] = order[j];
-                    order[j] = t;
-                }
+                epoch_rng = r;
+                shuffle_rows(order, train.n, &r);
                 pos = 0;
             }
             int row = order[pos++];
@@ -495,12 +541,19 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             t_last = now;
             tokens_since = 0;
         }
-        if (o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && !last) {
+        bool stop = ckpt_stop_requested(o->ctl) && !last;
+        if ((o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && !last) || stop) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
-            if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) goto out;
+            if (save_resumable(o, m, dir, step + 1, steps, &r, &epoch_rng, pos, train.n, err, errlen)) goto out;
             events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "checkpoint", "stage", o->stage,
                                           "step", step + 1, "path", dir));
+            if (stop) {
+                progress_finish(&prog);
+                snprintf(o->ctl->stopped_at, sizeof o->ctl->stopped_at, "%s", dir);
+                rc = TRAIN_STOPPED;
+                goto out;
+            }
         }
     }
     progress_finish(&prog);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "chat_template.h"
+#include "checkpoint.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -51,11 +52,13 @@ struct sft_opts {
     int log_every;
     int checkpoint_every;       /* 0 = only the final model */
     uint64_t seed;
+    struct train_ctl *ctl;      /* resume and safe stop (engine/checkpoint.h); NULL: none */
 };
 
 void sft_opts_default(struct sft_opts *o);
-/* Runs SFT. Returns 0, or -1 with err filled (dataset errors name
- * file:line and field). */
+/* Runs SFT. Returns 0, TRAIN_STOPPED (o->ctl's stop was set: checkpoint
+ * written after the current step), or -1 with err filled (dataset errors
+ * name file:line and field). */
 int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             char *err, size_t errlen);
 

@@ -66,6 +66,19 @@ expect_invalid 'model "$base" but the pipeline has no base_model' '{"name":"c","
 expect_invalid 'unknown field "modle"' '{"name":"c","stages":[{"name":"a","kind":"sft","modle":"x","dataset":"sft.jsonl"}]}'
 expect_invalid 'bad.json:1:' '{"name":'
 
+# A stage that fails at run time: stage failed, error, then done failed,
+# and a nonzero exit.
+printf '{"prompt":"x","completion":"y"}\n{"prompt":"x"}\n' > "$tmp/data/bad-sft.jsonl"
+rc=0
+"$ENGINE" train --spec - --data-dir "$tmp/data" --out "$tmp/failout" > "$tmp/fail.events" 2>/dev/null <<'JSON' || rc=$?
+{"name":"f","stages":[{"name":"s","kind":"sft","model":"runs/t/sft","dataset":"bad-sft.jsonl"}]}
+JSON
+check "[ $rc = 1 ]" "a failed run exits $rc, want 1"
+check "tail -2 '$tmp/fail.events' | head -1 | grep -q '\"type\":\"error\",\"stage\":\"s\",\"message\":\".*bad-sft.jsonl:2'" "no error event: $(tail -2 "$tmp/fail.events" | head -1)"
+check "tail -1 '$tmp/fail.events' | grep -q '\"type\":\"done\",\"name\":\"f\",\"status\":\"failed\"'" "no done/failed event: $(tail -1 "$tmp/fail.events")"
+check "grep -q '\"type\":\"stage\",\"stage\":\"s\",\"kind\":\"sft\",\"status\":\"failed\"' '$tmp/fail.events'" "no stage failed event"
+check "grep -q '\"time\":1[0-9.]*' '$tmp/fail.events'" "events lack time"
+
 # --check: the whole validation without the file system, one JSON line.
 check_spec() {   # check_spec 'expected stdout line' 'spec json' [expected exit]
   local got rc=0
