@@ -27,6 +27,7 @@
 #define SSE_STOP_DRAIN_S 2.0          /* shutdown waits this long for streams to flush */
 #define SSE_BACKOFF_MIN_S 0.1         /* LISTEN reconnect backoff, doubling ... */
 #define SSE_BACKOFF_MAX_S 5.0         /* ... up to this */
+#define SSE_LOG_EVERY_S 10.0          /* read failures are logged this often at most */
 #define SSE_CHANNEL "aha_run_events"
 
 /* One GET /v1/runs/{id}/events, owned by its http_req (freed by
@@ -89,6 +90,33 @@ static void wake_locked(struct sse_stream *s, long long seq, bool heartbeat)
 
 /* ---- reading the log (the connection's MHD thread) -------------------------- */
 
+/* Logs a failed read, at most once per SSE_LOG_EVERY_S: while PostgreSQL is
+ * down every stream fails at every heartbeat. */
+static void log_read_error(const char *run_id, const char *msg)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static double last;
+    static long suppressed;
+    double now = clock_mono();
+    pthread_mutex_lock(&mu);
+    if (last > 0 && now - last < SSE_LOG_EVERY_S) {
+        suppressed++;
+        pthread_mutex_unlock(&mu);
+        return;
+    }
+    long n = suppressed;
+    suppressed = 0;
+    last = now;
+    pthread_mutex_unlock(&mu);
+    char line[512];
+    snprintf(line, sizeof line, "%s", msg);
+    line[strcspn(line, "\n")] = 0;
+    if (n)
+        log_msg("run %s events: %s (and %ld more read failures)", run_id, line, n);
+    else
+        log_msg("run %s events: %s", run_id, line);
+}
+
 /* Appends the next batch of events after last_sent to s->out: at most
  * SSE_BATCH_ROWS rows and SSE_BATCH_BYTES of data, in seq order, stopping
  * at a missing seq (a writer's transaction not yet committed) until it has
@@ -122,7 +150,7 @@ static void sse_fetch(struct sse_stream *s)
     const char *params[] = {s->run_id, after, rows, bytes};
     PGresult *r = db_exec(s->srv->pool, sql, 4, params, NULL, NULL, err, sizeof err);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        log_msg("run %s events: %s", s->run_id, r ? PQresultErrorMessage(r) : err);
+        log_read_error(s->run_id, r ? PQresultErrorMessage(r) : err);
         PQclear(r);
         return;
     }
@@ -279,7 +307,7 @@ enum MHD_Result runs_sse_handle(struct MHD_Connection *c, struct http_req *hr, c
                           " LIMIT 1",
                           2, params, NULL, NULL, err, sizeof err);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        log_msg("run %s events: %s", run_id, r ? PQresultErrorMessage(r) : err);
+        log_read_error(run_id, r ? PQresultErrorMessage(r) : err);
         PQclear(r);
         return http_reply_error(c, hr, 503, "service_unavailable", NULL, "database_unavailable",
                                 "the run's events cannot be read: the database is unreachable");

@@ -476,6 +476,31 @@ def run_checks(args, pg, base, srv_a, srv_b, keys):
     check("Last-Event-ID / ?after resume while events are written: no gap, no dup",
           resume_under_concurrent_writes)
 
+    def out_of_order_commits():
+        run = new_run(pg)
+        w.add(run, *metric_event(1))
+        w.sync()
+
+        def put(seq, typ="metric", data=None):
+            pg.psql("INSERT INTO run_events (run_id, seq, type, data) VALUES ('%s', %d, '%s', '%s'); "
+                    "NOTIFY aha_run_events, '%s:%d'" % (run, seq, typ, json.dumps(data or {"step": seq}),
+                                                       run, seq))
+        s = Stream(srv_a, run, read)
+        eq(s.read_event()[0], 1, "first")
+        put(3)  # a writer's transaction for seq 2 commits after the one for 3
+        time.sleep(0.5)
+        put(2)
+        eq([s.read_event()[0], s.read_event()[0]], [2, 3], "2 awaited, then 3, in order")
+        t = time.time()
+        put(5, "status", {"status": "succeeded"})  # 4 never comes
+        eq(s.read_event()[0], 5, "a seq missing for long is skipped")
+        assert time.time() - t >= 4, "skipped too soon: %.1fs" % (time.time() - t)
+        eq(s.read_event(), None, "end")
+        s.close()
+        assert "seq 4 to 4 missing" in srv_a.log_text(), "the skip is logged"
+    check("a seq committed out of order is awaited; one never committed is skipped after 5 s",
+          out_of_order_commits)
+
     def heartbeats():
         run = new_run(pg)
         w.sync()
