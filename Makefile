@@ -116,7 +116,7 @@ test: deps
 	@echo "== tests/integration/test_server.py"
 	$(PYTHON) tests/integration/test_server.py --server build/aha-server-san --engine build/aha-engine
 	@echo "== tests/integration/test_sse.py"
-	$(PYTHON) tests/integration/test_sse.py --server build/aha-server-san
+	$(PYTHON) tests/integration/test_sse.py --server build/aha-server-san --engine build/aha-engine
 	@echo "== tests/integration/test_catalog.py"
 	$(PYTHON) tests/integration/test_catalog.py --server build/aha-server-san --engine build/aha-engine
 	@echo "== tests/integration/test_runs.py"

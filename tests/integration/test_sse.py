@@ -6,7 +6,11 @@ aha_run_events, '<run id>:<seq>'), by psql, so the stream is tested apart
 from the engine. Prints `sse: N passed, M failed` last and exits non-zero on
 any failure.
 
-usage: test_sse.py [--server build/aha-server-san]"""
+With --engine (an aha-engine that has `train`), a real training run
+through POST /v1/runs is also watched from two servers, one of which runs
+its engine.
+
+usage: test_sse.py [--server build/aha-server-san] [--engine build/aha-engine]"""
 import argparse
 import http.client
 import json
@@ -626,27 +630,76 @@ def run_checks(args, pg, base, srv_a, srv_b, keys):
     check("SIGTERM ends open streams cleanly", shutdown_ends_streams)
 
 
+def run_real_engine_check(args, pg, base, keys):
+    """Two servers with the real engine; a run posted to the first; its
+    events watched on both: one of them did not run the engine."""
+    data = os.path.join(base, "data-real")
+    os.makedirs(os.path.join(data, "models"))
+    os.makedirs(os.path.join(data, "data"))
+    corpus = os.path.join(base, "text.jsonl")
+    subprocess.run([args.engine, "datagen", "arithmetic", "--n", "200", "--seed", "1", "--format", "text",
+                    "--out", corpus], check=True, capture_output=True)
+    subprocess.run([args.engine, "datagen", "arithmetic", "--n", "200", "--seed", "2", "--format", "rl",
+                    "--out", os.path.join(data, "data", "rl.jsonl")], check=True, capture_output=True)
+    subprocess.run([args.engine, "pretrain", "--config", "tiny", "--data", corpus, "--steps", "2",
+                    "--out", os.path.join(data, "models", "tiny")], check=True, capture_output=True)
+    servers = [Server(args.server, pg.url, data, args.engine, extra=["--heartbeat", "1"]) for _ in range(2)]
+    try:
+        def real_run():
+            body = {"name": "sse-real", "base_model": "tiny", "pipeline": {"name": "sse-real", "stages": [
+                {"name": "rl", "kind": "grpo", "model": "$base", "dataset": "data/rl.jsonl",
+                 "reward": {"components": [{"type": "accuracy", "weight": 1.0}]},
+                 "params": {"steps": 4, "prompts_per_step": 2, "group_size": 2, "max_completion_length": 8,
+                            "checkpoint_every": 2, "log_completions": 1, "seed": 1}}]}}
+            st, run, _ = request(servers[0], "POST", "/v1/runs", body, key=keys["admin"], timeout=60)
+            eq(st, 201, "POST /v1/runs: %r" % (run,))
+            streams = [Stream(srv, run["id"], keys["read"], timeout=120) for srv in servers]
+            got = [s.read_all() for s in streams]
+            rows = pg.psql("SELECT seq || ' ' || type || ' ' || data::text FROM run_events WHERE run_id = '%s' "
+                           "ORDER BY seq" % run["id"])
+            want = [(int(q), t, json.loads(d)) for q, t, d in (l.split(" ", 2) for l in rows.splitlines())]
+            for evs in got:
+                eq(evs, want, "the stream is the run's event log")
+            statuses = [d["status"] for _, t, d in want if t == "status"]
+            eq((statuses[0], statuses[-1]), ("queued", "succeeded"), "statuses")
+            types = set(t for _, t, _ in want)
+            assert {"metric", "checkpoint", "status"} <= types, types
+        check("a real training run's events, watched from two servers", real_run)
+    finally:
+        logs = [(srv, srv.stop(), srv.log_text()) for srv in servers]
+    return logs
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", default=os.path.join(ROOT, "build", "aha-server-san"))
+    ap.add_argument("--engine", help="an aha-engine with `train`: also watch a real run")
     args = ap.parse_args()
     args.server = os.path.abspath(args.server)
     base = make_tempdir()
     pg = None
     servers = []
+    logs = []
     try:
         pg = Postgres(base)
         data = os.path.join(base, "data")
         os.makedirs(data)
         keys = {s: create_key(args.server, pg.url, s + "-key", s) for s in ("admin", "read")}
-        for _ in range(2):
-            servers.append(Server(args.server, pg.url, data, FAKE, extra=["--heartbeat", "1"]))
-        run_checks(args, pg, base, servers[0], servers[1], keys)
+        try:
+            for _ in range(2):
+                servers.append(Server(args.server, pg.url, data, FAKE, extra=["--heartbeat", "1"]))
+            run_checks(args, pg, base, servers[0], servers[1], keys)
+        finally:
+            for srv in servers:
+                code = srv.stop()
+                logs.append((srv, code, srv.log_text()))
+        if args.engine:
+            logs += run_real_engine_check(args, pg, base, keys)
+    except Exception as e:  # the harness itself failed: report, clean up, go on to the summary
+        results["failed"] += 1
+        print("FAIL harness: %s" % e, flush=True)
+        traceback.print_exc()
     finally:
-        logs = []
-        for srv in servers:
-            code = srv.stop()
-            logs.append((srv, code, srv.log_text()))
         if pg:
             pg.stop()
     for srv, code, log in logs:
