@@ -495,6 +495,7 @@ int runs_start(struct server *srv, char *err, size_t errlen)
     if (runs_sse_start(srv, err, errlen)) return -1;
     if (pthread_create(&S.thread, NULL, sched_main, NULL)) {
         snprintf(err, errlen, "cannot start the run scheduler thread");
+        runs_sse_stop();
         return -1;
     }
     S.started = true;
