@@ -222,6 +222,11 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     char *dst = is_model ? st->model : st->dataset;
     int *from = is_model ? &st->model_from : &st->dataset_from;
     if (is_model && strcmp(r, "$base") == 0) {
+        if (!base && !data_dir) {
+            /* check-only: the run that uses the pipeline names its base */
+            snprintf(dst, 4096, "%s", r);
+            return 0;
+        }
         if (!base) {
             errmsg_set(err, errlen, "stage \"%s\": model \"$base\" but the pipeline has no base_model", st->name);
             return -1;

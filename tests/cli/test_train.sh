@@ -88,6 +88,8 @@ check_spec() {   # check_spec 'expected stdout line' 'spec json' [expected exit]
 }
 G='"kind":"grpo","model":"$base","dataset":"ds-1234"'
 check_spec '{"ok":true}' '{"name":"c","base_model":"model-abc","stages":[{"name":"rl",'"$G"',"reward":"reward-7","params":{"steps":2}},{"name":"ev","kind":"eval","model":"rl","dataset":"ds-9","reward":{"components":[{"type":"accuracy","weight":1}]}}]}'
+# a stored pipeline may leave $base to the run that uses it
+check_spec '{"ok":true}' '{"name":"c","stages":[{"name":"rl",'"$G"',"reward":"r","params":{"steps":2}}]}'
 check_spec '{"ok":false,"error":"stage \"rl\": params.learning_rate: expected a number"}' '{"name":"c","base_model":"m","stages":[{"name":"rl",'"$G"',"reward":"r","params":{"learning_rate":"high"}}]}' 1
 check_spec '{"ok":false,"error":"pipeline: the stages \"a\", \"b\" reference each other in a cycle"}' '{"name":"c","stages":[{"name":"a","kind":"sft","model":"b","dataset":"d"},{"name":"b","kind":"sft","model":"a","dataset":"d"}]}' 1
 got=$(printf '%s' '{"name":"c","base_model":"m","stages":[{"name":"rl",'"$G"',"reward":{"components":[{"type":"acuracy","weight":1}]}}]}' | "$ENGINE" train --check --spec - 2>/dev/null) && { echo "FAILED: --check accepted a bad inline reward"; fail=1; }

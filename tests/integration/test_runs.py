@@ -9,6 +9,7 @@ resumed, no metric duplicated). Prints `runs: N passed, M failed` last.
 
 usage: test_runs.py [--server build/aha-server-san] [--engine build/aha-engine]"""
 import argparse
+import http.client
 import json
 import os
 import subprocess
@@ -214,6 +215,54 @@ def checks(ctx):
         eq(st, 200, "chat with the trained stage %r" % (out,))
         assert out["usage"]["completion_tokens"] >= 1
     check("the stage model is in /v1/models and answers chat", served)
+
+    def catalog_flow():
+        # the user's path: upload -> reward -> pipeline -> run -> SSE -> model -> chat
+        with open(os.path.join(ctx.data, "data", "rl.jsonl"), "rb") as f:
+            raw = f.read()
+        st, ds, _ = request(a, "POST", "/v1/datasets?purpose=rl&name=arith-rl", raw=raw, key=ctx.admin,
+                            headers={"Content-Type": "application/jsonl"})
+        assert st in (200, 201), (st, ds)
+        st, rw, _ = request(a, "POST", "/v1/rewards", {"name": "flow-reward", "components": [
+            {"type": "accuracy", "weight": 1.0}, {"type": "format", "weight": 0.2}]}, key=ctx.admin)
+        assert st in (200, 201), (st, rw)
+        spec = pipeline(name="catalog-flow", dataset=ds["id"])
+        spec["stages"][0]["reward"] = rw["id"]
+        st, pl, _ = request(a, "POST", "/v1/pipelines", spec, key=ctx.admin, timeout=60)
+        assert st in (200, 201), (st, pl)
+        run = create(ctx, a, {"pipeline": "catalog-flow", "base_model": "tiny", "name": "cflow"})
+        st, body, _ = request(a, "DELETE", "/v1/datasets/" + ds["id"], key=ctx.admin)
+        eq(st, 409, "a dataset in use cannot be deleted: %r" % (body,))
+        c = http.client.HTTPConnection(a.host, a.port, timeout=300)
+        c.request("GET", "/v1/runs/%s/events" % run["id"], headers={"Authorization": "Bearer " + ctx.read})
+        r = c.getresponse()
+        eq(r.status, 200, "SSE status")
+        assert r.getheader("Content-Type").startswith("text/event-stream"), r.getheader("Content-Type")
+        got, cur = [], {}
+        for line in r.read().decode().split("\n"):  # the stream ends after the final status
+            if not line:
+                if "id" in cur:
+                    got.append((int(cur["id"]), cur.get("event"), json.loads(cur["data"])))
+                cur = {}
+            elif not line.startswith(":"):
+                k, _, v = line.partition(":")
+                cur[k] = v[1:] if v.startswith(" ") else v
+        c.close()
+        eq([g[0] for g in got], list(range(1, len(got) + 1)), "SSE ids are the gapless seq")
+        eq((got[-1][1], got[-1][2].get("status")), ("status", "succeeded"), "the stream ends on the final status")
+        assert any(t == "metric" for _, t, _ in got), [t for _, t, _ in got]
+        eq(len(got), len(events(ctx, run["id"])), "SSE carried every recorded event")
+        st, models, _ = request(a, "GET", "/v1/models", key=ctx.read)
+        assert "cflow/rl" in [m["id"] for m in models["data"]], models
+        st, out, _ = request(a, "POST", "/v1/chat/completions", {
+            "model": "cflow/rl", "messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 4},
+            key=ctx.admin, timeout=120)
+        eq(st, 200, "chat with the stage model: %r" % (out,))
+        for name in ("r1-zero", "sft", "pretrain-tiny"):
+            ok = wait_for(lambda: request(a, "GET", "/v1/pipelines/" + name, key=ctx.read)[0] == 200, 120, 1)
+            assert ok, "built-in pipeline %s missing" % name
+    check("upload -> reward -> pipeline -> run -> SSE -> succeeded -> stage model chats; templates exist",
+          catalog_flow)
 
     def queued_cancel_and_stage_base():
         # blocks the only slot so the next one stays queued
