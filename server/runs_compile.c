@@ -276,6 +276,7 @@ int runs_compile(struct server *srv, const json_t *body, struct runs_compiled *r
     if (base) {
         char dir[4096];
         snprintf(rc->base_model, sizeof rc->base_model, "%s", base);
+        base = rc->base_model; /* the spec's string is replaced below */
         if ((st = resolve_model(srv, base, dir, sizeof dir, err, errlen))) return st;
         json_object_set_new(rc->spec, "base_model", json_string(dir));
     }
@@ -305,8 +306,9 @@ int runs_compile(struct server *srv, const json_t *body, struct runs_compiled *r
             int f = datasets_lookup(srv, d, path, NULL, err, errlen);
             if (f < 0) return 503;
             if (f == 1) {
-                json_object_set_new(s, "dataset", json_string(path));
+                /* d lives in s until it is replaced */
                 json_array_append_new(rc->dataset_ids, json_string(d));
+                json_object_set_new(s, "dataset", json_string(path));
             } else if (!rel_path_safe(d) || !file_under(srv->cfg.data_dir, d, false)) {
                 snprintf(err, errlen, "stage \"%s\": dataset \"%s\" does not exist", sname, d);
                 return 404;
