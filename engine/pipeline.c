@@ -688,6 +688,10 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
         if (p->order[k] == rstage) {
             ctl.resume_dir = resume;
             ctl.resume_state = state;
+            char msg[4200];
+            snprintf(msg, sizeof msg, "resuming from checkpoint %s", resume);
+            events_emit(events, json_pack("{s:s,s:s,s:I,s:s}", "type", "log", "stage", st->name, "step",
+                                          json_integer_value(json_object_get(state, "step")), "message", msg));
         }
         err[0] = 0;
         rc = run_stage(st, &ctl, be, events, err, errlen);
@@ -701,8 +705,8 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
         }
         if (rc) {
             if (!err[0]) errmsg_set(err, errlen, "stage failed");
-            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
-                                          "kind", st->kind, "status", "failed", "error", err));
+            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
+                                          "kind", st->kind, "status", "failed", "path", st->out, "error", err));
             json_decref(state);
             return finish(p, events, "failed", st->name, NULL, err);
         }
