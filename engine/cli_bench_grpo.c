@@ -2,9 +2,12 @@
  * (generate, score, reference, train seconds per step) on a randomly
  * initialised model, and the rollout's completion tokens/s against the
  * generation engine's own aggregate decode tokens/s at the same batch
- * (prompts_per_step x group_size sequences, same prompts, same lengths).
- * One JSON line per measurement, like engine/cli_bench.c. Not a test of
- * learning: the model is random, so completions run to max tokens. */
+ * (prompts_per_step x group_size sequences, same prompts, max_tokens).
+ * Rollouts and bare-engine runs alternate, and the headline ratio is the
+ * median over adjacent pairs, so that other load on a shared machine moves
+ * both sides together. One JSON line per measurement, like
+ * engine/cli_bench.c. Not a test of learning: the model is random (most
+ * completions run to max tokens; some end at an end-of-text id). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +70,12 @@ static void rate_best(struct rate *best, double tokens, double wall, double cpu)
     if (tokens / cpu > best->cpu) best->cpu = tokens / cpu;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 /* Rollouts against the bare engine on one engine and model, alternated
  * (best of `reps` each, after a warm-up) so that load on a shared machine
  * hits both alike: rollout_generate of P prompts x G samples at
@@ -75,8 +84,11 @@ static void rate_best(struct rate *best, double tokens, double wall, double cpu)
  * (ignore_eos), timed end to end and from the first decode step on. */
 static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, int reps,
                              struct rate *ro_rate, struct rate *dec_rate, struct rate *e2e_rate,
-                             char *err, size_t errlen)
+                             double *ratio_median, double per_step[4], char *err, size_t errlen)
 {
+    double ratios[64], ro_ms[64], en_ms[64];
+    double ro_now = 0;
+    long long ro_steps = 0, ro_toks = 0, en_steps = 0, en_toks = 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/model", dir);
     struct model *m = model_load(path, backend_cpu(), err, errlen);
@@ -105,6 +117,8 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
     sp.temperature = 1.0f;
     for (int i = 0; i < P; i++) rows[i] = i;
     for (int rep = 0; rep <= reps; rep++) {     /* rep 0 warms up */
+        struct gen_stats s0;
+        gen_stats_get(e, &s0);
         double w0 = progress_now(), c0 = cpu_seconds();
         if (rollout_generate(e, &ds, &pr, rows, P, G, &sp, T, 1000 + (uint64_t)rep, ro, err, errlen)) goto out;
         double w = progress_now() - w0, c = cpu_seconds() - c0;
@@ -114,6 +128,14 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
             rollout_free(&ro[i]);
         }
         if (rep) rate_best(ro_rate, (double)toks, w, c);
+        ro_now = (double)toks / w;
+        struct gen_stats s1;
+        gen_stats_get(e, &s1);
+        if (rep) {
+            ro_steps += s1.steps - s0.steps;
+            ro_toks += toks;
+            ro_ms[rep - 1] = w * 1e3 / (double)(s1.steps - s0.steps);
+        }
 
         /* the same prompts straight into the engine, T tokens each */
         for (int i = 0; i < P; i++) {
@@ -141,7 +163,7 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
         }
         struct gen_stats st;
         gen_stats_get(e, &st);
-        const long long g_start = st.tokens_generated;
+        const long long g_start = st.tokens_generated, steps_start = st.steps;
         double t0 = progress_now(), tc0 = cpu_seconds(), td = 0, tdc = 0;
         long long g0 = 0;
         while (!gen_idle(e)) {
@@ -160,8 +182,21 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
         if (rep) {
             rate_best(e2e_rate, (double)(st.tokens_generated - g_start), t1 - t0, tc1 - tc0);
             if (td > 0 && t1 > td) rate_best(dec_rate, (double)(st.tokens_generated - g0), t1 - td, tc1 - tdc);
+            /* each rollout against the engine run right after it */
+            en_steps += st.steps - steps_start;
+            en_toks += st.tokens_generated - g_start;
+            en_ms[rep - 1] = (t1 - t0) * 1e3 / (double)(st.steps - steps_start);
+            ratios[rep - 1] = td > 0 && t1 > td ? ro_now / ((double)(st.tokens_generated - g0) / (t1 - td)) : 0;
         }
     }
+    qsort(ratios, (size_t)reps, sizeof *ratios, cmp_double);
+    qsort(ro_ms, (size_t)reps, sizeof *ro_ms, cmp_double);
+    qsort(en_ms, (size_t)reps, sizeof *en_ms, cmp_double);
+    *ratio_median = ratios[reps / 2];
+    per_step[0] = (double)ro_toks / (double)ro_steps;
+    per_step[1] = (double)en_toks / (double)en_steps;
+    per_step[2] = ro_ms[reps / 2];
+    per_step[3] = en_ms[reps / 2];
     rc = 0;
 out:
     gen_engine_free(e);
@@ -177,16 +212,17 @@ out:
 int cli_bench_grpo(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompts", "--group",
-                                       "--max-tokens", "--beta", NULL};
+                                       "--max-tokens", "--beta", "--reps", NULL};
     static const char *const flags[] = {"--rollout-only", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
-    long threads = omp_get_max_threads(), steps = 3, P = 4, G = 8, T = 64;
+    long threads = omp_get_max_threads(), steps = 3, P = 4, G = 8, T = 64, reps = 5;
     double beta = 0.04;
     if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 64, &steps) ||
         cli_arg_int(argc, argv, "--prompts", 1, 256, &P) ||
         cli_arg_int(argc, argv, "--group", 2, 256, &G) ||
         cli_arg_int(argc, argv, "--max-tokens", 1, 4096, &T) ||
+        cli_arg_int(argc, argv, "--reps", 1, 64, &reps) ||
         cli_arg_float(argc, argv, "--beta", 0, 100, &beta))
         return 2;
     omp_set_num_threads((int)threads);
@@ -245,7 +281,9 @@ int cli_bench_grpo(int argc, char **argv)
     toks = sum[5] * P * G;
     double step_tps = sum[0] > 0 ? toks / sum[0] : 0;
     struct rate ro = {0}, dec = {0}, e2e = {0};
-    if (rollout_vs_engine(dir, (int)P, (int)G, (int)T, o.kv_cache_mb, 3, &ro, &dec, &e2e, err, sizeof err))
+    double ratio = 0, per_step[4];
+    if (rollout_vs_engine(dir, (int)P, (int)G, (int)T, o.kv_cache_mb, (int)reps, &ro, &dec, &e2e, &ratio,
+                          per_step, err, sizeof err))
         goto fail;
     if (n) printf("{\"bench\":\"grpo_step\",\"config\":\"%s\",\"threads\":%ld,\"prompts_per_step\":%ld,"
            "\"group_size\":%ld,\"max_completion_length\":%ld,\"beta\":%g,\"steps\":%d,"
@@ -256,9 +294,12 @@ int cli_bench_grpo(int argc, char **argv)
            "\"max_tokens\":%ld,\"grpo_step_rollout_tokens_per_s\":%.1f,\"rollout_tokens_per_s\":%.1f,"
            "\"engine_decode_tokens_per_s\":%.1f,\"engine_end_to_end_tokens_per_s\":%.1f,"
            "\"rollout_vs_engine_decode\":%.3f,\"rollout_vs_engine_decode_cpu\":%.3f,"
-           "\"rollout_vs_engine_end_to_end\":%.3f,\"target\":0.8}\n",
+           "\"rollout_vs_engine_end_to_end\":%.3f,\"rollout_vs_engine_decode_median_of_pairs\":%.3f,"
+           "\"rollout_tokens_per_engine_step\":%.2f,\"engine_tokens_per_step\":%.2f,"
+           "\"rollout_step_ms\":%.2f,\"engine_step_ms\":%.2f,\"target\":0.8}\n",
            preset, threads, P * G, T, step_tps, ro.wall, dec.wall, e2e.wall, dec.wall > 0 ? ro.wall / dec.wall : 0,
-           dec.cpu > 0 ? ro.cpu / dec.cpu : 0, e2e.wall > 0 ? ro.wall / e2e.wall : 0);
+           dec.cpu > 0 ? ro.cpu / dec.cpu : 0, e2e.wall > 0 ? ro.wall / e2e.wall : 0, ratio,
+           per_step[0], per_step[1], per_step[2], per_step[3]);
     rc = 0;
     goto out;
 fail:
