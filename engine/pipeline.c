@@ -1,7 +1,10 @@
 /* engine/pipeline.c — see pipeline.h. Stage kinds with a runner here:
  * pretrain, sft, grpo and eval. The other kinds of DESIGN.md (generate,
  * rejection_sample, distill) are recognised and refused at validation with
- * a clear message until their runners land. */
+ * a clear message until their runners land. One validator serves the run
+ * and `train --check` (data_dir NULL); pipeline_run owns the run's
+ * lifecycle: completion markers, --resume, stop requests and the terminal
+ * error/done events. Checkpoint contents are engine/checkpoint.c's. */
 #include "pipeline.h"
 
 #include <ctype.h>
