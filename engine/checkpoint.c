@@ -63,7 +63,8 @@ json_t *ckpt_read(const char *dir, char *err, size_t errlen)
     json_error_t je;
     json_t *st = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!st) {
-        errmsg_set(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        if (je.line > 0) errmsg_set(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        else errmsg_set(err, errlen, "%s: %s", path, je.text);    /* cannot open: the text names it */
         return NULL;
     }
     const char *bad = NULL;

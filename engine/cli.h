@@ -22,6 +22,9 @@ int cli_serve(int argc, char **argv);        /* engine/serve.c: NDJSON on stdin/
 /* `bench generate`: prefill and decode throughput (engine/cli_bench_generate.c);
  * argv[0] is "generate". */
 int cli_bench_generate(int argc, char **argv);
+/* `bench grpo`: GRPO step-time split and rollout vs engine decode
+ * tokens/s (engine/cli_bench_grpo.c); argv[0] is "grpo". */
+int cli_bench_grpo(int argc, char **argv);
 
 /* Option parsing shared by the subcommands: "--name value" pairs and bare
  * "--flag"s. cli_args_check rejects anything not in `opts` (options taking

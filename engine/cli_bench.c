@@ -116,8 +116,9 @@ int cli_bench(int argc, char **argv)
     static const char *const opts[] = {"--config", "--threads", "--steps", NULL};
     const char *what = argc > 1 ? argv[1] : NULL;
     if (what && strcmp(what, "generate") == 0) return cli_bench_generate(argc - 1, argv + 1);
+    if (what && strcmp(what, "grpo") == 0) return cli_bench_grpo(argc - 1, argv + 1);
     if (!what || (strcmp(what, "matmul") && strcmp(what, "train"))) {
-        fprintf(stderr, "usage: aha-engine bench matmul|train|generate [--config tiny|small] [--threads N] [--steps K]\n");
+        fprintf(stderr, "usage: aha-engine bench matmul|train|generate|grpo [--config tiny|small] [--threads N] [--steps K]\n");
         return 2;
     }
     if (cli_args_check(argc - 1, argv + 1, opts, NULL)) return 2;

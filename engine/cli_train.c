@@ -20,8 +20,10 @@ static json_t *load_spec(const char *path, char *err, size_t errlen)
     bool in = strcmp(path, "-") == 0;
     json_t *spec = in ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &je)
                       : json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!spec)
+    if (!spec && je.line > 0)
         snprintf(err, errlen, "%s:%d:%d: %s", in ? "<stdin>" : path, je.line, je.column, je.text);
+    else if (!spec)
+        snprintf(err, errlen, "%s: %s", in ? "<stdin>" : path, je.text);
     return spec;
 }
 

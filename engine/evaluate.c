@@ -173,7 +173,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
             json_object_set_new(vals, "mean_length", json_real(len / tot));
             for (int i = 0; i < o->log_completions && i < n; i++) {
                 const char *pt = rl_row_prompt(json_array_get(ds.rows, (size_t)ro[i].row));
-                events_emit(events, json_pack("{s:s,s:s,s:o,s:o,s:f,s:b}", "type", "sample", "stage", o->stage,
+                events_emit(events, json_pack("{s:s,s:s,s:i,s:o,s:o,s:f,s:b}", "type", "sample", "stage", o->stage, "step", 0,
                                               "prompt", rl_json_text(pt, strlen(pt)),
                                               "completion", rl_json_text(ro[i].text, ro[i].text_len),
                                               "reward", isfinite(res[i].total) ? res[i].total : 0.0,

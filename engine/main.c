@@ -16,7 +16,7 @@ static const struct {
     {"train", cli_train, true, "run a pipeline definition (stages: pretrain, sft, grpo, eval)"},
     {"sample", cli_sample, true, "sample a completion from a model"},
     {"forward", cli_forward, true, "logits (and gradients) of a token sequence"},
-    {"bench", cli_bench, true, "benchmarks: matmul, train, generate"},
+    {"bench", cli_bench, true, "benchmarks: matmul, train, generate, grpo"},
     {"datagen", cli_datagen, false, "synthetic task data: arithmetic, countdown"},
     {"tokenize", cli_tokenize, false, "text on stdin -> JSON array of token ids"},
     {"detokenize", cli_detokenize, false, "JSON array of ids on stdin -> text"},

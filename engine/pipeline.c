@@ -1,7 +1,10 @@
 /* engine/pipeline.c — see pipeline.h. Stage kinds with a runner here:
  * pretrain, sft, grpo and eval. The other kinds of DESIGN.md (generate,
  * rejection_sample, distill) are recognised and refused at validation with
- * a clear message until their runners land. */
+ * a clear message until their runners land. One validator serves the run
+ * and `train --check` (data_dir NULL); pipeline_run owns the run's
+ * lifecycle: completion markers, --resume, stop requests and the terminal
+ * error/done events. Checkpoint contents are engine/checkpoint.c's. */
 #include "pipeline.h"
 
 #include <ctype.h>
@@ -693,6 +696,10 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
         if (p->order[k] == rstage) {
             ctl.resume_dir = resume;
             ctl.resume_state = state;
+            char msg[4200];
+            snprintf(msg, sizeof msg, "resuming from checkpoint %s", resume);
+            events_emit(events, json_pack("{s:s,s:s,s:I,s:s}", "type", "log", "stage", st->name, "step",
+                                          json_integer_value(json_object_get(state, "step")), "message", msg));
         }
         err[0] = 0;
         rc = run_stage(st, &ctl, be, events, err, errlen);
@@ -706,8 +713,8 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
         }
         if (rc) {
             if (!err[0]) errmsg_set(err, errlen, "stage failed");
-            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
-                                          "kind", st->kind, "status", "failed", "error", err));
+            events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
+                                          "kind", st->kind, "status", "failed", "path", st->out, "error", err));
             json_decref(state);
             return finish(p, events, "failed", st->name, NULL, err);
         }

@@ -217,8 +217,6 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
                                   "kind", "pretrain", "status", "running", "path", o->out,
                                   "tokens", (json_int_t)n_tok, "params", (json_int_t)m->n_params,
                                   "steps", o->steps, "start_step", step0));
-    if (step0) events_emit(events, json_pack("{s:s,s:s,s:i,s:s}", "type", "log", "stage", o->stage,
-                                             "step", step0, "message", "resumed from a checkpoint"));
     double t_start = progress_now(), t_last = t_start;
     long tok_since = 0;
     for (int step = step0; step < o->steps; step++) {

@@ -76,7 +76,7 @@ JSON
 check "[ $rc = 1 ]" "a failed run exits $rc, want 1"
 check "tail -2 '$tmp/fail.events' | head -1 | grep -q '\"type\":\"error\",\"stage\":\"s\",\"message\":\".*bad-sft.jsonl:2'" "no error event: $(tail -2 "$tmp/fail.events" | head -1)"
 check "tail -1 '$tmp/fail.events' | grep -q '\"type\":\"done\",\"name\":\"f\",\"status\":\"failed\"'" "no done/failed event: $(tail -1 "$tmp/fail.events")"
-check "grep -q '\"type\":\"stage\",\"stage\":\"s\",\"kind\":\"sft\",\"status\":\"failed\"' '$tmp/fail.events'" "no stage failed event"
+check "grep -q '\"type\":\"stage\",\"stage\":\"s\",\"kind\":\"sft\",\"status\":\"failed\",\"path\"' '$tmp/fail.events'" "no stage failed event"
 check "grep -q '\"time\":1[0-9.]*' '$tmp/fail.events'" "events lack time"
 
 # --check: the whole validation without the file system, one JSON line.

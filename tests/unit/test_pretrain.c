@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "pretrain.h"
 
 Test(pretrain, warmup_then_cosine)
@@ -69,4 +70,51 @@ Test(pretrain, text_stream_has_eos_between_rows)
     }
     tok_free(tok);
     unlink(tp);
+}
+
+/* A stop request: the step finishes, a resumable checkpoint is written
+ * (weights, AdamW state, trainer_state.json with step and RNG), the run
+ * returns TRAIN_STOPPED; the state reads back, and a damaged one is an
+ * error naming the file. */
+Test(pretrain, stop_writes_a_resumable_checkpoint)
+{
+    char err[1024], dir[] = "/tmp/aha-ckpt-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char *data = write_tmp("{\"text\":\"1 + 2 = 3. 4 + 5 = 9. 7 + 1 = 8. 2 + 2 = 4. 6 + 3 = 9.\"}\n");
+    char out[256], ckpt[300], state[400], cmd[600];
+    snprintf(out, sizeof out, "%s/out", dir);
+    volatile sig_atomic_t stop = 1;
+    struct train_ctl ctl = {.pipeline = "p", .stop = &stop};
+    struct pretrain_opts o;
+    pretrain_opts_default(&o);
+    o.config = "tiny";
+    o.data = data;
+    o.out = out;
+    o.steps = 5;
+    o.batch = 1;
+    o.seq_len = 8;
+    o.ctl = &ctl;
+    FILE *ev = tmpfile();
+    cr_assert_eq(pretrain_run(&o, backend_cpu(), ev, err, sizeof err), TRAIN_STOPPED, "%s", err);
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoints/step-1", out);
+    cr_expect_str_eq(ctl.stopped_at, ckpt);
+    json_t *st = ckpt_read(ckpt, err, sizeof err);
+    cr_assert_not_null(st, "%s", err);
+    cr_expect_eq(json_integer_value(json_object_get(st, "step")), 1);
+    cr_expect_eq(json_integer_value(json_object_get(st, "steps")), 5);
+    cr_expect_eq(json_integer_value(json_object_get(st, "adam_step")), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(st, "pipeline")), "p");
+    cr_expect_eq(json_array_size(json_object_get(st, "rng")), 4);
+    json_decref(st);
+    snprintf(state, sizeof state, "%s/" CKPT_STATE_FILE, ckpt);
+    FILE *f = fopen(state, "w");
+    cr_assert_not_null(f);
+    fputs("{\"format\": \"other\", \"version\": 1}", f);
+    fclose(f);
+    cr_expect_null(ckpt_read(ckpt, err, sizeof err));
+    cr_expect(strstr(err, state) && strstr(err, "\"format\""), "%s", err);
+    fclose(ev);
+    unlink(data);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
 }
