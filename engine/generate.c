@@ -29,6 +29,10 @@
 #include "errmsg.h"
 #include "kv_cache.h"
 
+/* Steps of at most this many rows run the gate and up projections as one
+ * matmul (serial per-row SwiGLU after it). */
+#define GEN_FUSE_ROWS 64
+
 /* Rows of logits computed at once (more rows are done chunk by chunk). */
 #define GEN_LOGITS_CHUNK 64
 
@@ -758,6 +762,9 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const int C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads, NKV = c->n_kv_heads;
     const int HD = c->head_dim, AH = NH * HD, I = c->intermediate_size, bs = kv->block_size;
     const float *P = m->params;
+    /* Decode-sized steps (the team's wake-up costs more than the gate and
+     * up rows' own work) take one matmul for both; e->gate holds R*I floats. */
+    const bool fuse_rows = N <= GEN_FUSE_ROWS && 2 * N <= e->R;
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
@@ -777,9 +784,18 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         linear(e, e->res, e->atty, P + lo->wo, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C);
         be->add(e->res, e->res, e->x, (size_t)N * C);
         be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
-        linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, I);
-        linear(e, e->up, e->ln, P + lo->wu, NULL, N, C, I);
-        be->swiglu_forward(e->h, e->gate, e->up, N, I);
+        if (fuse_rows && lo->wu == lo->wg + (size_t)I * C) {
+            /* gate and up projections are adjacent (I,C) matrices: one
+             * (2I,C) matmul, rows [gate | up] (same arithmetic per output) */
+            linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, 2 * I);
+            for (int n = 0; n < N; n++)
+                be->swiglu_forward(e->h + (size_t)n * I, e->gate + (size_t)n * 2 * I,
+                                   e->gate + (size_t)n * 2 * I + I, 1, I);
+        } else {
+            linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, I);
+            linear(e, e->up, e->ln, P + lo->wu, NULL, N, C, I);
+            be->swiglu_forward(e->h, e->gate, e->up, N, I);
+        }
         linear(e, e->x, e->h, P + lo->wd, NULL, N, I, C);
         be->add(e->x, e->x, e->res, (size_t)N * C);
     }

@@ -364,17 +364,25 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
 /* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC)], every output
  * computed by the same fixed-order arithmetic whatever N, the row's place
  * in the batch and the thread count (see backend.h). Threads split the
- * output columns (each streams its own contiguous share of the weights);
- * each 4-column block of weights is read from memory once per block of
- * CPU_ROWS_NBLOCK rows, and the first row tile over it prefetches the
- * next. */
+ * output columns only, in chunks of contiguous weight rows handed out
+ * dynamically (a thread slowed by another process does not hold up the
+ * step; which thread computes an output never changes its arithmetic).
+ * Each 4-row block of weights is read from memory once per block of
+ * CPU_ROWS_NBLOCK input rows, and the first row tile over it prefetches
+ * the next. */
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
                              const float *bias, int N, int C, int OC)
 {
+    const int nblk = (OC + CPU_ROWS_NR - 1) / CPU_ROWS_NR;
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
-        #pragma omp parallel for schedule(static) if (parallel: (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16)
-        for (int j0 = 0; j0 < OC; j0 += CPU_ROWS_NR) {
+        const int par = (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16;
+        const int nt = par ? omp_get_max_threads() : 1;
+        /* about 4 chunks per thread */
+        const int chunk = (nblk + 4 * nt - 1) / (4 * nt);
+        #pragma omp parallel for schedule(dynamic, chunk) if (par)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int j0 = blk * CPU_ROWS_NR;
             const float *pf = j0 + 2 * CPU_ROWS_NR <= OC ? weight + (size_t)(j0 + CPU_ROWS_NR) * C : NULL;
             for (int n = nb; n < ne; n += CPU_ROWS_MR, pf = NULL) {
                 int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
