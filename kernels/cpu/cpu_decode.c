@@ -263,6 +263,15 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
 
 /* ------------------------------------------------- batch-invariant matmul */
 
+/* (bias[j0..j0+3]) x 4, or zeros without a bias. */
+static inline cpu_v16 cpu_rows_bias4(const float *bias, int j0)
+{
+    if (!bias) return (cpu_v16){0};
+    const float *b = bias + j0;
+    return (cpu_v16){b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3],
+                     b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]};
+}
+
 /* Rows of inputs per register tile (MR) and weight rows per tile: 6 x 4
  * accumulators, 4 weight and 1 input register: 29 of AVX-512's 32. */
 #define CPU_ROWS_MR 6
@@ -317,12 +326,9 @@ cpu_rows_tile(int MR, float *out, const float *inp, const float *weight, const f
             for (int i = 0; i < 4; i++) a[4 * jj + i] = i0 + i < MR ? acc[i0 + i][jj] : (cpu_v16){0};
         cpu_v16 s = cpu_rows_reduce16(a);
         if (C16 == C && nj == CPU_ROWS_NR) {
-            /* no k tail: bias added lane-wise, 4 outputs stored per row */
-            if (bias) {
-                const float *bj = bias + j0;
-                s += (cpu_v16){bj[0], bj[1], bj[2], bj[3], bj[0], bj[1], bj[2], bj[3],
-                               bj[0], bj[1], bj[2], bj[3], bj[0], bj[1], bj[2], bj[3]};
-            }
+            /* no k tail: bias (or +0.0f, as the scalar path) added
+             * lane-wise, 4 outputs stored per row */
+            s += cpu_rows_bias4(bias, j0);
             float tmp[16];
             memcpy(tmp, &s, sizeof tmp);
             for (int i = i0; i < MR && i < i0 + 4; i++)
@@ -335,6 +341,41 @@ cpu_rows_tile(int MR, float *out, const float *inp, const float *weight, const f
                 for (int k = C16; k < C; k++) v = __builtin_fmaf(w[jj][k], x[i][k], v);
                 out[(size_t)(n0 + i) * OC + j0 + jj] = v + (bias ? bias[j0 + jj] : 0.0f);
             }
+    }
+}
+
+/* One input row x: (C) against weight rows j0..j1-1, out: (OC) row: the
+ * bandwidth-bound decode of a single sequence. Weight rows are streamed
+ * one after another (a single sequential stream, which the hardware
+ * prefetchers follow at full speed, unlike 4 rows 4*C apart), each with
+ * the tile's arithmetic: one 16-lane chain over k, the same lane tree
+ * (4 rows per cpu_rows_reduce16), the k tail, then the bias. */
+__attribute__((optimize("fp-contract=fast"))) static void
+cpu_rows_single(float *out, const float *x, const float *weight, const float *bias,
+                int j0, int j1, int C)
+{
+    const int C16 = C & ~15;
+    for (int j = j0; j < j1; j += 4) {
+        const int nj = j1 - j < 4 ? j1 - j : 4;
+        cpu_v16 a[16] = {{0}};
+        for (int r = 0; r < nj; r++) {
+            const float *w = weight + (size_t)(j + r) * C;
+            cpu_v16 acc = {0};
+            for (int k = 0; k < C16; k += 16) acc += *(const cpu_v16 *)(w + k) * *(const cpu_v16 *)(x + k);
+            a[4 * r] = acc;         /* lane r of the reduction */
+        }
+        cpu_v16 s = cpu_rows_reduce16(a);
+        if (C16 == C && nj == 4) {
+            s += cpu_rows_bias4(bias, j);
+            memcpy(out + j, &s, 4 * sizeof(float));
+            continue;
+        }
+        for (int r = 0; r < nj; r++) {
+            const float *w = weight + (size_t)(j + r) * C;
+            float v = s[r];
+            for (int k = C16; k < C; k++) v = __builtin_fmaf(w[k], x[k], v);
+            out[j + r] = v + (bias ? bias[j + r] : 0.0f);
+        }
     }
 }
 
@@ -380,6 +421,14 @@ void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
         const int nt = par ? omp_get_max_threads() : 1;
         /* about 4 chunks per thread */
         const int chunk = (nblk + 4 * nt - 1) / (4 * nt);
+        if (ne - nb == 1) {
+            #pragma omp parallel for schedule(dynamic, chunk) if (par)
+            for (int blk = 0; blk < nblk; blk++) {
+                const int j0 = blk * CPU_ROWS_NR, j1 = j0 + CPU_ROWS_NR < OC ? j0 + CPU_ROWS_NR : OC;
+                cpu_rows_single(out + (size_t)nb * OC, inp + (size_t)nb * C, weight, bias, j0, j1, C);
+            }
+            continue;
+        }
         #pragma omp parallel for schedule(dynamic, chunk) if (par)
         for (int blk = 0; blk < nblk; blk++) {
             const int j0 = blk * CPU_ROWS_NR;
