@@ -5,17 +5,20 @@
  *
  * Attention per (row, kv head): the query heads of the group share every
  * key/value read; scores of all cached positions are computed in a
- * per-thread scratch row, softmaxed exactly as cpu_attention.c does
- * (max-subtracted, cpu_expf, normalised probabilities), then the values are
- * accumulated. Work items (row, kv head) are spread over the OpenMP threads:
- * decode steps have one row per sequence, chunked prefills many.
+ * per-thread scratch row, softmaxed as cpu_attention.c does (max-subtracted,
+ * cpu_expf, normalised probabilities), then the values are accumulated.
+ * Head sizes 32/64/128 take a register-blocked path (16 keys' dot products
+ * reduced together, output heads in registers). Work items (row, kv head)
+ * are spread over the OpenMP threads: decode steps have one row per
+ * sequence, chunked prefills many.
  *
  * matmul_rows_forward: the generation engine's linear layers. Every output
  * is one fixed-order dot product (16-lane partial sums, fixed lane tree), so
  * a row's result never depends on the batch around it (oneDNN's sgemm picks
- * kernels and blockings by M, which changes the rounding); register tiles
- * of 4 weight rows x 4 input rows stream each weight once per decode step,
- * which is what bounds decoding, with a prefetch of the next weight rows. */
+ * kernels and blockings by M, which changes the rounding). Batches run
+ * register tiles of 6 input rows x 4 weight rows (each weight read once per
+ * step, reused from L1 by every tile); a single row streams the weights
+ * sequentially, which is what bounds decoding one sequence. */
 #include "cpu.h"
 
 #include <math.h>
