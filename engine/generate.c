@@ -29,6 +29,10 @@
 #include "errmsg.h"
 #include "kv_cache.h"
 
+/* Steps of at most this many rows run the gate and up projections as one
+ * matmul (serial per-row SwiGLU after it). */
+#define GEN_FUSE_ROWS 64
+
 /* Rows of logits computed at once (more rows are done chunk by chunk). */
 #define GEN_LOGITS_CHUNK 64
 
@@ -86,7 +90,7 @@ struct gen_seq {
 
 enum row_kind { ROW_NONE, ROW_PROMPT_LP, ROW_SAMPLE };
 
-struct gen_task { struct gen_seq *seq; const float *logits; };
+struct gen_task { struct gen_seq *seq; const float *logits; float lse; };
 
 struct gen_engine {
     struct model *m;
@@ -110,12 +114,15 @@ struct gen_engine {
     float *x, *res, *ln, *qkv, *atty, *gate, *up, *h;
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
     float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
+    float *d_lse, *d_lp;                /* (GEN_LOGITS_CHUNK) */
+    int32_t *d_notarget;                /* (GEN_LOGITS_CHUNK) all -1 */
     /* host side of one step */
     int32_t *h_tok, *h_pos, *h_seq, *h_tables, *h_rows;
     struct gen_seq **row_seq;       /* (R) */
     unsigned char *row_kind;        /* (R) */
     struct gen_seq **step_seqs;     /* (max_seqs) */
     float *logits;                  /* (GEN_LOGITS_CHUNK, V) host */
+    float *lse;                     /* (GEN_LOGITS_CHUNK) host: log-sum-exp of each row */
     struct gen_task *tasks;         /* (GEN_LOGITS_CHUNK * GEN_MAX_N) */
     int nthreads;
     struct sampler_scratch **scr;
@@ -206,11 +213,13 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
         {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},
         {&e->atty, R * AH}, {&e->gate, R * I}, {&e->up, R * I}, {&e->h, R * I},
         {&e->hsel, LC * C}, {&e->lnsel, LC * C}, {&e->d_logits, LC * V},
+        {&e->d_lse, LC}, {&e->d_lp, LC},
     };
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++)
         if (!(*fb[i].p = be->alloc(fb[i].n * sizeof(float)))) goto oom;
     struct { int32_t **p; size_t n; } ib[] = {
         {&e->d_tok, R}, {&e->d_pos, R}, {&e->d_seq, R}, {&e->d_tables, tables}, {&e->d_rows, LC},
+        {&e->d_notarget, LC},
     };
     for (size_t i = 0; i < sizeof ib / sizeof *ib; i++)
         if (!(*ib[i].p = be->alloc(ib[i].n * sizeof(int32_t)))) goto oom;
@@ -224,13 +233,19 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     e->seqs = calloc((size_t)cfg->max_seqs, sizeof *e->seqs);
     e->step_seqs = calloc((size_t)cfg->max_seqs, sizeof *e->step_seqs);
     e->logits = malloc(LC * V * sizeof(float));
+    e->lse = malloc(LC * sizeof(float));
     e->tasks = malloc((size_t)cfg->max_seqs * sizeof *e->tasks);
     e->nthreads = omp_get_max_threads();
     e->scr = calloc((size_t)e->nthreads, sizeof *e->scr);
     e->work = calloc((size_t)e->nthreads, sizeof *e->work);
     if (!e->h_tok || !e->h_pos || !e->h_seq || !e->h_tables || !e->h_rows || !e->row_seq ||
-        !e->row_kind || !e->seqs || !e->step_seqs || !e->logits || !e->tasks || !e->scr || !e->work)
+        !e->row_kind || !e->seqs || !e->step_seqs || !e->logits || !e->lse || !e->tasks || !e->scr || !e->work)
         goto oom;
+    {
+        int32_t neg[GEN_LOGITS_CHUNK];
+        for (size_t i = 0; i < LC; i++) neg[i] = -1;
+        be->upload(e->d_notarget, neg, sizeof neg);
+    }
     for (int t = 0; t < e->nthreads; t++) {
         e->scr[t] = sampler_scratch_new((int)V);
         e->work[t] = malloc(V * sizeof(float));
@@ -285,13 +300,13 @@ void gen_engine_free(struct gen_engine *e)
     }
     for (int i = 0; i < e->n_seqs; i++) seq_free(e->seqs[i]);
     float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->up, e->h,
-                   e->hsel, e->lnsel, e->d_logits};
+                   e->hsel, e->lnsel, e->d_logits, e->d_lse, e->d_lp};
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++) if (fb[i]) be->free(fb[i]);
-    int32_t *ib[] = {e->d_tok, e->d_pos, e->d_seq, e->d_tables, e->d_rows};
+    int32_t *ib[] = {e->d_tok, e->d_pos, e->d_seq, e->d_tables, e->d_rows, e->d_notarget};
     for (size_t i = 0; i < sizeof ib / sizeof *ib; i++) if (ib[i]) be->free(ib[i]);
     free(e->h_tok); free(e->h_pos); free(e->h_seq); free(e->h_tables); free(e->h_rows);
     free(e->row_seq); free(e->row_kind); free(e->seqs); free(e->step_seqs);
-    free(e->logits); free(e->tasks);
+    free(e->logits); free(e->lse); free(e->tasks);
     for (int t = 0; e->scr && t < e->nthreads; t++) sampler_scratch_free(e->scr[t]);
     for (int t = 0; e->work && t < e->nthreads; t++) free(e->work[t]);
     free(e->scr); free(e->work);
@@ -758,6 +773,9 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const int C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads, NKV = c->n_kv_heads;
     const int HD = c->head_dim, AH = NH * HD, I = c->intermediate_size, bs = kv->block_size;
     const float *P = m->params;
+    /* Decode-sized steps (the team's wake-up costs more than the gate and
+     * up rows' own work) take one matmul for both; e->gate holds R*I floats. */
+    const bool fuse_rows = N <= GEN_FUSE_ROWS && 2 * N <= e->R;
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
@@ -777,15 +795,27 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         linear(e, e->res, e->atty, P + lo->wo, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C);
         be->add(e->res, e->res, e->x, (size_t)N * C);
         be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
-        linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, I);
-        linear(e, e->up, e->ln, P + lo->wu, NULL, N, C, I);
-        be->swiglu_forward(e->h, e->gate, e->up, N, I);
+        if (fuse_rows && lo->wu == lo->wg + (size_t)I * C) {
+            /* gate and up projections are adjacent (I,C) matrices: one
+             * (2I,C) matmul, rows [gate | up] (same arithmetic per output) */
+            linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, 2 * I);
+            for (int n = 0; n < N; n++)
+                be->swiglu_forward(e->h + (size_t)n * I, e->gate + (size_t)n * 2 * I,
+                                   e->gate + (size_t)n * 2 * I + I, 1, I);
+        } else {
+            linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, I);
+            linear(e, e->up, e->ln, P + lo->wu, NULL, N, C, I);
+            be->swiglu_forward(e->h, e->gate, e->up, N, I);
+        }
         linear(e, e->x, e->h, P + lo->wd, NULL, N, I, C);
         be->add(e->x, e->x, e->res, (size_t)N * C);
     }
 }
 
-/* Logits (host) of the n rows h_rows[0..n) of e->x into e->logits. */
+/* Logits (host) of the n rows h_rows[0..n) of e->x into e->logits, and
+ * their log-sum-exps into e->lse (the backend's vectorised fused op when
+ * it has one: a scalar double exp per vocabulary entry cost more than
+ * the sampling itself). */
 static void logits_rows(struct gen_engine *e, int n)
 {
     struct model *m = e->m;
@@ -796,6 +826,12 @@ static void logits_rows(struct gen_engine *e, int n)
     be->rmsnorm_forward(e->lnsel, NULL, e->hsel, m->params + m->lnf_w, m->cfg.rms_norm_eps, n, C);
     linear(e, e->d_logits, e->lnsel, m->params + m->lm_head, NULL, n, C, V);
     be->download(e->logits, e->d_logits, (size_t)n * V * sizeof(float));
+    if (be->logprob_forward) {
+        be->logprob_forward(e->d_lp, e->d_lse, e->d_logits, e->d_notarget, n, V);
+        be->download(e->lse, e->d_lse, (size_t)n * sizeof(float));
+    } else {
+        for (int i = 0; i < n; i++) e->lse[i] = sampler_logsumexp(e->logits + (size_t)i * V, V);
+    }
 }
 
 static void sample_tasks(struct gen_engine *e, int nt)
@@ -807,7 +843,7 @@ static void sample_tasks(struct gen_engine *e, int nt)
         const float *row = e->tasks[t].logits;
         int tid = omp_get_thread_num();
         float *w = e->work[tid];
-        float lse = sampler_logsumexp(row, V);
+        const float lse = e->tasks[t].lse;
         memcpy(w, row, (size_t)V * sizeof(float));
         s->next = sampler_sample(&s->req->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
         s->next_lp = row[s->next] - lse;
@@ -818,10 +854,10 @@ static void sample_tasks(struct gen_engine *e, int nt)
     }
 }
 
-/* Prompt logprob of the token after row position pos of request r. */
-static void prompt_logprob(struct gen_req *r, const float *row, int V, int pos)
+/* Prompt logprob of the token after row position pos of request r; lse:
+ * the row's log-sum-exp. */
+static void prompt_logprob(struct gen_req *r, const float *row, float lse, int V, int pos)
 {
-    float lse = sampler_logsumexp(row, V);
     int t = pos + 1;
     r->plp[t] = row[r->prompt[t]] - lse;
     int k = r->prompt_logprobs;
@@ -845,7 +881,7 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
         struct gen_seq *s = e->row_seq[rows[i]];
         const float *row = e->logits + (size_t)i * V;
         if (e->row_kind[rows[i]] == ROW_PROMPT_LP) {
-            prompt_logprob(s->req, row, V, e->h_pos[rows[i]]);
+            prompt_logprob(s->req, row, e->lse[i], V, e->h_pos[rows[i]]);
             continue;
         }
         if (s->state == SEQ_PREFILL) {
@@ -853,15 +889,15 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
             struct gen_req *r = s->req;
             emit_prompt(e, r);
             s->state = SEQ_DECODE;
-            e->tasks[nt++] = (struct gen_task){s, row};
+            e->tasks[nt++] = (struct gen_task){s, row, e->lse[i]};
             for (int j = 1; j < r->n; j++) {
                 struct gen_seq *c = seq_fork(e, s, j);
                 if (!c) { errmsg_set(err, errlen, "out of memory forking sample %d of \"%s\"", j, r->id); return -1; }
                 e->seqs[e->n_seqs++] = c;
-                e->tasks[nt++] = (struct gen_task){c, row};
+                e->tasks[nt++] = (struct gen_task){c, row, e->lse[i]};
             }
         } else {
-            e->tasks[nt++] = (struct gen_task){s, row};
+            e->tasks[nt++] = (struct gen_task){s, row, e->lse[i]};
         }
     }
     sample_tasks(e, nt);

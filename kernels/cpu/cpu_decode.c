@@ -5,17 +5,20 @@
  *
  * Attention per (row, kv head): the query heads of the group share every
  * key/value read; scores of all cached positions are computed in a
- * per-thread scratch row, softmaxed exactly as cpu_attention.c does
- * (max-subtracted, cpu_expf, normalised probabilities), then the values are
- * accumulated. Work items (row, kv head) are spread over the OpenMP threads:
- * decode steps have one row per sequence, chunked prefills many.
+ * per-thread scratch row, softmaxed as cpu_attention.c does (max-subtracted,
+ * cpu_expf, normalised probabilities), then the values are accumulated.
+ * Head sizes 32/64/128 take a register-blocked path (16 keys' dot products
+ * reduced together, output heads in registers). Work items (row, kv head)
+ * are spread over the OpenMP threads: decode steps have one row per
+ * sequence, chunked prefills many.
  *
  * matmul_rows_forward: the generation engine's linear layers. Every output
  * is one fixed-order dot product (16-lane partial sums, fixed lane tree), so
  * a row's result never depends on the batch around it (oneDNN's sgemm picks
- * kernels and blockings by M, which changes the rounding); register tiles
- * of 4 weight rows x 4 input rows stream each weight once per decode step,
- * which is what bounds decoding, with a prefetch of the next weight rows. */
+ * kernels and blockings by M, which changes the rounding). Batches run
+ * register tiles of 6 input rows x 4 weight rows (each weight read once per
+ * step, reused from L1 by every tile); a single row streams the weights
+ * sequentially, which is what bounds decoding one sequence. */
 #include "cpu.h"
 
 #include <math.h>
@@ -49,6 +52,122 @@ void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
     }
 }
 
+/* 16 fp32 lanes (one AVX-512 register, two AVX2 ones); unaligned access. */
+typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
+
+typedef int cpu_v16i __attribute__((vector_size(64)));
+
+/* The reduction every output uses: a 16-lane partial sum p over k in order
+ * (p += w[k..k+15] * x[k..k+15], fused), then the fixed lane tree
+ *   m_i = p_i + p_{i+8}, n_i = m_i + m_{i+4}, q_i = n_i + n_{i+2}, s = q_0 + q_1,
+ * then the k tail in order (fused), then the bias. cpu_rows_reduce16 runs
+ * that tree for 16 partial sums at once (a transpose by shuffles, 45 ops
+ * instead of 128); since a + b == b + a exactly, every lane gets bitwise the
+ * tree's result whichever accumulators share the call, so one row alone and
+ * one row in a tile of six add up identically. */
+static inline __attribute__((always_inline)) cpu_v16
+cpu_rows_pair(cpu_v16 a, cpu_v16 b, cpu_v16i lo, cpu_v16i hi)
+{
+    return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+}
+
+/* a[0..15] -> lane 4b+c holds the tree sum of a[4c+b]. */
+static inline __attribute__((always_inline)) cpu_v16 cpu_rows_reduce16(const cpu_v16 *a)
+{
+    const cpu_v16i l1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const cpu_v16i h1 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    const cpu_v16i l2 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+    const cpu_v16i h2 = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+    const cpu_v16i l3 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    const cpu_v16i h3 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    const cpu_v16i l4 = {0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30};
+    const cpu_v16i h4 = {1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31};
+    cpu_v16 s[8], t[4], u[2];
+    for (int i = 0; i < 8; i++) s[i] = cpu_rows_pair(a[2 * i], a[2 * i + 1], l1, h1);
+    for (int i = 0; i < 4; i++) t[i] = cpu_rows_pair(s[2 * i], s[2 * i + 1], l2, h2);
+    for (int i = 0; i < 2; i++) u[i] = cpu_rows_pair(t[2 * i], t[2 * i + 1], l3, h3);
+    return cpu_rows_pair(u[0], u[1], l4, h4);
+}
+
+/* Scores of one query head against nt <= 16 consecutive keys k: (nt,D)
+ * into s[0..nt): dot products by 16-lane partial sums over d, reduced by
+ * cpu_rows_reduce16 (key j in lane 4(j%4)+j/4). */
+static inline __attribute__((always_inline)) void
+cpu_att_scores16(int DV, float *s, const float *qh, const float *K, int nt, float scale)
+{
+    cpu_v16 acc[16];
+    #pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) {
+        int jr = j < nt ? j : 0;
+        const float *kj = K + (size_t)jr * DV * 16;
+        cpu_v16 a = *(const cpu_v16 *)qh * *(const cpu_v16 *)kj;
+        #pragma GCC unroll 8
+        for (int dv = 1; dv < DV; dv++)
+            a += *(const cpu_v16 *)(qh + 16 * dv) * *(const cpu_v16 *)(kj + 16 * dv);
+        acc[4 * (j % 4) + j / 4] = a;
+    }
+    cpu_v16 r = cpu_rows_reduce16(acc) * scale;
+    for (int j = 0; j < nt; j++) s[j] = r[j];
+}
+
+/* One (row, kv head) work item with D = 16*DV: scores, softmax, P V with
+ * the output head kept in DV registers. S: (group, T) scratch. */
+static inline __attribute__((always_inline)) void
+cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const int32_t *tbl,
+             size_t block_stride, size_t vofs, int g, int T, int group, int bs, float scale)
+{
+    const int D = 16 * DV;
+    for (int t0 = 0; t0 < T; t0 += bs) {
+        const float *K = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs);
+        int nt = T - t0 < bs ? T - t0 : bs;
+        for (int hh = 0; hh < group; hh++)
+            for (int j0 = 0; j0 < nt; j0 += 16)
+                cpu_att_scores16(DV, S + (size_t)hh * T + t0 + j0, Q + (size_t)hh * D,
+                                 K + (size_t)j0 * D, nt - j0 < 16 ? nt - j0 : 16, scale);
+    }
+    for (int hh = 0; hh < group; hh++) {
+        float *srow = S + (size_t)hh * T;
+        float mx = -INFINITY;
+        #pragma omp simd reduction(max:mx)
+        for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int t = 0; t < T; t++) {
+            float e = cpu_expf(srow[t] - mx);
+            srow[t] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        cpu_v16 o[8];
+        #pragma GCC unroll 8
+        for (int dv = 0; dv < DV; dv++) o[dv] = (cpu_v16){0};
+        for (int t0 = 0; t0 < T; t0 += bs) {
+            const float *Vb = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs) + vofs;
+            int nt = T - t0 < bs ? T - t0 : bs;
+            for (int j = 0; j < nt; j++) {
+                const float p = srow[t0 + j] * inv;
+                const float *vj = Vb + (size_t)j * D;
+                #pragma GCC unroll 8
+                for (int dv = 0; dv < DV; dv++) o[dv] += p * *(const cpu_v16 *)(vj + 16 * dv);
+            }
+        }
+        #pragma GCC unroll 8
+        for (int dv = 0; dv < DV; dv++) *(cpu_v16 *)(O + (size_t)hh * D + 16 * dv) = o[dv];
+    }
+}
+
+#define CPU_ATT_ITEM_FN(DV)                                                                  \
+    __attribute__((optimize("fp-contract=fast"))) static void                                 \
+    cpu_att_item##DV(float *O, const float *Q, float *S, const float *kv, const int32_t *tbl, \
+                     size_t block_stride, size_t vofs, int g, int T, int group, int bs,       \
+                     float scale)                                                             \
+    {                                                                                         \
+        cpu_att_item(DV, O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);       \
+    }
+CPU_ATT_ITEM_FN(2)
+CPU_ATT_ITEM_FN(4)
+CPU_ATT_ITEM_FN(8)
+
 /* out: (N,NH,D) contiguous; q: (N,NH,D) row stride qs. For row n, query
  * head h of kv group g, T = pos[n] + 1:
  *   p = softmax_t(q_h . k_t / sqrt(D)), out_h = sum_t p_t v_t.
@@ -73,6 +192,10 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         return;
     }
     const long work = (long)N * NKV;
+    /* head sizes of 32, 64 and 128 have a register-blocked kernel */
+    void (*item)(float *, const float *, float *, const float *, const int32_t *, size_t,
+                 size_t, int, int, int, int, float) =
+        D == 32 ? cpu_att_item2 : D == 64 ? cpu_att_item4 : D == 128 ? cpu_att_item8 : NULL;
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
     const int par = (size_t)N * NH * tmax * D >= (size_t)CPU_PAR_MIN;
@@ -83,6 +206,10 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         float *S = scratch + (size_t)omp_get_thread_num() * scratch_n;
         const float *Q = q + (size_t)n * qs + (size_t)g * group * D;
         float *O = out + (size_t)n * NH * D + (size_t)g * group * D;
+        if (item) {
+            item(O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);
+            continue;
+        }
         /* scores, block by block (positions of a block are contiguous) */
         for (int t0 = 0; t0 < T; t0 += bs) {
             const float *K = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs);
@@ -139,139 +266,180 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
 
 /* ------------------------------------------------- batch-invariant matmul */
 
-/* 16 fp32 lanes (one AVX-512 register, two AVX2 ones); unaligned access. */
-typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
-
-typedef int cpu_v16i __attribute__((vector_size(64)));
-
-/* Fixed-order sum of the 16 lanes: lane i += lane i+8, then i+4, i+2,
- * i+1 (in-register shuffles; the upper lanes carry don't-care values). */
-static inline float cpu_v16_sum(cpu_v16 a)
+/* (bias[j0..j0+3]) x 4, or zeros without a bias. */
+static inline cpu_v16 cpu_rows_bias4(const float *bias, int j0)
 {
-    a += __builtin_shuffle(a, (cpu_v16i){8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15});
-    a += __builtin_shuffle(a, (cpu_v16i){4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7});
-    a += __builtin_shuffle(a, (cpu_v16i){2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3});
-    a += __builtin_shuffle(a, (cpu_v16i){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1});
-    return a[0];
+    if (!bias) return (cpu_v16){0};
+    const float *b = bias + j0;
+    return (cpu_v16){b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3],
+                     b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]};
 }
 
-/* out[n][j] for one (n, j): the arithmetic every tile shape reproduces
- * exactly: 16-lane partial sums over k in order, fixed lane tree, scalar
- * tail in order, then the bias. */
-__attribute__((optimize("fp-contract=fast")))
-static float cpu_rows_dot(const float *x, const float *w, int C, float b)
-{
-    const int C16 = C & ~15;
-    cpu_v16 acc = {0};
-    for (int k = 0; k < C16; k += 16)
-        acc += *(const cpu_v16 *)(w + k) * *(const cpu_v16 *)(x + k);
-    float s = cpu_v16_sum(acc);
-    for (int k = C16; k < C; k++) s += w[k] * x[k];
-    return s + b;
-}
+/* Rows of inputs per register tile (MR) and weight rows per tile: 6 x 4
+ * accumulators, 4 weight and 1 input register: 29 of AVX-512's 32. */
+#define CPU_ROWS_MR 6
+#define CPU_ROWS_NR 4
 
-/* The 4x4 tile of outputs (n0..n0+3, j0..j0+3): 4 weight rows and 4 input
- * rows loaded once per 16 lanes, 16 accumulators. Same arithmetic per
- * output as cpu_rows_dot. */
-__attribute__((optimize("fp-contract=fast")))
-static void cpu_rows_tile4(float *out, const float *inp, const float *weight,
-                           const float *bias, int n0, int j0, int C, int OC, const float *pf)
+/* The MR x 4 tile of outputs (n0.., j0..j0+3): each 16-lane step loads 4
+ * weight vectors and MR input vectors for 4*MR fused multiply-adds. Weight
+ * rows past OC repeat row OC-1 (their outputs are dropped), so a tile's
+ * arithmetic never depends on OC either. pf: the next weight rows to
+ * prefetch (4*C floats), or NULL. */
+static inline __attribute__((always_inline)) void
+cpu_rows_tile(int MR, float *out, const float *inp, const float *weight, const float *bias,
+              int n0, int j0, int C, int OC, const float *pf)
 {
-    const int C16 = C & ~15;
-    const float *x[4], *w[4];
-    for (int i = 0; i < 4; i++) {
-        x[i] = inp + (size_t)(n0 + i) * C;
-        w[i] = weight + (size_t)(j0 + i) * C;
-    }
-    cpu_v16 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
-    cpu_v16 a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0}, a32 = {0}, a33 = {0};
-    for (int k = 0; k < C16; k += 16) {
-        if (pf)     /* the next 4 weight rows (4*C floats), 4 lines per step */
-            for (int i = 0; i < 64; i += 16) __builtin_prefetch(pf + 4 * k + i, 0, 0);
-        cpu_v16 w0 = *(const cpu_v16 *)(w[0] + k), w1 = *(const cpu_v16 *)(w[1] + k);
-        cpu_v16 w2 = *(const cpu_v16 *)(w[2] + k), w3 = *(const cpu_v16 *)(w[3] + k);
-        /* keep weights and inputs in registers: 8 loads per 16 FMAs (gcc
-         * otherwise folds a load into every FMA: 20 loads, half the speed) */
-        __asm__("" : "+x"(w0), "+x"(w1), "+x"(w2), "+x"(w3));
-        cpu_v16 x0 = *(const cpu_v16 *)(x[0] + k);
-        __asm__("" : "+x"(x0));
-        a00 += w0 * x0; a01 += w1 * x0; a02 += w2 * x0; a03 += w3 * x0;
-        cpu_v16 x1 = *(const cpu_v16 *)(x[1] + k);
-        __asm__("" : "+x"(x1));
-        a10 += w0 * x1; a11 += w1 * x1; a12 += w2 * x1; a13 += w3 * x1;
-        cpu_v16 x2 = *(const cpu_v16 *)(x[2] + k);
-        __asm__("" : "+x"(x2));
-        a20 += w0 * x2; a21 += w1 * x2; a22 += w2 * x2; a23 += w3 * x2;
-        cpu_v16 x3 = *(const cpu_v16 *)(x[3] + k);
-        __asm__("" : "+x"(x3));
-        a30 += w0 * x3; a31 += w1 * x3; a32 += w2 * x3; a33 += w3 * x3;
-    }
-    cpu_v16 acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13},
-                         {a20, a21, a22, a23}, {a30, a31, a32, a33}};
-    for (int i = 0; i < 4; i++)
-        for (int jj = 0; jj < 4; jj++) {
-            float s = cpu_v16_sum(acc[i][jj]);
-            for (int k = C16; k < C; k++) s += w[jj][k] * x[i][k];
-            out[(size_t)(n0 + i) * OC + j0 + jj] = s + (bias ? bias[j0 + jj] : 0.0f);
-        }
-}
-
-/* One input row against 4 weight rows: 4 independent accumulation chains
- * (a single chain would wait on the FMA latency). Same arithmetic per
- * output as cpu_rows_dot. */
-__attribute__((optimize("fp-contract=fast")))
-static void cpu_rows_tile1x4(float *out, const float *inp, const float *weight,
-                             const float *bias, int n, int j0, int C, int OC, const float *pf)
-{
-    const int C16 = C & ~15;
-    const float *x = inp + (size_t)n * C, *w0 = weight + (size_t)j0 * C;
-    const float *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
-    cpu_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    const int C16 = C & ~15, nj = OC - j0 < CPU_ROWS_NR ? OC - j0 : CPU_ROWS_NR;
+    const float *x[CPU_ROWS_MR], *w[CPU_ROWS_NR];
+    for (int i = 0; i < MR; i++) x[i] = inp + (size_t)(n0 + i) * C;
+    for (int jj = 0; jj < CPU_ROWS_NR; jj++)
+        w[jj] = weight + (size_t)(j0 + (jj < nj ? jj : nj - 1)) * C;
+    cpu_v16 acc[CPU_ROWS_MR][CPU_ROWS_NR];
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+        #pragma GCC unroll 4
+        for (int jj = 0; jj < CPU_ROWS_NR; jj++) acc[i][jj] = (cpu_v16){0};
     for (int k = 0; k < C16; k += 16) {
         if (pf)
+            #pragma GCC unroll 4
             for (int i = 0; i < 64; i += 16) __builtin_prefetch(pf + 4 * k + i, 0, 0);
-        cpu_v16 xv = *(const cpu_v16 *)(x + k);
-        a0 += *(const cpu_v16 *)(w0 + k) * xv;
-        a1 += *(const cpu_v16 *)(w1 + k) * xv;
-        a2 += *(const cpu_v16 *)(w2 + k) * xv;
-        a3 += *(const cpu_v16 *)(w3 + k) * xv;
+        cpu_v16 wv[CPU_ROWS_NR];
+        #pragma GCC unroll 4
+        for (int jj = 0; jj < CPU_ROWS_NR; jj++) {
+            wv[jj] = *(const cpu_v16 *)(w[jj] + k);
+            /* keep weights in registers (gcc otherwise folds a load into
+             * every FMA: 4*MR loads instead of 4+MR) */
+            __asm__("" : "+v"(wv[jj]));
+        }
+        #pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            cpu_v16 xv = *(const cpu_v16 *)(x[i] + k);
+            __asm__("" : "+v"(xv));
+            #pragma GCC unroll 4
+            for (int jj = 0; jj < CPU_ROWS_NR; jj++) acc[i][jj] += wv[jj] * xv;
+        }
     }
-    cpu_v16 acc[4] = {a0, a1, a2, a3};
-    const float *w[4] = {w0, w1, w2, w3};
-    for (int jj = 0; jj < 4; jj++) {
-        float s = cpu_v16_sum(acc[jj]);
-        for (int k = C16; k < C; k++) s += w[jj][k] * x[k];
-        out[(size_t)n * OC + j0 + jj] = s + (bias ? bias[j0 + jj] : 0.0f);
+    /* reduce 4 rows at a time: lane 4i+jj = out[i][jj] */
+    #pragma GCC unroll 2
+    for (int i0 = 0; i0 < MR; i0 += 4) {
+        cpu_v16 a[16];
+        #pragma GCC unroll 4
+        for (int jj = 0; jj < CPU_ROWS_NR; jj++)
+            #pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) a[4 * jj + i] = i0 + i < MR ? acc[i0 + i][jj] : (cpu_v16){0};
+        cpu_v16 s = cpu_rows_reduce16(a);
+        if (C16 == C && nj == CPU_ROWS_NR) {
+            /* no k tail: bias (or +0.0f, as the scalar path) added
+             * lane-wise, 4 outputs stored per row */
+            s += cpu_rows_bias4(bias, j0);
+            float tmp[16];
+            memcpy(tmp, &s, sizeof tmp);
+            for (int i = i0; i < MR && i < i0 + 4; i++)
+                memcpy(out + (size_t)(n0 + i) * OC + j0, tmp + 4 * (i - i0), 4 * sizeof(float));
+            continue;
+        }
+        for (int i = i0; i < MR && i < i0 + 4; i++)
+            for (int jj = 0; jj < nj; jj++) {
+                float v = s[4 * (i - i0) + jj];
+                for (int k = C16; k < C; k++) v = __builtin_fmaf(w[jj][k], x[i][k], v);
+                out[(size_t)(n0 + i) * OC + j0 + jj] = v + (bias ? bias[j0 + jj] : 0.0f);
+            }
     }
 }
 
+/* One input row x: (C) against weight rows j0..j1-1, out: (OC) row: the
+ * bandwidth-bound decode of a single sequence. Weight rows are streamed
+ * one after another (a single sequential stream, which the hardware
+ * prefetchers follow at full speed, unlike 4 rows 4*C apart), each with
+ * the tile's arithmetic: one 16-lane chain over k, the same lane tree
+ * (4 rows per cpu_rows_reduce16), the k tail, then the bias. */
+__attribute__((optimize("fp-contract=fast"))) static void
+cpu_rows_single(float *out, const float *x, const float *weight, const float *bias,
+                int j0, int j1, int C)
+{
+    const int C16 = C & ~15;
+    for (int j = j0; j < j1; j += 4) {
+        const int nj = j1 - j < 4 ? j1 - j : 4;
+        cpu_v16 a[16] = {{0}};
+        for (int r = 0; r < nj; r++) {
+            const float *w = weight + (size_t)(j + r) * C;
+            cpu_v16 acc = {0};
+            for (int k = 0; k < C16; k += 16) acc += *(const cpu_v16 *)(w + k) * *(const cpu_v16 *)(x + k);
+            a[4 * r] = acc;         /* lane r of the reduction */
+        }
+        cpu_v16 s = cpu_rows_reduce16(a);
+        if (C16 == C && nj == 4) {
+            s += cpu_rows_bias4(bias, j);
+            memcpy(out + j, &s, 4 * sizeof(float));
+            continue;
+        }
+        for (int r = 0; r < nj; r++) {
+            const float *w = weight + (size_t)(j + r) * C;
+            float v = s[r];
+            for (int k = C16; k < C; k++) v = __builtin_fmaf(w[k], x[k], v);
+            out[j + r] = v + (bias ? bias[j + r] : 0.0f);
+        }
+    }
+}
+
+#define CPU_ROWS_TILE_FN(M)                                                              \
+    __attribute__((optimize("fp-contract=fast"))) static void                             \
+    cpu_rows_tile##M(float *out, const float *inp, const float *weight, const float *bias, \
+                     int n0, int j0, int C, int OC, const float *pf)                       \
+    {                                                                                     \
+        cpu_rows_tile(M, out, inp, weight, bias, n0, j0, C, OC, pf);                      \
+    }
+CPU_ROWS_TILE_FN(1)
+CPU_ROWS_TILE_FN(2)
+CPU_ROWS_TILE_FN(3)
+CPU_ROWS_TILE_FN(4)
+CPU_ROWS_TILE_FN(5)
+CPU_ROWS_TILE_FN(6)
+
+typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
+                              int, int, int, int, const float *);
+static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
+    NULL, cpu_rows_tile1, cpu_rows_tile2, cpu_rows_tile3, cpu_rows_tile4, cpu_rows_tile5,
+    cpu_rows_tile6};
+
 /* Rows of inputs kept hot while the weights stream past them. */
-#define CPU_ROWS_NBLOCK 64
+#define CPU_ROWS_NBLOCK 96
 
 /* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC)], every output
  * computed by the same fixed-order arithmetic whatever N, the row's place
  * in the batch and the thread count (see backend.h). Threads split the
- * output columns; each 4-column block of weights is read once per block of
- * CPU_ROWS_NBLOCK rows. */
+ * output columns only, in chunks of contiguous weight rows handed out
+ * dynamically (a thread slowed by another process does not hold up the
+ * step; which thread computes an output never changes its arithmetic).
+ * Each 4-row block of weights is read from memory once per block of
+ * CPU_ROWS_NBLOCK input rows, and the first row tile over it prefetches
+ * the next. */
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
                              const float *bias, int N, int C, int OC)
 {
-    const int OC4 = OC & ~3;
+    const int nblk = (OC + CPU_ROWS_NR - 1) / CPU_ROWS_NR;
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
-        const int ne4 = nb + ((ne - nb) & ~3);
-        #pragma omp parallel for schedule(static) if (parallel: (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16)
-        for (int j0 = 0; j0 < OC4; j0 += 4) {
-            /* the first pass over these weight rows prefetches the next 4 */
-            const float *pf = j0 + 8 <= OC ? weight + (size_t)(j0 + 4) * C : NULL;
-            for (int n = nb; n < ne4; n += 4, pf = NULL)
-                cpu_rows_tile4(out, inp, weight, bias, n, j0, C, OC, pf);
-            for (int n = ne4; n < ne; n++, pf = NULL)
-                cpu_rows_tile1x4(out, inp, weight, bias, n, j0, C, OC, pf);
+        const int par = (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16;
+        const int nt = par ? omp_get_max_threads() : 1;
+        /* about 4 chunks per thread */
+        const int chunk = (nblk + 4 * nt - 1) / (4 * nt);
+        if (ne - nb == 1) {
+            #pragma omp parallel for schedule(dynamic, chunk) if (par)
+            for (int blk = 0; blk < nblk; blk++) {
+                const int j0 = blk * CPU_ROWS_NR, j1 = j0 + CPU_ROWS_NR < OC ? j0 + CPU_ROWS_NR : OC;
+                cpu_rows_single(out + (size_t)nb * OC, inp + (size_t)nb * C, weight, bias, j0, j1, C);
+            }
+            continue;
         }
-        for (int n = nb; n < ne; n++)
-            for (int j = OC4; j < OC; j++)
-                out[(size_t)n * OC + j] = cpu_rows_dot(inp + (size_t)n * C, weight + (size_t)j * C,
-                                                       C, bias ? bias[j] : 0.0f);
+        #pragma omp parallel for schedule(dynamic, chunk) if (par)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int j0 = blk * CPU_ROWS_NR;
+            const float *pf = j0 + 2 * CPU_ROWS_NR <= OC ? weight + (size_t)(j0 + CPU_ROWS_NR) * C : NULL;
+            for (int n = nb; n < ne; n += CPU_ROWS_MR, pf = NULL) {
+                int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
+                cpu_rows_tiles[mr](out, inp, weight, bias, n, j0, C, OC, pf);
+            }
+        }
     }
 }

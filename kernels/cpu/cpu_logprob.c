@@ -15,7 +15,8 @@
 void cpu_logprob_forward(float *logprob, float *lse, const float *logits,
                          const int32_t *targets, int N, int V)
 {
-    #pragma omp parallel for schedule(static)
+    /* rows are the unit of work: one row needs no team */
+    #pragma omp parallel for schedule(static) if (N > 1)
     for (int n = 0; n < N; n++) {
         const float *x = logits + (size_t)n * V;
         float mx = -INFINITY;

@@ -11,7 +11,8 @@
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp,
                          const float *weight, float eps, int N, int C)
 {
-    #pragma omp parallel for schedule(static)
+    /* a decode step's few rows are cheaper on one thread than waking the team */
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= CPU_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;

@@ -191,25 +191,33 @@ static void submit(struct gen_engine *e, const char *id, int user, const int32_t
 
 /* ---------------------------------------------------------- paged attention */
 
-Test(generate, paged_attention_matches_full)
+/* Paged attention of 2 sequences of T positions (cache in blocks of BS,
+ * scattered block ids) against attention_forward: all rows at once, then
+ * decode-shaped (the last row of each sequence, in reverse order). D of
+ * 32/64/128 takes the register-blocked kernel, others the generic loop. */
+static void paged_attention_case(int D, int BS, int T)
 {
     const struct backend *be = backend_cpu();
-    enum { B = 2, T = 13, NH = 4, NKV = 2, D = 8, BS = 4, NB = 4 };
-    const int Q = (NH + 2 * NKV) * D;
+    enum { B = 2, NH = 4, NKV = 2 };
+    const int NB = (T + BS - 1) / BS, Q = (NH + 2 * NKV) * D;
     float *qkv = malloc((size_t)B * T * Q * sizeof(float));
     float *ref = malloc((size_t)B * T * NH * D * sizeof(float));
     float *att = malloc((size_t)B * NH * T * T * sizeof(float));
     float *got = malloc((size_t)B * T * NH * D * sizeof(float));
+    float *q2 = malloc((size_t)2 * Q * sizeof(float)), *out2 = malloc((size_t)2 * NH * D * sizeof(float));
+    int32_t *tables = malloc((size_t)B * NB * sizeof(int32_t));
+    int32_t *seq = malloc((size_t)B * T * sizeof(int32_t)), *pos = malloc((size_t)B * T * sizeof(int32_t));
     struct rng r;
     rng_seed(&r, 5);
     for (int i = 0; i < B * T * Q; i++) qkv[i] = (float)rng_normal(&r);
     be->attention_forward(ref, att, qkv, Q, qkv + NH * D, Q, qkv + (NH + NKV) * D, Q, B, T, NH, NKV, D);
     /* cache of 2 layers' worth of blocks; use layer 1 and scattered block ids */
     char err[256];
-    struct kv_cache *kv = kv_cache_new(be, 2, NKV, D, BS, (size_t)16 * 2 * 2 * NKV * BS * D * sizeof(float), err, sizeof err);
+    const int nblocks = 2 * B * NB + 2;
+    struct kv_cache *kv = kv_cache_new(be, 2, NKV, D, BS, (size_t)nblocks * 2 * 2 * NKV * BS * D * sizeof(float),
+                                       err, sizeof err);
     cr_assert_not_null(kv, "%s", err);
-    int32_t tables[B * NB] = {7, 2, 11, 0, 5, 9, 1, 14};
-    int32_t seq[B * T], pos[B * T];
+    for (int i = 0; i < B * NB; i++) tables[i] = 2 * (B * NB - 1 - i) + 1;    /* odd ids, reversed */
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) { seq[b * T + t] = b; pos[b * T + t] = t; }
     float *kvl = kv->pool + kv->layer_stride;
@@ -224,14 +232,11 @@ Test(generate, paged_attention_matches_full)
     int bad = 0;
     for (int i = 0; i < B * T * NH * D; i++)
         bad += !(fabsf(got[i] - ref[i]) <= 1e-5f + 1e-4f * fabsf(ref[i]));
-    cr_expect_eq(bad, 0, "%d of %d outputs differ (all rows)", bad, B * T * NH * D);
+    cr_expect_eq(bad, 0, "D %d bs %d T %d: %d of %d outputs differ (all rows)", D, BS, T, bad, B * T * NH * D);
     /* decode-shaped: only the last row of each sequence, reversed order */
     int32_t seq2[2] = {1, 0}, pos2[2] = {T - 1, T - 1};
-    float q2[2 * 8 * 8 * 2];
-    cr_assert((size_t)Q * 2 <= sizeof q2 / sizeof *q2);
     memcpy(q2, qkv + ((size_t)1 * T + T - 1) * Q, (size_t)Q * sizeof(float));
     memcpy(q2 + Q, qkv + (size_t)(T - 1) * Q, (size_t)Q * sizeof(float));
-    float out2[2 * NH * D];
     be->attention_paged_forward(out2, q2, Q, kvl, kv->block_stride, kv->vofs, tables, NB, seq2, pos2,
                                 2, NH, NKV, D, BS);
     bad = 0;
@@ -240,43 +245,68 @@ Test(generate, paged_attention_matches_full)
         bad += !(fabsf(out2[i] - r1) <= 1e-5f + 1e-4f * fabsf(r1));
         bad += !(fabsf(out2[NH * D + i] - r0) <= 1e-5f + 1e-4f * fabsf(r0));
     }
-    cr_expect_eq(bad, 0, "%d decode-row outputs differ", bad);
+    cr_expect_eq(bad, 0, "D %d bs %d T %d: %d decode-row outputs differ", D, BS, T, bad);
+    /* a decode row is bitwise the same alone as in the batch of all rows */
+    be->attention_paged_forward(out2, q2 + Q, Q, kvl, kv->block_stride, kv->vofs, tables, NB, seq2 + 1,
+                                pos2 + 1, 1, NH, NKV, D, BS);
+    cr_expect(memcmp(out2, got + (size_t)(T - 1) * NH * D, (size_t)NH * D * sizeof(float)) == 0,
+              "D %d bs %d T %d: decode row alone differs from the batched row", D, BS, T);
     kv_cache_free(kv);
-    free(qkv); free(ref); free(att); free(got);
+    free(qkv); free(ref); free(att); free(got); free(q2); free(out2); free(tables); free(seq); free(pos);
+}
+
+Test(generate, paged_attention_matches_full) { paged_attention_case(8, 4, 13); }
+Test(generate, paged_attention_matches_full_d64) { paged_attention_case(64, 4, 13); }
+Test(generate, paged_attention_matches_full_d64_wide_blocks) { paged_attention_case(64, 32, 45); }
+Test(generate, paged_attention_matches_full_d32_d128)
+{
+    paged_attention_case(32, 16, 37);
+    paged_attention_case(128, 8, 21);
 }
 
 /* ---------------------------------------------- batch-invariant matmul */
 
-Test(generate, matmul_rows_matches_naive_and_is_batch_invariant)
+/* matmul_rows_forward on N rows against a double-precision reference, then
+ * every row alone and every run of 1..13 consecutive rows (all tile
+ * heights, tiles starting anywhere): bitwise the same as in the full batch. */
+static void matmul_rows_case(int N, int C, int OC, bool with_bias)
 {
     const struct backend *be = backend_cpu();
-    enum { N = 70, C = 37, OC = 13 };       /* tails in C and OC; N > one row block */
     float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
-    float *b = malloc(OC * sizeof(float)), *out = malloc((size_t)N * OC * sizeof(float));
-    float one[OC], few[5 * OC];
+    float *b = malloc((size_t)OC * sizeof(float)), *out = malloc((size_t)N * OC * sizeof(float));
+    float *few = malloc((size_t)13 * OC * sizeof(float));
+    const float *bias = with_bias ? b : NULL;
     struct rng r;
     rng_seed(&r, 9);
     for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
     for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
     for (int i = 0; i < OC; i++) b[i] = (float)rng_normal(&r);
-    be->matmul_rows_forward(out, x, w, b, N, C, OC);
+    be->matmul_rows_forward(out, x, w, bias, N, C, OC);
     int bad = 0;
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
-            double s = b[j];
+            double s = bias ? b[j] : 0.0;
             for (int k = 0; k < C; k++) s += (double)x[n * C + k] * w[j * C + k];
             bad += !(fabs(out[n * OC + j] - s) <= 1e-4 + 1e-5 * fabs(s));
         }
-    cr_expect_eq(bad, 0, "%d outputs differ from the double reference", bad);
-    /* each row alone, and rows 66..70 as a batch of 5: bitwise the same */
-    for (int n = 0; n < N; n++) {
-        be->matmul_rows_forward(one, x + (size_t)n * C, w, b, 1, C, OC);
-        cr_expect(memcmp(one, out + (size_t)n * OC, sizeof one) == 0, "row %d alone differs", n);
-    }
-    be->matmul_rows_forward(few, x + (size_t)65 * C, w, NULL, 5, C, OC);
-    be->matmul_rows_forward(one, x + (size_t)65 * C, w, NULL, 1, C, OC);
-    cr_expect(memcmp(one, few, sizeof one) == 0, "row 65 first of 5 differs from alone");
-    free(x); free(w); free(b); free(out);
+    cr_expect_eq(bad, 0, "N %d C %d OC %d: %d outputs differ from the double reference", N, C, OC, bad);
+    for (int len = 1; len <= 13; len++)
+        for (int n0 = 0; n0 + len <= N; n0 += len == 1 ? 1 : 5) {
+            be->matmul_rows_forward(few, x + (size_t)n0 * C, w, bias, len, C, OC);
+            cr_expect(memcmp(few, out + (size_t)n0 * OC, (size_t)len * OC * sizeof(float)) == 0,
+                      "N %d C %d OC %d: rows %d..%d as a batch of %d differ", N, C, OC, n0,
+                      n0 + len - 1, len);
+        }
+    free(x); free(w); free(b); free(out); free(few);
+}
+
+/* tails in C and OC, N past one row block (CPU_ROWS_NBLOCK) */
+Test(generate, matmul_rows_matches_naive_and_is_batch_invariant) { matmul_rows_case(100, 37, 13, true); }
+/* the decode shapes: C a multiple of 16, OC of 4, with and without bias */
+Test(generate, matmul_rows_aligned_shapes)
+{
+    matmul_rows_case(23, 64, 40, true);
+    matmul_rows_case(17, 128, 24, false);
 }
 
 /* ------------------------------------------------------ cached vs full */
