@@ -107,9 +107,9 @@ static int create_all(struct server *srv, char *err, size_t errlen)
         datasets_import_file(srv, sft, "sft", "arith-sft", sft_id, err, errlen))
         return -1;
     json_t *r1 = json_pack(
-        "{s:s, s:[{s:s, s:f, s:s, s:s}, {s:s, s:f, s:s}]}", "name", "r1-math", "components",
+        "{s:s, s:[{s:s, s:f, s:s, s:s}, {s:s, s:f, s:s, s:s}]}", "name", "r1-math", "components",
         "type", "accuracy", "weight", 1.0, "extract", "answer_tag", "reference", "answer", "type",
-        "format", "weight", 0.2, "template", "think_answer");
+        "format", "weight", 0.5, "template", "think_answer", "mode", "lenient");
     json_t *acc = json_pack("{s:s, s:[{s:s, s:f, s:s, s:s}]}", "name", "accuracy",
                             "components", "type", "accuracy", "weight", 1.0, "extract",
                             "answer_tag", "reference", "answer");
@@ -117,19 +117,24 @@ static int create_all(struct server *srv, char *err, size_t errlen)
     json_decref(r1);
     json_decref(acc);
     if (rc) return -1;
-    /* R1-Zero: GRPO straight on the base model (DESIGN.md's example,
-     * Dr. GRPO loss, DAPO's clip-higher), then an accuracy eval. */
+    /* R1-Zero: GRPO straight on the base model with the parameters of
+     * demo/r1-zero.json (tuned on the tiny base: Dr. GRPO loss, DAPO's
+     * clip-higher, lr 3e-5), then an accuracy eval. */
+    const char *prompt = "User: {prompt}\nAssistant:";
     json_t *zero = json_pack(
-        "{s:s, s:s, s:[{s:s, s:s, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:f,"
-        " s:f, s:f, s:i, s:i, s:i}}, {s:s, s:s, s:s, s:s, s:s, s:{s:i, s:i}}]}",
+        "{s:s, s:s, s:[{s:s, s:s, s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:s,"
+        " s:f, s:f, s:f, s:s, s:i, s:i, s:i}},"
+        " {s:s, s:s, s:s, s:s, s:s, s:{s:i, s:i, s:f, s:s, s:i}}]}",
         "name", "r1-zero", "description",
         "R1-Zero: GRPO with rule-based rewards (accuracy + <think> format) on a base model",
         "stages", "name", "rl", "kind", "grpo", "model", "$base", "dataset", rl_id, "reward",
-        rw_id, "params", "steps", 200, "prompts_per_step", 16, "group_size", 8,
-        "max_completion_length", 96, "learning_rate", 1e-5, "beta", 0.0, "loss_type", "dr_grpo",
-        "epsilon", 0.2, "epsilon_high", 0.28, "temperature", 1.0, "checkpoint_every", 50,
-        "log_completions", 2, "seed", 1, "name", "eval", "kind", "eval", "model", "rl", "dataset",
-        test_id, "reward", acc_id, "params", "max_completion_length", 96, "seed", 1);
+        rw_id, "params", "steps", 200, "prompts_per_step", 8, "group_size", 8,
+        "max_completion_length", 96, "learning_rate", 3e-5, "warmup_ratio", 0.05,
+        "max_grad_norm", 1.0, "beta", 0.0, "loss_type", "dr_grpo", "epsilon", 0.2,
+        "epsilon_high", 0.28, "temperature", 1.0, "prompt_template", prompt, "checkpoint_every",
+        50, "log_completions", 2, "seed", 1, "name", "eval", "kind", "eval", "model", "rl",
+        "dataset", test_id, "reward", acc_id, "params", "max_completion_length", 96,
+        "num_samples", 4, "temperature", 1.0, "prompt_template", prompt, "seed", 1);
     json_t *sftp = json_pack(
         "{s:s, s:s, s:[{s:s, s:s, s:s, s:s, s:{s:i, s:i, s:f, s:i, s:i}}]}", "name", "sft",
         "description", "supervised fine-tuning on worked chain-of-thought solutions", "stages",
