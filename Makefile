@@ -129,7 +129,8 @@ run: deps
 
 # The R1-Zero demo of issue #6 (demo/r1_zero.sh): pretrain a tiny base on
 # synthetic arithmetic, GRPO it with accuracy + format rewards, evaluate both
-# on held-out problems; prints one JSON line. About 30 minutes on 2 cores.
+# on held-out problems; prints one JSON line. About 15 minutes on 2 shared
+# cores (OMP_NUM_THREADS=1 is faster than 2 threads on a loaded machine).
 demo-r1-zero: build/aha-engine
 	bash demo/r1_zero.sh
 
