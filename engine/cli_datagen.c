@@ -13,12 +13,22 @@
 
 static const char DATAGEN_USAGE[] =
     "usage: aha-engine datagen arithmetic|countdown --n N --seed S\n"
-    "                          [--format rl|text] [--out FILE]\n"
+    "                          [--format rl|text] [--out FILE] [--ops OPS]\n"
+    "                          [--split all|train|test --test-percent P]\n"
+    "                          [--answer-noise F] [--format-noise F]\n"
     "  --n N          rows to write (1..%ld)\n"
     "  --seed S       unsigned 64-bit seed; the output depends only on it\n"
     "  --format rl    {\"prompt\",\"answer\",...} rows for RL (default)\n"
     "  --format text  {\"text\"} worked solutions for pretraining\n"
-    "  --out FILE     write FILE (default: stdout)\n";
+    "  --out FILE     write FILE (default: stdout)\n"
+    "  --ops OPS      arithmetic operators to draw from, e.g. \"+-\" (default +-*)\n"
+    "  --split S      all (default), or the train or test side of a split by\n"
+    "                 problem: train and test rows never pose the same problem\n"
+    "  --test-percent P  share of problems in the test split (1..99)\n"
+    "  --answer-noise F  arithmetic text: fraction of rows with a slip in one\n"
+    "                 column, so a wrong answer (default 0)\n"
+    "  --format-noise F  arithmetic text: fraction of rows with broken tags\n"
+    "                 (no tags, untagged answer, or no </think>; default 0)\n";
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -48,11 +58,23 @@ static bool parse_u64(const char *s, uint64_t *v)
     return true;
 }
 
+/* A fraction in 0..1 ("0.25"). */
+static bool parse_fraction(const char *s, double *v)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || end == s || *end || !(x >= 0 && x <= 1))
+        return false;
+    *v = x;
+    return true;
+}
+
 /* Writes to path via path.tmp.<pid> and rename, so a failure never leaves a
  * partial file at path. Returns 0 or -1 with err filled. */
 static int write_file(const char *path, enum datagen_task task,
-                      enum datagen_format format, long n, uint64_t seed,
-                      char *err, size_t errlen)
+                      enum datagen_format format, const struct datagen_opts *opts, long n,
+                      uint64_t seed, char *err, size_t errlen)
 {
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp) {
@@ -64,7 +86,7 @@ static int write_file(const char *path, enum datagen_task task,
         snprintf(err, errlen, "datagen: cannot create \"%.200s\": %s", tmp, strerror(errno));
         return -1;
     }
-    int rc = datagen_write(task, format, n, seed, f, err, errlen);
+    int rc = datagen_write_opts(task, format, opts, n, seed, f, err, errlen);
     if (fclose(f) != 0 && rc == 0) {
         snprintf(err, errlen, "datagen: writing \"%.200s\": %s", tmp, strerror(errno));
         rc = -1;
@@ -82,6 +104,7 @@ static int write_file(const char *path, enum datagen_task task,
 int cli_datagen(int argc, char **argv)
 {
     const char *task_s = NULL, *n_s = NULL, *seed_s = NULL, *format_s = "rl", *out = NULL;
+    const char *ops_s = NULL, *split_s = "all", *pct_s = NULL, *anoise_s = NULL, *fnoise_s = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -107,6 +130,16 @@ int cli_datagen(int argc, char **argv)
             dst = &format_s;
         else if (nlen == 5 && strncmp(a, "--out", 5) == 0)
             dst = &out;
+        else if (nlen == 5 && strncmp(a, "--ops", 5) == 0)
+            dst = &ops_s;
+        else if (nlen == 7 && strncmp(a, "--split", 7) == 0)
+            dst = &split_s;
+        else if (nlen == 14 && strncmp(a, "--test-percent", 14) == 0)
+            dst = &pct_s;
+        else if (nlen == 14 && strncmp(a, "--answer-noise", 14) == 0)
+            dst = &anoise_s;
+        else if (nlen == 14 && strncmp(a, "--format-noise", 14) == 0)
+            dst = &fnoise_s;
         else
             return usage_error("unknown option \"%s\"", a);
         if (eq) {
@@ -139,9 +172,27 @@ int cli_datagen(int argc, char **argv)
     if (out && !*out)
         return usage_error("--out: empty file name");
 
+    struct datagen_opts opts;
+    datagen_opts_default(&opts);
+    if (ops_s)
+        opts.ops = ops_s;
+    if (datagen_split_parse(split_s, &opts.split) != 0)
+        return usage_error("unknown split \"%s\" (expected all, train or test)", split_s);
+    uint64_t pct = 0;
+    if (pct_s && (!parse_u64(pct_s, &pct) || pct < 1 || pct > 99))
+        return usage_error("--test-percent \"%s\": expected an integer from 1 to 99", pct_s);
+    if ((opts.split != DATAGEN_SPLIT_ALL) != (pct_s != NULL))
+        return usage_error("--split train|test and --test-percent go together");
+    opts.test_percent = (int)pct;
+    if (anoise_s && !parse_fraction(anoise_s, &opts.answer_noise))
+        return usage_error("--answer-noise \"%s\": expected a fraction from 0 to 1", anoise_s);
+    if (fnoise_s && !parse_fraction(fnoise_s, &opts.format_noise))
+        return usage_error("--format-noise \"%s\": expected a fraction from 0 to 1", fnoise_s);
+
     char err[512];
-    int rc = out ? write_file(out, task, format, (long)n, seed, err, sizeof err)
-                 : datagen_write(task, format, (long)n, seed, stdout, err, sizeof err);
+    int rc = out ? write_file(out, task, format, &opts, (long)n, seed, err, sizeof err)
+                 : datagen_write_opts(task, format, &opts, (long)n, seed, stdout, err,
+                                      sizeof err);
     if (rc != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;

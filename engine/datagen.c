@@ -19,6 +19,9 @@
 /* Countdown: every intermediate value and the target lie in 1..CD_MAX_VALUE. */
 #define CD_MAX_VALUE 999
 #define CD_MAX_NUMS 4
+/* Draws one row may take to find a problem of its split (at the smallest
+ * split of 1% the chance of missing is 0.99^10000, about 2e-44). */
+#define DATAGEN_MAX_DRAWS 10000
 
 /* ------------------------------------------------------ randomness -- */
 
@@ -68,11 +71,11 @@ struct arith {
 };
 
 /* +: two 2-digit numbers; -: two 2-digit numbers, a >= b; *: 2-digit times
- * 1-digit (2..9), so every answer is a short natural number. */
-static void arith_gen(struct rng *r, struct arith *p)
+ * 1-digit (2..9), so every answer is a short natural number. The operator
+ * is drawn uniformly from ops (a non-empty subset of "+-*"). */
+static void arith_gen(struct rng *r, const char *ops, struct arith *p)
 {
-    static const char ops[3] = { '+', '-', '*' };
-    p->op = ops[draw_int(r, 0, 2)];
+    p->op = ops[draw_int(r, 0, (int)strlen(ops) - 1)];
     p->a = draw_int(r, 10, 99);
     if (p->op == '*') {
         p->b = draw_int(r, 2, 9);
@@ -93,31 +96,80 @@ static void arith_prompt(const struct arith *p, struct dg_buf *b)
     buf_add(b, "What is %d %c %d?", p->a, p->op, p->b);
 }
 
-/* The column method, one digit at a time, as a child would write it. */
-static void arith_worked(const struct arith *p, struct dg_buf *b)
+/* A slip in the worked solution (answer noise): the result written for
+ * one column is off by delta (+-1), and the answer follows it, as when a
+ * child adds 7 + 8 = 16 and carries on. No slip when col == 0. */
+struct arith_slip {
+    int col;        /* 0 none, 1 ones column, 2 tens column */
+    int delta;      /* -1 or +1 */
+};
+
+/* Draws a slip that keeps the written ones digit in 0..9 (so the carry is
+ * the true one) and the tens result non-negative. */
+static struct arith_slip arith_slip_draw(struct rng *r, const struct arith *p)
+{
+    struct arith_slip s = { .col = draw_int(r, 1, 2), .delta = draw_int(r, 0, 1) ? 1 : -1 };
+    int a1 = p->a / 10, a0 = p->a % 10, b1 = p->b / 10, b0 = p->b % 10, digit, tens;
+    if (p->op == '+') {
+        digit = (a0 + b0) % 10;
+        tens = a1 + b1 + (a0 + b0 >= 10);
+    } else if (p->op == '-') {
+        digit = (a0 - b0 + 10) % 10;
+        tens = a1 - b1 - (a0 < b0);
+    } else {
+        digit = (a0 * p->b) % 10;
+        tens = a1 * p->b + a0 * p->b / 10;
+    }
+    int v = s.col == 1 ? digit : tens;
+    if (v + s.delta < 0 || (s.col == 1 && v + s.delta > 9))
+        s.delta = -s.delta;
+    return s;
+}
+
+/* The answer a solution with this slip arrives at. */
+static int arith_slipped_answer(const struct arith *p, struct arith_slip s)
+{
+    return p->answer + (s.col == 1 ? s.delta : s.col == 2 ? 10 * s.delta : 0);
+}
+
+/* The column method, one digit at a time, as a child would write it, with
+ * an optional slip (arith_slip); ends "So <answer>.". */
+static void arith_worked(const struct arith *p, struct arith_slip slip, struct dg_buf *b)
 {
     int a1 = p->a / 10, a0 = p->a % 10, b1 = p->b / 10, b0 = p->b % 10;
+    int d0 = slip.col == 1 ? slip.delta : 0, d1 = slip.col == 2 ? slip.delta : 0;
     buf_add(b, "%d %c %d: ", p->a, p->op, p->b);
     if (p->op == '+') {
         int s0 = a0 + b0;
         if (s0 >= 10)
-            buf_add(b, "%d + %d = %d, carry 1; %d + %d + 1 = %d.", a0, b0, s0,
-                    a1, b1, a1 + b1 + 1);
+            buf_add(b, "%d + %d = %d, carry 1; %d + %d + 1 = %d.", a0, b0, s0 + d0,
+                    a1, b1, a1 + b1 + 1 + d1);
         else
-            buf_add(b, "%d + %d = %d; %d + %d = %d.", a0, b0, s0, a1, b1, a1 + b1);
+            buf_add(b, "%d + %d = %d; %d + %d = %d.", a0, b0, s0 + d0, a1, b1,
+                    a1 + b1 + d1);
     } else if (p->op == '-') {
         if (a0 < b0)
             buf_add(b, "%d - %d needs a borrow, %d - %d = %d; %d - 1 - %d = %d.",
-                    a0, b0, a0 + 10, b0, a0 + 10 - b0, a1, b1, a1 - 1 - b1);
+                    a0, b0, a0 + 10, b0, a0 + 10 - b0 + d0, a1, b1, a1 - 1 - b1 + d1);
         else
-            buf_add(b, "%d - %d = %d; %d - %d = %d.", a0, b0, a0 - b0, a1, b1, a1 - b1);
+            buf_add(b, "%d - %d = %d; %d - %d = %d.", a0, b0, a0 - b0 + d0, a1, b1,
+                    a1 - b1 + d1);
     } else {
         int p0 = a0 * p->b;
         buf_add(b, "%d * %d = %d, write %d carry %d; %d * %d + %d = %d.", a0, p->b,
-                p0, p0 % 10, p0 / 10, a1, p->b, p0 / 10, a1 * p->b + p0 / 10);
+                p0 + d0, p0 % 10 + d0, p0 / 10, a1, p->b, p0 / 10,
+                a1 * p->b + p0 / 10 + d1);
     }
-    buf_add(b, " So %d.", p->answer);
+    buf_add(b, " So %d.", arith_slipped_answer(p, slip));
 }
+
+/* Format noise: the text shapes a base model sees besides the tagged one. */
+enum arith_shape {
+    SHAPE_TAGGED,           /* <think>W</think> <answer>A</answer> */
+    SHAPE_BARE,             /* W (no tags) */
+    SHAPE_ANSWER_UNTAGGED,  /* <think>W</think> The answer is A. */
+    SHAPE_THINK_UNCLOSED,   /* <think>W <answer>A</answer> */
+};
 
 /* -------------------------------------------------------- countdown -- */
 
@@ -284,19 +336,70 @@ static void countdown_text(const struct countdown *p, struct rng *dead_end_rng,
 
 /* ------------------------------------------------------------- rows -- */
 
-/* Returns a new JSON object for row `row`. */
+/* Which split a problem belongs to: a hash of its prompt text, so the
+ * train and test splits of any seeds and row counts never share a problem. */
+static bool split_accepts(const struct datagen_opts *o, const char *prompt)
+{
+    if (o->split == DATAGEN_SPLIT_ALL)
+        return true;
+    uint64_t h = 0xcbf29ce484222325ull;     /* FNV-1a, then splitmix64 */
+    for (const char *c = prompt; *c; c++)
+        h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+    bool test = rng_splitmix64(&h) % 100 < (uint64_t)o->test_percent;
+    return o->split == DATAGEN_SPLIT_TEST ? test : !test;
+}
+
+/* Arithmetic text row: the worked solution in the shape and with the slip
+ * the noise fractions draw (none at 0: no draws, the default output). */
+static void arith_text(const struct arith *p, const struct datagen_opts *o, struct rng *r,
+                       const char *prompt, struct dg_buf *text)
+{
+    struct arith_slip slip = { 0, 0 };
+    enum arith_shape shape = SHAPE_TAGGED;
+    if (o->answer_noise > 0 && rng_uniform(r) < o->answer_noise)
+        slip = arith_slip_draw(r, p);
+    if (o->format_noise > 0 && rng_uniform(r) < o->format_noise)
+        shape = (enum arith_shape)draw_int(r, SHAPE_BARE, SHAPE_THINK_UNCLOSED);
+    struct dg_buf work = { .len = 0 };
+    arith_worked(p, slip, &work);
+    int ans = arith_slipped_answer(p, slip);
+    buf_add(text, "User: %s\nAssistant: ", prompt);
+    switch (shape) {
+    case SHAPE_TAGGED:
+        buf_add(text, "<think>%s</think> <answer>%d</answer>", work.s, ans);
+        break;
+    case SHAPE_BARE:
+        buf_add(text, "%s", work.s);
+        break;
+    case SHAPE_ANSWER_UNTAGGED:
+        buf_add(text, "<think>%s</think> The answer is %d.", work.s, ans);
+        break;
+    case SHAPE_THINK_UNCLOSED:
+        buf_add(text, "<think>%s <answer>%d</answer>", work.s, ans);
+        break;
+    }
+}
+
+/* Returns a new JSON object for row `row`, or NULL when no problem of the
+ * requested split came up in DATAGEN_MAX_DRAWS draws. */
 static json_t *datagen_row(enum datagen_task task, enum datagen_format format,
-                           uint64_t seed, long row)
+                           const struct datagen_opts *opt, uint64_t seed, long row)
 {
     struct rng r;
     struct dg_buf prompt = { .len = 0 }, answer = { .len = 0 };
-    json_t *o = json_object();
+    int draws = 0;
 
     row_rng_seed(&r, seed, (uint64_t)row);
     if (task == DATAGEN_TASK_ARITHMETIC) {
         struct arith p;
-        arith_gen(&r, &p);
-        arith_prompt(&p, &prompt);
+        do {
+            if (++draws > DATAGEN_MAX_DRAWS)
+                return NULL;
+            arith_gen(&r, opt->ops, &p);
+            prompt.len = 0;
+            arith_prompt(&p, &prompt);
+        } while (!split_accepts(opt, prompt.s));
+        json_t *o = json_object();
         buf_add(&answer, "%d", p.answer);
         if (format == DATAGEN_FORMAT_RL) {
             char op[2] = { p.op, 0 };
@@ -306,10 +409,8 @@ static json_t *datagen_row(enum datagen_task task, enum datagen_format format,
             json_object_set_new(o, "b", json_integer(p.b));
             json_object_set_new(o, "op", json_string(op));
         } else {
-            struct dg_buf work = { .len = 0 }, text = { .len = 0 };
-            arith_worked(&p, &work);
-            buf_add(&text, "User: %s\nAssistant: <think>%s</think> <answer>%s</answer>",
-                    prompt.s, work.s, answer.s);
+            struct dg_buf text = { .len = 0 };
+            arith_text(&p, opt, &r, prompt.s, &text);
             json_object_set_new(o, "text", json_string(text.s));
         }
         return o;
@@ -321,14 +422,23 @@ static json_t *datagen_row(enum datagen_task task, enum datagen_format format,
      * problems. */
     struct countdown p;
     struct dg_buf text;
+    bool fits;
     do {
+        if (++draws > DATAGEN_MAX_DRAWS)
+            return NULL;
         countdown_gen(&r, &p);
         countdown_text(&p, NULL, &text);
-    } while (text.len >= DATAGEN_TEXT_MAX);
+        fits = text.len < DATAGEN_TEXT_MAX;
+        prompt.len = 0;
+        if (fits && opt->split != DATAGEN_SPLIT_ALL)
+            countdown_prompt(&p, &prompt);
+    } while (!fits || !split_accepts(opt, prompt.s));
+    json_t *o = json_object();
     if (format == DATAGEN_FORMAT_RL) {
         json_t *nums = json_array();
         for (int i = 0; i < p.k; i++)
             json_array_append_new(nums, json_integer(p.nums[i]));
+        prompt.len = 0;
         countdown_prompt(&p, &prompt);
         cd_print(&p, p.n_nodes - 1, &answer);
         json_object_set_new(o, "prompt", json_string(prompt.s));
@@ -372,8 +482,70 @@ int datagen_format_parse(const char *s, enum datagen_format *format)
     return 0;
 }
 
+void datagen_opts_default(struct datagen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->ops = "+-*";
+    o->split = DATAGEN_SPLIT_ALL;
+}
+
+int datagen_split_parse(const char *s, enum datagen_split *split)
+{
+    if (strcmp(s, "all") == 0)
+        *split = DATAGEN_SPLIT_ALL;
+    else if (strcmp(s, "train") == 0)
+        *split = DATAGEN_SPLIT_TRAIN;
+    else if (strcmp(s, "test") == 0)
+        *split = DATAGEN_SPLIT_TEST;
+    else
+        return -1;
+    return 0;
+}
+
 int datagen_write(enum datagen_task task, enum datagen_format format, long n,
                   uint64_t seed, FILE *out, char *err, size_t errlen)
+{
+    struct datagen_opts o;
+    datagen_opts_default(&o);
+    return datagen_write_opts(task, format, &o, n, seed, out, err, errlen);
+}
+
+/* Checks the options against the task; 0 or -1 with err filled. */
+static int opts_check(enum datagen_task task, const struct datagen_opts *o, char *err,
+                      size_t errlen)
+{
+    size_t n_ops = o->ops ? strlen(o->ops) : 0;
+    if (n_ops == 0 || strspn(o->ops, "+-*") != n_ops) {
+        snprintf(err, errlen, "datagen: ops \"%s\": expected one or more of + - *",
+                 o->ops ? o->ops : "");
+        return -1;
+    }
+    if (o->split != DATAGEN_SPLIT_ALL && o->split != DATAGEN_SPLIT_TRAIN &&
+        o->split != DATAGEN_SPLIT_TEST) {
+        snprintf(err, errlen, "datagen: unknown split %d", (int)o->split);
+        return -1;
+    }
+    if (o->split != DATAGEN_SPLIT_ALL && (o->test_percent < 1 || o->test_percent > 99)) {
+        snprintf(err, errlen, "datagen: test percent %d out of range 1..99 (a train or test "
+                 "split needs both to be non-empty)", o->test_percent);
+        return -1;
+    }
+    if (!(o->answer_noise >= 0 && o->answer_noise <= 1) ||
+        !(o->format_noise >= 0 && o->format_noise <= 1)) {
+        snprintf(err, errlen, "datagen: noise fractions must be in 0..1");
+        return -1;
+    }
+    if (task != DATAGEN_TASK_ARITHMETIC &&
+        (strcmp(o->ops, "+-*") != 0 || o->answer_noise > 0 || o->format_noise > 0)) {
+        snprintf(err, errlen, "datagen: ops and noise apply to the arithmetic task only");
+        return -1;
+    }
+    return 0;
+}
+
+int datagen_write_opts(enum datagen_task task, enum datagen_format format,
+                       const struct datagen_opts *opts, long n, uint64_t seed, FILE *out,
+                       char *err, size_t errlen)
 {
     if (task != DATAGEN_TASK_ARITHMETIC && task != DATAGEN_TASK_COUNTDOWN) {
         snprintf(err, errlen, "datagen: unknown task %d", (int)task);
@@ -388,8 +560,15 @@ int datagen_write(enum datagen_task task, enum datagen_format format, long n,
                  DATAGEN_MAX_ROWS);
         return -1;
     }
+    if (opts_check(task, opts, err, errlen))
+        return -1;
     for (long i = 0; i < n; i++) {
-        json_t *row = datagen_row(task, format, seed, i);
+        json_t *row = datagen_row(task, format, opts, seed, i);
+        if (!row) {
+            snprintf(err, errlen, "datagen: row %ld: no problem of the %s split in %d draws",
+                     i, opts->split == DATAGEN_SPLIT_TEST ? "test" : "train", DATAGEN_MAX_DRAWS);
+            return -1;
+        }
         char *line = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(row);
         if (!line) {

@@ -463,3 +463,251 @@ Test(datagen, cli_help, .init = cr_redirect_stdout)
     const char *argv[] = { "datagen", "--help" };
     cr_assert_eq(run_cli(2, argv), 0);
 }
+
+/* ------------------------------------------- options: ops, split, noise -- */
+
+/* datagen_write_opts into memory; caller frees. Fails the test on error. */
+static char *gen_opts(enum datagen_task task, enum datagen_format format,
+                      const struct datagen_opts *o, long n, uint64_t seed)
+{
+    char *buf = NULL, err[256] = "";
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cr_assert_not_null(f);
+    int rc = datagen_write_opts(task, format, o, n, seed, f, err, sizeof err);
+    fclose(f);
+    cr_assert_eq(rc, 0, "datagen_write_opts: %s", err);
+    return buf;
+}
+
+Test(datagen, default_opts_are_datagen_write)
+{
+    struct datagen_opts o;
+    datagen_opts_default(&o);
+    for (int t = 0; t < 2; t++)
+        for (int f = 0; f < 2; f++) {
+            char *a = gen(t, f, 300, 11), *b = gen_opts(t, f, &o, 300, 11);
+            cr_assert_str_eq(a, b, "task %d format %d", t, f);
+            free(a);
+            free(b);
+        }
+}
+
+Test(datagen, ops_restrict_the_operators)
+{
+    struct datagen_opts o;
+    datagen_opts_default(&o);
+    o.ops = "+-";
+    char *buf = gen_opts(DATAGEN_TASK_ARITHMETIC, DATAGEN_FORMAT_RL, &o, 1000, 4);
+    static char *lines[1000];
+    int n = split_lines(buf, lines, 1000), seen[2] = { 0 };
+    for (int i = 0; i < n; i++) {
+        json_t *r = parse_row(lines[i], i);
+        const char *op = get_str(r, "op", i);
+        cr_assert(strcmp(op, "+") == 0 || strcmp(op, "-") == 0, "row %d: op %s", i, op);
+        seen[op[0] == '-']++;
+        json_decref(r);
+    }
+    cr_assert(seen[0] > 400 && seen[1] > 400, "+ %d, - %d", seen[0], seen[1]);
+    free(buf);
+}
+
+/* Train and test rows of any seeds never share a prompt, and the test
+ * split holds about test_percent of the problems. */
+Test(datagen, train_and_test_splits_are_disjoint)
+{
+    for (int t = 0; t < 2; t++) {
+        struct datagen_opts o;
+        datagen_opts_default(&o);
+        o.test_percent = 10;
+        o.split = DATAGEN_SPLIT_TRAIN;
+        char *tr = gen_opts(t, DATAGEN_FORMAT_RL, &o, 2000, 1);
+        o.split = DATAGEN_SPLIT_TEST;
+        char *te = gen_opts(t, DATAGEN_FORMAT_RL, &o, 500, 2);
+        o.split = DATAGEN_SPLIT_ALL;
+        char *all = gen_opts(t, DATAGEN_FORMAT_RL, &o, 2000, 3);
+        static char *ltr[2000], *lte[500], *lall[2000];
+        cr_assert_eq(split_lines(tr, ltr, 2000), 2000);
+        cr_assert_eq(split_lines(te, lte, 500), 500);
+        cr_assert_eq(split_lines(all, lall, 2000), 2000);
+        json_t *test_prompts = json_object();
+        for (int i = 0; i < 500; i++) {
+            json_t *r = parse_row(lte[i], i);
+            json_object_set_new(test_prompts, get_str(r, "prompt", i), json_true());
+            json_decref(r);
+        }
+        int in_test = 0;
+        for (int i = 0; i < 2000; i++) {
+            json_t *r = parse_row(ltr[i], i), *a = parse_row(lall[i], i);
+            cr_assert_null(json_object_get(test_prompts, get_str(r, "prompt", i)),
+                           "task %d: train row %d poses a test problem", t, i);
+            in_test += json_object_get(test_prompts, get_str(a, "prompt", i)) != NULL;
+            json_decref(r);
+            json_decref(a);
+        }
+        /* only the 500 test rows drawn are known, so this bounds from below */
+        cr_assert(in_test < 2000 * 15 / 100, "task %d: %d of 2000 in the test split", t,
+                  in_test);
+        json_decref(test_prompts);
+        free(tr);
+        free(te);
+        free(all);
+    }
+}
+
+/* Noisy text rows: about answer_noise of them reach a wrong answer that is
+ * off by 1 or 10 and stated consistently ("So N." and the answer); about
+ * format_noise take one of the three broken shapes; RL rows stay correct
+ * and pose the same problems. */
+Test(datagen, noise_breaks_answers_and_tags_in_the_given_fractions)
+{
+    struct datagen_opts o;
+    datagen_opts_default(&o);
+    o.ops = "+-*";
+    o.answer_noise = 0.25;
+    o.format_noise = 0.3;
+    char *tx = gen_opts(DATAGEN_TASK_ARITHMETIC, DATAGEN_FORMAT_TEXT, &o, N_ROWS, 8);
+    char *rl = gen_opts(DATAGEN_TASK_ARITHMETIC, DATAGEN_FORMAT_RL, &o, N_ROWS, 8);
+    static char *lt[N_ROWS], *lr[N_ROWS];
+    cr_assert_eq(split_lines(tx, lt, N_ROWS), N_ROWS);
+    cr_assert_eq(split_lines(rl, lr, N_ROWS), N_ROWS);
+    int wrong = 0, shapes[4] = { 0 };
+    for (int i = 0; i < N_ROWS; i++) {
+        json_t *r = parse_row(lr[i], i), *t = parse_row(lt[i], i);
+        const char *text = get_str(t, "text", i);
+        char head[128], ans[32];
+        snprintf(head, sizeof head, "User: %s\nAssistant: ", get_str(r, "prompt", i));
+        cr_assert_eq(strncmp(text, head, strlen(head)), 0, "row %d: %s", i, text);
+        cr_assert(strlen(text) < 200, "row %d: %zu bytes", i, strlen(text));
+        const char *body = text + strlen(head), *so = strstr(body, " So ");
+        cr_assert_not_null(so, "row %d: %s", i, text);
+        long stated = strtol(so + 4, NULL, 10), want = strtol(get_str(r, "answer", i), NULL, 10);
+        long d = labs(stated - want);
+        cr_assert(d == 0 || d == 1 || d == 10, "row %d: %ld for %ld: %s", i, stated, want, text);
+        wrong += d != 0;
+        snprintf(ans, sizeof ans, "%ld", stated);
+        int shape;
+        if (strncmp(body, "<think>", 7) != 0) {
+            shape = 1;
+            cr_assert_null(strchr(body, '<'), "row %d: %s", i, text);
+        } else if (strstr(body, "</think> The answer is ")) {
+            shape = 2;
+            cr_assert_null(strstr(body, "<answer>"), "row %d: %s", i, text);
+        } else if (!strstr(body, "</think>")) {
+            shape = 3;
+        } else {
+            shape = 0;
+        }
+        if (shape != 1) {
+            char got[32];
+            const char *open = shape == 2 ? "The answer is " : "<answer>";
+            const char *close = shape == 2 ? "." : "</answer>";
+            cr_assert_eq(extract_tag(so + 4, open, close, got, sizeof got), 0, "row %d", i);
+            cr_assert_str_eq(got, ans, "row %d: %s", i, text);
+        }
+        shapes[shape]++;
+        json_decref(r);
+        json_decref(t);
+    }
+    cr_assert(wrong > N_ROWS * 20 / 100 && wrong < N_ROWS * 30 / 100, "%d wrong", wrong);
+    int broken = shapes[1] + shapes[2] + shapes[3];
+    cr_assert(broken > N_ROWS * 25 / 100 && broken < N_ROWS * 35 / 100, "%d broken", broken);
+    for (int s = 1; s < 4; s++)
+        cr_assert(shapes[s] > broken / 5, "shape %d: %d of %d", s, shapes[s], broken);
+    free(tx);
+    free(rl);
+}
+
+Test(datagen, write_opts_rejects_bad_options)
+{
+    static const struct {
+        const char *ops;
+        enum datagen_split split;
+        int pct;
+        double an, fn;
+        enum datagen_task task;
+    } bad[] = {
+        { "", DATAGEN_SPLIT_ALL, 0, 0, 0, DATAGEN_TASK_ARITHMETIC },
+        { "+/", DATAGEN_SPLIT_ALL, 0, 0, 0, DATAGEN_TASK_ARITHMETIC },
+        { "+", DATAGEN_SPLIT_TRAIN, 0, 0, 0, DATAGEN_TASK_ARITHMETIC },
+        { "+", DATAGEN_SPLIT_TEST, 100, 0, 0, DATAGEN_TASK_ARITHMETIC },
+        { "+", DATAGEN_SPLIT_ALL, 0, 1.01, 0, DATAGEN_TASK_ARITHMETIC },
+        { "+", DATAGEN_SPLIT_ALL, 0, 0, -0.1, DATAGEN_TASK_ARITHMETIC },
+        { "+-*", DATAGEN_SPLIT_ALL, 0, 0, 0.2, DATAGEN_TASK_COUNTDOWN },
+        { "+", DATAGEN_SPLIT_ALL, 0, 0, 0, DATAGEN_TASK_COUNTDOWN },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct datagen_opts o;
+        datagen_opts_default(&o);
+        o.ops = bad[i].ops;
+        o.split = bad[i].split;
+        o.test_percent = bad[i].pct;
+        o.answer_noise = bad[i].an;
+        o.format_noise = bad[i].fn;
+        char err[256] = "";
+        FILE *f = tmpfile();
+        cr_assert_not_null(f);
+        cr_assert_eq(datagen_write_opts(bad[i].task, DATAGEN_FORMAT_TEXT, &o, 5, 1, f, err,
+                                        sizeof err), -1, "case %zu accepted", i);
+        cr_assert(err[0] != 0, "case %zu: no message", i);
+        cr_assert_eq(ftell(f), 0, "case %zu: wrote rows", i);
+        fclose(f);
+    }
+    enum datagen_split s;
+    cr_assert_eq(datagen_split_parse("test", &s), 0);
+    cr_assert_eq(s, DATAGEN_SPLIT_TEST);
+    cr_assert_eq(datagen_split_parse("eval", &s), -1);
+}
+
+Test(datagen, cli_options_reach_the_generator)
+{
+    char path[] = "/tmp/aha-datagen-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    const char *argv[] = { "datagen", "arithmetic", "--n", "40", "--seed", "3", "--format",
+                           "text", "--ops=+-", "--split", "test", "--test-percent", "20",
+                           "--answer-noise", "0.5", "--format-noise=0.25", "--out", path };
+    cr_assert_eq(run_cli(18, argv), 0);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char got[16384];
+    size_t n = fread(got, 1, sizeof got - 1, f);
+    got[n] = 0;
+    fclose(f);
+    unlink(path);
+    struct datagen_opts o;
+    datagen_opts_default(&o);
+    o.ops = "+-";
+    o.split = DATAGEN_SPLIT_TEST;
+    o.test_percent = 20;
+    o.answer_noise = 0.5;
+    o.format_noise = 0.25;
+    char *want = gen_opts(DATAGEN_TASK_ARITHMETIC, DATAGEN_FORMAT_TEXT, &o, 40, 3);
+    cr_assert_str_eq(got, want);
+    free(want);
+}
+
+Test(datagen, cli_rejects_bad_options, .init = cr_redirect_stderr)
+{
+    static const char *bad[][10] = {
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--split", "dev" },
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--split", "test" },
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--test-percent", "10" },
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--split", "test",
+          "--test-percent", "100" },                                /* one past the limit */
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--split", "test",
+          "--test-percent", "0" },
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--answer-noise", "1.5" },
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--format-noise", "x" },
+        { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--format-noise", "-0.1" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int argc = 0;
+        while (argc < 10 && bad[i][argc])
+            argc++;
+        cr_assert_eq(run_cli(argc, bad[i]), 2, "case %zu accepted", i);
+    }
+    const char *ops[] = { "datagen", "arithmetic", "--n", "5", "--seed", "1", "--ops", "/" };
+    cr_assert_eq(run_cli(8, ops), 1, "bad ops accepted");
+}
