@@ -11,9 +11,42 @@ import socket
 import subprocess
 import tempfile
 import time
+import traceback
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+# Every test script counts its checks here and prints them last.
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, fn):
+    """Runs one named check; a failure is reported and the run goes on."""
+    t = time.time()
+    try:
+        fn()
+        results["passed"] += 1
+        print("ok   %-58s %.2fs" % (name, time.time() - t), flush=True)
+    except Exception as e:
+        results["failed"] += 1
+        print("FAIL %s: %s" % (name, e), flush=True)
+        traceback.print_exc(limit=3)
+
+
+def eq(a, b, what=""):
+    assert a == b, "%s: expected %r, got %r" % (what, b, a)
+
+
+def wait_for(pred, timeout=30, step=0.1):
+    """pred()'s first true value within timeout seconds, else None."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
 
 
 def free_port():

@@ -19,27 +19,11 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, Postgres, Server, create_key, make_tempdir, remove_tempdir, request  # noqa: E402
+from harness import (ROOT, Postgres, Server, check, create_key, eq, make_tempdir,  # noqa: E402
+                     remove_tempdir, request, results)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
 MAX_UPLOAD = 8192
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, fn):
-    t = time.time()
-    try:
-        fn()
-        results["passed"] += 1
-        print("ok   %-58s %.2fs" % (name, time.time() - t), flush=True)
-    except Exception as e:  # a failed check reports and the run goes on
-        results["failed"] += 1
-        print("FAIL %s: %s" % (name, e), flush=True)
-        traceback.print_exc(limit=3)
-
-
-def eq(a, b, what=""):
-    assert a == b, "%s: expected %r, got %r" % (what, b, a)
 
 
 def err_of(body, status, st, code=None):

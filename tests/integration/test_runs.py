@@ -14,40 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Postgres, Server, create_key, make_tempdir, remove_tempdir,  # noqa: E402
-                     request)
+from harness import (Postgres, Server, check, create_key, eq, make_tempdir,  # noqa: E402
+                     remove_tempdir, request, results, wait_for)
 
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, fn):
-    t = time.time()
-    try:
-        fn()
-        results["passed"] += 1
-        print("ok   %-58s %.2fs" % (name, time.time() - t), flush=True)
-    except Exception as e:  # a failed check reports and the run goes on
-        results["failed"] += 1
-        print("FAIL %s: %s" % (name, e), flush=True)
-        traceback.print_exc(limit=3)
-
-
-def eq(a, b, what=""):
-    assert a == b, "%s: expected %r, got %r" % (what, b, a)
-
-
-def wait_for(pred, timeout=60, step=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return None
 
 
 def pipeline(name="t-zero", steps=4, checkpoint_every=2, dataset="data/rl.jsonl"):

@@ -19,7 +19,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (ROOT, Postgres, Server, create_key, make_tempdir, parse_sse,  # noqa: E402
-                     remove_tempdir, request, stream, stream_finish, stream_open)
+                     remove_tempdir, request, stream, stream_finish, stream_open,
+                     results, check, eq, wait_for)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
 # schema versions the server applies: one per migrations/NNNN_*.sql
@@ -27,23 +28,6 @@ MIGRATIONS = sorted(str(int(f[:4])) for f in os.listdir(os.path.join(ROOT, "migr
                     if f[:4].isdigit() and f.endswith(".sql"))
 MAX_BODY = 65536
 MAX_INFLIGHT = 64
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, fn):
-    t = time.time()
-    try:
-        fn()
-        results["passed"] += 1
-        print("ok   %-58s %.2fs" % (name, time.time() - t), flush=True)
-    except Exception as e:  # a failed check reports and the run goes on
-        results["failed"] += 1
-        print("FAIL %s: %s" % (name, e), flush=True)
-        traceback.print_exc(limit=3)
-
-
-def eq(a, b, what=""):
-    assert a == b, "%s: expected %r, got %r" % (what, b, a)
 
 
 def err_shape(body, status_code=None, code=None, param=None):
@@ -66,16 +50,6 @@ def chat(messages, **kw):
 
 def user(text):
     return [{"role": "user", "content": text}]
-
-
-def wait_for(pred, timeout=15, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return None
 
 
 def metric(srv, name):
