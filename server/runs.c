@@ -26,7 +26,8 @@
 /* ... with its spec, stages and latest metrics. */
 #define RUN_DETAIL_JSON                                                                       \
     RUN_JSON " || jsonb_build_object('spec', r.spec, 'overrides', r.overrides, 'claimed_by',"  \
-    " r.claimed_by, 'stages', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', s.name,"  \
+    " r.claimed_by, 'integrations', r.integrations, 'stages', (SELECT"                        \
+    " coalesce(jsonb_agg(jsonb_build_object('name', s.name,"                                  \
     " 'kind', s.kind, 'status', s.status, 'model', CASE WHEN s.status = 'succeeded' AND"      \
     " s.kind IS DISTINCT FROM 'eval' THEN r.name || '/' || s.name END,"                       \
     " 'started_at', extract(epoch FROM s.started_at)::bigint,"                                \
@@ -74,6 +75,10 @@ static enum MHD_Result reply_run(struct MHD_Connection *c, struct http_req *hr, 
     }
     json_t *run = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
     PQclear(r);
+    if (!run) return MHD_NO;
+    /* tokens, passwords and webhook secrets never leave the server */
+    json_object_set_new(run, "integrations",
+                        integrations_redact(json_object_get(run, "integrations")));
     return http_reply_json(c, hr, status, run);
 }
 

@@ -236,6 +236,34 @@ def checks(ctx):
     check("upload -> reward -> pipeline -> run -> SSE -> succeeded -> stage model chats; templates exist",
           catalog_flow)
 
+    def integrations_through_a_run():
+        # MLflow and the webhook fed by a real run (the fakes check payloads as the real ones do)
+        import test_integrations as ti
+        ml, hooks = ti.FakeMlflow(), ti.Hooks("s3cret")
+        httpd, url = ti.start_http(ml, hooks)
+        try:
+            run = create(ctx, a, {"pipeline": pipeline(name="integ"), "base_model": "tiny", "name": "integ",
+                                  "integrations": ti.cfg(url, url)})
+            st, got, _ = request(a, "GET", "/v1/runs/" + run["id"], key=ctx.read)
+            eq(got.get("integrations", {}).get("webhook", {}).get("secret"), "***", "secrets redacted")
+            done = wait_status(ctx, a, run["id"], ("succeeded", "failed", "cancelled"))
+            eq(done["status"], "succeeded", "final status")
+            assert wait_for(lambda: [d["body"]["status"] for d in hooks.delivered()] == ["running", "succeeded"],
+                            30), [d["body"] for d in hooks.delivered()]
+            assert all(r["valid"] for r in hooks.received), "a webhook signature did not verify"
+            eq(hooks.delivered()[-1]["body"]["run_id"], run["id"], "webhook run id")
+            assert wait_for(lambda: any(r["status"] == "FINISHED" for r in ml.runs.values()), 30), ml.runs
+            eq(len(ml.runs), 1, "one MLflow run")
+            mrun = list(ml.runs.values())[0]
+            n_values = int(ctx.pg.psql("SELECT count(*) FROM run_metrics WHERE run_id = '%s'" % run["id"]))
+            eq(len(mrun["metrics"]), n_values, "every metric value reached MLflow")
+            assert any(m["key"].endswith("reward") and m["step"] == 4 for m in mrun["metrics"]), mrun["metrics"][:5]
+            assert mrun["params"], "params logged"
+            eq(ml.rejected, [], "payloads MLflow would refuse")
+        finally:
+            httpd.shutdown()
+    check("a run's MLflow tracking and signed webhook, end to end", integrations_through_a_run)
+
     def queued_cancel_and_stage_base():
         # blocks the only slot so the next one stays queued
         long = create(ctx, a, {"pipeline": pipeline(steps=500, checkpoint_every=1), "base_model": "tiny",
