@@ -3,6 +3,7 @@
  * (api/engine-protocol.md, "Training runs"). `--check` validates only,
  * without the file system, and answers one JSON line. */
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,10 +32,23 @@ static json_t *load_spec(const char *path, char *err, size_t errlen)
  * checkpoint and the run ends "cancelled" (a second signal kills). */
 static volatile sig_atomic_t stop_requested;
 
-static void on_stop_signal(int sig)
+/* Takes SIGTERM/SIGINT synchronously. main() blocks them before any thread
+ * exists, so every thread inherits the mask and no compute thread (OpenMP,
+ * oneDNN) is ever interrupted by a handler; with an asynchronous handler the
+ * engine under load occasionally corrupted oneDNN's heap when stopped. The
+ * first signal asks for a stop; after it the default action is back and
+ * this thread alone takes signals, so a second one ends the process. */
+static void *stop_watcher(void *arg)
 {
-    (void)sig;
-    stop_requested = 1;
+    const sigset_t *sigs = arg;
+    int sig;
+    if (sigwait(sigs, &sig) == 0) {
+        stop_requested = 1;
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        pthread_sigmask(SIG_UNBLOCK, sigs, NULL);
+    }
+    return NULL;
 }
 
 /* A run that fails before it starts still ends with error and done events. */
@@ -110,10 +124,14 @@ int cli_train(int argc, char **argv)
         pipeline_free(&p);
         return 0;
     }
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESETHAND | SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    static sigset_t stop_sigs;
+    sigemptyset(&stop_sigs);
+    sigaddset(&stop_sigs, SIGTERM);
+    sigaddset(&stop_sigs, SIGINT);
+    pthread_t watcher;
+    if (pthread_sigmask(SIG_BLOCK, &stop_sigs, NULL) == 0 &&
+        pthread_create(&watcher, NULL, stop_watcher, &stop_sigs) == 0)
+        pthread_detach(watcher);
     rc = pipeline_run(&p, backend_cpu(), cli_arg(argc, argv, "--resume"), &stop_requested, stdout,
                       err, sizeof err);
     pipeline_free(&p);
