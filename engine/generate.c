@@ -426,11 +426,13 @@ static void emit(struct gen_engine *e, struct gen_event *ev)
     if (e->fn) e->fn(e->ctx, ev);
 }
 
-/* DONE events for samples 1..n-1 of r that were never forked from sample 0
- * (the request ended during prefill: cancelled, or max_tokens 0). */
-static void emit_unforked_done(struct gen_engine *e, const struct gen_req *r, enum gen_finish f)
+/* Empty DONE events for samples first..n-1 of r, which never ran (r
+ * cancelled while waiting, from 0; or ended during prefill, cancelled or
+ * max_tokens 0, from 1: the samples never forked from sample 0). */
+static void emit_empty_done(struct gen_engine *e, const struct gen_req *r, int first,
+                            enum gen_finish f)
 {
-    for (int j = 1; j < r->n; j++) {
+    for (int j = first; j < r->n; j++) {
         struct gen_event ev = {0};
         ev.kind = GEN_EVENT_DONE;
         ev.id = r->id;
@@ -693,17 +695,7 @@ int gen_cancel(struct gen_engine *e, const char *id)
         *pp = r->next;
         if (e->wait_tail == r) e->wait_tail = prev;
         e->n_waiting--;
-        for (int i = 0; i < r->n; i++) {
-            struct gen_event ev = {0};
-            ev.kind = GEN_EVENT_DONE;
-            ev.id = r->id;
-            ev.user = r->user;
-            ev.index = i;
-            ev.finish = GEN_FINISH_CANCELLED;
-            ev.prompt_tokens = r->n_prompt;
-            ev.full_text = "";
-            emit(e, &ev);
-        }
+        emit_empty_done(e, r, 0, GEN_FINISH_CANCELLED);
         req_free(r);
         count++;
     }
@@ -718,7 +710,7 @@ int gen_cancel(struct gen_engine *e, const char *id)
             /* samples 1..n-1 were never forked */
             e->n_slots -= r->live - 1;
             r->live = 1;
-            emit_unforked_done(e, r, GEN_FINISH_CANCELLED);
+            emit_empty_done(e, r, 1, GEN_FINISH_CANCELLED);
         }
         emit_done(e, s, GEN_FINISH_CANCELLED);
     }
@@ -977,7 +969,7 @@ int gen_step(struct gen_engine *e, char *err, size_t errlen)
         if (s->state != SEQ_PREFILL || s->n_cached < s->n_tokens || s->req->max_tokens > 0) continue;
         struct gen_req *r = s->req;
         emit_prompt(e, r);
-        emit_unforked_done(e, r, GEN_FINISH_LENGTH);
+        emit_empty_done(e, r, 1, GEN_FINISH_LENGTH);
         emit_done(e, s, GEN_FINISH_LENGTH);
     }
     reap(e);

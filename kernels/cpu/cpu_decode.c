@@ -112,6 +112,23 @@ cpu_att_scores16(int DV, float *s, const float *qh, const float *K, int nt, floa
 
 /* One (row, kv head) work item with D = 16*DV: scores, softmax, P V with
  * the output head kept in DV registers. S: (group, T) scratch. */
+/* srow[0..T) := exp(srow - max) in place; returns 1 / their sum (the
+ * softmax's normaliser, applied by the caller). */
+static inline float cpu_exp_row(float *srow, int T)
+{
+    float mx = -INFINITY;
+    #pragma omp simd reduction(max:mx)
+    for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
+    float sum = 0.0f;
+    #pragma omp simd reduction(+:sum)
+    for (int t = 0; t < T; t++) {
+        float e = cpu_expf(srow[t] - mx);
+        srow[t] = e;
+        sum += e;
+    }
+    return 1.0f / sum;
+}
+
 static inline __attribute__((always_inline)) void
 cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const int32_t *tbl,
              size_t block_stride, size_t vofs, int g, int T, int group, int bs, float scale)
@@ -127,17 +144,7 @@ cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const 
     }
     for (int hh = 0; hh < group; hh++) {
         float *srow = S + (size_t)hh * T;
-        float mx = -INFINITY;
-        #pragma omp simd reduction(max:mx)
-        for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
-        float sum = 0.0f;
-        #pragma omp simd reduction(+:sum)
-        for (int t = 0; t < T; t++) {
-            float e = cpu_expf(srow[t] - mx);
-            srow[t] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
+        const float inv = cpu_exp_row(srow, T);
         cpu_v16 o[8];
         #pragma GCC unroll 8
         for (int dv = 0; dv < DV; dv++) o[dv] = (cpu_v16){0};
@@ -229,17 +236,7 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         /* softmax per head */
         for (int hh = 0; hh < group; hh++) {
             float *srow = S + (size_t)hh * T;
-            float mx = -INFINITY;
-            #pragma omp simd reduction(max:mx)
-            for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
-            float sum = 0.0f;
-            #pragma omp simd reduction(+:sum)
-            for (int t = 0; t < T; t++) {
-                float e = cpu_expf(srow[t] - mx);
-                srow[t] = e;
-                sum += e;
-            }
-            float inv = 1.0f / sum;
+            const float inv = cpu_exp_row(srow, T);
             #pragma omp simd
             for (int t = 0; t < T; t++) srow[t] *= inv;
             float *oh = O + (size_t)hh * D;
