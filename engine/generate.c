@@ -778,8 +778,9 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         float *kvl = kv->pool + (size_t)l * kv->layer_stride;
         be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C);
         linear(e, e->qkv, e->ln, P + lo->wqkv, lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q);
-        be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH, HD, Q);
-        be->rope_forward(e->qkv + AH, e->d_pos, m->inv_freq, N, NKV, HD, Q);
+        /* q then k heads, adjacent in a qkv row: rotated in one pass (the
+         * cos/sin of a position computed once for both) */
+        be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH + NKV, HD, Q);
         be->kv_cache_write(kvl, kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
                            e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV, HD, bs);
         be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,

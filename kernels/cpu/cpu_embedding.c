@@ -9,6 +9,11 @@
 void cpu_embedding_forward(float *out, const int32_t *tokens,
                            const float *wte, int N, int C)
 {
+    if ((size_t)N * C < CPU_PAR_MIN) {
+        for (int n = 0; n < N; n++)
+            memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
+        return;
+    }
     #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, wte + (size_t)tokens[n] * C,

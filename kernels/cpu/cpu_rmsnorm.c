@@ -7,23 +7,33 @@
 #include <omp.h>
 #include <stdlib.h>
 
+/* Row n of cpu_rmsnorm_forward. */
+static inline void cpu_rmsnorm_row(float *out, float *rstd, const float *inp,
+                                   const float *weight, float eps, int n, int C)
+{
+    const float *x = inp + (size_t)n * C;
+    float *y = out + (size_t)n * C;
+    float ss = 0.0f;
+    #pragma omp simd reduction(+:ss)
+    for (int c = 0; c < C; c++) ss += x[c] * x[c];
+    float r = 1.0f / sqrtf(ss / (float)C + eps);
+    if (rstd) rstd[n] = r;
+    #pragma omp simd
+    for (int c = 0; c < C; c++) y[c] = weight[c] * (x[c] * r);
+}
+
 /* out: (N,C), rstd: (N) or NULL, inp: (N,C), weight: (C). */
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp,
                          const float *weight, float eps, int N, int C)
 {
-    /* a decode step's few rows are cheaper on one thread than waking the team */
-    #pragma omp parallel for schedule(static) if ((size_t)N * C >= CPU_PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        float ss = 0.0f;
-        #pragma omp simd reduction(+:ss)
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
-        float r = 1.0f / sqrtf(ss / (float)C + eps);
-        if (rstd) rstd[n] = r;
-        #pragma omp simd
-        for (int c = 0; c < C; c++) y[c] = weight[c] * (x[c] * r);
+    /* a decode step's few rows are cheaper on one thread than waking the
+     * team (or entering a region whose `if` is false) */
+    if ((size_t)N * C < CPU_PAR_MIN) {
+        for (int n = 0; n < N; n++) cpu_rmsnorm_row(out, rstd, inp, weight, eps, n, C);
+        return;
     }
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) cpu_rmsnorm_row(out, rstd, inp, weight, eps, n, C);
 }
 
 /* Gradient of y_j = w_j x_j r with dr/dx_i = -r^3 x_i / C:
