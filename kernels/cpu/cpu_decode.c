@@ -255,14 +255,6 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         float *S = scratch + (size_t)omp_get_thread_num() * scratch_n;
         const float *Q = q + (size_t)n * qs + (size_t)g * group * D;
         float *O = out + (size_t)n * NH * D + (size_t)g * group * D;
-        if (w + 1 < work) {
-            /* the next item's first key block: its first access is
-             * otherwise a cold miss (often this thread's next item) */
-            const int n1 = (int)((w + 1) / NKV), g1 = (int)((w + 1) % NKV);
-            const float *K1 = kv + cpu_kv_slot(block_tables + (size_t)seq[n1] * max_blocks, 0, g1,
-                                               block_stride, D, bs);
-            for (int i = 0; i < bs * D; i += 16) __builtin_prefetch(K1 + i, 0, 3);
-        }
         if (item) {
             item(O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);
             continue;
