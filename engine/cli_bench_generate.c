@@ -96,17 +96,55 @@ static int submit_batch(struct gen_engine *e, const struct model_config *c, int 
     return p ? rc : -1;
 }
 
+/* One decode measurement: conc sequences with 64-token prompts, all
+ * prefilled and one step decoded, then `steps` timed steps. Returns 0 and
+ * wall and CPU seconds per step and tokens/s, or -1 with err set. */
+static int decode_once(struct gen_engine *e, const struct model_config *cfg, int conc, int steps,
+                       double *step_s, double *cpu_s, double *tps, char *err, size_t errlen)
+{
+    if (submit_batch(e, cfg, conc, 64, 2 + steps, 7)) {
+        snprintf(err, errlen, "could not submit %d requests", conc);
+        return -1;
+    }
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    const long long before = st.tokens_prefilled;
+    do {
+        if (gen_step(e, err, errlen) < 0) return -1;
+        gen_stats_get(e, &st);
+    } while (st.tokens_prefilled - before < (long long)conc * 64);
+    if (gen_step(e, err, errlen) < 0) return -1;
+    gen_stats_get(e, &st);
+    long long g0 = st.tokens_generated, s0 = st.steps;
+    double t0 = progress_now(), c0 = cpu_seconds();
+    while (!gen_idle(e)) if (gen_step(e, err, errlen) < 0) return -1;
+    double t = progress_now() - t0, cpu = cpu_seconds() - c0;
+    gen_stats_get(e, &st);
+    const double nsteps = (double)(st.steps - s0);
+    *step_s = t / nsteps;
+    *cpu_s = cpu / nsteps;
+    *tps = (double)(st.tokens_generated - g0) / t;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 int cli_bench_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
-                                       "--concurrency", NULL};
+                                       "--concurrency", "--rounds", NULL};
     static const char *const flags[] = {"--no-batch-invariant", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
-    long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0;
+    long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3;
     if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 1024, &steps) ||
         cli_arg_int(argc, argv, "--prompt-len", 1, 4096, &plen) ||
-        cli_arg_int(argc, argv, "--concurrency", 1, 64, &only))
+        cli_arg_int(argc, argv, "--concurrency", 1, 64, &only) ||
+        cli_arg_int(argc, argv, "--rounds", 1, 99, &rounds))
         return 2;
     omp_set_num_threads((int)threads);
     const char *name = cli_arg(argc, argv, "--config");
@@ -155,38 +193,39 @@ int cli_bench_generate(int argc, char **argv)
            "\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
            gc.batch_invariant ? "true" : "false", threads, plen, best * 1e3, plen / best);
 
-    /* decode: conc sequences with 64-token prompts, `steps` timed steps */
-    static const int concs[] = {1, 4, 16, 64};
-    double single = 0;
-    for (size_t ci = 0; ci < sizeof concs / sizeof *concs; ci++) {
-        int conc = concs[ci];
+    /* decode: every concurrency once per round, rounds interleaved, so
+     * that a burst of load on a shared machine hits one round of each, not
+     * all of one; each figure is the median over the rounds, and the
+     * speedup is the median of the rounds' own ratios (16 vs 1 measured
+     * seconds apart, not minutes) */
+    enum { NCONC = 4 };
+    static const int concs[NCONC] = {1, 4, 16, 64};
+    double step_s[NCONC][99], cpu_s[NCONC][99], tps[NCONC][99], ratio[NCONC][99];
+    for (int r = 0; r < rounds; r++)
+        for (int ci = 0; ci < NCONC; ci++) {
+            if (only && concs[ci] != only) continue;
+            if (decode_once(e, &cfg, concs[ci], (int)steps, &step_s[ci][r], &cpu_s[ci][r], &tps[ci][r],
+                            err, sizeof err))
+                goto fail;
+            ratio[ci][r] = only ? 0 : tps[ci][r] / tps[0][r];
+        }
+    for (int ci = 0; ci < NCONC; ci++) {
+        const int conc = concs[ci];
         if (only && conc != only) continue;
-        if (submit_batch(e, &cfg, conc, 64, 2 + (int)steps, 7)) goto out;
-        /* warm-up: every prompt prefilled and one decode step done */
-        struct gen_stats st;
-        gen_stats_get(e, &st);
-        const long long before = st.tokens_prefilled;
-        do {
-            if (gen_step(e, err, sizeof err) < 0) goto fail;
-            gen_stats_get(e, &st);
-        } while (st.tokens_prefilled - before < (long long)conc * 64);
-        if (gen_step(e, err, sizeof err) < 0) goto fail;
-        gen_stats_get(e, &st);
-        long long g0 = st.tokens_generated, s0 = st.steps;
-        double t0 = progress_now(), c0 = cpu_seconds();
-        while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
-        double t = progress_now() - t0, cpu = cpu_seconds() - c0;
-        gen_stats_get(e, &st);
-        const double nsteps = (double)(st.steps - s0);
-        double tps = (double)(st.tokens_generated - g0) / t;
-        if (conc == 1) single = tps;
+        qsort(step_s[ci], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(cpu_s[ci], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(tps[ci], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(ratio[ci], (size_t)rounds, sizeof(double), cmp_double);
+        const int mid = (int)rounds / 2;
         printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
-               "\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
+               "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
+               "\"speedup_min\":%.2f,\"speedup_max\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f}\n",
-               name, gc.batch_invariant ? "true" : "false", threads, conc, t / nsteps * 1e3,
-               cpu / nsteps * 1e3, tps, single > 0 ? tps / single : 0,
-               wbytes / 1e6, bound, (tps / conc) / bound);
+               name, gc.batch_invariant ? "true" : "false", threads, conc, rounds,
+               step_s[ci][mid] * 1e3, cpu_s[ci][mid] * 1e3, tps[ci][mid], ratio[ci][mid],
+               ratio[ci][0], ratio[ci][rounds - 1], wbytes / 1e6, bound,
+               (tps[ci][mid] / conc) / bound);
     }
     rc = 0;
     goto out;
