@@ -110,8 +110,6 @@ cpu_att_scores16(int DV, float *s, const float *qh, const float *K, int nt, floa
     for (int j = 0; j < nt; j++) s[j] = r[j];
 }
 
-/* One (row, kv head) work item with D = 16*DV: scores, softmax, P V with
- * the output head kept in DV registers. S: (group, T) scratch. */
 /* srow[0..T) := exp(srow - max) in place; returns 1 / their sum (the
  * softmax's normaliser, applied by the caller). */
 static inline float cpu_exp_row(float *srow, int T)
@@ -169,6 +167,8 @@ cpu_att_pv(int DV, int HB, float *O, float *S, const float *kv, const int32_t *t
     for (int i = 0; i < HB * DV; i++) *(cpu_v16 *)(O + (size_t)h0 * D + 16 * i) = o[i];
 }
 
+/* One (row, kv head) work item with D = 16*DV: the scores of the group's
+ * query heads, then softmax and P V by cpu_att_pv. S: (group, T) scratch. */
 static inline __attribute__((always_inline)) void
 cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const int32_t *tbl,
              size_t block_stride, size_t vofs, int g, int T, int group, int bs, float scale)
