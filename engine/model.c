@@ -127,6 +127,7 @@ static void acts_free(struct model *m)
     }
     if (a->tokens) m->be->free(a->tokens);
     if (a->pos) m->be->free(a->pos);
+    if (a->seg) m->be->free(a->seg);
     memset(a, 0, sizeof *a);
 }
 
@@ -446,7 +447,8 @@ static int acts_ensure(struct model *m, int B, int T)
     }
     a->tokens = m->be->alloc(N * sizeof(int32_t));
     a->pos = m->be->alloc(N * sizeof(int32_t));
-    if (!a->tokens || !a->pos) { acts_free(m); return -1; }
+    a->seg = m->be->alloc(N * sizeof(int32_t));
+    if (!a->tokens || !a->pos || !a->seg) { acts_free(m); return -1; }
     a->B = a->cap_B = B;
     a->T = a->cap_T = T;
     return 0;
@@ -457,6 +459,12 @@ static int acts_ensure(struct model *m, int B, int T)
 int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
                   int B, int T, char *err, size_t errlen)
 {
+    return model_forward_segmented(m, tokens, pos, NULL, B, T, err, errlen);
+}
+
+int model_forward_segmented(struct model *m, const int32_t *tokens, const int32_t *pos,
+                            const int32_t *seg, int B, int T, char *err, size_t errlen)
+{
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
     const int N = B * T, C = c->hidden_size, V = c->vocab_size, I = c->intermediate_size;
@@ -466,6 +474,13 @@ int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
         if (tokens[i] < 0 || tokens[i] >= V) {
             errmsg_set(err, errlen, "token %d at position %d is outside the vocabulary (%d)",
                  tokens[i], i, V);
+            return -1;
+        }
+        /* a start after the token would read keys it may not see; before 0,
+         * outside the row */
+        if (seg && (seg[i] < 0 || seg[i] > i % T)) {
+            errmsg_set(err, errlen, "document start %d of row %d, token %d is outside 0..%d",
+                       seg[i], i / T, i % T, i % T);
             return -1;
         }
     }
@@ -481,6 +496,7 @@ int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
             hpos[b * T + t] = pos ? pos[b * T + t] : t;
     be->upload(a->pos, hpos, (size_t)N * sizeof(int32_t));
     be->upload(a->tokens, tokens, (size_t)N * sizeof(int32_t));
+    if (seg) be->upload(a->seg, seg, (size_t)N * sizeof(int32_t));
     free(hpos);
 
     const float *P = m->params;
@@ -502,7 +518,7 @@ int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
         be->rope_forward(qkv, a->pos, m->inv_freq, N, NH, HD, Q);
         be->rope_forward(qkv + AH, a->pos, m->inv_freq, N, NKV, HD, Q);
         be->attention_forward(atty, att, qkv, Q, qkv + AH, Q, qkv + AH + NKV * HD, Q,
-                              B, T, NH, NKV, HD);
+                              seg ? a->seg : NULL, B, T, NH, NKV, HD);
         be->matmul_forward(res2, atty, P + lo->wo,
                            lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C, 0.0f);
         be->add(res2, res2, x, (size_t)N * C);

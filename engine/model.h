@@ -48,6 +48,7 @@ struct model_acts {
     float *lse;         /* (N) log-sum-exp of each logits row */
     int32_t *tokens;    /* (N) */
     int32_t *pos;       /* (N) */
+    int32_t *seg;       /* (N) document starts of a segmented forward */
     /* backward scratch */
     float *dres, *dln, *datty, *dqkv, *dh, *dgate, *dup, *logits;
     size_t logits_rows; /* rows of the logits chunk buffer */
@@ -125,6 +126,14 @@ const struct param_view *model_find_param(const struct model *m,
  * outside the vocabulary are an error (-1, err filled). */
 int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
                   int B, int T, char *err, size_t errlen);
+/* model_forward with several documents packed per row: seg: (B,T) holds,
+ * for each token, the index within its row of its document's first token
+ * (0 <= seg <= t, else -1 with err), and attention never crosses a
+ * document boundary (backend.h attention_forward). Positions still come
+ * from pos, which for independent documents restart at 0: pos = t - seg.
+ * seg NULL is model_forward. model_backward needs nothing more. */
+int model_forward_segmented(struct model *m, const int32_t *tokens, const int32_t *pos,
+                            const int32_t *seg, int B, int T, char *err, size_t errlen);
 /* Logits of rows [row0, row0+nrows) of the last forward: out (nrows, V). */
 void model_logits(struct model *m, int row0, int nrows, float *out);
 /* Log-probabilities of targets: (N) (< 0 = ignored, gives 0) after

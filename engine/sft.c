@@ -229,36 +229,39 @@ void sft_opts_default(struct sft_opts *o)
     o->seed = 1;
 }
 
-/* Rows of T inputs and T targets built from the examples. */
-struct sft_rows {
-    int T, n, cap;
-    int32_t *tok, *tgt;
-};
+void sft_rows_free(struct sft_rows *r)
+{
+    free(r->tok);
+    free(r->tgt);
+    free(r->seg);
+    r->tok = r->tgt = r->seg = NULL;
+    r->n = r->cap = 0;
+}
 
-static int rows_push(struct sft_rows *r, int32_t pad)
+/* Appends a row of padding (no loss), with seg when the rows are packed. */
+static int rows_push(struct sft_rows *r, bool packing, int32_t pad)
 {
     if (r->n == r->cap) {
         int ncap = r->cap ? r->cap * 2 : 64;
-        int32_t *a = realloc(r->tok, (size_t)ncap * r->T * sizeof *a);
-        if (a) r->tok = a;
-        int32_t *b = a ? realloc(r->tgt, (size_t)ncap * r->T * sizeof *b) : NULL;
-        if (b) r->tgt = b;
-        if (!a || !b) return -1;
+        int32_t **bufs[] = {&r->tok, &r->tgt, &r->seg};
+        for (int i = 0; i < (packing ? 3 : 2); i++) {
+            int32_t *a = realloc(*bufs[i], (size_t)ncap * r->T * sizeof *a);
+            if (!a) return -1;
+            *bufs[i] = a;
+        }
         r->cap = ncap;
     }
     for (int t = 0; t < r->T; t++) {
         r->tok[(size_t)r->n * r->T + t] = pad;
         r->tgt[(size_t)r->n * r->T + t] = -1;
+        if (packing) r->seg[(size_t)r->n * r->T + t] = 0;
     }
     r->n++;
     return 0;
 }
 
-/* Examples idx[0..k) into rows: one per row (truncated, padded) or packed
- * back to back (documents may attend to earlier ones in the same row, as in
- * plain packing without position resets). */
-static int build_rows(struct sft_rows *r, const struct sft_example *ex, const int *idx, int k,
-                      bool packing, int32_t pad, int *skipped)
+int sft_rows_build(struct sft_rows *r, const struct sft_example *ex, const int *idx, int k,
+                   bool packing, int32_t pad, int *skipped)
 {
     int fill = r->T;    /* tokens used in the current row; T = full */
     for (int j = 0; j < k; j++) {
@@ -269,18 +272,38 @@ static int build_rows(struct sft_rows *r, const struct sft_example *ex, const in
         bool any = false;
         for (int t = 0; t < len && !any; t++) any = e->labels[t + 1] >= 0;
         if (!any) { (*skipped)++; continue; }
-        for (int t = 0; t < len; t++) {
-            if (fill == r->T || (!packing && t == 0)) {
-                if (rows_push(r, pad)) return -1;
-                fill = 0;
-            }
-            size_t at = (size_t)(r->n - 1) * r->T + fill++;
-            r->tok[at] = e->ids[t];
-            r->tgt[at] = e->labels[t + 1];
+        /* never split: the second half of an example would be trained
+         * without its prompt */
+        if (!packing || fill + len > r->T) {
+            if (rows_push(r, packing, pad)) return -1;
+            fill = 0;
         }
-        if (!packing) fill = r->T;
+        size_t row = (size_t)(r->n - 1) * r->T;
+        for (int t = 0; t < len; t++) {
+            r->tok[row + fill + t] = e->ids[t];
+            r->tgt[row + fill + t] = e->labels[t + 1];
+        }
+        if (packing) {
+            /* the example is one document; what follows it, until the next
+             * example overwrites it, is padding in a document of its own */
+            for (int t = fill; t < r->T; t++) r->seg[row + t] = t < fill + len ? fill : fill + len;
+        }
+        fill += len;
     }
     return 0;
+}
+
+void sft_rows_get(const struct sft_rows *r, int row, int32_t *tok, int32_t *tgt, int32_t *pos,
+                  int32_t *seg)
+{
+    const int T = r->T;
+    for (int t = 0; t < T; t++) {
+        size_t at = (size_t)row * T + t;
+        tok[t] = row >= 0 ? r->tok[at] : 0;
+        tgt[t] = row >= 0 ? r->tgt[at] : -1;
+        seg[t] = row >= 0 && r->seg ? r->seg[at] : 0;
+        pos[t] = t - seg[t];
+    }
 }
 
 /* Mean loss over the target tokens of rows [0, r->n), in batches of B. */
@@ -290,23 +313,23 @@ static double eval_loss(struct model *m, const struct sft_rows *r, int B, float 
     double sum = 0;
     long count = 0;
     const int T = r->T;
-    int32_t *tok = malloc((size_t)B * T * sizeof *tok), *tgt = malloc((size_t)B * T * sizeof *tgt);
-    if (!tok || !tgt) { free(tok); free(tgt); return NAN; }
+    int32_t *buf = malloc((size_t)4 * B * T * sizeof *buf);    /* tok, tgt, pos, seg */
+    if (!buf) return NAN;
+    const size_t N = (size_t)B * T;
+    int32_t *tok = buf, *tgt = tok + N, *pos = tgt + N, *seg = pos + N;
     for (int i0 = 0; i0 < r->n; i0 += B) {
-        for (int b = 0; b < B; b++) {
-            int row = i0 + b < r->n ? i0 + b : -1;
-            for (int t = 0; t < T; t++) {
-                tok[b * T + t] = row >= 0 ? r->tok[(size_t)row * T + t] : 0;
-                tgt[b * T + t] = row >= 0 ? r->tgt[(size_t)row * T + t] : -1;
-            }
+        for (int b = 0; b < B; b++)
+            sft_rows_get(r, i0 + b < r->n ? i0 + b : -1, tok + (size_t)b * T, tgt + (size_t)b * T,
+                         pos + (size_t)b * T, seg + (size_t)b * T);
+        if (model_forward_segmented(m, tok, pos, r->seg ? seg : NULL, B, T, err, errlen)) {
+            sum = NAN;
+            break;
         }
-        if (model_forward(m, tok, NULL, B, T, err, errlen)) { sum = NAN; break; }
         model_logprobs(m, tgt, lp);
         for (int i = 0; i < B * T; i++)
             if (tgt[i] >= 0) { sum -= lp[i]; count++; }
     }
-    free(tok);
-    free(tgt);
+    free(buf);
     return count ? sum / (double)count : NAN;
 }
 
@@ -368,7 +391,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     int n_ex = 0;
     int *idx = NULL;
     struct sft_rows train = {0}, eval = {0};
-    int32_t *tok_b = NULL, *tgt_b = NULL, *argmax = NULL;
+    int32_t *tok_b = NULL, *tgt_b = NULL, *pos_b = NULL, *seg_b = NULL, *argmax = NULL;
     float *lp = NULL, *dlp = NULL, *ent = NULL;
 
     if (o->epochs <= 0 || o->batch <= 0 || o->seq_len < 2 || o->eval_fraction < 0 ||
@@ -417,8 +440,8 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     if (o->eval_fraction > 0 && n_eval == 0 && n_ex >= 2) n_eval = 1;
     train.T = eval.T = o->seq_len;
     int skipped = 0;
-    if (build_rows(&eval, ex, idx, n_eval, false, pad, &skipped) ||
-        build_rows(&train, ex, idx + n_eval, n_ex - n_eval, o->packing, pad, &skipped)) {
+    if (sft_rows_build(&eval, ex, idx, n_eval, false, pad, &skipped) ||
+        sft_rows_build(&train, ex, idx + n_eval, n_ex - n_eval, o->packing, pad, &skipped)) {
         errmsg_set(err, errlen, "out of memory building rows");
         goto out;
     }
@@ -435,13 +458,16 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     const int warmup = (int)lroundf(o->warmup_ratio * (float)steps);
     tok_b = malloc((size_t)N * sizeof *tok_b);
     tgt_b = malloc((size_t)N * sizeof *tgt_b);
+    pos_b = malloc((size_t)N * sizeof *pos_b);
+    seg_b = malloc((size_t)N * sizeof *seg_b);
     argmax = malloc((size_t)N * sizeof *argmax);
     lp = malloc((size_t)N * sizeof *lp);
     dlp = malloc((size_t)N * sizeof *dlp);
     ent = malloc((size_t)N * sizeof *ent);
     int *order = realloc(idx, (size_t)(train.n > n_ex ? train.n : n_ex) * sizeof *order);
     if (order) idx = order;
-    if (!tok_b || !tgt_b || !argmax || !lp || !dlp || !ent || !order || model_grads_alloc(m)) {
+    if (!tok_b || !tgt_b || !pos_b || !seg_b || !argmax || !lp || !dlp || !ent || !order ||
+        model_grads_alloc(m)) {
         errmsg_set(err, errlen, "out of memory");
         goto out;
     }
@@ -488,13 +514,13 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
                 shuffle_rows(order, train.n, &r);
                 pos = 0;
             }
-            int row = order[pos++];
-            memcpy(tok_b + (size_t)b * T, train.tok + (size_t)row * T, (size_t)T * sizeof *tok_b);
-            memcpy(tgt_b + (size_t)b * T, train.tgt + (size_t)row * T, (size_t)T * sizeof *tgt_b);
+            size_t at = (size_t)b * T;
+            sft_rows_get(&train, order[pos++], tok_b + at, tgt_b + at, pos_b + at, seg_b + at);
         }
         int count = 0;
         for (int i = 0; i < N; i++) count += tgt_b[i] >= 0;
-        if (model_forward(m, tok_b, NULL, B, T, err, errlen)) goto out;
+        if (model_forward_segmented(m, tok_b, pos_b, train.seg ? seg_b : NULL, B, T, err, errlen))
+            goto out;
         model_logprobs_stats(m, tgt_b, lp, ent, argmax);
         double loss = 0, entropy = 0;
         int correct = 0;
@@ -566,8 +592,9 @@ out:
     for (int i = 0; i < n_ex; i++) sft_example_free(&ex[i]);
     free(ex);
     free(idx);
-    free(train.tok); free(train.tgt); free(eval.tok); free(eval.tgt);
-    free(tok_b); free(tgt_b); free(argmax); free(lp); free(dlp); free(ent);
+    sft_rows_free(&train);
+    sft_rows_free(&eval);
+    free(tok_b); free(tgt_b); free(pos_b); free(seg_b); free(argmax); free(lp); free(dlp); free(ent);
     tok_free(tok);
     model_free(m);
     return rc;

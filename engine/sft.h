@@ -35,6 +35,34 @@ int sft_tokenize_row(const json_t *row, const struct tokenizer *tok,
                      struct sft_example *out, char *err, size_t errlen);
 void sft_example_free(struct sft_example *e);
 
+/* Training rows of T (input, target) pairs, target[t] = label[t+1] (-1 =
+ * no loss). Packed rows hold several examples as independent documents:
+ * seg[t] is the index in the row of the first token of t's document, and
+ * a document's positions restart at 0 (pos = t - seg), as TRL's
+ * padding-free packing with position_ids. Unpacked rows: seg NULL. */
+struct sft_rows {
+    int T, n, cap;
+    int32_t *tok, *tgt;     /* (n,T) */
+    int32_t *seg;           /* (n,T) when packed, else NULL */
+};
+
+/* Appends examples ex[idx[0..k)] to r (r->T set, r zeroed otherwise on the
+ * first call), each truncated to T pairs (the start kept, as TRL). Without
+ * packing, one example per row; with packing, each example goes after the
+ * previous one when it fits in the rest of the row, else it starts a new
+ * row (an example is never split: its second half would train without its
+ * prompt). The rest of a row is padding (pad, no loss), a document of its
+ * own when packed. Examples whose kept part has no target token are
+ * skipped and counted in *skipped. Returns 0 or -1 (out of memory). */
+int sft_rows_build(struct sft_rows *r, const struct sft_example *ex, const int *idx, int k,
+                   bool packing, int32_t pad, int *skipped);
+/* Copies row `row` of r into tok, tgt, pos, seg: (T) each, the arguments
+ * of model_forward_segmented (seg all 0 for unpacked rows); row -1 gives a
+ * filler row with no loss. */
+void sft_rows_get(const struct sft_rows *r, int row, int32_t *tok, int32_t *tgt, int32_t *pos,
+                  int32_t *seg);
+void sft_rows_free(struct sft_rows *r);
+
 struct sft_opts {
     const char *model_dir;      /* input model (config, weights, tokenizer) */
     const char *data;           /* JSONL rows */
@@ -45,7 +73,8 @@ struct sft_opts {
     int max_steps;              /* 0 = epochs decide */
     int batch;                  /* sequences per step */
     int seq_len;                /* tokens per sequence (examples truncated) */
-    bool packing;               /* concatenate examples into full rows */
+    bool packing;               /* several examples per row, each its own
+                                   document (sft_rows_build) */
     float lr, min_lr_ratio, warmup_ratio, weight_decay, max_grad_norm;
     float eval_fraction;        /* held-out share of rows, [0, 0.5] */
     int eval_every;             /* steps; 0 = only at the end */

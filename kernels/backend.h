@@ -100,12 +100,22 @@ struct backend {
      * (strides in elements between consecutive tokens, so they may live
      * inside one fused qkv buffer). out: (B,T,NH,D) contiguous.
      * att: (B,NH,T,T) saved softmax probabilities for backward (rows above
-     * the diagonal are zero). */
+     * the diagonal are zero).
+     * seg: (B,T) or NULL. NULL is plain causal attention. Otherwise several
+     * documents are packed in each row (SFT packing, as TRL's padding-free
+     * packing with flash-attention varlen) and seg[b*T+t] is the index,
+     * within row b, of the first token of t's document: query t attends to
+     * keys j with seg[b*T+t] <= j <= t only, so no document sees another.
+     * Needs 0 <= seg[b*T+t] <= t; seg is backend memory like pos in
+     * rope_forward. Masked probabilities are exact zeros in
+     * att, so attention_backward (which reads only att for the pattern)
+     * gives masked pairs zero gradient with no argument of its own. */
     void (*attention_forward)(float *out, float *att, const float *q, int qs,
                               const float *k, int ks, const float *v, int vs,
-                              int B, int T, int NH, int NKV, int D);
+                              const int32_t *seg, int B, int T, int NH, int NKV,
+                              int D);
     /* dq, dk, dv += (same layouts and strides as q, k, v); dout: (B,T,NH,D),
-     * att from the forward. */
+     * att from the forward (segmented or not). */
     void (*attention_backward)(float *dq, float *dk, float *dv,
                                const float *dout, const float *att,
                                const float *q, const float *k, const float *v,

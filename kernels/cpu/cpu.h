@@ -53,7 +53,7 @@ void cpu_rope_backward(float *dx, const int32_t *pos, const float *inv_freq,
 
 void cpu_attention_forward(float *out, float *att, const float *q, int qs,
                            const float *k, int ks, const float *v, int vs,
-                           int B, int T, int NH, int NKV, int D);
+                           const int32_t *seg, int B, int T, int NH, int NKV, int D);
 void cpu_attention_backward(float *dq, float *dk, float *dv,
                             const float *dout, const float *att,
                             const float *q, const float *k, const float *v,

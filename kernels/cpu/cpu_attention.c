@@ -1,9 +1,10 @@
 /* kernels/cpu/cpu_attention.c — causal multi-head attention with grouped
  * query heads (Ainslie et al. 2023, GQA), softmax(Q K^T / sqrt(D)) V
  * (Vaswani et al. 2017, eq. 1), as Hugging Face's eager attention with
- * repeat_kv. Built from sgemm calls per (batch, head), block-row by
- * block-row up to the diagonal, the (batch, head) loop spread over the
- * OpenMP threads (oneDNN then runs single-threaded in each). */
+ * repeat_kv, optionally masked to documents packed in a row. Built from
+ * sgemm calls per (batch, head), block-row by block-row up to the diagonal,
+ * the (batch, head) loop spread over the OpenMP threads (oneDNN then runs
+ * single-threaded in each). */
 #include "cpu.h"
 
 #include <math.h>
@@ -12,34 +13,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Row t of the scores in place -> softmax over columns 0..t; columns
- * t+1..T-1 (masked) are set to zero. row: (T). */
-static void cpu_softmax_causal_row(float *row, int t, int T)
+/* Row t of the scores in place -> softmax over columns s..t; columns
+ * 0..s-1 (an earlier document) and t+1..T-1 (the future) are set to exact
+ * zeros, which is what keeps them out of the backward. row: (T). */
+static void cpu_softmax_causal_row(float *row, int s, int t, int T)
 {
     float mx = -INFINITY;
     #pragma omp simd reduction(max:mx)
-    for (int j = 0; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
+    for (int j = s; j <= t; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0.0f;
     #pragma omp simd reduction(+:sum)
-    for (int j = 0; j <= t; j++) {
+    for (int j = s; j <= t; j++) {
         float e = cpu_expf(row[j] - mx);
         row[j] = e;
         sum += e;
     }
     float inv = 1.0f / sum;
     #pragma omp simd
-    for (int j = 0; j <= t; j++) row[j] *= inv;
+    for (int j = s; j <= t; j++) row[j] *= inv;
+    memset(row, 0, (size_t)s * sizeof(float));
     memset(row + t + 1, 0, (size_t)(T - 1 - t) * sizeof(float));
 }
 
 /* out: (B,T,NH,D) contiguous; att: (B,NH,T,T); q: (B,T,NH,D) row stride qs;
- * k, v: (B,T,NKV,D) row strides ks, vs. Per (b,h) and row block [i0,i1):
- *   att[i0:i1, 0:i1] = softmax_causal(Q[i0:i1] K[0:i1]^T / sqrt(D))
- *   out[i0:i1]       = att[i0:i1, 0:i1] V[0:i1]
- * (columns >= i1 are masked for every row of the block). */
+ * k, v: (B,T,NKV,D) row strides ks, vs; seg: (B,T) document starts or NULL
+ * (all 0). Per (b,h), row block [i0,i1) is cut into runs [r0,r1) of rows
+ * with the same start s = seg[r0] (one run, s = 0, without seg), and
+ *   att[r0:r1, s:r1] = softmax_causal(Q[r0:r1] K[s:r1]^T / sqrt(D))
+ *   out[r0:r1]       = att[r0:r1, s:r1] V[s:r1]
+ * so keys of earlier documents are never computed, and columns >= r1 are
+ * masked for every row of the run. */
 void cpu_attention_forward(float *out, float *att, const float *q, int qs,
                            const float *k, int ks, const float *v, int vs,
-                           int B, int T, int NH, int NKV, int D)
+                           const int32_t *seg, int B, int T, int NH, int NKV, int D)
 {
     const float scale = 1.0f / sqrtf((float)D);
     const int group = NH / NKV;
@@ -51,18 +57,26 @@ void cpu_attention_forward(float *out, float *att, const float *q, int qs,
             const float *Q = q + (size_t)b * T * qs + (size_t)h * D;
             const float *K = k + (size_t)b * T * ks + (size_t)kvh * D;
             const float *V = v + (size_t)b * T * vs + (size_t)kvh * D;
+            const int32_t *S = seg ? seg + (size_t)b * T : NULL;
             float *O = out + (size_t)b * T * os + (size_t)h * D;
             float *A = att + ((size_t)b * NH + h) * T * T;
             for (int i0 = 0; i0 < T; i0 += CPU_ATT_BLOCK) {
                 int i1 = T - i0 < CPU_ATT_BLOCK ? T : i0 + CPU_ATT_BLOCK;
-                int m = i1 - i0;
-                float *Ablk = A + (size_t)i0 * T;
-                cpu_gemm(0, 1, m, i1, D, scale, Q + (size_t)i0 * qs, qs,
-                         K, ks, 0.0f, Ablk, T);
-                for (int t = i0; t < i1; t++)
-                    cpu_softmax_causal_row(A + (size_t)t * T, t, T);
-                cpu_gemm(0, 0, m, D, i1, 1.0f, Ablk, T, V, vs, 0.0f,
-                         O + (size_t)i0 * os, os);
+                for (int r0 = i0, r1; r0 < i1; r0 = r1) {
+                    /* the run: r0 and the rows after it in its document */
+                    int s = 0;
+                    r1 = i1;
+                    if (S)
+                        for (s = S[r0], r1 = r0 + 1; r1 < i1 && S[r1] == s; r1++) {}
+                    int m = r1 - r0, n = r1 - s;
+                    float *Arun = A + (size_t)r0 * T + s;
+                    cpu_gemm(0, 1, m, n, D, scale, Q + (size_t)r0 * qs, qs,
+                             K + (size_t)s * ks, ks, 0.0f, Arun, T);
+                    for (int t = r0; t < r1; t++)
+                        cpu_softmax_causal_row(A + (size_t)t * T, s, t, T);
+                    cpu_gemm(0, 0, m, D, n, 1.0f, Arun, T, V + (size_t)s * vs, vs,
+                             0.0f, O + (size_t)r0 * os, os);
+                }
             }
         }
     }
@@ -122,7 +136,9 @@ void cpu_attention_backward(float *dq, float *dk, float *dv,
                         float dot = 0.0f;
                         #pragma omp simd reduction(+:dot)
                         for (int j = 0; j <= t; j++) dot += prow[j] * srow[j];
-                        /* P is zero above the diagonal, so is dS */
+                        /* P is exactly zero above the diagonal and before
+                         * the row's document (segmented forward), so is dS:
+                         * masked pairs get no gradient */
                         #pragma omp simd
                         for (int j = 0; j < i1; j++) srow[j] = prow[j] * (srow[j] - dot);
                     }

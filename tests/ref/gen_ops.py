@@ -105,9 +105,13 @@ def gen_rope():
               "rope.dout": dout, "rope.out": out, "rope.dx": X.grad})
 
 
-def gen_attention(tag, B, T, NH, NKV, D):
+def gen_attention(tag, B, T, NH, NKV, D, starts=None):
     """q, k, v fused in one (B,T,(NH+2NKV)*D) buffer as the model's qkv
-    projection lays them out; eager attention with repeat_kv, causal mask."""
+    projection lays them out; eager attention with repeat_kv, causal mask.
+    starts: per row, the first token of each packed document (the first is
+    0); then the mask is also block-diagonal, as transformers builds it from
+    position_ids for padding-free packing, and TAG.seg (B,T) i32 holds each
+    token's document start, the C kernel's seg argument."""
     W = (NH + 2 * NKV) * D
     qkv, dout = randn(B, T, W), randn(B, T, NH, D)
     X = leaf(qkv)
@@ -119,6 +123,15 @@ def gen_attention(tag, B, T, NH, NKV, D):
     v = v[:, :, None].expand(B, NKV, G, T, D).reshape(B, NH, T, D)
     scores = q @ k.transpose(2, 3) / math.sqrt(D)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    mask = mask.expand(B, 1, T, T)
+    if starts is not None:
+        seg = torch.zeros(B, T, dtype=torch.int32)
+        for b, row in enumerate(starts):
+            for s in row:
+                seg[b, s:] = s
+        j = torch.arange(T)
+        mask = mask | (j[None, None, None, :] < seg[:, None, :, None])  # key before the document
+        R[tag + ".seg"] = seg
     scores = scores.masked_fill(mask, float("-inf"))
     att = torch.softmax(scores, dim=-1)
     out = (att @ v).transpose(1, 2).contiguous()  # (B,T,NH,D)
@@ -197,6 +210,9 @@ def main():
     gen_logprob("lp", 6, 37, [3, -1, 0, 36, 10, 5], offset_row=2)
     gen_logprob("lp_wide", 2, 5000, [4999, 17], offset_row=1)  # > one 2048 chunk
     gen_adamw()
+    # last, so that the random draws of the tensors above are unchanged;
+    # documents of 4, 5 and 3 tokens, then 5, 1 (a lone token), 4 and 2
+    gen_attention("att_seg", B=2, T=12, NH=4, NKV=2, D=8, starts=[[0, 4, 9], [0, 5, 6, 10]])
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     write_ref(OUT, R)
     print("wrote %s: %d tensors, %d bytes" % (OUT, len(R), os.path.getsize(OUT)))

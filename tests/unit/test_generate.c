@@ -210,7 +210,8 @@ static void paged_attention_case(int D, int BS, int T)
     struct rng r;
     rng_seed(&r, 5);
     for (int i = 0; i < B * T * Q; i++) qkv[i] = (float)rng_normal(&r);
-    be->attention_forward(ref, att, qkv, Q, qkv + NH * D, Q, qkv + (NH + NKV) * D, Q, B, T, NH, NKV, D);
+    be->attention_forward(ref, att, qkv, Q, qkv + NH * D, Q, qkv + (NH + NKV) * D, Q, NULL,
+                          B, T, NH, NKV, D);
     /* cache of 2 layers' worth of blocks; use layer 1 and scattered block ids */
     char err[256];
     const int nblocks = 2 * B * NB + 2;

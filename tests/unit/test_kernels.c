@@ -607,13 +607,34 @@ static void att_io_gather(float *qkv, const struct att_io *a)
                    widths[i] * sizeof(float));
 }
 
-static void attention_ref_case(const char *tag, int fused)
+/* seg: (B,T) document starts as attention_forward takes them, or NULL.
+ * Counts the entries of att: (B,NH,T,T) outside each query's keys
+ * seg[t]..t (0..t without seg) that are not exactly zero: the backward
+ * relies on exact zeros to leave masked pairs without gradient. */
+static size_t att_masked_nonzero(const float *att, const int32_t *seg, int B, int T, int NH)
+{
+    size_t bad = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *row = att + (((size_t)b * NH + h) * T + t) * T;
+                int s = seg ? seg[b * T + t] : 0;
+                for (int j = 0; j < T; j++) bad += (j < s || j > t) && row[j] != 0.0f;
+            }
+    return bad;
+}
+
+/* The reference TAG.* from gen_ops.py; with `segmented`, TAG.seg holds the
+ * packed documents' starts (a block-diagonal causal mask). */
+static void attention_ref_case(const char *tag, int fused, int segmented)
 {
     char name[64];
     snprintf(name, sizeof name, "%s.dims", tag);
     const int32_t *dims = refi(name, 5);
     struct att_io x = {.B = dims[0], .T = dims[1], .NH = dims[2], .NKV = dims[3], .D = dims[4]};
     int B = x.B, T = x.T, NH = x.NH, NKV = x.NKV, D = x.D;
+    snprintf(name, sizeof name, "%s.seg", tag);
+    const int32_t *seg = segmented ? refi(name, (size_t)B * T) : NULL;
     size_t nqkv = (size_t)B * T * (NH + 2 * NKV) * D, nout = (size_t)B * T * NH * D;
     snprintf(name, sizeof name, "%s.qkv", tag);
     const float *qkv = reff(name, nqkv);
@@ -623,11 +644,13 @@ static void attention_ref_case(const char *tag, int fused)
 
     float *out = fbuf(nout), *att = fbuf((size_t)B * NH * T * T);
     for (size_t i = 0; i < (size_t)B * NH * T * T; i++) att[i] = NAN;  /* all written */
-    be->attention_forward(out, att, x.q, x.qs, x.k, x.ks, x.v, x.vs, B, T, NH, NKV, D);
+    be->attention_forward(out, att, x.q, x.qs, x.k, x.ks, x.v, x.vs, seg, B, T, NH, NKV, D);
     snprintf(name, sizeof name, "%s.out", tag);
     expect_ref(name, out, 1e-5f, 1e-4f);
     snprintf(name, sizeof name, "%s.att", tag);
     expect_ref(name, att, 1e-6f, 1e-4f);
+    size_t nz = att_masked_nonzero(att, seg, B, T, NH);
+    cr_expect_eq(nz, 0, "%s: %zu masked probabilities are not exact zeros", tag, nz);
 
     /* gradients accumulate onto random pre-filled buffers */
     float *g0 = frandn(nqkv, 1, 51);
@@ -641,16 +664,19 @@ static void attention_ref_case(const char *tag, int fused)
     expect_ref(name, grad_delta(got, g0, nqkv), 1e-5f, 1e-4f);
 }
 
-Test(kernels, attention_ref_gqa4_fused) { attention_ref_case("att_gqa4", 1); }
-Test(kernels, attention_ref_gqa4_separate) { attention_ref_case("att_gqa4", 0); }
-Test(kernels, attention_ref_mha_separate) { attention_ref_case("att_mha", 0); }
-Test(kernels, attention_ref_mha_fused) { attention_ref_case("att_mha", 1); }
-Test(kernels, attention_ref_long_fused) { attention_ref_case("att_long", 1); }
+Test(kernels, attention_ref_gqa4_fused) { attention_ref_case("att_gqa4", 1, 0); }
+Test(kernels, attention_ref_gqa4_separate) { attention_ref_case("att_gqa4", 0, 0); }
+Test(kernels, attention_ref_mha_separate) { attention_ref_case("att_mha", 0, 0); }
+Test(kernels, attention_ref_mha_fused) { attention_ref_case("att_mha", 1, 0); }
+Test(kernels, attention_ref_long_fused) { attention_ref_case("att_long", 1, 0); }
+Test(kernels, attention_ref_segmented_fused) { attention_ref_case("att_seg", 1, 1); }
+Test(kernels, attention_ref_segmented_separate) { attention_ref_case("att_seg", 0, 1); }
 
 struct att_ctx {
     int B, T, NH, NKV, D;
     float *qkv, *out, *att;
     const float *wout;
+    const int32_t *seg;     /* (B,T) document starts or NULL */
 };
 
 static double att_loss(void *p)
@@ -658,30 +684,57 @@ static double att_loss(void *p)
     struct att_ctx *c = p;
     int W = (c->NH + 2 * c->NKV) * c->D;
     be->attention_forward(c->out, c->att, c->qkv, W, c->qkv + c->NH * c->D, W,
-                          c->qkv + (c->NH + c->NKV) * c->D, W, c->B, c->T, c->NH, c->NKV, c->D);
+                          c->qkv + (c->NH + c->NKV) * c->D, W, c->seg, c->B, c->T, c->NH,
+                          c->NKV, c->D);
     return dotd(c->out, c->wout, (size_t)c->B * c->T * c->NH * c->D);
 }
 
-static void attention_fd_case(int B, int T, int NH, int NKV, int D, size_t probes, uint64_t seed)
+/* seg: (B,T) document starts or NULL (plain causal). */
+static void attention_fd_case(int B, int T, int NH, int NKV, int D, const int32_t *seg,
+                              size_t probes, uint64_t seed)
 {
     int W = (NH + 2 * NKV) * D;
     size_t nqkv = (size_t)B * T * W, nout = (size_t)B * T * NH * D;
     struct att_ctx c = {B, T, NH, NKV, D, frandn(nqkv, 1.5f, seed), fbuf(nout),
-                        fbuf((size_t)B * NH * T * T), frandn(nout, 1, seed + 1)};
+                        fbuf((size_t)B * NH * T * T), frandn(nout, 1, seed + 1), seg};
     att_loss(&c);
     float *d = fbuf(nqkv);
     be->attention_backward(d, d + NH * D, d + (NH + NKV) * D, c.wout, c.att, c.qkv,
                            c.qkv + NH * D, c.qkv + (NH + NKV) * D, W, W, W, B, T, NH, NKV, D);
-    char what[64];
-    snprintf(what, sizeof what, "attention B%d T%d NH%d NKV%d D%d dqkv", B, T, NH, NKV, D);
+    char what[80];
+    snprintf(what, sizeof what, "attention%s B%d T%d NH%d NKV%d D%d dqkv",
+             seg ? " segmented" : "", B, T, NH, NKV, D);
     EXPECT_FD(what, att_loss, &c, c.qkv, d, nqkv, probes, seed);
 }
 
 Test(kernels, attention_fd)
 {
-    attention_fd_case(2, 5, 4, 1, 4, SIZE_MAX, 1);   /* GQA 4:1, B > 1 */
-    attention_fd_case(2, 4, 2, 2, 4, SIZE_MAX, 2);   /* MHA */
-    attention_fd_case(1, 67, 4, 2, 4, 120, 3);       /* crosses a row block */
+    attention_fd_case(2, 5, 4, 1, 4, NULL, SIZE_MAX, 1);   /* GQA 4:1, B > 1 */
+    attention_fd_case(2, 4, 2, 2, 4, NULL, SIZE_MAX, 2);   /* MHA */
+    attention_fd_case(1, 67, 4, 2, 4, NULL, 120, 3);       /* crosses a row block */
+}
+
+/* (B,T) document starts from each row's list of starts (first 0, -1 ends). */
+static int32_t *seg_from_starts(int B, int T, const int *starts, int per_row)
+{
+    int32_t *seg = talloc((size_t)B * T * sizeof *seg);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < per_row && starts[b * per_row + i] >= 0; i++)
+            for (int t = starts[b * per_row + i]; t < T; t++) seg[b * T + t] = starts[b * per_row + i];
+    return seg;
+}
+
+/* Every element of dq, dk, dv against central differences: a key of an
+ * earlier document must get no gradient from later queries, and the
+ * backward reads that only from the zeros the forward saved in att. */
+Test(kernels, attention_fd_segmented)
+{
+    /* documents of 3, 1, 4 tokens; 2 and 6 */
+    static const int s1[] = {0, 3, 4, 0, 2, -1};
+    attention_fd_case(2, 8, 4, 2, 4, seg_from_starts(2, 8, s1, 3), SIZE_MAX, 4);
+    /* a document from 60 to 69 straddles the 64-row block boundary */
+    static const int s2[] = {0, 30, 60};
+    attention_fd_case(1, 70, 4, 1, 4, seg_from_starts(1, 70, s2, 3), 150, 5);
 }
 
 /* --------------------------------------------------------------- swiglu */

@@ -1,9 +1,12 @@
-/* tests/unit/test_sft.c — SFT row tokenization: which tokens carry loss. */
+/* tests/unit/test_sft.c — SFT row tokenization (which tokens carry loss)
+ * and packing (documents independent in a row). */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "sft.h"
 
 static struct tokenizer *bytelevel(void)
@@ -111,4 +114,120 @@ Test(sft, plain_template_matches_the_datagen_text_format)
     cr_expect_str_eq(f, "User: What is 2 + 3?\nAssistant: <think>2 + 3 = 5.</think> <answer>5</answer>");
     free(p);
     free(f);
+}
+
+/* ----------------------------------------------------------------- packing */
+
+enum { PK_T = 16, PK_N = 5, PK_V = 31 };
+
+/* Examples of 6, 8, 5, 10 and 17 tokens (5, 7, 4, 9 and, truncated, 16
+ * (input, target) pairs): the first three fill a row of 16 exactly, the
+ * fourth starts a row it does not fill, the fifth needs a row to itself.
+ * The first two tokens of each are prompt (no loss). */
+static void packing_examples(struct sft_example *ex)
+{
+    static const int lens[PK_N] = {6, 8, 5, 10, 17};
+    uint32_t s = 12345;
+    for (int i = 0; i < PK_N; i++) {
+        ex[i].n = lens[i];
+        ex[i].ids = malloc((size_t)lens[i] * sizeof *ex[i].ids);
+        ex[i].labels = malloc((size_t)lens[i] * sizeof *ex[i].labels);
+        for (int t = 0; t < lens[i]; t++) {
+            s = s * 1103515245u + 12345u;
+            ex[i].ids[t] = (int32_t)((s >> 16) % PK_V);
+            ex[i].labels[t] = t < 2 ? -1 : ex[i].ids[t];
+        }
+    }
+}
+
+/* Packed rows: documents back to back, never split, positions restarting
+ * at 0, the padding after the last one a document of its own. */
+Test(sft, packing_rows_restart_positions_and_never_split)
+{
+    struct sft_example ex[PK_N];
+    packing_examples(ex);
+    int idx[PK_N] = {0, 1, 2, 3, 4}, skipped = 0;
+    struct sft_rows r = {.T = PK_T};
+    cr_assert_eq(sft_rows_build(&r, ex, idx, PK_N, true, 0, &skipped), 0);
+    cr_assert_eq(r.n, 3);
+    cr_assert_eq(skipped, 0);
+    cr_assert_not_null(r.seg);
+    static const int32_t want_seg[3][PK_T] = {
+        {0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 5, 5, 12, 12, 12, 12},
+        {0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9},
+        {0}};
+    int32_t tok[PK_T], tgt[PK_T], pos[PK_T], seg[PK_T];
+    for (int row = 0; row < 3; row++) {
+        sft_rows_get(&r, row, tok, tgt, pos, seg);
+        for (int t = 0; t < PK_T; t++) {
+            cr_expect_eq(seg[t], want_seg[row][t], "row %d token %d: seg %d", row, t, seg[t]);
+            cr_expect_eq(pos[t], t - want_seg[row][t], "row %d token %d: pos %d", row, t, pos[t]);
+        }
+    }
+    sft_rows_get(&r, 1, tok, tgt, pos, seg);
+    for (int t = 9; t < PK_T; t++) cr_expect_eq(tgt[t], -1, "padding at %d carries loss", t);
+    sft_rows_free(&r);
+    for (int i = 0; i < PK_N; i++) sft_example_free(&ex[i]);
+}
+
+/* Summed negative log-likelihood of each document of rows r, in order of
+ * appearance (documents with no target token, i.e. padding, left out).
+ * Returns how many were written to nll. */
+static int document_nll(struct model *m, const struct sft_rows *r, double *nll)
+{
+    int32_t tok[PK_T], tgt[PK_T], pos[PK_T], seg[PK_T];
+    float lp[PK_T];
+    char err[256];
+    int n = 0;
+    for (int row = 0; row < r->n; row++) {
+        sft_rows_get(r, row, tok, tgt, pos, seg);
+        cr_assert_eq(model_forward_segmented(m, tok, pos, r->seg ? seg : NULL, 1, PK_T, err, sizeof err),
+                     0, "%s", err);
+        model_logprobs(m, tgt, lp);
+        for (int t0 = 0, t1; t0 < PK_T; t0 = t1) {
+            double s = 0;
+            int count = 0;
+            for (t1 = t0; t1 < PK_T && seg[t1] == seg[t0]; t1++)
+                if (tgt[t1] >= 0) { s -= lp[t1]; count++; }
+            if (count) nll[n++] = s;
+        }
+    }
+    return n;
+}
+
+/* What users of packing rely on: an example packed after others has the
+ * loss it has alone in its own row (plain packing, where it attends to the
+ * previous examples and its positions continue from them, does not). */
+Test(sft, packed_example_loss_equals_its_loss_alone)
+{
+    /* the tiny preset's shape (GQA 8:4, qkv bias), shrunk to test size */
+    struct model_config c;
+    cr_assert_eq(config_preset(&c, "tiny"), 0);
+    c.vocab_size = PK_V;
+    c.hidden_size = 32;
+    c.n_layers = 2;
+    c.head_dim = 4;
+    c.intermediate_size = 40;
+    char err[256];
+    struct model *m = model_new(&c, backend_cpu(), err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    model_init_random(m, 7, 0.5f);
+
+    struct sft_example ex[PK_N];
+    packing_examples(ex);
+    int idx[PK_N] = {0, 1, 2, 3, 4}, skipped = 0;
+    struct sft_rows packed = {.T = PK_T}, alone = {.T = PK_T};
+    cr_assert_eq(sft_rows_build(&packed, ex, idx, PK_N, true, 0, &skipped), 0);
+    cr_assert_eq(sft_rows_build(&alone, ex, idx, PK_N, false, 0, &skipped), 0);
+    cr_assert_eq(alone.n, PK_N);
+    double got[PK_T], want[PK_N];
+    cr_assert_eq(document_nll(m, &packed, got), PK_N);
+    cr_assert_eq(document_nll(m, &alone, want), PK_N);
+    for (int i = 0; i < PK_N; i++)
+        cr_expect(fabs(got[i] - want[i]) <= 1e-5 * fmax(1.0, fabs(want[i])),
+                  "example %d: packed loss %.9g, alone %.9g", i, got[i], want[i]);
+    sft_rows_free(&packed);
+    sft_rows_free(&alone);
+    for (int i = 0; i < PK_N; i++) sft_example_free(&ex[i]);
+    model_free(m);
 }
