@@ -446,6 +446,11 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
 
 /* Rows of inputs kept hot while the weights stream past them. */
 #define CPU_ROWS_NBLOCK 96
+/* Bytes of input rows one group of row tiles keeps in L1 (of 32-48 KiB),
+ * and bytes of weight rows one chunk keeps in L2 (of 1 MiB), while the
+ * chunk's weights are reused by every group. */
+#define CPU_ROWS_L1 (32 << 10)
+#define CPU_ROWS_L2 (256 << 10)
 
 /* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC)], every output
  * computed by the same fixed-order arithmetic whatever N, the row's place
@@ -473,18 +478,34 @@ void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
             }
             continue;
         }
-        #pragma omp parallel for schedule(dynamic, chunk) if (par)
-        for (int blk = 0; blk < nblk; blk++) {
-            const int j0 = blk * CPU_ROWS_NR;
-            /* the next block's weights, a share prefetched by every tile, so
-             * that memory streams while all of them compute */
-            const float *pf = j0 + 2 * CPU_ROWS_NR <= OC ? weight + (size_t)(j0 + CPU_ROWS_NR) * C : NULL;
-            const int ntile = (ne - nb + CPU_ROWS_MR - 1) / CPU_ROWS_MR, pfall = CPU_ROWS_NR * C;
-            for (int n = nb, t = 0; n < ne; n += CPU_ROWS_MR, t++) {
-                const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
-                const int a = (int)((long)pfall * t / ntile) & ~15;
-                const int b = t + 1 == ntile ? pfall : (int)((long)pfall * (t + 1) / ntile) & ~15;
-                cpu_rows_tiles[mr](out, inp, weight, bias, n, j0, C, OC, pf ? pf + a : NULL, b - a);
+        /* Weight blocks go out in chunks that fit L2; within a chunk the
+         * rows are taken a group at a time, a group's inputs fitting L1, and
+         * every group runs over the whole chunk. The first group streams the
+         * chunk from memory (each tile prefetching a share of the next
+         * block, so memory streams while all of them compute); the others
+         * find it in L2. */
+        const int rg0 = (int)(CPU_ROWS_L1 / ((size_t)C * sizeof(float))) / CPU_ROWS_MR * CPU_ROWS_MR;
+        const int rg = rg0 > CPU_ROWS_MR ? rg0 : CPU_ROWS_MR;
+        const int wl2 = (int)(CPU_ROWS_L2 / ((size_t)CPU_ROWS_NR * C * sizeof(float)));
+        const int wc = wl2 < 1 ? 1 : wl2 < chunk ? wl2 : chunk;
+        const int pfall = CPU_ROWS_NR * C;
+        #pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int b0 = 0; b0 < nblk; b0 += wc) {
+            const int b1 = b0 + wc < nblk ? b0 + wc : nblk;
+            for (int g0 = nb; g0 < ne; g0 += rg) {
+                const int g1 = g0 + rg < ne ? g0 + rg : ne;
+                const int ntile = (g1 - g0 + CPU_ROWS_MR - 1) / CPU_ROWS_MR;
+                for (int blk = b0; blk < b1; blk++) {
+                    const int j0 = blk * CPU_ROWS_NR;
+                    const float *pf = g0 == nb && j0 + 2 * CPU_ROWS_NR <= OC
+                                          ? weight + (size_t)(j0 + CPU_ROWS_NR) * C : NULL;
+                    for (int n = g0, t = 0; n < g1; n += CPU_ROWS_MR, t++) {
+                        const int mr = g1 - n < CPU_ROWS_MR ? g1 - n : CPU_ROWS_MR;
+                        const int a = (int)((long)pfall * t / ntile) & ~15;
+                        const int b = t + 1 == ntile ? pfall : (int)((long)pfall * (t + 1) / ntile) & ~15;
+                        cpu_rows_tiles[mr](out, inp, weight, bias, n, j0, C, OC, pf ? pf + a : NULL, b - a);
+                    }
+                }
             }
         }
     }
