@@ -5,6 +5,8 @@
  * weigh less than 1 - top_p, so the nucleus lies among the others. */
 #include "sampler.h"
 
+#include "vexpf.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,19 +126,24 @@ int32_t sampler_sample(const struct sampler_params *p, float *logits, int V,
                        struct sampler_scratch *s)
 {
     apply_penalties(p, logits, V, counts, seen);
+    /* the first index of the largest logit, by a vector max then a scan */
+    float mx = -INFINITY;
+    #pragma omp simd reduction(max:mx)
+    for (int v = 0; v < V; v++) mx = logits[v] > mx ? logits[v] : mx;
     int32_t best = 0;
-    for (int v = 1; v < V; v++)
-        if (logits[v] > logits[best]) best = v;
+    while (best < V - 1 && !(logits[best] == mx)) best++;
     if (p->temperature == 0.0f || p->top_k == 1) return best;
+    mx = logits[best];
 
-    /* Unnormalised probabilities relative to the max (p_max = 1). */
-    const float inv_t = 1.0f / p->temperature, mx = logits[best];
+    /* Unnormalised probabilities relative to the max (p_max = 1), in
+     * vectors (a scalar expf and a serial double sum over the vocabulary
+     * cost more than the rest of a decode step's sampling). */
+    const float inv_t = 1.0f / p->temperature;
+    #pragma omp simd
+    for (int v = 0; v < V; v++) logits[v] = vexpf((logits[v] - mx) * inv_t);
     double sum = 0;
-    for (int v = 0; v < V; v++) {
-        float e = expf((logits[v] - mx) * inv_t);
-        logits[v] = e;
-        sum += e;
-    }
+    #pragma omp simd reduction(+:sum)
+    for (int v = 0; v < V; v++) sum += logits[v];
     const double u = rng_uniform(r);
     const bool topk = p->top_k > 0 && p->top_k < V, topp = p->top_p < 1.0f;
     if (!topk && !topp) {
@@ -147,15 +154,26 @@ int32_t sampler_sample(const struct sampler_params *p, float *logits, int V,
             kept = 0;
             for (int v = 0; v < V; v++) kept += logits[v] >= thr ? logits[v] : 0.0f;
         }
+        /* the walk to the target: 64-token blocks summed in vectors first,
+         * then token by token inside the block that crosses it */
         double target = u * kept, acc = 0;
-        int32_t last = best;
-        for (int v = 0; v < V; v++) {
+        int v0 = 0;
+        for (; v0 + 64 <= V; v0 += 64) {
+            double bsum = 0;
+            #pragma omp simd reduction(+:bsum)
+            for (int v = v0; v < v0 + 64; v++) bsum += logits[v] >= thr ? logits[v] : 0.0f;
+            if (target < acc + bsum) break;
+            acc += bsum;
+        }
+        for (int v = v0; v < V; v++) {
             if (logits[v] < thr) continue;
             acc += logits[v];
-            last = v;
             if (target < acc) return v;
         }
-        return last;
+        /* rounding left the target past the end: the last kept token */
+        for (int v = V - 1; v > 0; v--)
+            if (logits[v] >= thr) return v;
+        return best;
     }
 
     struct sampler_cand *c = s->c;

@@ -24,7 +24,7 @@ static void cpu_softmax_causal_row(float *row, int s, int t, int T)
     float sum = 0.0f;
     #pragma omp simd reduction(+:sum)
     for (int j = s; j <= t; j++) {
-        float e = cpu_expf(row[j] - mx);
+        float e = vexpf(row[j] - mx);
         row[j] = e;
         sum += e;
     }

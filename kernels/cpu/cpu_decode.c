@@ -6,7 +6,7 @@
  * Attention per (row, kv head): the query heads of the group share every
  * key/value read; scores of all cached positions are computed in a
  * per-thread scratch row, softmaxed as cpu_attention.c does (max-subtracted,
- * cpu_expf, normalised probabilities), then the values are accumulated.
+ * vexpf, normalised probabilities), then the values are accumulated.
  * Head sizes 32/64/128 take a register-blocked path (16 keys' dot products
  * reduced together, output heads in registers). Work items (row, kv head)
  * are spread over the OpenMP threads: decode steps have one row per
@@ -120,7 +120,7 @@ static inline float cpu_exp_row(float *srow, int T)
     float sum = 0.0f;
     #pragma omp simd reduction(+:sum)
     for (int t = 0; t < T; t++) {
-        float e = cpu_expf(srow[t] - mx);
+        float e = vexpf(srow[t] - mx);
         srow[t] = e;
         sum += e;
     }

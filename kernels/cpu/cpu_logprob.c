@@ -29,7 +29,7 @@ void cpu_logprob_forward(float *logprob, float *lse, const float *logits,
             int v1 = V - v0 < CPU_LSE_CHUNK ? V : v0 + CPU_LSE_CHUNK;
             float part = 0.0f;
             #pragma omp simd reduction(+:part)
-            for (int v = v0; v < v1; v++) part += cpu_expf(x[v] - mx);
+            for (int v = v0; v < v1; v++) part += vexpf(x[v] - mx);
             sum += part;
         }
         float logsum = (float)log(sum);
@@ -57,7 +57,7 @@ void cpu_logprob_backward(float *logits, const float *lse,
         float d = dlogprob[n];
         float l = lse[n];
         #pragma omp simd
-        for (int v = 0; v < V; v++) x[v] = -d * cpu_expf(x[v] - l);
+        for (int v = 0; v < V; v++) x[v] = -d * vexpf(x[v] - l);
         x[t] += d;
     }
 }

@@ -5,7 +5,7 @@
 
 static inline float cpu_swiglu1(float g, float u)
 {
-    float s = 1.0f / (1.0f + cpu_expf(-g));
+    float s = 1.0f / (1.0f + vexpf(-g));
     return g * s * u;
 }
 
@@ -35,7 +35,7 @@ void cpu_swiglu_backward(float *dgate, float *dup, const float *dout,
     #pragma omp parallel for simd schedule(static) if (parallel: n >= CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
-        float s = 1.0f / (1.0f + cpu_expf(-g));
+        float s = 1.0f / (1.0f + vexpf(-g));
         dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
         dup[i] += dout[i] * g * s;
     }
