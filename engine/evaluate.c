@@ -1,5 +1,6 @@
 /* engine/evaluate.c — the eval stage (see grpo.h): greedy pass@1, sampled
- * pass@1 and maj@k (self-consistency, Wang et al. 2022) over k samples,
+ * pass@1, unbiased pass@k (Chen et al. 2021) and maj@k (self-consistency,
+ * Wang et al. 2022) over k samples,
  * format rate and mean completion length, on a whole dataset. A completion
  * is correct when the reward spec's first component scores 1 (put the
  * accuracy or countdown component first). */
@@ -82,6 +83,16 @@ bool eval_has_format(const char *text)
     const char *te = t ? strstr(t, "</think>") : NULL;
     const char *a = te ? strstr(te, "<answer>") : NULL;
     return a && strstr(a, "</answer>");
+}
+
+double eval_pass_at_k(int n, int c, int k)
+{
+    /* C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (1 - k / i), the product form
+     * of the paper's code: no factorials to overflow */
+    if (n - c < k) return 1.0;
+    double miss = 1.0;
+    for (int i = n - c + 1; i <= n; i++) miss *= 1.0 - (double)k / i;
+    return 1.0 - miss;
 }
 
 static bool correct(const struct reward_result *r)
@@ -182,6 +193,18 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
         } else {
             char key[64];
             json_object_set_new(vals, "pass@1_sampled", json_real(n_ok / tot));
+            /* unbiased pass@k for k = 2, 4, 8, ... below the sample count,
+             * and k = the sample count itself */
+            for (int kk = 2; kk <= cnt; kk = kk * 2 > cnt && kk < cnt ? cnt : kk * 2) {
+                double pk = 0;
+                for (int r = 0; r < n; r++) {
+                    int c = 0;
+                    for (int j = 0; j < cnt; j++) c += correct(&res[r * cnt + j]);
+                    pk += eval_pass_at_k(cnt, c, kk);
+                }
+                snprintf(key, sizeof key, "pass@%d", kk);
+                json_object_set_new(vals, key, json_real(pk / n));
+            }
             snprintf(key, sizeof key, "maj@%d", k);
             json_object_set_new(vals, key, json_real(maj / n));
             json_object_set_new(vals, "format_rate_sampled", json_real(n_fmt / tot));

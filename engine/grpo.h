@@ -62,8 +62,9 @@ struct eval_opts {
     uint64_t seed;
 };
 void eval_opts_default(struct eval_opts *o);
-/* Emits one metric event with pass@1 (greedy), pass@1 sampled, maj@k,
- * format rate, mean reward and mean completion length. */
+/* Emits one metric event with pass@1 (greedy), pass@1 sampled, unbiased
+ * pass@k for k = 2, 4, 8, ... and k = num_samples, maj@k, format rate, mean
+ * reward and mean completion length. */
 int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
              char *err, size_t errlen);
 
@@ -73,5 +74,10 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
 char *eval_extract_answer(const char *text);
 /* Whether text has the R1 shape: <think>...</think> then <answer>...</answer>. */
 bool eval_has_format(const char *text);
+/* The unbiased pass@k estimate from n samples of which c are correct
+ * (Chen et al. 2021, "Evaluating Large Language Models Trained on Code",
+ * eq. 1): 1 - C(n-c, k) / C(n, k), the chance that k of the n samples
+ * drawn without replacement include a correct one. 0 <= c <= n, 1 <= k <= n. */
+double eval_pass_at_k(int n, int c, int k);
 
 #endif

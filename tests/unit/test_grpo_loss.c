@@ -11,6 +11,7 @@
 
 #include <criterion/criterion.h>
 
+#include "grpo.h"
 #include "grpo_loss.h"
 #include "tests/ref_io.h"
 
@@ -311,4 +312,31 @@ Test(grpo_loss, empty_sequence_contributes_nothing)
             cr_expect(d[2] == 0 && d[3] == 0);
             cr_expect_eq(m.num_tokens, 2);
         }
+}
+
+/* Unbiased pass@k against the definition, 1 - C(n-c,k)/C(n,k), with the
+ * binomials counted exactly (n <= 20 fits a double's integers), and hand
+ * values. */
+static double binom(int n, int k)
+{
+    if (k < 0 || k > n) return 0;
+    double b = 1;
+    for (int i = 1; i <= k; i++) b = b * (n - k + i) / i;
+    return b;
+}
+
+Test(eval, pass_at_k_unbiased)
+{
+    cr_expect_float_eq(eval_pass_at_k(4, 1, 2), 0.5, 1e-15);        /* 1 - 3/6 */
+    cr_expect_float_eq(eval_pass_at_k(4, 1, 1), 0.25, 1e-15);       /* = c / n */
+    cr_expect_float_eq(eval_pass_at_k(10, 3, 4), 1.0 - 35.0 / 210.0, 1e-15);
+    cr_expect_eq(eval_pass_at_k(8, 0, 8), 0.0);
+    cr_expect_eq(eval_pass_at_k(8, 8, 1), 1.0);
+    cr_expect_eq(eval_pass_at_k(8, 5, 4), 1.0);                     /* n - c < k */
+    for (int n = 1; n <= 20; n++)
+        for (int c = 0; c <= n; c++)
+            for (int k = 1; k <= n; k++) {
+                double want = 1.0 - binom(n - c, k) / binom(n, k);
+                cr_assert_float_eq(eval_pass_at_k(n, c, k), want, 1e-12, "n=%d c=%d k=%d", n, c, k);
+            }
 }
