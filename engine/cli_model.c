@@ -83,17 +83,19 @@ out:
 
 int cli_pretrain(int argc, char **argv)
 {
-    static const char *const opts[] = {"--config", "--data", "--steps", "--out", "--batch",
+    static const char *const opts[] = {"--config", "--init", "--data", "--steps", "--out", "--batch",
         "--seq-len", "--lr", "--warmup", "--weight-decay", "--checkpoint-every", "--seed",
         "--max-grad-norm", "--log-every", NULL};
     if (cli_args_check(argc, argv, opts, NULL)) return 2;
     struct pretrain_opts o;
     pretrain_opts_default(&o);
     o.config = cli_arg(argc, argv, "--config");
+    o.init = cli_arg(argc, argv, "--init");
     o.data = cli_arg(argc, argv, "--data");
     o.out = cli_arg(argc, argv, "--out");
-    if (!o.config || !o.data || !o.out) {
-        fprintf(stderr, "usage: aha-engine pretrain --config tiny|small|FILE --data FILE --steps N --out DIR\n"
+    if (!o.config == !o.init || !o.data || !o.out) {
+        fprintf(stderr, "usage: aha-engine pretrain (--config tiny|small|FILE | --init MODEL_DIR) --data FILE\n"
+                        "  --steps N --out DIR\n"
                         "  [--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W]\n"
                         "  [--max-grad-norm G] [--checkpoint-every N] [--log-every N] [--seed S]\n");
         return 2;

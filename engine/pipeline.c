@@ -204,18 +204,15 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     json_t *sj = json_array_get(json_object_get(p->spec, "stages"), (size_t)i);
     json_t *ref = json_object_get(sj, field);
     bool is_model = strcmp(field, "model") == 0;
-    bool needs = is_model ? strcmp(st->kind, "pretrain") != 0 : true;
+    /* a pretrain stage creates its model from params.config, or continues
+     * one named by "model" */
+    const bool optional = is_model && strcmp(st->kind, "pretrain") == 0;
     if (!ref) {
-        if (needs) {
+        if (!optional) {
             errmsg_set(err, errlen, "stage \"%s\": field \"%s\" is missing", st->name, field);
             return -1;
         }
         return 0;
-    }
-    if (!needs) {
-        errmsg_set(err, errlen, "stage \"%s\": field \"%s\": a %s stage creates its model (set params.config)",
-             st->name, field, st->kind);
-        return -1;
     }
     if (!json_is_string(ref) || !*json_string_value(ref)) {
         errmsg_set(err, errlen, "stage \"%s\": field \"%s\": expected a reference string", st->name, field);
@@ -345,9 +342,17 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         }
         st->params = json_object_get(s, "params");
         if (check_params(st, err, errlen)) goto fail;
-        if (strcmp(kind, "pretrain") == 0 && !json_is_string(json_object_get(st->params, "config"))) {
-            errmsg_set(err, errlen, "stage \"%s\": params.config is missing (tiny, small or a config.json path)", nm);
-            goto fail;
+        if (strcmp(kind, "pretrain") == 0) {
+            const bool has_cfg = json_object_get(st->params, "config") != NULL;
+            const bool has_model = json_object_get(s, "model") != NULL;
+            if (has_cfg == has_model) {
+                errmsg_set(err, errlen, has_cfg
+                           ? "stage \"%s\": params.config and model are exclusive (a continued "
+                             "pretraining takes the model's config)"
+                           : "stage \"%s\": params.config is missing (tiny, small or a config.json "
+                             "path), or name a model to continue from", nm);
+                goto fail;
+            }
         }
         if (out_dir) snprintf(st->out, sizeof st->out, "%s/%s", out_dir, nm);
         if (IN(kind, reward_kinds)) {
@@ -460,6 +465,7 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         struct pretrain_opts o;
         pretrain_opts_default(&o);
         o.config = json_string_value(json_object_get(pa, "config"));
+        o.init = st->model[0] ? st->model : NULL;
         o.data = st->dataset;
         o.out = st->out;
         o.stage = st->name;

@@ -101,6 +101,53 @@ static int load_config(const char *spec, struct model_config *cfg, char *err, si
     return config_load(cfg, spec, err, errlen);
 }
 
+/* Copies src_dir/name to dst_dir/name when the source exists. */
+static int copy_if_present(const char *src_dir, const char *dst_dir, const char *name,
+                           char *err, size_t errlen)
+{
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/%s", src_dir, name);
+    snprintf(dst, sizeof dst, "%s/%s", dst_dir, name);
+    FILE *in = fopen(src, "rb");
+    if (!in) return 0;
+    FILE *out = fopen(dst, "wb");
+    int bad = !out;
+    char buf[65536];
+    size_t n;
+    while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0) bad = fwrite(buf, 1, n, out) != n;
+    bad |= ferror(in);
+    fclose(in);
+    if (out) bad |= fclose(out) != 0;
+    if (bad) errmsg_set(err, errlen, "%s: cannot copy to %s", src, dst);
+    return bad ? -1 : 0;
+}
+
+/* m's weights := those of the model in dir, which must have m's layout
+ * (model_load checks its tensors against its config.json, the size
+ * against m's here). */
+static int load_weights(struct model *m, const char *dir, const struct backend *be,
+                        char *err, size_t errlen)
+{
+    struct model *c = model_load(dir, be, err, errlen);
+    if (!c) return -1;
+    if (c->n_params != m->n_params) {
+        model_free(c);
+        errmsg_set(err, errlen, "%s/model.safetensors: the model is not the one the stage's config "
+                   "describes", dir);
+        return -1;
+    }
+    float *host = malloc(m->n_params * sizeof(float));
+    const bool ok = host != NULL;
+    if (ok) {
+        be->download(host, c->params, m->n_params * sizeof(float));
+        be->upload(m->params, host, m->n_params * sizeof(float));
+    }
+    free(host);
+    model_free(c);
+    if (!ok) errmsg_set(err, errlen, "out of memory");
+    return ok ? 0 : -1;
+}
+
 /* Writes model + tokenizer to dir, and when resumable (rng non-NULL) the
  * optimizer and trainer state after `step` (engine/checkpoint.h). */
 static int save_checkpoint(const struct pretrain_opts *o, const struct model *m, const char *dir,
@@ -108,8 +155,17 @@ static int save_checkpoint(const struct pretrain_opts *o, const struct model *m,
 {
     char path[4096];
     if (model_save(m, dir, ST_F32, err, errlen)) return -1;
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    if (tok_write_bytelevel(path, err, errlen)) return -1;
+    if (o->init) {
+        /* a continued model keeps the tokenizer and chat template it came with */
+        static const char *const carried[] = {"tokenizer.json", "tokenizer_config.json",
+                                              "chat_template.name", "generation_config.json"};
+        for (size_t i = 0; i < sizeof carried / sizeof *carried; i++)
+            if (copy_if_present(o->init, dir, carried[i], err, errlen)) return -1;
+    } else {
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if (tok_write_bytelevel(path, err, errlen)) return -1;
+    }
+    if (o->init) goto state;
     /* Chat through the format of aha's synthetic text ("User: ...\n
      * Assistant: ..."), which is what these models are pretrained on. */
     snprintf(path, sizeof path, "%s/chat_template.name", dir);
@@ -123,6 +179,7 @@ static int save_checkpoint(const struct pretrain_opts *o, const struct model *m,
         errmsg_set(err, errlen, "%s: cannot write", path);
         return -1;
     }
+state:
     if (!rng) return 0;
     /* The data position is the RNG itself: windows are drawn from it. */
     return ckpt_write(m, dir, o->ctl, o->stage, "pretrain", step, o->steps, rng, NULL, err, errlen);
@@ -132,8 +189,20 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
                  FILE *events, char *err, size_t errlen)
 {
     struct model_config cfg;
-    if (load_config(o->config, &cfg, err, errlen)) return -1;
-    if (cfg.vocab_size < TOK_BYTELEVEL_VOCAB) {
+    char path[4096];
+    if (o->init) {
+        /* continued pretraining: the model brings its config and tokenizer */
+        if (o->config) {
+            errmsg_set(err, errlen, "a config and a model to continue from are exclusive: "
+                       "the model's config.json is used");
+            return -1;
+        }
+        snprintf(path, sizeof path, "%s/config.json", o->init);
+        if (config_load(&cfg, path, err, errlen)) return -1;
+    } else if (load_config(o->config, &cfg, err, errlen)) {
+        return -1;
+    }
+    if (!o->init && cfg.vocab_size < TOK_BYTELEVEL_VOCAB) {
         errmsg_set(err, errlen, "config: vocab_size %d is smaller than the byte-level tokenizer (%d)",
              cfg.vocab_size, TOK_BYTELEVEL_VOCAB);
         return -1;
@@ -144,20 +213,41 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
              cfg.max_position_embeddings);
         return -1;
     }
-    /* The tokenizer is the one the checkpoint will carry: write it first,
-     * then load it back through the general loader. */
-    char tokpath[4096];
-    snprintf(tokpath, sizeof tokpath, "%s/aha-tokenizer-%d.json",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
-    if (tok_write_bytelevel(tokpath, err, errlen)) return -1;
-    struct tokenizer *tok = tok_load(tokpath, err, errlen);
-    remove(tokpath);
-    if (!tok) return -1;
-    int32_t eos = tok_token_id(tok, "<|endoftext|>");
+    /* The tokenizer is the one the checkpoint will carry: the initial
+     * model's, or the byte-level one, written first and loaded back
+     * through the general loader. Documents end with eos. */
+    struct tokenizer *tok;
+    int32_t eos;
+    if (o->init) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", o->init);
+        if (!(tok = tok_load(path, err, errlen))) return -1;
+        eos = cfg.eos_token_id;
+        if (eos < 0 || eos >= cfg.vocab_size) {
+            errmsg_set(err, errlen, "%s/config.json: eos_token_id is %s; pretraining ends every "
+                       "document with it", o->init, eos < 0 ? "missing" : "outside the vocabulary");
+            tok_free(tok);
+            return -1;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s/aha-tokenizer-%d.json",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+        if (tok_write_bytelevel(path, err, errlen)) return -1;
+        tok = tok_load(path, err, errlen);
+        remove(path);
+        if (!tok) return -1;
+        eos = tok_token_id(tok, "<|endoftext|>");
+    }
     int32_t *stream = NULL;
     long n_tok = pretrain_load_text(o->data, tok, eos, &stream, err, errlen);
     tok_free(tok);
     if (n_tok < 0) return -1;
+    for (long i = 0; i < n_tok; i++)
+        if (stream[i] < 0 || stream[i] >= cfg.vocab_size) {
+            errmsg_set(err, errlen, "%s: the tokenizer gives token %d, outside the model's vocabulary (%d)",
+                       o->data, stream[i], cfg.vocab_size);
+            free(stream);
+            return -1;
+        }
     const int B = o->batch, T = o->seq_len, N = B * T;
     if (n_tok < T + 2) {
         errmsg_set(err, errlen, "%s: only %ld tokens, need more than seq_len + 1 (%d)", o->data, n_tok, T + 1);
@@ -184,25 +274,10 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     rng_seed(&r, o->seed ^ 0x5eedda7aULL);
     int step0 = 0;
     if (o->ctl && o->ctl->resume_dir) {
-        /* weights from the checkpoint (same layout: model_load checks its
-         * tensors against its config.json, the size against ours here) */
-        struct model *c = model_load(o->ctl->resume_dir, be, err, errlen);
-        if (!c) goto out_hl0;
-        bool same = c->n_params == m->n_params;
-        if (same) {
-            float *host = malloc(m->n_params * sizeof(float));
-            if (!host) { model_free(c); errmsg_set(err, errlen, "out of memory"); goto out_hl0; }
-            be->download(host, c->params, m->n_params * sizeof(float));
-            be->upload(m->params, host, m->n_params * sizeof(float));
-            free(host);
-        }
-        model_free(c);
-        if (!same) {
-            errmsg_set(err, errlen, "%s/model.safetensors: the checkpoint's model is not the one params.config "
-                       "describes", o->ctl->resume_dir);
-            goto out_hl0;
-        }
+        if (load_weights(m, o->ctl->resume_dir, be, err, errlen)) goto out_hl0;
         if ((step0 = ckpt_resume(o->ctl, m, o->steps, &r, err, errlen)) < 0) goto out_hl0;
+    } else if (o->init) {
+        if (load_weights(m, o->init, be, err, errlen)) goto out_hl0;
     } else {
         model_init_random(m, o->seed, 0.02f);
     }

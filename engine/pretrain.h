@@ -14,6 +14,8 @@
 
 struct pretrain_opts {
     const char *config;     /* preset name ("tiny", "small") or config.json path */
+    const char *init;       /* model directory to continue pretraining (its config,
+                             * tokenizer and weights; config must be NULL), or NULL */
     const char *data;       /* JSONL file of {"text": ...} rows */
     const char *out;        /* output model directory */
     const char *stage;      /* stage name in events ("pretrain") */
@@ -32,7 +34,7 @@ struct pretrain_opts {
     struct train_ctl *ctl;  /* resume and safe stop (engine/checkpoint.h); NULL: none */
 };
 
-/* Defaults for every field but config, data and out. */
+/* Defaults for every field but config, init, data and out. */
 void pretrain_opts_default(struct pretrain_opts *o);
 /* Learning rate at 0-based step: linear warmup to lr over warmup_steps, then
  * cosine decay to lr * min_lr_ratio at the last step. */

@@ -26,6 +26,27 @@ check "[[ \"\$out\" == 'User: What is 2 + 3?'* ]]" "sample output should start w
 out2=$("$ENGINE" sample --model "$tmp/m" --prompt "User: What is 2 + 3?" --max-tokens 16 --temperature 0 --seed 9 2>/dev/null)
 check "[ \"\$out\" = \"\$out2\" ]" "greedy sampling must not depend on the seed"
 
+# Continued pretraining from that model: its weights (the loss starts
+# where the first run ended, not at a random model's), tokenizer and chat
+# template carry over.
+"$ENGINE" pretrain --init "$tmp/m" --data "$tmp/text.jsonl" --steps 5 --batch 4 --seq-len 64 \
+  --lr 1e-3 --warmup 0 --log-every 1 --seed 4 --out "$tmp/m2" > "$tmp/events2"
+cont=$(grep '"type":"metric"' "$tmp/events2" | head -1 | sed 's/.*"loss":\([0-9.]*\).*/\1/')
+echo "continued pretraining: first loss $cont (scratch run: first $first, last $last)"
+check "awk 'BEGIN{exit !($cont < $first - 1.0)}'" "continued run should start from the trained weights ($cont vs $first)"
+check "cmp -s '$tmp/m/tokenizer.json' '$tmp/m2/tokenizer.json'" "tokenizer.json should be carried over"
+check "[ -s '$tmp/m2/chat_template.name' ]" "chat template should be carried over"
+if "$ENGINE" pretrain --config tiny --init "$tmp/m" --data "$tmp/text.jsonl" --steps 1 --out "$tmp/b" 2>/dev/null >/dev/null; then
+  echo "FAILED: --config with --init accepted"; fail=1
+fi
+# the same through a pipeline: "model" on a pretrain stage, exclusive with params.config
+spec='{"name":"p","stages":[{"name":"more","kind":"pretrain","model":"M","dataset":"t.jsonl","params":{"steps":1}}]}'
+out=$(echo "$spec" | "$ENGINE" train --check --spec - 2>&1 || true)
+check "[[ \"\$out\" == *'\"ok\":true'* ]]" "a pretrain stage may name a model to continue: $out"
+spec='{"name":"p","stages":[{"name":"more","kind":"pretrain","model":"M","dataset":"t.jsonl","params":{"config":"tiny"}}]}'
+out=$(echo "$spec" | "$ENGINE" train --check --spec - 2>&1 || true)
+check "[[ \"\$out\" == *'params.config and model are exclusive'* ]]" "config and model together should be refused: $out"
+
 printf '{"text":"ok"}\n{"txt":"bad"}\n' > "$tmp/bad.jsonl"
 if "$ENGINE" pretrain --config tiny --data "$tmp/bad.jsonl" --steps 1 --out "$tmp/b" 2>"$tmp/err" >/dev/null; then
   echo "FAILED: bad data accepted"; fail=1
