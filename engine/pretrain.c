@@ -164,22 +164,20 @@ static int save_checkpoint(const struct pretrain_opts *o, const struct model *m,
     } else {
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
         if (tok_write_bytelevel(path, err, errlen)) return -1;
+        /* Chat through the format of aha's synthetic text ("User: ...\n
+         * Assistant: ..."), which is what these models are pretrained on. */
+        snprintf(path, sizeof path, "%s/chat_template.name", dir);
+        FILE *tf = fopen(path, "w");
+        int bad = !tf;
+        if (tf) {
+            bad = fputs("plain\n", tf) < 0;
+            bad |= fclose(tf) != 0;
+        }
+        if (bad) {
+            errmsg_set(err, errlen, "%s: cannot write", path);
+            return -1;
+        }
     }
-    if (o->init) goto state;
-    /* Chat through the format of aha's synthetic text ("User: ...\n
-     * Assistant: ..."), which is what these models are pretrained on. */
-    snprintf(path, sizeof path, "%s/chat_template.name", dir);
-    FILE *tf = fopen(path, "w");
-    int bad = !tf;
-    if (tf) {
-        bad = fputs("plain\n", tf) < 0;
-        bad |= fclose(tf) != 0;
-    }
-    if (bad) {
-        errmsg_set(err, errlen, "%s: cannot write", path);
-        return -1;
-    }
-state:
     if (!rng) return 0;
     /* The data position is the RNG itself: windows are drawn from it. */
     return ckpt_write(m, dir, o->ctl, o->stage, "pretrain", step, o->steps, rng, NULL, err, errlen);
