@@ -101,39 +101,18 @@ static int load_config(const char *spec, struct model_config *cfg, char *err, si
     return config_load(cfg, spec, err, errlen);
 }
 
-/* Copies src_dir/name to dst_dir/name when the source exists. */
-static int copy_if_present(const char *src_dir, const char *dst_dir, const char *name,
-                           char *err, size_t errlen)
-{
-    char src[4096], dst[4096];
-    snprintf(src, sizeof src, "%s/%s", src_dir, name);
-    snprintf(dst, sizeof dst, "%s/%s", dst_dir, name);
-    FILE *in = fopen(src, "rb");
-    if (!in) return 0;
-    FILE *out = fopen(dst, "wb");
-    int bad = !out;
-    char buf[65536];
-    size_t n;
-    while (!bad && (n = fread(buf, 1, sizeof buf, in)) > 0) bad = fwrite(buf, 1, n, out) != n;
-    bad |= ferror(in);
-    fclose(in);
-    if (out) bad |= fclose(out) != 0;
-    if (bad) errmsg_set(err, errlen, "%s: cannot copy to %s", src, dst);
-    return bad ? -1 : 0;
-}
-
-/* m's weights := those of the model in dir, which must have m's layout
- * (model_load checks its tensors against its config.json, the size
+/* m's weights := those of the checkpoint in dir, which must have m's
+ * layout (model_load checks its tensors against its config.json, the size
  * against m's here). */
-static int load_weights(struct model *m, const char *dir, const struct backend *be,
-                        char *err, size_t errlen)
+static int load_checkpoint_weights(struct model *m, const char *dir, const struct backend *be,
+                                   char *err, size_t errlen)
 {
     struct model *c = model_load(dir, be, err, errlen);
     if (!c) return -1;
     if (c->n_params != m->n_params) {
         model_free(c);
-        errmsg_set(err, errlen, "%s/model.safetensors: the model is not the one the stage's config "
-                   "describes", dir);
+        errmsg_set(err, errlen, "%s/model.safetensors: the checkpoint's model is not the one "
+                   "params.config describes", dir);
         return -1;
     }
     float *host = malloc(m->n_params * sizeof(float));
@@ -154,14 +133,11 @@ static int save_checkpoint(const struct pretrain_opts *o, const struct model *m,
                            int step, const struct rng *rng, char *err, size_t errlen)
 {
     char path[4096];
-    if (model_save(m, dir, ST_F32, err, errlen)) return -1;
     if (o->init) {
         /* a continued model keeps the tokenizer and chat template it came with */
-        static const char *const carried[] = {"tokenizer.json", "tokenizer_config.json",
-                                              "chat_template.name", "generation_config.json"};
-        for (size_t i = 0; i < sizeof carried / sizeof *carried; i++)
-            if (copy_if_present(o->init, dir, carried[i], err, errlen)) return -1;
+        if (model_save_dir_from(m, o->init, dir, err, errlen)) return -1;
     } else {
+        if (model_save(m, dir, ST_F32, err, errlen)) return -1;
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
         if (tok_write_bytelevel(path, err, errlen)) return -1;
         /* Chat through the format of aha's synthetic text ("User: ...\n
@@ -253,7 +229,11 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
         return -1;
     }
 
-    struct model *m = model_new(&cfg, be, err, errlen);
+    /* a continued model is loaded as sft and grpo load theirs; a resumed
+     * one gets the checkpoint's weights below */
+    const bool resuming = o->ctl && o->ctl->resume_dir;
+    struct model *m = o->init && !resuming ? model_load(o->init, be, err, errlen)
+                                           : model_new(&cfg, be, err, errlen);
     int rc = -1;
     int32_t *tokens = malloc((size_t)N * sizeof *tokens);
     int32_t *targets = malloc((size_t)N * sizeof *targets);
@@ -271,12 +251,10 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     struct rng r;
     rng_seed(&r, o->seed ^ 0x5eedda7aULL);
     int step0 = 0;
-    if (o->ctl && o->ctl->resume_dir) {
-        if (load_weights(m, o->ctl->resume_dir, be, err, errlen)) goto out_hl0;
+    if (resuming) {
+        if (load_checkpoint_weights(m, o->ctl->resume_dir, be, err, errlen)) goto out_hl0;
         if ((step0 = ckpt_resume(o->ctl, m, o->steps, &r, err, errlen)) < 0) goto out_hl0;
-    } else if (o->init) {
-        if (load_weights(m, o->init, be, err, errlen)) goto out_hl0;
-    } else {
+    } else if (!o->init) {
         model_init_random(m, o->seed, 0.02f);
     }
     for (int i = 0; i < N; i++) hd[i] = -1.0f / (float)N;
