@@ -25,6 +25,11 @@ int cli_bench_generate(int argc, char **argv);
 /* `bench grpo`: GRPO step-time split and rollout vs engine decode
  * tokens/s (engine/cli_bench_grpo.c); argv[0] is "grpo". */
 int cli_bench_grpo(int argc, char **argv);
+/* Shared by the benches (engine/cli_bench.c): sorts v[0..n) ascending in
+ * place and returns its median v[n/2]; CPU seconds used by the process
+ * (all threads), steadier than wall time on a shared machine. */
+double bench_median(double *v, int n);
+double bench_cpu_seconds(void);
 
 /* Option parsing shared by the subcommands: "--name value" pairs and bare
  * "--flag"s. cli_args_check rejects anything not in `opts` (options taking

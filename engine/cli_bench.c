@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "model.h"
@@ -16,6 +17,19 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+double bench_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Median GFLOP/s of out: (M,N) = A: (M,K) @ B^T over `reps` runs. */
@@ -32,8 +46,7 @@ static double bench_gemm(const struct backend *be, int M, int K, int N, int reps
             be->matmul_forward(c, a, w, NULL, M, K, N, 0.0f);
             t[r] = progress_now() - t0;
         }
-        qsort(t, (size_t)reps, sizeof *t, cmp_double);
-        gf = 2.0 * M * N * K / t[reps / 2] / 1e9;
+        gf = 2.0 * M * N * K / bench_median(t, reps) / 1e9;
     }
     be->free(a); be->free(w); be->free(c);
     return gf;
@@ -95,8 +108,7 @@ static int bench_train(const struct backend *be, const char *preset, int steps)
     }
     if (rc == 0) {
         double peak = matmul_peak(be, false);
-        qsort(times, (size_t)steps, sizeof *times, cmp_double);
-        double med = times[steps / 2], flops = model_train_flops(&cfg, B, T);
+        double med = bench_median(times, steps), flops = model_train_flops(&cfg, B, T);
         printf("{\"bench\":\"train\",\"impl\":\"aha\",\"config\":\"%s\",\"threads\":%d,\"batch\":%d,"
                "\"seq\":%d,\"params\":%zu,\"step_ms\":%.1f,\"tokens_per_s\":%.0f,\"gflops\":%.1f,"
                "\"peak_gflops\":%.1f,\"mfu\":%.3f,\"forward_ms\":%.1f,\"backward_ms\":%.1f,"

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "generate.h"
@@ -42,14 +41,6 @@ static double bench_bandwidth(const struct backend *be)
     return sink == -1 ? 0 : best;
 }
 
-/* CPU seconds used by the process (all threads): on a shared machine,
- * with --threads 1, the step time an idle core would take. */
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* "medium": the decode benchmark model (Llama-like proportions). */
 static int bench_config(struct model_config *c, const char *name)
@@ -116,21 +107,15 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
     if (gen_step(e, err, errlen) < 0) return -1;
     gen_stats_get(e, &st);
     long long g0 = st.tokens_generated, s0 = st.steps;
-    double t0 = progress_now(), c0 = cpu_seconds();
+    double t0 = progress_now(), c0 = bench_cpu_seconds();
     while (!gen_idle(e)) if (gen_step(e, err, errlen) < 0) return -1;
-    double t = progress_now() - t0, cpu = cpu_seconds() - c0;
+    double t = progress_now() - t0, cpu = bench_cpu_seconds() - c0;
     gen_stats_get(e, &st);
     const double nsteps = (double)(st.steps - s0);
     *step_s = t / nsteps;
     *cpu_s = cpu / nsteps;
     *tps = (double)(st.tokens_generated - g0) / t;
     return 0;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 int cli_bench_generate(int argc, char **argv)
@@ -212,20 +197,18 @@ int cli_bench_generate(int argc, char **argv)
     for (int ci = 0; ci < NCONC; ci++) {
         const int conc = concs[ci];
         if (only && conc != only) continue;
-        qsort(step_s[ci], (size_t)rounds, sizeof(double), cmp_double);
-        qsort(cpu_s[ci], (size_t)rounds, sizeof(double), cmp_double);
-        qsort(tps[ci], (size_t)rounds, sizeof(double), cmp_double);
-        qsort(ratio[ci], (size_t)rounds, sizeof(double), cmp_double);
-        const int mid = (int)rounds / 2;
+        /* medians; the ratios sorted, so [0] and [rounds-1] are the spread */
+        const int n = (int)rounds;
+        const double step_med = bench_median(step_s[ci], n), cpu_med = bench_median(cpu_s[ci], n);
+        const double tps_med = bench_median(tps[ci], n), ratio_med = bench_median(ratio[ci], n);
         printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
                "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"speedup_min\":%.2f,\"speedup_max\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f}\n",
                name, gc.batch_invariant ? "true" : "false", threads, conc, rounds,
-               step_s[ci][mid] * 1e3, cpu_s[ci][mid] * 1e3, tps[ci][mid], ratio[ci][mid],
-               ratio[ci][0], ratio[ci][rounds - 1], wbytes / 1e6, bound,
-               (tps[ci][mid] / conc) / bound);
+               step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
+               wbytes / 1e6, bound, (tps_med / conc) / bound);
     }
     rc = 0;
     goto out;

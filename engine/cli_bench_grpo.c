@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -53,27 +52,12 @@ static int bench_files(const char *dir, const char *preset, int n_rows, char *er
     return fclose(f) ? -1 : 0;
 }
 
-/* CPU seconds used by the process (all threads): steadier than wall time
- * on a shared machine. */
-static double cpu_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 struct rate { double wall, cpu; };     /* tokens per second of each clock */
 
 static void rate_best(struct rate *best, double tokens, double wall, double cpu)
 {
     if (tokens / wall > best->wall) best->wall = tokens / wall;
     if (tokens / cpu > best->cpu) best->cpu = tokens / cpu;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* Rollouts against the bare engine on one engine and model, alternated
@@ -119,9 +103,9 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
     for (int rep = 0; rep <= reps; rep++) {     /* rep 0 warms up */
         struct gen_stats s0;
         gen_stats_get(e, &s0);
-        double w0 = progress_now(), c0 = cpu_seconds();
+        double w0 = progress_now(), c0 = bench_cpu_seconds();
         if (rollout_generate(e, &ds, &pr, rows, P, G, &sp, T, 1000 + (uint64_t)rep, ro, err, errlen)) goto out;
-        double w = progress_now() - w0, c = cpu_seconds() - c0;
+        double w = progress_now() - w0, c = bench_cpu_seconds() - c0;
         long long toks = 0;
         for (int i = 0; i < P * G; i++) {
             toks += ro[i].n_tokens;
@@ -164,7 +148,7 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
         struct gen_stats st;
         gen_stats_get(e, &st);
         const long long g_start = st.tokens_generated, steps_start = st.steps;
-        double t0 = progress_now(), tc0 = cpu_seconds(), td = 0, tdc = 0;
+        double t0 = progress_now(), tc0 = bench_cpu_seconds(), td = 0, tdc = 0;
         long long g0 = 0;
         while (!gen_idle(e)) {
             if (gen_step(e, err, errlen) < 0) goto out;
@@ -172,11 +156,11 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
             /* decode timing starts once every sequence has its first token */
             if (td == 0 && st.tokens_generated - g_start >= (long long)P * G) {
                 td = progress_now();
-                tdc = cpu_seconds();
+                tdc = bench_cpu_seconds();
                 g0 = st.tokens_generated;
             }
         }
-        double t1 = progress_now(), tc1 = cpu_seconds();
+        double t1 = progress_now(), tc1 = bench_cpu_seconds();
         gen_stats_get(e, &st);
         for (int i = 0; i < P * G; i++) rollout_free(&ro[i]);
         if (rep) {
@@ -189,14 +173,11 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb, in
             ratios[rep - 1] = td > 0 && t1 > td ? ro_now / ((double)(st.tokens_generated - g0) / (t1 - td)) : 0;
         }
     }
-    qsort(ratios, (size_t)reps, sizeof *ratios, cmp_double);
-    qsort(ro_ms, (size_t)reps, sizeof *ro_ms, cmp_double);
-    qsort(en_ms, (size_t)reps, sizeof *en_ms, cmp_double);
-    *ratio_median = ratios[reps / 2];
+    *ratio_median = bench_median(ratios, reps);
     per_step[0] = (double)ro_toks / (double)ro_steps;
     per_step[1] = (double)en_toks / (double)en_steps;
-    per_step[2] = ro_ms[reps / 2];
-    per_step[3] = en_ms[reps / 2];
+    per_step[2] = bench_median(ro_ms, reps);
+    per_step[3] = bench_median(en_ms, reps);
     rc = 0;
 out:
     gen_engine_free(e);
