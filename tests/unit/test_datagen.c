@@ -399,6 +399,28 @@ static int run_cli(int argc, const char **argv)
     return cli_datagen(argc, (char **)argv);
 }
 
+/* Runs datagen with argv's last argument (NULL there) set to a new
+ * temporary file; asserts it succeeds and returns what it wrote (caller
+ * frees). */
+static char *cli_output(int argc, const char **argv)
+{
+    char path[] = "/tmp/aha-datagen-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    argv[argc - 1] = path;
+    cr_assert_eq(run_cli(argc, argv), 0);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char *got = calloc(1, 16384);
+    cr_assert_not_null(got);
+    size_t n = fread(got, 1, 16383, f);
+    got[n] = 0;
+    fclose(f);
+    unlink(path);
+    return got;
+}
+
 Test(datagen, cli_rejects_bad_arguments, .init = cr_redirect_stderr)
 {
     static const char *bad[][8] = {
@@ -434,23 +456,13 @@ Test(datagen, cli_rejects_bad_arguments, .init = cr_redirect_stderr)
 
 Test(datagen, cli_writes_the_file)
 {
-    char path[] = "/tmp/aha-datagen-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
     const char *argv[] = { "datagen", "countdown", "--n", "25", "--seed=7",
-                           "--format", "text", "--out", path };
-    cr_assert_eq(run_cli(9, argv), 0);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char got[16384];
-    size_t n = fread(got, 1, sizeof got - 1, f);
-    got[n] = 0;
-    fclose(f);
-    unlink(path);
+                           "--format", "text", "--out", NULL };
+    char *got = cli_output(9, argv);
     char *want = gen(DATAGEN_TASK_COUNTDOWN, DATAGEN_FORMAT_TEXT, 25, 7);
     cr_assert_str_eq(got, want);
     free(want);
+    free(got);
 
     const char *bad_dir[] = { "datagen", "arithmetic", "--n", "1", "--seed", "1",
                               "--out", "/nonexistent-dir/x.jsonl" };
@@ -661,21 +673,10 @@ Test(datagen, write_opts_rejects_bad_options)
 
 Test(datagen, cli_options_reach_the_generator)
 {
-    char path[] = "/tmp/aha-datagen-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    close(fd);
     const char *argv[] = { "datagen", "arithmetic", "--n", "40", "--seed", "3", "--format",
                            "text", "--ops=+-", "--split", "test", "--test-percent", "20",
-                           "--answer-noise", "0.5", "--format-noise=0.25", "--out", path };
-    cr_assert_eq(run_cli(18, argv), 0);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char got[16384];
-    size_t n = fread(got, 1, sizeof got - 1, f);
-    got[n] = 0;
-    fclose(f);
-    unlink(path);
+                           "--answer-noise", "0.5", "--format-noise=0.25", "--out", NULL };
+    char *got = cli_output(18, argv);
     struct datagen_opts o;
     datagen_opts_default(&o);
     o.ops = "+-";
@@ -685,7 +686,7 @@ Test(datagen, cli_options_reach_the_generator)
     o.format_noise = 0.25;
     char *want = gen_opts(DATAGEN_TASK_ARITHMETIC, DATAGEN_FORMAT_TEXT, &o, 40, 3);
     cr_assert_str_eq(got, want);
-    free(want);
+    free(want);    free(got);
 }
 
 Test(datagen, cli_rejects_bad_options, .init = cr_redirect_stderr)
