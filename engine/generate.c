@@ -30,7 +30,8 @@
 #include "kv_cache.h"
 
 /* Steps of at most this many rows run the gate and up projections as one
- * matmul (serial per-row SwiGLU after it). */
+ * matmul (serial per-row SwiGLU after it); so do all steps on packed
+ * weights, which hold gate and up as one matrix. */
 #define GEN_FUSE_ROWS 64
 
 /* Rows of logits computed at once (more rows are done chunk by chunk). */
@@ -111,7 +112,14 @@ struct gen_engine {
     int max_blocks_per_seq;
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
-    float *x, *res, *ln, *qkv, *atty, *gate, *up, *h;
+    float *x, *res, *ln, *qkv, *atty, *gate, *up, *h;  /* up = gate + R*I */
+    /* The linear layers' weights as matmul_rows_forward reads them (NULL
+     * when the matmuls take the model's own weights), packed from
+     * m->params of version packed_version; pk: their offsets, in the
+     * order of lin_shape. */
+    float *packed;
+    size_t *pk;
+    uint64_t packed_version;
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
     float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
     float *d_lse, *d_lp;                /* (GEN_LOGITS_CHUNK) */
@@ -160,6 +168,24 @@ const char *gen_finish_name(enum gen_finish f)
 }
 
 /* ----------------------------------------------------------- lifecycle */
+
+/* Linear layer i: 4 per layer (qkv; o; gate and up, adjacent (I,C)
+ * matrices taken as one (2I,C); down), then the lm head. Its weight's
+ * offset in params and its shape (OC,C). */
+static void lin_shape(const struct model *m, int i, size_t *w, int *C, int *OC)
+{
+    const struct model_config *c = &m->cfg;
+    const int H = c->hidden_size, I = c->intermediate_size, AH = c->n_heads * c->head_dim;
+    if (i == 4 * c->n_layers) { *w = m->lm_head; *C = H; *OC = c->vocab_size; return; }
+    const struct layer_offsets *lo = &m->layers[i / 4];
+    switch (i % 4) {
+    case 0: *w = lo->wqkv; *C = H; *OC = m->qkv_dim; break;
+    case 1: *w = lo->wo; *C = AH; *OC = H; break;
+    case 2: *w = lo->wg; *C = H; *OC = 2 * I; break;
+    default: *w = lo->wd; *C = I; *OC = H; break;
+    }
+}
+enum { LIN_QKV, LIN_O, LIN_GU, LIN_DOWN };
 
 static void add_eos(struct gen_engine *e, int32_t id)
 {
@@ -211,12 +237,32 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
     struct { float **p; size_t n; } fb[] = {
         {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},
-        {&e->atty, R * AH}, {&e->gate, R * I}, {&e->up, R * I}, {&e->h, R * I},
+        {&e->atty, R * AH}, {&e->gate, R * 2 * I}, {&e->h, R * I},
         {&e->hsel, LC * C}, {&e->lnsel, LC * C}, {&e->d_logits, LC * V},
         {&e->d_lse, LC}, {&e->d_lp, LC},
     };
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++)
         if (!(*fb[i].p = be->alloc(fb[i].n * sizeof(float)))) goto oom;
+    e->up = e->gate + R * I;
+    if (cfg->batch_invariant && be->rows_pack && be->matmul_rows_forward) {
+        const int nl = 4 * c->n_layers + 1;
+        if (!(e->pk = malloc((size_t)nl * sizeof *e->pk))) goto oom;
+        size_t total = 0;
+        for (int i = 0; i < nl; i++) {
+            size_t w;
+            int Cin, OC;
+            lin_shape(m, i, &w, &Cin, &OC);
+            e->pk[i] = total;
+            total += be->rows_packed_floats(Cin, OC);
+        }
+        if (!(e->packed = be->alloc(total * sizeof(float)))) {
+            gen_engine_free(e);
+            errmsg_set(err, errlen, "out of memory for the packed weights (%zu MB)",
+                       (total * sizeof(float)) >> 20);
+            return NULL;
+        }
+        e->packed_version = m->version - 1;   /* packed before the first step */
+    }
     struct { int32_t **p; size_t n; } ib[] = {
         {&e->d_tok, R}, {&e->d_pos, R}, {&e->d_seq, R}, {&e->d_tables, tables}, {&e->d_rows, LC},
         {&e->d_notarget, LC},
@@ -299,8 +345,8 @@ void gen_engine_free(struct gen_engine *e)
         req_free(r);
     }
     for (int i = 0; i < e->n_seqs; i++) seq_free(e->seqs[i]);
-    float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->up, e->h,
-                   e->hsel, e->lnsel, e->d_logits, e->d_lse, e->d_lp};
+    float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->h,
+                   e->hsel, e->lnsel, e->d_logits, e->d_lse, e->d_lp, e->packed};
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++) if (fb[i]) be->free(fb[i]);
     int32_t *ib[] = {e->d_tok, e->d_pos, e->d_seq, e->d_tables, e->d_rows, e->d_notarget};
     for (size_t i = 0; i < sizeof ib / sizeof *ib; i++) if (ib[i]) be->free(ib[i]);
@@ -309,7 +355,7 @@ void gen_engine_free(struct gen_engine *e)
     free(e->logits); free(e->lse); free(e->tasks);
     for (int t = 0; e->scr && t < e->nthreads; t++) sampler_scratch_free(e->scr[t]);
     for (int t = 0; e->work && t < e->nthreads; t++) free(e->work[t]);
-    free(e->scr); free(e->work);
+    free(e->scr); free(e->work); free(e->pk);
     kv_cache_free(e->kv);
     free(e);
 }
@@ -742,15 +788,34 @@ static void admit(struct gen_engine *e)
     }
 }
 
-/* out: (N,OC) = inp: (N,C) @ w^T [+ b], batch-invariant when configured. */
-static void linear(const struct gen_engine *e, float *out, const float *inp, const float *w,
-                   const float *b, int N, int C, int OC)
+/* Repacks the weights when params changed since they were packed (an
+ * optimizer step between GRPO's rollouts, a reload). */
+static void pack_weights(struct gen_engine *e)
 {
-    const struct backend *be = e->m->be;
-    if (e->cfg.batch_invariant && be->matmul_rows_forward)
-        be->matmul_rows_forward(out, inp, w, b, N, C, OC);
+    const struct model *m = e->m;
+    if (!e->packed || e->packed_version == m->version) return;
+    for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) {
+        size_t w;
+        int C, OC;
+        lin_shape(m, i, &w, &C, &OC);
+        m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
+    }
+    e->packed_version = m->version;
+}
+
+/* out: (N,OC) = inp: (N,C) @ w^T [+ b] for linear layer i (lin_shape),
+ * batch-invariant when configured. */
+static void linear(const struct gen_engine *e, float *out, const float *inp, int i,
+                   const float *b, int N)
+{
+    const struct model *m = e->m;
+    size_t w;
+    int C, OC;
+    lin_shape(m, i, &w, &C, &OC);
+    if (e->packed)
+        m->be->matmul_rows_forward(out, inp, e->packed + e->pk[i], b, N, C, OC);
     else
-        be->matmul_forward(out, inp, w, b, N, C, OC, 0.0f);
+        m->be->matmul_forward(out, inp, m->params + w, b, N, C, OC, 0.0f);
 }
 
 /* The transformer on rows 0..N-1 of h_tok/h_pos/h_seq with S block tables
@@ -766,8 +831,9 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const int HD = c->head_dim, AH = NH * HD, I = c->intermediate_size, bs = kv->block_size;
     const float *P = m->params;
     /* Decode-sized steps (the team's wake-up costs more than the gate and
-     * up rows' own work) take one matmul for both; e->gate holds R*I floats. */
-    const bool fuse_rows = N <= GEN_FUSE_ROWS && 2 * N <= e->R;
+     * up rows' own work), and packed weights, take one matmul for both. */
+    const bool fuse_rows = N <= GEN_FUSE_ROWS || e->packed;
+    pack_weights(e);
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
@@ -777,7 +843,7 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         const struct layer_offsets *lo = &m->layers[l];
         float *kvl = kv->pool + (size_t)l * kv->layer_stride;
         be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C);
-        linear(e, e->qkv, e->ln, P + lo->wqkv, lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q);
+        linear(e, e->qkv, e->ln, 4 * l + LIN_QKV, lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N);
         /* q then k heads, adjacent in a qkv row: rotated in one pass (the
          * cos/sin of a position computed once for both) */
         be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH + NKV, HD, Q);
@@ -785,22 +851,21 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
                            e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV, HD, bs);
         be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,
                                     e->d_tables, maxb, e->d_seq, e->d_pos, N, NH, NKV, HD, bs);
-        linear(e, e->res, e->atty, P + lo->wo, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N, AH, C);
+        linear(e, e->res, e->atty, 4 * l + LIN_O, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N);
         be->add(e->res, e->res, e->x, (size_t)N * C);
         be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
-        if (fuse_rows && lo->wu == lo->wg + (size_t)I * C) {
-            /* gate and up projections are adjacent (I,C) matrices: one
-             * (2I,C) matmul, rows [gate | up] (same arithmetic per output) */
-            linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, 2 * I);
+        if (fuse_rows) {
+            /* rows [gate | up] of the (2I,C) matmul */
+            linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, N);
             for (int n = 0; n < N; n++)
                 be->swiglu_forward(e->h + (size_t)n * I, e->gate + (size_t)n * 2 * I,
                                    e->gate + (size_t)n * 2 * I + I, 1, I);
         } else {
-            linear(e, e->gate, e->ln, P + lo->wg, NULL, N, C, I);
-            linear(e, e->up, e->ln, P + lo->wu, NULL, N, C, I);
+            be->matmul_forward(e->gate, e->ln, P + lo->wg, NULL, N, C, I, 0.0f);
+            be->matmul_forward(e->up, e->ln, P + lo->wu, NULL, N, C, I, 0.0f);
             be->swiglu_forward(e->h, e->gate, e->up, N, I);
         }
-        linear(e, e->x, e->h, P + lo->wd, NULL, N, I, C);
+        linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, N);
         be->add(e->x, e->x, e->res, (size_t)N * C);
     }
 }
@@ -817,7 +882,7 @@ static void logits_rows(struct gen_engine *e, int n)
     be->upload(e->d_rows, e->h_rows, (size_t)n * sizeof(int32_t));
     be->embedding_forward(e->hsel, e->d_rows, e->x, n, C);      /* gather rows */
     be->rmsnorm_forward(e->lnsel, NULL, e->hsel, m->params + m->lnf_w, m->cfg.rms_norm_eps, n, C);
-    linear(e, e->d_logits, e->lnsel, m->params + m->lm_head, NULL, n, C, V);
+    linear(e, e->d_logits, e->lnsel, 4 * m->cfg.n_layers, NULL, n);
     be->download(e->logits, e->d_logits, (size_t)n * V * sizeof(float));
     if (be->logprob_forward) {
         be->logprob_forward(e->d_lp, e->d_lse, e->d_logits, e->d_notarget, n, V);

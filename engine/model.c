@@ -171,6 +171,7 @@ void model_init_random(struct model *m, uint64_t seed, float std)
         }
     }
     m->be->upload(m->params, host, m->n_params * sizeof(float));
+    model_params_changed(m);
     free(host);
 }
 
@@ -237,6 +238,7 @@ struct model *model_load(const char *dir, const struct backend *be,
         goto fail;
     }
     be->upload(m->params, host, m->n_params * sizeof(float));
+    model_params_changed(m);
     free(host);
     st_close(f);
     return m;
@@ -686,6 +688,7 @@ int model_adamw_step(struct model *m, float lr, float beta1, float beta2,
                      m->adam_v + v->offset, v->numel, lr, beta1, beta2, eps,
                      v->decay ? weight_decay : 0.0f, m->adam_t);
     }
+    model_params_changed(m);
     return 0;
 }
 

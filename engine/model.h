@@ -60,6 +60,7 @@ struct model {
     int qkv_dim;                /* (NH + 2*NKV) * HD */
     size_t n_params;            /* floats */
     float *params;              /* one allocation */
+    uint64_t version;           /* bumped by model_params_changed */
     float *grads;               /* same layout, NULL until model_grads_alloc */
     float *adam_m, *adam_v;     /* same layout, NULL until first step */
     int adam_t;                 /* AdamW steps taken */
@@ -76,6 +77,10 @@ struct model {
 struct model *model_new(const struct model_config *cfg,
                         const struct backend *be, char *err, size_t errlen);
 void model_free(struct model *m);
+/* Marks params as changed, so that the copies derived from them (the
+ * generation engine's packed weights) are remade before their next use.
+ * Whatever writes params calls it: loading, initialising, optimizer steps. */
+static inline void model_params_changed(struct model *m) { m->version++; }
 /* Hugging Face-style initialisation: N(0, std) for matrices (the output
  * projections o_proj and down_proj scaled by 1/sqrt(2L), GPT-2 style),
  * zero biases, unit norms. Deterministic in seed. */

@@ -120,6 +120,7 @@ static int load_checkpoint_weights(struct model *m, const char *dir, const struc
     if (ok) {
         be->download(host, c->params, m->n_params * sizeof(float));
         be->upload(m->params, host, m->n_params * sizeof(float));
+        model_params_changed(m);
     }
     free(host);
     model_free(c);

@@ -188,12 +188,18 @@ struct backend {
                                     int max_blocks, const int32_t *seq,
                                     const int32_t *pos, int N, int NH,
                                     int NKV, int D, int bs);
-    /* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC) or NULL],
-     * like matmul_forward (beta 0) but batch-invariant: each output row is
-     * bitwise the same whatever N, the row's place in the batch and the
-     * thread count, so a sequence decodes identically alone or batched.
-     * Tuned for decode batches (weights streamed once per step). */
-    void (*matmul_rows_forward)(float *out, const float *inp, const float *weight,
+    /* The weight layout matmul_rows_forward reads: rows_pack writes an
+     * (OC,C) row-major matrix into dst of rows_packed_floats(C, OC) floats
+     * (backend memory). */
+    size_t (*rows_packed_floats)(int C, int OC);
+    void (*rows_pack)(float *dst, const float *weight, int C, int OC);
+    /* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC) or NULL], weight
+     * packed by rows_pack: like matmul_forward (beta 0) but
+     * batch-invariant: each output row is bitwise the same whatever N, the
+     * row's place in the batch and the thread count, so a sequence decodes
+     * identically alone or batched. Tuned for decode batches (weights
+     * streamed once per step). */
+    void (*matmul_rows_forward)(float *out, const float *inp, const float *packed,
                                 const float *bias, int N, int C, int OC);
 };
 

@@ -93,7 +93,9 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  int max_blocks, const int32_t *seq,
                                  const int32_t *pos, int N, int NH, int NKV,
                                  int D, int bs);
-void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
+size_t cpu_rows_packed_floats(int C, int OC);
+void cpu_rows_pack(float *dst, const float *weight, int C, int OC);
+void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
                              const float *bias, int N, int C, int OC);
 
 

@@ -12,13 +12,14 @@
  * are spread over the OpenMP threads: decode steps have one row per
  * sequence, chunked prefills many.
  *
- * matmul_rows_forward: the generation engine's linear layers. Every output
- * is one fixed-order dot product (16-lane partial sums, fixed lane tree), so
- * a row's result never depends on the batch around it (oneDNN's sgemm picks
- * kernels and blockings by M, which changes the rounding). Batches run
- * register tiles of 6 input rows x 4 weight rows (each weight read once per
- * step, reused from L1 by every tile); a single row streams the weights
- * sequentially, which is what bounds decoding one sequence. */
+ * matmul_rows_forward: the generation engine's linear layers, over
+ * weights packed by rows_pack into panels of 64 outputs (k-major, so a
+ * panel is one contiguous stream). Every output is one fixed-order chain of
+ * fused multiply-adds over k, so a row's result never depends on the batch
+ * around it (oneDNN's sgemm picks kernels and blockings by M, which changes
+ * the rounding). Register tiles of 6 input rows x 64 outputs broadcast the
+ * inputs against 4 panel vectors: no reduction at the end, and a panel is
+ * read from memory once per step whatever the batch. */
 #include "cpu.h"
 
 #include <math.h>
@@ -57,14 +58,12 @@ typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
 
 typedef int cpu_v16i __attribute__((vector_size(64)));
 
-/* The reduction every output uses: a 16-lane partial sum p over k in order
- * (p += w[k..k+15] * x[k..k+15], fused), then the fixed lane tree
- *   m_i = p_i + p_{i+8}, n_i = m_i + m_{i+4}, q_i = n_i + n_{i+2}, s = q_0 + q_1,
- * then the k tail in order (fused), then the bias. cpu_rows_reduce16 runs
- * that tree for 16 partial sums at once (a transpose by shuffles, 45 ops
- * instead of 128); since a + b == b + a exactly, every lane gets bitwise the
- * tree's result whichever accumulators share the call, so one row alone and
- * one row in a tile of six add up identically. */
+/* The reduction of attention's scores (cpu_att_scores16): a 16-lane
+ * partial sum p over d in order, then the fixed lane tree
+ *   m_i = p_i + p_{i+8}, n_i = m_i + m_{i+4}, q_i = n_i + n_{i+2}, s = q_0 + q_1.
+ * cpu_rows_reduce16 runs that tree for 16 partial sums at once (a transpose
+ * by shuffles, 45 ops instead of 128); since a + b == b + a exactly, every
+ * lane gets bitwise the tree's result whichever sums share the call. */
 static inline __attribute__((always_inline)) cpu_v16
 cpu_rows_pair(cpu_v16 a, cpu_v16 b, cpu_v16i lo, cpu_v16i hi)
 {
@@ -305,131 +304,93 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
 
 /* ------------------------------------------------- batch-invariant matmul */
 
-/* (bias[j0..j0+3]) x 4, or zeros without a bias. */
-static inline cpu_v16 cpu_rows_bias4(const float *bias, int j0)
+/* Outputs per packed panel: 4 AVX-512 vectors. */
+#define CPU_PANEL 64
+
+size_t cpu_rows_packed_floats(int C, int OC)
 {
-    if (!bias) return (cpu_v16){0};
-    const float *b = bias + j0;
-    return (cpu_v16){b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3],
-                     b[0], b[1], b[2], b[3], b[0], b[1], b[2], b[3]};
+    return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * CPU_PANEL * (size_t)C;
 }
 
-/* Rows of inputs per register tile (MR) and weight rows per tile: 6 x 4
- * accumulators, 4 weight and 1 input register: 29 of AVX-512's 32. */
-#define CPU_ROWS_MR 6
-#define CPU_ROWS_NR 4
-
-/* The MR x 4 tile of outputs (n0.., j0..j0+3): each 16-lane step loads 4
- * weight vectors and MR input vectors for 4*MR fused multiply-adds. Weight
- * rows past OC repeat row OC-1 (their outputs are dropped), so a tile's
- * arithmetic never depends on OC either. pf, pfn: this tile's share
- * of the next weight block to prefetch (pfn floats), or NULL. */
-static inline __attribute__((always_inline)) void
-cpu_rows_tile(int MR, float *out, const float *inp, const float *weight, const float *bias,
-              int n0, int j0, int C, int OC, const float *pf, int pfn)
+/* dst[p][k][c] = weight[64p + c][k] (0 past OC): panel p holds outputs
+ * 64p..64p+63, one 256-byte row of them per k, so a panel is one
+ * contiguous stream in the order the tiles read it. */
+void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
 {
-    /* floats of pf to prefetch per 16-wide k step: its share spread evenly */
-    const int steps = C >> 4, per = steps ? ((pfn + steps - 1) / steps + 15) & ~15 : 0;
-    const int C16 = C & ~15, nj = OC - j0 < CPU_ROWS_NR ? OC - j0 : CPU_ROWS_NR;
-    const float *x[CPU_ROWS_MR], *w[CPU_ROWS_NR];
+    const int np = (OC + CPU_PANEL - 1) / CPU_PANEL;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        float *d = dst + (size_t)p * C * CPU_PANEL;
+        for (int c = 0; c < CPU_PANEL; c++) {
+            const int j = p * CPU_PANEL + c;
+            const float *w = j < OC ? weight + (size_t)j * C : NULL;
+            for (int k = 0; k < C; k++) d[(size_t)k * CPU_PANEL + c] = w ? w[k] : 0.0f;
+        }
+    }
+}
+
+/* Rows of inputs per register tile: 6 x 4 accumulators, 4 weight
+ * registers and a broadcast, 29 of AVX-512's 32. */
+#define CPU_ROWS_MR 6
+
+static inline cpu_v16 cpu_bcast16(float s)
+{
+    return (cpu_v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+}
+
+/* The MR x 64 tile of outputs (rows n0.., panel outputs j0..j0+nj-1): per
+ * k, one 256-byte row of the panel (4 vectors) times MR broadcast inputs,
+ * 4*MR fused multiply-adds. Each output is the one chain
+ *   acc = 0; acc = fma(x[k], w[k], acc) for k = 0..C-1; out = acc [+ bias],
+ * whatever MR, so a row's outputs never depend on the rows beside it. */
+static inline __attribute__((always_inline)) void
+cpu_rows_tile(int MR, float *out, const float *inp, const float *panel, const float *bias,
+              int n0, int j0, int nj, int C, int OC)
+{
+    const float *x[CPU_ROWS_MR];
     for (int i = 0; i < MR; i++) x[i] = inp + (size_t)(n0 + i) * C;
-    for (int jj = 0; jj < CPU_ROWS_NR; jj++)
-        w[jj] = weight + (size_t)(j0 + (jj < nj ? jj : nj - 1)) * C;
-    cpu_v16 acc[CPU_ROWS_MR][CPU_ROWS_NR];
-    #pragma GCC unroll 8
+    cpu_v16 acc[CPU_ROWS_MR][4];
+    #pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         #pragma GCC unroll 4
-        for (int jj = 0; jj < CPU_ROWS_NR; jj++) acc[i][jj] = (cpu_v16){0};
-    for (int k = 0; k < C16; k += 16) {
-        if (pf) {
-            const int p0 = (k >> 4) * per;
-            for (int i = p0; i < p0 + per && i < pfn; i += 16) __builtin_prefetch(pf + i, 0, 0);
-        }
-        cpu_v16 wv[CPU_ROWS_NR];
+        for (int v = 0; v < 4; v++) acc[i][v] = (cpu_v16){0};
+    for (int k = 0; k < C; k++) {
+        cpu_v16 w[4];
         #pragma GCC unroll 4
-        for (int jj = 0; jj < CPU_ROWS_NR; jj++) {
-            wv[jj] = *(const cpu_v16 *)(w[jj] + k);
-            /* keep weights in registers (gcc otherwise folds a load into
-             * every FMA: 4*MR loads instead of 4+MR) */
-            __asm__("" : "+v"(wv[jj]));
+        for (int v = 0; v < 4; v++) {
+            w[v] = *(const cpu_v16 *)(panel + (size_t)k * CPU_PANEL + 16 * v);
+            /* keep the panel row in registers (gcc otherwise folds a load
+             * into every FMA: 4*MR loads instead of 4) */
+            __asm__("" : "+v"(w[v]));
         }
-        #pragma GCC unroll 8
+        #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
-            cpu_v16 xv = *(const cpu_v16 *)(x[i] + k);
-            __asm__("" : "+v"(xv));
+            const cpu_v16 b = cpu_bcast16(x[i][k]);
             #pragma GCC unroll 4
-            for (int jj = 0; jj < CPU_ROWS_NR; jj++) acc[i][jj] += wv[jj] * xv;
+            for (int v = 0; v < 4; v++) acc[i][v] += b * w[v];
         }
     }
-    /* reduce 4 rows at a time: lane 4i+jj = out[i][jj] */
-    #pragma GCC unroll 2
-    for (int i0 = 0; i0 < MR; i0 += 4) {
-        cpu_v16 a[16];
-        #pragma GCC unroll 4
-        for (int jj = 0; jj < CPU_ROWS_NR; jj++)
-            #pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) a[4 * jj + i] = i0 + i < MR ? acc[i0 + i][jj] : (cpu_v16){0};
-        cpu_v16 s = cpu_rows_reduce16(a);
-        if (C16 == C && nj == CPU_ROWS_NR) {
-            /* no k tail: bias (or +0.0f, as the scalar path) added
-             * lane-wise, 4 outputs stored per row */
-            s += cpu_rows_bias4(bias, j0);
-            float tmp[16];
-            memcpy(tmp, &s, sizeof tmp);
-            for (int i = i0; i < MR && i < i0 + 4; i++)
-                memcpy(out + (size_t)(n0 + i) * OC + j0, tmp + 4 * (i - i0), 4 * sizeof(float));
-            continue;
-        }
-        for (int i = i0; i < MR && i < i0 + 4; i++)
-            for (int jj = 0; jj < nj; jj++) {
-                float v = s[4 * (i - i0) + jj];
-                for (int k = C16; k < C; k++) v = __builtin_fmaf(w[jj][k], x[i][k], v);
-                out[(size_t)(n0 + i) * OC + j0 + jj] = v + (bias ? bias[j0 + jj] : 0.0f);
+    for (int i = 0; i < MR; i++) {
+        float *o = out + (size_t)(n0 + i) * OC + j0;
+        for (int v = 0; v < 4; v++) {
+            cpu_v16 r = acc[i][v];
+            if (nj == CPU_PANEL) {
+                if (bias) r += *(const cpu_v16 *)(bias + j0 + 16 * v);
+                *(cpu_v16 *)(o + 16 * v) = r;
+                continue;
             }
-    }
-}
-
-/* One input row x: (C) against weight rows j0..j1-1, out: (OC) row: the
- * bandwidth-bound decode of a single sequence. Weight rows are streamed
- * one after another (a single sequential stream, which the hardware
- * prefetchers follow at full speed, unlike 4 rows 4*C apart), each with
- * the tile's arithmetic: one 16-lane chain over k, the same lane tree
- * (4 rows per cpu_rows_reduce16), the k tail, then the bias. */
-__attribute__((optimize("fp-contract=fast"))) static void
-cpu_rows_single(float *out, const float *x, const float *weight, const float *bias,
-                int j0, int j1, int C)
-{
-    const int C16 = C & ~15;
-    for (int j = j0; j < j1; j += 4) {
-        const int nj = j1 - j < 4 ? j1 - j : 4;
-        cpu_v16 a[16] = {{0}};
-        for (int r = 0; r < nj; r++) {
-            const float *w = weight + (size_t)(j + r) * C;
-            cpu_v16 acc = {0};
-            for (int k = 0; k < C16; k += 16) acc += *(const cpu_v16 *)(w + k) * *(const cpu_v16 *)(x + k);
-            a[4 * r] = acc;         /* lane r of the reduction */
-        }
-        cpu_v16 s = cpu_rows_reduce16(a);
-        if (C16 == C && nj == 4) {
-            s += cpu_rows_bias4(bias, j);
-            memcpy(out + j, &s, 4 * sizeof(float));
-            continue;
-        }
-        for (int r = 0; r < nj; r++) {
-            const float *w = weight + (size_t)(j + r) * C;
-            float v = s[r];
-            for (int k = C16; k < C; k++) v = __builtin_fmaf(w[k], x[k], v);
-            out[j + r] = v + (bias ? bias[j + r] : 0.0f);
+            for (int c = 0; c < 16 && 16 * v + c < nj; c++)
+                o[16 * v + c] = r[c] + (bias ? bias[j0 + 16 * v + c] : 0.0f);
         }
     }
 }
 
-#define CPU_ROWS_TILE_FN(M)                                                              \
-    __attribute__((optimize("fp-contract=fast"))) static void                             \
-    cpu_rows_tile##M(float *out, const float *inp, const float *weight, const float *bias, \
-                     int n0, int j0, int C, int OC, const float *pf, int pfn)              \
-    {                                                                                     \
-        cpu_rows_tile(M, out, inp, weight, bias, n0, j0, C, OC, pf, pfn);                 \
+#define CPU_ROWS_TILE_FN(M)                                                                  \
+    __attribute__((optimize("fp-contract=fast"))) static void                                 \
+    cpu_rows_tile##M(float *out, const float *inp, const float *panel, const float *bias,     \
+                     int n0, int j0, int nj, int C, int OC)                                   \
+    {                                                                                         \
+        cpu_rows_tile(M, out, inp, panel, bias, n0, j0, nj, C, OC);                           \
     }
 CPU_ROWS_TILE_FN(1)
 CPU_ROWS_TILE_FN(2)
@@ -439,73 +400,37 @@ CPU_ROWS_TILE_FN(5)
 CPU_ROWS_TILE_FN(6)
 
 typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
-                              int, int, int, int, const float *, int);
+                              int, int, int, int, int);
 static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
     NULL, cpu_rows_tile1, cpu_rows_tile2, cpu_rows_tile3, cpu_rows_tile4, cpu_rows_tile5,
     cpu_rows_tile6};
 
-/* Rows of inputs kept hot while the weights stream past them. */
+/* Rows of inputs per pass over the weights (their panels stay in L2
+ * while every tile of the block reads them). */
 #define CPU_ROWS_NBLOCK 96
-/* Bytes of input rows one group of row tiles keeps in L1 (of 32-48 KiB),
- * and bytes of weight rows one chunk keeps in L2 (of 1 MiB), while the
- * chunk's weights are reused by every group. */
-#define CPU_ROWS_L1 (32 << 10)
-#define CPU_ROWS_L2 (256 << 10)
 
-/* out: (N,OC) = inp: (N,C) @ weight^T: (OC,C) [+ bias: (OC)], every output
- * computed by the same fixed-order arithmetic whatever N, the row's place
- * in the batch and the thread count (see backend.h). Threads split the
- * output columns only, in chunks of contiguous weight rows handed out
- * dynamically (a thread slowed by another process does not hold up the
- * step; which thread computes an output never changes its arithmetic).
- * Each 4-row block of weights is read from memory once per block of
- * CPU_ROWS_NBLOCK input rows, and its row tiles prefetch the next. */
-void cpu_matmul_rows_forward(float *out, const float *inp, const float *weight,
+/* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC)], weight packed by
+ * cpu_rows_pack. Every output is the fixed chain of cpu_rows_tile, so a
+ * row's result never depends on N, its place in the batch or the thread
+ * count (see backend.h). Each thread takes one contiguous run of panels:
+ * a single sequential stream of weights, which the hardware prefetchers
+ * follow at full speed (panels handed out one by one interleave the
+ * threads' streams). A panel is read from memory by its first row tile
+ * and from L2 by the others. */
+void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
                              const float *bias, int N, int C, int OC)
 {
-    const int nblk = (OC + CPU_ROWS_NR - 1) / CPU_ROWS_NR;
+    const int np = (OC + CPU_PANEL - 1) / CPU_PANEL;
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
         const int par = (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16;
-        const int nt = par ? omp_get_max_threads() : 1;
-        /* about 4 chunks per thread */
-        const int chunk = (nblk + 4 * nt - 1) / (4 * nt);
-        if (ne - nb == 1) {
-            #pragma omp parallel for schedule(dynamic, chunk) if (par)
-            for (int blk = 0; blk < nblk; blk++) {
-                const int j0 = blk * CPU_ROWS_NR, j1 = j0 + CPU_ROWS_NR < OC ? j0 + CPU_ROWS_NR : OC;
-                cpu_rows_single(out + (size_t)nb * OC, inp + (size_t)nb * C, weight, bias, j0, j1, C);
-            }
-            continue;
-        }
-        /* Weight blocks go out in chunks that fit L2; within a chunk the
-         * rows are taken a group at a time, a group's inputs fitting L1, and
-         * every group runs over the whole chunk. The first group streams the
-         * chunk from memory (each tile prefetching a share of the next
-         * block, so memory streams while all of them compute); the others
-         * find it in L2. */
-        const int rg0 = (int)(CPU_ROWS_L1 / ((size_t)C * sizeof(float))) / CPU_ROWS_MR * CPU_ROWS_MR;
-        const int rg = rg0 > CPU_ROWS_MR ? rg0 : CPU_ROWS_MR;
-        const int wl2 = (int)(CPU_ROWS_L2 / ((size_t)CPU_ROWS_NR * C * sizeof(float)));
-        const int wc = wl2 < 1 ? 1 : wl2 < chunk ? wl2 : chunk;
-        const int pfall = CPU_ROWS_NR * C;
-        #pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int b0 = 0; b0 < nblk; b0 += wc) {
-            const int b1 = b0 + wc < nblk ? b0 + wc : nblk;
-            for (int g0 = nb; g0 < ne; g0 += rg) {
-                const int g1 = g0 + rg < ne ? g0 + rg : ne;
-                const int ntile = (g1 - g0 + CPU_ROWS_MR - 1) / CPU_ROWS_MR;
-                for (int blk = b0; blk < b1; blk++) {
-                    const int j0 = blk * CPU_ROWS_NR;
-                    const float *pf = g0 == nb && j0 + 2 * CPU_ROWS_NR <= OC
-                                          ? weight + (size_t)(j0 + CPU_ROWS_NR) * C : NULL;
-                    for (int n = g0, t = 0; n < g1; n += CPU_ROWS_MR, t++) {
-                        const int mr = g1 - n < CPU_ROWS_MR ? g1 - n : CPU_ROWS_MR;
-                        const int a = (int)((long)pfall * t / ntile) & ~15;
-                        const int b = t + 1 == ntile ? pfall : (int)((long)pfall * (t + 1) / ntile) & ~15;
-                        cpu_rows_tiles[mr](out, inp, weight, bias, n, j0, C, OC, pf ? pf + a : NULL, b - a);
-                    }
-                }
+        #pragma omp parallel for schedule(static) if (par)
+        for (int p = 0; p < np; p++) {
+            const float *panel = packed + (size_t)p * C * CPU_PANEL;
+            const int j0 = p * CPU_PANEL, nj = OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL;
+            for (int n = nb; n < ne; n += CPU_ROWS_MR) {
+                const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
+                cpu_rows_tiles[mr](out, inp, panel, bias, n, j0, nj, C, OC);
             }
         }
     }

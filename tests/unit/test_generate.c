@@ -282,7 +282,9 @@ static void matmul_rows_case(int N, int C, int OC, bool with_bias)
     for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
     for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
     for (int i = 0; i < OC; i++) b[i] = (float)rng_normal(&r);
-    be->matmul_rows_forward(out, x, w, bias, N, C, OC);
+    float *pw = malloc(be->rows_packed_floats(C, OC) * sizeof(float));
+    be->rows_pack(pw, w, C, OC);
+    be->matmul_rows_forward(out, x, pw, bias, N, C, OC);
     int bad = 0;
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
@@ -293,21 +295,59 @@ static void matmul_rows_case(int N, int C, int OC, bool with_bias)
     cr_expect_eq(bad, 0, "N %d C %d OC %d: %d outputs differ from the double reference", N, C, OC, bad);
     for (int len = 1; len <= 13; len++)
         for (int n0 = 0; n0 + len <= N; n0 += len == 1 ? 1 : 5) {
-            be->matmul_rows_forward(few, x + (size_t)n0 * C, w, bias, len, C, OC);
+            be->matmul_rows_forward(few, x + (size_t)n0 * C, pw, bias, len, C, OC);
             cr_expect(memcmp(few, out + (size_t)n0 * OC, (size_t)len * OC * sizeof(float)) == 0,
                       "N %d C %d OC %d: rows %d..%d as a batch of %d differ", N, C, OC, n0,
                       n0 + len - 1, len);
         }
-    free(x); free(w); free(b); free(out); free(few);
+    free(x); free(w); free(pw); free(b); free(out); free(few);
 }
 
-/* tails in C and OC, N past one row block (CPU_ROWS_NBLOCK) */
+/* a partial panel of outputs (OC < 64), N past one row block (CPU_ROWS_NBLOCK) */
 Test(generate, matmul_rows_matches_naive_and_is_batch_invariant) { matmul_rows_case(100, 37, 13, true); }
-/* the decode shapes: C a multiple of 16, OC of 4, with and without bias */
+/* whole panels, and whole panels then a partial one, with and without bias */
 Test(generate, matmul_rows_aligned_shapes)
 {
-    matmul_rows_case(23, 64, 40, true);
-    matmul_rows_case(17, 128, 24, false);
+    matmul_rows_case(23, 64, 128, true);
+    matmul_rows_case(17, 128, 200, false);
+}
+
+/* An engine whose model changes between requests (GRPO's optimizer steps
+ * between rollouts) decodes with the new weights: greedy tokens after
+ * model_init_random with another seed equal a new engine's on that model,
+ * and differ from the old model's. */
+Test(generate, engine_follows_parameter_changes)
+{
+    enum { V = 40, P = 5, M = 12 };
+    const int32_t prompt[P] = {3, 1, 4, 1, 5};
+    struct model *m = test_model(V, 5);
+    static struct collector before, after, fresh;
+    struct gen_engine *e = engine(m, NULL, &before, 4, 4, 64, 0);
+    submit(e, "a", 0, prompt, P, 1, M, 0.0f, false, 0);
+    run_to_idle(e);
+    gen_engine_free(e);
+
+    e = engine(m, NULL, &after, 4, 4, 64, 0);
+    submit(e, "b", 0, prompt, P, 1, M, 0.0f, false, 0);
+    run_to_idle(e);
+    model_init_random(m, 6, 0.5f);          /* marks the parameters changed */
+    memset(&after, 0, sizeof after);
+    after.V = V;
+    submit(e, "c", 0, prompt, P, 1, M, 0.0f, false, 0);
+    run_to_idle(e);
+    struct gen_engine *e2 = engine(m, NULL, &fresh, 4, 4, 64, 0);
+    submit(e2, "d", 0, prompt, P, 1, M, 0.0f, false, 0);
+    run_to_idle(e2);
+
+    cr_assert_eq(after.s[0][0].n, M);
+    cr_assert_eq(fresh.s[0][0].n, M);
+    cr_expect(memcmp(after.s[0][0].tok, fresh.s[0][0].tok, M * sizeof(int32_t)) == 0,
+              "the engine decoded with its old packed weights");
+    cr_expect(memcmp(after.s[0][0].tok, before.s[0][0].tok, M * sizeof(int32_t)) != 0,
+              "a reinitialised model gave the old model's tokens (the test shows nothing)");
+    gen_engine_free(e);
+    gen_engine_free(e2);
+    model_free(m);
 }
 
 /* ------------------------------------------------------ cached vs full */
