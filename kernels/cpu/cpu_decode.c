@@ -13,12 +13,12 @@
  * sequence, chunked prefills many.
  *
  * matmul_rows_forward: the generation engine's linear layers, over
- * weights packed by rows_pack into panels of 64 outputs (k-major, so a
+ * weights packed by rows_pack into panels of 32 outputs (k-major, so a
  * panel is one contiguous stream). Every output is one fixed-order chain of
  * fused multiply-adds over k, so a row's result never depends on the batch
  * around it (oneDNN's sgemm picks kernels and blockings by M, which changes
- * the rounding). Register tiles of 6 input rows x 64 outputs broadcast the
- * inputs against 4 panel vectors: no reduction at the end, and a panel is
+ * the rounding). Register tiles of 12 input rows x 32 outputs broadcast the
+ * inputs against 2 panel vectors: no reduction at the end, and a panel is
  * read from memory once per step whatever the batch. */
 #include "cpu.h"
 
@@ -304,16 +304,16 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
 
 /* ------------------------------------------------- batch-invariant matmul */
 
-/* Outputs per packed panel: 4 AVX-512 vectors. */
-#define CPU_PANEL 64
+/* Outputs per packed panel: 2 AVX-512 vectors. */
+#define CPU_PANEL 32
 
 size_t cpu_rows_packed_floats(int C, int OC)
 {
     return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * CPU_PANEL * (size_t)C;
 }
 
-/* dst[p][k][c] = weight[64p + c][k] (0 past OC): panel p holds outputs
- * 64p..64p+63, one 256-byte row of them per k, so a panel is one
+/* dst[p][k][c] = weight[32p + c][k] (0 past OC): panel p holds outputs
+ * 32p..32p+31, one 128-byte row of them per k, so a panel is one
  * contiguous stream in the order the tiles read it. */
 void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
 {
@@ -329,50 +329,57 @@ void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
     }
 }
 
-/* Rows of inputs per register tile: 6 x 4 accumulators, 4 weight
- * registers and a broadcast, 29 of AVX-512's 32. */
-#define CPU_ROWS_MR 6
+/* Rows of inputs per register tile: 12 x 2 accumulators, 2 panel
+ * registers and a broadcast, 27 of AVX-512's 32. */
+#define CPU_ROWS_MR 12
+/* Panel rows (k) ahead that the first tile of a panel prefetches: 8 KiB. */
+#define CPU_ROWS_PFD 64
 
 static inline cpu_v16 cpu_bcast16(float s)
 {
     return (cpu_v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
 }
 
-/* The MR x 64 tile of outputs (rows n0.., panel outputs j0..j0+nj-1): per
- * k, one 256-byte row of the panel (4 vectors) times MR broadcast inputs,
- * 4*MR fused multiply-adds. Each output is the one chain
+/* The MR x 32 tile of outputs (rows n0.., panel outputs j0..j0+nj-1): per
+ * k, one 128-byte row of the panel (2 vectors) times MR broadcast inputs,
+ * 2*MR fused multiply-adds. Each output is the one chain
  *   acc = 0; acc = fma(x[k], w[k], acc) for k = 0..C-1; out = acc [+ bias],
- * whatever MR, so a row's outputs never depend on the rows beside it. */
+ * whatever MR, so a row's outputs never depend on the rows beside it.
+ *
+ * The first tile of a panel (PF) reads it from memory; with 24 FMAs per
+ * 128 bytes its loop holds too few loads in flight to keep the stream at
+ * full speed, so it prefetches CPU_ROWS_PFD rows ahead (into the next
+ * panel, the thread's next one, near the end). The other tiles find the
+ * panel in L2. */
 static inline __attribute__((always_inline)) void
-cpu_rows_tile(int MR, float *out, const float *inp, const float *panel, const float *bias,
-              int n0, int j0, int nj, int C, int OC)
+cpu_rows_tile(int MR, int PF, float *out, const float *inp, const float *panel,
+              const float *bias, int n0, int j0, int nj, int C, int OC)
 {
     const float *x[CPU_ROWS_MR];
     for (int i = 0; i < MR; i++) x[i] = inp + (size_t)(n0 + i) * C;
-    cpu_v16 acc[CPU_ROWS_MR][4];
-    #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++)
-        #pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) acc[i][v] = (cpu_v16){0};
+    cpu_v16 acc[CPU_ROWS_MR][2];
+    #pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (cpu_v16){0};
     for (int k = 0; k < C; k++) {
-        cpu_v16 w[4];
-        #pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) {
-            w[v] = *(const cpu_v16 *)(panel + (size_t)k * CPU_PANEL + 16 * v);
-            /* keep the panel row in registers (gcc otherwise folds a load
-             * into every FMA: 4*MR loads instead of 4) */
-            __asm__("" : "+v"(w[v]));
+        const float *row = panel + (size_t)k * CPU_PANEL;
+        if (PF) {
+            __builtin_prefetch(row + CPU_ROWS_PFD * CPU_PANEL, 0, 2);
+            __builtin_prefetch(row + CPU_ROWS_PFD * CPU_PANEL + 16, 0, 2);
         }
-        #pragma GCC unroll 6
+        cpu_v16 w0 = *(const cpu_v16 *)row, w1 = *(const cpu_v16 *)(row + 16);
+        /* keep the panel row in registers (gcc otherwise folds a load into
+         * every FMA: 2*MR loads instead of 2) */
+        __asm__("" : "+v"(w0), "+v"(w1));
+        #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
             const cpu_v16 b = cpu_bcast16(x[i][k]);
-            #pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) acc[i][v] += b * w[v];
+            acc[i][0] += b * w0;
+            acc[i][1] += b * w1;
         }
     }
     for (int i = 0; i < MR; i++) {
         float *o = out + (size_t)(n0 + i) * OC + j0;
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < 2; v++) {
             cpu_v16 r = acc[i][v];
             if (nj == CPU_PANEL) {
                 if (bias) r += *(const cpu_v16 *)(bias + j0 + 16 * v);
@@ -385,12 +392,20 @@ cpu_rows_tile(int MR, float *out, const float *inp, const float *panel, const fl
     }
 }
 
+typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
+                              int, int, int, int, int);
 #define CPU_ROWS_TILE_FN(M)                                                                  \
     __attribute__((optimize("fp-contract=fast"))) static void                                 \
     cpu_rows_tile##M(float *out, const float *inp, const float *panel, const float *bias,     \
                      int n0, int j0, int nj, int C, int OC)                                   \
     {                                                                                         \
-        cpu_rows_tile(M, out, inp, panel, bias, n0, j0, nj, C, OC);                           \
+        cpu_rows_tile(M, 0, out, inp, panel, bias, n0, j0, nj, C, OC);                        \
+    }                                                                                         \
+    __attribute__((optimize("fp-contract=fast"))) static void                                 \
+    cpu_rows_ptile##M(float *out, const float *inp, const float *panel, const float *bias,    \
+                      int n0, int j0, int nj, int C, int OC)                                  \
+    {                                                                                         \
+        cpu_rows_tile(M, 1, out, inp, panel, bias, n0, j0, nj, C, OC);                        \
     }
 CPU_ROWS_TILE_FN(1)
 CPU_ROWS_TILE_FN(2)
@@ -398,12 +413,21 @@ CPU_ROWS_TILE_FN(3)
 CPU_ROWS_TILE_FN(4)
 CPU_ROWS_TILE_FN(5)
 CPU_ROWS_TILE_FN(6)
+CPU_ROWS_TILE_FN(7)
+CPU_ROWS_TILE_FN(8)
+CPU_ROWS_TILE_FN(9)
+CPU_ROWS_TILE_FN(10)
+CPU_ROWS_TILE_FN(11)
+CPU_ROWS_TILE_FN(12)
 
-typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
-                              int, int, int, int, int);
-static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
-    NULL, cpu_rows_tile1, cpu_rows_tile2, cpu_rows_tile3, cpu_rows_tile4, cpu_rows_tile5,
-    cpu_rows_tile6};
+/* [0][MR]: tiles reading from L2; [1][MR]: first tiles, prefetching */
+static cpu_rows_tile_fn *const cpu_rows_tiles[2][CPU_ROWS_MR + 1] = {
+    {NULL, cpu_rows_tile1, cpu_rows_tile2, cpu_rows_tile3, cpu_rows_tile4, cpu_rows_tile5,
+     cpu_rows_tile6, cpu_rows_tile7, cpu_rows_tile8, cpu_rows_tile9, cpu_rows_tile10,
+     cpu_rows_tile11, cpu_rows_tile12},
+    {NULL, cpu_rows_ptile1, cpu_rows_ptile2, cpu_rows_ptile3, cpu_rows_ptile4, cpu_rows_ptile5,
+     cpu_rows_ptile6, cpu_rows_ptile7, cpu_rows_ptile8, cpu_rows_ptile9, cpu_rows_ptile10,
+     cpu_rows_ptile11, cpu_rows_ptile12}};
 
 /* Rows of inputs per pass over the weights (their panels stay in L2
  * while every tile of the block reads them). */
@@ -413,10 +437,10 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[CPU_ROWS_MR + 1] = {
  * cpu_rows_pack. Every output is the fixed chain of cpu_rows_tile, so a
  * row's result never depends on N, its place in the batch or the thread
  * count (see backend.h). Each thread takes one contiguous run of panels:
- * a single sequential stream of weights, which the hardware prefetchers
- * follow at full speed (panels handed out one by one interleave the
- * threads' streams). A panel is read from memory by its first row tile
- * and from L2 by the others. */
+ * a single sequential stream of weights, which the prefetchers follow at
+ * full speed (panels handed out one by one interleave the threads'
+ * streams). The first tile of a row block is the largest, so that the
+ * most arithmetic overlaps the panel's arrival from memory. */
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
                              const float *bias, int N, int C, int OC)
 {
@@ -430,7 +454,7 @@ void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
             const int j0 = p * CPU_PANEL, nj = OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL;
             for (int n = nb; n < ne; n += CPU_ROWS_MR) {
                 const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
-                cpu_rows_tiles[mr](out, inp, panel, bias, n, j0, nj, C, OC);
+                cpu_rows_tiles[n == nb][mr](out, inp, panel, bias, n, j0, nj, C, OC);
             }
         }
     }
