@@ -120,6 +120,7 @@ struct gen_engine {
     float *packed;
     size_t *pk;
     uint64_t packed_version;
+    bool glu;                       /* gate|up packed for matmul_rows_glu_forward */
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
     float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
     float *d_lse, *d_lp;                /* (GEN_LOGITS_CHUNK) */
@@ -262,6 +263,7 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
             return NULL;
         }
         e->packed_version = m->version - 1;   /* packed before the first step */
+        e->glu = be->rows_pack_glu && be->matmul_rows_glu_forward;
     }
     struct { int32_t **p; size_t n; } ib[] = {
         {&e->d_tok, R}, {&e->d_pos, R}, {&e->d_seq, R}, {&e->d_tables, tables}, {&e->d_rows, LC},
@@ -798,7 +800,10 @@ static void pack_weights(struct gen_engine *e)
         size_t w;
         int C, OC;
         lin_shape(m, i, &w, &C, &OC);
-        m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
+        if (e->glu && i % 4 == LIN_GU && i < 4 * m->cfg.n_layers)
+            m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2);
+        else
+            m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
     }
     e->packed_version = m->version;
 }
@@ -854,7 +859,10 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         linear(e, e->res, e->atty, 4 * l + LIN_O, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N);
         be->add(e->res, e->res, e->x, (size_t)N * C);
         be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
-        if (fuse_rows) {
+        if (e->glu) {
+            const int i = 4 * l + LIN_GU;
+            be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[i], N, C, I);
+        } else if (fuse_rows) {
             /* rows [gate | up] of the (2I,C) matmul */
             linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, N);
             for (int n = 0; n < N; n++)

@@ -201,6 +201,14 @@ struct backend {
      * streamed once per step). */
     void (*matmul_rows_forward)(float *out, const float *inp, const float *packed,
                                 const float *bias, int N, int C, int OC);
+    /* A SwiGLU MLP's first half in one pass: h: (N,I) = swiglu_forward of
+     * inp @ gate^T and inp @ up^T, bitwise as matmul_rows_forward then
+     * swiglu_forward, with the (2I,C) matrix [gate; up] packed by
+     * rows_pack_glu into rows_packed_floats(C, 2 * I) floats. Optional
+     * (NULL: the engine runs the two ops). */
+    void (*rows_pack_glu)(float *dst, const float *weight, int C, int I);
+    void (*matmul_rows_glu_forward)(float *h, const float *inp, const float *packed, int N,
+                                    int C, int I);
 };
 
 /* The CPU backend (oneDNN sgemm + OpenMP). Never NULL. */

@@ -95,8 +95,11 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  int D, int bs);
 size_t cpu_rows_packed_floats(int C, int OC);
 void cpu_rows_pack(float *dst, const float *weight, int C, int OC);
+void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I);
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
                              const float *bias, int N, int C, int OC);
+void cpu_matmul_rows_glu_forward(float *h, const float *inp, const float *packed, int N, int C,
+                                 int I);
 
 
 #endif

@@ -159,6 +159,8 @@ static const struct backend cpu_backend = {
     .rows_packed_floats = cpu_rows_packed_floats,
     .rows_pack = cpu_rows_pack,
     .matmul_rows_forward = cpu_matmul_rows_forward,
+    .rows_pack_glu = cpu_rows_pack_glu,
+    .matmul_rows_glu_forward = cpu_matmul_rows_glu_forward,
 };
 
 const struct backend *backend_cpu(void) { return &cpu_backend; }

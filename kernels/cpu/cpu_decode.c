@@ -329,6 +329,24 @@ void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
     }
 }
 
+/* The gate and up rows of a SwiGLU (gate: rows 0..I-1 of weight, up: rows
+ * I..2I-1) packed for cpu_matmul_rows_glu_forward: panel p holds gate
+ * outputs 16p..16p+15 then up outputs 16p..16p+15, so one tile has both
+ * halves of its SwiGLU outputs. */
+void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
+{
+    const int np = (I + 15) / 16;
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        float *d = dst + (size_t)p * C * CPU_PANEL;
+        for (int c = 0; c < CPU_PANEL; c++) {
+            const int j = p * 16 + c % 16;
+            const float *w = j < I ? weight + ((size_t)(c / 16) * I + j) * C : NULL;
+            for (int k = 0; k < C; k++) d[(size_t)k * CPU_PANEL + c] = w ? w[k] : 0.0f;
+        }
+    }
+}
+
 /* Rows of inputs per register tile: 12 x 2 accumulators, 2 panel
  * registers and a broadcast, 27 of AVX-512's 32. */
 #define CPU_ROWS_MR 12
@@ -433,29 +451,60 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][CPU_ROWS_MR + 1] = {
  * while every tile of the block reads them). */
 #define CPU_ROWS_NBLOCK 96
 
-/* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC)], weight packed by
- * cpu_rows_pack. Every output is the fixed chain of cpu_rows_tile, so a
- * row's result never depends on N, its place in the batch or the thread
- * count (see backend.h). Each thread takes one contiguous run of panels:
- * a single sequential stream of weights, which the prefetchers follow at
- * full speed (panels handed out one by one interleave the threads'
- * streams). The first tile of a row block is the largest, so that the
- * most arithmetic overlaps the panel's arrival from memory. */
-void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
-                             const float *bias, int N, int C, int OC)
+/* Row blocks of N, and per block each thread one contiguous run of the np
+ * panels: a single sequential stream of weights, which the prefetchers
+ * follow at full speed (panels handed out one by one interleave the
+ * threads' streams). The first tile of a row block is the largest, so that
+ * the most arithmetic overlaps the panel's arrival from memory. I > 0: the
+ * panels are cpu_rows_pack_glu's, out is h: (N,I) = silu(gate) * up, the
+ * tiles' gate and up going through cpu_swiglu_forward (bitwise the op on
+ * cpu_matmul_rows_forward's outputs); otherwise out: (N,OC). */
+static void cpu_rows_run(float *out, const float *inp, const float *packed, const float *bias,
+                         int N, int C, int OC, int I)
 {
-    const int np = (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const size_t outs = I > 0 ? (size_t)2 * I : (size_t)OC;
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
-        const int par = (size_t)(ne - nb) * OC * C >= (size_t)CPU_PAR_MIN * 16;
+        const int par = (size_t)(ne - nb) * outs * C >= (size_t)CPU_PAR_MIN * 16;
         #pragma omp parallel for schedule(static) if (par)
         for (int p = 0; p < np; p++) {
             const float *panel = packed + (size_t)p * C * CPU_PANEL;
-            const int j0 = p * CPU_PANEL, nj = OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL;
             for (int n = nb; n < ne; n += CPU_ROWS_MR) {
                 const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
-                cpu_rows_tiles[n == nb][mr](out, inp, panel, bias, n, j0, nj, C, OC);
+                cpu_rows_tile_fn *tile = cpu_rows_tiles[n == nb][mr];
+                if (I <= 0) {
+                    const int j0 = p * CPU_PANEL;
+                    tile(out, inp, panel, bias, n, j0, OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL,
+                         C, OC);
+                    continue;
+                }
+                /* rows of [gate 16 | up 16], then their SwiGLU */
+                float gu[CPU_ROWS_MR * CPU_PANEL];
+                tile(gu, inp + (size_t)n * C, panel, NULL, 0, 0, CPU_PANEL, C, CPU_PANEL);
+                const int j0 = p * 16, nj = I - j0 < 16 ? I - j0 : 16;
+                for (int i = 0; i < mr; i++)
+                    cpu_swiglu_forward(out + (size_t)(n + i) * I + j0, gu + i * CPU_PANEL,
+                                       gu + i * CPU_PANEL + 16, 1, nj);
             }
         }
     }
+}
+
+/* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC)], weight packed by
+ * cpu_rows_pack. Every output is the fixed chain of cpu_rows_tile, so a
+ * row's result never depends on N, its place in the batch or the thread
+ * count (see backend.h). */
+void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
+                             const float *bias, int N, int C, int OC)
+{
+    cpu_rows_run(out, inp, packed, bias, N, C, OC, 0);
+}
+
+/* h: (N,I) = silu(inp @ gate^T) * (inp @ up^T), weights packed by
+ * cpu_rows_pack_glu. */
+void cpu_matmul_rows_glu_forward(float *h, const float *inp, const float *packed, int N, int C,
+                                 int I)
+{
+    cpu_rows_run(h, inp, packed, NULL, N, C, 0, I);
 }

@@ -312,6 +312,45 @@ Test(generate, matmul_rows_aligned_shapes)
     matmul_rows_case(17, 128, 200, false);
 }
 
+/* matmul_rows_glu_forward is bitwise matmul_rows_forward on [gate; up]
+ * followed by swiglu_forward, in a full batch and for every run of 1..13
+ * rows; I = 21 leaves half a panel of padding. */
+static void glu_case(int N, int C, int I)
+{
+    const struct backend *be = backend_cpu();
+    float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)2 * I * C * sizeof(float));
+    float *gu = malloc((size_t)N * 2 * I * sizeof(float)), *want = malloc((size_t)N * I * sizeof(float));
+    float *h = malloc((size_t)N * I * sizeof(float)), *few = malloc((size_t)13 * I * sizeof(float));
+    float *pw = malloc(be->rows_packed_floats(C, 2 * I) * sizeof(float));
+    float *pg = malloc(be->rows_packed_floats(C, 2 * I) * sizeof(float));
+    struct rng r;
+    rng_seed(&r, 4);
+    for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
+    for (int i = 0; i < 2 * I * C; i++) w[i] = (float)rng_normal(&r) * 0.3f;
+    be->rows_pack(pw, w, C, 2 * I);
+    be->matmul_rows_forward(gu, x, pw, NULL, N, C, 2 * I);
+    for (int n = 0; n < N; n++)
+        be->swiglu_forward(want + (size_t)n * I, gu + (size_t)n * 2 * I, gu + (size_t)n * 2 * I + I, 1, I);
+    be->rows_pack_glu(pg, w, C, I);
+    be->matmul_rows_glu_forward(h, x, pg, N, C, I);
+    cr_expect(memcmp(h, want, (size_t)N * I * sizeof(float)) == 0,
+              "N %d C %d I %d: fused SwiGLU differs from matmul then swiglu", N, C, I);
+    for (int len = 1; len <= 13; len++)
+        for (int n0 = 0; n0 + len <= N; n0 += len == 1 ? 1 : 5) {
+            be->matmul_rows_glu_forward(few, x + (size_t)n0 * C, pg, len, C, I);
+            cr_expect(memcmp(few, want + (size_t)n0 * I, (size_t)len * I * sizeof(float)) == 0,
+                      "N %d C %d I %d: rows %d..%d as a batch of %d differ", N, C, I, n0,
+                      n0 + len - 1, len);
+        }
+    free(x); free(w); free(gu); free(want); free(h); free(few); free(pw); free(pg);
+}
+
+Test(generate, matmul_rows_glu_is_matmul_then_swiglu)
+{
+    glu_case(100, 37, 21);
+    glu_case(17, 64, 48);
+}
+
 /* An engine whose model changes between requests (GRPO's optimizer steps
  * between rollouts) decodes with the new weights: greedy tokens after
  * model_init_random with another seed equal a new engine's on that model,
