@@ -29,9 +29,8 @@
 #include "errmsg.h"
 #include "kv_cache.h"
 
-/* Steps of at most this many rows run the gate and up projections as one
- * matmul (serial per-row SwiGLU after it); so do all steps on packed
- * weights, which hold gate and up as one matrix. */
+/* On unpacked weights, steps of at most this many rows run the gate and up
+ * projections as one matmul (serial per-row SwiGLU after it). */
 #define GEN_FUSE_ROWS 64
 
 /* Rows of logits computed at once (more rows are done chunk by chunk). */
@@ -112,15 +111,15 @@ struct gen_engine {
     int max_blocks_per_seq;
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
-    float *x, *res, *ln, *qkv, *atty, *gate, *up, *h;  /* up = gate + R*I */
-    /* The linear layers' weights as matmul_rows_forward reads them (NULL
-     * when the matmuls take the model's own weights), packed from
-     * m->params of version packed_version; pk: their offsets, in the
-     * order of lin_shape. */
+    float *x, *res, *ln, *qkv, *atty, *h;
+    float *gate, *up;               /* (R,I) each, up = gate + R*I; NULL when packed */
+    /* The linear layers' weights as matmul_rows_forward and (gate|up)
+     * matmul_rows_glu_forward read them (NULL when the matmuls take the
+     * model's own weights), packed from m->params of version
+     * packed_version; pk: their offsets, in the order of lin_shape. */
     float *packed;
     size_t *pk;
     uint64_t packed_version;
-    bool glu;                       /* gate|up packed for matmul_rows_glu_forward */
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
     float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
     float *d_lse, *d_lp;                /* (GEN_LOGITS_CHUNK) */
@@ -236,16 +235,19 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     e->R = (int)R;
     e->max_blocks_per_seq = (c->max_position_embeddings + cfg->block_size - 1) / cfg->block_size;
     const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
+    const bool packed = cfg->batch_invariant && be->rows_pack && be->matmul_rows_forward &&
+                        be->rows_pack_glu && be->matmul_rows_glu_forward;
+    /* gate and up outputs: none when the SwiGLU is fused into the matmul */
     struct { float **p; size_t n; } fb[] = {
         {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},
-        {&e->atty, R * AH}, {&e->gate, R * 2 * I}, {&e->h, R * I},
+        {&e->atty, R * AH}, {&e->gate, packed ? 0 : R * 2 * I}, {&e->h, R * I},
         {&e->hsel, LC * C}, {&e->lnsel, LC * C}, {&e->d_logits, LC * V},
         {&e->d_lse, LC}, {&e->d_lp, LC},
     };
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++)
-        if (!(*fb[i].p = be->alloc(fb[i].n * sizeof(float)))) goto oom;
-    e->up = e->gate + R * I;
-    if (cfg->batch_invariant && be->rows_pack && be->matmul_rows_forward) {
+        if (fb[i].n && !(*fb[i].p = be->alloc(fb[i].n * sizeof(float)))) goto oom;
+    e->up = e->gate ? e->gate + R * I : NULL;
+    if (packed) {
         const int nl = 4 * c->n_layers + 1;
         if (!(e->pk = malloc((size_t)nl * sizeof *e->pk))) goto oom;
         size_t total = 0;
@@ -263,7 +265,6 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
             return NULL;
         }
         e->packed_version = m->version - 1;   /* packed before the first step */
-        e->glu = be->rows_pack_glu && be->matmul_rows_glu_forward;
     }
     struct { int32_t **p; size_t n; } ib[] = {
         {&e->d_tok, R}, {&e->d_pos, R}, {&e->d_seq, R}, {&e->d_tables, tables}, {&e->d_rows, LC},
@@ -800,7 +801,7 @@ static void pack_weights(struct gen_engine *e)
         size_t w;
         int C, OC;
         lin_shape(m, i, &w, &C, &OC);
-        if (e->glu && i % 4 == LIN_GU && i < 4 * m->cfg.n_layers)
+        if (i % 4 == LIN_GU && i < 4 * m->cfg.n_layers)
             m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2);
         else
             m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
@@ -836,8 +837,8 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const int HD = c->head_dim, AH = NH * HD, I = c->intermediate_size, bs = kv->block_size;
     const float *P = m->params;
     /* Decode-sized steps (the team's wake-up costs more than the gate and
-     * up rows' own work), and packed weights, take one matmul for both. */
-    const bool fuse_rows = N <= GEN_FUSE_ROWS || e->packed;
+     * up rows' own work) take one matmul for both. */
+    const bool fuse_rows = N <= GEN_FUSE_ROWS;
     pack_weights(e);
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
@@ -859,9 +860,8 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         linear(e, e->res, e->atty, 4 * l + LIN_O, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N);
         be->add(e->res, e->res, e->x, (size_t)N * C);
         be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
-        if (e->glu) {
-            const int i = 4 * l + LIN_GU;
-            be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[i], N, C, I);
+        if (e->packed) {
+            be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[4 * l + LIN_GU], N, C, I);
         } else if (fuse_rows) {
             /* rows [gate | up] of the (2I,C) matmul */
             linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, N);

@@ -204,8 +204,8 @@ struct backend {
     /* A SwiGLU MLP's first half in one pass: h: (N,I) = swiglu_forward of
      * inp @ gate^T and inp @ up^T, bitwise as matmul_rows_forward then
      * swiglu_forward, with the (2I,C) matrix [gate; up] packed by
-     * rows_pack_glu into rows_packed_floats(C, 2 * I) floats. Optional
-     * (NULL: the engine runs the two ops). */
+     * rows_pack_glu into rows_packed_floats(C, 2 * I) floats. The engine
+     * packs weights only for a backend with all four of these ops. */
     void (*rows_pack_glu)(float *dst, const float *weight, int C, int I);
     void (*matmul_rows_glu_forward)(float *h, const float *inp, const float *packed, int N,
                                     int C, int I);
