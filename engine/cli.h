@@ -30,6 +30,10 @@ int cli_bench_grpo(int argc, char **argv);
  * (all threads), steadier than wall time on a shared machine. */
 double bench_median(double *v, int n);
 double bench_cpu_seconds(void);
+/* GFLOP/s of the backend's matmul_forward on two large reference shapes
+ * (the best median); print: one JSON line per shape. */
+struct backend;
+double bench_matmul_peak(const struct backend *be, bool print);
 
 /* Option parsing shared by the subcommands: "--name value" pairs and bare
  * "--flag"s. cli_args_check rejects anything not in `opts` (options taking

@@ -53,7 +53,7 @@ static double bench_gemm(const struct backend *be, int M, int K, int N, int reps
 }
 
 /* The library's fp32 peak: the best median over the two reference shapes. */
-static double matmul_peak(const struct backend *be, bool print)
+double bench_matmul_peak(const struct backend *be, bool print)
 {
     static const int shapes[][3] = {{2048, 512, 1536}, {2048, 2048, 2048}};
     double peak = 0;
@@ -107,7 +107,7 @@ static int bench_train(const struct backend *be, const char *preset, int steps)
         }
     }
     if (rc == 0) {
-        double peak = matmul_peak(be, false);
+        double peak = bench_matmul_peak(be, false);
         double med = bench_median(times, steps), flops = model_train_flops(&cfg, B, T);
         printf("{\"bench\":\"train\",\"impl\":\"aha\",\"config\":\"%s\",\"threads\":%d,\"batch\":%d,"
                "\"seq\":%d,\"params\":%zu,\"step_ms\":%.1f,\"tokens_per_s\":%.0f,\"gflops\":%.1f,"
@@ -141,7 +141,7 @@ int cli_bench(int argc, char **argv)
     omp_set_num_threads((int)threads);
     const struct backend *be = backend_cpu();
     if (strcmp(what, "matmul") == 0) {
-        matmul_peak(be, true);
+        bench_matmul_peak(be, true);
         return 0;
     }
     const char *cfg = cli_arg(argc, argv, "--config");

@@ -2,8 +2,11 @@
  * generation engine (engine/generate.c) on a randomly initialised model:
  * the machine's memory read bandwidth, prefill tokens/s, and aggregate
  * decode tokens/s with 1, 4, 16 and 64 concurrent sequences, against the
- * bandwidth bound of decoding (every weight read once per step). One JSON
- * line per measurement, like engine/cli_bench.c. */
+ * bandwidth bound of decoding (every weight read once per step) and the
+ * roofline (that, or the step's matmul FLOPs at the matmul library's peak,
+ * whichever is longer: batches past the machine's FLOP/byte ridge are
+ * compute-bound). One JSON line per measurement, like engine/cli_bench.c. */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,14 +147,19 @@ int cli_bench_generate(int argc, char **argv)
     struct model *m = model_new(&cfg, be, err, sizeof err);
     if (!m) { fprintf(stderr, "bench generate: %s\n", err); return 1; }
     model_init_random(m, 1, 0.02f);
-    double bw = bench_bandwidth(be);
-    printf("{\"bench\":\"memory_bandwidth\",\"threads\":%ld,\"read_gb_per_s\":%.2f}\n", threads, bw);
+    double bw = bench_bandwidth(be), peak = bench_matmul_peak(be, false);
+    printf("{\"bench\":\"memory_bandwidth\",\"threads\":%ld,\"read_gb_per_s\":%.2f,"
+           "\"matmul_peak_gflops\":%.1f}\n", threads, bw, peak);
 
     /* Per decode step every matrix is read once: all parameters except the
      * embedding table, which is read again as the lm_head when tied. */
     const size_t emb = (size_t)cfg.vocab_size * cfg.hidden_size;
     const double wbytes = (double)(m->n_params - (cfg.tie_word_embeddings ? 0 : emb)) * sizeof(float);
     const double bound = bw * 1e9 / wbytes;
+    /* The roofline of a step of conc sequences: it cannot beat streaming
+     * the weights once, nor its matmul FLOPs at the library's peak
+     * (attention and its KV reads not counted). */
+    const double mflop = 2.0 * model_matmul_params(&cfg);
 
     struct gen_config gc;
     gen_config_default(&gc);
@@ -201,14 +209,18 @@ int cli_bench_generate(int argc, char **argv)
         const int n = (int)rounds;
         const double step_med = bench_median(step_s[ci], n), cpu_med = bench_median(cpu_s[ci], n);
         const double tps_med = bench_median(tps[ci], n), ratio_med = bench_median(ratio[ci], n);
+        const double roof1 = fmax(wbytes / (bw * 1e9), mflop / (peak * 1e9));
+        const double roof = fmax(wbytes / (bw * 1e9), conc * mflop / (peak * 1e9));
         printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
                "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"speedup_min\":%.2f,\"speedup_max\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
-               "\"fraction_of_bound_per_step\":%.3f}\n",
+               "\"fraction_of_bound_per_step\":%.3f,\"roofline_step_ms\":%.2f,"
+               "\"fraction_of_roofline\":%.3f,\"roofline_speedup\":%.2f}\n",
                name, gc.batch_invariant ? "true" : "false", threads, conc, rounds,
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
-               wbytes / 1e6, bound, (tps_med / conc) / bound);
+               wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
+               conc * roof1 / roof);
     }
     rc = 0;
     goto out;

@@ -700,14 +700,18 @@ int model_adamw_step(struct model *m, float lr, float beta1, float beta2,
  * AV are 2*T*T*HD each per head forward, halved for the causal mask, x3
  * for backward: 6*T*T*HD*NH per sequence per layer (the convention of the
  * PaLM / llm.c MFU estimates, counting the causal half). */
-double model_train_flops(const struct model_config *c, int B, int T)
+double model_matmul_params(const struct model_config *c)
 {
     const double C = c->hidden_size, HD = c->head_dim, I = c->intermediate_size;
     const double qkv = (c->n_heads + 2.0 * c->n_kv_heads) * HD;
     const double per_layer = C * qkv + c->n_heads * HD * C + 3.0 * C * I;
-    const double matmul_params = c->n_layers * per_layer + (double)c->vocab_size * C;
-    const double tokens = (double)B * T;
-    return 6.0 * matmul_params * tokens +
+    return c->n_layers * per_layer + (double)c->vocab_size * C;
+}
+
+double model_train_flops(const struct model_config *c, int B, int T)
+{
+    const double HD = c->head_dim, tokens = (double)B * T;
+    return 6.0 * model_matmul_params(c) * tokens +
            6.0 * c->n_layers * (double)B * T * T * HD * c->n_heads;
 }
 

@@ -171,6 +171,9 @@ int model_adamw_step(struct model *m, float lr, float beta1, float beta2,
 /* FLOPs of one forward+backward over B sequences of T tokens: 6 per
  * matmul parameter per token plus causal attention (see model.c). */
 double model_train_flops(const struct model_config *cfg, int B, int T);
+/* Parameters of every matrix used in a matmul (lm_head included even when
+ * tied, the embedding lookup not): a token's forward is 2 FLOPs each. */
+double model_matmul_params(const struct model_config *cfg);
 
 /* Mean next-token cross-entropy helper: targets[i] = tokens[i+1] within each
  * row, -1 at the end of a row. targets: (B*T). Returns the valid count. */
