@@ -187,6 +187,24 @@ static void lin_shape(const struct model *m, int i, size_t *w, int *C, int *OC)
 }
 enum { LIN_QKV, LIN_O, LIN_GU, LIN_DOWN };
 
+/* Packs the weights when params changed since they were last packed (at
+ * creation; then after an optimizer step between GRPO's rollouts). */
+static void pack_weights(struct gen_engine *e)
+{
+    const struct model *m = e->m;
+    if (!e->packed || e->packed_version == m->version) return;
+    for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) {
+        size_t w;
+        int C, OC;
+        lin_shape(m, i, &w, &C, &OC);
+        if (i % 4 == LIN_GU && i < 4 * m->cfg.n_layers)
+            m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2);
+        else
+            m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
+    }
+    e->packed_version = m->version;
+}
+
 static void add_eos(struct gen_engine *e, int32_t id)
 {
     if (id < 0 || id >= e->m->cfg.vocab_size || e->n_eos == 8) return;
@@ -300,6 +318,7 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
         e->work[t] = malloc(V * sizeof(float));
         if (!e->scr[t] || !e->work[t]) goto oom;
     }
+    pack_weights(e);
     return e;
 oom:
     gen_engine_free(e);
@@ -789,24 +808,6 @@ static void admit(struct gen_engine *e)
         s->state = SEQ_PREFILL;
         e->seqs[e->n_seqs++] = s;
     }
-}
-
-/* Repacks the weights when params changed since they were packed (an
- * optimizer step between GRPO's rollouts, a reload). */
-static void pack_weights(struct gen_engine *e)
-{
-    const struct model *m = e->m;
-    if (!e->packed || e->packed_version == m->version) return;
-    for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) {
-        size_t w;
-        int C, OC;
-        lin_shape(m, i, &w, &C, &OC);
-        if (i % 4 == LIN_GU && i < 4 * m->cfg.n_layers)
-            m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2);
-        else
-            m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
-    }
-    e->packed_version = m->version;
 }
 
 /* out: (N,OC) = inp: (N,C) @ w^T [+ b] for linear layer i (lin_shape),
