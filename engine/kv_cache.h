@@ -20,7 +20,8 @@ struct kv_cache {
     float *pool;            /* n_blocks * block_stride floats, device memory */
     int n_blocks, block_size;
     size_t block_stride, layer_stride, vofs;
-    int32_t *free_list;     /* n_free ids */
+    uint64_t *free_map;     /* bit b set: block b is free */
+    size_t low_word;        /* no free block below free_map[low_word] */
     int n_free;
     int32_t *refs;          /* (n_blocks) reference counts */
     int reserved;           /* blocks promised to admitted requests */
@@ -44,7 +45,8 @@ size_t kv_cache_block_bytes(const struct kv_cache *kv);
 int kv_cache_reserve(struct kv_cache *kv, int n);
 void kv_cache_unreserve(struct kv_cache *kv, int n);
 
-/* A free block with one reference, or -1 when none is free. */
+/* The lowest-numbered free block, with one reference, or -1 when none is
+ * free. */
 int32_t kv_cache_block_alloc(struct kv_cache *kv);
 void kv_cache_block_ref(struct kv_cache *kv, int32_t b);
 /* Drops one reference; the block is free again at zero. */

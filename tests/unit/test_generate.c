@@ -189,6 +189,33 @@ static void submit(struct gen_engine *e, const char *id, int user, const int32_t
     cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
 }
 
+/* ------------------------------------------------------------ KV blocks */
+
+/* Blocks are handed out lowest id first, also after frees (130 blocks: two
+ * full bitmap words and a partial one), and every block is handed out
+ * exactly once until the pool is empty. */
+Test(generate, kv_blocks_lowest_first)
+{
+    char err[256];
+    const size_t block = (size_t)2 * 2 * 1 * 4 * 8 * sizeof(float);    /* 2 layers, K+V, 1 head, bs 4, D 8 */
+    struct kv_cache *kv = kv_cache_new(backend_cpu(), 2, 1, 8, 4, 130 * block, err, sizeof err);
+    cr_assert_not_null(kv, "%s", err);
+    cr_assert_eq(kv->n_blocks, 130);
+    for (int i = 0; i < 130; i++) cr_assert_eq(kv_cache_block_alloc(kv), i);
+    cr_assert_eq(kv_cache_block_alloc(kv), -1, "an empty pool handed out a block");
+    kv_cache_block_unref(kv, 100);
+    kv_cache_block_unref(kv, 7);
+    kv_cache_block_ref(kv, 64);
+    kv_cache_block_unref(kv, 64);               /* still referenced once */
+    kv_cache_block_unref(kv, 129);
+    cr_assert_eq(kv_cache_used(kv), 127);
+    cr_assert_eq(kv_cache_block_alloc(kv), 7);
+    cr_assert_eq(kv_cache_block_alloc(kv), 100);
+    cr_assert_eq(kv_cache_block_alloc(kv), 129);
+    cr_assert_eq(kv_cache_block_alloc(kv), -1);
+    kv_cache_free(kv);
+}
+
 /* ---------------------------------------------------------- paged attention */
 
 /* Paged attention of 2 sequences of T positions (cache in blocks of BS,
