@@ -312,39 +312,35 @@ size_t cpu_rows_packed_floats(int C, int OC)
     return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * CPU_PANEL * (size_t)C;
 }
 
-/* dst[p][k][c] = weight[32p + c][k] (0 past OC): panel p holds outputs
- * 32p..32p+31, one 128-byte row of them per k, so a panel is one
- * contiguous stream in the order the tiles read it. */
-void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
+/* Panels of weight's rows: dst[p][k][c] = weight[row(p, c)][k], 0 where
+ * there is no row. I == 0: row 32p + c of OC; I > 0 (a SwiGLU's gate rows
+ * 0..I-1 then up rows I..2I-1): gate row 16p + c for c < 16, up row
+ * 16p + c - 16 after, so one tile has both halves of its SwiGLU outputs.
+ * A panel is one contiguous stream in the order the tiles read it, one
+ * 128-byte row per k. */
+static void cpu_rows_pack_panels(float *dst, const float *weight, int C, int OC, int I)
 {
-    const int np = (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < np; p++) {
         float *d = dst + (size_t)p * C * CPU_PANEL;
         for (int c = 0; c < CPU_PANEL; c++) {
-            const int j = p * CPU_PANEL + c;
-            const float *w = j < OC ? weight + (size_t)j * C : NULL;
+            const int j = I > 0 ? p * 16 + c % 16 : p * CPU_PANEL + c;
+            const int row = I > 0 ? (j < I ? c / 16 * I + j : -1) : (j < OC ? j : -1);
+            const float *w = row >= 0 ? weight + (size_t)row * C : NULL;
             for (int k = 0; k < C; k++) d[(size_t)k * CPU_PANEL + c] = w ? w[k] : 0.0f;
         }
     }
 }
 
-/* The gate and up rows of a SwiGLU (gate: rows 0..I-1 of weight, up: rows
- * I..2I-1) packed for cpu_matmul_rows_glu_forward: panel p holds gate
- * outputs 16p..16p+15 then up outputs 16p..16p+15, so one tile has both
- * halves of its SwiGLU outputs. */
+void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
+{
+    cpu_rows_pack_panels(dst, weight, C, OC, 0);
+}
+
 void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
 {
-    const int np = (I + 15) / 16;
-    #pragma omp parallel for schedule(static)
-    for (int p = 0; p < np; p++) {
-        float *d = dst + (size_t)p * C * CPU_PANEL;
-        for (int c = 0; c < CPU_PANEL; c++) {
-            const int j = p * 16 + c % 16;
-            const float *w = j < I ? weight + ((size_t)(c / 16) * I + j) * C : NULL;
-            for (int k = 0; k < C; k++) d[(size_t)k * CPU_PANEL + c] = w ? w[k] : 0.0f;
-        }
-    }
+    cpu_rows_pack_panels(dst, weight, C, 0, I);
 }
 
 /* Rows of inputs per register tile: 12 x 2 accumulators, 2 panel
@@ -405,7 +401,7 @@ cpu_rows_tile(int MR, int PF, float *out, const float *inp, const float *panel,
                 continue;
             }
             for (int c = 0; c < 16 && 16 * v + c < nj; c++)
-                o[16 * v + c] = r[c] + (bias ? bias[j0 + 16 * v + c] : 0.0f);
+                o[16 * v + c] = bias ? r[c] + bias[j0 + 16 * v + c] : r[c];
         }
     }
 }
