@@ -253,8 +253,8 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     e->R = (int)R;
     e->max_blocks_per_seq = (c->max_position_embeddings + cfg->block_size - 1) / cfg->block_size;
     const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
-    const bool packed = cfg->batch_invariant && be->rows_pack && be->matmul_rows_forward &&
-                        be->rows_pack_glu && be->matmul_rows_glu_forward;
+    const bool packed = cfg->batch_invariant && be->rows_packed_floats && be->rows_pack &&
+                        be->matmul_rows_forward && be->rows_pack_glu && be->matmul_rows_glu_forward;
     /* gate and up outputs: none when the SwiGLU is fused into the matmul */
     struct { float **p; size_t n; } fb[] = {
         {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},

@@ -205,7 +205,7 @@ struct backend {
      * inp @ gate^T and inp @ up^T, bitwise as matmul_rows_forward then
      * swiglu_forward, with the (2I,C) matrix [gate; up] packed by
      * rows_pack_glu into rows_packed_floats(C, 2 * I) floats. The engine
-     * packs weights only for a backend with all four of these ops. */
+     * packs weights only for a backend with all five of these ops. */
     void (*rows_pack_glu)(float *dst, const float *weight, int C, int I);
     void (*matmul_rows_glu_forward)(float *h, const float *inp, const float *packed, int N,
                                     int C, int I);
