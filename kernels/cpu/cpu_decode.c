@@ -61,17 +61,17 @@ typedef int cpu_v16i __attribute__((vector_size(64)));
 /* The reduction of attention's scores (cpu_att_scores16): a 16-lane
  * partial sum p over d in order, then the fixed lane tree
  *   m_i = p_i + p_{i+8}, n_i = m_i + m_{i+4}, q_i = n_i + n_{i+2}, s = q_0 + q_1.
- * cpu_rows_reduce16 runs that tree for 16 partial sums at once (a transpose
+ * cpu_lane_reduce16 runs that tree for 16 partial sums at once (a transpose
  * by shuffles, 45 ops instead of 128); since a + b == b + a exactly, every
  * lane gets bitwise the tree's result whichever sums share the call. */
 static inline __attribute__((always_inline)) cpu_v16
-cpu_rows_pair(cpu_v16 a, cpu_v16 b, cpu_v16i lo, cpu_v16i hi)
+cpu_lane_pair(cpu_v16 a, cpu_v16 b, cpu_v16i lo, cpu_v16i hi)
 {
     return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
 }
 
 /* a[0..15] -> lane 4b+c holds the tree sum of a[4c+b]. */
-static inline __attribute__((always_inline)) cpu_v16 cpu_rows_reduce16(const cpu_v16 *a)
+static inline __attribute__((always_inline)) cpu_v16 cpu_lane_reduce16(const cpu_v16 *a)
 {
     const cpu_v16i l1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
     const cpu_v16i h1 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
@@ -82,15 +82,15 @@ static inline __attribute__((always_inline)) cpu_v16 cpu_rows_reduce16(const cpu
     const cpu_v16i l4 = {0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30};
     const cpu_v16i h4 = {1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31};
     cpu_v16 s[8], t[4], u[2];
-    for (int i = 0; i < 8; i++) s[i] = cpu_rows_pair(a[2 * i], a[2 * i + 1], l1, h1);
-    for (int i = 0; i < 4; i++) t[i] = cpu_rows_pair(s[2 * i], s[2 * i + 1], l2, h2);
-    for (int i = 0; i < 2; i++) u[i] = cpu_rows_pair(t[2 * i], t[2 * i + 1], l3, h3);
-    return cpu_rows_pair(u[0], u[1], l4, h4);
+    for (int i = 0; i < 8; i++) s[i] = cpu_lane_pair(a[2 * i], a[2 * i + 1], l1, h1);
+    for (int i = 0; i < 4; i++) t[i] = cpu_lane_pair(s[2 * i], s[2 * i + 1], l2, h2);
+    for (int i = 0; i < 2; i++) u[i] = cpu_lane_pair(t[2 * i], t[2 * i + 1], l3, h3);
+    return cpu_lane_pair(u[0], u[1], l4, h4);
 }
 
 /* Scores of one query head against nt <= 16 consecutive keys k: (nt,D)
  * into s[0..nt): dot products by 16-lane partial sums over d, reduced by
- * cpu_rows_reduce16 (key j in lane 4(j%4)+j/4). */
+ * cpu_lane_reduce16 (key j in lane 4(j%4)+j/4). */
 static inline __attribute__((always_inline)) void
 cpu_att_scores16(int DV, float *s, const float *qh, const float *K, int nt, float scale)
 {
@@ -105,7 +105,7 @@ cpu_att_scores16(int DV, float *s, const float *qh, const float *K, int nt, floa
             a += *(const cpu_v16 *)(qh + 16 * dv) * *(const cpu_v16 *)(kj + 16 * dv);
         acc[4 * (j % 4) + j / 4] = a;
     }
-    cpu_v16 r = cpu_rows_reduce16(acc) * scale;
+    cpu_v16 r = cpu_lane_reduce16(acc) * scale;
     for (int j = 0; j < nt; j++) s[j] = r[j];
 }
 
