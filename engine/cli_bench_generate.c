@@ -160,6 +160,7 @@ int cli_bench_generate(int argc, char **argv)
      * the weights once, nor its matmul FLOPs at the library's peak
      * (attention and its KV reads not counted). */
     const double mflop = 2.0 * model_matmul_params(&cfg);
+    const double roof1 = fmax(wbytes / (bw * 1e9), mflop / (peak * 1e9));
 
     struct gen_config gc;
     gen_config_default(&gc);
@@ -209,7 +210,6 @@ int cli_bench_generate(int argc, char **argv)
         const int n = (int)rounds;
         const double step_med = bench_median(step_s[ci], n), cpu_med = bench_median(cpu_s[ci], n);
         const double tps_med = bench_median(tps[ci], n), ratio_med = bench_median(ratio[ci], n);
-        const double roof1 = fmax(wbytes / (bw * 1e9), mflop / (peak * 1e9));
         const double roof = fmax(wbytes / (bw * 1e9), conc * mflop / (peak * 1e9));
         printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
                "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
