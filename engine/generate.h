@@ -29,11 +29,13 @@ struct gen_config {
     int max_step_tokens;        /* rows of one forward: decode rows plus
                                  * prefill chunks (default 512) */
     bool batch_invariant;       /* default true: matmuls through the
-                                 * backend's matmul_rows_forward, so a
+                                 * backend's matmul_rows_forward on the
+                                 * engine's packed copy of the weights, so a
                                  * sequence's logits are bitwise the same
-                                 * alone or in any batch; false: the faster
-                                 * matmul_forward (large prefills), whose
-                                 * rounding depends on the batch size */
+                                 * alone or in any batch; false: the
+                                 * backend's matmul_forward on the model's
+                                 * own weights (no copy), whose rounding
+                                 * depends on the batch size */
 };
 void gen_config_default(struct gen_config *c);
 
