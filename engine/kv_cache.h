@@ -12,8 +12,9 @@
 
 #include "backend.h"
 
-/* Pool layout (floats): block b, layer l, K or V, kv head g, position j,
- * dim d at  b*block_stride + l*layer_stride + (V ? vofs : 0) + (g*bs + j)*D + d.
+/* Pool layout (floats): block b, layer l, kv head g, position j, dim d at
+ *   keys    b*block_stride + l*layer_stride + (g*D + d)*bs + j   (transposed)
+ *   values  b*block_stride + l*layer_stride + vofs + (g*bs + j)*D + d.
  * For the backend ops of one layer: kv = pool + l*layer_stride. */
 struct kv_cache {
     const struct backend *be;

@@ -164,8 +164,9 @@ struct backend {
 
     /* ---- Decoding with a paged KV cache (engine/generate, engine/kv_cache).
      * The cache of one layer is a pool of blocks of bs positions; block b
-     * holds the keys of kv head g at kv + b*block_stride + g*bs*D as (bs,D)
-     * and the values at the same place + vofs. block_tables: (S, max_blocks)
+     * holds the keys of kv head g at kv + b*block_stride + g*bs*D as (D,bs)
+     * (transposed: component d of the bs positions together) and the
+     * values at the same place + vofs as (bs,D). block_tables: (S, max_blocks)
      * block ids of each sequence in position order. Row n of a call belongs
      * to sequence seq[n] (0 <= seq[n] < S) at absolute position pos[n]. */
 

@@ -4,13 +4,16 @@
  * attention (full (B,T) sequences, saved probabilities) is cpu_attention.c.
  *
  * Attention per (row, kv head): the query heads of the group share every
- * key/value read; scores of all cached positions are computed in a
- * per-thread scratch row, softmaxed as cpu_attention.c does (max-subtracted,
- * vexpf, normalised probabilities), then the values are accumulated.
- * Head sizes 32/64/128 take a register-blocked path (16 keys' dot products
- * reduced together, output heads in registers). Work items (row, kv head)
- * are spread over the OpenMP threads: decode steps have one row per
- * sequence, chunked prefills many.
+ * key/value read. Keys are stored transposed in their block, (D,bs), so
+ * that a vector of 16 positions' key components is one load: the scores of
+ * 16 positions are 16 lanes of one chain of D fused multiply-adds, with no
+ * reduction across lanes. They go to a per-thread scratch row padded to a
+ * multiple of 16 (-inf past T), are softmaxed as cpu_attention.c does
+ * (max-subtracted, vexpf, normalised probabilities), then the values
+ * (bs,D) are accumulated. Head sizes 32/64/128 with blocks of a multiple
+ * of 16 positions take that register-blocked path; others a plain loop.
+ * Work items (row, kv head) are spread over the OpenMP threads: decode
+ * steps have one row per sequence, chunked prefills many.
  *
  * matmul_rows_forward: the generation engine's linear layers, over
  * weights packed by rows_pack into panels of 32 outputs (k-major, so a
@@ -27,12 +30,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Address of position t of sequence row `tbl` (its block table) in the
- * keys of kv head g. */
-static inline size_t cpu_kv_slot(const int32_t *tbl, int t, int g, size_t block_stride,
-                                 int D, int bs)
+/* Keys of kv head g in block i of sequence table tbl: (D,bs) there; its
+ * values (bs,D) at the same place + vofs. */
+static inline const float *cpu_kv_head(const float *kv, const int32_t *tbl, int i, int g,
+                                       size_t block_stride, int D, int bs)
 {
-    return (size_t)tbl[t / bs] * block_stride + ((size_t)g * bs + (size_t)(t % bs)) * D;
+    return kv + (size_t)tbl[i] * block_stride + (size_t)g * bs * D;
 }
 
 /* k, v: (N,NKV,D) row strides ks, vs -> the (seq[n], pos[n]) slots. */
@@ -45,109 +48,131 @@ void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
     #pragma omp parallel for schedule(static) if (parallel: (size_t)N * NKV * D >= CPU_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const int32_t *tbl = block_tables + (size_t)seq[n] * max_blocks;
+        const int j = pos[n] % bs;
         for (int g = 0; g < NKV; g++) {
-            float *dk = kv + cpu_kv_slot(tbl, pos[n], g, block_stride, D, bs);
-            memcpy(dk, k + (size_t)n * ks + (size_t)g * D, (size_t)D * sizeof(float));
-            memcpy(dk + vofs, v + (size_t)n * vs + (size_t)g * D, (size_t)D * sizeof(float));
+            float *dk = (float *)cpu_kv_head(kv, tbl, pos[n] / bs, g, block_stride, D, bs);
+            const float *kn = k + (size_t)n * ks + (size_t)g * D;
+            for (int d = 0; d < D; d++) dk[(size_t)d * bs + j] = kn[d];
+            memcpy(dk + vofs + (size_t)j * D, v + (size_t)n * vs + (size_t)g * D,
+                   (size_t)D * sizeof(float));
         }
     }
 }
 
 /* 16 fp32 lanes (one AVX-512 register, two AVX2 ones); unaligned access. */
 typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
-
 typedef int cpu_v16i __attribute__((vector_size(64)));
 
-/* The reduction of attention's scores (cpu_att_scores16): a 16-lane
- * partial sum p over d in order, then the fixed lane tree
- *   m_i = p_i + p_{i+8}, n_i = m_i + m_{i+4}, q_i = n_i + n_{i+2}, s = q_0 + q_1.
- * cpu_lane_reduce16 runs that tree for 16 partial sums at once (a transpose
- * by shuffles, 45 ops instead of 128); since a + b == b + a exactly, every
- * lane gets bitwise the tree's result whichever sums share the call. */
-static inline __attribute__((always_inline)) cpu_v16
-cpu_lane_pair(cpu_v16 a, cpu_v16 b, cpu_v16i lo, cpu_v16i hi)
+static inline cpu_v16 cpu_bcast16(float s)
 {
-    return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+    return (cpu_v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
 }
 
-/* a[0..15] -> lane 4b+c holds the tree sum of a[4c+b]. */
-static inline __attribute__((always_inline)) cpu_v16 cpu_lane_reduce16(const cpu_v16 *a)
-{
-    const cpu_v16i l1 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    const cpu_v16i h1 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    const cpu_v16i l2 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
-    const cpu_v16i h2 = {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
-    const cpu_v16i l3 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    const cpu_v16i h3 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    const cpu_v16i l4 = {0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30};
-    const cpu_v16i h4 = {1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31};
-    cpu_v16 s[8], t[4], u[2];
-    for (int i = 0; i < 8; i++) s[i] = cpu_lane_pair(a[2 * i], a[2 * i + 1], l1, h1);
-    for (int i = 0; i < 4; i++) t[i] = cpu_lane_pair(s[2 * i], s[2 * i + 1], l2, h2);
-    for (int i = 0; i < 2; i++) u[i] = cpu_lane_pair(t[2 * i], t[2 * i + 1], l3, h3);
-    return cpu_lane_pair(u[0], u[1], l4, h4);
-}
-
-/* Scores of one query head against nt <= 16 consecutive keys k: (nt,D)
- * into s[0..nt): dot products by 16-lane partial sums over d, reduced by
- * cpu_lane_reduce16 (key j in lane 4(j%4)+j/4). */
+/* Scores of HB query heads Q: (HB,D) against the CH chunks of 16
+ * positions from chunk c0 (positions 16*c0..), scaled, into S: (HB, Sp)
+ * at their positions; lanes at positions >= T get -inf. Each score is the
+ * chain s = 0; s = fma(q[d], k[d], s) for d = 0..D-1, times scale. */
 static inline __attribute__((always_inline)) void
-cpu_att_scores16(int DV, float *s, const float *qh, const float *K, int nt, float scale)
-{
-    cpu_v16 acc[16];
-    #pragma GCC unroll 16
-    for (int j = 0; j < 16; j++) {
-        int jr = j < nt ? j : 0;
-        const float *kj = K + (size_t)jr * DV * 16;
-        cpu_v16 a = *(const cpu_v16 *)qh * *(const cpu_v16 *)kj;
-        #pragma GCC unroll 8
-        for (int dv = 1; dv < DV; dv++)
-            a += *(const cpu_v16 *)(qh + 16 * dv) * *(const cpu_v16 *)(kj + 16 * dv);
-        acc[4 * (j % 4) + j / 4] = a;
-    }
-    cpu_v16 r = cpu_lane_reduce16(acc) * scale;
-    for (int j = 0; j < nt; j++) s[j] = r[j];
-}
-
-/* srow[0..T) := exp(srow - max) in place; returns 1 / their sum (the
- * softmax's normaliser, applied by the caller). */
-static inline float cpu_exp_row(float *srow, int T)
-{
-    float mx = -INFINITY;
-    #pragma omp simd reduction(max:mx)
-    for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
-    float sum = 0.0f;
-    #pragma omp simd reduction(+:sum)
-    for (int t = 0; t < T; t++) {
-        float e = vexpf(srow[t] - mx);
-        srow[t] = e;
-        sum += e;
-    }
-    return 1.0f / sum;
-}
-
-/* Softmax and P V for heads h0..h0+HB-1 of a work item: each value
- * vector is loaded once for the HB heads, and the HB*DV accumulators are
- * independent FMA chains (one head's DV chains alone stall on the FMA
- * latency). Every head still adds its positions in order, p_t = e_t * inv
- * times v_t, fused, so the output does not depend on HB. */
-static inline __attribute__((always_inline)) void
-cpu_att_pv(int DV, int HB, float *O, float *S, const float *kv, const int32_t *tbl,
-           size_t block_stride, size_t vofs, int g, int T, int h0, int bs)
+cpu_att_qk(int DV, int HB, int CH, float *S, int Sp, const float *Q, const float *kv,
+           const int32_t *tbl, size_t block_stride, int g, int c0, int T, int bs, float scale)
 {
     const int D = 16 * DV;
-    float inv[8];
-    const float *srow[8];
-    for (int h = 0; h < HB; h++) {
-        float *row = S + (size_t)(h0 + h) * T;
-        inv[h] = cpu_exp_row(row, T);
-        srow[h] = row;
+    const float *kc[8];
+    for (int c = 0; c < CH; c++) {
+        const int t = 16 * (c0 + c);
+        kc[c] = cpu_kv_head(kv, tbl, t / bs, g, block_stride, D, bs) + t % bs;
     }
+    cpu_v16 acc[8][8];
+    #pragma GCC unroll 8
+    for (int h = 0; h < HB; h++)
+        #pragma GCC unroll 8
+        for (int c = 0; c < CH; c++) acc[h][c] = (cpu_v16){0};
+    #pragma GCC unroll 4
+    for (int d = 0; d < D; d++) {
+        cpu_v16 k[8];
+        #pragma GCC unroll 8
+        for (int c = 0; c < CH; c++) k[c] = *(const cpu_v16 *)(kc[c] + (size_t)d * bs);
+        #pragma GCC unroll 8
+        for (int h = 0; h < HB; h++) {
+            const cpu_v16 b = cpu_bcast16(Q[(size_t)h * D + d]);
+            #pragma GCC unroll 8
+            for (int c = 0; c < CH; c++) acc[h][c] += b * k[c];
+        }
+    }
+    const cpu_v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const cpu_v16 ninf = cpu_bcast16(-INFINITY);
+    #pragma GCC unroll 8
+    for (int c = 0; c < CH; c++) {
+        const cpu_v16i live = iota + 16 * (c0 + c) < T;    /* all ones where t < T */
+        #pragma GCC unroll 8
+        for (int h = 0; h < HB; h++) {
+            const cpu_v16 s = acc[h][c] * scale;
+            *(cpu_v16 *)(S + (size_t)h * Sp + 16 * (c0 + c)) =
+                (cpu_v16)(((cpu_v16i)s & live) | ((cpu_v16i)ninf & ~live));
+        }
+    }
+}
+
+/* Scores of HB heads over all nc chunks: CH = 8/HB chunks at a time (8
+ * independent chains hide the FMA latency), then one by one. */
+static inline __attribute__((always_inline)) void
+cpu_att_scores(int DV, int HB, float *S, int Sp, const float *Q, const float *kv,
+               const int32_t *tbl, size_t block_stride, int g, int nc, int T, int bs,
+               float scale)
+{
+    const int CH = 8 / HB;
+    int c = 0;
+    for (; c + CH <= nc; c += CH)
+        cpu_att_qk(DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
+    for (; c < nc; c++)
+        cpu_att_qk(DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
+}
+
+/* Cache lines of each key and value piece of a work item asked for up
+ * front (cpu_att_item). */
+#define CPU_ATT_PF_LINES 8
+
+/* srow[0..n) := exp(srow - max) / sum in place, n a multiple of 16 (-inf
+ * entries become 0): 16 lanes at a time, the sum in 16 lane partials added
+ * in lane order at the end. */
+static inline __attribute__((always_inline)) void cpu_softmax_row(float *srow, int n)
+{
+    cpu_v16 m = *(const cpu_v16 *)srow;
+    for (int t = 16; t < n; t += 16) {
+        const cpu_v16 x = *(const cpu_v16 *)(srow + t);
+        const cpu_v16i gt = x > m;
+        m = (cpu_v16)(((cpu_v16i)x & gt) | ((cpu_v16i)m & ~gt));
+    }
+    float mx = m[0];
+    for (int i = 1; i < 16; i++) mx = m[i] > mx ? m[i] : mx;
+    cpu_v16 s = {0};
+    for (int t = 0; t < n; t += 16) {
+        float *r = srow + t;
+        #pragma omp simd
+        for (int i = 0; i < 16; i++) r[i] = vexpf(r[i] - mx);
+        s += *(const cpu_v16 *)r;
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < 16; i++) sum += s[i];
+    const cpu_v16 inv = cpu_bcast16(1.0f / sum);
+    for (int t = 0; t < n; t += 16) *(cpu_v16 *)(srow + t) *= inv;
+}
+
+/* P V for heads h0..h0+HB-1 of a work item: each value vector is loaded
+ * once for the HB heads, and the HB*DV accumulators are independent FMA
+ * chains (one head's DV chains alone stall on the FMA latency). Every head
+ * adds its positions in order, o = fma(p_t, v_t, o), so the output does
+ * not depend on HB. */
+static inline __attribute__((always_inline)) void
+cpu_att_pv(int DV, int HB, float *O, const float *S, int Sp, const float *kv,
+           const int32_t *tbl, size_t block_stride, size_t vofs, int g, int T, int h0, int bs)
+{
+    const int D = 16 * DV;
     cpu_v16 o[16];
     #pragma GCC unroll 16
     for (int i = 0; i < HB * DV; i++) o[i] = (cpu_v16){0};
     for (int t0 = 0; t0 < T; t0 += bs) {
-        const float *Vb = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs) + vofs;
+        const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
         const int nt = T - t0 < bs ? T - t0 : bs;
         for (int j = 0; j < nt; j++) {
             const float *vj = Vb + (size_t)j * D;
@@ -156,7 +181,7 @@ cpu_att_pv(int DV, int HB, float *O, float *S, const float *kv, const int32_t *t
             for (int dv = 0; dv < DV; dv++) v[dv] = *(const cpu_v16 *)(vj + 16 * dv);
             #pragma GCC unroll 8
             for (int h = 0; h < HB; h++) {
-                const float p = srow[h][t0 + j] * inv[h];
+                const cpu_v16 p = cpu_bcast16(S[(size_t)(h0 + h) * Sp + t0 + j]);
                 #pragma GCC unroll 8
                 for (int dv = 0; dv < DV; dv++) o[h * DV + dv] += p * v[dv];
             }
@@ -166,39 +191,55 @@ cpu_att_pv(int DV, int HB, float *O, float *S, const float *kv, const int32_t *t
     for (int i = 0; i < HB * DV; i++) *(cpu_v16 *)(O + (size_t)h0 * D + 16 * i) = o[i];
 }
 
-/* One (row, kv head) work item with D = 16*DV: the scores of the group's
- * query heads, then softmax and P V by cpu_att_pv. S: (group, T) scratch. */
+/* One (row, kv head) work item with D = 16*DV and bs a multiple of 16:
+ * scores of the group's query heads, 8, 4, 2 or 1 at a time, softmax, then
+ * P V 16/DV heads at a time. S: (group, Sp) scratch, Sp = T rounded up to
+ * 16. */
 static inline __attribute__((always_inline)) void
 cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const int32_t *tbl,
              size_t block_stride, size_t vofs, int g, int T, int group, int bs, float scale)
 {
-    const int D = 16 * DV;
+    const int D = 16 * DV, nc = (T + 15) / 16, Sp = 16 * nc;
+    /* A block's keys and values of one head are pieces of bs*D floats
+     * scattered over the pool; the hardware prefetcher follows each piece
+     * only after its first misses. Asking for the first lines of them all
+     * at once overlaps those misses (measured: 0.78 -> 0.69 ms for the
+     * cold cache of 16 sequences). */
     for (int t0 = 0; t0 < T; t0 += bs) {
-        const float *K = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs);
-        int nt = T - t0 < bs ? T - t0 : bs;
-        /* blocks are scattered pages the hardware prefetcher does not
-         * follow: fetch the next block's keys and this block's values
-         * (for the P V pass) while these scores are computed */
-        const float *Kn = t0 + bs < T ? kv + cpu_kv_slot(tbl, t0 + bs, g, block_stride, D, bs) : NULL;
-        for (int i = 0; i < nt * D; i += 16) {
-            if (Kn) __builtin_prefetch(Kn + i, 0, 3);
-            __builtin_prefetch(K + vofs + i, 0, 3);
+        const float *Kb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
+        for (int i = 0; i < CPU_ATT_PF_LINES; i++) {
+            __builtin_prefetch(Kb + 16 * i, 0, 3);
+            __builtin_prefetch(Kb + vofs + 16 * i, 0, 3);
         }
-        for (int hh = 0; hh < group; hh++)
-            for (int j0 = 0; j0 < nt; j0 += 16)
-                cpu_att_scores16(DV, S + (size_t)hh * T + t0 + j0, Q + (size_t)hh * D,
-                                 K + (size_t)j0 * D, nt - j0 < 16 ? nt - j0 : 16, scale);
     }
-    /* P V, HB heads at a time: HB*DV accumulators */
+    for (int h0 = 0; h0 < group;) {
+        const int left = group - h0;
+        float *Sh = S + (size_t)h0 * Sp;
+        const float *Qh = Q + (size_t)h0 * D;
+        if (left >= 8) {
+            cpu_att_scores(DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
+            h0 += 8;
+        } else if (left >= 4) {
+            cpu_att_scores(DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
+            h0 += 4;
+        } else if (left >= 2) {
+            cpu_att_scores(DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
+            h0 += 2;
+        } else {
+            cpu_att_scores(DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
+            h0 += 1;
+        }
+    }
+    for (int h = 0; h < group; h++) cpu_softmax_row(S + (size_t)h * Sp, Sp);
     const int HBmax = 16 / DV;
     for (int h0 = 0; h0 < group;) {
         const int left = group - h0 < HBmax ? group - h0 : HBmax;
         const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
         switch (hb) {
-        case 8: cpu_att_pv(DV, 8, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        case 4: cpu_att_pv(DV, 4, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        case 2: cpu_att_pv(DV, 2, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        default: cpu_att_pv(DV, 1, O, S, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        case 8: cpu_att_pv(DV, 8, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        case 4: cpu_att_pv(DV, 4, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        case 2: cpu_att_pv(DV, 2, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
+        default: cpu_att_pv(DV, 1, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
         }
         h0 += hb;
     }
@@ -219,7 +260,7 @@ CPU_ATT_ITEM_FN(8)
 /* out: (N,NH,D) contiguous; q: (N,NH,D) row stride qs. For row n, query
  * head h of kv group g, T = pos[n] + 1:
  *   p = softmax_t(q_h . k_t / sqrt(D)), out_h = sum_t p_t v_t.
- * Scratch: (NH/NKV, T) scores per thread. */
+ * Scratch: (NH/NKV, T rounded up to 16) scores per thread. */
 void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  const float *kv, size_t block_stride,
                                  size_t vofs, const int32_t *block_tables,
@@ -232,7 +273,7 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
     const int group = NH / NKV;
     int tmax = 0;
     for (int n = 0; n < N; n++) tmax = pos[n] + 1 > tmax ? pos[n] + 1 : tmax;
-    const size_t scratch_n = (size_t)group * tmax;
+    const size_t scratch_n = (size_t)group * ((tmax + 15) / 16 * 16);
     float *scratch = malloc((size_t)omp_get_max_threads() * scratch_n * sizeof(float));
     if (!scratch) {
         fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for attention scratch "
@@ -240,10 +281,12 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         return;
     }
     const long work = (long)N * NKV;
-    /* head sizes of 32, 64 and 128 have a register-blocked kernel */
+    /* head sizes of 32, 64 and 128 with whole 16-position chunks in a
+     * block have the register-blocked kernel */
     void (*item)(float *, const float *, float *, const float *, const int32_t *, size_t,
                  size_t, int, int, int, int, float) =
-        D == 32 ? cpu_att_item2 : D == 64 ? cpu_att_item4 : D == 128 ? cpu_att_item8 : NULL;
+        bs % 16 != 0 ? NULL : D == 32 ? cpu_att_item2 : D == 64 ? cpu_att_item4
+                                      : D == 128 ? cpu_att_item8 : NULL;
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
     const int par = (size_t)N * NH * tmax * D >= (size_t)CPU_PAR_MIN;
@@ -258,18 +301,16 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
             item(O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);
             continue;
         }
-        /* scores, block by block (positions of a block are contiguous) */
+        /* scores, block by block (keys (D,bs) in a block) */
         for (int t0 = 0; t0 < T; t0 += bs) {
-            const float *K = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs);
+            const float *K = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
             int nt = T - t0 < bs ? T - t0 : bs;
             for (int hh = 0; hh < group; hh++) {
                 const float *qh = Q + (size_t)hh * D;
                 float *srow = S + (size_t)hh * T + t0;
                 for (int j = 0; j < nt; j++) {
-                    const float *kj = K + (size_t)j * D;
                     float dot = 0.0f;
-                    #pragma omp simd reduction(+:dot)
-                    for (int d = 0; d < D; d++) dot += qh[d] * kj[d];
+                    for (int d = 0; d < D; d++) dot += qh[d] * K[(size_t)d * bs + j];
                     srow[j] = dot * scale;
                 }
             }
@@ -277,15 +318,17 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         /* softmax per head */
         for (int hh = 0; hh < group; hh++) {
             float *srow = S + (size_t)hh * T;
-            const float inv = cpu_exp_row(srow, T);
-            #pragma omp simd
+            float mx = -INFINITY, sum = 0.0f;
+            for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
+            for (int t = 0; t < T; t++) { srow[t] = vexpf(srow[t] - mx); sum += srow[t]; }
+            const float inv = 1.0f / sum;
             for (int t = 0; t < T; t++) srow[t] *= inv;
             float *oh = O + (size_t)hh * D;
             for (int d = 0; d < D; d++) oh[d] = 0.0f;
         }
         /* out = P V, block by block */
         for (int t0 = 0; t0 < T; t0 += bs) {
-            const float *Vb = kv + cpu_kv_slot(tbl, t0, g, block_stride, D, bs) + vofs;
+            const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
             int nt = T - t0 < bs ? T - t0 : bs;
             for (int hh = 0; hh < group; hh++) {
                 const float *prow = S + (size_t)hh * T + t0;
@@ -348,11 +391,6 @@ void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
 #define CPU_ROWS_MR 12
 /* Panel rows (k) ahead that the first tile of a panel prefetches: 8 KiB. */
 #define CPU_ROWS_PFD 64
-
-static inline cpu_v16 cpu_bcast16(float s)
-{
-    return (cpu_v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
-}
 
 /* The MR x 32 tile of outputs (rows n0.., panel outputs j0..j0+nj-1): per
  * k, one 128-byte row of the panel (2 vectors) times MR broadcast inputs,

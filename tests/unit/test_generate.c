@@ -221,11 +221,13 @@ Test(generate, kv_blocks_lowest_first)
 /* Paged attention of 2 sequences of T positions (cache in blocks of BS,
  * scattered block ids) against attention_forward: all rows at once, then
  * decode-shaped (the last row of each sequence, in reverse order). D of
- * 32/64/128 takes the register-blocked kernel, others the generic loop. */
-static void paged_attention_case(int D, int BS, int T)
+ * 32/64/128 with BS a multiple of 16 takes the register-blocked kernel
+ * (query heads 8, 4, 2 or 1 at a time: groups of 1..11 cover them all),
+ * others the generic loop. */
+static void paged_attention_heads(int D, int BS, int T, int NH, int NKV)
 {
     const struct backend *be = backend_cpu();
-    enum { B = 2, NH = 4, NKV = 2 };
+    enum { B = 2 };
     const int NB = (T + BS - 1) / BS, Q = (NH + 2 * NKV) * D;
     float *qkv = malloc((size_t)B * T * Q * sizeof(float));
     float *ref = malloc((size_t)B * T * NH * D * sizeof(float));
@@ -260,7 +262,8 @@ static void paged_attention_case(int D, int BS, int T)
     int bad = 0;
     for (int i = 0; i < B * T * NH * D; i++)
         bad += !(fabsf(got[i] - ref[i]) <= 1e-5f + 1e-4f * fabsf(ref[i]));
-    cr_expect_eq(bad, 0, "D %d bs %d T %d: %d of %d outputs differ (all rows)", D, BS, T, bad, B * T * NH * D);
+    cr_expect_eq(bad, 0, "D %d bs %d T %d heads %d/%d: %d of %d outputs differ (all rows)", D, BS, T,
+                 NH, NKV, bad, B * T * NH * D);
     /* decode-shaped: only the last row of each sequence, reversed order */
     int32_t seq2[2] = {1, 0}, pos2[2] = {T - 1, T - 1};
     memcpy(q2, qkv + ((size_t)1 * T + T - 1) * Q, (size_t)Q * sizeof(float));
@@ -283,6 +286,8 @@ static void paged_attention_case(int D, int BS, int T)
     free(qkv); free(ref); free(att); free(got); free(q2); free(out2); free(tables); free(seq); free(pos);
 }
 
+static void paged_attention_case(int D, int BS, int T) { paged_attention_heads(D, BS, T, 4, 2); }
+
 Test(generate, paged_attention_matches_full) { paged_attention_case(8, 4, 13); }
 Test(generate, paged_attention_matches_full_d64) { paged_attention_case(64, 4, 13); }
 Test(generate, paged_attention_matches_full_d64_wide_blocks) { paged_attention_case(64, 32, 45); }
@@ -290,6 +295,14 @@ Test(generate, paged_attention_matches_full_d32_d128)
 {
     paged_attention_case(32, 16, 37);
     paged_attention_case(128, 8, 21);
+}
+Test(generate, paged_attention_matches_full_query_groups)
+{
+    paged_attention_heads(64, 16, 40, 2, 2);      /* one query head per kv head */
+    paged_attention_heads(64, 16, 33, 8, 2);      /* 4 */
+    paged_attention_heads(32, 16, 50, 22, 2);     /* 11 = 8 + 2 + 1 */
+    paged_attention_heads(128, 32, 70, 8, 1);     /* 8 */
+    paged_attention_heads(64, 16, 16, 3, 1);      /* T exactly one block */
 }
 
 /* ---------------------------------------------- batch-invariant matmul */
