@@ -290,7 +290,11 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
     const int par = (size_t)N * NH * tmax * D >= (size_t)CPU_PAR_MIN;
-    #pragma omp parallel for schedule(dynamic, 1) if (par)
+    /* A thread takes all kv heads of a row: a block's keys (and values)
+     * of the heads are adjacent, so it reads them as one run (measured:
+     * 0.68 -> 0.60 ms for the cold cache of 16 sequences, against items
+     * handed out one by one, which interleave the two threads in a run). */
+    #pragma omp parallel for schedule(dynamic, NKV) if (par)
     for (long w = 0; w < work; w++) {
         const int n = (int)(w / NKV), g = (int)(w % NKV), T = pos[n] + 1;
         const int32_t *tbl = block_tables + (size_t)seq[n] * max_blocks;
