@@ -45,7 +45,10 @@ void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
                         const float *k, int ks, const float *v, int vs,
                         int N, int NKV, int D, int bs)
 {
-    #pragma omp parallel for schedule(static) if (parallel: (size_t)N * NKV * D >= CPU_PAR_MIN)
+    /* keys are transposed: each component stored lands in a cache line of
+     * its own (mostly not in cache), so a row costs D lines, not D/16;
+     * two threads keep twice the misses in flight */
+    #pragma omp parallel for schedule(static) if (parallel: (size_t)N * NKV * D * 16 >= CPU_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const int32_t *tbl = block_tables + (size_t)seq[n] * max_blocks;
         const int j = pos[n] % bs;
