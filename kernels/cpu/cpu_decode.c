@@ -315,11 +315,13 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
             for (int hh = 0; hh < group; hh++) {
                 const float *qh = Q + (size_t)hh * D;
                 float *srow = S + (size_t)hh * T + t0;
-                for (int j = 0; j < nt; j++) {
-                    float dot = 0.0f;
-                    for (int d = 0; d < D; d++) dot += qh[d] * K[(size_t)d * bs + j];
-                    srow[j] = dot * scale;
+                for (int j = 0; j < nt; j++) srow[j] = 0.0f;
+                for (int d = 0; d < D; d++) {
+                    const float qd = qh[d], *kd = K + (size_t)d * bs;
+                    #pragma omp simd
+                    for (int j = 0; j < nt; j++) srow[j] += qd * kd[j];
                 }
+                for (int j = 0; j < nt; j++) srow[j] *= scale;
             }
         }
         /* softmax per head */
