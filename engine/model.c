@@ -517,8 +517,8 @@ int model_forward_segmented(struct model *m, const int32_t *tokens, const int32_
         be->rmsnorm_forward(ln1, a->rstd1 + (size_t)l * N, x, P + lo->ln1, c->rms_norm_eps, N, C);
         be->matmul_forward(qkv, ln1, P + lo->wqkv,
                            lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q, 0.0f);
-        be->rope_forward(qkv, a->pos, m->inv_freq, N, NH, HD, Q);
-        be->rope_forward(qkv + AH, a->pos, m->inv_freq, N, NKV, HD, Q);
+        /* q then k heads, adjacent in a qkv row: rotated in one pass */
+        be->rope_forward(qkv, a->pos, m->inv_freq, N, NH + NKV, HD, Q);
         be->attention_forward(atty, att, qkv, Q, qkv + AH, Q, qkv + AH + NKV * HD, Q,
                               seg ? a->seg : NULL, B, T, NH, NKV, HD);
         be->matmul_forward(res2, atty, P + lo->wo,
@@ -652,8 +652,7 @@ void model_backward(struct model *m, const int32_t *targets, const float *dlogpr
         be->zero(a->dqkv, (size_t)N * Q * sizeof(float));
         be->attention_backward(a->dqkv, a->dqkv + AH, a->dqkv + AH + NKV * HD, a->datty, att,
                                qkv, qkv + AH, qkv + AH + NKV * HD, Q, Q, Q, B, T, NH, NKV, HD);
-        be->rope_backward(a->dqkv, a->pos, m->inv_freq, N, NH, HD, Q);
-        be->rope_backward(a->dqkv + AH, a->pos, m->inv_freq, N, NKV, HD, Q);
+        be->rope_backward(a->dqkv, a->pos, m->inv_freq, N, NH + NKV, HD, Q);
         be->zero(a->dln, (size_t)N * C * sizeof(float));
         be->matmul_backward(a->dln, G + lo->wqkv, lo->bqkv == (size_t)-1 ? NULL : G + lo->bqkv,
                             a->dqkv, ln1, P + lo->wqkv, N, C, Q);
