@@ -5,7 +5,9 @@
  * bandwidth bound of decoding (every weight read once per step) and the
  * roofline (that, or the step's matmul FLOPs at the matmul library's peak,
  * whichever is longer: batches past the machine's FLOP/byte ridge are
- * compute-bound). One JSON line per measurement, like engine/cli_bench.c. */
+ * compute-bound). One JSON line per measurement, like engine/cli_bench.c;
+ * with --profile, a decode_profile line per concurrency splits the step
+ * into its ops (ms per step: attention, the matmuls, norms, sampling...). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -91,10 +93,12 @@ static int submit_batch(struct gen_engine *e, const struct model_config *c, int 
 }
 
 /* One decode measurement: conc sequences with 64-token prompts, all
- * prefilled and one step decoded, then `steps` timed steps. Returns 0 and
- * wall and CPU seconds per step and tokens/s, or -1 with err set. */
+ * prefilled and one step decoded, then `steps` timed steps (added to prof
+ * unless it is NULL). Returns 0 and wall and CPU seconds per step and
+ * tokens/s, or -1 with err set. */
 static int decode_once(struct gen_engine *e, const struct model_config *cfg, int conc, int steps,
-                       double *step_s, double *cpu_s, double *tps, char *err, size_t errlen)
+                       struct gen_profile *prof, double *step_s, double *cpu_s, double *tps,
+                       char *err, size_t errlen)
 {
     if (submit_batch(e, cfg, conc, 64, 2 + steps, 7)) {
         snprintf(err, errlen, "could not submit %d requests", conc);
@@ -110,9 +114,12 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
     if (gen_step(e, err, errlen) < 0) return -1;
     gen_stats_get(e, &st);
     long long g0 = st.tokens_generated, s0 = st.steps;
+    gen_profile_attach(e, prof);
     double t0 = progress_now(), c0 = bench_cpu_seconds();
-    while (!gen_idle(e)) if (gen_step(e, err, errlen) < 0) return -1;
+    while (!gen_idle(e))
+        if (gen_step(e, err, errlen) < 0) { gen_profile_attach(e, NULL); return -1; }
     double t = progress_now() - t0, cpu = bench_cpu_seconds() - c0;
+    gen_profile_attach(e, NULL);
     gen_stats_get(e, &st);
     const double nsteps = (double)(st.steps - s0);
     *step_s = t / nsteps;
@@ -121,11 +128,27 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
     return 0;
 }
 
+/* The decode steps' time by kind of op, ms per step (mean over every
+ * timed step of every round); "other" is the step's time outside them
+ * (scheduling, block tables, packing). */
+static void print_profile(const char *name, int conc, const struct gen_profile *p)
+{
+    const double per = p->steps > 0 ? 1e3 / (double)p->steps : 0;
+    double ops = 0;
+    printf("{\"bench\":\"decode_profile\",\"config\":\"%s\",\"concurrency\":%d,\"steps\":%lld,"
+           "\"step_ms\":%.3f,\"ms_per_step\":{", name, conc, p->steps, p->step_s * per);
+    for (int i = 0; i < GEN_PROF_N; i++) {
+        printf("\"%s\":%.3f,", gen_prof_op_names[i], p->s[i] * per);
+        ops += p->s[i];
+    }
+    printf("\"other\":%.3f}}\n", (p->step_s - ops) * per);
+}
+
 int cli_bench_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
                                        "--concurrency", "--rounds", NULL};
-    static const char *const flags[] = {"--no-batch-invariant", NULL};
+    static const char *const flags[] = {"--no-batch-invariant", "--profile", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3;
     if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
@@ -195,11 +218,14 @@ int cli_bench_generate(int argc, char **argv)
     enum { NCONC = 4 };
     static const int concs[NCONC] = {1, 4, 16, 64};
     double step_s[NCONC][99], cpu_s[NCONC][99], tps[NCONC][99], ratio[NCONC][99];
+    struct gen_profile prof[NCONC];
+    memset(prof, 0, sizeof prof);
+    const bool profile = cli_flag(argc, argv, "--profile");
     for (int r = 0; r < rounds; r++)
         for (int ci = 0; ci < NCONC; ci++) {
             if (only && concs[ci] != only) continue;
-            if (decode_once(e, &cfg, concs[ci], (int)steps, &step_s[ci][r], &cpu_s[ci][r], &tps[ci][r],
-                            err, sizeof err))
+            if (decode_once(e, &cfg, concs[ci], (int)steps, profile ? &prof[ci] : NULL,
+                            &step_s[ci][r], &cpu_s[ci][r], &tps[ci][r], err, sizeof err))
                 goto fail;
             ratio[ci][r] = only ? 0 : tps[ci][r] / tps[0][r];
         }
@@ -221,6 +247,7 @@ int cli_bench_generate(int argc, char **argv)
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
                wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
                conc * roof1 / roof);
+        if (profile) print_profile(name, conc, &prof[ci]);
     }
     rc = 0;
     goto out;

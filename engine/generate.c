@@ -28,6 +28,7 @@
 
 #include "errmsg.h"
 #include "kv_cache.h"
+#include "progress.h"
 
 /* On unpacked weights, steps of at most this many rows run the gate and up
  * projections as one matmul (serial per-row SwiGLU after it). */
@@ -136,7 +137,22 @@ struct gen_engine {
     struct sampler_scratch **scr;
     float **work;                   /* per thread (V) */
     long long n_generated, n_prefilled, n_steps;
+    struct gen_profile *prof;       /* borrowed; NULL: not profiling */
 };
+
+const char *const gen_prof_op_names[GEN_PROF_N] = {
+    "embed", "norm", "qkv", "rope", "kv_write", "attention", "o", "add", "mlp_in",
+    "mlp_down", "logits", "sample"};
+
+/* Runs stmt, adding its wall time to op's when profiling. */
+#define GEN_TIMED(e, op, stmt)                                                 \
+    do {                                                                        \
+        const double t0_ = (e)->prof ? progress_now() : 0;                      \
+        stmt;                                                                   \
+        if ((e)->prof) (e)->prof->s[op] += progress_now() - t0_;               \
+    } while (0)
+
+void gen_profile_attach(struct gen_engine *e, struct gen_profile *p) { e->prof = p; }
 
 void gen_config_default(struct gen_config *c)
 {
@@ -845,22 +861,31 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
     be->upload(e->d_tables, e->h_tables, (size_t)S * maxb * sizeof(int32_t));
-    be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C);
+    GEN_TIMED(e, GEN_PROF_EMBED, be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C));
     for (int l = 0; l < c->n_layers; l++) {
         const struct layer_offsets *lo = &m->layers[l];
         float *kvl = kv->pool + (size_t)l * kv->layer_stride;
-        be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C);
-        linear(e, e->qkv, e->ln, 4 * l + LIN_QKV, lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N);
+        GEN_TIMED(e, GEN_PROF_NORM,
+                  be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
+        GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
+                                          lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N));
         /* q then k heads, adjacent in a qkv row: rotated in one pass (the
          * cos/sin of a position computed once for both) */
-        be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH + NKV, HD, Q);
-        be->kv_cache_write(kvl, kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
-                           e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV, HD, bs);
-        be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,
-                                    e->d_tables, maxb, e->d_seq, e->d_pos, N, NH, NKV, HD, bs);
-        linear(e, e->res, e->atty, 4 * l + LIN_O, lo->bo == (size_t)-1 ? NULL : P + lo->bo, N);
-        be->add(e->res, e->res, e->x, (size_t)N * C);
-        be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C);
+        GEN_TIMED(e, GEN_PROF_ROPE, be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH + NKV, HD, Q));
+        GEN_TIMED(e, GEN_PROF_KV_WRITE,
+                  be->kv_cache_write(kvl, kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
+                                     e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV,
+                                     HD, bs));
+        GEN_TIMED(e, GEN_PROF_ATTENTION,
+                  be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,
+                                              e->d_tables, maxb, e->d_seq, e->d_pos, N, NH, NKV,
+                                              HD, bs));
+        GEN_TIMED(e, GEN_PROF_O, linear(e, e->res, e->atty, 4 * l + LIN_O,
+                                        lo->bo == (size_t)-1 ? NULL : P + lo->bo, N));
+        GEN_TIMED(e, GEN_PROF_ADD, be->add(e->res, e->res, e->x, (size_t)N * C));
+        GEN_TIMED(e, GEN_PROF_NORM,
+                  be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C));
+        const double t_mlp = e->prof ? progress_now() : 0;
         if (e->packed) {
             be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[4 * l + LIN_GU], N, C, I);
         } else if (fuse_rows) {
@@ -874,8 +899,9 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
             be->matmul_forward(e->up, e->ln, P + lo->wu, NULL, N, C, I, 0.0f);
             be->swiglu_forward(e->h, e->gate, e->up, N, I);
         }
-        linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, N);
-        be->add(e->x, e->x, e->res, (size_t)N * C);
+        if (e->prof) e->prof->s[GEN_PROF_MLP_IN] += progress_now() - t_mlp;
+        GEN_TIMED(e, GEN_PROF_MLP_DOWN, linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, N));
+        GEN_TIMED(e, GEN_PROF_ADD, be->add(e->x, e->x, e->res, (size_t)N * C));
     }
 }
 
@@ -942,7 +968,7 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
 {
     const int V = e->m->cfg.vocab_size;
     for (int i = 0; i < n; i++) e->h_rows[i] = rows[i];
-    logits_rows(e, n);
+    GEN_TIMED(e, GEN_PROF_LOGITS, logits_rows(e, n));
     int nt = 0;
     for (int i = 0; i < n; i++) {
         struct gen_seq *s = e->row_seq[rows[i]];
@@ -967,15 +993,17 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
             e->tasks[nt++] = (struct gen_task){s, row, e->lse[i]};
         }
     }
+    const double t_sample = e->prof ? progress_now() : 0;
     sample_tasks(e, nt);
     for (int t = 0; t < nt; t++) {
         seq_accept(e, e->tasks[t].seq, e->tasks[t].logits);
         e->n_generated++;
     }
+    if (e->prof) e->prof->s[GEN_PROF_SAMPLE] += progress_now() - t_sample;
     return 0;
 }
 
-int gen_step(struct gen_engine *e, char *err, size_t errlen)
+static int step(struct gen_engine *e, char *err, size_t errlen)
 {
     admit(e);
     if (e->n_seqs == 0) return e->n_waiting;
@@ -1049,6 +1077,17 @@ int gen_step(struct gen_engine *e, char *err, size_t errlen)
     }
     reap(e);
     return e->n_seqs + e->n_waiting;
+}
+
+int gen_step(struct gen_engine *e, char *err, size_t errlen)
+{
+    const double t0 = e->prof ? progress_now() : 0;
+    const int rc = step(e, err, errlen);
+    if (e->prof) {
+        e->prof->step_s += progress_now() - t0;
+        e->prof->steps++;
+    }
+    return rc;
 }
 
 bool gen_idle(const struct gen_engine *e)

@@ -144,4 +144,22 @@ int gen_step(struct gen_engine *e, char *err, size_t errlen);
 bool gen_idle(const struct gen_engine *e);
 void gen_stats_get(const struct gen_engine *e, struct gen_stats *st);
 
+/* Where the steps' time goes (bench generate --profile): wall seconds per
+ * kind of op, summed over the gen_step calls made while a profile is
+ * attached. Each figure is host time around the backend calls, so it is
+ * per op only where the backend's ops are synchronous (the CPU's). */
+enum gen_prof_op {
+    GEN_PROF_EMBED, GEN_PROF_NORM, GEN_PROF_QKV, GEN_PROF_ROPE, GEN_PROF_KV_WRITE,
+    GEN_PROF_ATTENTION, GEN_PROF_O, GEN_PROF_ADD, GEN_PROF_MLP_IN, GEN_PROF_MLP_DOWN,
+    GEN_PROF_LOGITS, GEN_PROF_SAMPLE, GEN_PROF_N
+};
+extern const char *const gen_prof_op_names[GEN_PROF_N];    /* "embed", "norm", ... */
+struct gen_profile {
+    double s[GEN_PROF_N];       /* seconds in each kind of op */
+    double step_s;              /* seconds in gen_step, all of it */
+    long long steps;
+};
+/* Attaches p (borrowed; NULL detaches): every later gen_step adds to it. */
+void gen_profile_attach(struct gen_engine *e, struct gen_profile *p);
+
 #endif

@@ -429,6 +429,40 @@ Test(generate, engine_follows_parameter_changes)
     model_free(m);
 }
 
+/* An attached profile counts every step and splits its time by op; a
+ * detached one is left alone. */
+Test(generate, profile_accounts_steps_by_op)
+{
+    enum { V = 40, P = 5, M = 6 };
+    const int32_t prompt[P] = {3, 1, 4, 1, 5};
+    struct model *m = test_model(V, 5);
+    static struct collector c;
+    struct gen_engine *e = engine(m, NULL, &c, 4, 4, 64, 0);
+    struct gen_profile p;
+    memset(&p, 0, sizeof p);
+    gen_profile_attach(e, &p);
+    submit(e, "a", 0, prompt, P, 2, M, 0.0f, false, 0);
+    run_to_idle(e);
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    cr_expect_eq(p.steps, st.steps, "profile counted %lld steps of %lld", p.steps, st.steps);
+    double ops = 0;
+    for (int i = 0; i < GEN_PROF_N; i++) {
+        cr_expect(p.s[i] >= 0, "%s: %g s", gen_prof_op_names[i], p.s[i]);
+        ops += p.s[i];
+    }
+    cr_expect(p.s[GEN_PROF_ATTENTION] > 0 && p.s[GEN_PROF_MLP_IN] > 0 && p.s[GEN_PROF_SAMPLE] > 0,
+              "ops that ran have no time");
+    cr_expect(ops <= p.step_s, "ops %g s exceed the steps' %g s", ops, p.step_s);
+    gen_profile_attach(e, NULL);
+    const struct gen_profile was = p;
+    submit(e, "b", 1, prompt, P, 1, M, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect(memcmp(&was, &p, sizeof p) == 0, "a detached profile changed");
+    gen_engine_free(e);
+    model_free(m);
+}
+
 /* ------------------------------------------------------ cached vs full */
 
 /* Generates greedily with a small block size and chunked prefill, then
