@@ -6,8 +6,9 @@
  * roofline (that, or the step's matmul FLOPs at the matmul library's peak,
  * whichever is longer: batches past the machine's FLOP/byte ridge are
  * compute-bound). One JSON line per measurement, like engine/cli_bench.c;
- * with --profile, a decode_profile line per concurrency splits the step
- * into its ops (ms per step: attention, the matmuls, norms, sampling...). */
+ * with --profile, a prefill_profile line and a decode_profile line per
+ * concurrency split the steps into their ops (ms per step: attention, the
+ * matmuls, norms, sampling...). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -128,15 +129,16 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
     return 0;
 }
 
-/* The decode steps' time by kind of op, ms per step (mean over every
- * timed step of every round); "other" is the step's time outside them
- * (scheduling, block tables, packing). */
-static void print_profile(const char *name, int conc, const struct gen_profile *p)
+/* Profiled steps' time by kind of op, ms per step (mean over the steps
+ * profiled); "other" is the step's time outside them (scheduling, block
+ * tables, packing). */
+static void print_profile(const char *bench, const char *name, int conc,
+                          const struct gen_profile *p)
 {
     const double per = p->steps > 0 ? 1e3 / (double)p->steps : 0;
     double ops = 0;
-    printf("{\"bench\":\"decode_profile\",\"config\":\"%s\",\"concurrency\":%d,\"steps\":%lld,"
-           "\"step_ms\":%.3f,\"ms_per_step\":{", name, conc, p->steps, p->step_s * per);
+    printf("{\"bench\":\"%s\",\"config\":\"%s\",\"concurrency\":%d,\"steps\":%lld,"
+           "\"step_ms\":%.3f,\"ms_per_step\":{", bench, name, conc, p->steps, p->step_s * per);
     for (int i = 0; i < GEN_PROF_N; i++) {
         printf("\"%s\":%.3f,", gen_prof_op_names[i], p->s[i] * per);
         ops += p->s[i];
@@ -198,17 +200,23 @@ int cli_bench_generate(int argc, char **argv)
     int rc = 1;
 
     /* prefill: one prompt of plen tokens in one step (after a warm-up) */
+    const bool profile = cli_flag(argc, argv, "--profile");
+    struct gen_profile pprof;
+    memset(&pprof, 0, sizeof pprof);
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
         if (submit_batch(e, &cfg, 1, (int)plen, 1, 1)) goto out;
+        gen_profile_attach(e, profile && r > 0 ? &pprof : NULL);
         double t0 = progress_now();
         while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
         double t = progress_now() - t0;
+        gen_profile_attach(e, NULL);
         if (r > 0 && t < best) best = t;
     }
     printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,"
            "\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
            gc.batch_invariant ? "true" : "false", threads, plen, best * 1e3, plen / best);
+    if (profile) print_profile("prefill_profile", name, 1, &pprof);
 
     /* decode: every concurrency once per round, rounds interleaved, so
      * that a burst of load on a shared machine hits one round of each, not
@@ -220,7 +228,6 @@ int cli_bench_generate(int argc, char **argv)
     double step_s[NCONC][99], cpu_s[NCONC][99], tps[NCONC][99], ratio[NCONC][99];
     struct gen_profile prof[NCONC];
     memset(prof, 0, sizeof prof);
-    const bool profile = cli_flag(argc, argv, "--profile");
     for (int r = 0; r < rounds; r++)
         for (int ci = 0; ci < NCONC; ci++) {
             if (only && concs[ci] != only) continue;
@@ -247,7 +254,7 @@ int cli_bench_generate(int argc, char **argv)
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
                wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
                conc * roof1 / roof);
-        if (profile) print_profile(name, conc, &prof[ci]);
+        if (profile) print_profile("decode_profile", name, conc, &prof[ci]);
     }
     rc = 0;
     goto out;

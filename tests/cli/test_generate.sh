@@ -2,7 +2,8 @@
 # `aha-engine generate` (engine/cli_generate.c): streamed text, --json
 # samples, seeded reproducibility, n > 1 sharing a prefill, greedy parity
 # with the recompute-everything `sample`, prompt ids on a tokenizer-less
-# fixture, and its errors (usage, vocabulary, KV memory refusal).
+# fixture, `bench generate --profile`'s shape, and its errors (usage,
+# vocabulary, KV memory refusal).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENGINE=${ENGINE:-build/aha-engine-san}
@@ -49,6 +50,24 @@ s=$("$ENGINE" sample --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 
 # prompt ids on a model without tokenizer.json
 "$ENGINE" generate --model tests/ref/fixtures/llama-gqa --prompt-tokens 1,2,3 --max-tokens 4 --temperature 0 --kv-memory-mb 8 --json >"$tmp/f" 2>/dev/null
 $PY -c "import json,sys; r=json.loads(open('$tmp/f').read()); assert len(r['tokens'])==4 and r['prompt_tokens']==3, r" && ok || bad "--prompt-tokens on a fixture"
+
+# bench generate --profile: the prefill and decode steps split by op, in
+# ms per step, adding up to the step
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 4 --prompt-len 16 --profile >"$tmp/bench" 2>/dev/null
+$PY - "$tmp/bench" <<'PY' && ok || bad "bench generate --profile"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+prof = {r["bench"]: r for r in rows if r["bench"].endswith("_profile")}
+assert set(prof) == {"prefill_profile", "decode_profile"}, rows
+assert prof["decode_profile"]["concurrency"] == 4
+for r in prof.values():
+    ms = r["ms_per_step"]
+    assert r["steps"] > 0 and r["step_ms"] > 0, r
+    assert {"attention", "qkv", "mlp_in", "mlp_down", "logits", "sample", "other"} <= set(ms), ms
+    assert all(v >= 0 for v in ms.values()), ms
+    assert ms["attention"] > 0 and ms["mlp_in"] > 0, ms
+    assert abs(sum(ms.values()) - r["step_ms"]) <= 0.01 + 1e-3 * r["step_ms"], r
+PY
 
 expect_error() {   # expect_error code "substring" args...
   local code=$1 want=$2; shift 2
