@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "generate.h"
+#include "jsonl.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -38,8 +39,8 @@ static void cli_on_event(void *ctx, const struct gen_event *ev)
             json_array_append_new(toks, json_integer(ev->tokens[i]));
             json_array_append_new(lps, json_real(ev->token_logprobs[i]));
         }
-        c->results[ev->index] = json_pack("{s:i, s:o, s:s%, s:o, s:s, s:i, s:i}",
-            "index", ev->index, "tokens", toks, "text", ev->full_text, ev->full_len,
+        c->results[ev->index] = json_pack("{s:i, s:o, s:o, s:o, s:s, s:i, s:i}",
+            "index", ev->index, "tokens", toks, "text", jsonl_text(ev->full_text, ev->full_len),
             "logprobs", lps, "finish_reason", gen_finish_name(ev->finish),
             "prompt_tokens", ev->prompt_tokens, "completion_tokens", ev->completion_tokens);
     } else if (c->n == 1) {

@@ -13,6 +13,7 @@
 #include "events.h"
 #include "generate.h"
 #include "grpo.h"
+#include "jsonl.h"
 #include "model.h"
 #include "progress.h"
 #include "rollout.h"
@@ -185,8 +186,8 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
             for (int i = 0; i < o->log_completions && i < n; i++) {
                 const char *pt = rl_row_prompt(json_array_get(ds.rows, (size_t)ro[i].row));
                 events_emit(events, json_pack("{s:s,s:s,s:i,s:o,s:o,s:f,s:b}", "type", "sample", "stage", o->stage, "step", 0,
-                                              "prompt", rl_json_text(pt, strlen(pt)),
-                                              "completion", rl_json_text(ro[i].text, ro[i].text_len),
+                                              "prompt", jsonl_text(pt, strlen(pt)),
+                                              "completion", jsonl_text(ro[i].text, ro[i].text_len),
                                               "reward", isfinite(res[i].total) ? res[i].total : 0.0,
                                               "correct", correct(&res[i])));
             }

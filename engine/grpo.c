@@ -19,6 +19,7 @@
 #include "chat_template.h"
 #include "events.h"
 #include "generate.h"
+#include "jsonl.h"
 #include "model.h"
 #include "progress.h"
 #include "rng.h"
@@ -460,8 +461,8 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             const json_t *row = json_array_get(ds.rows, (size_t)sel[k].row);
             events_emit(events, json_pack("{s:s,s:s,s:i,s:o,s:o,s:o,s:f,s:i}", "type", "sample",
                                           "stage", o->stage, "step", step + 1,
-                                          "prompt", rl_json_text(rl_row_prompt(row), strlen(rl_row_prompt(row))),
-                                          "completion", rl_json_text(sel[k].text, sel[k].text_len),
+                                          "prompt", jsonl_text(rl_row_prompt(row), strlen(rl_row_prompt(row))),
+                                          "completion", jsonl_text(sel[k].text, sel[k].text_len),
                                           "rewards", rw, "advantage", (double)adv[k],
                                           "completion_tokens", sel[k].n_tokens));
         }

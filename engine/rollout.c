@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utf8proc.h>
 
 const char *rl_row_prompt(const json_t *row)
 {
@@ -261,29 +260,5 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
         free(pre);
     }
     return 0;
-}
-
-/* A JSON string of possibly invalid UTF-8: invalid bytes become U+FFFD. */
-json_t *rl_json_text(const char *s, size_t n)
-{
-    char *buf = malloc(n * 3 + 1);
-    if (!buf) return json_string("");
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
-        if (k <= 0 || cp == 0) {
-            memcpy(buf + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        } else {
-            memcpy(buf + o, s + i, (size_t)k);
-            o += (size_t)k;
-            i += (size_t)k;
-        }
-    }
-    json_t *j = json_stringn(buf, o);
-    free(buf);
-    return j ? j : json_string("");
 }
 

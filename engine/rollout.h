@@ -73,10 +73,6 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
                      int n_per_row, const struct sampler_params *sp, int max_tokens,
                      uint64_t seed, struct rollout *out, char *err, size_t errlen);
 
-/* A new JSON string of n bytes of possibly invalid UTF-8 (invalid bytes and
- * NULs become U+FFFD), for events carrying model output. */
-json_t *rl_json_text(const char *s, size_t n);
-
 /* The reward items of out[0..n): prompt text and dataset fields of each
  * rollout's row, its completion (all borrowed from d and out). */
 void rl_reward_items(const struct rl_dataset *d, const struct rollout *out, int n,

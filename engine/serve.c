@@ -19,6 +19,7 @@
 #include "chat_template.h"
 #include "cli.h"
 #include "generate.h"
+#include "jsonl.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -144,9 +145,9 @@ static void on_event(void *ctx, const struct gen_event *ev)
         serve_send(sv, o);
     } else if (ev->kind == GEN_EVENT_TOKEN) {
         if (!q->stream) return;
-        json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s%, s:f}", "type", "token", "id", ev->id,
-                              "index", ev->index, "token_id", ev->token, "text", ev->text,
-                              ev->text_len, "logprob", (double)ev->logprob);
+        json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:o, s:f}", "type", "token", "id", ev->id,
+                              "index", ev->index, "token_id", ev->token, "text",
+                              jsonl_text(ev->text, ev->text_len), "logprob", (double)ev->logprob);
         if (ev->n_top > 0)
             json_object_set_new(o, "top_logprobs", top_json(sm->tok, ev->n_top, ev->top_ids, ev->top_logprobs));
         serve_send(sv, o);
@@ -154,10 +155,10 @@ static void on_event(void *ctx, const struct gen_event *ev)
         json_t *toks = json_array();
         for (int i = 0; i < ev->completion_tokens; i++)
             json_array_append_new(toks, json_integer(ev->tokens[i]));
-        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s%, s:o, s:{s:i, s:i, s:i}}",
+        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:o, s:o, s:{s:i, s:i, s:i}}",
                               "type", "done", "id", ev->id, "index", ev->index,
                               "finish_reason", gen_finish_name(ev->finish),
-                              "text", ev->full_text, ev->full_len, "tokens", toks, "usage",
+                              "text", jsonl_text(ev->full_text, ev->full_len), "tokens", toks, "usage",
                               "prompt_tokens", ev->prompt_tokens,
                               "completion_tokens", ev->completion_tokens,
                               "total_tokens", ev->prompt_tokens + ev->completion_tokens);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "generate.h"
+#include "jsonl.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "rng.h"
@@ -461,6 +462,23 @@ Test(generate, profile_accounts_steps_by_op)
     cr_expect(memcmp(&was, &p, sizeof p) == 0, "a detached profile changed");
     gen_engine_free(e);
     model_free(m);
+}
+
+/* Model output in the engine's JSON lines: a NUL or a broken character
+ * becomes U+FFFD, so that a jansson reader with default flags (the
+ * server's) accepts the line; valid characters pass unchanged. */
+Test(generate, output_text_json_readable)
+{
+    json_t *j = jsonl_text("a\0b\xe4\xbd \xc3\xa9", 8);
+    char *line = json_dumps(j, JSON_ENCODE_ANY);
+    cr_assert_not_null(line);
+    json_error_t jerr;
+    json_t *back = json_loads(line, JSON_DECODE_ANY, &jerr);
+    cr_assert_not_null(back, "%s: %s", line, jerr.text);
+    cr_expect_str_eq(json_string_value(back), "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd \xc3\xa9");
+    json_decref(back);
+    free(line);
+    json_decref(j);
 }
 
 /* ------------------------------------------------------ cached vs full */
