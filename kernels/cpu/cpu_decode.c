@@ -12,8 +12,11 @@
  * (max-subtracted, vexpf, normalised probabilities), then the values
  * (bs,D) are accumulated. Head sizes 32/64/128 with blocks of a multiple
  * of 16 positions take that register-blocked path; others a plain loop.
- * Work items (row, kv head) are spread over the OpenMP threads: decode
- * steps have one row per sequence, chunked prefills many.
+ * Work items (run of rows, kv head) are spread over the OpenMP threads: a
+ * run is one row of a decode step, or up to 16 consecutive rows of a
+ * prefill chunk, which take each chunk of keys and span of values in turn
+ * while it is in L1 (each row streaming the whole cache made prefill
+ * attention L3-bound).
  *
  * matmul_rows_forward: the generation engine's linear layers, over
  * weights packed by rows_pack into panels of 32 outputs (k-major, so a
@@ -27,6 +30,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -116,18 +120,20 @@ cpu_att_qk(int DV, int HB, int CH, float *S, int Sp, const float *Q, const float
     }
 }
 
-/* Scores of HB heads over all nc chunks: CH = 8/HB chunks at a time (8
- * independent chains hide the FMA latency), then one by one. */
+/* Scores of HB heads for chunks c0.. of a row of nc chunks: CH = 8/HB
+ * of them at once (8 independent chains hide the FMA latency), or the
+ * ones left one by one. */
 static inline __attribute__((always_inline)) void
 cpu_att_scores(int DV, int HB, float *S, int Sp, const float *Q, const float *kv,
-               const int32_t *tbl, size_t block_stride, int g, int nc, int T, int bs,
+               const int32_t *tbl, size_t block_stride, int g, int c0, int nc, int T, int bs,
                float scale)
 {
     const int CH = 8 / HB;
-    int c = 0;
-    for (; c + CH <= nc; c += CH)
-        cpu_att_qk(DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
-    for (; c < nc; c++)
+    if (c0 + CH <= nc) {
+        cpu_att_qk(DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, g, c0, T, bs, scale);
+        return;
+    }
+    for (int c = c0; c < nc; c++)
         cpu_att_qk(DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
 }
 
@@ -161,54 +167,70 @@ static inline __attribute__((always_inline)) void cpu_softmax_row(float *srow, i
     for (int t = 0; t < n; t += 16) *(cpu_v16 *)(srow + t) *= inv;
 }
 
-/* P V for heads h0..h0+HB-1 of a work item: each value vector is loaded
- * once for the HB heads, and the HB*DV accumulators are independent FMA
- * chains (one head's DV chains alone stall on the FMA latency). Every head
- * adds its positions in order, o = fma(p_t, v_t, o), so the output does
- * not depend on HB. */
+/* Positions of the values a run of rows shares per pass of cpu_att_pv
+ * (their 16 KiB at D = 64 stay in L1 while every row of the run reads
+ * them). */
+#define CPU_ATT_SPAN 64
+
+/* P V for heads h0..h0+HB-1 of positions [t0, t1) of one row, added to
+ * its output O (which first = true starts at 0). Each value vector is
+ * loaded once for the HB heads, and the HB*DV accumulators are independent
+ * FMA chains (one head's DV chains alone stall on the FMA latency). Every
+ * head adds its positions in order, o = fma(p_t, v_t, o); the partial sums
+ * kept in O between spans are exact fp32, so the output depends neither
+ * on HB nor on the spans. */
 static inline __attribute__((always_inline)) void
-cpu_att_pv(int DV, int HB, float *O, const float *S, int Sp, const float *kv,
-           const int32_t *tbl, size_t block_stride, size_t vofs, int g, int T, int h0, int bs)
+cpu_att_pv(int DV, int HB, float *O, bool first, const float *S, int Sp, const float *kv,
+           const int32_t *tbl, size_t block_stride, size_t vofs, int g, int t0, int t1,
+           int h0, int bs)
 {
     const int D = 16 * DV;
     cpu_v16 o[16];
     #pragma GCC unroll 16
-    for (int i = 0; i < HB * DV; i++) o[i] = (cpu_v16){0};
-    for (int t0 = 0; t0 < T; t0 += bs) {
-        const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
-        const int nt = T - t0 < bs ? T - t0 : bs;
-        for (int j = 0; j < nt; j++) {
+    for (int i = 0; i < HB * DV; i++)
+        o[i] = first ? (cpu_v16){0} : *(const cpu_v16 *)(O + (size_t)h0 * D + 16 * i);
+    for (int t = t0; t < t1;) {
+        const float *Vb = cpu_kv_head(kv, tbl, t / bs, g, block_stride, D, bs) + vofs;
+        const int j0 = t % bs, nt = t1 - t < bs - j0 ? t1 - t : bs - j0;
+        for (int j = j0; j < j0 + nt; j++) {
             const float *vj = Vb + (size_t)j * D;
             cpu_v16 v[8];
             #pragma GCC unroll 8
             for (int dv = 0; dv < DV; dv++) v[dv] = *(const cpu_v16 *)(vj + 16 * dv);
             #pragma GCC unroll 8
             for (int h = 0; h < HB; h++) {
-                const cpu_v16 p = cpu_bcast16(S[(size_t)(h0 + h) * Sp + t0 + j]);
+                const cpu_v16 p = cpu_bcast16(S[(size_t)(h0 + h) * Sp + t + j - j0]);
                 #pragma GCC unroll 8
                 for (int dv = 0; dv < DV; dv++) o[h * DV + dv] += p * v[dv];
             }
         }
+        t += nt;
     }
     #pragma GCC unroll 16
     for (int i = 0; i < HB * DV; i++) *(cpu_v16 *)(O + (size_t)h0 * D + 16 * i) = o[i];
 }
 
-/* One (row, kv head) work item with D = 16*DV and bs a multiple of 16:
- * scores of the group's query heads, 8, 4, 2 or 1 at a time, softmax, then
- * P V 16/DV heads at a time. S: (group, Sp) scratch, Sp = T rounded up to
- * 16. */
+/* One work item with D = 16*DV and bs a multiple of 16: kv head g of R
+ * consecutive rows of one sequence, row r at position T0 - 1 + r (R = 1:
+ * a decode row; more: a prefill chunk). The rows take each chunk of keys
+ * and each span of values in turn while it is in L1, instead of each row
+ * streaming the whole cache. Per row: scores of the group's query heads, 8,
+ * 4, 2 or 1 at a time, softmax, then P V 16/DV heads at a time; a row's
+ * arithmetic is the same whatever R. Q, O: row r at + r*qs, + r*os.
+ * S: (R, group, Sp) scratch, Sp = T0 + R - 1 rounded up to 16. */
 static inline __attribute__((always_inline)) void
-cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const int32_t *tbl,
-             size_t block_stride, size_t vofs, int g, int T, int group, int bs, float scale)
+cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, float *S,
+             const float *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
+             int T0, int group, int bs, float scale)
 {
-    const int D = 16 * DV, nc = (T + 15) / 16, Sp = 16 * nc;
+    const int D = 16 * DV, Tmax = T0 + R - 1, Sp = (Tmax + 15) / 16 * 16;
+    const size_t Ss = (size_t)group * Sp;
     /* A block's keys and values of one head are pieces of bs*D floats
      * scattered over the pool; the hardware prefetcher follows each piece
      * only after its first misses. Asking for the first lines of them all
      * at once overlaps those misses (measured: 0.78 -> 0.69 ms for the
      * cold cache of 16 sequences). */
-    for (int t0 = 0; t0 < T; t0 += bs) {
+    for (int t0 = 0; t0 < Tmax; t0 += bs) {
         const float *Kb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
         for (int i = 0; i < CPU_ATT_PF_LINES; i++) {
             __builtin_prefetch(Kb + 16 * i, 0, 3);
@@ -217,53 +239,72 @@ cpu_att_item(int DV, float *O, const float *Q, float *S, const float *kv, const 
     }
     for (int h0 = 0; h0 < group;) {
         const int left = group - h0;
-        float *Sh = S + (size_t)h0 * Sp;
-        const float *Qh = Q + (size_t)h0 * D;
-        if (left >= 8) {
-            cpu_att_scores(DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
-            h0 += 8;
-        } else if (left >= 4) {
-            cpu_att_scores(DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
-            h0 += 4;
-        } else if (left >= 2) {
-            cpu_att_scores(DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
-            h0 += 2;
-        } else {
-            cpu_att_scores(DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, nc, T, bs, scale);
-            h0 += 1;
-        }
+        const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        const int CH = 8 / hb, ncm = (Tmax + 15) / 16;
+        for (int c = 0; c < ncm; c += CH)
+            for (int r = 0; r < R; r++) {
+                const int T = T0 + r, nc = (T + 15) / 16;
+                float *Sh = S + r * Ss + (size_t)h0 * Sp;
+                const float *Qh = Q + r * qs + (size_t)h0 * D;
+                switch (hb) {
+                case 8: cpu_att_scores(DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
+                case 4: cpu_att_scores(DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
+                case 2: cpu_att_scores(DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
+                default: cpu_att_scores(DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
+                }
+            }
+        h0 += hb;
     }
-    for (int h = 0; h < group; h++) cpu_softmax_row(S + (size_t)h * Sp, Sp);
-    const int HBmax = 16 / DV;
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < group; h++)
+            cpu_softmax_row(S + r * Ss + (size_t)h * Sp, (T0 + r + 15) / 16 * 16);
+    const int HBmax = 16 / DV, span = R == 1 ? Tmax : CPU_ATT_SPAN;
     for (int h0 = 0; h0 < group;) {
         const int left = group - h0 < HBmax ? group - h0 : HBmax;
         const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-        switch (hb) {
-        case 8: cpu_att_pv(DV, 8, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        case 4: cpu_att_pv(DV, 4, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        case 2: cpu_att_pv(DV, 2, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        default: cpu_att_pv(DV, 1, O, S, Sp, kv, tbl, block_stride, vofs, g, T, h0, bs); break;
-        }
+        for (int t0 = 0; t0 < Tmax; t0 += span)
+            for (int r = 0; r < R; r++) {
+                const int T = T0 + r, t1 = t0 + span < T ? t0 + span : T;
+                if (t0 >= T) continue;
+                float *Or = O + r * os;
+                const float *Sr = S + r * Ss;
+                switch (hb) {
+                case 8: cpu_att_pv(DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
+                case 4: cpu_att_pv(DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
+                case 2: cpu_att_pv(DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
+                default: cpu_att_pv(DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
+                }
+            }
         h0 += hb;
     }
 }
 
-#define CPU_ATT_ITEM_FN(DV)                                                                  \
-    __attribute__((optimize("fp-contract=fast"))) static void                                 \
-    cpu_att_item##DV(float *O, const float *Q, float *S, const float *kv, const int32_t *tbl, \
-                     size_t block_stride, size_t vofs, int g, int T, int group, int bs,       \
-                     float scale)                                                             \
-    {                                                                                         \
-        cpu_att_item(DV, O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);       \
+#define CPU_ATT_ITEM_FN(DV)                                                                   \
+    __attribute__((optimize("fp-contract=fast"))) static void                                  \
+    cpu_att_item##DV(int R, float *O, size_t os, const float *Q, size_t qs, float *S,          \
+                     const float *kv, const int32_t *tbl, size_t block_stride, size_t vofs,    \
+                     int g, int T0, int group, int bs, float scale)                            \
+    {                                                                                          \
+        if (R == 1)                                                                            \
+            cpu_att_item(DV, 1, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0, group,    \
+                         bs, scale);                                                           \
+        else                                                                                   \
+            cpu_att_item(DV, R, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0, group,    \
+                         bs, scale);                                                           \
     }
 CPU_ATT_ITEM_FN(2)
 CPU_ATT_ITEM_FN(4)
 CPU_ATT_ITEM_FN(8)
 
+/* Rows of one sequence at consecutive positions taken as one work item
+ * (a prefill chunk): each chunk of keys is read once for all of them. */
+#define CPU_ATT_ROWS 16
+
 /* out: (N,NH,D) contiguous; q: (N,NH,D) row stride qs. For row n, query
  * head h of kv group g, T = pos[n] + 1:
  *   p = softmax_t(q_h . k_t / sqrt(D)), out_h = sum_t p_t v_t.
- * Scratch: (NH/NKV, T rounded up to 16) scores per thread. */
+ * Scratch: (rows of the longest run, NH/NKV, T rounded up to 16) scores
+ * per thread. */
 void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  const float *kv, size_t block_stride,
                                  size_t vofs, const int32_t *block_tables,
@@ -276,81 +317,106 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
     const int group = NH / NKV;
     int tmax = 0;
     for (int n = 0; n < N; n++) tmax = pos[n] + 1 > tmax ? pos[n] + 1 : tmax;
-    const size_t scratch_n = (size_t)group * ((tmax + 15) / 16 * 16);
+    /* runs: rows [run[i], run[i+1]) of one sequence at consecutive
+     * positions, at most CPU_ATT_ROWS */
+    int *run = malloc(((size_t)N + 1) * sizeof *run);
+    if (!run) {
+        fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d attention rows; "
+                "attention not computed\n", N);
+        return;
+    }
+    int nrun = 0, rmax = 1;
+    for (int n = 0; n < N; nrun++) {
+        run[nrun] = n++;
+        while (n < N && n - run[nrun] < CPU_ATT_ROWS && seq[n] == seq[n - 1] &&
+               pos[n] == pos[n - 1] + 1)
+            n++;
+        rmax = n - run[nrun] > rmax ? n - run[nrun] : rmax;
+    }
+    run[nrun] = N;
+    const size_t scratch_n = (size_t)rmax * group * ((tmax + 15) / 16 * 16);
     float *scratch = malloc((size_t)omp_get_max_threads() * scratch_n * sizeof(float));
     if (!scratch) {
         fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for attention scratch "
                 "(%d positions); attention not computed\n", tmax);
+        free(run);
         return;
     }
-    const long work = (long)N * NKV;
+    const long work = (long)nrun * NKV;
     /* head sizes of 32, 64 and 128 with whole 16-position chunks in a
      * block have the register-blocked kernel */
-    void (*item)(float *, const float *, float *, const float *, const int32_t *, size_t,
-                 size_t, int, int, int, int, float) =
+    void (*item)(int, float *, size_t, const float *, size_t, float *, const float *,
+                 const int32_t *, size_t, size_t, int, int, int, int, float) =
         bs % 16 != 0 ? NULL : D == 32 ? cpu_att_item2 : D == 64 ? cpu_att_item4
                                       : D == 128 ? cpu_att_item8 : NULL;
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
     const int par = (size_t)N * NH * tmax * D >= (size_t)CPU_PAR_MIN;
-    /* A thread takes all kv heads of a row: a block's keys (and values)
+    /* A thread takes all kv heads of a run: a block's keys (and values)
      * of the heads are adjacent, so it reads them as one run (measured:
      * 0.68 -> 0.60 ms for the cold cache of 16 sequences, against items
      * handed out one by one, which interleave the two threads in a run). */
     #pragma omp parallel for schedule(dynamic, NKV) if (par)
     for (long w = 0; w < work; w++) {
-        const int n = (int)(w / NKV), g = (int)(w % NKV), T = pos[n] + 1;
-        const int32_t *tbl = block_tables + (size_t)seq[n] * max_blocks;
+        const int i = (int)(w / NKV), g = (int)(w % NKV), n0 = run[i], R = run[i + 1] - n0;
+        const int32_t *tbl = block_tables + (size_t)seq[n0] * max_blocks;
         float *S = scratch + (size_t)omp_get_thread_num() * scratch_n;
-        const float *Q = q + (size_t)n * qs + (size_t)g * group * D;
-        float *O = out + (size_t)n * NH * D + (size_t)g * group * D;
+        const size_t os = (size_t)NH * D;
         if (item) {
-            item(O, Q, S, kv, tbl, block_stride, vofs, g, T, group, bs, scale);
+            item(R, out + n0 * os + (size_t)g * group * D, os,
+                 q + (size_t)n0 * qs + (size_t)g * group * D, (size_t)qs, S, kv, tbl,
+                 block_stride, vofs, g, pos[n0] + 1, group, bs, scale);
             continue;
         }
-        /* scores, block by block (keys (D,bs) in a block) */
-        for (int t0 = 0; t0 < T; t0 += bs) {
-            const float *K = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
-            int nt = T - t0 < bs ? T - t0 : bs;
-            for (int hh = 0; hh < group; hh++) {
-                const float *qh = Q + (size_t)hh * D;
-                float *srow = S + (size_t)hh * T + t0;
-                for (int j = 0; j < nt; j++) srow[j] = 0.0f;
-                for (int d = 0; d < D; d++) {
-                    const float qd = qh[d], *kd = K + (size_t)d * bs;
-                    #pragma omp simd
-                    for (int j = 0; j < nt; j++) srow[j] += qd * kd[j];
+        for (int n = n0; n < n0 + R; n++) {
+            const int T = pos[n] + 1;
+            const float *Q = q + (size_t)n * qs + (size_t)g * group * D;
+            float *O = out + (size_t)n * os + (size_t)g * group * D;
+            /* scores, block by block (keys (D,bs) in a block) */
+            for (int t0 = 0; t0 < T; t0 += bs) {
+                const float *K = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
+                int nt = T - t0 < bs ? T - t0 : bs;
+                for (int hh = 0; hh < group; hh++) {
+                    const float *qh = Q + (size_t)hh * D;
+                    float *srow = S + (size_t)hh * T + t0;
+                    for (int j = 0; j < nt; j++) srow[j] = 0.0f;
+                    for (int d = 0; d < D; d++) {
+                        const float qd = qh[d], *kd = K + (size_t)d * bs;
+                        #pragma omp simd
+                        for (int j = 0; j < nt; j++) srow[j] += qd * kd[j];
+                    }
+                    for (int j = 0; j < nt; j++) srow[j] *= scale;
                 }
-                for (int j = 0; j < nt; j++) srow[j] *= scale;
             }
-        }
-        /* softmax per head */
-        for (int hh = 0; hh < group; hh++) {
-            float *srow = S + (size_t)hh * T;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
-            for (int t = 0; t < T; t++) { srow[t] = vexpf(srow[t] - mx); sum += srow[t]; }
-            const float inv = 1.0f / sum;
-            for (int t = 0; t < T; t++) srow[t] *= inv;
-            float *oh = O + (size_t)hh * D;
-            for (int d = 0; d < D; d++) oh[d] = 0.0f;
-        }
-        /* out = P V, block by block */
-        for (int t0 = 0; t0 < T; t0 += bs) {
-            const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
-            int nt = T - t0 < bs ? T - t0 : bs;
+            /* softmax per head */
             for (int hh = 0; hh < group; hh++) {
-                const float *prow = S + (size_t)hh * T + t0;
+                float *srow = S + (size_t)hh * T;
+                float mx = -INFINITY, sum = 0.0f;
+                for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
+                for (int t = 0; t < T; t++) { srow[t] = vexpf(srow[t] - mx); sum += srow[t]; }
+                const float inv = 1.0f / sum;
+                for (int t = 0; t < T; t++) srow[t] *= inv;
                 float *oh = O + (size_t)hh * D;
-                for (int j = 0; j < nt; j++) {
-                    const float *vj = Vb + (size_t)j * D;
-                    float p = prow[j];
-                    #pragma omp simd
-                    for (int d = 0; d < D; d++) oh[d] += p * vj[d];
+                for (int d = 0; d < D; d++) oh[d] = 0.0f;
+            }
+            /* out = P V, block by block */
+            for (int t0 = 0; t0 < T; t0 += bs) {
+                const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
+                int nt = T - t0 < bs ? T - t0 : bs;
+                for (int hh = 0; hh < group; hh++) {
+                    const float *prow = S + (size_t)hh * T + t0;
+                    float *oh = O + (size_t)hh * D;
+                    for (int j = 0; j < nt; j++) {
+                        const float *vj = Vb + (size_t)j * D;
+                        float p = prow[j];
+                        #pragma omp simd
+                        for (int d = 0; d < D; d++) oh[d] += p * vj[d];
+                    }
                 }
             }
         }
     }
+    free(run);
     free(scratch);
 }
 
