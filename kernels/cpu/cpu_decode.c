@@ -247,10 +247,18 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
                 float *Sh = S + r * Ss + (size_t)h0 * Sp;
                 const float *Qh = Q + r * qs + (size_t)h0 * D;
                 switch (hb) {
-                case 8: cpu_att_scores(DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
-                case 4: cpu_att_scores(DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
-                case 2: cpu_att_scores(DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
-                default: cpu_att_scores(DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale); break;
+                case 8:
+                    cpu_att_scores(DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    break;
+                case 4:
+                    cpu_att_scores(DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    break;
+                case 2:
+                    cpu_att_scores(DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    break;
+                default:
+                    cpu_att_scores(DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    break;
                 }
             }
         h0 += hb;
@@ -269,10 +277,22 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
                 float *Or = O + r * os;
                 const float *Sr = S + r * Ss;
                 switch (hb) {
-                case 8: cpu_att_pv(DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
-                case 4: cpu_att_pv(DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
-                case 2: cpu_att_pv(DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
-                default: cpu_att_pv(DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1, h0, bs); break;
+                case 8:
+                    cpu_att_pv(DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                               h0, bs);
+                    break;
+                case 4:
+                    cpu_att_pv(DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                               h0, bs);
+                    break;
+                case 2:
+                    cpu_att_pv(DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                               h0, bs);
+                    break;
+                default:
+                    cpu_att_pv(DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                               h0, bs);
+                    break;
                 }
             }
         h0 += hb;
