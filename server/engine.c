@@ -131,10 +131,40 @@ static void fail_all(engine *e, const char *message)
     json_decref(ev);
 }
 
+/* U+FFFD for every NUL in v's strings (recursively). The protocol's text
+ * has none (the engine writes U+FFFD itself), but a line with one must not
+ * be lost: jansson refuses "\u0000" unless asked, and the event dropped
+ * would be a request's done, leaving its client waiting. */
+static void nul_to_replacement(json_t *v)
+{
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) nul_to_replacement(x);
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) nul_to_replacement(json_array_get(v, i));
+    } else if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (!memchr(s, 0, n)) return;
+        char *b = malloc(3 * n);
+        if (!b) return;
+        size_t o = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (s[i]) { b[o++] = s[i]; continue; }
+            memcpy(b + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+        }
+        json_string_setn(v, b, o);
+        free(b);
+    }
+}
+
 static void dispatch(engine *e, const char *line, size_t len)
 {
     json_error_t jerr;
-    json_t *ev = json_loadb(line, len, 0, &jerr);
+    json_t *ev = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
+    nul_to_replacement(ev);
     if (!json_is_object(ev)) {
         log_msg("engine: unparsable event line: %.200s", line);
         json_decref(ev);

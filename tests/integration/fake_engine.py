@@ -12,6 +12,7 @@ Keywords (in the prompt or the last message):
   FAIL       an error event (code context_length_exceeded)
   COUNT      tokens "t0 ", "t1 ", ... until max_tokens
   LATE x     the first token only after x seconds
+  NUL        tokens "a", NUL, "b": text breaking the protocol's no-NUL rule
 otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
              both tags straddle tokens.
 Every line received is appended to $FAKE_ENGINE_LOG when set; with
@@ -72,6 +73,8 @@ class Gen:
             self.tokens = NOTHINK
         elif "PREFILL" in self.text:
             self.tokens = PREFILL
+        elif "NUL" in self.text:
+            self.tokens = ["a", "\0", "b"]
         else:
             self.tokens = DEFAULT
         self.crash = "CRASH" in self.text

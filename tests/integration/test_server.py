@@ -518,6 +518,18 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         eq(events[-3]["choices"][0]["finish_reason"], "length", "finish")
     check("completions: string, batch, token ids, n, logprobs, echo, stream", completions)
 
+    def nul_text():
+        # an engine event with "\u0000" (outside the protocol) still ends
+        # its request; the NUL arrives as U+FFFD
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": "NUL", "max_tokens": 8}, key=inf, timeout=20)
+        eq(st, 200, "NUL %r" % (body,))
+        eq(body["choices"][0]["text"], "a\ufffdb", "text")
+        st, raw, _ = stream(srv, "/v1/completions", {"model": "tiny", "prompt": "NUL", "stream": True}, inf)
+        events, _ = parse_sse(raw)
+        eq("".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"]), "a\ufffdb", "streamed text")
+    check("an engine line with a NUL in its text is not lost", nul_text)
+
     def heartbeat():
         st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("SLOW 2"), stream=True, max_tokens=1), inf)
         events, comments = parse_sse(raw)
