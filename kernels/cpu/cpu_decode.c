@@ -299,6 +299,7 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
     }
 }
 
+/* R == 1 (every decode row) gets its own copy, compiled for one row. */
 #define CPU_ATT_ITEM_FN(DV)                                                                   \
     __attribute__((optimize("fp-contract=fast"))) static void                                  \
     cpu_att_item##DV(int R, float *O, size_t os, const float *Q, size_t qs, float *S,          \
@@ -315,6 +316,53 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
 CPU_ATT_ITEM_FN(2)
 CPU_ATT_ITEM_FN(4)
 CPU_ATT_ITEM_FN(8)
+
+/* One row and kv head of any D and bs, plainly: scores block by block
+ * (keys (D,bs) in a block), softmax, P V. S: (group, T) scratch. */
+static void cpu_att_row_plain(float *O, const float *Q, float *S, const float *kv,
+                              const int32_t *tbl, size_t block_stride, size_t vofs, int g,
+                              int T, int group, int D, int bs, float scale)
+{
+    for (int t0 = 0; t0 < T; t0 += bs) {
+        const float *K = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
+        int nt = T - t0 < bs ? T - t0 : bs;
+        for (int hh = 0; hh < group; hh++) {
+            const float *qh = Q + (size_t)hh * D;
+            float *srow = S + (size_t)hh * T + t0;
+            for (int j = 0; j < nt; j++) srow[j] = 0.0f;
+            for (int d = 0; d < D; d++) {
+                const float qd = qh[d], *kd = K + (size_t)d * bs;
+                #pragma omp simd
+                for (int j = 0; j < nt; j++) srow[j] += qd * kd[j];
+            }
+            for (int j = 0; j < nt; j++) srow[j] *= scale;
+        }
+    }
+    for (int hh = 0; hh < group; hh++) {
+        float *srow = S + (size_t)hh * T;
+        float mx = -INFINITY, sum = 0.0f;
+        for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
+        for (int t = 0; t < T; t++) { srow[t] = vexpf(srow[t] - mx); sum += srow[t]; }
+        const float inv = 1.0f / sum;
+        for (int t = 0; t < T; t++) srow[t] *= inv;
+        float *oh = O + (size_t)hh * D;
+        for (int d = 0; d < D; d++) oh[d] = 0.0f;
+    }
+    for (int t0 = 0; t0 < T; t0 += bs) {
+        const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
+        int nt = T - t0 < bs ? T - t0 : bs;
+        for (int hh = 0; hh < group; hh++) {
+            const float *prow = S + (size_t)hh * T + t0;
+            float *oh = O + (size_t)hh * D;
+            for (int j = 0; j < nt; j++) {
+                const float *vj = Vb + (size_t)j * D;
+                float p = prow[j];
+                #pragma omp simd
+                for (int d = 0; d < D; d++) oh[d] += p * vj[d];
+            }
+        }
+    }
+}
 
 /* Rows of one sequence at consecutive positions taken as one work item
  * (a prefill chunk): each chunk of keys is read once for all of them. */
@@ -388,53 +436,10 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
                  block_stride, vofs, g, pos[n0] + 1, group, bs, scale);
             continue;
         }
-        for (int n = n0; n < n0 + R; n++) {
-            const int T = pos[n] + 1;
-            const float *Q = q + (size_t)n * qs + (size_t)g * group * D;
-            float *O = out + (size_t)n * os + (size_t)g * group * D;
-            /* scores, block by block (keys (D,bs) in a block) */
-            for (int t0 = 0; t0 < T; t0 += bs) {
-                const float *K = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
-                int nt = T - t0 < bs ? T - t0 : bs;
-                for (int hh = 0; hh < group; hh++) {
-                    const float *qh = Q + (size_t)hh * D;
-                    float *srow = S + (size_t)hh * T + t0;
-                    for (int j = 0; j < nt; j++) srow[j] = 0.0f;
-                    for (int d = 0; d < D; d++) {
-                        const float qd = qh[d], *kd = K + (size_t)d * bs;
-                        #pragma omp simd
-                        for (int j = 0; j < nt; j++) srow[j] += qd * kd[j];
-                    }
-                    for (int j = 0; j < nt; j++) srow[j] *= scale;
-                }
-            }
-            /* softmax per head */
-            for (int hh = 0; hh < group; hh++) {
-                float *srow = S + (size_t)hh * T;
-                float mx = -INFINITY, sum = 0.0f;
-                for (int t = 0; t < T; t++) mx = srow[t] > mx ? srow[t] : mx;
-                for (int t = 0; t < T; t++) { srow[t] = vexpf(srow[t] - mx); sum += srow[t]; }
-                const float inv = 1.0f / sum;
-                for (int t = 0; t < T; t++) srow[t] *= inv;
-                float *oh = O + (size_t)hh * D;
-                for (int d = 0; d < D; d++) oh[d] = 0.0f;
-            }
-            /* out = P V, block by block */
-            for (int t0 = 0; t0 < T; t0 += bs) {
-                const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
-                int nt = T - t0 < bs ? T - t0 : bs;
-                for (int hh = 0; hh < group; hh++) {
-                    const float *prow = S + (size_t)hh * T + t0;
-                    float *oh = O + (size_t)hh * D;
-                    for (int j = 0; j < nt; j++) {
-                        const float *vj = Vb + (size_t)j * D;
-                        float p = prow[j];
-                        #pragma omp simd
-                        for (int d = 0; d < D; d++) oh[d] += p * vj[d];
-                    }
-                }
-            }
-        }
+        for (int n = n0; n < n0 + R; n++)
+            cpu_att_row_plain(out + (size_t)n * os + (size_t)g * group * D,
+                              q + (size_t)n * qs + (size_t)g * group * D, S, kv, tbl,
+                              block_stride, vofs, g, pos[n] + 1, group, D, bs, scale);
     }
     free(run);
     free(scratch);
