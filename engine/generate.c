@@ -841,6 +841,29 @@ static void linear(const struct gen_engine *e, float *out, const float *inp, int
         m->be->matmul_forward(out, inp, m->params + w, b, N, C, OC, 0.0f);
 }
 
+/* e->h: (N,I) = silu(e->ln @ gate^T) * (e->ln @ up^T) of layer l. */
+static void mlp_in(struct gen_engine *e, int l, int N)
+{
+    const struct model *m = e->m;
+    const struct backend *be = m->be;
+    const struct layer_offsets *lo = &m->layers[l];
+    const int C = m->cfg.hidden_size, I = m->cfg.intermediate_size;
+    if (e->packed) {
+        be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[4 * l + LIN_GU], N, C, I);
+    } else if (N <= GEN_FUSE_ROWS) {
+        /* Decode-sized steps (the team's wake-up costs more than the gate
+         * and up rows' own work): rows [gate | up] of one (2I,C) matmul */
+        linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, N);
+        for (int n = 0; n < N; n++)
+            be->swiglu_forward(e->h + (size_t)n * I, e->gate + (size_t)n * 2 * I,
+                               e->gate + (size_t)n * 2 * I + I, 1, I);
+    } else {
+        be->matmul_forward(e->gate, e->ln, m->params + lo->wg, NULL, N, C, I, 0.0f);
+        be->matmul_forward(e->up, e->ln, m->params + lo->wu, NULL, N, C, I, 0.0f);
+        be->swiglu_forward(e->h, e->gate, e->up, N, I);
+    }
+}
+
 /* The transformer on rows 0..N-1 of h_tok/h_pos/h_seq with S block tables
  * of maxb entries: leaves the last hidden states (before the final norm)
  * in e->x. */
@@ -851,11 +874,8 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const struct backend *be = m->be;
     const struct kv_cache *kv = e->kv;
     const int C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads, NKV = c->n_kv_heads;
-    const int HD = c->head_dim, AH = NH * HD, I = c->intermediate_size, bs = kv->block_size;
+    const int HD = c->head_dim, AH = NH * HD, bs = kv->block_size;
     const float *P = m->params;
-    /* Decode-sized steps (the team's wake-up costs more than the gate and
-     * up rows' own work) take one matmul for both. */
-    const bool fuse_rows = N <= GEN_FUSE_ROWS;
     pack_weights(e);
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
@@ -885,21 +905,7 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
         GEN_TIMED(e, GEN_PROF_ADD, be->add(e->res, e->res, e->x, (size_t)N * C));
         GEN_TIMED(e, GEN_PROF_NORM,
                   be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C));
-        const double t_mlp = e->prof ? progress_now() : 0;
-        if (e->packed) {
-            be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[4 * l + LIN_GU], N, C, I);
-        } else if (fuse_rows) {
-            /* rows [gate | up] of the (2I,C) matmul */
-            linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, N);
-            for (int n = 0; n < N; n++)
-                be->swiglu_forward(e->h + (size_t)n * I, e->gate + (size_t)n * 2 * I,
-                                   e->gate + (size_t)n * 2 * I + I, 1, I);
-        } else {
-            be->matmul_forward(e->gate, e->ln, P + lo->wg, NULL, N, C, I, 0.0f);
-            be->matmul_forward(e->up, e->ln, P + lo->wu, NULL, N, C, I, 0.0f);
-            be->swiglu_forward(e->h, e->gate, e->up, N, I);
-        }
-        if (e->prof) e->prof->s[GEN_PROF_MLP_IN] += progress_now() - t_mlp;
+        GEN_TIMED(e, GEN_PROF_MLP_IN, mlp_in(e, l, N));
         GEN_TIMED(e, GEN_PROF_MLP_DOWN, linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, N));
         GEN_TIMED(e, GEN_PROF_ADD, be->add(e->x, e->x, e->res, (size_t)N * C));
     }
