@@ -149,7 +149,7 @@ static void print_profile(const char *bench, const char *name, int conc,
 int cli_bench_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
-                                       "--concurrency", "--rounds", NULL};
+                                       "--concurrency", "--rounds", "--kv-dtype", NULL};
     static const char *const flags[] = {"--no-batch-invariant", "--profile", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3;
@@ -159,6 +159,12 @@ int cli_bench_generate(int argc, char **argv)
         cli_arg_int(argc, argv, "--concurrency", 1, 64, &only) ||
         cli_arg_int(argc, argv, "--rounds", 1, 99, &rounds))
         return 2;
+    const char *kv_dtype = cli_arg(argc, argv, "--kv-dtype");
+    enum kv_dtype dt = KV_F16;
+    if (kv_dtype && kv_dtype_parse(kv_dtype, &dt)) {
+        fprintf(stderr, "bench generate: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
+        return 2;
+    }
     omp_set_num_threads((int)threads);
     const char *name = cli_arg(argc, argv, "--config");
     if (!name) name = "small";
@@ -194,6 +200,7 @@ int cli_bench_generate(int argc, char **argv)
      * decode steps run every sequence in lockstep */
     gc.max_step_tokens = (int)(plen > 64 * 64 ? plen : 64 * 64);
     gc.kv_bytes = (size_t)512 << 20;
+    gc.kv_dtype = dt;
     gc.batch_invariant = !cli_flag(argc, argv, "--no-batch-invariant");
     struct gen_engine *e = gen_engine_new(m, NULL, &gc, bench_noop, NULL, err, sizeof err);
     if (!e) { fprintf(stderr, "bench generate: %s\n", err); model_free(m); return 1; }
@@ -213,9 +220,10 @@ int cli_bench_generate(int argc, char **argv)
         gen_profile_attach(e, NULL);
         if (r > 0 && t < best) best = t;
     }
-    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,"
-           "\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
-           gc.batch_invariant ? "true" : "false", threads, plen, best * 1e3, plen / best);
+    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"batch_invariant\":%s,\"kv_dtype\":\"%s\","
+           "\"threads\":%ld,\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
+           gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, plen, best * 1e3,
+           plen / best);
     if (profile) print_profile("prefill_profile", name, 1, &pprof);
 
     /* decode: every concurrency once per round, rounds interleaved, so
@@ -244,13 +252,14 @@ int cli_bench_generate(int argc, char **argv)
         const double step_med = bench_median(step_s[ci], n), cpu_med = bench_median(cpu_s[ci], n);
         const double tps_med = bench_median(tps[ci], n), ratio_med = bench_median(ratio[ci], n);
         const double roof = fmax(wbytes / (bw * 1e9), conc * mflop / (peak * 1e9));
-        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"threads\":%ld,\"concurrency\":%d,"
+        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"kv_dtype\":\"%s\","
+               "\"threads\":%ld,\"concurrency\":%d,"
                "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"speedup_min\":%.2f,\"speedup_max\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f,\"roofline_step_ms\":%.2f,"
                "\"fraction_of_roofline\":%.3f,\"roofline_speedup\":%.2f}\n",
-               name, gc.batch_invariant ? "true" : "false", threads, conc, rounds,
+               name, gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, conc, rounds,
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
                wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
                conc * roof1 / roof);

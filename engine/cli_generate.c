@@ -54,7 +54,7 @@ int cli_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--model", "--prompt", "--prompt-tokens", "--max-tokens",
         "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed", "--n",
-        "--stop", "--logprobs", "--kv-memory-mb", NULL};
+        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", NULL};
     static const char *const flags[] = {"--json", "--ignore-eos", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *dir = cli_arg(argc, argv, "--model"), *prompt = cli_arg(argc, argv, "--prompt");
@@ -63,7 +63,7 @@ int cli_generate(int argc, char **argv)
         fprintf(stderr, "usage: aha-engine generate --model DIR (--prompt TEXT | --prompt-tokens 1,2,3)\n"
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
-                        "  [--ignore-eos] [--kv-memory-mb M] [--json]\n");
+                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32] [--json]\n");
         return 2;
     }
     struct gen_request r;
@@ -71,6 +71,12 @@ int cli_generate(int argc, char **argv)
     r.max_tokens = 64;
     long max_tokens = r.max_tokens, seed = -1, n = 1, top_k = 0, logprobs = 0, kv_mb = 256;
     double temp = 1.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
+    const char *kv_dtype = cli_arg(argc, argv, "--kv-dtype");
+    enum kv_dtype dt = KV_F16;
+    if (kv_dtype && kv_dtype_parse(kv_dtype, &dt)) {
+        fprintf(stderr, "generate: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
+        return 2;
+    }
     if (cli_arg_int(argc, argv, "--max-tokens", 0, 1 << 20, &max_tokens) ||
         cli_arg_int(argc, argv, "--seed", 0, INT64_MAX, &seed) ||
         cli_arg_int(argc, argv, "--n", 1, GEN_MAX_N, &n) ||
@@ -118,6 +124,7 @@ int cli_generate(int argc, char **argv)
     struct gen_config cfg;
     gen_config_default(&cfg);
     cfg.kv_bytes = (size_t)kv_mb << 20;
+    cfg.kv_dtype = dt;
     if (n > cfg.max_seqs) cfg.max_seqs = (int)n;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
     c.results = calloc((size_t)n, sizeof *c.results);

@@ -157,6 +157,7 @@ void gen_profile_attach(struct gen_engine *e, struct gen_profile *p) { e->prof =
 void gen_config_default(struct gen_config *c)
 {
     c->kv_bytes = (size_t)256 << 20;
+    c->kv_dtype = KV_F16;
     c->block_size = 16;
     c->max_seqs = 64;
     c->max_step_tokens = 512;
@@ -235,14 +236,15 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
 {
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
-    if (!be->kv_cache_write || !be->attention_paged_forward) {
+    if (!be->kv_cache_write || !be->attention_paged_forward || !be->copy) {
         errmsg_set(err, errlen, "backend %s has no paged attention for generation", be->name);
         return NULL;
     }
     if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
-        cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs) {
+        cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs ||
+        (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32)) {
         errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
-             "1 <= max_seqs <= 4096 and max_step_tokens >= max_seqs");
+             "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs and kv_dtype f16 or f32");
         return NULL;
     }
     struct gen_engine *e = calloc(1, sizeof *e);
@@ -253,8 +255,8 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     e->fn = fn;
     e->ctx = ctx;
     e->seed_counter = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)e;
-    e->kv = kv_cache_new(be, c->n_layers, c->n_kv_heads, c->head_dim, cfg->block_size,
-                         cfg->kv_bytes, err, errlen);
+    e->kv = kv_cache_new(be, cfg->kv_dtype, c->n_layers, c->n_kv_heads, c->head_dim,
+                         cfg->block_size, cfg->kv_bytes, err, errlen);
     if (!e->kv) { free(e); return NULL; }
     add_eos(e, c->eos_token_id);
     if (tok) {
@@ -884,7 +886,7 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     GEN_TIMED(e, GEN_PROF_EMBED, be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C));
     for (int l = 0; l < c->n_layers; l++) {
         const struct layer_offsets *lo = &m->layers[l];
-        float *kvl = kv->pool + (size_t)l * kv->layer_stride;
+        void *kvl = kv_cache_layer(kv, l);
         GEN_TIMED(e, GEN_PROF_NORM,
                   be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
         GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
@@ -893,13 +895,13 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
          * cos/sin of a position computed once for both) */
         GEN_TIMED(e, GEN_PROF_ROPE, be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH + NKV, HD, Q));
         GEN_TIMED(e, GEN_PROF_KV_WRITE,
-                  be->kv_cache_write(kvl, kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
-                                     e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD, Q, N, NKV,
-                                     HD, bs));
+                  be->kv_cache_write(kvl, kv->dtype, kv->block_stride, kv->vofs, e->d_tables, maxb,
+                                     e->d_seq, e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD,
+                                     Q, N, NKV, HD, bs));
         GEN_TIMED(e, GEN_PROF_ATTENTION,
-                  be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->block_stride, kv->vofs,
-                                              e->d_tables, maxb, e->d_seq, e->d_pos, N, NH, NKV,
-                                              HD, bs));
+                  be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->dtype, kv->block_stride,
+                                              kv->vofs, e->d_tables, maxb, e->d_seq, e->d_pos, N,
+                                              NH, NKV, HD, bs));
         GEN_TIMED(e, GEN_PROF_O, linear(e, e->res, e->atty, 4 * l + LIN_O,
                                         lo->bo == (size_t)-1 ? NULL : P + lo->bo, N));
         GEN_TIMED(e, GEN_PROF_ADD, be->add(e->res, e->res, e->x, (size_t)N * C));

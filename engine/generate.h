@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv_cache.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -24,6 +25,10 @@
 
 struct gen_config {
     size_t kv_bytes;            /* KV cache memory (default 256 MiB) */
+    enum kv_dtype kv_dtype;     /* its element type: KV_F16 (default, as
+                                 * llama.cpp's cache: half the memory and
+                                 * the attention's bandwidth; logits within
+                                 * ~1e-2 of the fp32 cache's) or KV_F32 */
     int block_size;             /* positions per KV block (default 16) */
     int max_seqs;               /* sequences decoded together (default 64) */
     int max_step_tokens;        /* rows of one forward: decode rows plus

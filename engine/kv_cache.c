@@ -12,29 +12,46 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-struct kv_cache *kv_cache_new(const struct backend *be, int n_layers, int n_kv_heads,
-                              int head_dim, int block_size, size_t bytes, char *err,
-                              size_t errlen)
+const char *kv_dtype_name(enum kv_dtype dt)
 {
+    return dt == KV_F16 ? "f16" : "f32";
+}
+
+int kv_dtype_parse(const char *s, enum kv_dtype *dt)
+{
+    if (!strcmp(s, "f16")) *dt = KV_F16;
+    else if (!strcmp(s, "f32")) *dt = KV_F32;
+    else return -1;
+    return 0;
+}
+
+struct kv_cache *kv_cache_new(const struct backend *be, enum kv_dtype dt, int n_layers,
+                              int n_kv_heads, int head_dim, int block_size, size_t bytes,
+                              char *err, size_t errlen)
+{
+    const size_t elem = dt == KV_F16 ? 2 : 4;
     size_t layer = 2 * (size_t)n_kv_heads * block_size * head_dim;
     size_t block = layer * n_layers;
-    size_t nb = bytes / (block * sizeof(float));
-    if (block_size <= 0 || nb == 0) {
+    size_t nb = block_size > 0 ? bytes / (block * elem) : 0;
+    if (nb == 0) {
         snprintf(err, errlen, "kv cache: %zu bytes hold no block of %d positions (%zu bytes each)",
-                 bytes, block_size, block * sizeof(float));
+                 bytes, block_size, block * elem);
         return NULL;
     }
     if (nb > INT32_MAX / 2) nb = INT32_MAX / 2;
     struct kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv) goto oom;
     kv->be = be;
+    kv->dtype = dt;
+    kv->elem = elem;
     kv->n_blocks = (int)nb;
     kv->block_size = block_size;
     kv->block_stride = block;
     kv->layer_stride = layer;
     kv->vofs = layer / 2;
-    kv->pool = be->alloc(nb * block * sizeof(float));
+    kv->pool = be->alloc(nb * block * elem);
     const size_t words = (nb + 63) / 64;
     kv->free_map = malloc(words * sizeof *kv->free_map);
     kv->refs = calloc(nb, sizeof *kv->refs);
@@ -44,7 +61,7 @@ struct kv_cache *kv_cache_new(const struct backend *be, int n_layers, int n_kv_h
     kv->n_free = kv->n_blocks;
     return kv;
 oom:
-    snprintf(err, errlen, "kv cache: out of memory allocating %zu bytes", nb * block * sizeof(float));
+    snprintf(err, errlen, "kv cache: out of memory allocating %zu bytes", nb * block * elem);
     kv_cache_free(kv);
     return NULL;
 }
@@ -60,7 +77,7 @@ void kv_cache_free(struct kv_cache *kv)
 
 size_t kv_cache_block_bytes(const struct kv_cache *kv)
 {
-    return kv->block_stride * sizeof(float);
+    return kv->block_stride * kv->elem;
 }
 
 int kv_cache_reserve(struct kv_cache *kv, int n)
@@ -106,11 +123,9 @@ void kv_cache_block_unref(struct kv_cache *kv, int32_t b)
 
 void kv_cache_block_copy(struct kv_cache *kv, int32_t dst, int32_t src)
 {
-    /* zero + axpy is an exact copy on any backend (no device-to-device
-     * copy op in struct backend). */
-    float *d = kv->pool + (size_t)dst * kv->block_stride;
-    kv->be->zero(d, kv->block_stride * sizeof(float));
-    kv->be->axpy(d, kv->pool + (size_t)src * kv->block_stride, 1.0f, kv->block_stride);
+    const size_t bytes = kv_cache_block_bytes(kv);
+    kv->be->copy((char *)kv->pool + (size_t)dst * bytes, (char *)kv->pool + (size_t)src * bytes,
+                 bytes);
 }
 
 int kv_cache_used(const struct kv_cache *kv)

@@ -12,13 +12,16 @@
 
 #include "backend.h"
 
-/* Pool layout (floats): block b, layer l, kv head g, position j, dim d at
+/* Pool layout (elements of dtype): block b, layer l, kv head g, position
+ * j, dim d at
  *   keys    b*block_stride + l*layer_stride + (g*D + d)*bs + j   (transposed)
  *   values  b*block_stride + l*layer_stride + vofs + (g*bs + j)*D + d.
- * For the backend ops of one layer: kv = pool + l*layer_stride. */
+ * For the backend ops of one layer: kv = kv_cache_layer(kv, l). */
 struct kv_cache {
     const struct backend *be;
-    float *pool;            /* n_blocks * block_stride floats, device memory */
+    void *pool;             /* n_blocks * block_stride elements, device memory */
+    enum kv_dtype dtype;    /* KV_F16 (binary16) or KV_F32 */
+    size_t elem;            /* bytes per element: 2 or 4 */
     int n_blocks, block_size;
     size_t block_stride, layer_stride, vofs;
     uint64_t *free_map;     /* bit b set: block b is free */
@@ -29,15 +32,25 @@ struct kv_cache {
 };
 
 /* A cache of as many blocks as fit in `bytes` for n_layers x n_kv_heads x
- * head_dim keys and values. Returns a new cache (caller frees) or NULL with
- * err filled (too small for one block, or out of memory). */
-struct kv_cache *kv_cache_new(const struct backend *be, int n_layers, int n_kv_heads,
-                              int head_dim, int block_size, size_t bytes, char *err,
-                              size_t errlen);
+ * head_dim keys and values of type dt. Returns a new cache (caller frees)
+ * or NULL with err filled (too small for one block, or out of memory). */
+struct kv_cache *kv_cache_new(const struct backend *be, enum kv_dtype dt, int n_layers,
+                              int n_kv_heads, int head_dim, int block_size, size_t bytes,
+                              char *err, size_t errlen);
 void kv_cache_free(struct kv_cache *kv);
 
 /* Bytes of one block (all layers, keys and values). */
 size_t kv_cache_block_bytes(const struct kv_cache *kv);
+
+/* Layer l's part of the pool: the kv argument of the backend's ops. */
+static inline void *kv_cache_layer(const struct kv_cache *kv, int l)
+{
+    return (char *)kv->pool + (size_t)l * kv->layer_stride * kv->elem;
+}
+
+/* "f16" / "f32" <-> dtype; kv_dtype_parse returns -1 for anything else. */
+const char *kv_dtype_name(enum kv_dtype dt);
+int kv_dtype_parse(const char *s, enum kv_dtype *dt);
 
 /* Reservations: kv_cache_reserve promises n of the free blocks not yet
  * promised (0, or -1 when fewer remain); kv_cache_unreserve gives a promise

@@ -23,6 +23,10 @@
 extern "C" {
 #endif
 
+/* Element type of a paged KV cache: fp32, or IEEE binary16 (half the
+ * memory and bandwidth; llama.cpp's default cache type). */
+enum kv_dtype { KV_F32, KV_F16 };
+
 struct backend {
     const char *name;     /* "cpu", "cuda" */
 
@@ -37,6 +41,8 @@ struct backend {
     void (*upload)(void *dst_dev, const void *src_host, size_t nbytes);
     void (*download)(void *dst_host, const void *src_dev, size_t nbytes);
     void (*zero)(void *p, size_t nbytes);
+    /* device to device, bytes as they are */
+    void (*copy)(void *dst_dev, const void *src_dev, size_t nbytes);
 
     /* out: (N,OC) = inp: (N,C) @ weight^T: (C,OC) [+ bias: (OC) or NULL].
      * beta: 0 overwrites out, 1 accumulates into it. */
@@ -163,7 +169,8 @@ struct backend {
                   float weight_decay, int t);
 
     /* ---- Decoding with a paged KV cache (engine/generate, engine/kv_cache).
-     * The cache of one layer is a pool of blocks of bs positions; block b
+     * The cache of one layer is a pool of blocks of bs positions, elements
+     * of type dt (offsets and strides below count elements); block b
      * holds the keys of kv head g at kv + b*block_stride + g*bs*D as (D,bs)
      * (transposed: component d of the bs positions together) and the
      * values at the same place + vofs as (bs,D). block_tables: (S, max_blocks)
@@ -171,8 +178,9 @@ struct backend {
      * to sequence seq[n] (0 <= seq[n] < S) at absolute position pos[n]. */
 
     /* Stores the keys k: (N,NKV,D) row stride ks and values v: (N,NKV,D)
-     * row stride vs of N new tokens at their (seq, pos) slots of the cache. */
-    void (*kv_cache_write)(float *kv, size_t block_stride, size_t vofs,
+     * row stride vs of N new tokens at their (seq, pos) slots of the cache;
+     * KV_F16 rounds to nearest even, saturating at +-65504. */
+    void (*kv_cache_write)(void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
                            const int32_t *block_tables, int max_blocks,
                            const int32_t *seq, const int32_t *pos,
                            const float *k, int ks, const float *v, int vs,
@@ -181,10 +189,11 @@ struct backend {
      * to positions 0..pos[n] of its sequence (its own K/V already written),
      * scale 1/sqrt(D), query head h uses kv head h / (NH/NKV). Rows of one
      * sequence may be several (chunked prefill) or one (decode step); the
-     * result equals attention_forward on the whole sequence, row by row.
+     * result equals attention_forward on the whole sequence, row by row,
+     * with the keys and values as stored (fp32 arithmetic throughout).
      * q: (N,NH,D) row stride qs; out: (N,NH,D) contiguous. */
     void (*attention_paged_forward)(float *out, const float *q, int qs,
-                                    const float *kv, size_t block_stride,
+                                    const void *kv, enum kv_dtype dt, size_t block_stride,
                                     size_t vofs, const int32_t *block_tables,
                                     int max_blocks, const int32_t *seq,
                                     const int32_t *pos, int N, int NH,

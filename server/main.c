@@ -45,6 +45,7 @@ static void usage(FILE *f)
             "  --engine-timeout S     fail a request after S seconds without an engine event\n"
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
+            "  --kv-dtype f16|f32     engine KV-cache element type [AHA_KV_DTYPE] (f16)\n"
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
             "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
@@ -85,7 +86,8 @@ static int check_args(int argc, char **argv, int first)
                                         "--engine", "--migrations-dir", "--max-body", "--max-upload",
                                         "--max-inflight", "--threads", "--heartbeat",
                                         "--trace-queue", "--name", "--scope", "--id",
-                                        "--kv-memory-mb", "--max-seqs", "--engine-timeout",
+                                        "--kv-memory-mb", "--kv-dtype", "--max-seqs",
+                                        "--engine-timeout",
                                         "--max-runs", NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
@@ -276,10 +278,16 @@ static int serve(int argc, char **argv, int first)
         opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs) ||
         opt_long(argc, argv, "--max-runs", "AHA_MAX_RUNS", 1, 0, 1024, &max_runs))
         return 2;
+    const char *kv_dtype = opt(argc, argv, "--kv-dtype", "AHA_KV_DTYPE", NULL);
+    if (kv_dtype && strcmp(kv_dtype, "f16") != 0 && strcmp(kv_dtype, "f32") != 0) {
+        fprintf(stderr, "aha-server: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
+        return 2;
+    }
     runs_max_runs = (int)max_runs;
     json_t *load_opts = json_object();
     if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
     if (max_seqs) json_object_set_new(load_opts, "max_seqs", json_integer(max_seqs));
+    if (kv_dtype) json_object_set_new(load_opts, "kv_dtype", json_string(kv_dtype));
     char err[1024];
     srv.pool = db_pool_new(srv.cfg.database_url, 8);
     srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);

@@ -10,7 +10,78 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "backend.h"
 #include "vexpf.h"
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+/* ---- IEEE binary16 (the KV cache's KV_F16 elements), as bits.
+ * cpu_h2f_soft / cpu_f2h_soft are the portable definitions: exact
+ * widening, and narrowing rounded to nearest even (overflow to +-inf, NaN
+ * stays NaN) as the F16C instructions do; cpu_h2f / cpu_f2h are those
+ * instructions where the target has them (the unit tests check the two
+ * agree). */
+static inline float cpu_h2f_soft(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    uint32_t bits;
+    float f;
+    if (e == 0x1f) {
+        bits = sign | 0x7f800000u | m << 13 | (m ? 0x400000u : 0);    /* NaNs come out quiet */
+    } else if (e != 0) {
+        bits = sign | (e + 112) << 23 | m << 13;
+    } else {
+        f = (float)m * 0x1p-24f;            /* subnormal (or zero): exact */
+        memcpy(&bits, &f, sizeof bits);
+        bits |= sign;
+    }
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t cpu_f2h_soft(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)(x >> 16 & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return sign | 0x7e00u | (uint16_t)(x >> 13 & 0x3ffu);  /* NaN */
+    if (x >= 0x477ff000u) return sign | 0x7c00u;        /* >= 65520 rounds to inf */
+    if (x < 0x38800000u) {
+        /* below 2^-14: a multiple of 2^-24, rounded to nearest even (the
+         * scaling by 2^24 is exact; 1024 is the smallest normal's bits) */
+        float a;
+        memcpy(&a, &x, sizeof a);
+        a *= 0x1p24f;
+        uint32_t n = (uint32_t)a;
+        const float rem = a - (float)n;
+        n += rem > 0.5f || (rem == 0.5f && (n & 1u));
+        return sign | (uint16_t)n;
+    }
+    uint32_t h = (x >> 13) - (112u << 10), rem = x & 0x1fffu;
+    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));  /* a carry bumps the exponent */
+    return sign | (uint16_t)h;
+}
+
+static inline float cpu_h2f(uint16_t h)
+{
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return cpu_h2f_soft(h);
+#endif
+}
+
+static inline uint16_t cpu_f2h(float f)
+{
+#if defined(__F16C__)
+    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    return cpu_f2h_soft(f);
+#endif
+}
 
 /* Row-block size of the attention kernels: scores are computed block-row by
  * block-row, only up to the causal diagonal, so ~(T+CPU_ATT_BLOCK)/(2T) of
@@ -82,13 +153,13 @@ void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n,
                float lr, float beta1, float beta2, float eps,
                float weight_decay, int t);
 
-void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
+void cpu_kv_cache_write(void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
                         const int32_t *block_tables, int max_blocks,
                         const int32_t *seq, const int32_t *pos,
                         const float *k, int ks, const float *v, int vs,
                         int N, int NKV, int D, int bs);
 void cpu_attention_paged_forward(float *out, const float *q, int qs,
-                                 const float *kv, size_t block_stride,
+                                 const void *kv, enum kv_dtype dt, size_t block_stride,
                                  size_t vofs, const int32_t *block_tables,
                                  int max_blocks, const int32_t *seq,
                                  const int32_t *pos, int N, int NH, int NKV,

@@ -135,6 +135,7 @@ static const struct backend cpu_backend = {
     .upload = cpu_upload,
     .download = cpu_download,
     .zero = cpu_zero,
+    .copy = cpu_copy,
     .matmul_forward = cpu_matmul_forward,
     .matmul_backward = cpu_matmul_backward,
     .gemm = cpu_gemm,

@@ -12,6 +12,10 @@
  * (max-subtracted, vexpf, normalised probabilities), then the values
  * (bs,D) are accumulated. Head sizes 32/64/128 with blocks of a multiple
  * of 16 positions take that register-blocked path; others a plain loop.
+ * The cache holds fp32 or binary16 elements (backend.h's kv_dtype): a
+ * binary16 one is widened as it is loaded (one vcvtph2ps per 16), so the
+ * arithmetic is the same fp32 on either; it reads half the bytes, which is
+ * what decode attention waits on.
  * Work items (run of rows, kv head) are spread over the OpenMP threads: a
  * run is one row of a decode step, or up to 16 consecutive rows of a
  * prefill chunk, which take each chunk of keys and span of values in turn
@@ -34,21 +38,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+/* Bytes of a cache element. */
+static inline int cpu_kv_es(enum kv_dtype dt) { return dt == KV_F16 ? 2 : 4; }
+
 /* Keys of kv head g in block i of sequence table tbl: (D,bs) there; its
- * values (bs,D) at the same place + vofs. */
-static inline const float *cpu_kv_head(const float *kv, const int32_t *tbl, int i, int g,
-                                       size_t block_stride, int D, int bs)
+ * values (bs,D) at the same place + vofs. es: bytes per element. */
+static inline const char *cpu_kv_head(const void *kv, int es, const int32_t *tbl, int i, int g,
+                                      size_t block_stride, int D, int bs)
 {
-    return kv + (size_t)tbl[i] * block_stride + (size_t)g * bs * D;
+    return (const char *)kv + ((size_t)tbl[i] * block_stride + (size_t)g * bs * D) * es;
+}
+
+/* x clamped to binary16's finite range (NaN stays NaN): a key or value
+ * past +-65504 is stored as the largest half, not as inf (which would turn
+ * the scores into NaN). */
+static inline float cpu_sat_half(float x)
+{
+    return x > 65504.0f ? 65504.0f : x < -65504.0f ? -65504.0f : x;
 }
 
 /* k, v: (N,NKV,D) row strides ks, vs -> the (seq[n], pos[n]) slots. */
-void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
+void cpu_kv_cache_write(void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
                         const int32_t *block_tables, int max_blocks,
                         const int32_t *seq, const int32_t *pos,
                         const float *k, int ks, const float *v, int vs,
                         int N, int NKV, int D, int bs)
 {
+    const int es = cpu_kv_es(dt);
     /* keys are transposed: each component stored lands in a cache line of
      * its own (mostly not in cache), so a row costs D lines, not D/16;
      * two threads keep twice the misses in flight */
@@ -57,11 +77,18 @@ void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
         const int32_t *tbl = block_tables + (size_t)seq[n] * max_blocks;
         const int j = pos[n] % bs;
         for (int g = 0; g < NKV; g++) {
-            float *dk = (float *)cpu_kv_head(kv, tbl, pos[n] / bs, g, block_stride, D, bs);
+            char *dk = (char *)cpu_kv_head(kv, es, tbl, pos[n] / bs, g, block_stride, D, bs);
+            char *dv = dk + (vofs + (size_t)j * D) * es;
             const float *kn = k + (size_t)n * ks + (size_t)g * D;
-            for (int d = 0; d < D; d++) dk[(size_t)d * bs + j] = kn[d];
-            memcpy(dk + vofs + (size_t)j * D, v + (size_t)n * vs + (size_t)g * D,
-                   (size_t)D * sizeof(float));
+            const float *vn = v + (size_t)n * vs + (size_t)g * D;
+            if (dt == KV_F16) {
+                uint16_t *hk = (uint16_t *)dk, *hv = (uint16_t *)dv;
+                for (int d = 0; d < D; d++) hk[(size_t)d * bs + j] = cpu_f2h(cpu_sat_half(kn[d]));
+                for (int d = 0; d < D; d++) hv[d] = cpu_f2h(cpu_sat_half(vn[d]));
+                continue;
+            }
+            for (int d = 0; d < D; d++) ((float *)dk)[(size_t)d * bs + j] = kn[d];
+            memcpy(dv, vn, (size_t)D * sizeof(float));
         }
     }
 }
@@ -69,6 +96,43 @@ void cpu_kv_cache_write(float *kv, size_t block_stride, size_t vofs,
 /* 16 fp32 lanes (one AVX-512 register, two AVX2 ones); unaligned access. */
 typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
 typedef int cpu_v16i __attribute__((vector_size(64)));
+
+/* The 16 cache elements at p as fp32 lanes: F16 ones widened (exact). */
+static inline __attribute__((always_inline)) cpu_v16 cpu_kv16(const char *p, int F16)
+{
+    if (!F16) return *(const cpu_v16 *)p;
+#if defined(__AVX512F__)
+    return (cpu_v16)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#elif defined(__F16C__)
+    const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p + 1));
+    cpu_v16 r;
+    memcpy(&r, &lo, sizeof lo);
+    memcpy((char *)&r + sizeof lo, &hi, sizeof hi);
+    return r;
+#else
+    cpu_v16 r;
+    for (int i = 0; i < 16; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        r[i] = cpu_h2f_soft(h);
+    }
+    return r;
+#endif
+}
+
+/* Element i of the cache elements at p. */
+static inline float cpu_kv1(const char *p, size_t i, int F16)
+{
+    if (F16) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        return cpu_h2f(h);
+    }
+    float f;
+    memcpy(&f, p + 4 * i, sizeof f);
+    return f;
+}
 
 static inline cpu_v16 cpu_bcast16(float s)
 {
@@ -80,14 +144,14 @@ static inline cpu_v16 cpu_bcast16(float s)
  * at their positions; lanes at positions >= T get -inf. Each score is the
  * chain s = 0; s = fma(q[d], k[d], s) for d = 0..D-1, times scale. */
 static inline __attribute__((always_inline)) void
-cpu_att_qk(int DV, int HB, int CH, float *S, int Sp, const float *Q, const float *kv,
+cpu_att_qk(int F16, int DV, int HB, int CH, float *S, int Sp, const float *Q, const void *kv,
            const int32_t *tbl, size_t block_stride, int g, int c0, int T, int bs, float scale)
 {
-    const int D = 16 * DV;
-    const float *kc[8];
+    const int D = 16 * DV, es = F16 ? 2 : 4;
+    const char *kc[8];
     for (int c = 0; c < CH; c++) {
         const int t = 16 * (c0 + c);
-        kc[c] = cpu_kv_head(kv, tbl, t / bs, g, block_stride, D, bs) + t % bs;
+        kc[c] = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + (size_t)(t % bs) * es;
     }
     cpu_v16 acc[8][8];
     #pragma GCC unroll 8
@@ -98,7 +162,7 @@ cpu_att_qk(int DV, int HB, int CH, float *S, int Sp, const float *Q, const float
     for (int d = 0; d < D; d++) {
         cpu_v16 k[8];
         #pragma GCC unroll 8
-        for (int c = 0; c < CH; c++) k[c] = *(const cpu_v16 *)(kc[c] + (size_t)d * bs);
+        for (int c = 0; c < CH; c++) k[c] = cpu_kv16(kc[c] + (size_t)d * bs * es, F16);
         #pragma GCC unroll 8
         for (int h = 0; h < HB; h++) {
             const cpu_v16 b = cpu_bcast16(Q[(size_t)h * D + d]);
@@ -124,17 +188,17 @@ cpu_att_qk(int DV, int HB, int CH, float *S, int Sp, const float *Q, const float
  * of them at once (8 independent chains hide the FMA latency), or the
  * ones left one by one. */
 static inline __attribute__((always_inline)) void
-cpu_att_scores(int DV, int HB, float *S, int Sp, const float *Q, const float *kv,
+cpu_att_scores(int F16, int DV, int HB, float *S, int Sp, const float *Q, const void *kv,
                const int32_t *tbl, size_t block_stride, int g, int c0, int nc, int T, int bs,
                float scale)
 {
     const int CH = 8 / HB;
     if (c0 + CH <= nc) {
-        cpu_att_qk(DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, g, c0, T, bs, scale);
+        cpu_att_qk(F16, DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, g, c0, T, bs, scale);
         return;
     }
     for (int c = c0; c < nc; c++)
-        cpu_att_qk(DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
+        cpu_att_qk(F16, DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
 }
 
 /* Cache lines of each key and value piece of a work item asked for up
@@ -180,23 +244,23 @@ static inline __attribute__((always_inline)) void cpu_softmax_row(float *srow, i
  * kept in O between spans are exact fp32, so the output depends neither
  * on HB nor on the spans. */
 static inline __attribute__((always_inline)) void
-cpu_att_pv(int DV, int HB, float *O, bool first, const float *S, int Sp, const float *kv,
+cpu_att_pv(int F16, int DV, int HB, float *O, bool first, const float *S, int Sp, const void *kv,
            const int32_t *tbl, size_t block_stride, size_t vofs, int g, int t0, int t1,
            int h0, int bs)
 {
-    const int D = 16 * DV;
+    const int D = 16 * DV, es = F16 ? 2 : 4;
     cpu_v16 o[16];
     #pragma GCC unroll 16
     for (int i = 0; i < HB * DV; i++)
         o[i] = first ? (cpu_v16){0} : *(const cpu_v16 *)(O + (size_t)h0 * D + 16 * i);
     for (int t = t0; t < t1;) {
-        const float *Vb = cpu_kv_head(kv, tbl, t / bs, g, block_stride, D, bs) + vofs;
+        const char *Vb = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + vofs * es;
         const int j0 = t % bs, nt = t1 - t < bs - j0 ? t1 - t : bs - j0;
         for (int j = j0; j < j0 + nt; j++) {
-            const float *vj = Vb + (size_t)j * D;
+            const char *vj = Vb + (size_t)j * D * es;
             cpu_v16 v[8];
             #pragma GCC unroll 8
-            for (int dv = 0; dv < DV; dv++) v[dv] = *(const cpu_v16 *)(vj + 16 * dv);
+            for (int dv = 0; dv < DV; dv++) v[dv] = cpu_kv16(vj + (size_t)16 * dv * es, F16);
             #pragma GCC unroll 8
             for (int h = 0; h < HB; h++) {
                 const cpu_v16 p = cpu_bcast16(S[(size_t)(h0 + h) * Sp + t + j - j0]);
@@ -219,11 +283,11 @@ cpu_att_pv(int DV, int HB, float *O, bool first, const float *S, int Sp, const f
  * arithmetic is the same whatever R. Q, O: row r at + r*qs, + r*os.
  * S: (R, group, Sp) scratch, Sp = T0 + R - 1 rounded up to 16. */
 static inline __attribute__((always_inline)) void
-cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, float *S,
-             const float *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
+cpu_att_item(int F16, int DV, int R, float *O, size_t os, const float *Q, size_t qs, float *S,
+             const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
              int T0, int group, int bs, float scale)
 {
-    const int D = 16 * DV, Tmax = T0 + R - 1, Sp = (Tmax + 15) / 16 * 16;
+    const int D = 16 * DV, es = F16 ? 2 : 4, Tmax = T0 + R - 1, Sp = (Tmax + 15) / 16 * 16;
     const size_t Ss = (size_t)group * Sp;
     /* A block's keys and values of one head are pieces of bs*D floats
      * scattered over the pool; the hardware prefetcher follows each piece
@@ -231,10 +295,10 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
      * at once overlaps those misses (measured: 0.78 -> 0.69 ms for the
      * cold cache of 16 sequences). */
     for (int t0 = 0; t0 < Tmax; t0 += bs) {
-        const float *Kb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
+        const char *Kb = cpu_kv_head(kv, es, tbl, t0 / bs, g, block_stride, D, bs);
         for (int i = 0; i < CPU_ATT_PF_LINES; i++) {
-            __builtin_prefetch(Kb + 16 * i, 0, 3);
-            __builtin_prefetch(Kb + vofs + 16 * i, 0, 3);
+            __builtin_prefetch(Kb + 64 * i, 0, 3);
+            __builtin_prefetch(Kb + vofs * es + 64 * i, 0, 3);
         }
     }
     for (int h0 = 0; h0 < group;) {
@@ -248,16 +312,16 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
                 const float *Qh = Q + r * qs + (size_t)h0 * D;
                 switch (hb) {
                 case 8:
-                    cpu_att_scores(DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    cpu_att_scores(F16, DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
                     break;
                 case 4:
-                    cpu_att_scores(DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    cpu_att_scores(F16, DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
                     break;
                 case 2:
-                    cpu_att_scores(DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    cpu_att_scores(F16, DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
                     break;
                 default:
-                    cpu_att_scores(DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
+                    cpu_att_scores(F16, DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T, bs, scale);
                     break;
                 }
             }
@@ -278,19 +342,19 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
                 const float *Sr = S + r * Ss;
                 switch (hb) {
                 case 8:
-                    cpu_att_pv(DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                    cpu_att_pv(F16, DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
                                h0, bs);
                     break;
                 case 4:
-                    cpu_att_pv(DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                    cpu_att_pv(F16, DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
                                h0, bs);
                     break;
                 case 2:
-                    cpu_att_pv(DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                    cpu_att_pv(F16, DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
                                h0, bs);
                     break;
                 default:
-                    cpu_att_pv(DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
+                    cpu_att_pv(F16, DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs, g, t0, t1,
                                h0, bs);
                     break;
                 }
@@ -299,41 +363,49 @@ cpu_att_item(int DV, int R, float *O, size_t os, const float *Q, size_t qs, floa
     }
 }
 
-/* R == 1 (every decode row) gets its own copy, compiled for one row. */
-#define CPU_ATT_ITEM_FN(DV)                                                                   \
+/* Per element type and head size; R == 1 (every decode row) gets its own
+ * copy, compiled for one row. */
+typedef void cpu_att_item_fn(int, float *, size_t, const float *, size_t, float *, const void *,
+                             const int32_t *, size_t, size_t, int, int, int, int, float);
+#define CPU_ATT_ITEM_FN(F16, DV)                                                              \
     __attribute__((optimize("fp-contract=fast"))) static void                                  \
-    cpu_att_item##DV(int R, float *O, size_t os, const float *Q, size_t qs, float *S,          \
-                     const float *kv, const int32_t *tbl, size_t block_stride, size_t vofs,    \
-                     int g, int T0, int group, int bs, float scale)                            \
+    cpu_att_item##F16##_##DV(int R, float *O, size_t os, const float *Q, size_t qs, float *S,  \
+                             const void *kv, const int32_t *tbl, size_t block_stride,          \
+                             size_t vofs, int g, int T0, int group, int bs, float scale)       \
     {                                                                                          \
         if (R == 1)                                                                            \
-            cpu_att_item(DV, 1, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0, group,    \
-                         bs, scale);                                                           \
+            cpu_att_item(F16, DV, 1, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0,      \
+                         group, bs, scale);                                                    \
         else                                                                                   \
-            cpu_att_item(DV, R, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0, group,    \
-                         bs, scale);                                                           \
+            cpu_att_item(F16, DV, R, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0,      \
+                         group, bs, scale);                                                    \
     }
-CPU_ATT_ITEM_FN(2)
-CPU_ATT_ITEM_FN(4)
-CPU_ATT_ITEM_FN(8)
+CPU_ATT_ITEM_FN(0, 2)
+CPU_ATT_ITEM_FN(0, 4)
+CPU_ATT_ITEM_FN(0, 8)
+CPU_ATT_ITEM_FN(1, 2)
+CPU_ATT_ITEM_FN(1, 4)
+CPU_ATT_ITEM_FN(1, 8)
 
 /* One row and kv head of any D and bs, plainly: scores block by block
  * (keys (D,bs) in a block), softmax, P V. S: (group, T) scratch. */
-static void cpu_att_row_plain(float *O, const float *Q, float *S, const float *kv,
+static void cpu_att_row_plain(float *O, const float *Q, float *S, const void *kv, int f16,
                               const int32_t *tbl, size_t block_stride, size_t vofs, int g,
                               int T, int group, int D, int bs, float scale)
 {
+    const int es = f16 ? 2 : 4;
     for (int t0 = 0; t0 < T; t0 += bs) {
-        const float *K = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs);
+        const char *K = cpu_kv_head(kv, es, tbl, t0 / bs, g, block_stride, D, bs);
         int nt = T - t0 < bs ? T - t0 : bs;
         for (int hh = 0; hh < group; hh++) {
             const float *qh = Q + (size_t)hh * D;
             float *srow = S + (size_t)hh * T + t0;
             for (int j = 0; j < nt; j++) srow[j] = 0.0f;
             for (int d = 0; d < D; d++) {
-                const float qd = qh[d], *kd = K + (size_t)d * bs;
+                const float qd = qh[d];
+                const char *kd = K + (size_t)d * bs * es;
                 #pragma omp simd
-                for (int j = 0; j < nt; j++) srow[j] += qd * kd[j];
+                for (int j = 0; j < nt; j++) srow[j] += qd * cpu_kv1(kd, j, f16);
             }
             for (int j = 0; j < nt; j++) srow[j] *= scale;
         }
@@ -349,16 +421,16 @@ static void cpu_att_row_plain(float *O, const float *Q, float *S, const float *k
         for (int d = 0; d < D; d++) oh[d] = 0.0f;
     }
     for (int t0 = 0; t0 < T; t0 += bs) {
-        const float *Vb = cpu_kv_head(kv, tbl, t0 / bs, g, block_stride, D, bs) + vofs;
+        const char *Vb = cpu_kv_head(kv, es, tbl, t0 / bs, g, block_stride, D, bs) + vofs * es;
         int nt = T - t0 < bs ? T - t0 : bs;
         for (int hh = 0; hh < group; hh++) {
             const float *prow = S + (size_t)hh * T + t0;
             float *oh = O + (size_t)hh * D;
             for (int j = 0; j < nt; j++) {
-                const float *vj = Vb + (size_t)j * D;
+                const char *vj = Vb + (size_t)j * D * es;
                 float p = prow[j];
                 #pragma omp simd
-                for (int d = 0; d < D; d++) oh[d] += p * vj[d];
+                for (int d = 0; d < D; d++) oh[d] += p * cpu_kv1(vj, d, f16);
             }
         }
     }
@@ -374,7 +446,7 @@ static void cpu_att_row_plain(float *O, const float *Q, float *S, const float *k
  * Scratch: (rows of the longest run, NH/NKV, T rounded up to 16) scores
  * per thread. */
 void cpu_attention_paged_forward(float *out, const float *q, int qs,
-                                 const float *kv, size_t block_stride,
+                                 const void *kv, enum kv_dtype dt, size_t block_stride,
                                  size_t vofs, const int32_t *block_tables,
                                  int max_blocks, const int32_t *seq,
                                  const int32_t *pos, int N, int NH, int NKV,
@@ -413,10 +485,15 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
     const long work = (long)nrun * NKV;
     /* head sizes of 32, 64 and 128 with whole 16-position chunks in a
      * block have the register-blocked kernel */
-    void (*item)(int, float *, size_t, const float *, size_t, float *, const float *,
-                 const int32_t *, size_t, size_t, int, int, int, int, float) =
-        bs % 16 != 0 ? NULL : D == 32 ? cpu_att_item2 : D == 64 ? cpu_att_item4
-                                      : D == 128 ? cpu_att_item8 : NULL;
+    static cpu_att_item_fn *const items[2][3] = {
+        {cpu_att_item0_2, cpu_att_item0_4, cpu_att_item0_8},
+        {cpu_att_item1_2, cpu_att_item1_4, cpu_att_item1_8}};
+    const int f16 = dt == KV_F16;
+    cpu_att_item_fn *item = bs % 16 != 0 ? NULL
+                            : D == 32    ? items[f16][0]
+                            : D == 64    ? items[f16][1]
+                            : D == 128   ? items[f16][2]
+                                         : NULL;
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
     const int par = (size_t)N * NH * tmax * D >= (size_t)CPU_PAR_MIN;
@@ -438,7 +515,7 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         }
         for (int n = n0; n < n0 + R; n++)
             cpu_att_row_plain(out + (size_t)n * os + (size_t)g * group * D,
-                              q + (size_t)n * qs + (size_t)g * group * D, S, kv, tbl,
+                              q + (size_t)n * qs + (size_t)g * group * D, S, kv, f16, tbl,
                               block_stride, vofs, g, pos[n] + 1, group, D, bs, scale);
     }
     free(run);

@@ -26,6 +26,7 @@ static void cuda_free(void *p) { cudaFree(p); }
 static void cuda_upload(void *d, const void *s, size_t n) { cudaMemcpy(d, s, n, cudaMemcpyHostToDevice); }
 static void cuda_download(void *d, const void *s, size_t n) { cudaMemcpy(d, s, n, cudaMemcpyDeviceToHost); }
 static void cuda_zero(void *p, size_t n) { cudaMemset(p, 0, n); }
+static void cuda_copy(void *d, const void *s, size_t n) { cudaMemcpy(d, s, n, cudaMemcpyDeviceToDevice); }
 
 static unsigned blocks(size_t n) { return (unsigned)((n + 255) / 256); }
 
@@ -123,6 +124,7 @@ extern "C" const struct backend *backend_cuda(void)
             g_cuda.upload = cuda_upload;
             g_cuda.download = cuda_download;
             g_cuda.zero = cuda_zero;
+            g_cuda.copy = cuda_copy;
             g_cuda.matmul_forward = cuda_matmul_forward;
             g_cuda.matmul_backward = cuda_matmul_backward;
             g_cuda.gemm = cuda_gemm;

@@ -46,6 +46,8 @@ PY
 g=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --kv-memory-mb 8 2>/dev/null)
 s=$("$ENGINE" sample --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 2>/dev/null)
 [ "3*4=$g" = "$s" ] && ok || bad "greedy generate \"$g\" != sample \"$s\""
+g32=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --kv-memory-mb 8 --kv-dtype f32 2>/dev/null)
+[ "3*4=$g32" = "$s" ] && ok || bad "greedy generate --kv-dtype f32 \"$g32\" != sample \"$s\""
 
 # prompt ids on a model without tokenizer.json
 "$ENGINE" generate --model tests/ref/fixtures/llama-gqa --prompt-tokens 1,2,3 --max-tokens 4 --temperature 0 --kv-memory-mb 8 --json >"$tmp/f" 2>/dev/null
@@ -81,6 +83,7 @@ expect_error 2 "--prompt-tokens" generate --model "$M" --prompt-tokens 1,,2
 expect_error 2 "--top-p" generate --model "$M" --prompt x --top-p 2
 expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
+expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
 expect_error 1 "config.json" generate --model "$tmp/nope" --prompt x
 
 echo "generate: $pass passed, $fail failed"

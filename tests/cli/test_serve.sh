@@ -67,7 +67,9 @@ ev = recv()
 check("ready", ev == {**ev, "type": "ready", "protocol": 1}, ev)
 send({"type": "load", "id": "l1", "model": "tiny", "path": model, "kv_memory_mb": 4})
 ev = recv()
-check("loaded", ev.get("type") == "loaded" and ev.get("id") == "l1" and ev.get("kv_blocks", 0) > 0, ev)
+check("loaded", ev.get("type") == "loaded" and ev.get("id") == "l1" and ev.get("kv_blocks", 0) > 0
+      and ev.get("kv_dtype") == "f16", ev)
+blocks_f16 = ev.get("kv_blocks", 0)
 send({"type": "hello", "id": "h"})
 check("hello", recv() == {"type": "hello", "id": "h", "protocol": 1})
 
@@ -91,6 +93,7 @@ bad = [
     ("cancel unknown", {"type": "cancel", "id": "zz"}, "zz", "no request"),
     ("load bad path", {"type": "load", "id": "lb", "model": "x", "path": "/nonexistent"}, "lb", "config.json"),
     ("load twice", {"type": "load", "id": "l2", "model": "tiny", "path": model}, "l2", "already loaded"),
+    ("load kv_dtype", {"type": "load", "id": "lk", "model": "k", "path": model, "kv_dtype": "bf16"}, "lk", "kv_dtype"),
     ("oversized", '{"type":"stats","pad":"' + "x" * (1 << 20) + '"}', None, "exceeds"),
 ]
 for name, line, rid, want in bad:
@@ -160,8 +163,10 @@ st = until(lambda e: e.get("id") == "st2")[-1]["models"][0]
 check("kv freed", st["kv_blocks_used"] == 0 and st["kv_blocks_reserved"] == 0 and st["active"] == 0, st)
 
 # a second resident model, generate on each, unload one
-send({"type": "load", "id": "l3", "model": "second", "path": model, "kv_memory_mb": 2})
-check("second loaded", recv().get("type") == "loaded")
+send({"type": "load", "id": "l3", "model": "second", "path": model, "kv_memory_mb": 4, "kv_dtype": "f32"})
+ev = recv()
+check("second loaded, fp32 cache: half the blocks", ev.get("type") == "loaded" and ev.get("kv_dtype") == "f32"
+      and ev.get("kv_blocks") == blocks_f16 // 2, ev)
 send({"type": "generate", "id": "g1", "prompt": "2", "max_tokens": 3})
 ev = recv()
 check("model required with two", ev.get("type") == "error" and "model" in ev.get("message", ""), ev)

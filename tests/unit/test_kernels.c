@@ -185,7 +185,7 @@ Test(kernels, table_complete)
     cr_assert_str_eq(be->name, "cpu");
 #define EXPECT_FN(f) cr_expect_not_null((void *)(uintptr_t)be->f, #f " is NULL")
     EXPECT_FN(describe); EXPECT_FN(alloc); EXPECT_FN(free); EXPECT_FN(upload);
-    EXPECT_FN(download); EXPECT_FN(zero); EXPECT_FN(matmul_forward);
+    EXPECT_FN(download); EXPECT_FN(zero); EXPECT_FN(copy); EXPECT_FN(matmul_forward);
     EXPECT_FN(matmul_backward); EXPECT_FN(gemm); EXPECT_FN(embedding_forward);
     EXPECT_FN(embedding_backward); EXPECT_FN(rmsnorm_forward);
     EXPECT_FN(rmsnorm_backward); EXPECT_FN(rope_forward); EXPECT_FN(rope_backward);
@@ -226,6 +226,14 @@ Test(kernels, memory)
             nz = 0;
             for (size_t i = 1; i + 1 < n; i++) nz += back[i] != 0;
             cr_expect_eq(nz, 0, "zero(%zu) left %zu bytes", n, nz);
+            unsigned char *q = be->alloc(n);
+            cr_assert_not_null(q);
+            be->upload(p, host, n);
+            be->copy(q + 1, p + 1, n - 2);
+            be->download(back, q, n);
+            cr_expect(back[0] == 0 && back[n - 1] == 0 && memcmp(back + 1, host + 1, n - 2) == 0,
+                      "copy(%zu)", n - 2);
+            be->free(q);
         }
         be->free(p);
     }
@@ -251,6 +259,58 @@ Test(kernels, expf_accuracy)
     cr_expect(isinf(vexpf(89.0f)) && isinf(vexpf(INFINITY)));
     cr_expect(isfinite(vexpf(88.72f)));
     cr_expect(isnan(vexpf(NAN)));
+}
+
+/* binary16, the KV_F16 cache's elements: the F16C conversions the kernels
+ * use agree with the portable definitions bit for bit (every half; floats
+ * spread over all exponents; the exact midpoints between adjacent halves,
+ * which round to the even one), and the cache write saturates. */
+Test(kernels, half_conversions)
+{
+    long bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = cpu_h2f((uint16_t)h), b = cpu_h2f_soft((uint16_t)h);
+        bad += memcmp(&a, &b, sizeof a) != 0;
+        if (!isnan(a)) bad += cpu_f2h_soft(a) != h || cpu_f2h(a) != h;    /* round trip */
+    }
+    cr_expect_eq(bad, 0, "%ld halves widen differently or do not round-trip", bad);
+    bad = 0;
+    for (uint64_t i = 0; i < (1ull << 32); i += 4093) {
+        uint32_t x = (uint32_t)i;
+        float f;
+        memcpy(&f, &x, sizeof f);
+        bad += cpu_f2h(f) != cpu_f2h_soft(f);
+    }
+    cr_expect_eq(bad, 0, "%ld floats narrow differently", bad);
+    bad = 0;
+    for (uint32_t h = 0; h < 0x7bff; h++) {
+        float mid = (cpu_h2f_soft((uint16_t)h) + cpu_h2f_soft((uint16_t)(h + 1))) * 0.5f;
+        uint16_t even = (uint16_t)(h % 2 == 0 ? h : h + 1);
+        bad += cpu_f2h_soft(mid) != even || cpu_f2h(mid) != even;
+        bad += cpu_f2h_soft(-mid) != (even | 0x8000u);
+    }
+    cr_expect_eq(bad, 0, "%ld midpoints not rounded to even", bad);
+    cr_expect_eq(cpu_f2h_soft(65504.0f), 0x7bff);
+    cr_expect_eq(cpu_f2h_soft(65519.0f), 0x7bff);
+    cr_expect_eq(cpu_f2h_soft(65520.0f), 0x7c00);
+    cr_expect_eq(cpu_f2h_soft(0x1p-25f), 0);          /* tie with 0: even */
+    cr_expect_eq(cpu_f2h_soft(0x1.8p-25f), 1);
+    /* one position of one head (D 16, bs 16): keys transposed, values not */
+    const int D = 16, bs = 16;
+    uint16_t *kv = be->alloc((size_t)2 * D * bs * sizeof(uint16_t));
+    cr_assert_not_null(kv);
+    float k[16], v[16];
+    for (int d = 0; d < D; d++) { k[d] = (float)(d - 8) * 1e4f; v[d] = -k[d] + 0.5f; }
+    int32_t table = 0, seq = 0, pos = 3;
+    be->kv_cache_write(kv, KV_F16, (size_t)2 * D * bs, (size_t)D * bs, &table, 1, &seq, &pos, k, D,
+                       v, D, 1, 1, D, bs);
+    for (int d = 0; d < D; d++) {
+        float want_k = k[d] > 65504.0f ? 65504.0f : k[d] < -65504.0f ? -65504.0f : k[d];
+        float want_v = v[d] > 65504.0f ? 65504.0f : v[d] < -65504.0f ? -65504.0f : v[d];
+        cr_expect_eq(cpu_h2f(kv[d * bs + pos]), cpu_h2f(cpu_f2h(want_k)), "key %d", d);
+        cr_expect_eq(cpu_h2f(kv[D * bs + pos * D + d]), cpu_h2f(cpu_f2h(want_v)), "value %d", d);
+    }
+    be->free(kv);
 }
 
 /* ----------------------------------------------------------------- gemm */
