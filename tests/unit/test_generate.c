@@ -31,9 +31,10 @@
 #define GEN_F16_ATOL 5e-2
 #define GEN_F16_RTOL 1e-2
 
-/* The cache type of the engines the tests build (the engine's default
- * unless a test asks for the other). */
+/* The cache type and matmul path of the engines the tests build (the
+ * engine's defaults unless a test asks for the other). */
 static enum kv_dtype test_kv_dtype = KV_F16;
+static bool test_batch_invariant = true;
 
 static struct model_config test_cfg(int V)
 {
@@ -175,6 +176,7 @@ static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
     cfg.max_step_tokens = step_tokens;
     cfg.kv_bytes = kv_bytes ? kv_bytes : (size_t)4 << 20;   /* small: zeroed per engine */
     cfg.kv_dtype = test_kv_dtype;
+    cfg.batch_invariant = test_batch_invariant;
     char err[256];
     c->V = m->cfg.vocab_size;
     struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
@@ -513,10 +515,11 @@ Test(generate, output_text_json_readable)
  * checks every TOKEN event's logits and the prompt logprobs against
  * model_forward on the whole sequence, with cache type dt to tolerance
  * atol + rtol * |full|. */
-static void cache_vs_full(enum kv_dtype dt, double atol, double rtol)
+static void cache_vs_full(enum kv_dtype dt, bool batch_invariant, double atol, double rtol)
 {
     enum { V = 20, P = 7, M = 12 };
     test_kv_dtype = dt;
+    test_batch_invariant = batch_invariant;
     struct model *m = test_model(V, 21);
     struct collector *c = calloc(1, sizeof *c);
     c->keep_logits = true;
@@ -586,10 +589,20 @@ static void cache_vs_full(enum kv_dtype dt, double atol, double rtol)
     free(c);
     model_free(m);
     test_kv_dtype = KV_F16;
+    test_batch_invariant = true;
 }
 
-Test(generate, cache_matches_full_forward) { cache_vs_full(KV_F32, GEN_ATOL, GEN_RTOL); }
-Test(generate, cache_matches_full_forward_f16) { cache_vs_full(KV_F16, GEN_F16_ATOL, GEN_F16_RTOL); }
+Test(generate, cache_matches_full_forward) { cache_vs_full(KV_F32, true, GEN_ATOL, GEN_RTOL); }
+Test(generate, cache_matches_full_forward_f16)
+{
+    cache_vs_full(KV_F16, true, GEN_F16_ATOL, GEN_F16_RTOL);
+}
+/* batch_invariant off: the matmuls go through matmul_forward on the
+ * model's own weights (no packed copy), chunked prefill and decode alike */
+Test(generate, cache_matches_full_forward_unpacked)
+{
+    cache_vs_full(KV_F32, false, GEN_ATOL, GEN_RTOL);
+}
 
 /* The same check on the Hugging Face fixtures (GQA Llama, tied Qwen2 with
  * biases, Llama 3 rope scaling): sampled at temperature 1 so that the
