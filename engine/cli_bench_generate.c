@@ -93,15 +93,19 @@ static int submit_batch(struct gen_engine *e, const struct model_config *c, int 
     return p ? rc : -1;
 }
 
-/* One decode measurement: conc sequences with 64-token prompts, all
- * prefilled and one step decoded, then `steps` timed steps (added to prof
- * unless it is NULL). Returns 0 and wall and CPU seconds per step and
- * tokens/s, or -1 with err set. */
-static int decode_once(struct gen_engine *e, const struct model_config *cfg, int conc, int steps,
-                       struct gen_profile *prof, double *step_s, double *cpu_s, double *tps,
-                       char *err, size_t errlen)
+/* One decode measurement: conc sequences with ctx-token prompts, all
+ * prefilled and one step decoded, then `steps` timed steps of all of them
+ * (added to prof unless it is NULL), then the rest cancelled. Prompts
+ * prefilled over several steps start decoding as they finish (continuous
+ * batching), so each may generate up to one token per prefill step
+ * (at most conc * ctx / step_tokens + 1 of them) before the timing. Returns
+ * 0 and wall and CPU seconds per step and tokens/s, or -1 with err set. */
+static int decode_once(struct gen_engine *e, const struct model_config *cfg, int conc, int ctx,
+                       int step_tokens, int steps, struct gen_profile *prof, double *step_s,
+                       double *cpu_s, double *tps, char *err, size_t errlen)
 {
-    if (submit_batch(e, cfg, conc, 64, 2 + steps, 7)) {
+    const int early = (int)((long long)conc * ctx / step_tokens + 1);
+    if (submit_batch(e, cfg, conc, ctx, 2 + early + steps, 7)) {
         snprintf(err, errlen, "could not submit %d requests", conc);
         return -1;
     }
@@ -111,13 +115,13 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
     do {
         if (gen_step(e, err, errlen) < 0) return -1;
         gen_stats_get(e, &st);
-    } while (st.tokens_prefilled - before < (long long)conc * 64);
+    } while (st.tokens_prefilled - before < (long long)conc * ctx);
     if (gen_step(e, err, errlen) < 0) return -1;
     gen_stats_get(e, &st);
     long long g0 = st.tokens_generated, s0 = st.steps;
     gen_profile_attach(e, prof);
     double t0 = progress_now(), c0 = bench_cpu_seconds();
-    while (!gen_idle(e))
+    for (int s = 0; s < steps; s++)
         if (gen_step(e, err, errlen) < 0) { gen_profile_attach(e, NULL); return -1; }
     double t = progress_now() - t0, cpu = bench_cpu_seconds() - c0;
     gen_profile_attach(e, NULL);
@@ -126,6 +130,13 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
     *step_s = t / nsteps;
     *cpu_s = cpu / nsteps;
     *tps = (double)(st.tokens_generated - g0) / t;
+    char id[32];
+    for (int i = 0; i < conc; i++) {
+        snprintf(id, sizeof id, "b%d", i);
+        gen_cancel(e, id);
+    }
+    while (!gen_idle(e))
+        if (gen_step(e, err, errlen) < 0) return -1;
     return 0;
 }
 
@@ -149,13 +160,15 @@ static void print_profile(const char *bench, const char *name, int conc,
 int cli_bench_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
-                                       "--concurrency", "--rounds", "--kv-dtype", NULL};
+                                       "--concurrency", "--rounds", "--kv-dtype", "--context",
+                                       NULL};
     static const char *const flags[] = {"--no-batch-invariant", "--profile", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
-    long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3;
+    long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3, ctx = 64;
     if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 1024, &steps) ||
         cli_arg_int(argc, argv, "--prompt-len", 1, 4096, &plen) ||
+        cli_arg_int(argc, argv, "--context", 1, 4096, &ctx) ||
         cli_arg_int(argc, argv, "--concurrency", 1, 64, &only) ||
         cli_arg_int(argc, argv, "--rounds", 1, 99, &rounds))
         return 2;
@@ -199,7 +212,13 @@ int cli_bench_generate(int argc, char **argv)
     /* all 64 prompts of 64 tokens prefill in one step, so that the timed
      * decode steps run every sequence in lockstep */
     gc.max_step_tokens = (int)(plen > 64 * 64 ? plen : 64 * 64);
-    gc.kv_bytes = (size_t)512 << 20;
+    /* room for 64 sequences of decode_once's prompt and tokens, a block
+     * more each for rounding (512 MiB at least) */
+    const size_t pos_bytes = (size_t)2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim *
+                             (dt == KV_F16 ? 2 : 4);
+    const long seq_pos = ctx + 3 + 64 * ctx / gc.max_step_tokens + steps + gc.block_size;
+    gc.kv_bytes = (size_t)64 * (size_t)seq_pos * pos_bytes;
+    if (gc.kv_bytes < (size_t)512 << 20) gc.kv_bytes = (size_t)512 << 20;
     gc.kv_dtype = dt;
     gc.batch_invariant = !cli_flag(argc, argv, "--no-batch-invariant");
     struct gen_engine *e = gen_engine_new(m, NULL, &gc, bench_noop, NULL, err, sizeof err);
@@ -239,7 +258,8 @@ int cli_bench_generate(int argc, char **argv)
     for (int r = 0; r < rounds; r++)
         for (int ci = 0; ci < NCONC; ci++) {
             if (only && concs[ci] != only) continue;
-            if (decode_once(e, &cfg, concs[ci], (int)steps, profile ? &prof[ci] : NULL,
+            if (decode_once(e, &cfg, concs[ci], (int)ctx, gc.max_step_tokens, (int)steps,
+                            profile ? &prof[ci] : NULL,
                             &step_s[ci][r], &cpu_s[ci][r], &tps[ci][r], err, sizeof err))
                 goto fail;
             ratio[ci][r] = only ? 0 : tps[ci][r] / tps[0][r];
@@ -253,13 +273,13 @@ int cli_bench_generate(int argc, char **argv)
         const double tps_med = bench_median(tps[ci], n), ratio_med = bench_median(ratio[ci], n);
         const double roof = fmax(wbytes / (bw * 1e9), conc * mflop / (peak * 1e9));
         printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"kv_dtype\":\"%s\","
-               "\"threads\":%ld,\"concurrency\":%d,"
+               "\"threads\":%ld,\"concurrency\":%d,\"context\":%ld,"
                "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"speedup_min\":%.2f,\"speedup_max\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f,\"roofline_step_ms\":%.2f,"
                "\"fraction_of_roofline\":%.3f,\"roofline_speedup\":%.2f}\n",
-               name, gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, conc, rounds,
+               name, gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, conc, ctx, rounds,
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
                wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
                conc * roof1 / roof);

@@ -54,13 +54,18 @@ g32=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperat
 $PY -c "import json,sys; r=json.loads(open('$tmp/f').read()); assert len(r['tokens'])==4 and r['prompt_tokens']==3, r" && ok || bad "--prompt-tokens on a fixture"
 
 # bench generate --profile: the prefill and decode steps split by op, in
-# ms per step, adding up to the step
-"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 4 --prompt-len 16 --profile >"$tmp/bench" 2>/dev/null
+# ms per step, adding up to the step; every timed decode step runs all 4
+# sequences (4 prompts of 1100 take two prefill steps of at most 4096
+# tokens, and the first ones decode meanwhile)
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 4 --prompt-len 16 --context 1100 --profile >"$tmp/bench" 2>/dev/null
 $PY - "$tmp/bench" <<'PY' && ok || bad "bench generate --profile"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 prof = {r["bench"]: r for r in rows if r["bench"].endswith("_profile")}
 assert set(prof) == {"prefill_profile", "decode_profile"}, rows
+dec = [r for r in rows if r["bench"] == "decode"][0]
+assert dec["context"] == 1100 and dec["concurrency"] == 4, dec
+assert abs(dec["tokens_per_s"] * dec["step_ms"] / 1e3 - 4) < 0.05, dec
 assert prof["decode_profile"]["concurrency"] == 4
 for r in prof.values():
     ms = r["ms_per_step"]
