@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kv_cache.h"
+
 int cli_forward(int argc, char **argv);
 int cli_pretrain(int argc, char **argv);
 int cli_sample(int argc, char **argv);
@@ -47,6 +49,8 @@ bool cli_flag(int argc, char **argv, const char *name);
  * printing "--name: expected ..." when malformed or outside [lo, hi]. */
 int cli_arg_int(int argc, char **argv, const char *name, long lo, long hi, long *out);
 int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi, double *out);
+/* --kv-dtype f16|f32 into *out when present (the same 0 / -1). */
+int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out);
 /* Parses "1,2,3" (non-negative ids) into a new array (caller frees);
  * returns the count, or -1 when empty or malformed. */
 int cli_parse_ids(const char *s, int32_t **out);

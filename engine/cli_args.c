@@ -64,6 +64,14 @@ int cli_arg_int(int argc, char **argv, const char *name, long lo, long hi, long 
     return 0;
 }
 
+int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out)
+{
+    const char *v = cli_arg(argc, argv, "--kv-dtype");
+    if (!v || kv_dtype_parse(v, out) == 0) return 0;
+    fprintf(stderr, "%s: --kv-dtype: expected f16 or f32, got \"%s\"\n", argv[0], v);
+    return -1;
+}
+
 int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi, double *out)
 {
     const char *v = cli_arg(argc, argv, name);

@@ -165,19 +165,15 @@ int cli_bench_generate(int argc, char **argv)
     static const char *const flags[] = {"--no-batch-invariant", "--profile", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3, ctx = 64;
-    if (cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
+    enum kv_dtype dt = KV_F16;
+    if (cli_arg_kv_dtype(argc, argv, &dt) ||
+        cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 1024, &steps) ||
         cli_arg_int(argc, argv, "--prompt-len", 1, 4096, &plen) ||
         cli_arg_int(argc, argv, "--context", 1, 4096, &ctx) ||
         cli_arg_int(argc, argv, "--concurrency", 1, 64, &only) ||
         cli_arg_int(argc, argv, "--rounds", 1, 99, &rounds))
         return 2;
-    const char *kv_dtype = cli_arg(argc, argv, "--kv-dtype");
-    enum kv_dtype dt = KV_F16;
-    if (kv_dtype && kv_dtype_parse(kv_dtype, &dt)) {
-        fprintf(stderr, "bench generate: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
-        return 2;
-    }
     omp_set_num_threads((int)threads);
     const char *name = cli_arg(argc, argv, "--config");
     if (!name) name = "small";

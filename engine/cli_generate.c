@@ -71,13 +71,9 @@ int cli_generate(int argc, char **argv)
     r.max_tokens = 64;
     long max_tokens = r.max_tokens, seed = -1, n = 1, top_k = 0, logprobs = 0, kv_mb = 256;
     double temp = 1.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
-    const char *kv_dtype = cli_arg(argc, argv, "--kv-dtype");
     enum kv_dtype dt = KV_F16;
-    if (kv_dtype && kv_dtype_parse(kv_dtype, &dt)) {
-        fprintf(stderr, "generate: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
-        return 2;
-    }
-    if (cli_arg_int(argc, argv, "--max-tokens", 0, 1 << 20, &max_tokens) ||
+    if (cli_arg_kv_dtype(argc, argv, &dt) ||
+        cli_arg_int(argc, argv, "--max-tokens", 0, 1 << 20, &max_tokens) ||
         cli_arg_int(argc, argv, "--seed", 0, INT64_MAX, &seed) ||
         cli_arg_int(argc, argv, "--n", 1, GEN_MAX_N, &n) ||
         cli_arg_int(argc, argv, "--top-k", 0, 1 << 30, &top_k) ||
