@@ -38,6 +38,7 @@ struct grpo_opts {
     int log_completions;                /* sample events per step */
     int checkpoint_every;
     int kv_cache_mb;
+    enum kv_dtype kv_dtype;             /* the rollout engine's cache (default KV_F16) */
     uint64_t seed;
     struct train_ctl *ctl;              /* resume and safe stop (engine/checkpoint.h); NULL: none */
 };
@@ -59,6 +60,7 @@ struct eval_opts {
     float temperature, top_p;
     int log_completions;
     int kv_cache_mb;
+    enum kv_dtype kv_dtype;
     uint64_t seed;
 };
 void eval_opts_default(struct eval_opts *o);

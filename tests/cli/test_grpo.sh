@@ -32,7 +32,7 @@ cat > "$tmp/spec.json" <<'JSON'
   {"name": "ev", "kind": "eval", "model": "rl", "dataset": "rl.jsonl",
    "reward": {"components": [{"type": "accuracy", "weight": 1.0}]},
    "params": {"prompt_template": "User: {prompt}\nAssistant:", "max_completion_length": 48,
-              "num_samples": 2, "log_completions": 0}}]}
+              "num_samples": 2, "log_completions": 0, "kv_dtype": "f32"}}]}
 JSON
 "$ENGINE" train --spec "$tmp/spec.json" --data-dir "$tmp/data" > "$tmp/events" 2>"$tmp/err" \
   || { cat "$tmp/err"; tail -3 "$tmp/events"; echo "grpo: 0 passed, 1 failed"; exit 1; }
