@@ -211,7 +211,7 @@ int cli_bench_generate(int argc, char **argv)
     /* room for 64 sequences of decode_once's prompt and tokens, a block
      * more each for rounding (512 MiB at least) */
     const size_t pos_bytes = (size_t)2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim *
-                             (dt == KV_F16 ? 2 : 4);
+                             kv_dtype_size(dt);
     const long seq_pos = ctx + 3 + 64 * ctx / gc.max_step_tokens + steps + gc.block_size;
     gc.kv_bytes = (size_t)64 * (size_t)seq_pos * pos_bytes;
     if (gc.kv_bytes < (size_t)512 << 20) gc.kv_bytes = (size_t)512 << 20;

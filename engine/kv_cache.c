@@ -31,7 +31,7 @@ struct kv_cache *kv_cache_new(const struct backend *be, enum kv_dtype dt, int n_
                               int n_kv_heads, int head_dim, int block_size, size_t bytes,
                               char *err, size_t errlen)
 {
-    const size_t elem = dt == KV_F16 ? 2 : 4;
+    const size_t elem = kv_dtype_size(dt);
     size_t layer = 2 * (size_t)n_kv_heads * block_size * head_dim;
     size_t block = layer * n_layers;
     size_t nb = block_size > 0 ? bytes / (block * elem) : 0;
@@ -45,7 +45,6 @@ struct kv_cache *kv_cache_new(const struct backend *be, enum kv_dtype dt, int n_
     if (!kv) goto oom;
     kv->be = be;
     kv->dtype = dt;
-    kv->elem = elem;
     kv->n_blocks = (int)nb;
     kv->block_size = block_size;
     kv->block_stride = block;
@@ -77,7 +76,7 @@ void kv_cache_free(struct kv_cache *kv)
 
 size_t kv_cache_block_bytes(const struct kv_cache *kv)
 {
-    return kv->block_stride * kv->elem;
+    return kv->block_stride * kv_dtype_size(kv->dtype);
 }
 
 int kv_cache_reserve(struct kv_cache *kv, int n)

@@ -21,7 +21,6 @@ struct kv_cache {
     const struct backend *be;
     void *pool;             /* n_blocks * block_stride elements, device memory */
     enum kv_dtype dtype;    /* KV_F16 (binary16) or KV_F32 */
-    size_t elem;            /* bytes per element: 2 or 4 */
     int n_blocks, block_size;
     size_t block_stride, layer_stride, vofs;
     uint64_t *free_map;     /* bit b set: block b is free */
@@ -45,7 +44,7 @@ size_t kv_cache_block_bytes(const struct kv_cache *kv);
 /* Layer l's part of the pool: the kv argument of the backend's ops. */
 static inline void *kv_cache_layer(const struct kv_cache *kv, int l)
 {
-    return (char *)kv->pool + (size_t)l * kv->layer_stride * kv->elem;
+    return (char *)kv->pool + (size_t)l * kv->layer_stride * kv_dtype_size(kv->dtype);
 }
 
 /* "f16" / "f32" <-> dtype; kv_dtype_parse returns -1 for anything else. */

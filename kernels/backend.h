@@ -26,6 +26,8 @@ extern "C" {
 /* Element type of a paged KV cache: fp32, or IEEE binary16 (half the
  * memory and bandwidth; llama.cpp's default cache type). */
 enum kv_dtype { KV_F32, KV_F16 };
+/* Bytes of one element of type dt. */
+static inline size_t kv_dtype_size(enum kv_dtype dt) { return dt == KV_F16 ? 2 : 4; }
 
 struct backend {
     const char *name;     /* "cpu", "cuda" */

@@ -42,9 +42,6 @@
 #include <immintrin.h>
 #endif
 
-/* Bytes of a cache element. */
-static inline int cpu_kv_es(enum kv_dtype dt) { return dt == KV_F16 ? 2 : 4; }
-
 /* Keys of kv head g in block i of sequence table tbl: (D,bs) there; its
  * values (bs,D) at the same place + vofs. es: bytes per element. */
 static inline const char *cpu_kv_head(const void *kv, int es, const int32_t *tbl, int i, int g,
@@ -68,7 +65,7 @@ void cpu_kv_cache_write(void *kv, enum kv_dtype dt, size_t block_stride, size_t 
                         const float *k, int ks, const float *v, int vs,
                         int N, int NKV, int D, int bs)
 {
-    const int es = cpu_kv_es(dt);
+    const int es = (int)kv_dtype_size(dt);
     /* keys are transposed: each component stored lands in a cache line of
      * its own (mostly not in cache), so a row costs D lines, not D/16;
      * two threads keep twice the misses in flight */
