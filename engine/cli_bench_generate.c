@@ -93,19 +93,25 @@ static int submit_batch(struct gen_engine *e, const struct model_config *c, int 
     return p ? rc : -1;
 }
 
+/* max_tokens of each of decode_once's requests: the first token, the
+ * untimed step, the timed steps, and the tokens a sequence may generate
+ * before the timing. Prompts prefilled over several steps start decoding
+ * as they finish (continuous batching): up to one token per prefill step,
+ * at most conc * ctx / step_tokens + 1 of them. */
+static int decode_max_tokens(int conc, int ctx, int step_tokens, int steps)
+{
+    return 2 + (int)((long long)conc * ctx / step_tokens + 1) + steps;
+}
+
 /* One decode measurement: conc sequences with ctx-token prompts, all
  * prefilled and one step decoded, then `steps` timed steps of all of them
- * (added to prof unless it is NULL), then the rest cancelled. Prompts
- * prefilled over several steps start decoding as they finish (continuous
- * batching), so each may generate up to one token per prefill step
- * (at most conc * ctx / step_tokens + 1 of them) before the timing. Returns
- * 0 and wall and CPU seconds per step and tokens/s, or -1 with err set. */
+ * (added to prof unless it is NULL), then the rest cancelled. Returns 0 and
+ * wall and CPU seconds per step and tokens/s, or -1 with err set. */
 static int decode_once(struct gen_engine *e, const struct model_config *cfg, int conc, int ctx,
                        int step_tokens, int steps, struct gen_profile *prof, double *step_s,
                        double *cpu_s, double *tps, char *err, size_t errlen)
 {
-    const int early = (int)((long long)conc * ctx / step_tokens + 1);
-    if (submit_batch(e, cfg, conc, ctx, 2 + early + steps, 7)) {
+    if (submit_batch(e, cfg, conc, ctx, decode_max_tokens(conc, ctx, step_tokens, steps), 7)) {
         snprintf(err, errlen, "could not submit %d requests", conc);
         return -1;
     }
@@ -212,7 +218,8 @@ int cli_bench_generate(int argc, char **argv)
      * more each for rounding (512 MiB at least) */
     const size_t pos_bytes = (size_t)2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim *
                              kv_dtype_size(dt);
-    const long seq_pos = ctx + 3 + 64 * ctx / gc.max_step_tokens + steps + gc.block_size;
+    const long seq_pos =
+        ctx + decode_max_tokens(64, (int)ctx, gc.max_step_tokens, (int)steps) + gc.block_size;
     gc.kv_bytes = (size_t)64 * (size_t)seq_pos * pos_bytes;
     if (gc.kv_bytes < (size_t)512 << 20) gc.kv_bytes = (size_t)512 << 20;
     gc.kv_dtype = dt;
