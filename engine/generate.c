@@ -970,6 +970,16 @@ static void prompt_logprob(struct gen_req *r, const float *row, float lse, int V
     }
 }
 
+/* The nt tasks sampled (in parallel), then accepted in row order. */
+static void sample_accept(struct gen_engine *e, int nt)
+{
+    sample_tasks(e, nt);
+    for (int t = 0; t < nt; t++) {
+        seq_accept(e, e->tasks[t].seq, e->tasks[t].logits);
+        e->n_generated++;
+    }
+}
+
 /* Samples of the rows chosen in this chunk: forks first samples, samples
  * all in parallel, then accepts in row order. */
 static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, size_t errlen)
@@ -1001,13 +1011,7 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
             e->tasks[nt++] = (struct gen_task){s, row, e->lse[i]};
         }
     }
-    const double t_sample = e->prof ? progress_now() : 0;
-    sample_tasks(e, nt);
-    for (int t = 0; t < nt; t++) {
-        seq_accept(e, e->tasks[t].seq, e->tasks[t].logits);
-        e->n_generated++;
-    }
-    if (e->prof) e->prof->s[GEN_PROF_SAMPLE] += progress_now() - t_sample;
+    GEN_TIMED(e, GEN_PROF_SAMPLE, sample_accept(e, nt));
     return 0;
 }
 
