@@ -164,7 +164,8 @@ static void dispatch(engine *e, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *ev = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
-    nul_to_replacement(ev);
+    /* a NUL can only come in as the escape \u0000: walk the event only then */
+    if (memmem(line, len, "\\u0000", 6)) nul_to_replacement(ev);
     if (!json_is_object(ev)) {
         log_msg("engine: unparsable event line: %.200s", line);
         json_decref(ev);
