@@ -113,6 +113,7 @@ struct gen_engine {
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
     float *x, *res, *ln, *qkv, *atty, *h;
+    float *rope;                    /* (R,HD) cos|sin of each row's position */
     float *gate, *up;               /* (R,I) each, up = gate + R*I; NULL when packed */
     /* The linear layers' weights as matmul_rows_forward and (gate|up)
      * matmul_rows_glu_forward read them (NULL when the matmuls take the
@@ -141,8 +142,8 @@ struct gen_engine {
 };
 
 const char *const gen_prof_op_names[GEN_PROF_N] = {
-    "embed", "norm", "qkv", "rope", "kv_write", "attention", "o", "add", "mlp_in",
-    "mlp_down", "logits", "sample"};
+    "embed", "norm", "qkv", "rope", "kv_write", "attention", "o", "mlp_in", "mlp_down",
+    "logits", "sample"};
 
 /* Runs stmt, adding its wall time to op's when profiling. */
 #define GEN_TIMED(e, op, stmt)                                                 \
@@ -277,6 +278,7 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     struct { float **p; size_t n; } fb[] = {
         {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},
         {&e->atty, R * AH}, {&e->gate, packed ? 0 : R * 2 * I}, {&e->h, R * I},
+        {&e->rope, R * (size_t)c->head_dim},
         {&e->hsel, LC * C}, {&e->lnsel, LC * C}, {&e->d_logits, LC * V},
         {&e->d_lse, LC}, {&e->d_lp, LC},
     };
@@ -385,7 +387,7 @@ void gen_engine_free(struct gen_engine *e)
         req_free(r);
     }
     for (int i = 0; i < e->n_seqs; i++) seq_free(e->seqs[i]);
-    float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->h,
+    float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->h, e->rope,
                    e->hsel, e->lnsel, e->d_logits, e->d_lse, e->d_lp, e->packed};
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++) if (fb[i]) be->free(fb[i]);
     int32_t *ib[] = {e->d_tok, e->d_pos, e->d_seq, e->d_tables, e->d_rows, e->d_notarget};
@@ -828,19 +830,23 @@ static void admit(struct gen_engine *e)
     }
 }
 
-/* out: (N,OC) = inp: (N,C) @ w^T [+ b] for linear layer i (lin_shape),
- * batch-invariant when configured. */
+/* out: (N,OC) = inp: (N,C) @ w^T [+ b] [+ resid: (N,OC), may be out] for
+ * linear layer i (lin_shape), batch-invariant when configured. The packed
+ * matmul adds the residual as it stores each output (the same sums as the
+ * add after it, without a pass over the rows). */
 static void linear(const struct gen_engine *e, float *out, const float *inp, int i,
-                   const float *b, int N)
+                   const float *b, const float *resid, int N)
 {
     const struct model *m = e->m;
     size_t w;
     int C, OC;
     lin_shape(m, i, &w, &C, &OC);
-    if (e->packed)
-        m->be->matmul_rows_forward(out, inp, e->packed + e->pk[i], b, N, C, OC);
-    else
-        m->be->matmul_forward(out, inp, m->params + w, b, N, C, OC, 0.0f);
+    if (e->packed) {
+        m->be->matmul_rows_forward(out, inp, e->packed + e->pk[i], b, resid, N, C, OC);
+        return;
+    }
+    m->be->matmul_forward(out, inp, m->params + w, b, N, C, OC, 0.0f);
+    if (resid) m->be->add(out, out, resid, (size_t)N * OC);
 }
 
 /* e->h: (N,I) = silu(e->ln @ gate^T) * (e->ln @ up^T) of layer l. */
@@ -855,7 +861,7 @@ static void mlp_in(struct gen_engine *e, int l, int N)
     } else if (N <= GEN_FUSE_ROWS) {
         /* Decode-sized steps (the team's wake-up costs more than the gate
          * and up rows' own work): rows [gate | up] of one (2I,C) matmul */
-        linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, N);
+        linear(e, e->gate, e->ln, 4 * l + LIN_GU, NULL, NULL, N);
         for (int n = 0; n < N; n++)
             be->swiglu_forward(e->h + (size_t)n * I, e->gate + (size_t)n * 2 * I,
                                e->gate + (size_t)n * 2 * I + I, 1, I);
@@ -884,16 +890,17 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
     be->upload(e->d_tables, e->h_tables, (size_t)S * maxb * sizeof(int32_t));
     GEN_TIMED(e, GEN_PROF_EMBED, be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C));
+    GEN_TIMED(e, GEN_PROF_ROPE, be->rope_cos_sin(e->rope, e->d_pos, m->inv_freq, N, HD));
     for (int l = 0; l < c->n_layers; l++) {
         const struct layer_offsets *lo = &m->layers[l];
         void *kvl = kv_cache_layer(kv, l);
         GEN_TIMED(e, GEN_PROF_NORM,
                   be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
         GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
-                                          lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N));
+                                          lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, NULL, N));
         /* q then k heads, adjacent in a qkv row: rotated in one pass (the
          * cos/sin of a position computed once for both) */
-        GEN_TIMED(e, GEN_PROF_ROPE, be->rope_forward(e->qkv, e->d_pos, m->inv_freq, N, NH + NKV, HD, Q));
+        GEN_TIMED(e, GEN_PROF_ROPE, be->rope_forward(e->qkv, e->rope, N, NH + NKV, HD, Q));
         GEN_TIMED(e, GEN_PROF_KV_WRITE,
                   be->kv_cache_write(kvl, kv->dtype, kv->block_stride, kv->vofs, e->d_tables, maxb,
                                      e->d_seq, e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD,
@@ -902,14 +909,14 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
                   be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->dtype, kv->block_stride,
                                               kv->vofs, e->d_tables, maxb, e->d_seq, e->d_pos, N,
                                               NH, NKV, HD, bs));
+        /* res = x + o(atty), x = res + down(h): the residual adds are in
+         * the matmuls */
         GEN_TIMED(e, GEN_PROF_O, linear(e, e->res, e->atty, 4 * l + LIN_O,
-                                        lo->bo == (size_t)-1 ? NULL : P + lo->bo, N));
-        GEN_TIMED(e, GEN_PROF_ADD, be->add(e->res, e->res, e->x, (size_t)N * C));
+                                        lo->bo == (size_t)-1 ? NULL : P + lo->bo, e->x, N));
         GEN_TIMED(e, GEN_PROF_NORM,
                   be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C));
         GEN_TIMED(e, GEN_PROF_MLP_IN, mlp_in(e, l, N));
-        GEN_TIMED(e, GEN_PROF_MLP_DOWN, linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, N));
-        GEN_TIMED(e, GEN_PROF_ADD, be->add(e->x, e->x, e->res, (size_t)N * C));
+        GEN_TIMED(e, GEN_PROF_MLP_DOWN, linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, e->res, N));
     }
 }
 
@@ -925,7 +932,7 @@ static void logits_rows(struct gen_engine *e, int n)
     be->upload(e->d_rows, e->h_rows, (size_t)n * sizeof(int32_t));
     be->embedding_forward(e->hsel, e->d_rows, e->x, n, C);      /* gather rows */
     be->rmsnorm_forward(e->lnsel, NULL, e->hsel, m->params + m->lnf_w, m->cfg.rms_norm_eps, n, C);
-    linear(e, e->d_logits, e->lnsel, 4 * m->cfg.n_layers, NULL, n);
+    linear(e, e->d_logits, e->lnsel, 4 * m->cfg.n_layers, NULL, NULL, n);
     be->download(e->logits, e->d_logits, (size_t)n * V * sizeof(float));
     if (be->logprob_forward) {
         be->logprob_forward(e->d_lp, e->d_lse, e->d_logits, e->d_notarget, n, V);

@@ -155,7 +155,7 @@ void gen_stats_get(const struct gen_engine *e, struct gen_stats *st);
  * per op only where the backend's ops are synchronous (the CPU's). */
 enum gen_prof_op {
     GEN_PROF_EMBED, GEN_PROF_NORM, GEN_PROF_QKV, GEN_PROF_ROPE, GEN_PROF_KV_WRITE,
-    GEN_PROF_ATTENTION, GEN_PROF_O, GEN_PROF_ADD, GEN_PROF_MLP_IN, GEN_PROF_MLP_DOWN,
+    GEN_PROF_ATTENTION, GEN_PROF_O, GEN_PROF_MLP_IN, GEN_PROF_MLP_DOWN,
     GEN_PROF_LOGITS, GEN_PROF_SAMPLE, GEN_PROF_N
 };
 extern const char *const gen_prof_op_names[GEN_PROF_N];    /* "embed", "norm", ... */

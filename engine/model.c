@@ -117,7 +117,7 @@ static void acts_free(struct model *m)
 {
     struct model_acts *a = &m->acts;
     float **bufs[] = {&a->residual, &a->res2, &a->ln1, &a->ln2, &a->rstd1,
-                      &a->rstd2, &a->qkv, &a->att, &a->atty, &a->gate, &a->up,
+                      &a->rstd2, &a->qkv, &a->rope, &a->att, &a->atty, &a->gate, &a->up,
                       &a->h, &a->lnf, &a->rstdf, &a->lse, &a->dres, &a->dln,
                       &a->datty, &a->dqkv, &a->dh, &a->dgate, &a->dup,
                       &a->logits};
@@ -436,7 +436,8 @@ static int acts_ensure(struct model *m, int B, int T)
         {&a->residual, (L + 1) * N * C}, {&a->res2, L * N * C},
         {&a->ln1, L * N * C}, {&a->ln2, L * N * C},
         {&a->rstd1, L * N}, {&a->rstd2, L * N},
-        {&a->qkv, L * N * Q}, {&a->att, L * att}, {&a->atty, L * N * AH},
+        {&a->qkv, L * N * Q}, {&a->rope, N * (size_t)c->head_dim},
+        {&a->att, L * att}, {&a->atty, L * N * AH},
         {&a->gate, L * N * I}, {&a->up, L * N * I}, {&a->h, L * N * I},
         {&a->lnf, N * C}, {&a->rstdf, N}, {&a->lse, N},
         {&a->dres, N * C}, {&a->dln, N * C}, {&a->datty, N * AH},
@@ -502,6 +503,7 @@ int model_forward_segmented(struct model *m, const int32_t *tokens, const int32_
     free(hpos);
 
     const float *P = m->params;
+    be->rope_cos_sin(a->rope, a->pos, m->inv_freq, N, HD);
     be->embedding_forward(a->residual, a->tokens, P + m->wte, N, C);
     for (int l = 0; l < c->n_layers; l++) {
         const struct layer_offsets *lo = &m->layers[l];
@@ -518,7 +520,7 @@ int model_forward_segmented(struct model *m, const int32_t *tokens, const int32_
         be->matmul_forward(qkv, ln1, P + lo->wqkv,
                            lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, N, C, Q, 0.0f);
         /* q then k heads, adjacent in a qkv row: rotated in one pass */
-        be->rope_forward(qkv, a->pos, m->inv_freq, N, NH + NKV, HD, Q);
+        be->rope_forward(qkv, a->rope, N, NH + NKV, HD, Q);
         be->attention_forward(atty, att, qkv, Q, qkv + AH, Q, qkv + AH + NKV * HD, Q,
                               seg ? a->seg : NULL, B, T, NH, NKV, HD);
         be->matmul_forward(res2, atty, P + lo->wo,
@@ -652,7 +654,7 @@ void model_backward(struct model *m, const int32_t *targets, const float *dlogpr
         be->zero(a->dqkv, (size_t)N * Q * sizeof(float));
         be->attention_backward(a->dqkv, a->dqkv + AH, a->dqkv + AH + NKV * HD, a->datty, att,
                                qkv, qkv + AH, qkv + AH + NKV * HD, Q, Q, Q, B, T, NH, NKV, HD);
-        be->rope_backward(a->dqkv, a->pos, m->inv_freq, N, NH + NKV, HD, Q);
+        be->rope_backward(a->dqkv, a->rope, N, NH + NKV, HD, Q);
         be->zero(a->dln, (size_t)N * C * sizeof(float));
         be->matmul_backward(a->dln, G + lo->wqkv, lo->bqkv == (size_t)-1 ? NULL : G + lo->bqkv,
                             a->dqkv, ln1, P + lo->wqkv, N, C, Q);

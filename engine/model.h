@@ -40,6 +40,7 @@ struct model_acts {
     float *ln1, *ln2;   /* (L, N, C) normalised inputs */
     float *rstd1, *rstd2;   /* (L, N) */
     float *qkv;         /* (L, N, QKV) with RoPE applied to q and k */
+    float *rope;        /* (N, HD) cos|sin of each token's position */
     float *att;         /* (L, B, NH, T, T) attention probabilities */
     float *atty;        /* (L, N, NH*HD) attention outputs */
     float *gate, *up, *h;   /* (L, N, I) */

@@ -89,17 +89,19 @@ struct backend {
      *   theta_j(p) = pos[n] * inv_freq[j], j < D/2 (product in fp32)
      *   out[..., j]       = x[j] * cos - x[j + D/2] * sin
      *   out[..., j + D/2] = x[j + D/2] * cos + x[j] * sin
-     * x: (N,H,D) with row stride `stride` elements between tokens (so q/k
-     * can be rotated inside a fused qkv buffer); in place. pos: (N) absolute
-     * positions (a KV-cache offset is just larger positions).
-     * inv_freq: (D/2), already including any rope scaling. */
-    void (*rope_forward)(float *x, const int32_t *pos, const float *inv_freq,
-                         int N, int H, int D, int stride);
+     * rope_cos_sin computes the rotations once per forward, as HF does, for
+     * every layer to read: cs: (N,D), row n = [cos theta_j | sin theta_j].
+     * pos: (N) absolute positions (a KV-cache offset is just larger
+     * positions); inv_freq: (D/2), already including any rope scaling. */
+    void (*rope_cos_sin)(float *cs, const int32_t *pos, const float *inv_freq, int N, int D);
+    /* x: (N,H,D) with row stride `stride` elements between tokens (so q/k
+     * can be rotated inside a fused qkv buffer); in place; cs from
+     * rope_cos_sin. */
+    void (*rope_forward)(float *x, const float *cs, int N, int H, int D, int stride);
     /* In place: dx = R(-theta) dx (the transpose of the rotation). Not
      * accumulating: it maps the gradient of the rotated tensor to the
      * gradient of the unrotated one in the same buffer. */
-    void (*rope_backward)(float *dx, const int32_t *pos, const float *inv_freq,
-                          int N, int H, int D, int stride);
+    void (*rope_backward)(float *dx, const float *cs, int N, int H, int D, int stride);
 
     /* Causal self-attention with grouped-query heads (NH query heads,
      * NKV key/value heads, NH % NKV == 0, query head h uses kv head
@@ -210,9 +212,11 @@ struct backend {
      * batch-invariant: each output row is bitwise the same whatever N, the
      * row's place in the batch and the thread count, so a sequence decodes
      * identically alone or batched. Tuned for decode batches (weights
-     * streamed once per step). */
+     * streamed once per step). resid: (N,OC) or NULL (may be out): a
+     * residual added to each output as it is stored, bitwise add(out, out,
+     * resid) after the plain op, without a pass of its own. */
     void (*matmul_rows_forward)(float *out, const float *inp, const float *packed,
-                                const float *bias, int N, int C, int OC);
+                                const float *bias, const float *resid, int N, int C, int OC);
     /* A SwiGLU MLP's first half in one pass: h: (N,I) = swiglu_forward of
      * inp @ gate^T and inp @ up^T, bitwise as matmul_rows_forward then
      * swiglu_forward, with the (2I,C) matrix [gate; up] packed by

@@ -119,10 +119,9 @@ void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
                           const float *inp, const float *weight,
                           const float *rstd, int N, int C);
 
-void cpu_rope_forward(float *x, const int32_t *pos, const float *inv_freq,
-                      int N, int H, int D, int stride);
-void cpu_rope_backward(float *dx, const int32_t *pos, const float *inv_freq,
-                       int N, int H, int D, int stride);
+void cpu_rope_cos_sin(float *cs, const int32_t *pos, const float *inv_freq, int N, int D);
+void cpu_rope_forward(float *x, const float *cs, int N, int H, int D, int stride);
+void cpu_rope_backward(float *dx, const float *cs, int N, int H, int D, int stride);
 
 void cpu_attention_forward(float *out, float *att, const float *q, int qs,
                            const float *k, int ks, const float *v, int vs,
@@ -168,7 +167,7 @@ size_t cpu_rows_packed_floats(int C, int OC);
 void cpu_rows_pack(float *dst, const float *weight, int C, int OC);
 void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I);
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
-                             const float *bias, int N, int C, int OC);
+                             const float *bias, const float *resid, int N, int C, int OC);
 void cpu_matmul_rows_glu_forward(float *h, const float *inp, const float *packed, int N, int C,
                                  int I);
 

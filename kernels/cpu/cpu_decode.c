@@ -607,7 +607,8 @@ void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
 /* The MR x 32 tile of outputs (rows n0.., panel outputs j0..j0+nj-1): per
  * k, one 128-byte row of the panel (2 vectors) times MR broadcast inputs,
  * 2*MR fused multiply-adds. Each output is the one chain
- *   acc = 0; acc = fma(x[k], w[k], acc) for k = 0..C-1; out = acc [+ bias],
+ *   acc = 0; acc = fma(x[k], w[k], acc) for k = 0..C-1;
+ *   out = acc [+ bias] [+ resid],
  * whatever MR, so a row's outputs never depend on the rows beside it.
  *
  * The first tile of a panel (PF) reads it from memory; with 24 FMAs per
@@ -617,7 +618,7 @@ void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
  * panel in L2. */
 static inline __attribute__((always_inline)) void
 cpu_rows_tile(int MR, int PF, float *out, const float *inp, const float *panel,
-              const float *bias, int n0, int j0, int nj, int C, int OC)
+              const float *bias, const float *resid, int n0, int j0, int nj, int C, int OC)
 {
     const float *x[CPU_ROWS_MR];
     for (int i = 0; i < MR; i++) x[i] = inp + (size_t)(n0 + i) * C;
@@ -643,33 +644,37 @@ cpu_rows_tile(int MR, int PF, float *out, const float *inp, const float *panel,
     }
     for (int i = 0; i < MR; i++) {
         float *o = out + (size_t)(n0 + i) * OC + j0;
+        const float *ro = resid ? resid + (size_t)(n0 + i) * OC + j0 : NULL;
         for (int v = 0; v < 2; v++) {
             cpu_v16 r = acc[i][v];
             if (nj == CPU_PANEL) {
                 if (bias) r += *(const cpu_v16 *)(bias + j0 + 16 * v);
+                if (ro) r += *(const cpu_v16 *)(ro + 16 * v);
                 *(cpu_v16 *)(o + 16 * v) = r;
                 continue;
             }
-            for (int c = 0; c < 16 && 16 * v + c < nj; c++)
-                o[16 * v + c] = bias ? r[c] + bias[j0 + 16 * v + c] : r[c];
+            for (int c = 0; c < 16 && 16 * v + c < nj; c++) {
+                float y = bias ? r[c] + bias[j0 + 16 * v + c] : r[c];
+                o[16 * v + c] = ro ? y + ro[16 * v + c] : y;
+            }
         }
     }
 }
 
 typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
-                              int, int, int, int, int);
+                              const float *, int, int, int, int, int);
 #define CPU_ROWS_TILE_FN(M)                                                                  \
     __attribute__((optimize("fp-contract=fast"))) static void                                 \
     cpu_rows_tile##M(float *out, const float *inp, const float *panel, const float *bias,     \
-                     int n0, int j0, int nj, int C, int OC)                                   \
+                     const float *resid, int n0, int j0, int nj, int C, int OC)               \
     {                                                                                         \
-        cpu_rows_tile(M, 0, out, inp, panel, bias, n0, j0, nj, C, OC);                        \
+        cpu_rows_tile(M, 0, out, inp, panel, bias, resid, n0, j0, nj, C, OC);                 \
     }                                                                                         \
     __attribute__((optimize("fp-contract=fast"))) static void                                 \
     cpu_rows_ptile##M(float *out, const float *inp, const float *panel, const float *bias,    \
-                      int n0, int j0, int nj, int C, int OC)                                  \
+                      const float *resid, int n0, int j0, int nj, int C, int OC)              \
     {                                                                                         \
-        cpu_rows_tile(M, 1, out, inp, panel, bias, n0, j0, nj, C, OC);                        \
+        cpu_rows_tile(M, 1, out, inp, panel, bias, resid, n0, j0, nj, C, OC);                 \
     }
 CPU_ROWS_TILE_FN(1)
 CPU_ROWS_TILE_FN(2)
@@ -706,7 +711,7 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][CPU_ROWS_MR + 1] = {
  * tiles' gate and up going through cpu_swiglu_forward (bitwise the op on
  * cpu_matmul_rows_forward's outputs); otherwise out: (N,OC). */
 static void cpu_rows_run(float *out, const float *inp, const float *packed, const float *bias,
-                         int N, int C, int OC, int I)
+                         const float *resid, int N, int C, int OC, int I)
 {
     const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
     const size_t outs = I > 0 ? (size_t)2 * I : (size_t)OC;
@@ -721,13 +726,13 @@ static void cpu_rows_run(float *out, const float *inp, const float *packed, cons
                 cpu_rows_tile_fn *tile = cpu_rows_tiles[n == nb][mr];
                 if (I <= 0) {
                     const int j0 = p * CPU_PANEL;
-                    tile(out, inp, panel, bias, n, j0, OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL,
-                         C, OC);
+                    tile(out, inp, panel, bias, resid, n, j0,
+                         OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL, C, OC);
                     continue;
                 }
                 /* rows of [gate 16 | up 16], then their SwiGLU */
                 float gu[CPU_ROWS_MR * CPU_PANEL];
-                tile(gu, inp + (size_t)n * C, panel, NULL, 0, 0, CPU_PANEL, C, CPU_PANEL);
+                tile(gu, inp + (size_t)n * C, panel, NULL, NULL, 0, 0, CPU_PANEL, C, CPU_PANEL);
                 const int j0 = p * 16, nj = I - j0 < 16 ? I - j0 : 16;
                 for (int i = 0; i < mr; i++)
                     cpu_swiglu_forward(out + (size_t)(n + i) * I + j0, gu + i * CPU_PANEL,
@@ -737,14 +742,14 @@ static void cpu_rows_run(float *out, const float *inp, const float *packed, cons
     }
 }
 
-/* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC)], weight packed by
- * cpu_rows_pack. Every output is the fixed chain of cpu_rows_tile, so a
- * row's result never depends on N, its place in the batch or the thread
- * count (see backend.h). */
+/* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC)] [+ resid: (N,OC)],
+ * weight packed by cpu_rows_pack. Every output is the fixed chain of
+ * cpu_rows_tile, so a row's result never depends on N, its place in the
+ * batch or the thread count (see backend.h). */
 void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
-                             const float *bias, int N, int C, int OC)
+                             const float *bias, const float *resid, int N, int C, int OC)
 {
-    cpu_rows_run(out, inp, packed, bias, N, C, OC, 0);
+    cpu_rows_run(out, inp, packed, bias, resid, N, C, OC, 0);
 }
 
 /* h: (N,I) = silu(inp @ gate^T) * (inp @ up^T), weights packed by
@@ -752,5 +757,5 @@ void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
 void cpu_matmul_rows_glu_forward(float *h, const float *inp, const float *packed, int N, int C,
                                  int I)
 {
-    cpu_rows_run(h, inp, packed, NULL, N, C, 0, I);
+    cpu_rows_run(h, inp, packed, NULL, NULL, N, C, 0, I);
 }

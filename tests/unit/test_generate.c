@@ -338,7 +338,9 @@ Test(generate, paged_attention_matches_full_query_groups)
 
 /* matmul_rows_forward on N rows against a double-precision reference, then
  * every row alone and every run of 1..13 consecutive rows (all tile
- * heights, tiles starting anywhere): bitwise the same as in the full batch. */
+ * heights, tiles starting anywhere): bitwise the same as in the full batch.
+ * With a residual (into another buffer, and in place): bitwise the plain
+ * op followed by add. */
 static void matmul_rows_case(int N, int C, int OC, bool with_bias)
 {
     const struct backend *be = backend_cpu();
@@ -353,7 +355,7 @@ static void matmul_rows_case(int N, int C, int OC, bool with_bias)
     for (int i = 0; i < OC; i++) b[i] = (float)rng_normal(&r);
     float *pw = malloc(be->rows_packed_floats(C, OC) * sizeof(float));
     be->rows_pack(pw, w, C, OC);
-    be->matmul_rows_forward(out, x, pw, bias, N, C, OC);
+    be->matmul_rows_forward(out, x, pw, bias, NULL, N, C, OC);
     int bad = 0;
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
@@ -364,12 +366,23 @@ static void matmul_rows_case(int N, int C, int OC, bool with_bias)
     cr_expect_eq(bad, 0, "N %d C %d OC %d: %d outputs differ from the double reference", N, C, OC, bad);
     for (int len = 1; len <= 13; len++)
         for (int n0 = 0; n0 + len <= N; n0 += len == 1 ? 1 : 5) {
-            be->matmul_rows_forward(few, x + (size_t)n0 * C, pw, bias, len, C, OC);
+            be->matmul_rows_forward(few, x + (size_t)n0 * C, pw, bias, NULL, len, C, OC);
             cr_expect(memcmp(few, out + (size_t)n0 * OC, (size_t)len * OC * sizeof(float)) == 0,
                       "N %d C %d OC %d: rows %d..%d as a batch of %d differ", N, C, OC, n0,
                       n0 + len - 1, len);
         }
-    free(x); free(w); free(pw); free(b); free(out); free(few);
+    const size_t no = (size_t)N * OC * sizeof(float);
+    float *res = malloc(no), *want = malloc(no), *got = malloc(no);
+    for (int i = 0; i < N * OC; i++) res[i] = (float)rng_normal(&r);
+    be->add(want, out, res, (size_t)N * OC);
+    be->matmul_rows_forward(got, x, pw, bias, res, N, C, OC);
+    cr_expect(memcmp(got, want, no) == 0,
+              "N %d C %d OC %d: the fused residual differs from matmul then add", N, C, OC);
+    memcpy(got, res, no);
+    be->matmul_rows_forward(got, x, pw, bias, got, N, C, OC);
+    cr_expect(memcmp(got, want, no) == 0,
+              "N %d C %d OC %d: the residual added in place differs", N, C, OC);
+    free(x); free(w); free(pw); free(b); free(out); free(few); free(res); free(want); free(got);
 }
 
 /* a partial panel of outputs (OC < 64), N past one row block (CPU_ROWS_NBLOCK) */
@@ -397,7 +410,7 @@ static void glu_case(int N, int C, int I)
     for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
     for (int i = 0; i < 2 * I * C; i++) w[i] = (float)rng_normal(&r) * 0.3f;
     be->rows_pack(pw, w, C, 2 * I);
-    be->matmul_rows_forward(gu, x, pw, NULL, N, C, 2 * I);
+    be->matmul_rows_forward(gu, x, pw, NULL, NULL, N, C, 2 * I);
     for (int n = 0; n < N; n++)
         be->swiglu_forward(want + (size_t)n * I, gu + (size_t)n * 2 * I, gu + (size_t)n * 2 * I + I, 1, I);
     be->rows_pack_glu(pg, w, C, I);

@@ -188,7 +188,8 @@ Test(kernels, table_complete)
     EXPECT_FN(download); EXPECT_FN(zero); EXPECT_FN(copy); EXPECT_FN(matmul_forward);
     EXPECT_FN(matmul_backward); EXPECT_FN(gemm); EXPECT_FN(embedding_forward);
     EXPECT_FN(embedding_backward); EXPECT_FN(rmsnorm_forward);
-    EXPECT_FN(rmsnorm_backward); EXPECT_FN(rope_forward); EXPECT_FN(rope_backward);
+    EXPECT_FN(rmsnorm_backward); EXPECT_FN(rope_cos_sin); EXPECT_FN(rope_forward);
+    EXPECT_FN(rope_backward);
     EXPECT_FN(attention_forward); EXPECT_FN(attention_backward);
     EXPECT_FN(swiglu_forward); EXPECT_FN(swiglu_backward); EXPECT_FN(add);
     EXPECT_FN(axpy); EXPECT_FN(logprob_forward); EXPECT_FN(logprob_backward);
@@ -572,13 +573,14 @@ Test(kernels, rope_ref)
     const float *inv_freq = reff("rope.inv_freq", D / 2);
     const float *x = reff("rope.x", N * W), *dout = reff("rope.dout", N * W);
     float *buf = frandn((size_t)N * stride, 1, 41), *buf0 = fdup(buf, (size_t)N * stride);
-    float *got = fbuf(N * W);
+    float *got = fbuf(N * W), *cs = fbuf(N * D);
+    be->rope_cos_sin(cs, pos, inv_freq, N, D);
     rows_put(buf, x, N, W, stride, col);
-    be->rope_forward(buf + col, pos, inv_freq, N, H, D, stride);
+    be->rope_forward(buf + col, cs, N, H, D, stride);
     rows_get(got, buf, N, W, stride, col);
     expect_ref("rope.out", got, 2e-6f, 1e-5f);
     rows_put(buf, dout, N, W, stride, col);
-    be->rope_backward(buf + col, pos, inv_freq, N, H, D, stride);
+    be->rope_backward(buf + col, cs, N, H, D, stride);
     rows_get(got, buf, N, W, stride, col);
     expect_ref("rope.dx", got, 2e-6f, 1e-5f);
     size_t touched = 0;
@@ -589,8 +591,7 @@ Test(kernels, rope_ref)
 }
 
 struct rope_ctx {
-    const int32_t *pos;
-    const float *inv_freq, *wout;
+    const float *cs, *wout;
     float *x, *buf;
     int N, H, D, stride;
 };
@@ -600,7 +601,7 @@ static double rope_loss(void *p)
     struct rope_ctx *c = p;
     int W = c->H * c->D;
     rows_put(c->buf, c->x, c->N, W, c->stride, 0);
-    be->rope_forward(c->buf, c->pos, c->inv_freq, c->N, c->H, c->D, c->stride);
+    be->rope_forward(c->buf, c->cs, c->N, c->H, c->D, c->stride);
     double s = 0;
     for (int n = 0; n < c->N; n++)
         s += dotd(c->buf + (size_t)n * c->stride, c->wout + (size_t)n * W, W);
@@ -613,11 +614,13 @@ Test(kernels, rope_fd)
     const int N = 4, H = 2, D = 12, W = H * D, stride = 3 * W;
     float inv_freq[6];
     for (int j = 0; j < D / 2; j++) inv_freq[j] = powf(10000.0f, -(float)(2 * j) / D);
-    struct rope_ctx c = {pos, inv_freq, frandn(N * W, 1, 1), frandn(N * W, 1, 2),
+    float *cs = fbuf(N * D);
+    be->rope_cos_sin(cs, pos, inv_freq, N, D);
+    struct rope_ctx c = {cs, frandn(N * W, 1, 1), frandn(N * W, 1, 2),
                          fbuf((size_t)N * stride), N, H, D, stride};
     float *g = fbuf((size_t)N * stride), *dx = fbuf(N * W);
     rows_put(g, c.wout, N, W, stride, 0);
-    be->rope_backward(g, pos, inv_freq, N, H, D, stride);
+    be->rope_backward(g, cs, N, H, D, stride);
     rows_get(dx, g, N, W, stride, 0);
     EXPECT_FD("rope dx", rope_loss, &c, c.x, dx, N * W, SIZE_MAX, 1);
 }
