@@ -523,6 +523,34 @@ Test(kernels, rmsnorm_ref)
     expect_ref("rms.dw", grad_delta(dw, dw0, C), 1e-5f, 1e-5f);
 }
 
+/* A decode step's rows (on the calling thread), a prefill's (split by rows
+ * over the threads) and one row alone give each row the same bits, near a
+ * double-precision reference. */
+Test(kernels, rmsnorm_paths_agree)
+{
+    static const int shapes[][2] = {{16, 512}, {12, 1000}, {64, 512}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int N = shapes[s][0], C = shapes[s][1];
+        float *x = frandn((size_t)N * C, 3, 5 + s), *w = frandn(C, 1, 6 + s);
+        float *out = fbuf((size_t)N * C), *rstd = fbuf(N), *one = fbuf(C), *r1 = fbuf(1);
+        be->rmsnorm_forward(out, rstd, x, w, 1e-6f, N, C);
+        int differ = 0, far = 0;
+        for (int n = 0; n < N; n++) {
+            be->rmsnorm_forward(one, r1, x + (size_t)n * C, w, 1e-6f, 1, C);
+            differ += memcmp(one, out + (size_t)n * C, C * sizeof(float)) != 0 || *r1 != rstd[n];
+            double ss = 0;
+            for (int c = 0; c < C; c++) ss += (double)x[n * C + c] * x[n * C + c];
+            const double r = 1.0 / sqrt(ss / C + 1e-6);
+            for (int c = 0; c < C; c++) {
+                const double want = w[c] * (x[n * C + c] * r);
+                far += !(fabs(out[n * C + c] - want) <= 1e-5 * (1 + fabs(want)));
+            }
+        }
+        cr_expect_eq(differ, 0, "N %d C %d: %d rows differ from the row alone", N, C, differ);
+        cr_expect_eq(far, 0, "N %d C %d: %d outputs off the double reference", N, C, far);
+    }
+}
+
 struct rms_ctx {
     float *inp, *w, *out, *rstd;
     const float *wout;
@@ -588,6 +616,42 @@ Test(kernels, rope_ref)
         for (int j = 0; j < stride; j++)
             if (j < col || j >= col + W) touched += buf[n * stride + j] != buf0[n * stride + j];
     cr_expect_eq(touched, 0, "rope wrote outside the head block");
+}
+
+/* A decode step's rows (on the calling thread) and a prefill's (split by
+ * rows over the threads) rotate every head as each row alone does, inside
+ * a fused qkv-like row (v columns untouched). */
+static void rope_paths_case(int N)
+{
+    const int H = 12, D = 64, stride = 16 * D;
+    float inv_freq[32];
+    int32_t pos[64];
+    for (int j = 0; j < D / 2; j++) inv_freq[j] = powf(10000.0f, -(float)(2 * j) / D);
+    for (int n = 0; n < N; n++) pos[n] = 7 * n + 3;
+    float *cs = fbuf(N * D), *x = frandn((size_t)N * stride, 1, 8);
+    float *all = fdup(x, (size_t)N * stride), *one = fdup(x, (size_t)N * stride);
+    be->rope_cos_sin(cs, pos, inv_freq, N, D);
+    be->rope_forward(all, cs, N, H, D, stride);
+    for (int n = 0; n < N; n++)
+        be->rope_forward(one + (size_t)n * stride, cs + (size_t)n * D, 1, H, D, stride);
+    cr_expect(memcmp(all, one, (size_t)N * stride * sizeof(float)) == 0,
+              "rows rotated together differ from rows rotated alone");
+    size_t moved = 0, kept = 0;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < stride; c++) {
+            const bool same = all[n * stride + c] == x[n * stride + c];
+            moved += c < H * D && !same;
+            kept += c >= H * D && same;
+        }
+    /* position 0 is not rotated: no row has it */
+    cr_expect_eq(moved, (size_t)N * H * D, "%zu of the q/k elements rotated", moved);
+    cr_expect_eq(kept, (size_t)N * (stride - H * D), "v columns written");
+}
+
+Test(kernels, rope_paths_agree)
+{
+    rope_paths_case(16);
+    rope_paths_case(64);
 }
 
 struct rope_ctx {
