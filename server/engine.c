@@ -160,16 +160,47 @@ static void nul_to_replacement(json_t *v)
     }
 }
 
+/* The request id in an event line that is not JSON (an engine fault: a
+ * garbled or cut write): the string value of its first "id" key, when it
+ * is complete and has no escapes; else "". Every request event names its
+ * request this way, so the request can be failed instead of left waiting
+ * for events that will never parse. */
+static void salvage_id(const char *line, size_t len, char *id, size_t cap)
+{
+    const char *end = line + len, *p = memmem(line, len, "\"id\"", 4);
+    id[0] = 0;
+    if (!p) return;
+    for (p += 4; p < end && (*p == ' ' || *p == ':'); p++) {}
+    if (p >= end || *p++ != '"') return;
+    const char *q = p;
+    while (q < end && *q != '"' && *q != '\\') q++;
+    if (q >= end || *q != '"' || (size_t)(q - p) >= cap) return;
+    memcpy(id, p, (size_t)(q - p));
+    id[q - p] = 0;
+}
+
 static void dispatch(engine *e, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *ev = json_loadb(line, len, JSON_ALLOW_NUL, &jerr);
     /* a NUL can only come in as the escape \u0000: walk the event only then */
     if (memmem(line, len, "\\u0000", 6)) nul_to_replacement(ev);
+    bool garbled = false;
     if (!json_is_object(ev)) {
-        log_msg("engine: unparsable event line: %.200s", line);
+        char id[256], msg[512];
+        salvage_id(line, len, id, sizeof id);
+        log_msg("engine: event line that is not JSON (%s at column %d)%s%s: %.200s", jerr.text,
+                jerr.column, id[0] ? " for " : "", id, line);
         json_decref(ev);
-        return;
+        if (!id[0]) return;
+        /* its request ends here with this error, and the engine is told to
+         * drop it (before, the line was skipped: a lost token, or a lost
+         * done that left the client waiting for the engine timeout) */
+        snprintf(msg, sizeof msg, "the engine sent an event that is not JSON (%s)", jerr.text);
+        ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "error", "id", id, "message", msg, "code",
+                       "engine_error");
+        if (!ev) return;
+        garbled = true;
     }
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *id = json_string_value(json_object_get(ev, "id"));
@@ -208,6 +239,13 @@ static void dispatch(engine *e, const char *line, size_t len)
             e->inflight -= p->remaining;
             free(p);
         }
+        if (garbled && e->alive) {
+            json_t *m = json_pack("{s:s, s:s}", "type", "cancel", "id", id);
+            queue_line(e, m);
+            json_decref(m);
+        }
+    } else if (garbled) {
+        /* not a request in flight (already ended, or not one): logged */
     } else if (strcmp(type, "error") == 0) {
         const char *msg = json_string_value(json_object_get(ev, "message"));
         if (!msg || strncmp(msg, "cancel:", 7) != 0) /* a cancel racing its done is normal */

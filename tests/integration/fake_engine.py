@@ -13,6 +13,8 @@ Keywords (in the prompt or the last message):
   COUNT      tokens "t0 ", "t1 ", ... until max_tokens
   LATE x     the first token only after x seconds
   NUL        tokens "a", NUL, "b": text breaking the protocol's no-NUL rule
+  GARBLE     one token, then a token line cut short (not JSON), then more
+             tokens every 0.2 s until cancelled
 otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
              both tags straddle tokens.
 Every line received is appended to $FAKE_ENGINE_LOG when set; with
@@ -75,6 +77,9 @@ class Gen:
             self.tokens = PREFILL
         elif "NUL" in self.text:
             self.tokens = ["a", "\0", "b"]
+        elif "GARBLE" in self.text:
+            self.delay = 0.2
+            self.tokens = ["g%d " % i for i in range(100)]
         else:
             self.tokens = DEFAULT
         self.crash = "CRASH" in self.text
@@ -113,6 +118,12 @@ class Gen:
             emit(done)
             return False
         tok = self.tokens[self.pos]
+        if "GARBLE" in self.text and self.pos == 1:
+            out.write('{"type":"token","id":"%s","index":%d,"text":"g1\n' % (self.id, self.index))
+            out.flush()
+            self.pos += 1
+            self.next_at = time.monotonic() + self.delay
+            return True
         ev = {"type": "token", "id": self.id, "index": self.index, "text": tok, "token_id": self.pos,
               "logprob": -0.5}
         if self.logprobs:

@@ -531,6 +531,34 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         eq("".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"]), "a\ufffdb", "streamed text")
     check("an engine line with a NUL in its text is not lost", nul_text)
 
+    def garbled_line():
+        # an engine event cut short (not JSON) ends its request with an
+        # error at once (not at the engine timeout), the engine is told to
+        # drop it, and it keeps serving
+        t0 = time.monotonic()
+        st, body, _ = request(srv, "POST", "/v1/completions",
+                              {"model": "tiny", "prompt": "GARBLE", "max_tokens": 50}, key=inf, timeout=20)
+        eq(st, 500, "garbled %r" % (body,))
+        err_shape(body, code="engine_error")
+        assert "not JSON" in body["error"]["message"], body
+        assert time.monotonic() - t0 < 5, "the request waited %.1f s" % (time.monotonic() - t0)
+        st, raw, _ = stream(srv, "/v1/completions", {"model": "tiny", "prompt": "GARBLE", "stream": True}, inf)
+        events, _ = parse_sse(raw)
+        assert any("error" in e for e in events), events
+        deadline = time.monotonic() + 5
+        while True:
+            with open(englog) as f:
+                sent = [json.loads(l) for l in f if l.strip()]
+            gens = [m["id"] for m in sent if m.get("type") == "generate" and "GARBLE" in m.get("prompt", "")]
+            cancels = {m["id"] for m in sent if m.get("type") == "cancel"}
+            if len(gens) == 2 and set(gens) <= cancels or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(gens) == 2 and set(gens) <= cancels, (gens, cancels)
+        st, body, _ = request(srv, "POST", "/v1/completions", {"model": "tiny", "prompt": "NOTHINK"}, key=inf)
+        eq(st, 200, "the next request")
+    check("an engine line that is not JSON fails its request at once", garbled_line)
+
     def heartbeat():
         st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("SLOW 2"), stream=True, max_tokens=1), inf)
         events, comments = parse_sse(raw)
