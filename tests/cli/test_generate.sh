@@ -76,6 +76,12 @@ for r in prof.values():
     assert abs(sum(ms.values()) - r["step_ms"]) <= 0.01 + 1e-3 * r["step_ms"], r
 PY
 
+# bench grpo --kv-dtype reaches its rollout engine (the figures say which)
+"$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype f32 \
+  >"$tmp/bg" 2>/dev/null
+$PY -c "import json,sys; r=[json.loads(l) for l in open('$tmp/bg')]; assert [x['kv_dtype'] for x in r]==['f32'], r" \
+  && ok || bad "bench grpo --kv-dtype f32"
+
 expect_error() {   # expect_error code "substring" args...
   local code=$1 want=$2; shift 2
   set +e; "$ENGINE" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?; set -e
@@ -89,6 +95,7 @@ expect_error 2 "--top-p" generate --model "$M" --prompt x --top-p 2
 expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
 expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
+expect_error 2 "--kv-dtype" bench grpo --kv-dtype bf16
 expect_error 1 "config.json" generate --model "$tmp/nope" --prompt x
 
 echo "generate: $pass passed, $fail failed"
