@@ -898,8 +898,8 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
                   be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
         GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
                                           lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, NULL, N));
-        /* q then k heads, adjacent in a qkv row: rotated in one pass (the
-         * cos/sin of a position computed once for both) */
+        /* q then k heads, adjacent in a qkv row: rotated in one pass, by
+         * the step's cos/sin rows */
         GEN_TIMED(e, GEN_PROF_ROPE, be->rope_forward(e->qkv, e->rope, N, NH + NKV, HD, Q));
         GEN_TIMED(e, GEN_PROF_KV_WRITE,
                   be->kv_cache_write(kvl, kv->dtype, kv->block_stride, kv->vofs, e->d_tables, maxb,
