@@ -13,41 +13,59 @@
 /* cs: (N,D): row n = [cos theta_j | sin theta_j], j < D/2, with
  * theta_j = (float)pos[n] * inv_freq[j] in fp32, as HF computes
  * inv_freq @ position_ids in fp32, then cos/sin of that fp32 angle. */
-void cpu_rope_cos_sin(float *cs, const int32_t *pos, const float *inv_freq, int N, int D)
+static inline void cpu_rope_cos_sin_row(float *cs, const int32_t *pos, const float *inv_freq,
+                                        int n, int D)
 {
     const int half = D / 2;
-    #pragma omp parallel for schedule(static) if ((size_t)N * half >= CPU_PAR_MIN / 16)
-    for (int n = 0; n < N; n++) {
-        float *c = cs + (size_t)n * D, *s = c + half;
-        const float p = (float)pos[n];
+    float *c = cs + (size_t)n * D, *s = c + half;
+    const float p = (float)pos[n];
+    for (int j = 0; j < half; j++) {
+        const float theta = p * inv_freq[j];
+        c[j] = cosf(theta);
+        s[j] = sinf(theta);
+    }
+}
+
+void cpu_rope_cos_sin(float *cs, const int32_t *pos, const float *inv_freq, int N, int D)
+{
+    /* a decode step's rows: one thread, no OpenMP region (even one whose
+     * `if` is false costs microseconds) */
+    if ((size_t)N * D < CPU_PAR_MIN / 8) {
+        for (int n = 0; n < N; n++) cpu_rope_cos_sin_row(cs, pos, inv_freq, n, D);
+        return;
+    }
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) cpu_rope_cos_sin_row(cs, pos, inv_freq, n, D);
+}
+
+/* Row n of x: (N,H,D) with row stride `stride` between tokens: every head
+ * rotated by +theta (dir = 1) or -theta (dir = -1). */
+static inline void cpu_rope_row(float *x, const float *cs, int n, int H, int D, int stride,
+                                float dir)
+{
+    const int half = D / 2;
+    const float *c = cs + (size_t)n * D, *s = c + half;
+    for (int h = 0; h < H; h++) {
+        float *x1 = x + (size_t)n * stride + (size_t)h * D, *x2 = x1 + half;
+        #pragma omp simd
         for (int j = 0; j < half; j++) {
-            const float theta = p * inv_freq[j];
-            c[j] = cosf(theta);
-            s[j] = sinf(theta);
+            const float a = x1[j], b = x2[j], sn = dir * s[j];
+            x1[j] = a * c[j] - b * sn;
+            x2[j] = b * c[j] + a * sn;
         }
     }
 }
 
-/* Rotates every head of every token by +theta (dir = 1) or -theta
- * (dir = -1). x: (N,H,D) with row stride `stride` between tokens. */
 static void cpu_rope_rotate(float *x, const float *cs, int N, int H, int D, int stride,
                             float dir)
 {
-    const int half = D / 2;
     /* a decode step's rows: one thread, no OpenMP region */
-    #pragma omp parallel for schedule(static) if ((size_t)N * H * D >= CPU_PAR_MIN)
-    for (int n = 0; n < N; n++) {
-        const float *c = cs + (size_t)n * D, *s = c + half;
-        for (int h = 0; h < H; h++) {
-            float *x1 = x + (size_t)n * stride + (size_t)h * D, *x2 = x1 + half;
-            #pragma omp simd
-            for (int j = 0; j < half; j++) {
-                const float a = x1[j], b = x2[j], sn = dir * s[j];
-                x1[j] = a * c[j] - b * sn;
-                x2[j] = b * c[j] + a * sn;
-            }
-        }
+    if ((size_t)N * H * D < CPU_PAR_MIN) {
+        for (int n = 0; n < N; n++) cpu_rope_row(x, cs, n, H, D, stride, dir);
+        return;
     }
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) cpu_rope_row(x, cs, n, H, D, stride, dir);
 }
 
 /* x: (N,H,D), row stride `stride`; in place: x = R(theta) x. */
