@@ -13,6 +13,7 @@
 #include "completions_internal.h"
 
 static pthread_mutex_t hb_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t admit_mu = PTHREAD_MUTEX_INITIALIZER;  /* see the in-flight limit */
 static pthread_cond_t hb_cv = PTHREAD_COND_INITIALIZER;
 static struct gen_req *hb_head;
 static pthread_t hb_thread;
@@ -491,7 +492,11 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
                                 v.param, v.code, "%s", v.msg);
     }
     int total = (int)(json_array_size(inputs) * (size_t)n);
+    /* The limit's check and this request's submits are one step: two
+     * requests checking before either submitted could together pass it. */
+    pthread_mutex_lock(&admit_mu);
     if (engine_inflight(srv->eng) + total > srv->cfg.max_inflight) {
+        pthread_mutex_unlock(&admit_mu);
         json_decref(eng);
         json_decref(inputs);
         gen_free(g);
@@ -570,6 +575,7 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
     json_decref(inputs);
     bool failed_early = g->err_status && !g->finished && g->t_first == 0;
     pthread_mutex_unlock(&g->mu);
+    pthread_mutex_unlock(&admit_mu);
 
     if (failed_early) { /* nothing generated yet: a plain error response */
         for (int i = 0; i < total; i++)

@@ -368,6 +368,15 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         err_shape(body, code="too_many_requests")
         for t in holders:
             t.join()
+        # 8 such requests at once: the limit admits 4, whatever the timing
+        codes = []
+        racers = [threading.Thread(target=lambda: codes.append(
+            request(srv, "POST", "/v1/chat/completions", body_slow, key=inf)[0])) for _ in range(8)]
+        for t in racers:
+            t.start()
+        for t in racers:
+            t.join()
+        eq(sorted(codes), [200] * 4 + [429] * 4, "8 requests of 16 racing for 64 generations")
     check("generations in flight: one past the limit is 429", inflight_limit)
 
     ids = {}
