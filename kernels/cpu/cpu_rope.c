@@ -4,8 +4,8 @@
  * transformers' apply_rotary_pos_emb: x * cos + rotate_half(x) * sin.
  * As there, cos and sin are computed once per forward (cpu_rope_cos_sin)
  * and every layer's rotation reads them: the angles are the same in every
- * layer, and cosf/sinf cost more than the rotation itself (a decode step
- * of 16 rows: 8 us per layer computing them, against 1 us reading them). */
+ * layer (a decode step of 16 rows on small: RoPE 0.041-0.047 -> 0.023-0.027
+ * ms for its 8 layers). */
 #include "cpu.h"
 
 #include <math.h>
