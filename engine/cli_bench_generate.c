@@ -148,9 +148,10 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
 
 /* Profiled steps' time by kind of op, ms per step (mean over the steps
  * profiled); "other" is the step's time outside them (scheduling, block
- * tables, packing). */
+ * tables, packing). bw > 0 (decode): also the rate the attention read the
+ * cache at, against the memory bandwidth measured in the run. */
 static void print_profile(const char *bench, const char *name, int conc,
-                          const struct gen_profile *p)
+                          const struct gen_profile *p, double bw)
 {
     const double per = p->steps > 0 ? 1e3 / (double)p->steps : 0;
     double ops = 0;
@@ -160,7 +161,13 @@ static void print_profile(const char *bench, const char *name, int conc,
         printf("\"%s\":%.3f,", gen_prof_op_names[i], p->s[i] * per);
         ops += p->s[i];
     }
-    printf("\"other\":%.3f}}\n", (p->step_s - ops) * per);
+    printf("\"other\":%.3f}", (p->step_s - ops) * per);
+    const double att = p->s[GEN_PROF_ATTENTION];
+    if (bw > 0 && att > 0)
+        printf(",\"attention_kv_mb_per_step\":%.2f,\"attention_gb_per_s\":%.1f,"
+               "\"attention_fraction_of_bandwidth\":%.3f",
+               p->kv_bytes * per / 1e3 / 1e6, p->kv_bytes / att / 1e9, p->kv_bytes / att / 1e9 / bw);
+    printf("}\n");
 }
 
 int cli_bench_generate(int argc, char **argv)
@@ -246,7 +253,7 @@ int cli_bench_generate(int argc, char **argv)
            "\"threads\":%ld,\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
            gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, plen, best * 1e3,
            plen / best);
-    if (profile) print_profile("prefill_profile", name, 1, &pprof);
+    if (profile) print_profile("prefill_profile", name, 1, &pprof, 0);
 
     /* decode: every concurrency once per round, rounds interleaved, so
      * that a burst of load on a shared machine hits one round of each, not
@@ -286,7 +293,7 @@ int cli_bench_generate(int argc, char **argv)
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
                wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
                conc * roof1 / roof);
-        if (profile) print_profile("decode_profile", name, conc, &prof[ci]);
+        if (profile) print_profile("decode_profile", name, conc, &prof[ci], bw);
     }
     rc = 0;
     goto out;

@@ -889,6 +889,11 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
     be->upload(e->d_tables, e->h_tables, (size_t)S * maxb * sizeof(int32_t));
+    if (e->prof) {
+        double positions = 0;
+        for (int n = 0; n < N; n++) positions += e->h_pos[n] + 1;
+        e->prof->kv_bytes += positions * 2.0 * NKV * HD * kv_dtype_size(kv->dtype) * c->n_layers;
+    }
     GEN_TIMED(e, GEN_PROF_EMBED, be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C));
     GEN_TIMED(e, GEN_PROF_ROPE, be->rope_cos_sin(e->rope, e->d_pos, m->inv_freq, N, HD));
     for (int l = 0; l < c->n_layers; l++) {

@@ -163,6 +163,10 @@ struct gen_profile {
     double s[GEN_PROF_N];       /* seconds in each kind of op */
     double step_s;              /* seconds in gen_step, all of it */
     long long steps;
+    /* cache bytes the attention's rows attend to: keys and values of
+     * positions 0..pos of every row, every layer (what a decode step's
+     * attention reads; prefill rows sharing a chunk read it once) */
+    double kv_bytes;
 };
 /* Attaches p (borrowed; NULL detaches): every later gen_step adds to it. */
 void gen_profile_attach(struct gen_engine *e, struct gen_profile *p);

@@ -67,6 +67,12 @@ dec = [r for r in rows if r["bench"] == "decode"][0]
 assert dec["context"] == 1100 and dec["concurrency"] == 4, dec
 assert abs(dec["tokens_per_s"] * dec["step_ms"] / 1e3 - 4) < 0.05, dec
 assert prof["decode_profile"]["concurrency"] == 4
+# the cache the attention read: 4 rows at positions 1100.., keys and values
+# of 4 kv heads x 32 in binary16, 6 layers: 4 x (1101..1110) x 3072 bytes
+d = prof["decode_profile"]
+assert 4 * 1101 * 3072 / 1e6 <= d["attention_kv_mb_per_step"] <= 4 * 1110 * 3072 / 1e6, d
+assert d["attention_gb_per_s"] > 0 and d["attention_fraction_of_bandwidth"] > 0, d
+assert "attention_gb_per_s" not in prof["prefill_profile"]
 for r in prof.values():
     ms = r["ms_per_step"]
     assert r["steps"] > 0 and r["step_ms"] > 0, r
