@@ -111,6 +111,15 @@ static void queue_line(engine *e, json_t *msg)
     }
 }
 
+/* Tells a running engine to drop request id (under e->mu). */
+static void queue_cancel(engine *e, const char *id)
+{
+    if (!e->alive) return;
+    json_t *m = json_pack("{s:s, s:s}", "type", "cancel", "id", id);
+    queue_line(e, m);
+    json_decref(m);
+}
+
 /* Fails every request in flight (under e->mu). */
 static void fail_all(engine *e, const char *message)
 {
@@ -239,14 +248,8 @@ static void dispatch(engine *e, const char *line, size_t len)
             e->inflight -= p->remaining;
             free(p);
         }
-        if (garbled && e->alive) {
-            json_t *m = json_pack("{s:s, s:s}", "type", "cancel", "id", id);
-            queue_line(e, m);
-            json_decref(m);
-        }
-    } else if (garbled) {
-        /* not a request in flight (already ended, or not one): logged */
-    } else if (strcmp(type, "error") == 0) {
+        if (garbled) queue_cancel(e, id);
+    } else if (!garbled && strcmp(type, "error") == 0) {   /* a garbled line was logged */
         const char *msg = json_string_value(json_object_get(ev, "message"));
         if (!msg || strncmp(msg, "cancel:", 7) != 0) /* a cancel racing its done is normal */
             log_msg("engine error%s%s: %s", id ? " for " : "", id ? id : "", msg ? msg : "?");
@@ -541,11 +544,7 @@ void engine_cancel(engine *e, const char *id)
         *pp = p->next;
         e->inflight -= p->remaining;
         free(p);
-        if (e->alive) {
-            json_t *m = json_pack("{s:s, s:s}", "type", "cancel", "id", id);
-            queue_line(e, m);
-            json_decref(m);
-        }
+        queue_cancel(e, id);
     }
     pthread_mutex_unlock(&e->mu);
 }
