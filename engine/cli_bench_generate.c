@@ -163,10 +163,12 @@ static void print_profile(const char *bench, const char *name, int conc,
     }
     printf("\"other\":%.3f}", (p->step_s - ops) * per);
     const double att = p->s[GEN_PROF_ATTENTION];
-    if (bw > 0 && att > 0)
+    if (bw > 0 && att > 0 && p->steps > 0) {
+        const double gbs = p->kv_bytes / att / 1e9;
         printf(",\"attention_kv_mb_per_step\":%.2f,\"attention_gb_per_s\":%.1f,"
                "\"attention_fraction_of_bandwidth\":%.3f",
-               p->kv_bytes * per / 1e3 / 1e6, p->kv_bytes / att / 1e9, p->kv_bytes / att / 1e9 / bw);
+               p->kv_bytes / (double)p->steps / 1e6, gbs, gbs / bw);
+    }
     printf("}\n");
 }
 
