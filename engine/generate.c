@@ -15,8 +15,9 @@
  * prompt is done the others fork from it, sharing its full prompt blocks.
  *
  * The forward per layer is model_forward's (engine/model.c) on the same
- * weights and backend ops, with attention_paged_forward in place of the
- * training attention and the new keys/values stored by kv_cache_write. */
+ * weights and backend ops, with attention_paged_step (the rotation, the
+ * new keys and values stored into the paged cache, the attention over it)
+ * in place of the training attention. */
 #include "generate.h"
 
 #include <math.h>
@@ -142,7 +143,7 @@ struct gen_engine {
 };
 
 const char *const gen_prof_op_names[GEN_PROF_N] = {
-    "embed", "norm", "qkv", "rope", "kv_write", "attention", "o", "mlp_in", "mlp_down",
+    "embed", "norm", "qkv", "rope", "attention", "o", "mlp_in", "mlp_down",
     "logits", "sample"};
 
 /* Runs stmt, adding its wall time to op's when profiling. */
@@ -237,7 +238,7 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
 {
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
-    if (!be->kv_cache_write || !be->attention_paged_forward || !be->copy) {
+    if (!be->attention_paged_step || !be->copy) {
         errmsg_set(err, errlen, "backend %s has no paged attention for generation", be->name);
         return NULL;
     }
@@ -882,7 +883,7 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const struct backend *be = m->be;
     const struct kv_cache *kv = e->kv;
     const int C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads, NKV = c->n_kv_heads;
-    const int HD = c->head_dim, AH = NH * HD, bs = kv->block_size;
+    const int HD = c->head_dim, bs = kv->block_size;
     const float *P = m->params;
     pack_weights(e);
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
@@ -903,17 +904,10 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
                   be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
         GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
                                           lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, NULL, N));
-        /* q then k heads, adjacent in a qkv row: rotated in one pass, by
-         * the step's cos/sin rows */
-        GEN_TIMED(e, GEN_PROF_ROPE, be->rope_forward(e->qkv, e->rope, N, NH + NKV, HD, Q));
-        GEN_TIMED(e, GEN_PROF_KV_WRITE,
-                  be->kv_cache_write(kvl, kv->dtype, kv->block_stride, kv->vofs, e->d_tables, maxb,
-                                     e->d_seq, e->d_pos, e->qkv + AH, Q, e->qkv + AH + NKV * HD,
-                                     Q, N, NKV, HD, bs));
         GEN_TIMED(e, GEN_PROF_ATTENTION,
-                  be->attention_paged_forward(e->atty, e->qkv, Q, kvl, kv->dtype, kv->block_stride,
-                                              kv->vofs, e->d_tables, maxb, e->d_seq, e->d_pos, N,
-                                              NH, NKV, HD, bs));
+                  be->attention_paged_step(e->atty, e->qkv, Q, e->rope, kvl, kv->dtype,
+                                           kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
+                                           e->d_pos, N, NH, NKV, HD, bs));
         /* res = x + o(atty), x = res + down(h): the residual adds are in
          * the matmuls */
         GEN_TIMED(e, GEN_PROF_O, linear(e, e->res, e->atty, 4 * l + LIN_O,

@@ -152,9 +152,11 @@ void gen_stats_get(const struct gen_engine *e, struct gen_stats *st);
 /* Where the steps' time goes (bench generate --profile): wall seconds per
  * kind of op, summed over the gen_step calls made while a profile is
  * attached. Each figure is host time around the backend calls, so it is
- * per op only where the backend's ops are synchronous (the CPU's). */
+ * per op only where the backend's ops are synchronous (the CPU's).
+ * "rope" is the step's cos/sin table; the rotations and the KV cache
+ * stores are in "attention" (attention_paged_step). */
 enum gen_prof_op {
-    GEN_PROF_EMBED, GEN_PROF_NORM, GEN_PROF_QKV, GEN_PROF_ROPE, GEN_PROF_KV_WRITE,
+    GEN_PROF_EMBED, GEN_PROF_NORM, GEN_PROF_QKV, GEN_PROF_ROPE,
     GEN_PROF_ATTENTION, GEN_PROF_O, GEN_PROF_MLP_IN, GEN_PROF_MLP_DOWN,
     GEN_PROF_LOGITS, GEN_PROF_SAMPLE, GEN_PROF_N
 };

@@ -202,6 +202,18 @@ struct backend {
                                     int max_blocks, const int32_t *seq,
                                     const int32_t *pos, int N, int NH,
                                     int NKV, int D, int bs);
+    /* A generation step's attention in one op: qkv: (N, (NH + 2 NKV) D)
+     * row stride qs holds each row's [q heads | k heads | v heads]; the q
+     * and k heads rotated by cs (rope_cos_sin's rows; NULL: none), the
+     * keys and values stored (kv_cache_write), then
+     * attention_paged_forward; bitwise those ops in turn. qkv is not
+     * written. The engine's decode path calls this, so that a backend can
+     * store each new key where it is about to read it. */
+    void (*attention_paged_step)(float *out, const float *qkv, int qs, const float *cs,
+                                 void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
+                                 const int32_t *block_tables, int max_blocks,
+                                 const int32_t *seq, const int32_t *pos, int N, int NH,
+                                 int NKV, int D, int bs);
     /* The weight layout matmul_rows_forward reads: rows_pack writes an
      * (OC,C) row-major matrix into dst of rows_packed_floats(C, OC) floats
      * (backend memory). */

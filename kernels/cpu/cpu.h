@@ -119,6 +119,22 @@ void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
                           const float *inp, const float *weight,
                           const float *rstd, int N, int C);
 
+/* One head x: (D) of a token rotated by +theta (dir = 1) or -theta (dir
+ * = -1), in place or into y (y may be x): c, s its D/2 cos and sin
+ * (cpu_rope_cos_sin's row). The one definition that cpu_rope.c and the
+ * attention step (cpu_decode.c) share, so both give the same bits. */
+static inline void cpu_rope_head(float *y, const float *x, const float *c, const float *s,
+                                 int D, float dir)
+{
+    const int half = D / 2;
+    #pragma omp simd
+    for (int j = 0; j < half; j++) {
+        const float a = x[j], b = x[j + half], sn = dir * s[j];
+        y[j] = a * c[j] - b * sn;
+        y[j + half] = b * c[j] + a * sn;
+    }
+}
+
 void cpu_rope_cos_sin(float *cs, const int32_t *pos, const float *inv_freq, int N, int D);
 void cpu_rope_forward(float *x, const float *cs, int N, int H, int D, int stride);
 void cpu_rope_backward(float *dx, const float *cs, int N, int H, int D, int stride);
@@ -157,6 +173,10 @@ void cpu_kv_cache_write(void *kv, enum kv_dtype dt, size_t block_stride, size_t 
                         const int32_t *seq, const int32_t *pos,
                         const float *k, int ks, const float *v, int vs,
                         int N, int NKV, int D, int bs);
+void cpu_attention_paged_step(float *out, const float *qkv, int qs, const float *cs, void *kv,
+                              enum kv_dtype dt, size_t block_stride, size_t vofs,
+                              const int32_t *block_tables, int max_blocks, const int32_t *seq,
+                              const int32_t *pos, int N, int NH, int NKV, int D, int bs);
 void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  const void *kv, enum kv_dtype dt, size_t block_stride,
                                  size_t vofs, const int32_t *block_tables,

@@ -158,6 +158,7 @@ static const struct backend cpu_backend = {
     .scale = cpu_scale,
     .adamw = cpu_adamw,
     .kv_cache_write = cpu_kv_cache_write, .attention_paged_forward = cpu_attention_paged_forward,
+    .attention_paged_step = cpu_attention_paged_step,
     .rows_packed_floats = cpu_rows_packed_floats,
     .rows_pack = cpu_rows_pack,
     .matmul_rows_forward = cpu_matmul_rows_forward,

@@ -38,21 +38,15 @@ void cpu_rope_cos_sin(float *cs, const int32_t *pos, const float *inv_freq, int 
     for (int n = 0; n < N; n++) cpu_rope_cos_sin_row(cs, pos, inv_freq, n, D);
 }
 
-/* Row n of x: (N,H,D) with row stride `stride` between tokens: every head
- * rotated by +theta (dir = 1) or -theta (dir = -1). */
+/* Row n of x: (N,H,D) with row stride `stride`: every head rotated by
+ * +theta (dir = 1) or -theta (dir = -1). */
 static inline void cpu_rope_row(float *x, const float *cs, int n, int H, int D, int stride,
                                 float dir)
 {
-    const int half = D / 2;
-    const float *c = cs + (size_t)n * D, *s = c + half;
+    const float *c = cs + (size_t)n * D;
     for (int h = 0; h < H; h++) {
-        float *x1 = x + (size_t)n * stride + (size_t)h * D, *x2 = x1 + half;
-        #pragma omp simd
-        for (int j = 0; j < half; j++) {
-            const float a = x1[j], b = x2[j], sn = dir * s[j];
-            x1[j] = a * c[j] - b * sn;
-            x2[j] = b * c[j] + a * sn;
-        }
+        float *xh = x + (size_t)n * stride + (size_t)h * D;
+        cpu_rope_head(xh, xh, c, c + D / 2, D, dir);
     }
 }
 

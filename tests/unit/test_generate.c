@@ -317,6 +317,83 @@ static void paged_attention_heads(int D, int BS, int T, int NH, int NKV)
 
 static void paged_attention_case(int D, int BS, int T) { paged_attention_heads(D, BS, T, 4, 2); }
 
+/* attention_paged_step is bitwise rope_forward, kv_cache_write and
+ * attention_paged_forward in turn: outputs and the whole cache. Two
+ * sequences of T positions go in two steps, all rows but the last, then
+ * the last (a decode step); a prompt of more than 16 rows is several work
+ * runs of one sequence (the keys are all stored before any is read), one
+ * of up to 16 rows or a decode row is a single run (stored by the run
+ * itself). rope: with a RoPE table, or none. qkv is left as it was. */
+static void paged_step_case(enum kv_dtype dt, int D, int BS, int T, int NH, int NKV, bool rope)
+{
+    const struct backend *be = backend_cpu();
+    enum { B = 2 };
+    const int NB = (T + BS - 1) / BS, Q = (NH + 2 * NKV) * D, N = B * T;
+    float *qkv = malloc((size_t)N * Q * sizeof(float)), *rot = malloc((size_t)N * Q * sizeof(float));
+    float *keep = malloc((size_t)N * Q * sizeof(float)), *cs = malloc((size_t)N * D * sizeof(float));
+    float *want = malloc((size_t)N * NH * D * sizeof(float)), *got = malloc((size_t)N * NH * D * sizeof(float));
+    float *inv_freq = malloc((size_t)D / 2 * sizeof(float));
+    int32_t *tables = malloc((size_t)B * NB * sizeof(int32_t));
+    int32_t *seq = malloc((size_t)N * sizeof(int32_t)), *pos = malloc((size_t)N * sizeof(int32_t));
+    struct rng r;
+    rng_seed(&r, 11);
+    for (int i = 0; i < N * Q; i++) qkv[i] = (float)rng_normal(&r);
+    memcpy(keep, qkv, (size_t)N * Q * sizeof(float));
+    for (int j = 0; j < D / 2; j++) inv_freq[j] = powf(10000.0f, -2.0f * j / D);
+    /* rows: sequence 0's positions 0..T-2, sequence 1's, then the two last */
+    int n = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T - 1; t++, n++) { seq[n] = b; pos[n] = t; }
+    for (int b = 0; b < B; b++, n++) { seq[n] = b; pos[n] = T - 1; }
+    be->rope_cos_sin(cs, pos, inv_freq, N, D);
+    for (int i = 0; i < B * NB; i++) tables[i] = 2 * (B * NB - 1 - i) + 1;
+    char err[256];
+    const size_t bytes = (size_t)(2 * B * NB + 2) * 2 * 2 * NKV * BS * D * sizeof(float);
+    struct kv_cache *ka = kv_cache_new(be, dt, 2, NKV, D, BS, bytes, err, sizeof err);
+    struct kv_cache *kb = kv_cache_new(be, dt, 2, NKV, D, BS, bytes, err, sizeof err);
+    cr_assert(ka && kb, "%s", err);
+    const size_t pool = (size_t)ka->n_blocks * ka->block_stride * kv_dtype_size(dt);
+    memset(ka->pool, 0, pool);
+    memset(kb->pool, 0, pool);
+    void *la = kv_cache_layer(ka, 1), *lb = kv_cache_layer(kb, 1);
+    const int part[2][2] = {{0, B * (T - 1)}, {B * (T - 1), B}};    /* first row, rows */
+    memcpy(rot, qkv, (size_t)N * Q * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        const int n0 = part[k][0], m = part[k][1];
+        float *rq = rot + (size_t)n0 * Q;
+        if (rope) be->rope_forward(rq, cs + (size_t)n0 * D, m, NH + NKV, D, Q);
+        be->kv_cache_write(la, dt, ka->block_stride, ka->vofs, tables, NB, seq + n0, pos + n0,
+                           rq + NH * D, Q, rq + (NH + NKV) * D, Q, m, NKV, D, BS);
+        be->attention_paged_forward(want + (size_t)n0 * NH * D, rq, Q, la, dt, ka->block_stride,
+                                    ka->vofs, tables, NB, seq + n0, pos + n0, m, NH, NKV, D, BS);
+        be->attention_paged_step(got + (size_t)n0 * NH * D, qkv + (size_t)n0 * Q, Q,
+                                 rope ? cs + (size_t)n0 * D : NULL, lb, dt, kb->block_stride,
+                                 kb->vofs, tables, NB, seq + n0, pos + n0, m, NH, NKV, D, BS);
+    }
+    cr_expect(memcmp(got, want, (size_t)N * NH * D * sizeof(float)) == 0,
+              "%s D %d bs %d T %d heads %d/%d rope %d: outputs differ from the three ops",
+              kv_dtype_name(dt), D, BS, T, NH, NKV, rope);
+    cr_expect(memcmp(ka->pool, kb->pool, pool) == 0,
+              "%s D %d bs %d T %d heads %d/%d rope %d: the cache differs from kv_cache_write's",
+              kv_dtype_name(dt), D, BS, T, NH, NKV, rope);
+    cr_expect(memcmp(qkv, keep, (size_t)N * Q * sizeof(float)) == 0, "qkv was written");
+    kv_cache_free(ka);
+    kv_cache_free(kb);
+    free(qkv); free(rot); free(keep); free(cs); free(want); free(got); free(inv_freq);
+    free(tables); free(seq); free(pos);
+}
+
+Test(generate, paged_step_is_rope_store_attention)
+{
+    for (int dt = 0; dt < 2; dt++) {
+        const enum kv_dtype t = dt ? KV_F16 : KV_F32;
+        paged_step_case(t, 64, 16, 40, 8, 4, true);      /* prompts of 39 rows: 3 runs */
+        paged_step_case(t, 64, 16, 13, 8, 4, true);      /* prompts of 12: one run each */
+        paged_step_case(t, 32, 16, 30, 4, 2, false);     /* no rotation */
+        paged_step_case(t, 8, 4, 21, 4, 2, true);        /* the plain kernel */
+    }
+}
+
 Test(generate, paged_attention_matches_full) { paged_attention_case(8, 4, 13); }
 Test(generate, paged_attention_matches_full_d64) { paged_attention_case(64, 4, 13); }
 Test(generate, paged_attention_matches_full_d64_wide_blocks) { paged_attention_case(64, 32, 45); }
