@@ -391,6 +391,8 @@ Test(generate, paged_step_is_rope_store_attention)
         paged_step_case(t, 64, 16, 13, 8, 4, true);      /* prompts of 12: one run each */
         paged_step_case(t, 32, 16, 30, 4, 2, false);     /* no rotation */
         paged_step_case(t, 8, 4, 21, 4, 2, true);        /* the plain kernel */
+        paged_step_case(t, 64, 32, 50, 8, 2, true);      /* 4 query heads per kv head */
+        paged_step_case(t, 32, 16, 19, 4, 4, true);      /* one (multi-head attention) */
     }
 }
 
