@@ -501,8 +501,8 @@ static inline void cpu_att_store(const struct cpu_att_new *nw, float *tmp, enum 
                       nw->v + (size_t)n * nw->ks + (size_t)g * D, D, bs);
 }
 
-/* cpu_attention_paged_forward, after storing the new rows nw (NULL: none)
- * when they are given. */
+/* cpu_attention_paged_forward, storing the step's new rows nw first (NULL:
+ * none). */
 static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_att_new *nw,
                           const void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
                           const int32_t *block_tables, int max_blocks, const int32_t *seq,

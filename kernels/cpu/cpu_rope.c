@@ -38,8 +38,8 @@ void cpu_rope_cos_sin(float *cs, const int32_t *pos, const float *inv_freq, int 
     for (int n = 0; n < N; n++) cpu_rope_cos_sin_row(cs, pos, inv_freq, n, D);
 }
 
-/* Row n of x: (N,H,D) with row stride `stride`: every head rotated by
- * +theta (dir = 1) or -theta (dir = -1). */
+/* Row n of x: (N,H,D) with row stride `stride` between tokens: every head
+ * rotated by +theta (dir = 1) or -theta (dir = -1). */
 static inline void cpu_rope_row(float *x, const float *cs, int n, int H, int D, int stride,
                                 float dir)
 {
