@@ -176,10 +176,11 @@ int cli_bench_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompt-len",
                                        "--concurrency", "--rounds", "--kv-dtype", "--context",
-                                       NULL};
+                                       "--layers", NULL};
     static const char *const flags[] = {"--no-batch-invariant", "--profile", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     long threads = omp_get_max_threads(), steps = 16, plen = 256, only = 0, rounds = 3, ctx = 64;
+    long layers = 0;
     enum kv_dtype dt = KV_F16;
     if (cli_arg_kv_dtype(argc, argv, &dt) ||
         cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
@@ -187,7 +188,8 @@ int cli_bench_generate(int argc, char **argv)
         cli_arg_int(argc, argv, "--prompt-len", 1, 4096, &plen) ||
         cli_arg_int(argc, argv, "--context", 1, 4096, &ctx) ||
         cli_arg_int(argc, argv, "--concurrency", 1, 64, &only) ||
-        cli_arg_int(argc, argv, "--rounds", 1, 99, &rounds))
+        cli_arg_int(argc, argv, "--rounds", 1, 99, &rounds) ||
+        cli_arg_int(argc, argv, "--layers", 1, 256, &layers))
         return 2;
     omp_set_num_threads((int)threads);
     const char *name = cli_arg(argc, argv, "--config");
@@ -197,6 +199,9 @@ int cli_bench_generate(int argc, char **argv)
         fprintf(stderr, "bench generate: unknown config \"%s\" (tiny, small, medium)\n", name);
         return 2;
     }
+    /* --layers: the config's layers, more or fewer (how the figures change
+     * once the weights no longer fit in the last-level cache) */
+    if (layers) cfg.n_layers = (int)layers;
     const struct backend *be = backend_cpu();
     char err[512];
     struct model *m = model_new(&cfg, be, err, sizeof err);
@@ -251,8 +256,9 @@ int cli_bench_generate(int argc, char **argv)
         gen_profile_attach(e, NULL);
         if (r > 0 && t < best) best = t;
     }
-    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"batch_invariant\":%s,\"kv_dtype\":\"%s\","
-           "\"threads\":%ld,\"prompt_tokens\":%ld,\"ms\":%.1f,\"tokens_per_s\":%.0f}\n", name,
+    printf("{\"bench\":\"prefill\",\"config\":\"%s\",\"layers\":%d,\"batch_invariant\":%s,"
+           "\"kv_dtype\":\"%s\",\"threads\":%ld,\"prompt_tokens\":%ld,\"ms\":%.1f,"
+           "\"tokens_per_s\":%.0f}\n", name, cfg.n_layers,
            gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, plen, best * 1e3,
            plen / best);
     if (profile) print_profile("prefill_profile", name, 1, &pprof, 0);
@@ -284,14 +290,16 @@ int cli_bench_generate(int argc, char **argv)
         const double step_med = bench_median(step_s[ci], n), cpu_med = bench_median(cpu_s[ci], n);
         const double tps_med = bench_median(tps[ci], n), ratio_med = bench_median(ratio[ci], n);
         const double roof = fmax(wbytes / (bw * 1e9), conc * mflop / (peak * 1e9));
-        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"batch_invariant\":%s,\"kv_dtype\":\"%s\","
+        printf("{\"bench\":\"decode\",\"config\":\"%s\",\"layers\":%d,\"batch_invariant\":%s,"
+               "\"kv_dtype\":\"%s\","
                "\"threads\":%ld,\"concurrency\":%d,\"context\":%ld,"
                "\"rounds\":%ld,\"step_ms\":%.2f,\"step_cpu_ms\":%.2f,\"tokens_per_s\":%.1f,\"speedup_vs_single\":%.2f,"
                "\"speedup_min\":%.2f,\"speedup_max\":%.2f,"
                "\"weights_mb\":%.1f,\"bandwidth_bound_tokens_per_s\":%.1f,"
                "\"fraction_of_bound_per_step\":%.3f,\"roofline_step_ms\":%.2f,"
                "\"fraction_of_roofline\":%.3f,\"roofline_speedup\":%.2f}\n",
-               name, gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads, conc, ctx, rounds,
+               name, cfg.n_layers, gc.batch_invariant ? "true" : "false", kv_dtype_name(dt), threads,
+               conc, ctx, rounds,
                step_med * 1e3, cpu_med * 1e3, tps_med, ratio_med, ratio[ci][0], ratio[ci][n - 1],
                wbytes / 1e6, bound, (tps_med / conc) / bound, roof * 1e3, roof / step_med,
                conc * roof1 / roof);

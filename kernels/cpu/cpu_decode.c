@@ -740,8 +740,15 @@ cpu_rows_tile(int MR, int PF, float *out, const float *inp, const float *panel,
         }
         cpu_v16 w0 = *(const cpu_v16 *)row, w1 = *(const cpu_v16 *)(row + 16);
         /* keep the panel row in registers (gcc otherwise folds a load into
-         * every FMA: 2*MR loads instead of 2) */
-        __asm__("" : "+v"(w0), "+v"(w1));
+         * every FMA: 2*MR loads instead of 2), except in a first tile of
+         * up to 4 rows: pinned there, gcc's loop (FMA results written over
+         * a multiplicand, moved back every k) streamed 4-row steps 30-40%
+         * slower than 2- or 8-row ones; with the loads folded it keeps up
+         * with them (matmul harness, small's shapes at 32 layers, 4 rows:
+         * 11.3-11.5 -> 8.0 ms; 8 layers, 1 row: 1.20 -> 1.10 ms). The
+         * 4-row tail from L2 is faster pinned (16 rows: 2.29-2.41 against
+         * 2.54-2.56 ms folded). */
+        if (MR > 4 || !PF) __asm__("" : "+v"(w0), "+v"(w1));
         #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
             const cpu_v16 b = cpu_bcast16(x[i][k]);
