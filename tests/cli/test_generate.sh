@@ -82,6 +82,19 @@ for r in prof.values():
     assert abs(sum(ms.values()) - r["step_ms"]) <= 0.01 + 1e-3 * r["step_ms"], r
 PY
 
+# bench generate --layers: the model measured has that many layers (the
+# weights the bound counts grow with them), and the lines say so
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \
+  --layers 1 >"$tmp/l1" 2>/dev/null
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \
+  --layers 3 >"$tmp/l3" 2>/dev/null
+$PY - "$tmp/l1" "$tmp/l3" <<'PY' && ok || bad "bench generate --layers"
+import json, sys
+d1, d3 = ([json.loads(l) for l in open(f) if '"decode"' in l][0] for f in sys.argv[1:])
+assert (d1["layers"], d3["layers"]) == (1, 3), (d1, d3)
+assert d3["weights_mb"] > d1["weights_mb"], (d1, d3)
+PY
+
 # bench grpo --kv-dtype reaches its rollout engine (the figures say which)
 "$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype f32 \
   >"$tmp/bg" 2>/dev/null
@@ -102,6 +115,7 @@ expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
 expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
 expect_error 2 "--kv-dtype" bench grpo --kv-dtype bf16
+expect_error 2 "--layers" bench generate --config tiny --layers 0
 expect_error 1 "config.json" generate --model "$tmp/nope" --prompt x
 
 echo "generate: $pass passed, $fail failed"
