@@ -547,8 +547,9 @@ static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_a
         for (int i = 0; own && i < nrun; i++) own = seen[seq[run[i]]]++ == 0;
         free(seen);
     }
-    /* Per thread, on 64-byte boundaries (16 floats): the score rows, the
-     * rotated queries of a run (group heads of rmax rows), a rotated key.
+    /* Per thread, on 64-byte boundaries (16 floats): the score rows (rows
+     * of the longest run x NH/NKV heads x T rounded up to 16), the rotated
+     * queries of a run (group heads of rmax rows), a rotated key.
      * No cache line is written by two threads (malloc's 16-byte alignment
      * put the score rows of the two threads of a step in one line, which
      * went back and forth between the cores on every item: 0.28 -> 0.20 ms
@@ -636,9 +637,7 @@ static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_a
 
 /* out: (N,NH,D) contiguous; q: (N,NH,D) row stride qs. For row n, query
  * head h of kv group g, T = pos[n] + 1:
- *   p = softmax_t(q_h . k_t / sqrt(D)), out_h = sum_t p_t v_t.
- * Scratch: (rows of the longest run, NH/NKV, T rounded up to 16) scores
- * per thread. */
+ *   p = softmax_t(q_h . k_t / sqrt(D)), out_h = sum_t p_t v_t. */
 void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  const void *kv, enum kv_dtype dt, size_t block_stride,
                                  size_t vofs, const int32_t *block_tables,
