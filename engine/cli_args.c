@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "generate.h"
 
 static bool in_list(const char *s, const char *const *list)
 {
@@ -69,6 +70,14 @@ int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out)
     const char *v = cli_arg(argc, argv, "--kv-dtype");
     if (!v || kv_dtype_parse(v, out) == 0) return 0;
     fprintf(stderr, "%s: --kv-dtype: expected f16 or f32, got \"%s\"\n", argv[0], v);
+    return -1;
+}
+
+int cli_arg_dtype(int argc, char **argv, enum w_dtype *out)
+{
+    const char *v = cli_arg(argc, argv, "--dtype");
+    if (!v || w_dtype_parse(v, out) == 0) return 0;
+    fprintf(stderr, "%s: --dtype: expected f32 or bf16, got \"%s\"\n", argv[0], v);
     return -1;
 }
 

@@ -120,7 +120,7 @@ struct gen_engine {
      * matmul_rows_glu_forward read them (NULL when the matmuls take the
      * model's own weights), packed from m->params of version
      * packed_version; pk: their offsets, in the order of lin_shape. */
-    float *packed;
+    char *packed;
     size_t *pk;
     uint64_t packed_version;
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
@@ -164,6 +164,20 @@ void gen_config_default(struct gen_config *c)
     c->max_seqs = 64;
     c->max_step_tokens = 512;
     c->batch_invariant = true;
+    c->dtype = W_F32;
+}
+
+const char *w_dtype_name(enum w_dtype dt)
+{
+    return dt == W_BF16 ? "bf16" : "f32";
+}
+
+int w_dtype_parse(const char *s, enum w_dtype *dt)
+{
+    if (!strcmp(s, "f32")) *dt = W_F32;
+    else if (!strcmp(s, "bf16")) *dt = W_BF16;
+    else return -1;
+    return 0;
 }
 
 void gen_request_default(struct gen_request *r)
@@ -217,9 +231,9 @@ static void pack_weights(struct gen_engine *e)
         int C, OC;
         lin_shape(m, i, &w, &C, &OC);
         if (i % 4 == LIN_GU && i < 4 * m->cfg.n_layers)
-            m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2);
+            m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2, e->cfg.dtype);
         else
-            m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC);
+            m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC, e->cfg.dtype);
     }
     e->packed_version = m->version;
 }
@@ -244,9 +258,11 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     }
     if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
         cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs ||
-        (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32)) {
+        (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32) ||
+        (cfg->dtype != W_F32 && cfg->dtype != W_BF16)) {
         errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
-             "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs and kv_dtype f16 or f32");
+             "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs, kv_dtype f16 or f32 "
+             "and dtype f32 or bf16");
         return NULL;
     }
     struct gen_engine *e = calloc(1, sizeof *e);
@@ -273,8 +289,14 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     e->R = (int)R;
     e->max_blocks_per_seq = (c->max_position_embeddings + cfg->block_size - 1) / cfg->block_size;
     const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
-    const bool packed = cfg->batch_invariant && be->rows_packed_floats && be->rows_pack &&
+    const bool packed = cfg->batch_invariant && be->rows_packed_bytes && be->rows_pack &&
                         be->matmul_rows_forward && be->rows_pack_glu && be->matmul_rows_glu_forward;
+    if (cfg->dtype == W_BF16 && !packed) {
+        errmsg_set(err, errlen, "dtype bf16 needs the batch-invariant matmuls (backend %s%s)",
+                   be->name, cfg->batch_invariant ? " has none" : ": batch_invariant is off");
+        gen_engine_free(e);
+        return NULL;
+    }
     /* gate and up outputs: none when the SwiGLU is fused into the matmul */
     struct { float **p; size_t n; } fb[] = {
         {&e->x, R * C}, {&e->res, R * C}, {&e->ln, R * C}, {&e->qkv, R * m->qkv_dim},
@@ -295,12 +317,12 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
             int Cin, OC;
             lin_shape(m, i, &w, &Cin, &OC);
             e->pk[i] = total;
-            total += be->rows_packed_floats(Cin, OC);
+            total += be->rows_packed_bytes(Cin, OC, cfg->dtype);
         }
-        if (!(e->packed = be->alloc(total * sizeof(float)))) {
+        if (!(e->packed = be->alloc(total))) {
             gen_engine_free(e);
             errmsg_set(err, errlen, "out of memory for the packed weights (%zu MB)",
-                       (total * sizeof(float)) >> 20);
+                       total >> 20);
             return NULL;
         }
         e->packed_version = m->version - 1;   /* packed before the first step */
@@ -388,8 +410,8 @@ void gen_engine_free(struct gen_engine *e)
         req_free(r);
     }
     for (int i = 0; i < e->n_seqs; i++) seq_free(e->seqs[i]);
-    float *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->h, e->rope,
-                   e->hsel, e->lnsel, e->d_logits, e->d_lse, e->d_lp, e->packed};
+    void *fb[] = {e->x, e->res, e->ln, e->qkv, e->atty, e->gate, e->h, e->rope,
+                  e->hsel, e->lnsel, e->d_logits, e->d_lse, e->d_lp, e->packed};
     for (size_t i = 0; i < sizeof fb / sizeof *fb; i++) if (fb[i]) be->free(fb[i]);
     int32_t *ib[] = {e->d_tok, e->d_pos, e->d_seq, e->d_tables, e->d_rows, e->d_notarget};
     for (size_t i = 0; i < sizeof ib / sizeof *ib; i++) if (ib[i]) be->free(ib[i]);
@@ -843,7 +865,8 @@ static void linear(const struct gen_engine *e, float *out, const float *inp, int
     int C, OC;
     lin_shape(m, i, &w, &C, &OC);
     if (e->packed) {
-        m->be->matmul_rows_forward(out, inp, e->packed + e->pk[i], b, resid, N, C, OC);
+        m->be->matmul_rows_forward(out, inp, e->packed + e->pk[i], e->cfg.dtype, b, resid, N,
+                                   C, OC);
         return;
     }
     m->be->matmul_forward(out, inp, m->params + w, b, N, C, OC, 0.0f);
@@ -858,7 +881,8 @@ static void mlp_in(struct gen_engine *e, int l, int N)
     const struct layer_offsets *lo = &m->layers[l];
     const int C = m->cfg.hidden_size, I = m->cfg.intermediate_size;
     if (e->packed) {
-        be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[4 * l + LIN_GU], N, C, I);
+        be->matmul_rows_glu_forward(e->h, e->ln, e->packed + e->pk[4 * l + LIN_GU], e->cfg.dtype,
+                                    N, C, I);
     } else if (N <= GEN_FUSE_ROWS) {
         /* Decode-sized steps (the team's wake-up costs more than the gate
          * and up rows' own work): rows [gate | up] of one (2I,C) matmul */

@@ -41,8 +41,17 @@ struct gen_config {
                                  * backend's matmul_forward on the model's
                                  * own weights (no copy), whose rounding
                                  * depends on the batch size */
+    enum w_dtype dtype;         /* the packed weights' element type: W_F32
+                                 * (default) or W_BF16 (half the memory and
+                                 * the bytes a decode step reads; the
+                                 * linear layers' inputs rounded to bf16
+                                 * too, as a bf16 model runs on a GPU;
+                                 * needs batch_invariant) */
 };
 void gen_config_default(struct gen_config *c);
+/* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else. */
+const char *w_dtype_name(enum w_dtype dt);
+int w_dtype_parse(const char *s, enum w_dtype *dt);
 
 /* A request; every pointer is borrowed for the duration of gen_submit only
  * (the engine copies what it keeps). */

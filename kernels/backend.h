@@ -29,6 +29,13 @@ enum kv_dtype { KV_F32, KV_F16 };
 /* Bytes of one element of type dt. */
 static inline size_t kv_dtype_size(enum kv_dtype dt) { return dt == KV_F16 ? 2 : 4; }
 
+/* Element type of the generation engine's packed weights
+ * (matmul_rows_forward): fp32, or bfloat16 (half the bytes a decode step
+ * streams). With W_BF16 the inputs are rounded to bfloat16 as well and
+ * the products summed in fp32: the arithmetic of a bf16 model on a GPU
+ * (vLLM's --dtype bfloat16) and of AVX512_BF16's vdpbf16ps. */
+enum w_dtype { W_F32, W_BF16 };
+
 struct backend {
     const char *name;     /* "cpu", "cuda" */
 
@@ -215,28 +222,30 @@ struct backend {
                                  const int32_t *seq, const int32_t *pos, int N, int NH,
                                  int NKV, int D, int bs);
     /* The weight layout matmul_rows_forward reads: rows_pack writes an
-     * (OC,C) row-major matrix into dst of rows_packed_floats(C, OC) floats
-     * (backend memory). */
-    size_t (*rows_packed_floats)(int C, int OC);
-    void (*rows_pack)(float *dst, const float *weight, int C, int OC);
+     * (OC,C) row-major matrix into dst of rows_packed_bytes(C, OC, dt)
+     * bytes (backend memory) as elements of type dt. */
+    size_t (*rows_packed_bytes)(int C, int OC, enum w_dtype dt);
+    void (*rows_pack)(void *dst, const float *weight, int C, int OC, enum w_dtype dt);
     /* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC) or NULL], weight
-     * packed by rows_pack: like matmul_forward (beta 0) but
+     * packed by rows_pack as dt: like matmul_forward (beta 0) but
      * batch-invariant: each output row is bitwise the same whatever N, the
      * row's place in the batch and the thread count, so a sequence decodes
-     * identically alone or batched. Tuned for decode batches (weights
-     * streamed once per step). resid: (N,OC) or NULL (may be out): a
-     * residual added to each output as it is stored, bitwise add(out, out,
-     * resid) after the plain op, without a pass of its own. */
-    void (*matmul_rows_forward)(float *out, const float *inp, const float *packed,
-                                const float *bias, const float *resid, int N, int C, int OC);
+     * identically alone or batched. W_BF16 rounds the inputs to bfloat16
+     * too (see w_dtype). Tuned for decode batches (weights streamed once
+     * per step). resid: (N,OC) or NULL (may be out): a residual added to
+     * each output as it is stored, bitwise add(out, out, resid) after the
+     * plain op, without a pass of its own. */
+    void (*matmul_rows_forward)(float *out, const float *inp, const void *packed,
+                                enum w_dtype dt, const float *bias, const float *resid, int N,
+                                int C, int OC);
     /* A SwiGLU MLP's first half in one pass: h: (N,I) = swiglu_forward of
      * inp @ gate^T and inp @ up^T, bitwise as matmul_rows_forward then
      * swiglu_forward, with the (2I,C) matrix [gate; up] packed by
-     * rows_pack_glu into rows_packed_floats(C, 2 * I) floats. The engine
+     * rows_pack_glu into rows_packed_bytes(C, 2 * I, dt) bytes. The engine
      * packs weights only for a backend with all five of these ops. */
-    void (*rows_pack_glu)(float *dst, const float *weight, int C, int I);
-    void (*matmul_rows_glu_forward)(float *h, const float *inp, const float *packed, int N,
-                                    int C, int I);
+    void (*rows_pack_glu)(void *dst, const float *weight, int C, int I, enum w_dtype dt);
+    void (*matmul_rows_glu_forward)(float *h, const float *inp, const void *packed,
+                                    enum w_dtype dt, int N, int C, int I);
 };
 
 /* The CPU backend (oneDNN sgemm + OpenMP). Never NULL. */

@@ -83,6 +83,25 @@ static inline uint16_t cpu_f2h(float f)
 #endif
 }
 
+/* ---- bfloat16 (W_BF16 weights and inputs), as bits: the high half of
+ * the fp32 bits rounded to nearest even, NaN kept quiet; vcvtneps2bf16's
+ * rounding. */
+static inline uint16_t cpu_f2bf(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40u);
+    return (uint16_t)((u + 0x7fffu + (u >> 16 & 1u)) >> 16);
+}
+
+static inline float cpu_bf2f(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 /* Row-block size of the attention kernels: scores are computed block-row by
  * block-row, only up to the causal diagonal, so ~(T+CPU_ATT_BLOCK)/(2T) of
  * the full T*T work is done. */
@@ -183,13 +202,13 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  int max_blocks, const int32_t *seq,
                                  const int32_t *pos, int N, int NH, int NKV,
                                  int D, int bs);
-size_t cpu_rows_packed_floats(int C, int OC);
-void cpu_rows_pack(float *dst, const float *weight, int C, int OC);
-void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I);
-void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
+size_t cpu_rows_packed_bytes(int C, int OC, enum w_dtype dt);
+void cpu_rows_pack(void *dst, const float *weight, int C, int OC, enum w_dtype dt);
+void cpu_rows_pack_glu(void *dst, const float *weight, int C, int I, enum w_dtype dt);
+void cpu_matmul_rows_forward(float *out, const float *inp, const void *packed, enum w_dtype dt,
                              const float *bias, const float *resid, int N, int C, int OC);
-void cpu_matmul_rows_glu_forward(float *h, const float *inp, const float *packed, int N, int C,
-                                 int I);
+void cpu_matmul_rows_glu_forward(float *h, const float *inp, const void *packed,
+                                 enum w_dtype dt, int N, int C, int I);
 
 
 #endif

@@ -159,7 +159,7 @@ static const struct backend cpu_backend = {
     .adamw = cpu_adamw,
     .kv_cache_write = cpu_kv_cache_write, .attention_paged_forward = cpu_attention_paged_forward,
     .attention_paged_step = cpu_attention_paged_step,
-    .rows_packed_floats = cpu_rows_packed_floats,
+    .rows_packed_bytes = cpu_rows_packed_bytes,
     .rows_pack = cpu_rows_pack,
     .matmul_rows_forward = cpu_matmul_rows_forward,
     .rows_pack_glu = cpu_rows_pack_glu,

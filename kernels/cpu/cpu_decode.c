@@ -668,53 +668,99 @@ void cpu_attention_paged_step(float *out, const float *qkv, int qs, const float 
 /* Outputs per packed panel: 2 AVX-512 vectors. */
 #define CPU_PANEL 32
 
-size_t cpu_rows_packed_floats(int C, int OC)
+/* 16 dwords, unaligned, readable through any type (the packed panels and
+ * bf16 inputs are written as uint32_t, the fp32 panels as float). */
+typedef uint32_t cpu_v16u __attribute__((vector_size(64), aligned(4), may_alias));
+typedef uint16_t cpu_v16h __attribute__((vector_size(32), aligned(2), may_alias));
+
+/* Rows of a panel: one per k (W_F32), one per pair of k (W_BF16). A row is
+ * 32 dwords, 128 bytes, either way. */
+static inline int cpu_rows_kn(int C, enum w_dtype dt)
 {
-    return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * CPU_PANEL * (size_t)C;
+    return dt == W_BF16 ? (C + 1) / 2 : C;
 }
 
-/* Panels of weight's rows: dst[p][k][c] = weight[row(p, c)][k], 0 where
- * there is no row. I == 0: row 32p + c of OC; I > 0 (a SwiGLU's gate rows
- * 0..I-1 then up rows I..2I-1): gate row 16p + c for c < 16, up row
- * 16p + c - 16 after, so one tile has both halves of its SwiGLU outputs.
- * A panel is one contiguous stream in the order the tiles read it, one
- * 128-byte row per k. */
-static void cpu_rows_pack_panels(float *dst, const float *weight, int C, int OC, int I)
+size_t cpu_rows_packed_bytes(int C, int OC, enum w_dtype dt)
+{
+    return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * CPU_PANEL * cpu_rows_kn(C, dt) * 4;
+}
+
+/* Panels of weight's rows: panel p, row k, lane c = weight[row(p, c)][k]
+ * (W_F32) or the pair bf16(weight[row][2k]) | bf16(weight[row][2k+1]) << 16
+ * (W_BF16, as vdpbf16ps reads it; a missing k is 0), 0 where there is no
+ * row. I == 0: row 32p + c of OC; I > 0 (a SwiGLU's gate rows 0..I-1 then
+ * up rows I..2I-1): gate row 16p + c for c < 16, up row 16p + c - 16
+ * after, so one tile has both halves of its SwiGLU outputs. A panel is one
+ * contiguous stream in the order the tiles read it. */
+static void cpu_rows_pack_panels(void *dst, const float *weight, int C, int OC, int I,
+                                 enum w_dtype dt)
 {
     const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int kn = cpu_rows_kn(C, dt);
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < np; p++) {
-        float *d = dst + (size_t)p * C * CPU_PANEL;
+        const size_t p0 = (size_t)p * kn * CPU_PANEL;
         for (int c = 0; c < CPU_PANEL; c++) {
             const int j = I > 0 ? p * 16 + c % 16 : p * CPU_PANEL + c;
             const int row = I > 0 ? (j < I ? c / 16 * I + j : -1) : (j < OC ? j : -1);
             const float *w = row >= 0 ? weight + (size_t)row * C : NULL;
-            for (int k = 0; k < C; k++) d[(size_t)k * CPU_PANEL + c] = w ? w[k] : 0.0f;
+            for (int k = 0; k < kn; k++) {
+                const size_t at = p0 + (size_t)k * CPU_PANEL + c;
+                if (dt == W_F32) {
+                    ((float *)dst)[at] = w ? w[k] : 0.0f;
+                    continue;
+                }
+                uint32_t v = 0;
+                if (w) v = cpu_f2bf(w[2 * k]) | (2 * k + 1 < C ? (uint32_t)cpu_f2bf(w[2 * k + 1]) << 16 : 0);
+                ((uint32_t *)dst)[at] = v;
+            }
         }
     }
 }
 
-void cpu_rows_pack(float *dst, const float *weight, int C, int OC)
+void cpu_rows_pack(void *dst, const float *weight, int C, int OC, enum w_dtype dt)
 {
-    cpu_rows_pack_panels(dst, weight, C, OC, 0);
+    cpu_rows_pack_panels(dst, weight, C, OC, 0, dt);
 }
 
-void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
+void cpu_rows_pack_glu(void *dst, const float *weight, int C, int I, enum w_dtype dt)
 {
-    cpu_rows_pack_panels(dst, weight, C, 0, I);
+    cpu_rows_pack_panels(dst, weight, C, 0, I, dt);
+}
+
+/* A row of C inputs rounded to bfloat16 (cpu_f2bf, 16 at a time), into
+ * xb: 2 * cpu_rows_kn(C) halves, so dword k is the pair (2k, 2k+1). */
+static void cpu_rows_bf16_row(uint16_t *xb, const float *x, int C)
+{
+    int k = 0;
+    for (; k + 16 <= C; k += 16) {
+        const cpu_v16u u = *(const cpu_v16u *)(x + k);
+        const cpu_v16u r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        const cpu_v16u nan = (cpu_v16u)((u & 0x7fffffffu) > 0x7f800000u);
+        *(cpu_v16h *)(xb + k) = __builtin_convertvector((r & ~nan) | ((u >> 16 | 0x40u) & nan),
+                                                        cpu_v16h);
+    }
+    for (; k < C; k++) xb[k] = cpu_f2bf(x[k]);
+    if (C % 2) xb[C] = 0;
 }
 
 /* Rows of inputs per register tile: 12 x 2 accumulators, 2 panel
  * registers and a broadcast, 27 of AVX-512's 32. */
 #define CPU_ROWS_MR 12
-/* Panel rows (k) ahead that the first tile of a panel prefetches: 8 KiB. */
+/* Panel rows ahead that the first tile of a panel prefetches: 8 KiB. */
 #define CPU_ROWS_PFD 64
 
-/* The MR x 32 tile of outputs (rows n0.., panel outputs j0..j0+nj-1): per
- * k, one 128-byte row of the panel (2 vectors) times MR broadcast inputs,
- * 2*MR fused multiply-adds. Each output is the one chain
- *   acc = 0; acc = fma(x[k], w[k], acc) for k = 0..C-1;
- *   out = acc [+ bias] [+ resid],
+/* The MR x 32 tile of outputs: rows of x (row stride ldx dwords) times the
+ * panel into o (row stride ldo) [+ bias] [+ ro, stride ldo], nj outputs
+ * stored. Per panel row, 2 vectors times MR broadcast inputs, 2*MR fused
+ * multiply-adds (W_F32) or vdpbf16ps (W_BF16, BF). Each output is the one
+ * chain
+ *   W_F32:  acc = 0; acc = fma(x[k], w[k], acc) for k = 0..C-1
+ *   W_BF16: acc = 0; for each pair k: acc += xb[2k+1] * wb[2k+1], rounded;
+ *           acc += xb[2k] * wb[2k], rounded (products of bf16 are exact in
+ *           fp32; vdpbf16ps's order and rounding, which also flushes
+ *           subnormals: the generic path keeps them, the only difference)
+ *   out = acc [+ bias] [+ resid]
  * whatever MR, so a row's outputs never depend on the rows beside it.
  *
  * The first tile of a panel (PF) reads it from memory; with 24 FMAs per
@@ -723,72 +769,99 @@ void cpu_rows_pack_glu(float *dst, const float *weight, int C, int I)
  * panel, the thread's next one, near the end). The other tiles find the
  * panel in L2. */
 static inline __attribute__((always_inline)) void
-cpu_rows_tile(int MR, int PF, float *out, const float *inp, const float *panel,
-              const float *bias, const float *resid, int n0, int j0, int nj, int C, int OC)
+cpu_rows_tile(int MR, int PF, int BF, float *o, int ldo, const void *xv, int ldx,
+              const void *panel, const float *bias, const float *ro, int nj, int kn)
 {
-    const float *x[CPU_ROWS_MR];
-    for (int i = 0; i < MR; i++) x[i] = inp + (size_t)(n0 + i) * C;
     cpu_v16 acc[CPU_ROWS_MR][2];
     #pragma GCC unroll 12
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = (cpu_v16){0};
-    for (int k = 0; k < C; k++) {
-        const float *row = panel + (size_t)k * CPU_PANEL;
+    for (int k = 0; k < kn; k++) {
+        const uint32_t *row = (const uint32_t *)panel + (size_t)k * CPU_PANEL;
         if (PF) {
             __builtin_prefetch(row + CPU_ROWS_PFD * CPU_PANEL, 0, 2);
             __builtin_prefetch(row + CPU_ROWS_PFD * CPU_PANEL + 16, 0, 2);
         }
-        cpu_v16 w0 = *(const cpu_v16 *)row, w1 = *(const cpu_v16 *)(row + 16);
-        /* keep the panel row in registers (gcc otherwise folds a load into
-         * every FMA: 2*MR loads instead of 2), except in a first tile of
-         * up to 4 rows: pinned there, gcc's loop (FMA results written over
-         * a multiplicand, moved back every k) streamed 4-row steps 30-40%
-         * slower than 2- or 8-row ones; with the loads folded it keeps up
-         * with them (matmul harness, small's shapes at 32 layers, 4 rows:
-         * 11.3-11.5 -> 8.0 ms; 8 layers, 1 row: 1.20 -> 1.10 ms). The
-         * 4-row tail from L2 is faster pinned (16 rows: 2.29-2.41 against
-         * 2.54-2.56 ms folded). */
+        if (!BF) {
+            const float *x = xv;
+            cpu_v16 w0 = *(const cpu_v16 *)row, w1 = *(const cpu_v16 *)(row + 16);
+            /* keep the panel row in registers (gcc otherwise folds a load
+             * into every FMA: 2*MR loads instead of 2), except in a first
+             * tile of up to 4 rows: pinned there, gcc's loop (FMA results
+             * written over a multiplicand, moved back every k) streamed
+             * 4-row steps 30-40% slower than 2- or 8-row ones; with the
+             * loads folded it keeps up with them (matmul harness, small's
+             * shapes at 32 layers, 4 rows: 11.3-11.5 -> 8.0 ms; 8 layers,
+             * 1 row: 1.20 -> 1.10 ms). The 4-row tail from L2 is faster
+             * pinned (16 rows: 2.29-2.41 against 2.54-2.56 ms folded). */
+            if (MR > 4 || !PF) __asm__("" : "+v"(w0), "+v"(w1));
+            #pragma GCC unroll 12
+            for (int i = 0; i < MR; i++) {
+                const cpu_v16 b = cpu_bcast16(x[(size_t)i * ldx + k]);
+                acc[i][0] += b * w0;
+                acc[i][1] += b * w1;
+            }
+            continue;
+        }
+        const uint32_t *x = xv;
+#if defined(__AVX512BF16__)
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(row), w1 = (__m512bh)_mm512_loadu_si512(row + 16);
         if (MR > 4 || !PF) __asm__("" : "+v"(w0), "+v"(w1));
         #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
-            const cpu_v16 b = cpu_bcast16(x[i][k]);
-            acc[i][0] += b * w0;
-            acc[i][1] += b * w1;
+            const __m512bh b = (__m512bh)_mm512_set1_epi32((int)x[(size_t)i * ldx + k]);
+            acc[i][0] = (cpu_v16)_mm512_dpbf16_ps((__m512)acc[i][0], b, w0);
+            acc[i][1] = (cpu_v16)_mm512_dpbf16_ps((__m512)acc[i][1], b, w1);
         }
+#else
+        const cpu_v16u u0 = *(const cpu_v16u *)row, u1 = *(const cpu_v16u *)(row + 16);
+        const cpu_v16 hi0 = (cpu_v16)(u0 & 0xffff0000u), lo0 = (cpu_v16)(u0 << 16);
+        const cpu_v16 hi1 = (cpu_v16)(u1 & 0xffff0000u), lo1 = (cpu_v16)(u1 << 16);
+        for (int i = 0; i < MR; i++) {
+            const uint32_t p = x[(size_t)i * ldx + k], ph = p & 0xffff0000u, pl = p << 16;
+            float fh, fl;
+            memcpy(&fh, &ph, sizeof fh);
+            memcpy(&fl, &pl, sizeof fl);
+            const cpu_v16 bh = cpu_bcast16(fh), bl = cpu_bcast16(fl);
+            acc[i][0] += bh * hi0;
+            acc[i][0] += bl * lo0;
+            acc[i][1] += bh * hi1;
+            acc[i][1] += bl * lo1;
+        }
+#endif
     }
     for (int i = 0; i < MR; i++) {
-        float *o = out + (size_t)(n0 + i) * OC + j0;
-        const float *ro = resid ? resid + (size_t)(n0 + i) * OC + j0 : NULL;
+        float *oi = o + (size_t)i * ldo;
+        const float *ri = ro ? ro + (size_t)i * ldo : NULL;
         for (int v = 0; v < 2; v++) {
             cpu_v16 r = acc[i][v];
             if (nj == CPU_PANEL) {
-                if (bias) r += *(const cpu_v16 *)(bias + j0 + 16 * v);
-                if (ro) r += *(const cpu_v16 *)(ro + 16 * v);
-                *(cpu_v16 *)(o + 16 * v) = r;
+                if (bias) r += *(const cpu_v16 *)(bias + 16 * v);
+                if (ri) r += *(const cpu_v16 *)(ri + 16 * v);
+                *(cpu_v16 *)(oi + 16 * v) = r;
                 continue;
             }
             for (int c = 0; c < 16 && 16 * v + c < nj; c++) {
-                float y = bias ? r[c] + bias[j0 + 16 * v + c] : r[c];
-                o[16 * v + c] = ro ? y + ro[16 * v + c] : y;
+                float y = bias ? r[c] + bias[16 * v + c] : r[c];
+                oi[16 * v + c] = ri ? y + ri[16 * v + c] : y;
             }
         }
     }
 }
 
-typedef void cpu_rows_tile_fn(float *, const float *, const float *, const float *,
-                              const float *, int, int, int, int, int);
-#define CPU_ROWS_TILE_FN(M)                                                                  \
-    __attribute__((optimize("fp-contract=fast"))) static void                                 \
-    cpu_rows_tile##M(float *out, const float *inp, const float *panel, const float *bias,     \
-                     const float *resid, int n0, int j0, int nj, int C, int OC)               \
-    {                                                                                         \
-        cpu_rows_tile(M, 0, out, inp, panel, bias, resid, n0, j0, nj, C, OC);                 \
-    }                                                                                         \
-    __attribute__((optimize("fp-contract=fast"))) static void                                 \
-    cpu_rows_ptile##M(float *out, const float *inp, const float *panel, const float *bias,    \
-                      const float *resid, int n0, int j0, int nj, int C, int OC)              \
-    {                                                                                         \
-        cpu_rows_tile(M, 1, out, inp, panel, bias, resid, n0, j0, nj, C, OC);                 \
+typedef void cpu_rows_tile_fn(float *, int, const void *, int, const void *, const float *,
+                              const float *, int, int);
+#define CPU_ROWS_TILE_1(M, PF, BF, name)                                                       \
+    __attribute__((optimize("fp-contract=fast"))) static void                                  \
+    name(float *o, int ldo, const void *x, int ldx, const void *panel, const float *bias,      \
+         const float *ro, int nj, int kn)                                                      \
+    {                                                                                          \
+        cpu_rows_tile(M, PF, BF, o, ldo, x, ldx, panel, bias, ro, nj, kn);                     \
     }
+#define CPU_ROWS_TILE_FN(M)                                                                    \
+    CPU_ROWS_TILE_1(M, 0, 0, cpu_rows_tile##M)                                                 \
+    CPU_ROWS_TILE_1(M, 1, 0, cpu_rows_ptile##M)                                                \
+    CPU_ROWS_TILE_1(M, 0, 1, cpu_rows_btile##M)                                                \
+    CPU_ROWS_TILE_1(M, 1, 1, cpu_rows_bptile##M)
 CPU_ROWS_TILE_FN(1)
 CPU_ROWS_TILE_FN(2)
 CPU_ROWS_TILE_FN(3)
@@ -802,14 +875,13 @@ CPU_ROWS_TILE_FN(10)
 CPU_ROWS_TILE_FN(11)
 CPU_ROWS_TILE_FN(12)
 
-/* [0][MR]: tiles reading from L2; [1][MR]: first tiles, prefetching */
-static cpu_rows_tile_fn *const cpu_rows_tiles[2][CPU_ROWS_MR + 1] = {
-    {NULL, cpu_rows_tile1, cpu_rows_tile2, cpu_rows_tile3, cpu_rows_tile4, cpu_rows_tile5,
-     cpu_rows_tile6, cpu_rows_tile7, cpu_rows_tile8, cpu_rows_tile9, cpu_rows_tile10,
-     cpu_rows_tile11, cpu_rows_tile12},
-    {NULL, cpu_rows_ptile1, cpu_rows_ptile2, cpu_rows_ptile3, cpu_rows_ptile4, cpu_rows_ptile5,
-     cpu_rows_ptile6, cpu_rows_ptile7, cpu_rows_ptile8, cpu_rows_ptile9, cpu_rows_ptile10,
-     cpu_rows_ptile11, cpu_rows_ptile12}};
+#define CPU_ROWS_TILES(t)                                                                      \
+    {NULL, t##1, t##2, t##3, t##4, t##5, t##6, t##7, t##8, t##9, t##10, t##11, t##12}
+/* [dtype][0][MR]: tiles reading from L2; [dtype][1][MR]: first tiles,
+ * prefetching */
+static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
+    {CPU_ROWS_TILES(cpu_rows_tile), CPU_ROWS_TILES(cpu_rows_ptile)},
+    {CPU_ROWS_TILES(cpu_rows_btile), CPU_ROWS_TILES(cpu_rows_bptile)}};
 
 /* Rows of inputs per pass over the weights (their panels stay in L2
  * while every tile of the block reads them). */
@@ -819,56 +891,82 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][CPU_ROWS_MR + 1] = {
  * panels: a single sequential stream of weights, which the prefetchers
  * follow at full speed (panels handed out one by one interleave the
  * threads' streams). The first tile of a row block is the largest, so that
- * the most arithmetic overlaps the panel's arrival from memory. I > 0: the
+ * the most arithmetic overlaps the panel's arrival from memory. W_BF16:
+ * the team first rounds the block's inputs to bf16 pairs. I > 0: the
  * panels are cpu_rows_pack_glu's, out is h: (N,I) = silu(gate) * up, the
  * tiles' gate and up going through cpu_swiglu_forward (bitwise the op on
  * cpu_matmul_rows_forward's outputs); otherwise out: (N,OC). */
-static void cpu_rows_run(float *out, const float *inp, const float *packed, const float *bias,
-                         const float *resid, int N, int C, int OC, int I)
+static void cpu_rows_run(float *out, const float *inp, const void *packed, enum w_dtype dt,
+                         const float *bias, const float *resid, int N, int C, int OC, int I)
 {
     const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int kn = cpu_rows_kn(C, dt), bf = dt == W_BF16;
     const size_t outs = I > 0 ? (size_t)2 * I : (size_t)OC;
+    uint16_t *xb = NULL;
+    if (bf) {
+        const int rows = N < CPU_ROWS_NBLOCK ? N : CPU_ROWS_NBLOCK;
+        xb = aligned_alloc(64, ((size_t)rows * kn * 4 + 63) / 64 * 64);
+        if (!xb) {
+            fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d bf16 input "
+                    "rows; matmul not computed\n", rows);
+            return;
+        }
+    }
+    /* tile inputs: fp32 rows of inp, or the block's bf16 rows in xb */
+    const int ldx = bf ? kn : C;
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
         const int par = (size_t)(ne - nb) * outs * C >= (size_t)CPU_PAR_MIN * 16;
-        #pragma omp parallel for schedule(static) if (par)
-        for (int p = 0; p < np; p++) {
-            const float *panel = packed + (size_t)p * C * CPU_PANEL;
-            for (int n = nb; n < ne; n += CPU_ROWS_MR) {
-                const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
-                cpu_rows_tile_fn *tile = cpu_rows_tiles[n == nb][mr];
-                if (I <= 0) {
-                    const int j0 = p * CPU_PANEL;
-                    tile(out, inp, panel, bias, resid, n, j0,
-                         OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL, C, OC);
-                    continue;
+        const void *xs = bf ? (const void *)xb : (const void *)(inp + (size_t)nb * C);
+        #pragma omp parallel if (par)
+        {
+            if (bf) {
+                #pragma omp for schedule(static)
+                for (int n = nb; n < ne; n++)
+                    cpu_rows_bf16_row(xb + (size_t)(n - nb) * 2 * kn, inp + (size_t)n * C, C);
+            }
+            #pragma omp for schedule(static)
+            for (int p = 0; p < np; p++) {
+                const void *panel = (const char *)packed + (size_t)p * kn * CPU_PANEL * 4;
+                for (int n = nb; n < ne; n += CPU_ROWS_MR) {
+                    const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
+                    cpu_rows_tile_fn *tile = cpu_rows_tiles[bf][n == nb][mr];
+                    const void *x = (const uint32_t *)xs + (size_t)(n - nb) * ldx;
+                    if (I <= 0) {
+                        const int j0 = p * CPU_PANEL;
+                        tile(out + (size_t)n * OC + j0, OC, x, ldx, panel, bias ? bias + j0 : NULL,
+                             resid ? resid + (size_t)n * OC + j0 : NULL,
+                             OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL, kn);
+                        continue;
+                    }
+                    /* rows of [gate 16 | up 16], then their SwiGLU */
+                    float gu[CPU_ROWS_MR * CPU_PANEL];
+                    tile(gu, CPU_PANEL, x, ldx, panel, NULL, NULL, CPU_PANEL, kn);
+                    const int j0 = p * 16, nj = I - j0 < 16 ? I - j0 : 16;
+                    for (int i = 0; i < mr; i++)
+                        cpu_swiglu_forward(out + (size_t)(n + i) * I + j0, gu + i * CPU_PANEL,
+                                           gu + i * CPU_PANEL + 16, 1, nj);
                 }
-                /* rows of [gate 16 | up 16], then their SwiGLU */
-                float gu[CPU_ROWS_MR * CPU_PANEL];
-                tile(gu, inp + (size_t)n * C, panel, NULL, NULL, 0, 0, CPU_PANEL, C, CPU_PANEL);
-                const int j0 = p * 16, nj = I - j0 < 16 ? I - j0 : 16;
-                for (int i = 0; i < mr; i++)
-                    cpu_swiglu_forward(out + (size_t)(n + i) * I + j0, gu + i * CPU_PANEL,
-                                       gu + i * CPU_PANEL + 16, 1, nj);
             }
         }
     }
+    free(xb);
 }
 
 /* out: (N,OC) = inp: (N,C) @ weight^T [+ bias: (OC)] [+ resid: (N,OC)],
  * weight packed by cpu_rows_pack. Every output is the fixed chain of
  * cpu_rows_tile, so a row's result never depends on N, its place in the
  * batch or the thread count (see backend.h). */
-void cpu_matmul_rows_forward(float *out, const float *inp, const float *packed,
+void cpu_matmul_rows_forward(float *out, const float *inp, const void *packed, enum w_dtype dt,
                              const float *bias, const float *resid, int N, int C, int OC)
 {
-    cpu_rows_run(out, inp, packed, bias, resid, N, C, OC, 0);
+    cpu_rows_run(out, inp, packed, dt, bias, resid, N, C, OC, 0);
 }
 
 /* h: (N,I) = silu(inp @ gate^T) * (inp @ up^T), weights packed by
  * cpu_rows_pack_glu. */
-void cpu_matmul_rows_glu_forward(float *h, const float *inp, const float *packed, int N, int C,
-                                 int I)
+void cpu_matmul_rows_glu_forward(float *h, const float *inp, const void *packed,
+                                 enum w_dtype dt, int N, int C, int I)
 {
-    cpu_rows_run(h, inp, packed, NULL, NULL, N, C, 0, I);
+    cpu_rows_run(h, inp, packed, dt, NULL, NULL, N, C, 0, I);
 }

@@ -195,6 +195,27 @@ def gen_adamw():
               "adamw.p": P.detach(), "adamw.m": st["exp_avg"], "adamw.v": st["exp_avg_sq"]})
 
 
+def gen_bf16():
+    """bfloat16 (dtype bf16 of the generation engine): torch's rounding
+    (.bfloat16(), nearest even), and matmul_rows_forward's W_BF16 product:
+    inputs and weights rounded, then summed here in float64 (the C side's
+    fp32 sums agree to rounding)."""
+    ties = [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 2**-100 * (1 + 2**-8), 1 + 2**-8 + 2**-20,
+            -(1 + 3 * 2**-8)]
+    edge = torch.tensor(ties + [3.3e38, 3.4e38, -3.4e38, 1e-40, -1e-40, 0.0, -0.0,
+                                float("inf"), float("-inf"), 1.5 * 2**-126], dtype=torch.float32)
+    x = torch.cat([edge, randn(64, scale=100.0)])
+    R["bf16.x"] = x
+    R["bf16.rounded"] = x.bfloat16().float()
+    N, C, OC = 14, 37, 40
+    inp, w, b = randn(N, C), randn(OC, C), randn(OC)
+    # ties where the C side rounds 16 inputs at a time (k < 32) and one by one
+    inp[0, 0:6] = torch.tensor(ties, dtype=torch.float32)
+    inp[1, 32:37] = torch.tensor(ties[:5], dtype=torch.float32)
+    R.update({"mmbf.inp": inp, "mmbf.w": w, "mmbf.b": b})
+    R["mmbf.out"] = inp.bfloat16().double() @ w.bfloat16().double().T + b.double()
+
+
 def main():
     torch.manual_seed(1234)
     gen_matmul()
@@ -213,6 +234,7 @@ def main():
     # last, so that the random draws of the tensors above are unchanged;
     # documents of 4, 5 and 3 tokens, then 5, 1 (a lone token), 4 and 2
     gen_attention("att_seg", B=2, T=12, NH=4, NKV=2, D=8, starts=[[0, 4, 9], [0, 5, 6, 10]])
+    gen_bf16()
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     write_ref(OUT, R)
     print("wrote %s: %d tensors, %d bytes" % (OUT, len(R), os.path.getsize(OUT)))

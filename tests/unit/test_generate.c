@@ -30,11 +30,17 @@
 #define GEN_RTOL 1e-4
 #define GEN_F16_ATOL 5e-2
 #define GEN_F16_RTOL 1e-2
+/* dtype bf16 rounds every weight and every matmul input to bfloat16
+ * (2^-9 relative): the logits move by up to ~0.2 (measured against the
+ * fp32 full forward: 0.17 on test_model, 0.07-0.09 on the fixtures). */
+#define GEN_BF16_ATOL 0.3
+#define GEN_BF16_RTOL 3e-2
 
 /* The cache type and matmul path of the engines the tests build (the
  * engine's defaults unless a test asks for the other). */
 static enum kv_dtype test_kv_dtype = KV_F16;
 static bool test_batch_invariant = true;
+static enum w_dtype test_dtype = W_F32;
 
 static struct model_config test_cfg(int V)
 {
@@ -177,6 +183,7 @@ static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
     cfg.kv_bytes = kv_bytes ? kv_bytes : (size_t)4 << 20;   /* small: zeroed per engine */
     cfg.kv_dtype = test_kv_dtype;
     cfg.batch_invariant = test_batch_invariant;
+    cfg.dtype = test_dtype;
     char err[256];
     c->V = m->cfg.vocab_size;
     struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
@@ -415,14 +422,37 @@ Test(generate, paged_attention_matches_full_query_groups)
 
 /* ---------------------------------------------- batch-invariant matmul */
 
-/* matmul_rows_forward on N rows against a double-precision reference, then
- * every row alone and every run of 1..13 consecutive rows (all tile
- * heights, tiles starting anywhere): bitwise the same as in the full batch.
- * With a residual (into another buffer, and in place): bitwise the plain
- * op followed by add. */
-static void matmul_rows_case(int N, int C, int OC, bool with_bias)
+/* bfloat16 rounding to nearest even, written apart from the kernel's (the
+ * test data stays within the normal range) */
+static float bf_round(float f)
+{
+    int e;
+    const double m = frexp(f, &e);
+    return (float)ldexp(rint(ldexp(m, 8)), e - 8);
+}
+
+/* The output W_BF16 defines (backend.h, cpu_decode.c): products of the
+ * rounded pairs added odd element first, in fp32, then bias and resid. */
+static float bf16_chain(const float *x, const float *w, int C)
+{
+    float acc = 0.0f;
+    for (int k = 0; k < C; k += 2) {
+        if (k + 1 < C) acc = acc + bf_round(x[k + 1]) * bf_round(w[k + 1]);
+        acc = acc + bf_round(x[k]) * bf_round(w[k]);
+    }
+    return acc;
+}
+
+/* matmul_rows_forward on N rows against a reference (fp32: the
+ * double-precision product; bf16: its chain above, bitwise), then every row
+ * alone and every run of 1..13 consecutive rows (all tile heights, tiles
+ * starting anywhere): bitwise the same as in the full batch. With a
+ * residual (into another buffer, and in place): bitwise the plain op
+ * followed by add. */
+static void matmul_rows_case(int N, int C, int OC, bool with_bias, enum w_dtype dt)
 {
     const struct backend *be = backend_cpu();
+    const char *dn = dt == W_BF16 ? "bf16" : "f32";
     float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
     float *b = malloc((size_t)OC * sizeof(float)), *out = malloc((size_t)N * OC * sizeof(float));
     float *few = malloc((size_t)13 * OC * sizeof(float));
@@ -432,84 +462,129 @@ static void matmul_rows_case(int N, int C, int OC, bool with_bias)
     for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
     for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
     for (int i = 0; i < OC; i++) b[i] = (float)rng_normal(&r);
-    float *pw = malloc(be->rows_packed_floats(C, OC) * sizeof(float));
-    be->rows_pack(pw, w, C, OC);
-    be->matmul_rows_forward(out, x, pw, bias, NULL, N, C, OC);
+    void *pw = malloc(be->rows_packed_bytes(C, OC, dt));
+    be->rows_pack(pw, w, C, OC, dt);
+    be->matmul_rows_forward(out, x, pw, dt, bias, NULL, N, C, OC);
     int bad = 0;
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
+            if (dt == W_BF16) {
+                float s = bf16_chain(x + (size_t)n * C, w + (size_t)j * C, C);
+                if (bias) s = s + b[j];
+                bad += memcmp(&s, &out[n * OC + j], sizeof s) != 0;
+                continue;
+            }
             double s = bias ? b[j] : 0.0;
             for (int k = 0; k < C; k++) s += (double)x[n * C + k] * w[j * C + k];
             bad += !(fabs(out[n * OC + j] - s) <= 1e-4 + 1e-5 * fabs(s));
         }
-    cr_expect_eq(bad, 0, "N %d C %d OC %d: %d outputs differ from the double reference", N, C, OC, bad);
+    cr_expect_eq(bad, 0, "%s N %d C %d OC %d: %d outputs differ from the reference", dn, N, C,
+                 OC, bad);
     for (int len = 1; len <= 13; len++)
         for (int n0 = 0; n0 + len <= N; n0 += len == 1 ? 1 : 5) {
-            be->matmul_rows_forward(few, x + (size_t)n0 * C, pw, bias, NULL, len, C, OC);
+            be->matmul_rows_forward(few, x + (size_t)n0 * C, pw, dt, bias, NULL, len, C, OC);
             cr_expect(memcmp(few, out + (size_t)n0 * OC, (size_t)len * OC * sizeof(float)) == 0,
-                      "N %d C %d OC %d: rows %d..%d as a batch of %d differ", N, C, OC, n0,
-                      n0 + len - 1, len);
+                      "%s N %d C %d OC %d: rows %d..%d as a batch of %d differ", dn, N, C, OC,
+                      n0, n0 + len - 1, len);
         }
     const size_t no = (size_t)N * OC * sizeof(float);
     float *res = malloc(no), *want = malloc(no), *got = malloc(no);
     for (int i = 0; i < N * OC; i++) res[i] = (float)rng_normal(&r);
     be->add(want, out, res, (size_t)N * OC);
-    be->matmul_rows_forward(got, x, pw, bias, res, N, C, OC);
+    be->matmul_rows_forward(got, x, pw, dt, bias, res, N, C, OC);
     cr_expect(memcmp(got, want, no) == 0,
-              "N %d C %d OC %d: the fused residual differs from matmul then add", N, C, OC);
+              "%s N %d C %d OC %d: the fused residual differs from matmul then add", dn, N, C, OC);
     memcpy(got, res, no);
-    be->matmul_rows_forward(got, x, pw, bias, got, N, C, OC);
+    be->matmul_rows_forward(got, x, pw, dt, bias, got, N, C, OC);
     cr_expect(memcmp(got, want, no) == 0,
-              "N %d C %d OC %d: the residual added in place differs", N, C, OC);
+              "%s N %d C %d OC %d: the residual added in place differs", dn, N, C, OC);
     free(x); free(w); free(pw); free(b); free(out); free(few); free(res); free(want); free(got);
 }
 
 /* a partial panel of outputs (OC < 64), N past one row block (CPU_ROWS_NBLOCK) */
-Test(generate, matmul_rows_matches_naive_and_is_batch_invariant) { matmul_rows_case(100, 37, 13, true); }
+Test(generate, matmul_rows_matches_naive_and_is_batch_invariant)
+{
+    matmul_rows_case(100, 37, 13, true, W_F32);
+    matmul_rows_case(100, 37, 13, true, W_BF16);     /* odd C: a half pair */
+}
 /* whole panels, and whole panels then a partial one, with and without bias */
 Test(generate, matmul_rows_aligned_shapes)
 {
-    matmul_rows_case(23, 64, 128, true);
-    matmul_rows_case(17, 128, 200, false);
+    for (int dt = W_F32; dt <= W_BF16; dt++) {
+        matmul_rows_case(23, 64, 128, true, dt);
+        matmul_rows_case(17, 128, 200, false, dt);
+    }
+}
+
+/* W_BF16 packs half the bytes of W_F32, and its outputs stay within
+ * bfloat16's rounding of the fp32 ones (inputs ~N(0,1), 256 terms: the
+ * error of a sum is about sqrt(256) * 2 * 2^-9 ~ 0.06 of one term) */
+Test(generate, matmul_rows_bf16_close_to_f32)
+{
+    const struct backend *be = backend_cpu();
+    const int N = 16, C = 256, OC = 96;
+    float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
+    float *o32 = malloc((size_t)N * OC * sizeof(float)), *o16 = malloc((size_t)N * OC * sizeof(float));
+    struct rng r;
+    rng_seed(&r, 12);
+    for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
+    for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
+    cr_expect_eq(be->rows_packed_bytes(C, OC, W_BF16) * 2, be->rows_packed_bytes(C, OC, W_F32));
+    void *p32 = malloc(be->rows_packed_bytes(C, OC, W_F32));
+    void *p16 = malloc(be->rows_packed_bytes(C, OC, W_BF16));
+    be->rows_pack(p32, w, C, OC, W_F32);
+    be->rows_pack(p16, w, C, OC, W_BF16);
+    be->matmul_rows_forward(o32, x, p32, W_F32, NULL, NULL, N, C, OC);
+    be->matmul_rows_forward(o16, x, p16, W_BF16, NULL, NULL, N, C, OC);
+    double worst = 0.0, same = 0;
+    for (int i = 0; i < N * OC; i++) {
+        worst = fmax(worst, fabs(o16[i] - o32[i]));
+        same += o16[i] == o32[i];
+    }
+    cr_expect(worst < 0.5 && worst > 0.0, "bf16 against f32: worst difference %g", worst);
+    cr_expect(same < N * OC / 10, "bf16 outputs equal to the f32 ones: %g of %d", same, N * OC);
+    free(x); free(w); free(o32); free(o16); free(p32); free(p16);
 }
 
 /* matmul_rows_glu_forward is bitwise matmul_rows_forward on [gate; up]
  * followed by swiglu_forward, in a full batch and for every run of 1..13
  * rows; I = 21 leaves half a panel of padding. */
-static void glu_case(int N, int C, int I)
+static void glu_case(int N, int C, int I, enum w_dtype dt)
 {
     const struct backend *be = backend_cpu();
     float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)2 * I * C * sizeof(float));
     float *gu = malloc((size_t)N * 2 * I * sizeof(float)), *want = malloc((size_t)N * I * sizeof(float));
     float *h = malloc((size_t)N * I * sizeof(float)), *few = malloc((size_t)13 * I * sizeof(float));
-    float *pw = malloc(be->rows_packed_floats(C, 2 * I) * sizeof(float));
-    float *pg = malloc(be->rows_packed_floats(C, 2 * I) * sizeof(float));
+    void *pw = malloc(be->rows_packed_bytes(C, 2 * I, dt));
+    void *pg = malloc(be->rows_packed_bytes(C, 2 * I, dt));
     struct rng r;
     rng_seed(&r, 4);
     for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
     for (int i = 0; i < 2 * I * C; i++) w[i] = (float)rng_normal(&r) * 0.3f;
-    be->rows_pack(pw, w, C, 2 * I);
-    be->matmul_rows_forward(gu, x, pw, NULL, NULL, N, C, 2 * I);
+    be->rows_pack(pw, w, C, 2 * I, dt);
+    be->matmul_rows_forward(gu, x, pw, dt, NULL, NULL, N, C, 2 * I);
     for (int n = 0; n < N; n++)
         be->swiglu_forward(want + (size_t)n * I, gu + (size_t)n * 2 * I, gu + (size_t)n * 2 * I + I, 1, I);
-    be->rows_pack_glu(pg, w, C, I);
-    be->matmul_rows_glu_forward(h, x, pg, N, C, I);
+    be->rows_pack_glu(pg, w, C, I, dt);
+    be->matmul_rows_glu_forward(h, x, pg, dt, N, C, I);
     cr_expect(memcmp(h, want, (size_t)N * I * sizeof(float)) == 0,
-              "N %d C %d I %d: fused SwiGLU differs from matmul then swiglu", N, C, I);
+              "dtype %d N %d C %d I %d: fused SwiGLU differs from matmul then swiglu", dt, N, C, I);
     for (int len = 1; len <= 13; len++)
         for (int n0 = 0; n0 + len <= N; n0 += len == 1 ? 1 : 5) {
-            be->matmul_rows_glu_forward(few, x + (size_t)n0 * C, pg, len, C, I);
+            be->matmul_rows_glu_forward(few, x + (size_t)n0 * C, pg, dt, len, C, I);
             cr_expect(memcmp(few, want + (size_t)n0 * I, (size_t)len * I * sizeof(float)) == 0,
-                      "N %d C %d I %d: rows %d..%d as a batch of %d differ", N, C, I, n0,
-                      n0 + len - 1, len);
+                      "dtype %d N %d C %d I %d: rows %d..%d as a batch of %d differ", dt, N, C, I,
+                      n0, n0 + len - 1, len);
         }
     free(x); free(w); free(gu); free(want); free(h); free(few); free(pw); free(pg);
 }
 
 Test(generate, matmul_rows_glu_is_matmul_then_swiglu)
 {
-    glu_case(100, 37, 21);
-    glu_case(17, 64, 48);
+    for (int dt = W_F32; dt <= W_BF16; dt++) {
+        glu_case(100, 37, 21, dt);
+        glu_case(17, 64, 48, dt);
+    }
 }
 
 /* An engine whose model changes between requests (GRPO's optimizer steps
@@ -755,10 +830,26 @@ Test(generate, cache_matches_full_forward_on_fixtures_f16)
     cache_vs_full_fixtures(KV_F16, GEN_F16_ATOL, GEN_F16_RTOL);
 }
 
+/* dtype bf16 against the fp32 full forward */
+Test(generate, cache_matches_full_forward_bf16)
+{
+    test_dtype = W_BF16;
+    cache_vs_full(KV_F32, true, GEN_BF16_ATOL, GEN_BF16_RTOL);
+    test_dtype = W_F32;
+}
+
+Test(generate, cache_matches_full_forward_on_fixtures_bf16)
+{
+    test_dtype = W_BF16;
+    cache_vs_full_fixtures(KV_F32, GEN_BF16_ATOL, GEN_BF16_RTOL);
+    test_dtype = W_F32;
+}
+
 /* ------------------------------------------------------ batch independence */
 
-Test(generate, output_independent_of_batch)
+static void independent_of_batch(enum w_dtype dt)
 {
+    test_dtype = dt;
     enum { V = 50 };
     struct model *m = test_model(V, 8);
     int32_t p0[5] = {1, 2, 3, 4, 5}, p1[9] = {9, 8, 7, 6, 5, 4, 3, 2, 1}, p2[3] = {40, 41, 42};
@@ -809,7 +900,12 @@ Test(generate, output_independent_of_batch)
     collector_free(b);
     free(a); free(b); free(d);
     model_free(m);
+    test_dtype = W_F32;
 }
+
+Test(generate, output_independent_of_batch) { independent_of_batch(W_F32); }
+/* the bf16 matmuls are as batch-invariant as the fp32 ones */
+Test(generate, output_independent_of_batch_bf16) { independent_of_batch(W_BF16); }
 
 /* ------------------------------------------------------------ n samples */
 

@@ -194,7 +194,9 @@ Test(kernels, table_complete)
     EXPECT_FN(swiglu_forward); EXPECT_FN(swiglu_backward); EXPECT_FN(add);
     EXPECT_FN(axpy); EXPECT_FN(logprob_forward); EXPECT_FN(logprob_backward);
     EXPECT_FN(sumsq); EXPECT_FN(scale); EXPECT_FN(adamw); EXPECT_FN(kv_cache_write);
-    EXPECT_FN(attention_paged_forward);
+    EXPECT_FN(attention_paged_forward); EXPECT_FN(attention_paged_step);
+    EXPECT_FN(rows_packed_bytes); EXPECT_FN(rows_pack); EXPECT_FN(matmul_rows_forward);
+    EXPECT_FN(rows_pack_glu); EXPECT_FN(matmul_rows_glu_forward);
 #undef EXPECT_FN
     const char *d = be->describe();
     cr_assert_not_null(d);
@@ -327,6 +329,39 @@ static float *strided(const float *src, int rows, int cols, int trans, int ld, f
         for (int j = 0; j < c; j++)
             p[(size_t)i * ld + j] = trans ? src[(size_t)j * cols + i] : src[(size_t)i * cols + j];
     return p;
+}
+
+/* bfloat16 rounding (dtype bf16 of the generation engine) bitwise as
+ * torch's .bfloat16(): ties to even, overflow to inf, subnormals kept;
+ * NaN stays NaN. */
+Test(kernels, bf16_rounding_ref)
+{
+    const struct ref_tensor *t = ref_get("bf16.x", 0, 0);
+    const float *x = t->data, *want = reff("bf16.rounded", t->numel);
+    size_t bad = 0;
+    for (size_t i = 0; i < t->numel; i++) {
+        const float got = cpu_bf2f(cpu_f2bf(x[i]));
+        if (memcmp(&got, &want[i], sizeof got) != 0) {
+            if (bad++ < 4) fprintf(stderr, "bf16 of %a: got %a, torch %a\n", x[i], got, want[i]);
+        }
+    }
+    cr_expect_eq(bad, 0, "%zu of %zu roundings differ from torch's", bad, t->numel);
+    cr_expect(isnan(cpu_bf2f(cpu_f2bf(NAN))) && isnan(cpu_bf2f(cpu_f2bf(-NAN))));
+}
+
+/* matmul_rows_forward with W_BF16 against torch's product of the rounded
+ * inputs and weights (the inputs hold ties, rounded 16 at a time and one
+ * by one) */
+Test(kernels, matmul_rows_bf16_ref)
+{
+    const int N = 14, C = 37, OC = 40;
+    const float *inp = reff("mmbf.inp", N * C), *w = reff("mmbf.w", OC * C);
+    const float *b = reff("mmbf.b", OC);
+    void *pw = talloc(be->rows_packed_bytes(C, OC, W_BF16));
+    float *out = fbuf(N * OC);
+    be->rows_pack(pw, w, C, OC, W_BF16);
+    be->matmul_rows_forward(out, inp, pw, W_BF16, b, NULL, N, C, OC);
+    expect_ref("mmbf.out", out, 1e-5f, 1e-5f);
 }
 
 Test(kernels, gemm_ref)
