@@ -67,7 +67,7 @@ static void rate_best(struct rate *best, double tokens, double wall, double cpu)
  * the same prompts submitted directly with exactly T tokens each
  * (ignore_eos), timed end to end and from the first decode step on. */
 static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb,
-                             enum kv_dtype kv_dtype, int reps,
+                             enum kv_dtype kv_dtype, enum w_dtype dtype, int reps,
                              struct rate *ro_rate, struct rate *dec_rate, struct rate *e2e_rate,
                              double *ratio_median, double per_step[4], char *err, size_t errlen)
 {
@@ -96,6 +96,7 @@ static int rollout_vs_engine(const char *dir, int P, int G, int T, int kv_mb,
     gen_config_default(&gc);
     gc.kv_bytes = (size_t)kv_mb << 20;
     gc.kv_dtype = kv_dtype;
+    gc.dtype = dtype;
     if (gc.max_seqs < P * G) gc.max_seqs = P * G;
     if (!(e = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     struct sampler_params sp;
@@ -195,13 +196,15 @@ out:
 int cli_bench_grpo(int argc, char **argv)
 {
     static const char *const opts[] = {"--config", "--threads", "--steps", "--prompts", "--group",
-                                       "--max-tokens", "--beta", "--reps", "--kv-dtype", NULL};
+                                       "--max-tokens", "--beta", "--reps", "--kv-dtype", "--dtype",
+                                       NULL};
     static const char *const flags[] = {"--rollout-only", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     long threads = omp_get_max_threads(), steps = 3, P = 4, G = 8, T = 64, reps = 5;
     double beta = 0.04;
     enum kv_dtype dt = KV_F16;
-    if (cli_arg_kv_dtype(argc, argv, &dt) ||
+    enum w_dtype wdt = W_F32;
+    if (cli_arg_kv_dtype(argc, argv, &dt) || cli_arg_dtype(argc, argv, &wdt) ||
         cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 64, &steps) ||
         cli_arg_int(argc, argv, "--prompts", 1, 256, &P) ||
@@ -247,6 +250,7 @@ int cli_bench_grpo(int argc, char **argv)
     o.beta = beta;
     o.log_completions = 0;
     o.kv_dtype = dt;
+    o.dtype = wdt;
     if (!cli_flag(argc, argv, "--rollout-only") && grpo_run(&o, backend_cpu(), ev, err, sizeof err)) goto fail;
     double sum[6] = {0}, toks = 0;
     static const char *const keys[] = {"time/generate", "time/score", "time/reference", "time/train",
@@ -268,17 +272,17 @@ int cli_bench_grpo(int argc, char **argv)
     double step_tps = sum[0] > 0 ? toks / sum[0] : 0;
     struct rate ro = {0}, dec = {0}, e2e = {0};
     double ratio = 0, per_step[4];
-    if (rollout_vs_engine(dir, (int)P, (int)G, (int)T, o.kv_cache_mb, dt, (int)reps, &ro, &dec, &e2e, &ratio,
+    if (rollout_vs_engine(dir, (int)P, (int)G, (int)T, o.kv_cache_mb, dt, wdt, (int)reps, &ro, &dec, &e2e, &ratio,
                           per_step, err, sizeof err))
         goto fail;
-    if (n) printf("{\"bench\":\"grpo_step\",\"config\":\"%s\",\"kv_dtype\":\"%s\",\"threads\":%ld,"
+    if (n) printf("{\"bench\":\"grpo_step\",\"config\":\"%s\",\"dtype\":\"%s\",\"kv_dtype\":\"%s\",\"threads\":%ld,"
            "\"prompts_per_step\":%ld,"
            "\"group_size\":%ld,\"max_completion_length\":%ld,\"beta\":%g,\"steps\":%d,"
            "\"generate_s\":%.3f,\"score_s\":%.4f,\"reference_s\":%.3f,\"train_s\":%.3f,\"step_s\":%.3f,"
            "\"mean_completion_tokens\":%.1f}\n",
-           preset, kv_dtype_name(dt), threads, P, G, T, beta, n, sum[0], sum[1], sum[2], sum[3], sum[4],
+           preset, w_dtype_name(wdt), kv_dtype_name(dt), threads, P, G, T, beta, n, sum[0], sum[1], sum[2], sum[3], sum[4],
            sum[5]);
-    printf("{\"bench\":\"grpo_rollout\",\"config\":\"%s\",\"kv_dtype\":\"%s\",\"threads\":%ld,"
+    printf("{\"bench\":\"grpo_rollout\",\"config\":\"%s\",\"dtype\":\"%s\",\"kv_dtype\":\"%s\",\"threads\":%ld,"
            "\"sequences\":%ld,"
            "\"max_tokens\":%ld,\"grpo_step_rollout_tokens_per_s\":%.1f,\"rollout_tokens_per_s\":%.1f,"
            "\"engine_decode_tokens_per_s\":%.1f,\"engine_end_to_end_tokens_per_s\":%.1f,"
@@ -286,7 +290,7 @@ int cli_bench_grpo(int argc, char **argv)
            "\"rollout_vs_engine_end_to_end\":%.3f,\"rollout_vs_engine_decode_median_of_pairs\":%.3f,"
            "\"rollout_tokens_per_engine_step\":%.2f,\"engine_tokens_per_step\":%.2f,"
            "\"rollout_step_ms\":%.2f,\"engine_step_ms\":%.2f,\"target\":0.8}\n",
-           preset, kv_dtype_name(dt), threads, P * G, T, step_tps, ro.wall, dec.wall, e2e.wall, dec.wall > 0 ? ro.wall / dec.wall : 0,
+           preset, w_dtype_name(wdt), kv_dtype_name(dt), threads, P * G, T, step_tps, ro.wall, dec.wall, e2e.wall, dec.wall > 0 ? ro.wall / dec.wall : 0,
            dec.cpu > 0 ? ro.cpu / dec.cpu : 0, e2e.wall > 0 ? ro.wall / e2e.wall : 0, ratio,
            per_step[0], per_step[1], per_step[2], per_step[3]);
     rc = 0;

@@ -54,7 +54,7 @@ int cli_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--model", "--prompt", "--prompt-tokens", "--max-tokens",
         "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed", "--n",
-        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", NULL};
+        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", NULL};
     static const char *const flags[] = {"--json", "--ignore-eos", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *dir = cli_arg(argc, argv, "--model"), *prompt = cli_arg(argc, argv, "--prompt");
@@ -63,7 +63,8 @@ int cli_generate(int argc, char **argv)
         fprintf(stderr, "usage: aha-engine generate --model DIR (--prompt TEXT | --prompt-tokens 1,2,3)\n"
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
-                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32] [--json]\n");
+                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32] [--dtype f32|bf16]\n"
+                        "  [--json]\n");
         return 2;
     }
     struct gen_request r;
@@ -72,7 +73,8 @@ int cli_generate(int argc, char **argv)
     long max_tokens = r.max_tokens, seed = -1, n = 1, top_k = 0, logprobs = 0, kv_mb = 256;
     double temp = 1.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
     enum kv_dtype dt = KV_F16;
-    if (cli_arg_kv_dtype(argc, argv, &dt) ||
+    enum w_dtype wdt = W_F32;
+    if (cli_arg_kv_dtype(argc, argv, &dt) || cli_arg_dtype(argc, argv, &wdt) ||
         cli_arg_int(argc, argv, "--max-tokens", 0, 1 << 20, &max_tokens) ||
         cli_arg_int(argc, argv, "--seed", 0, INT64_MAX, &seed) ||
         cli_arg_int(argc, argv, "--n", 1, GEN_MAX_N, &n) ||
@@ -121,6 +123,7 @@ int cli_generate(int argc, char **argv)
     gen_config_default(&cfg);
     cfg.kv_bytes = (size_t)kv_mb << 20;
     cfg.kv_dtype = dt;
+    cfg.dtype = wdt;
     if (n > cfg.max_seqs) cfg.max_seqs = (int)n;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
     c.results = calloc((size_t)n, sizeof *c.results);

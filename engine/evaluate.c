@@ -31,6 +31,7 @@ void eval_opts_default(struct eval_opts *o)
     o->log_completions = 2;
     o->kv_cache_mb = 256;
     o->kv_dtype = KV_F16;
+    o->dtype = W_F32;
     o->seed = 1;
 }
 
@@ -128,6 +129,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     gen_config_default(&gc);
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
     gc.kv_dtype = o->kv_dtype;
+    gc.dtype = o->dtype;
     if (!(ge = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     rows = malloc((size_t)n * sizeof *rows);
     ro = calloc((size_t)n * per, sizeof *ro);

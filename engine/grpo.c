@@ -50,6 +50,7 @@ void grpo_opts_default(struct grpo_opts *o)
     o->log_completions = 2;
     o->kv_cache_mb = 256;
     o->kv_dtype = KV_F16;
+    o->dtype = W_F32;
     o->seed = 1;
 }
 
@@ -173,6 +174,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     gen_config_default(&gc);
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
     gc.kv_dtype = o->kv_dtype;
+    gc.dtype = o->dtype;
     if (gc.max_seqs < S) gc.max_seqs = S;
     if (!(ge = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     if (model_grads_alloc(m)) { errmsg_set(err, errlen, "out of memory"); goto out; }

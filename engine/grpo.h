@@ -39,6 +39,9 @@ struct grpo_opts {
     int checkpoint_every;
     int kv_cache_mb;
     enum kv_dtype kv_dtype;             /* the rollout engine's cache (default KV_F16) */
+    enum w_dtype dtype;                 /* its weights (default W_F32; W_BF16: bf16
+                                         * rollouts, whose logprobs the fp32 policy
+                                         * recomputes for the loss) */
     uint64_t seed;
     struct train_ctl *ctl;              /* resume and safe stop (engine/checkpoint.h); NULL: none */
 };
@@ -61,6 +64,7 @@ struct eval_opts {
     int log_completions;
     int kv_cache_mb;
     enum kv_dtype kv_dtype;
+    enum w_dtype dtype;
     uint64_t seed;
 };
 void eval_opts_default(struct eval_opts *o);

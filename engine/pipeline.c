@@ -16,6 +16,7 @@
 #include "checkpoint.h"
 #include "events.h"
 #include "grpo.h"
+#include "generate.h"
 #include "kv_cache.h"
 #include "pretrain.h"
 #include "rewards.h"
@@ -90,6 +91,7 @@ static const struct param_def params_table[] = {
     PARAM("grpo", "checkpoint_every", P_INT, 0, 1e8),
     PARAM("grpo", "kv_cache_mb", P_INT, 1, 1 << 20),
     CHOICE("grpo", "kv_dtype", "f16|f32"),
+    CHOICE("grpo", "dtype", "f32|bf16"),
     PARAM("grpo", "seed", P_INT, 0, 2147483647),
     PARAM("grpo", "chat_template", P_STR, 0, 0),
     PARAM("grpo", "prompt_template", P_STR, 0, 0),
@@ -102,6 +104,7 @@ static const struct param_def params_table[] = {
     PARAM("eval", "log_completions", P_INT, 0, 1024),
     PARAM("eval", "kv_cache_mb", P_INT, 1, 1 << 20),
     CHOICE("eval", "kv_dtype", "f16|f32"),
+    CHOICE("eval", "dtype", "f32|bf16"),
     PARAM("eval", "seed", P_INT, 0, 2147483647),
     PARAM("eval", "chat_template", P_STR, 0, 0),
     PARAM("eval", "prompt_template", P_STR, 0, 0),
@@ -525,6 +528,7 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
         o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
         if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
+        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), &o.dtype);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         o.ctl = ctl;
         return grpo_run(&o, be, events, err, errlen);
@@ -547,6 +551,7 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
         o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
         if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
+        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), &o.dtype);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         return eval_run(&o, be, events, err, errlen);
     }

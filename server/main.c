@@ -46,6 +46,7 @@ static void usage(FILE *f)
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
             "  --kv-dtype f16|f32     engine KV-cache element type [AHA_KV_DTYPE] (f16)\n"
+            "  --dtype f32|bf16       engine weights/matmul element type [AHA_DTYPE] (f32)\n"
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
             "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
@@ -86,7 +87,7 @@ static int check_args(int argc, char **argv, int first)
                                         "--engine", "--migrations-dir", "--max-body", "--max-upload",
                                         "--max-inflight", "--threads", "--heartbeat",
                                         "--trace-queue", "--name", "--scope", "--id",
-                                        "--kv-memory-mb", "--kv-dtype", "--max-seqs",
+                                        "--kv-memory-mb", "--kv-dtype", "--dtype", "--max-seqs",
                                         "--engine-timeout",
                                         "--max-runs", NULL};
     for (int i = first; i < argc; i += 2) {
@@ -283,11 +284,17 @@ static int serve(int argc, char **argv, int first)
         fprintf(stderr, "aha-server: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
         return 2;
     }
+    const char *dtype = opt(argc, argv, "--dtype", "AHA_DTYPE", NULL);
+    if (dtype && strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0) {
+        fprintf(stderr, "aha-server: --dtype: expected f32 or bf16, got \"%s\"\n", dtype);
+        return 2;
+    }
     runs_max_runs = (int)max_runs;
     json_t *load_opts = json_object();
     if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
     if (max_seqs) json_object_set_new(load_opts, "max_seqs", json_integer(max_seqs));
     if (kv_dtype) json_object_set_new(load_opts, "kv_dtype", json_string(kv_dtype));
+    if (dtype) json_object_set_new(load_opts, "dtype", json_string(dtype));
     char err[1024];
     srv.pool = db_pool_new(srv.cfg.database_url, 8);
     srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `aha-engine generate` (engine/cli_generate.c): streamed text, --json
-# samples, seeded reproducibility, n > 1 sharing a prefill, greedy parity
+# samples, seeded reproducibility, n > 1 sharing a prefill, --dtype bf16, greedy parity
 # with the recompute-everything `sample`, prompt ids on a tokenizer-less
 # fixture, `bench generate --profile`'s shape, and its errors (usage,
 # vocabulary, KV memory refusal).
@@ -49,6 +49,20 @@ s=$("$ENGINE" sample --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 
 g32=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --kv-memory-mb 8 --kv-dtype f32 2>/dev/null)
 [ "3*4=$g32" = "$s" ] && ok || bad "greedy generate --kv-dtype f32 \"$g32\" != sample \"$s\""
 
+# --dtype bf16: greedy is deterministic, and the same request in a batch of
+# three samples (n = 3, greedy) gives the same tokens each time
+"$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
+  --dtype bf16 --json >"$tmp/b1" 2>/dev/null
+"$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
+  --dtype bf16 --n 3 --json >"$tmp/b3" 2>/dev/null
+$PY - "$tmp/b1" "$tmp/b3" <<'PY' && ok || bad "generate --dtype bf16"
+import json, sys
+one = json.loads(open(sys.argv[1]).read())
+three = [json.loads(l) for l in open(sys.argv[2])]
+assert len(one["tokens"]) == 12, one
+assert [r["tokens"] for r in three] == [one["tokens"]] * 3, (one, three)
+PY
+
 # prompt ids on a model without tokenizer.json
 "$ENGINE" generate --model tests/ref/fixtures/llama-gqa --prompt-tokens 1,2,3 --max-tokens 4 --temperature 0 --kv-memory-mb 8 --json >"$tmp/f" 2>/dev/null
 $PY -c "import json,sys; r=json.loads(open('$tmp/f').read()); assert len(r['tokens'])==4 and r['prompt_tokens']==3, r" && ok || bad "--prompt-tokens on a fixture"
@@ -95,11 +109,24 @@ assert (d1["layers"], d3["layers"]) == (1, 3), (d1, d3)
 assert d3["weights_mb"] > d1["weights_mb"], (d1, d3)
 PY
 
+# bench generate --dtype bf16: the lines say so, and the bytes a step reads
+# are half of fp32's
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \
+  --layers 1 --dtype bf16 >"$tmp/lb" 2>/dev/null
+$PY - "$tmp/l1" "$tmp/lb" <<'PY' && ok || bad "bench generate --dtype bf16"
+import json, sys
+r32, r16 = ([json.loads(l) for l in open(f)] for f in sys.argv[1:])
+d32, d16 = ([x for x in r if x["bench"] == "decode"][0] for r in (r32, r16))
+p32, p16 = ([x for x in r if x["bench"] == "prefill"][0] for r in (r32, r16))
+assert (d32["dtype"], d16["dtype"], p32["dtype"], p16["dtype"]) == ("f32", "bf16", "f32", "bf16")
+assert abs(d16["weights_mb"] * 2 - d32["weights_mb"]) < 0.2, (d32, d16)
+PY
+
 # bench grpo --kv-dtype reaches its rollout engine (the figures say which)
 "$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype f32 \
-  >"$tmp/bg" 2>/dev/null
-$PY -c "import json,sys; r=[json.loads(l) for l in open('$tmp/bg')]; assert [x['kv_dtype'] for x in r]==['f32'], r" \
-  && ok || bad "bench grpo --kv-dtype f32"
+  --dtype bf16 >"$tmp/bg" 2>/dev/null
+$PY -c "import json,sys; r=[json.loads(l) for l in open('$tmp/bg')]; assert [(x['kv_dtype'], x['dtype']) for x in r]==[('f32', 'bf16')], r" \
+  && ok || bad "bench grpo --kv-dtype f32 --dtype bf16"
 
 expect_error() {   # expect_error code "substring" args...
   local code=$1 want=$2; shift 2
@@ -115,6 +142,9 @@ expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
 expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
 expect_error 2 "--kv-dtype" bench grpo --kv-dtype bf16
+expect_error 2 "--dtype: expected f32 or bf16" generate --model "$M" --prompt x --dtype f16
+expect_error 2 "--dtype" bench generate --config tiny --dtype fp8
+expect_error 2 "--dtype" bench grpo --dtype bfloat16
 expect_error 2 "--layers" bench generate --config tiny --layers 0
 expect_error 1 "config.json" generate --model "$tmp/nope" --prompt x
 

@@ -68,7 +68,7 @@ check("ready", ev == {**ev, "type": "ready", "protocol": 1}, ev)
 send({"type": "load", "id": "l1", "model": "tiny", "path": model, "kv_memory_mb": 4})
 ev = recv()
 check("loaded", ev.get("type") == "loaded" and ev.get("id") == "l1" and ev.get("kv_blocks", 0) > 0
-      and ev.get("kv_dtype") == "f16", ev)
+      and ev.get("kv_dtype") == "f16" and ev.get("dtype") == "f32", ev)
 blocks_f16 = ev.get("kv_blocks", 0)
 send({"type": "hello", "id": "h"})
 check("hello", recv() == {"type": "hello", "id": "h", "protocol": 1})
@@ -94,6 +94,8 @@ bad = [
     ("load bad path", {"type": "load", "id": "lb", "model": "x", "path": "/nonexistent"}, "lb", "config.json"),
     ("load twice", {"type": "load", "id": "l2", "model": "tiny", "path": model}, "l2", "already loaded"),
     ("load kv_dtype", {"type": "load", "id": "lk", "model": "k", "path": model, "kv_dtype": "bf16"}, "lk", "kv_dtype"),
+    ("load dtype", {"type": "load", "id": "ld", "model": "k", "path": model, "dtype": "f16"}, "ld", "field \"dtype\""),
+    ("load dtype type", {"type": "load", "id": "ld", "model": "k", "path": model, "dtype": 16}, "ld", "\"dtype\""),
     ("oversized", '{"type":"stats","pad":"' + "x" * (1 << 20) + '"}', None, "exceeds"),
 ]
 for name, line, rid, want in bad:
@@ -163,9 +165,11 @@ st = until(lambda e: e.get("id") == "st2")[-1]["models"][0]
 check("kv freed", st["kv_blocks_used"] == 0 and st["kv_blocks_reserved"] == 0 and st["active"] == 0, st)
 
 # a second resident model, generate on each, unload one
-send({"type": "load", "id": "l3", "model": "second", "path": model, "kv_memory_mb": 4, "kv_dtype": "f32"})
+send({"type": "load", "id": "l3", "model": "second", "path": model, "kv_memory_mb": 4, "kv_dtype": "f32",
+      "dtype": "bf16"})
 ev = recv()
-check("second loaded, fp32 cache: half the blocks", ev.get("type") == "loaded" and ev.get("kv_dtype") == "f32"
+check("second loaded, fp32 cache: half the blocks; bf16 weights",
+      ev.get("type") == "loaded" and ev.get("kv_dtype") == "f32" and ev.get("dtype") == "bf16"
       and ev.get("kv_blocks") == blocks_f16 // 2, ev)
 send({"type": "generate", "id": "g1", "prompt": "2", "max_tokens": 3})
 ev = recv()

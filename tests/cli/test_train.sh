@@ -59,6 +59,7 @@ expect_invalid 'cycle' '{"name":"c","stages":[{"name":"a","kind":"sft","model":"
 expect_invalid 'params.learning_rat: unknown parameter' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny","learning_rat":1}}]}'
 expect_invalid 'params.steps: expected an integer' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny","steps":"ten"}}]}'
 expect_invalid 'params.kv_dtype: expected one of' '{"name":"c","stages":[{"name":"a","kind":"eval","model":"runs/t/sft","dataset":"sft.jsonl","params":{"kv_dtype":"bf16"}}]}'
+expect_invalid 'params.dtype: expected one of' '{"name":"c","stages":[{"name":"a","kind":"eval","model":"runs/t/sft","dataset":"sft.jsonl","params":{"dtype":"f16"}}]}'
 expect_invalid 'params.steps: must be in' '{"name":"c","stages":[{"name":"a",'"$P"',"params":{"config":"tiny","steps":0}}]}'
 expect_invalid 'dataset "nope.jsonl" is neither' '{"name":"c","stages":[{"name":"a","kind":"pretrain","dataset":"nope.jsonl","params":{"config":"tiny"}}]}'
 expect_invalid 'unknown kind "sfd"' '{"name":"c","stages":[{"name":"a","kind":"sfd"}]}'
