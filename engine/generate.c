@@ -31,6 +31,9 @@
 #include "kv_cache.h"
 #include "progress.h"
 
+/* Steps of at most this many rows run their layers in one team (forward). */
+#define GEN_TEAM_ROWS 64
+
 /* On unpacked weights, steps of at most this many rows run the gate and up
  * projections as one matmul (serial per-row SwiGLU after it). */
 #define GEN_FUSE_ROWS 64
@@ -151,7 +154,8 @@ const char *const gen_prof_op_names[GEN_PROF_N] = {
     do {                                                                        \
         const double t0_ = (e)->prof ? progress_now() : 0;                      \
         stmt;                                                                   \
-        if ((e)->prof) (e)->prof->s[op] += progress_now() - t0_;               \
+        if ((e)->prof && omp_get_thread_num() == 0)                             \
+            (e)->prof->s[op] += progress_now() - t0_;                           \
     } while (0)
 
 void gen_profile_attach(struct gen_engine *e, struct gen_profile *p) { e->prof = p; }
@@ -897,17 +901,62 @@ static void mlp_in(struct gen_engine *e, int l, int N)
     }
 }
 
+/* The layers of forward (e, N rows, maxb block-table entries). */
+struct layers_args {
+    struct gen_engine *e;
+    int N, maxb;
+};
+
+/* Run by every thread of the backend's team when it has one (team_run:
+ * each op then returns after a barrier, its outputs complete, and the
+ * profile's clock is thread 0's), else by the caller. */
+static void forward_layers(void *arg)
+{
+    const struct layers_args *a = arg;
+    struct gen_engine *e = a->e;
+    const struct model *m = e->m;
+    const struct model_config *c = &m->cfg;
+    const struct backend *be = m->be;
+    const struct kv_cache *kv = e->kv;
+    const int N = a->N, C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads;
+    const int NKV = c->n_kv_heads, HD = c->head_dim, bs = kv->block_size;
+    const float *P = m->params;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct layer_offsets *lo = &m->layers[l];
+        void *kvl = kv_cache_layer(kv, l);
+        GEN_TIMED(e, GEN_PROF_NORM,
+                  be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
+        GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
+                                          lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, NULL, N));
+        GEN_TIMED(e, GEN_PROF_ATTENTION,
+                  be->attention_paged_step(e->atty, e->qkv, Q, e->rope, kvl, kv->dtype,
+                                           kv->block_stride, kv->vofs, e->d_tables, a->maxb,
+                                           e->d_seq, e->d_pos, N, NH, NKV, HD, bs));
+        /* res = x + o(atty), x = res + down(h): the residual adds are in
+         * the matmuls */
+        GEN_TIMED(e, GEN_PROF_O, linear(e, e->res, e->atty, 4 * l + LIN_O,
+                                        lo->bo == (size_t)-1 ? NULL : P + lo->bo, e->x, N));
+        GEN_TIMED(e, GEN_PROF_NORM,
+                  be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C));
+        GEN_TIMED(e, GEN_PROF_MLP_IN, mlp_in(e, l, N));
+        GEN_TIMED(e, GEN_PROF_MLP_DOWN, linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, e->res, N));
+    }
+}
+
 /* The transformer on rows 0..N-1 of h_tok/h_pos/h_seq with S block tables
  * of maxb entries: leaves the last hidden states (before the final norm)
- * in e->x. */
+ * in e->x. With packed weights, a step of up to GEN_TEAM_ROWS rows (decode
+ * steps, short prompts) runs its layers in one team of the backend's
+ * (team_run), when it has one: each op otherwise starts its own, ~40 per
+ * step of small. Longer steps take long enough per op for that not to
+ * matter, and each op picks its own split. */
 static void forward(struct gen_engine *e, int N, int S, int maxb)
 {
     struct model *m = e->m;
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
     const struct kv_cache *kv = e->kv;
-    const int C = c->hidden_size, Q = m->qkv_dim, NH = c->n_heads, NKV = c->n_kv_heads;
-    const int HD = c->head_dim, bs = kv->block_size;
+    const int C = c->hidden_size, NKV = c->n_kv_heads, HD = c->head_dim;
     const float *P = m->params;
     pack_weights(e);
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
@@ -921,26 +970,11 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     }
     GEN_TIMED(e, GEN_PROF_EMBED, be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C));
     GEN_TIMED(e, GEN_PROF_ROPE, be->rope_cos_sin(e->rope, e->d_pos, m->inv_freq, N, HD));
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct layer_offsets *lo = &m->layers[l];
-        void *kvl = kv_cache_layer(kv, l);
-        GEN_TIMED(e, GEN_PROF_NORM,
-                  be->rmsnorm_forward(e->ln, NULL, e->x, P + lo->ln1, c->rms_norm_eps, N, C));
-        GEN_TIMED(e, GEN_PROF_QKV, linear(e, e->qkv, e->ln, 4 * l + LIN_QKV,
-                                          lo->bqkv == (size_t)-1 ? NULL : P + lo->bqkv, NULL, N));
-        GEN_TIMED(e, GEN_PROF_ATTENTION,
-                  be->attention_paged_step(e->atty, e->qkv, Q, e->rope, kvl, kv->dtype,
-                                           kv->block_stride, kv->vofs, e->d_tables, maxb, e->d_seq,
-                                           e->d_pos, N, NH, NKV, HD, bs));
-        /* res = x + o(atty), x = res + down(h): the residual adds are in
-         * the matmuls */
-        GEN_TIMED(e, GEN_PROF_O, linear(e, e->res, e->atty, 4 * l + LIN_O,
-                                        lo->bo == (size_t)-1 ? NULL : P + lo->bo, e->x, N));
-        GEN_TIMED(e, GEN_PROF_NORM,
-                  be->rmsnorm_forward(e->ln, NULL, e->res, P + lo->ln2, c->rms_norm_eps, N, C));
-        GEN_TIMED(e, GEN_PROF_MLP_IN, mlp_in(e, l, N));
-        GEN_TIMED(e, GEN_PROF_MLP_DOWN, linear(e, e->x, e->h, 4 * l + LIN_DOWN, NULL, e->res, N));
-    }
+    struct layers_args a = {e, N, maxb};
+    if (e->packed && be->team_run && N <= GEN_TEAM_ROWS)
+        be->team_run(forward_layers, &a);
+    else
+        forward_layers(&a);
 }
 
 /* Logits (host) of the n rows h_rows[0..n) of e->x into e->logits, and

@@ -102,6 +102,12 @@ static inline float cpu_bf2f(uint16_t h)
     return f;
 }
 
+/* ---- backend->team_run: set on each thread of its team while fn runs;
+ * the ops that can share a team check it. */
+extern _Thread_local int cpu_team;
+static inline int cpu_in_team(void) { return cpu_team; }
+void cpu_team_run(void (*fn)(void *arg), void *arg);
+
 /* Row-block size of the attention kernels: scores are computed block-row by
  * block-row, only up to the causal diagonal, so ~(T+CPU_ATT_BLOCK)/(2T) of
  * the full T*T work is done. */

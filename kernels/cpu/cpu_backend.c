@@ -127,6 +127,18 @@ static void cpu_download(void *dst_host, const void *src_dev, size_t nbytes)
     cpu_copy(dst_host, src_dev, nbytes);
 }
 
+_Thread_local int cpu_team;
+
+void cpu_team_run(void (*fn)(void *arg), void *arg)
+{
+    #pragma omp parallel
+    {
+        cpu_team = 1;
+        fn(arg);
+        cpu_team = 0;
+    }
+}
+
 static const struct backend cpu_backend = {
     .name = "cpu",
     .describe = cpu_describe,
@@ -164,6 +176,7 @@ static const struct backend cpu_backend = {
     .matmul_rows_forward = cpu_matmul_rows_forward,
     .rows_pack_glu = cpu_rows_pack_glu,
     .matmul_rows_glu_forward = cpu_matmul_rows_glu_forward,
+    .team_run = cpu_team_run,
 };
 
 const struct backend *backend_cpu(void) { return &cpu_backend; }

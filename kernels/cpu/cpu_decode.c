@@ -501,16 +501,36 @@ static inline void cpu_att_store(const struct cpu_att_new *nw, float *tmp, enum 
                       nw->v + (size_t)n * nw->ks + (size_t)g * D, D, bs);
 }
 
-/* cpu_attention_paged_forward, storing the step's new rows nw first (NULL:
- * none). */
-static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_att_new *nw,
-                          const void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
-                          const int32_t *block_tables, int max_blocks, const int32_t *seq,
-                          const int32_t *pos, int N, int NH, int NKV, int D, int bs)
+/* The arguments of cpu_att_paged. */
+struct cpu_att_args {
+    float *out;
+    const float *q;
+    int qs;
+    const struct cpu_att_new *nw;
+    const void *kv;
+    enum kv_dtype dt;
+    size_t block_stride, vofs;
+    const int32_t *block_tables;
+    int max_blocks;
+    const int32_t *seq, *pos;
+    int N, NH, NKV, D, bs;
+};
+
+/* What every thread of a call shares: the runs, whether each work item
+ * stores its own rows, the threads' scratch. */
+struct cpu_att_plan {
+    int *run, nrun, tmax, chunk;
+    bool own;
+    float *scratch;
+    size_t per, scratch_n, rq_n;
+};
+
+/* Works out the plan of a call for nthreads threads; 0, or -1 after
+ * printing why (out of memory) with nothing allocated. */
+static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args *a, int nthreads)
 {
-    if (N <= 0) return;
-    const float scale = 1.0f / sqrtf((float)D);
-    const int group = NH / NKV;
+    const int N = a->N, group = a->NH / a->NKV, D = a->D;
+    const int32_t *seq = a->seq, *pos = a->pos;
     int tmax = 0;
     for (int n = 0; n < N; n++) tmax = pos[n] + 1 > tmax ? pos[n] + 1 : tmax;
     /* runs: rows [run[i], run[i+1]) of one sequence at consecutive
@@ -519,7 +539,7 @@ static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_a
     if (!run) {
         fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d attention rows; "
                 "attention not computed\n", N);
-        return;
+        return -1;
     }
     int nrun = 0, rmax = 1;
     for (int n = 0; n < N; nrun++) {
@@ -538,7 +558,7 @@ static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_a
      * rope_forward, kv_cache_write and attention_paged_forward in turn (16
      * rows at T = 72, 8 layers of small): 0.44 -> 0.30 ms with the cache
      * in L3, 0.77 -> 0.64 ms from memory. */
-    bool own = nw != NULL;
+    bool own = a->nw != NULL;
     if (own) {
         int smax = 0;
         for (int n = 0; n < N; n++) smax = seq[n] > smax ? seq[n] : smax;
@@ -554,17 +574,44 @@ static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_a
      * put the score rows of the two threads of a step in one line, which
      * went back and forth between the cores on every item: 0.28 -> 0.20 ms
      * for 16 sequences at T = 72 with the cache in L3). */
-    const size_t scratch_n = (size_t)rmax * group * ((tmax + 15) / 16 * 16);
-    const size_t rq_n = nw && nw->cs ? ((size_t)rmax * group * D + 15) / 16 * 16 : 0;
-    const size_t kt_n = nw ? ((size_t)D + 15) / 16 * 16 : 0, per = scratch_n + rq_n + kt_n;
-    float *scratch = aligned_alloc(64, (size_t)omp_get_max_threads() * per * sizeof(float));
-    if (!scratch) {
+    const struct cpu_att_new *nw = a->nw;
+    pl->scratch_n = (size_t)rmax * group * ((tmax + 15) / 16 * 16);
+    pl->rq_n = nw && nw->cs ? ((size_t)rmax * group * D + 15) / 16 * 16 : 0;
+    pl->per = pl->scratch_n + pl->rq_n + (nw ? ((size_t)D + 15) / 16 * 16 : 0);
+    pl->scratch = aligned_alloc(64, (size_t)nthreads * pl->per * sizeof(float));
+    if (!pl->scratch) {
         fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for attention scratch "
                 "(%d positions); attention not computed\n", tmax);
         free(run);
-        return;
+        return -1;
     }
-    const long work = (long)nrun * NKV;
+    pl->run = run;
+    pl->nrun = nrun;
+    pl->tmax = tmax;
+    pl->own = own;
+    /* A thread takes all kv heads of a run: a block's keys (and values) of
+     * the heads are adjacent, so it reads them as one run (measured: 0.68
+     * -> 0.60 ms for the cold cache of 16 sequences, against items handed
+     * out one by one, which interleave the two threads in a run). With
+     * fewer runs than two per thread, the heads are handed out one by one,
+     * or a thread would wait while another reads a whole long cache (one
+     * sequence of small at a 1024-token context: 0.45 -> 0.27 ms of
+     * attention per step). */
+    pl->chunk = nrun >= 2 * nthreads ? a->NKV : 1;
+    return 0;
+}
+
+/* One thread's share of a call (work-sharing loops of the team it runs
+ * in): the stores first when the work items do not own them, then the
+ * items (run, kv head). */
+static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan *pl, int tid)
+{
+    const int NH = a->NH, NKV = a->NKV, D = a->D, bs = a->bs, group = NH / NKV;
+    const struct cpu_att_new *nw = a->nw;
+    const enum kv_dtype dt = a->dt;
+    const size_t block_stride = a->block_stride, vofs = a->vofs;
+    const int32_t *seq = a->seq, *pos = a->pos;
+    const float scale = 1.0f / sqrtf((float)D);
     /* head sizes of 32, 64 and 128 with whole 16-position chunks in a
      * block have the register-blocked kernel */
     static cpu_att_item_fn *const items[2][3] = {
@@ -576,63 +623,85 @@ static void cpu_att_paged(float *out, const float *q, int qs, const struct cpu_a
                             : D == 64    ? items[f16][1]
                             : D == 128   ? items[f16][2]
                                          : NULL;
+    float *S = pl->scratch + (size_t)tid * pl->per, *rq = S + pl->scratch_n;
+    float *kt = rq + pl->rq_n;
+    if (nw && !pl->own) {
+        #pragma omp for schedule(static)
+        for (int n = 0; n < a->N; n++)
+            for (int g = 0; g < NKV; g++)
+                cpu_att_store(nw, kt, dt, block_stride, vofs,
+                              a->block_tables + (size_t)seq[n] * a->max_blocks, pos, n, g, D, bs);
+    }
+    const long work = (long)pl->nrun * NKV;
+    #pragma omp for schedule(dynamic, pl->chunk)
+    for (long w = 0; w < work; w++) {
+        const int i = (int)(w / NKV), g = (int)(w % NKV), n0 = pl->run[i];
+        const int R = pl->run[i + 1] - n0;
+        const int32_t *tbl = a->block_tables + (size_t)seq[n0] * a->max_blocks;
+        const size_t os = (size_t)NH * D;
+        const float *Q = a->q + (size_t)n0 * a->qs + (size_t)g * group * D;
+        size_t qrs = (size_t)a->qs;
+        if (pl->own)
+            for (int n = n0; n < n0 + R; n++)
+                cpu_att_store(nw, kt, dt, block_stride, vofs, tbl, pos, n, g, D, bs);
+        if (nw && nw->cs) {
+            /* the group's query heads of the run's rows, rotated */
+            for (int r = 0; r < R; r++) {
+                const float *c = nw->cs + (size_t)(n0 + r) * D;
+                for (int h = 0; h < group; h++)
+                    cpu_rope_head(rq + ((size_t)r * group + h) * D, Q + r * qrs + (size_t)h * D,
+                                  c, c + D / 2, D, 1.0f);
+            }
+            Q = rq;
+            qrs = (size_t)group * D;
+        }
+        float *out = a->out + n0 * os + (size_t)g * group * D;
+        if (item) {
+            item(R, out, os, Q, qrs, S, a->kv, tbl, block_stride, vofs, g, pos[n0] + 1, group, bs,
+                 scale);
+            continue;
+        }
+        for (int r = 0; r < R; r++)
+            cpu_att_row_plain(out + (size_t)r * os, Q + r * qrs, S, a->kv, f16, tbl,
+                              block_stride, vofs, g, pos[n0 + r] + 1, group, D, bs, scale);
+    }
+}
+
+/* cpu_attention_paged_forward, storing the step's new rows a->nw first
+ * (NULL: none). In team_run's team, one thread works out the plan for all
+ * (the same decisions on every thread, an out-of-memory one included). */
+static void cpu_att_paged(const struct cpu_att_args *a)
+{
+    if (a->N <= 0) return;
+    if (cpu_in_team()) {
+        struct cpu_att_plan *pl = NULL;
+        #pragma omp single copyprivate(pl)
+        {
+            pl = malloc(sizeof *pl);
+            if (pl && cpu_att_plan_make(pl, a, omp_get_num_threads())) {
+                free(pl);
+                pl = NULL;
+            }
+        }
+        if (!pl) return;
+        cpu_att_work(a, pl, omp_get_thread_num());
+        #pragma omp single nowait
+        {
+            free(pl->run);
+            free(pl->scratch);
+            free(pl);
+        }
+        return;
+    }
+    struct cpu_att_plan pl;
+    if (cpu_att_plan_make(&pl, a, omp_get_max_threads())) return;
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
-    const int par = (size_t)N * NH * tmax * D >= (size_t)CPU_PAR_MIN;
-    const int chunk = nrun >= 2 * omp_get_max_threads() ? NKV : 1;
+    const int par = (size_t)a->N * a->NH * pl.tmax * a->D >= (size_t)CPU_PAR_MIN;
     #pragma omp parallel if (par)
-    {
-        float *S = scratch + (size_t)omp_get_thread_num() * per, *rq = S + scratch_n;
-        float *kt = rq + rq_n;
-        if (nw && !own) {
-            #pragma omp for schedule(static)
-            for (int n = 0; n < N; n++)
-                for (int g = 0; g < NKV; g++)
-                    cpu_att_store(nw, kt, dt, block_stride, vofs,
-                                  block_tables + (size_t)seq[n] * max_blocks, pos, n, g, D, bs);
-        }
-        /* A thread takes all kv heads of a run: a block's keys (and values)
-         * of the heads are adjacent, so it reads them as one run (measured:
-         * 0.68 -> 0.60 ms for the cold cache of 16 sequences, against items
-         * handed out one by one, which interleave the two threads in a
-         * run). With fewer runs than two per thread, the heads are handed
-         * out one by one, or a thread would wait while another reads a
-         * whole long cache (one sequence of small at a 1024-token context:
-         * 0.45 -> 0.27 ms of attention per step). */
-        #pragma omp for schedule(dynamic, chunk)
-        for (long w = 0; w < work; w++) {
-            const int i = (int)(w / NKV), g = (int)(w % NKV), n0 = run[i], R = run[i + 1] - n0;
-            const int32_t *tbl = block_tables + (size_t)seq[n0] * max_blocks;
-            const size_t os = (size_t)NH * D;
-            const float *Q = q + (size_t)n0 * qs + (size_t)g * group * D;
-            size_t qrs = (size_t)qs;
-            if (own)
-                for (int n = n0; n < n0 + R; n++)
-                    cpu_att_store(nw, kt, dt, block_stride, vofs, tbl, pos, n, g, D, bs);
-            if (nw && nw->cs) {
-                /* the group's query heads of the run's rows, rotated */
-                for (int r = 0; r < R; r++) {
-                    const float *c = nw->cs + (size_t)(n0 + r) * D;
-                    for (int h = 0; h < group; h++)
-                        cpu_rope_head(rq + ((size_t)r * group + h) * D, Q + r * qrs + (size_t)h * D,
-                                      c, c + D / 2, D, 1.0f);
-                }
-                Q = rq;
-                qrs = (size_t)group * D;
-            }
-            if (item) {
-                item(R, out + n0 * os + (size_t)g * group * D, os, Q, qrs, S, kv, tbl,
-                     block_stride, vofs, g, pos[n0] + 1, group, bs, scale);
-                continue;
-            }
-            for (int r = 0; r < R; r++)
-                cpu_att_row_plain(out + (size_t)(n0 + r) * os + (size_t)g * group * D, Q + r * qrs,
-                                  S, kv, f16, tbl, block_stride, vofs, g, pos[n0 + r] + 1, group,
-                                  D, bs, scale);
-        }
-    }
-    free(run);
-    free(scratch);
+    cpu_att_work(a, &pl, omp_get_thread_num());
+    free(pl.run);
+    free(pl.scratch);
 }
 
 /* out: (N,NH,D) contiguous; q: (N,NH,D) row stride qs. For row n, query
@@ -645,8 +714,9 @@ void cpu_attention_paged_forward(float *out, const float *q, int qs,
                                  const int32_t *pos, int N, int NH, int NKV,
                                  int D, int bs)
 {
-    cpu_att_paged(out, q, qs, NULL, kv, dt, block_stride, vofs, block_tables, max_blocks, seq,
-                  pos, N, NH, NKV, D, bs);
+    const struct cpu_att_args a = {out, q, qs, NULL, kv, dt, block_stride, vofs, block_tables,
+                                   max_blocks, seq, pos, N, NH, NKV, D, bs};
+    cpu_att_paged(&a);
 }
 
 /* qkv: (N, (NH + 2 NKV) D) row stride qs, [q heads | k heads | v heads]:
@@ -659,8 +729,9 @@ void cpu_attention_paged_step(float *out, const float *qkv, int qs, const float 
                               const int32_t *pos, int N, int NH, int NKV, int D, int bs)
 {
     const struct cpu_att_new nw = {kv, cs, qkv + (size_t)NH * D, qkv + (size_t)(NH + NKV) * D, qs};
-    cpu_att_paged(out, qkv, qs, &nw, kv, dt, block_stride, vofs, block_tables, max_blocks, seq,
-                  pos, N, NH, NKV, D, bs);
+    const struct cpu_att_args a = {out, qkv, qs, &nw, kv, dt, block_stride, vofs, block_tables,
+                                   max_blocks, seq, pos, N, NH, NKV, D, bs};
+    cpu_att_paged(&a);
 }
 
 /* ------------------------------------------------- batch-invariant matmul */
@@ -887,21 +958,56 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
  * while every tile of the block reads them). */
 #define CPU_ROWS_NBLOCK 96
 
-/* Row blocks of N, and per block each thread one contiguous run of the np
- * panels: a single sequential stream of weights, which the prefetchers
- * follow at full speed (panels handed out one by one interleave the
- * threads' streams). The first tile of a row block is the largest, so that
- * the most arithmetic overlaps the panel's arrival from memory. W_BF16:
- * the team first rounds the block's inputs to bf16 pairs. I > 0: the
- * panels are cpu_rows_pack_glu's, out is h: (N,I) = silu(gate) * up, the
- * tiles' gate and up going through cpu_swiglu_forward (bitwise the op on
- * cpu_matmul_rows_forward's outputs); otherwise out: (N,OC). */
+/* The tiles of rows nb..ne-1 (their inputs at xs, row stride ldx), the np
+ * panels shared out over the team this runs in: each thread one contiguous
+ * run of them, a single sequential stream of weights, which the
+ * prefetchers follow at full speed (panels handed out one by one
+ * interleave the threads' streams). The first tile of a row block is the
+ * largest, so that the most arithmetic overlaps the panel's arrival from
+ * memory. I > 0: the panels are cpu_rows_pack_glu's, out is h: (N,I) =
+ * silu(gate) * up, the tiles' gate and up going through
+ * cpu_swiglu_forward (bitwise the op on cpu_matmul_rows_forward's
+ * outputs); otherwise out: (N,OC). */
+static void cpu_rows_block(float *out, const void *xs, int ldx, const void *packed, int bf,
+                           const float *bias, const float *resid, int nb, int ne, int OC, int I,
+                           int np, int kn)
+{
+    #pragma omp for schedule(static)
+    for (int p = 0; p < np; p++) {
+        const void *panel = (const char *)packed + (size_t)p * kn * CPU_PANEL * 4;
+        for (int n = nb; xs && n < ne; n += CPU_ROWS_MR) {
+            const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
+            cpu_rows_tile_fn *tile = cpu_rows_tiles[bf][n == nb][mr];
+            const void *x = (const uint32_t *)xs + (size_t)(n - nb) * ldx;
+            if (I <= 0) {
+                const int j0 = p * CPU_PANEL;
+                tile(out + (size_t)n * OC + j0, OC, x, ldx, panel, bias ? bias + j0 : NULL,
+                     resid ? resid + (size_t)n * OC + j0 : NULL,
+                     OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL, kn);
+                continue;
+            }
+            /* rows of [gate 16 | up 16], then their SwiGLU */
+            float gu[CPU_ROWS_MR * CPU_PANEL];
+            tile(gu, CPU_PANEL, x, ldx, panel, NULL, NULL, CPU_PANEL, kn);
+            const int j0 = p * 16, nj = I - j0 < 16 ? I - j0 : 16;
+            for (int i = 0; i < mr; i++)
+                cpu_swiglu_forward(out + (size_t)(n + i) * I + j0, gu + i * CPU_PANEL,
+                                   gu + i * CPU_PANEL + 16, 1, nj);
+        }
+    }
+}
+
+/* Row blocks of N (cpu_rows_block each), in a team of their own or in
+ * team_run's. W_BF16 rounds the block's inputs to bf16 pairs first: the
+ * team together, then a barrier; in team_run's team (decode steps, a few
+ * rows) each thread all of them for itself, without the barrier. */
 static void cpu_rows_run(float *out, const float *inp, const void *packed, enum w_dtype dt,
                          const float *bias, const float *resid, int N, int C, int OC, int I)
 {
     const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
     const int kn = cpu_rows_kn(C, dt), bf = dt == W_BF16;
     const size_t outs = I > 0 ? (size_t)2 * I : (size_t)OC;
+    const int team = cpu_in_team(), ldx = bf ? kn : C;
     uint16_t *xb = NULL;
     if (bf) {
         const int rows = N < CPU_ROWS_NBLOCK ? N : CPU_ROWS_NBLOCK;
@@ -909,15 +1015,19 @@ static void cpu_rows_run(float *out, const float *inp, const void *packed, enum 
         if (!xb) {
             fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d bf16 input "
                     "rows; matmul not computed\n", rows);
-            return;
+            if (!team) return;  /* in a team: no tiles (xs NULL), the barriers met */
         }
     }
-    /* tile inputs: fp32 rows of inp, or the block's bf16 rows in xb */
-    const int ldx = bf ? kn : C;
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
-        const int par = (size_t)(ne - nb) * outs * C >= (size_t)CPU_PAR_MIN * 16;
         const void *xs = bf ? (const void *)xb : (const void *)(inp + (size_t)nb * C);
+        if (team) {
+            for (int n = nb; xb && n < ne; n++)
+                cpu_rows_bf16_row(xb + (size_t)(n - nb) * 2 * kn, inp + (size_t)n * C, C);
+            cpu_rows_block(out, xs, ldx, packed, bf, bias, resid, nb, ne, OC, I, np, kn);
+            continue;
+        }
+        const int par = (size_t)(ne - nb) * outs * C >= (size_t)CPU_PAR_MIN * 16;
         #pragma omp parallel if (par)
         {
             if (bf) {
@@ -925,29 +1035,7 @@ static void cpu_rows_run(float *out, const float *inp, const void *packed, enum 
                 for (int n = nb; n < ne; n++)
                     cpu_rows_bf16_row(xb + (size_t)(n - nb) * 2 * kn, inp + (size_t)n * C, C);
             }
-            #pragma omp for schedule(static)
-            for (int p = 0; p < np; p++) {
-                const void *panel = (const char *)packed + (size_t)p * kn * CPU_PANEL * 4;
-                for (int n = nb; n < ne; n += CPU_ROWS_MR) {
-                    const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
-                    cpu_rows_tile_fn *tile = cpu_rows_tiles[bf][n == nb][mr];
-                    const void *x = (const uint32_t *)xs + (size_t)(n - nb) * ldx;
-                    if (I <= 0) {
-                        const int j0 = p * CPU_PANEL;
-                        tile(out + (size_t)n * OC + j0, OC, x, ldx, panel, bias ? bias + j0 : NULL,
-                             resid ? resid + (size_t)n * OC + j0 : NULL,
-                             OC - j0 < CPU_PANEL ? OC - j0 : CPU_PANEL, kn);
-                        continue;
-                    }
-                    /* rows of [gate 16 | up 16], then their SwiGLU */
-                    float gu[CPU_ROWS_MR * CPU_PANEL];
-                    tile(gu, CPU_PANEL, x, ldx, panel, NULL, NULL, CPU_PANEL, kn);
-                    const int j0 = p * 16, nj = I - j0 < 16 ? I - j0 : 16;
-                    for (int i = 0; i < mr; i++)
-                        cpu_swiglu_forward(out + (size_t)(n + i) * I + j0, gu + i * CPU_PANEL,
-                                           gu + i * CPU_PANEL + 16, 1, nj);
-                }
-            }
+            cpu_rows_block(out, xs, ldx, packed, bf, bias, resid, nb, ne, OC, I, np, kn);
         }
     }
     free(xb);

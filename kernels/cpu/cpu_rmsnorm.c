@@ -26,6 +26,11 @@ static inline void cpu_rmsnorm_row(float *out, float *rstd, const float *inp,
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp,
                          const float *weight, float eps, int N, int C)
 {
+    if (cpu_in_team()) {
+        #pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) cpu_rmsnorm_row(out, rstd, inp, weight, eps, n, C);
+        return;
+    }
     /* a decode step's few rows are cheaper on one thread than waking the
      * team (or entering a region whose `if` is false) */
     if ((size_t)N * C < CPU_PAR_MIN) {

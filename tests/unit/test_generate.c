@@ -904,6 +904,59 @@ static void independent_of_batch(enum w_dtype dt)
 }
 
 Test(generate, output_independent_of_batch) { independent_of_batch(W_F32); }
+
+/* The layers in one team (backend team_run: the ops as work-sharing loops)
+ * give bitwise the logits of one team per op: the same requests on the
+ * same weights through a backend without team_run. Four sequences of
+ * different lengths, prompts of 5 to 11 rows, so that the attention has
+ * several runs and the norms and matmuls rows to share out; fp32 and
+ * bf16. */
+static void team_case(enum w_dtype dt)
+{
+    static struct backend solo;
+    solo = *backend_cpu();
+    solo.team_run = NULL;
+    cr_assert_not_null(backend_cpu()->team_run);
+    struct collector *got[2];
+    for (int b = 0; b < 2; b++) {
+        struct model_config mc = test_cfg(40);
+        char err[256];
+        struct model *m = model_new(&mc, b ? &solo : backend_cpu(), err, sizeof err);
+        cr_assert_not_null(m, "%s", err);
+        model_init_random(m, 17, 0.5f);
+        got[b] = calloc(1, sizeof *got[b]);
+        got[b]->keep_logits = true;
+        test_dtype = dt;
+        struct gen_engine *e = engine(m, NULL, got[b], 4, 8, 64, 0);
+        test_dtype = W_F32;
+        int32_t p0[5] = {1, 2, 3, 4, 5}, p1[11] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 30};
+        submit(e, "a", 0, p0, 5, 2, 12, 1.0f, true, 3);
+        submit(e, "b", 1, p1, 11, 1, 9, 0.0f, false, 0);
+        submit(e, "c", 2, p0 + 2, 3, 1, 15, 0.7f, true, 8);
+        run_to_idle(e);
+        gen_engine_free(e);
+        model_free(m);
+    }
+    int bad = 0;
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < (r == 0 ? 2 : 1); i++) {
+            const struct sample_out *x = &got[0]->s[r][i], *y = &got[1]->s[r][i];
+            cr_assert(x->done && y->done && x->n == y->n && x->n > 0);
+            for (int t = 0; t < x->n; t++)
+                bad += x->tok[t] != y->tok[t] || memcmp(x->logits[t], y->logits[t], 40 * sizeof(float));
+        }
+    cr_expect_eq(bad, 0, "%s: %d steps differ between one team and a team per op", w_dtype_name(dt), bad);
+    for (int b = 0; b < 2; b++) {
+        collector_free(got[b]);
+        free(got[b]);
+    }
+}
+
+Test(generate, team_matches_team_per_op)
+{
+    team_case(W_F32);
+    team_case(W_BF16);
+}
 /* the bf16 matmuls are as batch-invariant as the fp32 ones */
 Test(generate, output_independent_of_batch_bf16) { independent_of_batch(W_BF16); }
 
