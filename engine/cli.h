@@ -51,8 +51,10 @@ int cli_arg_int(int argc, char **argv, const char *name, long lo, long hi, long 
 int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi, double *out);
 /* --kv-dtype f16|f32 into *out when present (the same 0 / -1). */
 int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out);
-/* --dtype f32|bf16 (the generation engine's weights) likewise. */
-int cli_arg_dtype(int argc, char **argv, enum w_dtype *out);
+struct model;
+/* --dtype f32|bf16 (the generation engine's weights) likewise; with a
+ * model, auto too (w_dtype_parse). */
+int cli_arg_dtype(int argc, char **argv, const struct model *m, enum w_dtype *out);
 /* Parses "1,2,3" (non-negative ids) into a new array (caller frees);
  * returns the count, or -1 when empty or malformed. */
 int cli_parse_ids(const char *s, int32_t **out);

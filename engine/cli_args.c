@@ -73,11 +73,12 @@ int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out)
     return -1;
 }
 
-int cli_arg_dtype(int argc, char **argv, enum w_dtype *out)
+int cli_arg_dtype(int argc, char **argv, const struct model *m, enum w_dtype *out)
 {
     const char *v = cli_arg(argc, argv, "--dtype");
-    if (!v || w_dtype_parse(v, out) == 0) return 0;
-    fprintf(stderr, "%s: --dtype: expected f32 or bf16, got \"%s\"\n", argv[0], v);
+    if (!v || w_dtype_parse(v, m, out) == 0) return 0;
+    fprintf(stderr, "%s: --dtype: expected %sf32 or bf16, got \"%s\"\n", argv[0],
+            m ? "auto, " : "", v);
     return -1;
 }
 

@@ -204,7 +204,7 @@ int cli_bench_grpo(int argc, char **argv)
     double beta = 0.04;
     enum kv_dtype dt = KV_F16;
     enum w_dtype wdt = W_F32;
-    if (cli_arg_kv_dtype(argc, argv, &dt) || cli_arg_dtype(argc, argv, &wdt) ||
+    if (cli_arg_kv_dtype(argc, argv, &dt) || cli_arg_dtype(argc, argv, NULL, &wdt) ||
         cli_arg_int(argc, argv, "--threads", 1, 1024, &threads) ||
         cli_arg_int(argc, argv, "--steps", 1, 64, &steps) ||
         cli_arg_int(argc, argv, "--prompts", 1, 256, &P) ||

@@ -63,7 +63,7 @@ int cli_generate(int argc, char **argv)
         fprintf(stderr, "usage: aha-engine generate --model DIR (--prompt TEXT | --prompt-tokens 1,2,3)\n"
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
-                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32] [--dtype f32|bf16]\n"
+                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32] [--dtype auto|f32|bf16]\n"
                         "  [--json]\n");
         return 2;
     }
@@ -73,8 +73,8 @@ int cli_generate(int argc, char **argv)
     long max_tokens = r.max_tokens, seed = -1, n = 1, top_k = 0, logprobs = 0, kv_mb = 256;
     double temp = 1.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
     enum kv_dtype dt = KV_F16;
-    enum w_dtype wdt = W_F32;
-    if (cli_arg_kv_dtype(argc, argv, &dt) || cli_arg_dtype(argc, argv, &wdt) ||
+    enum w_dtype wdt;             /* --dtype, default auto (after loading) */
+    if (cli_arg_kv_dtype(argc, argv, &dt) ||
         cli_arg_int(argc, argv, "--max-tokens", 0, 1 << 20, &max_tokens) ||
         cli_arg_int(argc, argv, "--seed", 0, INT64_MAX, &seed) ||
         cli_arg_int(argc, argv, "--n", 1, GEN_MAX_N, &n) ||
@@ -101,6 +101,8 @@ int cli_generate(int argc, char **argv)
     int rc = 1;
     m = model_load(dir, be, err, sizeof err);
     if (!m) { fprintf(stderr, "generate: %s\n", err); goto out; }
+    w_dtype_parse("auto", m, &wdt);
+    if (cli_arg_dtype(argc, argv, m, &wdt)) { rc = 2; goto out; }
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (prompt || access(path, R_OK) == 0) {
         tok = tok_load(path, err, sizeof err);

@@ -176,9 +176,10 @@ const char *w_dtype_name(enum w_dtype dt)
     return dt == W_BF16 ? "bf16" : "f32";
 }
 
-int w_dtype_parse(const char *s, enum w_dtype *dt)
+int w_dtype_parse(const char *s, const struct model *m, enum w_dtype *dt)
 {
-    if (!strcmp(s, "f32")) *dt = W_F32;
+    if (m && !strcmp(s, "auto")) *dt = m->bf16_weights ? W_BF16 : W_F32;
+    else if (!strcmp(s, "f32")) *dt = W_F32;
     else if (!strcmp(s, "bf16")) *dt = W_BF16;
     else return -1;
     return 0;

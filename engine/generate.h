@@ -49,9 +49,11 @@ struct gen_config {
                                  * needs batch_invariant) */
 };
 void gen_config_default(struct gen_config *c);
-/* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else. */
+/* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else.
+ * m non-NULL: "auto" is accepted too, bf16 when m's checkpoint stored
+ * every matrix as BF16, else f32 (vLLM's --dtype auto for such models). */
 const char *w_dtype_name(enum w_dtype dt);
-int w_dtype_parse(const char *s, enum w_dtype *dt);
+int w_dtype_parse(const char *s, const struct model *m, enum w_dtype *dt);
 
 /* A request; every pointer is borrowed for the duration of gen_submit only
  * (the engine copies what it keeps). */

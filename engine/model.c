@@ -191,6 +191,7 @@ struct model *model_load(const char *dir, const struct backend *be,
     if (!f) { model_free(m); return NULL; }
     float *host = calloc(m->n_params, sizeof(float));
     if (!host) { errmsg_set(err, errlen, "out of memory"); goto fail; }
+    m->bf16_weights = true;
     for (int i = 0; i < m->n_views; i++) {
         const struct param_view *v = &m->views[i];
         const struct st_tensor *t = st_find(f, v->name);
@@ -198,6 +199,7 @@ struct model *model_load(const char *dir, const struct backend *be,
             errmsg_set(err, errlen, "%s: tensor \"%s\" is missing", path, v->name);
             goto fail;
         }
+        if (v->ndim == 2 && t->dtype != ST_BF16) m->bf16_weights = false;
         bool ok = t->ndim == v->ndim;
         for (int d = 0; ok && d < v->ndim; d++) ok = t->shape[d] == v->shape[d];
         if (!ok) {

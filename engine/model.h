@@ -71,6 +71,8 @@ struct model {
     struct layer_offsets *layers;
     float *inv_freq;            /* (HD/2) */
     struct model_acts acts;
+    bool bf16_weights;          /* model_load: every matrix was stored as
+                                 * BF16 (dtype "auto" generates in bf16) */
 };
 
 /* A model with zeroed parameters laid out for cfg. Returns NULL with err

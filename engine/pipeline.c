@@ -528,7 +528,7 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
         o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
         if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
-        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), &o.dtype);
+        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         o.ctl = ctl;
         return grpo_run(&o, be, events, err, errlen);
@@ -551,7 +551,7 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
         o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
         if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
-        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), &o.dtype);
+        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         return eval_run(&o, be, events, err, errlen);
     }

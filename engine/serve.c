@@ -296,7 +296,7 @@ static void model_unload(struct serve *sv, struct serve_model *sm)
 static void do_load(struct serve *sv, json_t *msg, const char *id)
 {
     char err[1024] = "";
-    const char *name = NULL, *path = NULL, *kv_dtype = "f16", *dtype = "f32";
+    const char *name = NULL, *path = NULL, *kv_dtype = "f16", *dtype = "auto";
     long long kv_mb = 256, max_seqs = 64, block = 16;
     if (get_str(msg, "model", &name, err, sizeof err) || get_str(msg, "path", &path, err, sizeof err) ||
         get_str(msg, "kv_dtype", &kv_dtype, err, sizeof err) ||
@@ -308,8 +308,10 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     if (!name || !path) { snprintf(err, sizeof err, "load needs fields \"model\" (a name) and \"path\""); goto fail; }
     enum kv_dtype dt;
     if (kv_dtype_parse(kv_dtype, &dt)) { snprintf(err, sizeof err, "field \"kv_dtype\": expected \"f16\" or \"f32\""); goto fail; }
-    enum w_dtype wdt;
-    if (w_dtype_parse(dtype, &wdt)) { snprintf(err, sizeof err, "field \"dtype\": expected \"f32\" or \"bf16\""); goto fail; }
+    if (strcmp(dtype, "auto") && strcmp(dtype, "f32") && strcmp(dtype, "bf16")) {
+        snprintf(err, sizeof err, "field \"dtype\": expected \"auto\", \"f32\" or \"bf16\"");
+        goto fail;
+    }
     if (find_model(sv, name)) { snprintf(err, sizeof err, "model \"%s\" is already loaded", name); goto fail; }
     if (sv->n_models == SERVE_MAX_MODELS) { snprintf(err, sizeof err, "%d models are loaded already (the limit)", SERVE_MAX_MODELS); goto fail; }
     struct serve_model *sm = calloc(1, sizeof *sm);
@@ -329,7 +331,7 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     gen_config_default(&cfg);
     cfg.kv_bytes = (size_t)kv_mb << 20;
     cfg.kv_dtype = dt;
-    cfg.dtype = wdt;
+    w_dtype_parse(dtype, sm->m, &cfg.dtype);
     cfg.max_seqs = (int)max_seqs;
     cfg.block_size = (int)block;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
@@ -343,7 +345,7 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
                           "max_position_embeddings", sm->m->cfg.max_position_embeddings,
                           "tokenizer", sm->tok != NULL, "kv_blocks", st.kv_blocks_total,
                           "block_size", st.block_size, "kv_dtype", kv_dtype_name(dt),
-                          "dtype", w_dtype_name(wdt));
+                          "dtype", w_dtype_name(cfg.dtype));
     if (id) json_object_set_new(o, "id", json_string(id));
     serve_send(sv, o);
     return;

@@ -46,7 +46,8 @@ static void usage(FILE *f)
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
             "  --kv-dtype f16|f32     engine KV-cache element type [AHA_KV_DTYPE] (f16)\n"
-            "  --dtype f32|bf16       engine weights/matmul element type [AHA_DTYPE] (f32)\n"
+            "  --dtype auto|f32|bf16  engine weights/matmul element type [AHA_DTYPE]\n"
+            "                         (auto: bf16 for checkpoints stored in BF16, else f32)\n"
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
             "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
@@ -285,8 +286,9 @@ static int serve(int argc, char **argv, int first)
         return 2;
     }
     const char *dtype = opt(argc, argv, "--dtype", "AHA_DTYPE", NULL);
-    if (dtype && strcmp(dtype, "f32") != 0 && strcmp(dtype, "bf16") != 0) {
-        fprintf(stderr, "aha-server: --dtype: expected f32 or bf16, got \"%s\"\n", dtype);
+    if (dtype && strcmp(dtype, "auto") != 0 && strcmp(dtype, "f32") != 0 &&
+        strcmp(dtype, "bf16") != 0) {
+        fprintf(stderr, "aha-server: --dtype: expected auto, f32 or bf16, got \"%s\"\n", dtype);
         return 2;
     }
     runs_max_runs = (int)max_runs;

@@ -142,7 +142,7 @@ expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
 expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
 expect_error 2 "--kv-dtype" bench grpo --kv-dtype bf16
-expect_error 2 "--dtype: expected f32 or bf16" generate --model "$M" --prompt x --dtype f16
+expect_error 2 "--dtype: expected auto, f32 or bf16" generate --model "$M" --prompt x --dtype f16
 expect_error 2 "--dtype" bench generate --config tiny --dtype fp8
 expect_error 2 "--dtype" bench grpo --dtype bfloat16
 expect_error 2 "--layers" bench generate --config tiny --layers 0

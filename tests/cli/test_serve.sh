@@ -12,10 +12,14 @@ ENGINE=${ENGINE:-build/aha-engine-san}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 "$ENGINE" datagen arithmetic --n 50 --seed 1 --format text --out "$tmp/d.jsonl" 2>/dev/null
 "$ENGINE" pretrain --config tiny --data "$tmp/d.jsonl" --steps 1 --batch 1 --seq-len 8 --out "$tmp/m" >/dev/null 2>&1
-/usr/bin/python3 - "$ENGINE" "$tmp/m" <<'PY'
+# a checkpoint stored in BF16 (dtype auto serves it in bf16)
+mkdir "$tmp/b"
+cp tests/ref/fixtures/qwen2-tied/config.json "$tmp/b/"
+cp tests/ref/fixtures/qwen2-tied/model-bf16.safetensors "$tmp/b/model.safetensors"
+/usr/bin/python3 - "$ENGINE" "$tmp/m" "$tmp/b" <<'PY'
 import json, select, subprocess, sys, time
 
-engine, model = sys.argv[1], sys.argv[2]
+engine, model, bf16_model = sys.argv[1], sys.argv[2], sys.argv[3]
 p = subprocess.Popen([engine, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                      stderr=subprocess.DEVNULL)
 passed = failed = 0
@@ -179,6 +183,22 @@ d = until(lambda e: e.get("type") == "done")[-1]
 check("generate on second", d["id"] == "g2" and len(d["tokens"]) == 3, d)
 send({"type": "unload", "id": "u", "model": "second"})
 check("unloaded", recv() == {"type": "unloaded", "id": "u", "model": "second"})
+
+# dtype auto: bf16 for the BF16 checkpoint (f32 for the others above),
+# unless asked otherwise
+send({"type": "load", "id": "lb", "model": "b16", "path": bf16_model, "kv_memory_mb": 4})
+ev = recv()
+check("BF16 checkpoint loaded as bf16", ev.get("type") == "loaded" and ev.get("dtype") == "bf16", ev)
+send({"type": "load", "id": "lf", "model": "b32", "path": bf16_model, "kv_memory_mb": 4, "dtype": "f32"})
+ev = recv()
+check("BF16 checkpoint loaded as f32 when asked", ev.get("type") == "loaded" and ev.get("dtype") == "f32", ev)
+send({"type": "generate", "id": "gb", "model": "b16", "prompt_ids": [1, 7, 3], "max_tokens": 4,
+      "ignore_eos": True})
+d = until(lambda e: e.get("type") == "done")[-1]
+check("generate in bf16", d["id"] == "gb" and len(d["tokens"]) == 4, d)
+for name in ("b16", "b32"):
+    send({"type": "unload", "id": "u" + name, "model": name})
+    check("unloaded " + name, recv().get("type") == "unloaded")
 
 # end of input: running requests finish, then a clean exit
 send({"type": "generate", "id": "last", "prompt": "3", "max_tokens": 4, "ignore_eos": True})

@@ -219,6 +219,7 @@ Test(model, save_load_round_trip_is_bit_exact)
         cr_assert_eq(m2->n_params, m->n_params);
         cr_expect_eq(memcmp(m->params, m2->params, m->n_params * sizeof(float)), 0);
         cr_expect_eq(m2->cfg.tie_word_embeddings, cfg.tie_word_embeddings);
+        cr_expect(!m2->bf16_weights, "F32 checkpoint taken for BF16");
         model_free(m2);
         /* BF16: every value is the round-to-nearest-even bf16 of the original */
         cr_assert_eq(model_save(m, dir, ST_BF16, err, sizeof err), 0, "%s", err);
@@ -228,6 +229,7 @@ Test(model, save_load_round_trip_is_bit_exact)
         for (size_t i = 0; i < m->n_params; i++)
             bad += m2->params[i] != st_bf16_to_f32(st_f32_to_bf16(m->params[i]));
         cr_expect_eq(bad, 0);
+        cr_expect(m2->bf16_weights, "BF16 checkpoint not recognised as such");
         model_free(m2);
         model_free(m);
         rm_model_dir(dir);
