@@ -223,8 +223,9 @@ int cli_bench_generate(int argc, char **argv)
      * the weights once, nor its matmul FLOPs at the library's peak
      * (attention and its KV reads not counted). */
     const double mflop = 2.0 * model_matmul_params(&cfg);
-    /* bf16: the peak of vdpbf16ps, which does two fp32 FMAs' work per
-     * lane (measured on Zen 5: 397 against 215 GFLOP/s per core) */
+    /* bf16: the peak of vdpbf16ps (AVX512_BF16), which does two fp32
+     * FMAs' work per lane (measured on Zen 5: 397 against 215 GFLOP/s per
+     * core); the printed matmul_peak_gflops stays fp32's */
     if (wdt == W_BF16) peak *= 2.0;
     const double roof1 = fmax(wbytes / (bw * 1e9), mflop / (peak * 1e9));
 

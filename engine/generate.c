@@ -121,8 +121,8 @@ struct gen_engine {
     float *gate, *up;               /* (R,I) each, up = gate + R*I; NULL when packed */
     /* The linear layers' weights as matmul_rows_forward and (gate|up)
      * matmul_rows_glu_forward read them (NULL when the matmuls take the
-     * model's own weights), packed from m->params of version
-     * packed_version; pk: their offsets, in the order of lin_shape. */
+     * model's own weights), packed as cfg.dtype from m->params of version
+     * packed_version; pk: their byte offsets, in the order of lin_shape. */
     char *packed;
     size_t *pk;
     uint64_t packed_version;

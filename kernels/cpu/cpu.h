@@ -84,8 +84,8 @@ static inline uint16_t cpu_f2h(float f)
 }
 
 /* ---- bfloat16 (W_BF16 weights and inputs), as bits: the high half of
- * the fp32 bits rounded to nearest even, NaN kept quiet; vcvtneps2bf16's
- * rounding. */
+ * the fp32 bits rounded to nearest even, NaN kept quiet, subnormals kept
+ * (PyTorch's .bfloat16(), which the unit tests compare against). */
 static inline uint16_t cpu_f2bf(float f)
 {
     uint32_t u;

@@ -781,9 +781,9 @@ static void cpu_rows_pack_panels(void *dst, const float *weight, int C, int OC, 
                     ((float *)dst)[at] = w ? w[k] : 0.0f;
                     continue;
                 }
-                uint32_t v = 0;
-                if (w) v = cpu_f2bf(w[2 * k]) | (2 * k + 1 < C ? (uint32_t)cpu_f2bf(w[2 * k + 1]) << 16 : 0);
-                ((uint32_t *)dst)[at] = v;
+                const uint32_t lo = w ? cpu_f2bf(w[2 * k]) : 0;
+                const uint32_t hi = w && 2 * k + 1 < C ? cpu_f2bf(w[2 * k + 1]) : 0;
+                ((uint32_t *)dst)[at] = lo | hi << 16;
             }
         }
     }
@@ -875,7 +875,8 @@ cpu_rows_tile(int MR, int PF, int BF, float *o, int ldo, const void *xv, int ldx
         }
         const uint32_t *x = xv;
 #if defined(__AVX512BF16__)
-        __m512bh w0 = (__m512bh)_mm512_loadu_si512(row), w1 = (__m512bh)_mm512_loadu_si512(row + 16);
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(row);
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512(row + 16);
         if (MR > 4 || !PF) __asm__("" : "+v"(w0), "+v"(w1));
         #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
