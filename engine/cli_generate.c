@@ -133,6 +133,7 @@ int cli_generate(int argc, char **argv)
     if (!c.results || !c.texts) { fprintf(stderr, "generate: out of memory\n"); goto out; }
     e = gen_engine_new(m, tok, &cfg, cli_on_event, &c, err, sizeof err);
     if (!e) { fprintf(stderr, "generate: %s\n", err); goto out; }
+    if (gen_engine_pack(e) == 0) model_discard_matrices(m);   /* only generated with */
     const char *stops[1] = {stop};
     r.id = "cli";
     r.prompt = ids;

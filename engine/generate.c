@@ -124,7 +124,7 @@ struct gen_engine {
      * model's own weights), packed as cfg.dtype from m->params of version
      * packed_version; pk: their byte offsets, in the order of lin_shape. */
     char *packed;
-    size_t *pk;
+    size_t *pk, packed_bytes;
     uint64_t packed_version;
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
     float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
@@ -226,11 +226,13 @@ static void lin_shape(const struct model *m, int i, size_t *w, int *C, int *OC)
 enum { LIN_QKV, LIN_O, LIN_GU, LIN_DOWN };
 
 /* Packs the weights when params changed since they were last packed (at
- * creation; then after an optimizer step between GRPO's rollouts). */
+ * creation; then after an optimizer step between GRPO's rollouts). A
+ * model whose matrices were discarded (after gen_engine_pack) is never
+ * trained again: its packing stays. */
 static void pack_weights(struct gen_engine *e)
 {
     const struct model *m = e->m;
-    if (!e->packed || e->packed_version == m->version) return;
+    if (!e->packed || e->packed_version == m->version || m->matrices_discarded) return;
     for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) {
         size_t w;
         int C, OC;
@@ -324,6 +326,7 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
             e->pk[i] = total;
             total += be->rows_packed_bytes(Cin, OC, cfg->dtype);
         }
+        e->packed_bytes = total;
         if (!(e->packed = be->alloc(total))) {
             gen_engine_free(e);
             errmsg_set(err, errlen, "out of memory for the packed weights (%zu MB)",
@@ -1172,8 +1175,16 @@ bool gen_idle(const struct gen_engine *e)
     return e->n_seqs == 0 && e->n_waiting == 0;
 }
 
+int gen_engine_pack(struct gen_engine *e)
+{
+    if (!e->packed) return -1;
+    pack_weights(e);
+    return 0;
+}
+
 void gen_stats_get(const struct gen_engine *e, struct gen_stats *st)
 {
+    st->packed_bytes = (long long)e->packed_bytes;
     st->active = e->n_seqs;
     st->waiting = e->n_waiting;
     st->kv_blocks_used = kv_cache_used(e->kv);

@@ -132,9 +132,16 @@ struct gen_stats {
     int kv_blocks_used, kv_blocks_total, kv_blocks_reserved;
     int block_size;
     long long tokens_generated, tokens_prefilled, steps;
+    long long packed_bytes;     /* the engine's packed copy of the weights */
 };
 
 struct gen_engine;
+
+/* Packs the model's weights now, if the engine reads a packed copy
+ * (batch_invariant on a backend with the packed ops): 0; -1 when it reads
+ * the model's own. After 0 a serving-only model may give its matrices back
+ * (model_discard_matrices): the engine no longer reads them. */
+int gen_engine_pack(struct gen_engine *e);
 
 /* An engine over m and tok (both borrowed; tok may be NULL: no text, no stop
  * strings). Returns a new engine (caller frees) or NULL with err filled. */

@@ -300,6 +300,10 @@ int model_save(const struct model *m, const char *dir, enum st_dtype dtype,
                char *err, size_t errlen)
 {
     char path[4096];
+    if (m->matrices_discarded) {
+        errmsg_set(err, errlen, "the model's matrices were discarded (a serving-only model)");
+        return -1;
+    }
     if (model_dir_create(dir, err, errlen)) return -1;
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (config_save(&m->cfg, path, dtype == ST_BF16 ? "bfloat16" : "float32", err, errlen))
@@ -459,6 +463,20 @@ static int acts_ensure(struct model *m, int B, int T)
     return 0;
 }
 
+size_t model_discard_matrices(struct model *m)
+{
+    if (!m->be->discard) return 0;
+    size_t bytes = 0;
+    for (int i = 0; i < m->n_views; i++) {
+        const struct param_view *v = &m->views[i];
+        if (v->ndim != 2 || v->offset == m->wte) continue;
+        m->be->discard(m->params + v->offset, v->numel * sizeof(float));
+        bytes += v->numel * sizeof(float);
+    }
+    m->matrices_discarded = true;
+    return bytes;
+}
+
 /* ---------------------------------------------------------------- forward */
 
 int model_forward(struct model *m, const int32_t *tokens, const int32_t *pos,
@@ -475,6 +493,10 @@ int model_forward_segmented(struct model *m, const int32_t *tokens, const int32_
     const int N = B * T, C = c->hidden_size, V = c->vocab_size, I = c->intermediate_size;
     const int NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, Q = m->qkv_dim;
     const int AH = NH * HD;
+    if (m->matrices_discarded) {
+        errmsg_set(err, errlen, "the model's matrices were discarded (a serving-only model)");
+        return -1;
+    }
     for (int i = 0; i < N; i++) {
         if (tokens[i] < 0 || tokens[i] >= V) {
             errmsg_set(err, errlen, "token %d at position %d is outside the vocabulary (%d)",

@@ -73,6 +73,7 @@ struct model {
     struct model_acts acts;
     bool bf16_weights;          /* model_load: every matrix was stored as
                                  * BF16 (dtype "auto" generates in bf16) */
+    bool matrices_discarded;    /* model_discard_matrices was called */
 };
 
 /* A model with zeroed parameters laid out for cfg. Returns NULL with err
@@ -88,6 +89,13 @@ static inline void model_params_changed(struct model *m) { m->version++; }
  * projections o_proj and down_proj scaled by 1/sqrt(2L), GPT-2 style),
  * zero biases, unit norms. Deterministic in seed. */
 void model_init_random(struct model *m, uint64_t seed, float std);
+
+/* Gives the memory of the matrices that a generation engine holds packed
+ * back to the backend (backend discard): every 2-D parameter but the
+ * embedding table, which generation still reads for its lookups. For a
+ * model only generated with from now on (serving): forward and saving
+ * refuse it after. Returns the bytes given back (0 without discard). */
+size_t model_discard_matrices(struct model *m);
 
 /* Loads DIR/config.json and DIR/model.safetensors (F32, BF16 or F16).
  * Every expected tensor must be present with the config's shape; extra

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -337,15 +338,20 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
     sm->e = gen_engine_new(sm->m, sm->tok, &cfg, on_event, sm, err, sizeof err);
     if (!sm->e) goto fail_model;
+    /* served only: the engine reads its packed copy, so the model's own
+     * matrices go back (the weights held once, not twice) */
+    const size_t given = gen_engine_pack(sm->e) == 0 ? model_discard_matrices(sm->m) : 0;
     sv->models[sv->n_models++] = sm;
     struct gen_stats st;
     gen_stats_get(sm->e, &st);
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:i, s:s, s:s}", "type", "loaded", "model", name,
+    const double weights_mb = round(((double)sm->m->n_params * sizeof(float) - (double)given +
+                                     (double)st.packed_bytes) / 1e5) / 10;
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:i, s:s, s:s, s:f}", "type", "loaded", "model", name,
                           "vocab_size", sm->m->cfg.vocab_size,
                           "max_position_embeddings", sm->m->cfg.max_position_embeddings,
                           "tokenizer", sm->tok != NULL, "kv_blocks", st.kv_blocks_total,
                           "block_size", st.block_size, "kv_dtype", kv_dtype_name(dt),
-                          "dtype", w_dtype_name(cfg.dtype));
+                          "dtype", w_dtype_name(cfg.dtype), "weights_mb", weights_mb);
     if (id) json_object_set_new(o, "id", json_string(id));
     serve_send(sv, o);
     return;

@@ -52,6 +52,11 @@ struct backend {
     void (*zero)(void *p, size_t nbytes);
     /* device to device, bytes as they are */
     void (*copy)(void *dst_dev, const void *src_dev, size_t nbytes);
+    /* The bytes [p, p + nbytes) of an alloc'd buffer are no longer needed:
+     * the backend may give their memory back (later reads see zeros or
+     * the old bytes; the buffer is still freed with free). NULL: keeps
+     * it. */
+    void (*discard)(void *p, size_t nbytes);
 
     /* out: (N,OC) = inp: (N,C) @ weight^T: (C,OC) [+ bias: (OC) or NULL].
      * beta: 0 overwrites out, 1 accumulates into it. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /* Buffers at least this large are zeroed / copied by all threads: one
  * thread cannot saturate memory bandwidth. */
@@ -117,6 +118,16 @@ static void *cpu_alloc(size_t nbytes)
 
 static void cpu_free(void *p) { free(p); }
 
+/* The whole pages inside [p, p + nbytes) back to the kernel: anonymous
+ * private memory, zero-filled if touched again. */
+static void cpu_discard(void *p, size_t nbytes)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+    const uintptr_t b = ((uintptr_t)p + nbytes) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static void cpu_upload(void *dst_dev, const void *src_host, size_t nbytes)
 {
     cpu_copy(dst_dev, src_host, nbytes);
@@ -144,6 +155,7 @@ static const struct backend cpu_backend = {
     .describe = cpu_describe,
     .alloc = cpu_alloc,
     .free = cpu_free,
+    .discard = cpu_discard,
     .upload = cpu_upload,
     .download = cpu_download,
     .zero = cpu_zero,

@@ -16,10 +16,10 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/b"
 cp tests/ref/fixtures/qwen2-tied/config.json "$tmp/b/"
 cp tests/ref/fixtures/qwen2-tied/model-bf16.safetensors "$tmp/b/model.safetensors"
-/usr/bin/python3 - "$ENGINE" "$tmp/m" "$tmp/b" <<'PY'
+/usr/bin/python3 - "$ENGINE" "$tmp/m" "$tmp/b" tests/ref/fixtures/qwen2-tied/model.safetensors <<'PY'
 import json, select, subprocess, sys, time
 
-engine, model, bf16_model = sys.argv[1], sys.argv[2], sys.argv[3]
+engine, model, bf16_model, f32_fixture = sys.argv[1:5]
 p = subprocess.Popen([engine, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                      stderr=subprocess.DEVNULL)
 passed = failed = 0
@@ -187,11 +187,17 @@ check("unloaded", recv() == {"type": "unloaded", "id": "u", "model": "second"})
 # dtype auto: bf16 for the BF16 checkpoint (f32 for the others above),
 # unless asked otherwise
 send({"type": "load", "id": "lb", "model": "b16", "path": bf16_model, "kv_memory_mb": 4})
-ev = recv()
-check("BF16 checkpoint loaded as bf16", ev.get("type") == "loaded" and ev.get("dtype") == "bf16", ev)
+ev16 = recv()
+check("BF16 checkpoint loaded as bf16", ev16.get("type") == "loaded" and ev16.get("dtype") == "bf16", ev16)
 send({"type": "load", "id": "lf", "model": "b32", "path": bf16_model, "kv_memory_mb": 4, "dtype": "f32"})
-ev = recv()
-check("BF16 checkpoint loaded as f32 when asked", ev.get("type") == "loaded" and ev.get("dtype") == "f32", ev)
+ev32 = recv()
+check("BF16 checkpoint loaded as f32 when asked", ev32.get("type") == "loaded" and ev32.get("dtype") == "f32", ev32)
+# the weights are held once: in f32 about their fp32 size (not twice, the
+# model's copy and the engine's packed one), in bf16 well under it
+import os
+f32_bytes = os.path.getsize(f32_fixture)
+check("weights held once", 0 < ev32.get("weights_mb", 0) * 1e6 < 1.25 * f32_bytes
+      and 0 < ev16.get("weights_mb", 0) < 0.7 * ev32.get("weights_mb", 0), (ev16, ev32, f32_bytes))
 send({"type": "generate", "id": "gb", "model": "b16", "prompt_ids": [1, 7, 3], "max_tokens": 4,
       "ignore_eos": True})
 d = until(lambda e: e.get("type") == "done")[-1]

@@ -952,6 +952,77 @@ static void team_case(enum w_dtype dt)
     }
 }
 
+/* Resident memory of this process, bytes (/proc/self/statm). */
+static double resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    cr_assert_not_null(f);
+    cr_assert_eq(fscanf(f, "%ld %ld", &pages, &res), 2);
+    fclose(f);
+    return (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* A serving-only model gives its matrices back once the engine has packed
+ * them (model_discard_matrices): the engine's tokens and logits stay
+ * bitwise the same, the process's resident memory drops by most of the
+ * matrices' bytes, and forward and saving refuse the model after. */
+Test(generate, discarded_matrices_serve_the_same)
+{
+    struct model_config mc = test_cfg(40);
+    mc.hidden_size = 256;
+    mc.intermediate_size = 1024;
+    mc.n_layers = 4;
+    mc.head_dim = mc.hidden_size / mc.n_heads;
+    struct collector *got[2];
+    double given = 0, drop = 0;
+    for (int b = 0; b < 2; b++) {
+        char err[256];
+        struct model *m = model_new(&mc, backend_cpu(), err, sizeof err);
+        cr_assert_not_null(m, "%s", err);
+        model_init_random(m, 23, 0.5f);
+        got[b] = calloc(1, sizeof *got[b]);
+        got[b]->keep_logits = true;
+        struct gen_engine *e = engine(m, NULL, got[b], 4, 8, 64, 0);
+        if (b) {
+            cr_assert_eq(gen_engine_pack(e), 0);
+            const double before = resident_bytes();
+            given = (double)model_discard_matrices(m);
+            drop = before - resident_bytes();
+            cr_assert(m->matrices_discarded);
+        }
+        int32_t p0[5] = {1, 2, 3, 4, 5};
+        submit(e, "a", 0, p0, 5, 2, 10, 1.0f, true, 3);
+        submit(e, "b", 1, p0 + 1, 4, 1, 10, 0.0f, false, 0);
+        run_to_idle(e);
+        if (b) {
+            cr_expect_neq(model_forward(m, p0, NULL, 1, 5, err, sizeof err), 0);
+            cr_expect(strstr(err, "discarded") != NULL, "%s", err);
+            cr_expect_neq(model_save(m, "/tmp/aha-never-written", ST_F32, err, sizeof err), 0);
+            cr_expect(access("/tmp/aha-never-written", F_OK) != 0);
+        }
+        gen_engine_free(e);
+        model_free(m);
+    }
+    /* all matrices but the embeddings: 4 x (qkv, o, gate, up, down) */
+    const double C = mc.hidden_size, I = mc.intermediate_size, Q = (mc.n_heads + 2 * mc.n_kv_heads) * mc.head_dim;
+    cr_expect_eq(given, 4.0 * (C * Q + C * C + 3 * C * I) * sizeof(float));
+    cr_expect(drop > 0.8 * given, "resident memory dropped by %.0f of %.0f bytes", drop, given);
+    int bad = 0;
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < (r == 0 ? 2 : 1); i++) {
+            const struct sample_out *x = &got[0]->s[r][i], *y = &got[1]->s[r][i];
+            cr_assert(x->done && y->done && x->n == 10 && y->n == 10);
+            for (int t = 0; t < x->n; t++)
+                bad += x->tok[t] != y->tok[t] || memcmp(x->logits[t], y->logits[t], 40 * sizeof(float));
+        }
+    cr_expect_eq(bad, 0, "%d steps differ after the matrices were discarded", bad);
+    for (int b = 0; b < 2; b++) {
+        collector_free(got[b]);
+        free(got[b]);
+    }
+}
+
 Test(generate, team_matches_team_per_op)
 {
     team_case(W_F32);
