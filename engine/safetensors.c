@@ -4,6 +4,8 @@
  * F32/F16/BF16 and writes F32/BF16. */
 #include "safetensors.h"
 
+#include "backend.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -340,26 +342,8 @@ void st_to_f32(const struct st_tensor *t, float *dst)
     for (size_t i = 0; i < t->numel; i++) {
         uint16_t h;
         memcpy(&h, src + 2 * i, 2);
-        dst[i] = t->dtype == ST_BF16 ? st_bf16_to_f32(h) : st_f16_to_f32(h);
+        dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : st_f16_to_f32(h);
     }
-}
-
-uint16_t st_f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u)     /* NaN: keep it NaN (quiet) */
-        return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);         /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
-
-float st_bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 /* IEEE 754 binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. */
@@ -532,7 +516,7 @@ int st_write(const char *path, const struct st_entry *entries, int n,
         size_t numel = sizes[i] / 2;
         for (size_t s = 0; s < numel; s += CHUNK) {
             size_t m = numel - s < CHUNK ? numel - s : CHUNK;
-            for (size_t j = 0; j < m; j++) buf[j] = st_f32_to_bf16(src[s + j]);
+            for (size_t j = 0; j < m; j++) buf[j] = bf16_from_f32(src[s + j]);
             if (write_all(fd, buf, m * 2)) goto io_fail;
         }
     }

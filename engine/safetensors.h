@@ -56,9 +56,7 @@ struct st_entry {
 int st_write(const char *path, const struct st_entry *entries, int n,
              enum st_dtype dtype, char *err, size_t errlen);
 
-/* fp32 <-> bf16 / fp16 scalar conversions (bf16: round to nearest even). */
-uint16_t st_f32_to_bf16(float f);
-float st_bf16_to_f32(uint16_t h);
+/* fp16 -> fp32 (bf16: backend.h's bf16_from_f32 / bf16_to_f32). */
 float st_f16_to_f32(uint16_t h);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,6 +36,25 @@ static inline size_t kv_dtype_size(enum kv_dtype dt) { return dt == KV_F16 ? 2 :
  * the products summed in fp32: the arithmetic of a bf16 model on a GPU
  * (vLLM's --dtype bfloat16) and of AVX512_BF16's vdpbf16ps. */
 enum w_dtype { W_F32, W_BF16 };
+
+/* bfloat16 as bits (W_BF16's rounding, and safetensors' BF16): the high
+ * half of the fp32 bits rounded to nearest even, NaN kept quiet,
+ * subnormals kept; PyTorch's .bfloat16(). */
+static inline uint16_t bf16_from_f32(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40u);
+    return (uint16_t)((u + 0x7fffu + (u >> 16 & 1u)) >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 struct backend {
     const char *name;     /* "cpu", "cuda" */

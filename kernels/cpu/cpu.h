@@ -83,25 +83,6 @@ static inline uint16_t cpu_f2h(float f)
 #endif
 }
 
-/* ---- bfloat16 (W_BF16 weights and inputs), as bits: the high half of
- * the fp32 bits rounded to nearest even, NaN kept quiet, subnormals kept
- * (PyTorch's .bfloat16(), which the unit tests compare against). */
-static inline uint16_t cpu_f2bf(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(u >> 16 | 0x40u);
-    return (uint16_t)((u + 0x7fffu + (u >> 16 & 1u)) >> 16);
-}
-
-static inline float cpu_bf2f(uint16_t h)
-{
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* ---- backend->team_run: set on each thread of its team while fn runs;
  * the ops that can share a team check it. */
 extern _Thread_local int cpu_team;

@@ -781,8 +781,8 @@ static void cpu_rows_pack_panels(void *dst, const float *weight, int C, int OC, 
                     ((float *)dst)[at] = w ? w[k] : 0.0f;
                     continue;
                 }
-                const uint32_t lo = w ? cpu_f2bf(w[2 * k]) : 0;
-                const uint32_t hi = w && 2 * k + 1 < C ? cpu_f2bf(w[2 * k + 1]) : 0;
+                const uint32_t lo = w ? bf16_from_f32(w[2 * k]) : 0;
+                const uint32_t hi = w && 2 * k + 1 < C ? bf16_from_f32(w[2 * k + 1]) : 0;
                 ((uint32_t *)dst)[at] = lo | hi << 16;
             }
         }
@@ -799,7 +799,7 @@ void cpu_rows_pack_glu(void *dst, const float *weight, int C, int I, enum w_dtyp
     cpu_rows_pack_panels(dst, weight, C, 0, I, dt);
 }
 
-/* A row of C inputs rounded to bfloat16 (cpu_f2bf, 16 at a time), into
+/* A row of C inputs rounded to bfloat16 (bf16_from_f32, 16 at a time), into
  * xb: 2 * cpu_rows_kn(C) halves, so dword k is the pair (2k, 2k+1). */
 static void cpu_rows_bf16_row(uint16_t *xb, const float *x, int C)
 {
@@ -811,7 +811,7 @@ static void cpu_rows_bf16_row(uint16_t *xb, const float *x, int C)
         *(cpu_v16h *)(xb + k) = __builtin_convertvector((r & ~nan) | ((u >> 16 | 0x40u) & nan),
                                                         cpu_v16h);
     }
-    for (; k < C; k++) xb[k] = cpu_f2bf(x[k]);
+    for (; k < C; k++) xb[k] = bf16_from_f32(x[k]);
     if (C % 2) xb[C] = 0;
 }
 

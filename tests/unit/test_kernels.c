@@ -340,13 +340,13 @@ Test(kernels, bf16_rounding_ref)
     const float *x = t->data, *want = reff("bf16.rounded", t->numel);
     size_t bad = 0;
     for (size_t i = 0; i < t->numel; i++) {
-        const float got = cpu_bf2f(cpu_f2bf(x[i]));
+        const float got = bf16_to_f32(bf16_from_f32(x[i]));
         if (memcmp(&got, &want[i], sizeof got) != 0) {
             if (bad++ < 4) fprintf(stderr, "bf16 of %a: got %a, torch %a\n", x[i], got, want[i]);
         }
     }
     cr_expect_eq(bad, 0, "%zu of %zu roundings differ from torch's", bad, t->numel);
-    cr_expect(isnan(cpu_bf2f(cpu_f2bf(NAN))) && isnan(cpu_bf2f(cpu_f2bf(-NAN))));
+    cr_expect(isnan(bf16_to_f32(bf16_from_f32(NAN))) && isnan(bf16_to_f32(bf16_from_f32(-NAN))));
 }
 
 /* matmul_rows_forward with W_BF16 against torch's product of the rounded

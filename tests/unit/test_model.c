@@ -227,7 +227,7 @@ Test(model, save_load_round_trip_is_bit_exact)
         cr_assert_not_null(m2, "%s", err);
         size_t bad = 0;
         for (size_t i = 0; i < m->n_params; i++)
-            bad += m2->params[i] != st_bf16_to_f32(st_f32_to_bf16(m->params[i]));
+            bad += m2->params[i] != bf16_to_f32(bf16_from_f32(m->params[i]));
         cr_expect_eq(bad, 0);
         cr_expect(m2->bf16_weights, "BF16 checkpoint not recognised as such");
         model_free(m2);

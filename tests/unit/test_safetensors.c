@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend.h"     /* bf16_from_f32, bf16_to_f32 */
 #include "safetensors.h"
 
 static char tmpdir[64];
@@ -201,7 +202,7 @@ Test(safetensors, bf16_write_read)
     cr_assert(t->dtype == ST_BF16 && t->nbytes == 2 * N);
     st_to_f32(t, out);
     for (int i = 0; i < N; i++) {
-        float want = st_bf16_to_f32(st_f32_to_bf16(a[i]));
+        float want = bf16_to_f32(bf16_from_f32(a[i]));
         cr_assert_eq(bits(out[i]), bits(want), "element %d", i);
     }
     cr_assert(isnan(out[0]) && isnan(out[4]));
@@ -213,21 +214,21 @@ Test(safetensors, bf16_write_read)
 Test(safetensors, bf16_rounding)
 {
     /* ties to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7 */
-    cr_assert_eq(st_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
-    cr_assert_eq(st_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
-    cr_assert_eq(st_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
-    cr_assert_eq(st_f32_to_bf16(1.0f), 0x3f80);
-    cr_assert_eq(st_f32_to_bf16(-2.0f), 0xc000);
-    cr_assert_eq(st_f32_to_bf16(from_bits(0x3f80ffffu)), 0x3f81);
-    cr_assert_eq(st_f32_to_bf16(from_bits(0x3f807fffu)), 0x3f80);
-    cr_assert_eq(st_f32_to_bf16(INFINITY), 0x7f80);
-    cr_assert_eq(st_f32_to_bf16(-0.0f), 0x8000);
-    uint16_t h = st_f32_to_bf16(from_bits(0x7f800001u));
+    cr_assert_eq(bf16_from_f32(1.0f + 0x1p-8f), 0x3f80);
+    cr_assert_eq(bf16_from_f32(1.0f + 3 * 0x1p-8f), 0x3f82);
+    cr_assert_eq(bf16_from_f32(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+    cr_assert_eq(bf16_from_f32(1.0f), 0x3f80);
+    cr_assert_eq(bf16_from_f32(-2.0f), 0xc000);
+    cr_assert_eq(bf16_from_f32(from_bits(0x3f80ffffu)), 0x3f81);
+    cr_assert_eq(bf16_from_f32(from_bits(0x3f807fffu)), 0x3f80);
+    cr_assert_eq(bf16_from_f32(INFINITY), 0x7f80);
+    cr_assert_eq(bf16_from_f32(-0.0f), 0x8000);
+    uint16_t h = bf16_from_f32(from_bits(0x7f800001u));
     cr_assert((h & 0x7f80) == 0x7f80 && (h & 0x7f), "NaN became 0x%04x", h);
-    h = st_f32_to_bf16(from_bits(0xffffffffu));
+    h = bf16_from_f32(from_bits(0xffffffffu));
     cr_assert((h & 0x7f80) == 0x7f80 && (h & 0x7f), "NaN became 0x%04x", h);
-    cr_assert_eq(st_bf16_to_f32(0x4049), 3.140625f);
-    cr_assert_eq(bits(st_bf16_to_f32(0x8000)), 0x80000000u);
+    cr_assert_eq(bf16_to_f32(0x4049), 3.140625f);
+    cr_assert_eq(bits(bf16_to_f32(0x8000)), 0x80000000u);
 }
 
 Test(safetensors, f16_decoding)
