@@ -309,10 +309,6 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     if (!name || !path) { snprintf(err, sizeof err, "load needs fields \"model\" (a name) and \"path\""); goto fail; }
     enum kv_dtype dt;
     if (kv_dtype_parse(kv_dtype, &dt)) { snprintf(err, sizeof err, "field \"kv_dtype\": expected \"f16\" or \"f32\""); goto fail; }
-    if (strcmp(dtype, "auto") && strcmp(dtype, "f32") && strcmp(dtype, "bf16")) {
-        snprintf(err, sizeof err, "field \"dtype\": expected \"auto\", \"f32\" or \"bf16\"");
-        goto fail;
-    }
     if (find_model(sv, name)) { snprintf(err, sizeof err, "model \"%s\" is already loaded", name); goto fail; }
     if (sv->n_models == SERVE_MAX_MODELS) { snprintf(err, sizeof err, "%d models are loaded already (the limit)", SERVE_MAX_MODELS); goto fail; }
     struct serve_model *sm = calloc(1, sizeof *sm);
@@ -332,7 +328,10 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     gen_config_default(&cfg);
     cfg.kv_bytes = (size_t)kv_mb << 20;
     cfg.kv_dtype = dt;
-    w_dtype_parse(dtype, sm->m, &cfg.dtype);
+    if (w_dtype_parse(dtype, sm->m, &cfg.dtype)) {
+        snprintf(err, sizeof err, "field \"dtype\": expected \"auto\", \"f32\" or \"bf16\"");
+        goto fail_model;
+    }
     cfg.max_seqs = (int)max_seqs;
     cfg.block_size = (int)block;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
