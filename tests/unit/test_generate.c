@@ -905,6 +905,22 @@ static void independent_of_batch(enum w_dtype dt)
 
 Test(generate, output_independent_of_batch) { independent_of_batch(W_F32); }
 
+/* Steps of requests 0..nreq-1 (request 0 with 2 samples, the others 1)
+ * whose token or logits (V = 40) differ between collectors a and b; every
+ * sample done, of n tokens (0: the same positive count in both). */
+static int steps_differing(const struct collector *a, const struct collector *b, int nreq, int n)
+{
+    int bad = 0;
+    for (int r = 0; r < nreq; r++)
+        for (int i = 0; i < (r == 0 ? 2 : 1); i++) {
+            const struct sample_out *x = &a->s[r][i], *y = &b->s[r][i];
+            cr_assert(x->done && y->done && x->n == y->n && x->n > 0 && (!n || x->n == n));
+            for (int t = 0; t < x->n; t++)
+                bad += x->tok[t] != y->tok[t] || memcmp(x->logits[t], y->logits[t], 40 * sizeof(float));
+        }
+    return bad;
+}
+
 /* The layers in one team (backend team_run: the ops as work-sharing loops)
  * give bitwise the logits of one team per op: the same requests on the
  * same weights through a backend without team_run. Four sequences of
@@ -937,14 +953,7 @@ static void team_case(enum w_dtype dt)
         gen_engine_free(e);
         model_free(m);
     }
-    int bad = 0;
-    for (int r = 0; r < 3; r++)
-        for (int i = 0; i < (r == 0 ? 2 : 1); i++) {
-            const struct sample_out *x = &got[0]->s[r][i], *y = &got[1]->s[r][i];
-            cr_assert(x->done && y->done && x->n == y->n && x->n > 0);
-            for (int t = 0; t < x->n; t++)
-                bad += x->tok[t] != y->tok[t] || memcmp(x->logits[t], y->logits[t], 40 * sizeof(float));
-        }
+    const int bad = steps_differing(got[0], got[1], 3, 0);
     cr_expect_eq(bad, 0, "%s: %d steps differ between one team and a team per op", w_dtype_name(dt), bad);
     for (int b = 0; b < 2; b++) {
         collector_free(got[b]);
@@ -1008,14 +1017,7 @@ Test(generate, discarded_matrices_serve_the_same)
     const double C = mc.hidden_size, I = mc.intermediate_size, Q = (mc.n_heads + 2 * mc.n_kv_heads) * mc.head_dim;
     cr_expect_eq(given, 4.0 * (C * Q + C * C + 3 * C * I) * sizeof(float));
     cr_expect(drop > 0.8 * given, "resident memory dropped by %.0f of %.0f bytes", drop, given);
-    int bad = 0;
-    for (int r = 0; r < 2; r++)
-        for (int i = 0; i < (r == 0 ? 2 : 1); i++) {
-            const struct sample_out *x = &got[0]->s[r][i], *y = &got[1]->s[r][i];
-            cr_assert(x->done && y->done && x->n == 10 && y->n == 10);
-            for (int t = 0; t < x->n; t++)
-                bad += x->tok[t] != y->tok[t] || memcmp(x->logits[t], y->logits[t], 40 * sizeof(float));
-        }
+    const int bad = steps_differing(got[0], got[1], 2, 10);
     cr_expect_eq(bad, 0, "%d steps differ after the matrices were discarded", bad);
     for (int b = 0; b < 2; b++) {
         collector_free(got[b]);
