@@ -342,29 +342,8 @@ void st_to_f32(const struct st_tensor *t, float *dst)
     for (size_t i = 0; i < t->numel; i++) {
         uint16_t h;
         memcpy(&h, src + 2 * i, 2);
-        dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : st_f16_to_f32(h);
+        dst[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
     }
-}
-
-/* IEEE 754 binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. */
-float st_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, u;
-    if (exp == 0x1f) {                       /* inf / NaN, payload kept */
-        u = sign | 0x7f800000u | (mant << 13);
-    } else if (exp != 0) {                   /* normal: rebias 15 -> 127 */
-        u = sign | ((exp + 112u) << 23) | (mant << 13);
-    } else if (mant == 0) {                  /* signed zero */
-        u = sign;
-    } else {                                 /* subnormal: mant * 2^-24, exact */
-        float f = (float)mant * 0x1p-24f;
-        memcpy(&u, &f, 4);
-        u |= sign;
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 static int write_all(int fd, const void *buf, size_t n)

@@ -56,7 +56,4 @@ struct st_entry {
 int st_write(const char *path, const struct st_entry *entries, int n,
              enum st_dtype dtype, char *err, size_t errlen);
 
-/* fp16 -> fp32 (bf16: backend.h's bf16_from_f32 / bf16_to_f32). */
-float st_f16_to_f32(uint16_t h);
-
 #endif

@@ -56,6 +56,52 @@ static inline float bf16_to_f32(uint16_t h)
     return f;
 }
 
+/* IEEE binary16 as bits (the KV cache's KV_F16 elements, safetensors'
+ * F16): exact widening, NaNs coming out quiet; narrowing rounded to
+ * nearest even, overflow to +-inf, NaN kept; the F16C instructions'
+ * results. */
+static inline float f16_to_f32(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    uint32_t bits;
+    float f;
+    if (e == 0x1f) {
+        bits = sign | 0x7f800000u | m << 13 | (m ? 0x400000u : 0);
+    } else if (e != 0) {
+        bits = sign | (e + 112) << 23 | m << 13;
+    } else {
+        f = (float)m * 0x1p-24f;            /* subnormal (or zero): exact */
+        memcpy(&bits, &f, sizeof bits);
+        bits |= sign;
+    }
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t f16_from_f32(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)(x >> 16 & 0x8000u);
+    x &= 0x7fffffffu;
+    if (x > 0x7f800000u) return sign | 0x7e00u | (uint16_t)(x >> 13 & 0x3ffu);  /* NaN */
+    if (x >= 0x477ff000u) return sign | 0x7c00u;        /* >= 65520 rounds to inf */
+    if (x < 0x38800000u) {
+        /* below 2^-14: a multiple of 2^-24, rounded to nearest even (the
+         * scaling by 2^24 is exact; 1024 is the smallest normal's bits) */
+        float a;
+        memcpy(&a, &x, sizeof a);
+        a *= 0x1p24f;
+        uint32_t n = (uint32_t)a;
+        const float rem = a - (float)n;
+        n += rem > 0.5f || (rem == 0.5f && (n & 1u));
+        return sign | (uint16_t)n;
+    }
+    uint32_t h = (x >> 13) - (112u << 10), rem = x & 0x1fffu;
+    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));  /* a carry bumps the exponent */
+    return sign | (uint16_t)h;
+}
+
 struct backend {
     const char *name;     /* "cpu", "cuda" */
 

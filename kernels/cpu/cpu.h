@@ -17,60 +17,16 @@
 #include <immintrin.h>
 #endif
 
-/* ---- IEEE binary16 (the KV cache's KV_F16 elements), as bits.
- * cpu_h2f_soft / cpu_f2h_soft are the portable definitions: exact
- * widening, and narrowing rounded to nearest even (overflow to +-inf, NaN
- * stays NaN) as the F16C instructions do; cpu_h2f / cpu_f2h are those
- * instructions where the target has them (the unit tests check the two
+/* ---- IEEE binary16 (the KV cache's KV_F16 elements), as bits: the F16C
+ * instructions where the target has them, else backend.h's f16_to_f32 /
+ * f16_from_f32, which compute the same bits (the unit tests check the two
  * agree). */
-static inline float cpu_h2f_soft(uint16_t h)
-{
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    uint32_t bits;
-    float f;
-    if (e == 0x1f) {
-        bits = sign | 0x7f800000u | m << 13 | (m ? 0x400000u : 0);    /* NaNs come out quiet */
-    } else if (e != 0) {
-        bits = sign | (e + 112) << 23 | m << 13;
-    } else {
-        f = (float)m * 0x1p-24f;            /* subnormal (or zero): exact */
-        memcpy(&bits, &f, sizeof bits);
-        bits |= sign;
-    }
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t cpu_f2h_soft(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    const uint16_t sign = (uint16_t)(x >> 16 & 0x8000u);
-    x &= 0x7fffffffu;
-    if (x > 0x7f800000u) return sign | 0x7e00u | (uint16_t)(x >> 13 & 0x3ffu);  /* NaN */
-    if (x >= 0x477ff000u) return sign | 0x7c00u;        /* >= 65520 rounds to inf */
-    if (x < 0x38800000u) {
-        /* below 2^-14: a multiple of 2^-24, rounded to nearest even (the
-         * scaling by 2^24 is exact; 1024 is the smallest normal's bits) */
-        float a;
-        memcpy(&a, &x, sizeof a);
-        a *= 0x1p24f;
-        uint32_t n = (uint32_t)a;
-        const float rem = a - (float)n;
-        n += rem > 0.5f || (rem == 0.5f && (n & 1u));
-        return sign | (uint16_t)n;
-    }
-    uint32_t h = (x >> 13) - (112u << 10), rem = x & 0x1fffu;
-    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));  /* a carry bumps the exponent */
-    return sign | (uint16_t)h;
-}
-
 static inline float cpu_h2f(uint16_t h)
 {
 #if defined(__F16C__)
     return _cvtsh_ss(h);
 #else
-    return cpu_h2f_soft(h);
+    return f16_to_f32(h);
 #endif
 }
 
@@ -79,7 +35,7 @@ static inline uint16_t cpu_f2h(float f)
 #if defined(__F16C__)
     return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
-    return cpu_f2h_soft(f);
+    return f16_from_f32(f);
 #endif
 }
 

@@ -117,7 +117,7 @@ static inline __attribute__((always_inline)) cpu_v16 cpu_kv16(const char *p, int
     for (int i = 0; i < 16; i++) {
         uint16_t h;
         memcpy(&h, p + 2 * i, sizeof h);
-        r[i] = cpu_h2f_soft(h);
+        r[i] = f16_to_f32(h);
     }
     return r;
 #endif

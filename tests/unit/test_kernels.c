@@ -272,9 +272,9 @@ Test(kernels, half_conversions)
 {
     long bad = 0;
     for (uint32_t h = 0; h < 65536; h++) {
-        float a = cpu_h2f((uint16_t)h), b = cpu_h2f_soft((uint16_t)h);
+        float a = cpu_h2f((uint16_t)h), b = f16_to_f32((uint16_t)h);
         bad += memcmp(&a, &b, sizeof a) != 0;
-        if (!isnan(a)) bad += cpu_f2h_soft(a) != h || cpu_f2h(a) != h;    /* round trip */
+        if (!isnan(a)) bad += f16_from_f32(a) != h || cpu_f2h(a) != h;    /* round trip */
     }
     cr_expect_eq(bad, 0, "%ld halves widen differently or do not round-trip", bad);
     bad = 0;
@@ -282,22 +282,22 @@ Test(kernels, half_conversions)
         uint32_t x = (uint32_t)i;
         float f;
         memcpy(&f, &x, sizeof f);
-        bad += cpu_f2h(f) != cpu_f2h_soft(f);
+        bad += cpu_f2h(f) != f16_from_f32(f);
     }
     cr_expect_eq(bad, 0, "%ld floats narrow differently", bad);
     bad = 0;
     for (uint32_t h = 0; h < 0x7bff; h++) {
-        float mid = (cpu_h2f_soft((uint16_t)h) + cpu_h2f_soft((uint16_t)(h + 1))) * 0.5f;
+        float mid = (f16_to_f32((uint16_t)h) + f16_to_f32((uint16_t)(h + 1))) * 0.5f;
         uint16_t even = (uint16_t)(h % 2 == 0 ? h : h + 1);
-        bad += cpu_f2h_soft(mid) != even || cpu_f2h(mid) != even;
-        bad += cpu_f2h_soft(-mid) != (even | 0x8000u);
+        bad += f16_from_f32(mid) != even || cpu_f2h(mid) != even;
+        bad += f16_from_f32(-mid) != (even | 0x8000u);
     }
     cr_expect_eq(bad, 0, "%ld midpoints not rounded to even", bad);
-    cr_expect_eq(cpu_f2h_soft(65504.0f), 0x7bff);
-    cr_expect_eq(cpu_f2h_soft(65519.0f), 0x7bff);
-    cr_expect_eq(cpu_f2h_soft(65520.0f), 0x7c00);
-    cr_expect_eq(cpu_f2h_soft(0x1p-25f), 0);          /* tie with 0: even */
-    cr_expect_eq(cpu_f2h_soft(0x1.8p-25f), 1);
+    cr_expect_eq(f16_from_f32(65504.0f), 0x7bff);
+    cr_expect_eq(f16_from_f32(65519.0f), 0x7bff);
+    cr_expect_eq(f16_from_f32(65520.0f), 0x7c00);
+    cr_expect_eq(f16_from_f32(0x1p-25f), 0);          /* tie with 0: even */
+    cr_expect_eq(f16_from_f32(0x1.8p-25f), 1);
     /* one position of one head (D 16, bs 16): keys transposed, values not */
     const int D = 16, bs = 16;
     uint16_t *kv = be->alloc((size_t)2 * D * bs * sizeof(uint16_t));

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"     /* bf16_from_f32, bf16_to_f32 */
+#include "backend.h"     /* bf16_from_f32, bf16_to_f32, f16_to_f32 */
 #include "safetensors.h"
 
 static char tmpdir[64];
@@ -243,12 +243,12 @@ Test(safetensors, f16_decoding)
         { 0x7c00, INFINITY }, { 0xfc00, -INFINITY },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        cr_assert_eq(bits(st_f16_to_f32(cases[i].h)), bits(cases[i].f),
-                     "0x%04x -> %g", cases[i].h, (double)st_f16_to_f32(cases[i].h));
-    cr_assert_eq(bits(st_f16_to_f32(0x8000)), 0x80000000u);
-    cr_assert(isnan(st_f16_to_f32(0x7e00)));
-    cr_assert(isnan(st_f16_to_f32(0x7c01)));
-    cr_assert(isnan(st_f16_to_f32(0xfe00)) && signbit(st_f16_to_f32(0xfe00)));
+        cr_assert_eq(bits(f16_to_f32(cases[i].h)), bits(cases[i].f),
+                     "0x%04x -> %g", cases[i].h, (double)f16_to_f32(cases[i].h));
+    cr_assert_eq(bits(f16_to_f32(0x8000)), 0x80000000u);
+    cr_assert(isnan(f16_to_f32(0x7e00)));
+    cr_assert(isnan(f16_to_f32(0x7c01)));
+    cr_assert(isnan(f16_to_f32(0xfe00)) && signbit(f16_to_f32(0xfe00)));
 
     /* and through a file */
     uint16_t data[4] = { 0x3c00, 0x0001, 0xfc00, 0x3555 };
