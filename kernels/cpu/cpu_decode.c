@@ -69,8 +69,24 @@ static inline void cpu_kv_write_head(void *kv, enum kv_dtype dt, size_t block_st
     char *dv = dk + (vofs + (size_t)j * D) * es;
     if (dt == KV_F16) {
         uint16_t *hk = (uint16_t *)dk, *hv = (uint16_t *)dv;
-        for (int d = 0; d < D; d++) hk[(size_t)d * bs + j] = cpu_f2h(cpu_sat_half(k[d]));
-        for (int d = 0; d < D; d++) hv[d] = cpu_f2h(cpu_sat_half(v[d]));
+        int d = 0;
+#if defined(__AVX512F__)
+        /* 16 at a time, the same bits: min/max return x itself when it is
+         * NaN (the second operand), vcvtps2ph rounds to nearest even */
+        const __m512 hi = _mm512_set1_ps(65504.0f), lo = _mm512_set1_ps(-65504.0f);
+        for (; d + 16 <= D; d += 16) {
+            uint16_t hk16[16];
+            const __m512 kk = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_loadu_ps(k + d)));
+            const __m512 vv = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_loadu_ps(v + d)));
+            _mm256_storeu_si256((__m256i *)hk16, _mm512_cvtps_ph(kk, _MM_FROUND_TO_NEAREST_INT));
+            _mm256_storeu_si256((__m256i *)(hv + d), _mm512_cvtps_ph(vv, _MM_FROUND_TO_NEAREST_INT));
+            for (int i = 0; i < 16; i++) hk[(size_t)(d + i) * bs + j] = hk16[i];
+        }
+#endif
+        for (; d < D; d++) {
+            hk[(size_t)d * bs + j] = cpu_f2h(cpu_sat_half(k[d]));
+            hv[d] = cpu_f2h(cpu_sat_half(v[d]));
+        }
         return;
     }
     for (int d = 0; d < D; d++) ((float *)dk)[(size_t)d * bs + j] = k[d];

@@ -298,21 +298,28 @@ Test(kernels, half_conversions)
     cr_expect_eq(f16_from_f32(65520.0f), 0x7c00);
     cr_expect_eq(f16_from_f32(0x1p-25f), 0);          /* tie with 0: even */
     cr_expect_eq(f16_from_f32(0x1.8p-25f), 1);
-    /* one position of one head (D 16, bs 16): keys transposed, values not */
-    const int D = 16, bs = 16;
+    /* one position of one head (D 24: 16 at a time, then one by one; bs
+     * 16): keys transposed, values not; each element the scalar rounding
+     * of its saturated value, bitwise (NaN kept, +-inf saturated) */
+    const int D = 24, bs = 16;
     uint16_t *kv = be->alloc((size_t)2 * D * bs * sizeof(uint16_t));
     cr_assert_not_null(kv);
-    float k[16], v[16];
-    for (int d = 0; d < D; d++) { k[d] = (float)(d - 8) * 1e4f; v[d] = -k[d] + 0.5f; }
+    float k[24], v[24];
+    for (int d = 0; d < D; d++) { k[d] = (float)(d - 12) * 1e4f; v[d] = -k[d] + 0.5f; }
+    k[1] = NAN; k[20] = -NAN; v[2] = INFINITY; v[3] = -INFINITY; v[22] = INFINITY;
+    k[5] = 65504.0f; v[5] = 65519.0f; k[21] = -65520.0f;
     int32_t table = 0, seq = 0, pos = 3;
     be->kv_cache_write(kv, KV_F16, (size_t)2 * D * bs, (size_t)D * bs, &table, 1, &seq, &pos, k, D,
                        v, D, 1, 1, D, bs);
     for (int d = 0; d < D; d++) {
         float want_k = k[d] > 65504.0f ? 65504.0f : k[d] < -65504.0f ? -65504.0f : k[d];
         float want_v = v[d] > 65504.0f ? 65504.0f : v[d] < -65504.0f ? -65504.0f : v[d];
-        cr_expect_eq(cpu_h2f(kv[d * bs + pos]), cpu_h2f(cpu_f2h(want_k)), "key %d", d);
-        cr_expect_eq(cpu_h2f(kv[D * bs + pos * D + d]), cpu_h2f(cpu_f2h(want_v)), "value %d", d);
+        cr_expect_eq(kv[d * bs + pos], cpu_f2h(want_k), "key %d", d);
+        cr_expect_eq(kv[D * bs + pos * D + d], cpu_f2h(want_v), "value %d", d);
     }
+    cr_expect(isnan(cpu_h2f(kv[1 * bs + pos])) && isnan(cpu_h2f(kv[20 * bs + pos])));
+    cr_expect_eq(kv[D * bs + pos * D + 2], 0x7bff);
+    cr_expect_eq(kv[D * bs + pos * D + 3], 0xfbff);
     be->free(kv);
 }
 
