@@ -157,6 +157,7 @@ bench: deps
 	./build/aha-engine bench generate --config small
 	./build/aha-engine bench generate --config small --context 1024 --concurrency 16 --rounds 1 --profile
 	./build/aha-engine bench generate --config small --context 1024 --concurrency 1 --rounds 1 --profile
+	./build/aha-engine bench generate --config small --context 1024 --concurrency 16 --rounds 1 --profile --kv-dtype q8
 	./build/aha-engine bench generate --config small --layers 32 --rounds 1
 	./build/aha-engine bench generate --config small --dtype bf16
 	./build/aha-engine bench generate --config medium --rounds 1

@@ -49,7 +49,7 @@ bool cli_flag(int argc, char **argv, const char *name);
  * printing "--name: expected ..." when malformed or outside [lo, hi]. */
 int cli_arg_int(int argc, char **argv, const char *name, long lo, long hi, long *out);
 int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi, double *out);
-/* --kv-dtype f16|f32 into *out when present (the same 0 / -1). */
+/* --kv-dtype f16|f32|q8 into *out when present (the same 0 / -1). */
 int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out);
 struct model;
 /* --dtype f32|bf16 (the generation engine's weights) likewise; with a

@@ -69,7 +69,7 @@ int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out)
 {
     const char *v = cli_arg(argc, argv, "--kv-dtype");
     if (!v || kv_dtype_parse(v, out) == 0) return 0;
-    fprintf(stderr, "%s: --kv-dtype: expected f16 or f32, got \"%s\"\n", argv[0], v);
+    fprintf(stderr, "%s: --kv-dtype: expected f16, f32 or q8, got \"%s\"\n", argv[0], v);
     return -1;
 }
 

@@ -237,8 +237,8 @@ int cli_bench_generate(int argc, char **argv)
     gc.max_step_tokens = (int)(plen > 64 * 64 ? plen : 64 * 64);
     /* room for 64 sequences of decode_once's prompt and tokens, a block
      * more each for rounding (512 MiB at least) */
-    const size_t pos_bytes = (size_t)2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim *
-                             kv_dtype_size(dt);
+    const size_t pos_bytes =
+        (size_t)cfg.n_layers * cfg.n_kv_heads * kv_head_bytes(dt, cfg.head_dim);
     const long seq_pos =
         ctx + decode_max_tokens(64, (int)ctx, gc.max_step_tokens, (int)steps) + gc.block_size;
     gc.kv_bytes = (size_t)64 * (size_t)seq_pos * pos_bytes;

@@ -265,10 +265,10 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     }
     if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
         cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs ||
-        (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32) ||
+        (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32 && cfg->kv_dtype != KV_Q8) ||
         (cfg->dtype != W_F32 && cfg->dtype != W_BF16)) {
         errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
-             "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs, kv_dtype f16 or f32 "
+             "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs, kv_dtype f16, f32 or q8 "
              "and dtype f32 or bf16");
         return NULL;
     }
@@ -970,7 +970,7 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     if (e->prof) {
         double positions = 0;
         for (int n = 0; n < N; n++) positions += e->h_pos[n] + 1;
-        e->prof->kv_bytes += positions * 2.0 * NKV * HD * kv_dtype_size(kv->dtype) * c->n_layers;
+        e->prof->kv_bytes += positions * NKV * (double)kv_head_bytes(kv->dtype, HD) * c->n_layers;
     }
     GEN_TIMED(e, GEN_PROF_EMBED, be->embedding_forward(e->x, e->d_tok, P + m->wte, N, C));
     GEN_TIMED(e, GEN_PROF_ROPE, be->rope_cos_sin(e->rope, e->d_pos, m->inv_freq, N, HD));

@@ -28,7 +28,9 @@ struct gen_config {
     enum kv_dtype kv_dtype;     /* its element type: KV_F16 (default, as
                                  * llama.cpp's cache: half the memory and
                                  * the attention's bandwidth; logits within
-                                 * ~1e-2 of the fp32 cache's) or KV_F32 */
+                                 * ~1e-2 of the fp32 cache's), KV_F32, or
+                                 * KV_Q8 (int8 and a scale per vector: about
+                                 * half of binary16's bytes) */
     int block_size;             /* positions per KV block (default 16) */
     int max_seqs;               /* sequences decoded together (default 64) */
     int max_step_tokens;        /* rows of one forward: decode rows plus

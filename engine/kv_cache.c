@@ -16,13 +16,14 @@
 
 const char *kv_dtype_name(enum kv_dtype dt)
 {
-    return dt == KV_F16 ? "f16" : "f32";
+    return dt == KV_F16 ? "f16" : dt == KV_Q8 ? "q8" : "f32";
 }
 
 int kv_dtype_parse(const char *s, enum kv_dtype *dt)
 {
     if (!strcmp(s, "f16")) *dt = KV_F16;
     else if (!strcmp(s, "f32")) *dt = KV_F32;
+    else if (!strcmp(s, "q8")) *dt = KV_Q8;
     else return -1;
     return 0;
 }
@@ -31,8 +32,12 @@ struct kv_cache *kv_cache_new(const struct backend *be, enum kv_dtype dt, int n_
                               int n_kv_heads, int head_dim, int block_size, size_t bytes,
                               char *err, size_t errlen)
 {
-    const size_t elem = kv_dtype_size(dt);
-    size_t layer = 2 * (size_t)n_kv_heads * block_size * head_dim;
+    const size_t elem = kv_dtype_size(dt), half = (size_t)n_kv_heads * block_size * head_dim;
+    size_t layer = 2 * half;
+    /* KV_Q8: the scales after the keys and values, a layer's part of a
+     * block kept on 64-byte boundaries */
+    if (dt == KV_Q8)
+        layer = (layer + 2 * (size_t)n_kv_heads * block_size * sizeof(float) + 63) / 64 * 64;
     size_t block = layer * n_layers;
     size_t nb = block_size > 0 ? bytes / (block * elem) : 0;
     if (nb == 0) {
@@ -49,7 +54,7 @@ struct kv_cache *kv_cache_new(const struct backend *be, enum kv_dtype dt, int n_
     kv->block_size = block_size;
     kv->block_stride = block;
     kv->layer_stride = layer;
-    kv->vofs = layer / 2;
+    kv->vofs = half;
     kv->pool = be->alloc(nb * block * elem);
     const size_t words = (nb + 63) / 64;
     kv->free_map = malloc(words * sizeof *kv->free_map);

@@ -15,12 +15,14 @@
 /* Pool layout (elements of dtype): block b, layer l, kv head g, position
  * j, dim d at
  *   keys    b*block_stride + l*layer_stride + (g*D + d)*bs + j   (transposed)
- *   values  b*block_stride + l*layer_stride + vofs + (g*bs + j)*D + d.
+ *   values  b*block_stride + l*layer_stride + vofs + (g*bs + j)*D + d
+ * and KV_Q8's fp32 scales (backend.h) at byte b*block_stride + l*layer_stride
+ * + 2*vofs: keys' (g*bs + j), then values' (NKV*bs + g*bs + j).
  * For the backend ops of one layer: kv = kv_cache_layer(kv, l). */
 struct kv_cache {
     const struct backend *be;
     void *pool;             /* n_blocks * block_stride elements, device memory */
-    enum kv_dtype dtype;    /* KV_F16 (binary16) or KV_F32 */
+    enum kv_dtype dtype;    /* KV_F16 (binary16), KV_F32 or KV_Q8 */
     int n_blocks, block_size;
     size_t block_stride, layer_stride, vofs;
     uint64_t *free_map;     /* bit b set: block b is free */
@@ -47,7 +49,7 @@ static inline void *kv_cache_layer(const struct kv_cache *kv, int l)
     return (char *)kv->pool + (size_t)l * kv->layer_stride * kv_dtype_size(kv->dtype);
 }
 
-/* "f16" / "f32" <-> dtype; kv_dtype_parse returns -1 for anything else. */
+/* "f16" / "f32" / "q8" <-> dtype; kv_dtype_parse returns -1 for anything else. */
 const char *kv_dtype_name(enum kv_dtype dt);
 int kv_dtype_parse(const char *s, enum kv_dtype *dt);
 

@@ -308,7 +308,7 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
         goto fail;
     if (!name || !path) { snprintf(err, sizeof err, "load needs fields \"model\" (a name) and \"path\""); goto fail; }
     enum kv_dtype dt;
-    if (kv_dtype_parse(kv_dtype, &dt)) { snprintf(err, sizeof err, "field \"kv_dtype\": expected \"f16\" or \"f32\""); goto fail; }
+    if (kv_dtype_parse(kv_dtype, &dt)) { snprintf(err, sizeof err, "field \"kv_dtype\": expected \"f16\", \"f32\" or \"q8\""); goto fail; }
     if (find_model(sv, name)) { snprintf(err, sizeof err, "model \"%s\" is already loaded", name); goto fail; }
     if (sv->n_models == SERVE_MAX_MODELS) { snprintf(err, sizeof err, "%d models are loaded already (the limit)", SERVE_MAX_MODELS); goto fail; }
     struct serve_model *sm = calloc(1, sizeof *sm);

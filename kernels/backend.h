@@ -24,11 +24,24 @@
 extern "C" {
 #endif
 
-/* Element type of a paged KV cache: fp32, or IEEE binary16 (half the
- * memory and bandwidth; llama.cpp's default cache type). */
-enum kv_dtype { KV_F32, KV_F16 };
-/* Bytes of one element of type dt. */
-static inline size_t kv_dtype_size(enum kv_dtype dt) { return dt == KV_F16 ? 2 : 4; }
+/* Element type of a paged KV cache: fp32, IEEE binary16 (half the memory
+ * and bandwidth; llama.cpp's default cache type), or KV_Q8: int8 with one
+ * fp32 scale per key or value vector (one kv head at one position),
+ * element = q * scale, scale = max|x| / 127, q = x / scale rounded to
+ * nearest even (x clamped to +-65504 first, NaN stored as 0): a quarter of
+ * fp32's bytes plus the scales, as llama.cpp's q8_0 cache and vLLM's fp8
+ * one halve binary16's. */
+enum kv_dtype { KV_F32, KV_F16, KV_Q8 };
+/* Bytes of one element of type dt (KV_Q8: without its scale). */
+static inline size_t kv_dtype_size(enum kv_dtype dt)
+{
+    return dt == KV_F16 ? 2 : dt == KV_Q8 ? 1 : 4;
+}
+/* Bytes of one kv head's key and value at one position, scales included. */
+static inline size_t kv_head_bytes(enum kv_dtype dt, int D)
+{
+    return 2 * ((size_t)D * kv_dtype_size(dt) + (dt == KV_Q8 ? sizeof(float) : 0));
+}
 
 /* Element type of the generation engine's packed weights
  * (matmul_rows_forward): fp32, or bfloat16 (half the bytes a decode step
@@ -255,13 +268,16 @@ struct backend {
      * of type dt (offsets and strides below count elements); block b
      * holds the keys of kv head g at kv + b*block_stride + g*bs*D as (D,bs)
      * (transposed: component d of the bs positions together) and the
-     * values at the same place + vofs as (bs,D). block_tables: (S, max_blocks)
+     * values at the same place + vofs as (bs,D); KV_Q8's scales, fp32, at
+     * kv + b*block_stride + 2*vofs bytes: the keys' (NKV,bs), then the
+     * values' (NKV,bs). block_tables: (S, max_blocks)
      * block ids of each sequence in position order. Row n of a call belongs
      * to sequence seq[n] (0 <= seq[n] < S) at absolute position pos[n]. */
 
     /* Stores the keys k: (N,NKV,D) row stride ks and values v: (N,NKV,D)
      * row stride vs of N new tokens at their (seq, pos) slots of the cache;
-     * KV_F16 rounds to nearest even, saturating at +-65504. */
+     * KV_F16 rounds to nearest even, saturating at +-65504; KV_Q8 as said
+     * at enum kv_dtype. */
     void (*kv_cache_write)(void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
                            const int32_t *block_tables, int max_blocks,
                            const int32_t *seq, const int32_t *pos,

@@ -45,7 +45,7 @@ static void usage(FILE *f)
             "  --engine-timeout S     fail a request after S seconds without an engine event\n"
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
-            "  --kv-dtype f16|f32     engine KV-cache element type [AHA_KV_DTYPE] (f16)\n"
+            "  --kv-dtype f16|f32|q8  engine KV-cache element type [AHA_KV_DTYPE] (f16)\n"
             "  --dtype auto|f32|bf16  engine weights/matmul element type [AHA_DTYPE]\n"
             "                         (auto: bf16 for checkpoints stored in BF16, else f32)\n"
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
@@ -281,8 +281,9 @@ static int serve(int argc, char **argv, int first)
         opt_long(argc, argv, "--max-runs", "AHA_MAX_RUNS", 1, 0, 1024, &max_runs))
         return 2;
     const char *kv_dtype = opt(argc, argv, "--kv-dtype", "AHA_KV_DTYPE", NULL);
-    if (kv_dtype && strcmp(kv_dtype, "f16") != 0 && strcmp(kv_dtype, "f32") != 0) {
-        fprintf(stderr, "aha-server: --kv-dtype: expected f16 or f32, got \"%s\"\n", kv_dtype);
+    if (kv_dtype && strcmp(kv_dtype, "f16") != 0 && strcmp(kv_dtype, "f32") != 0 &&
+        strcmp(kv_dtype, "q8") != 0) {
+        fprintf(stderr, "aha-server: --kv-dtype: expected f16, f32 or q8, got \"%s\"\n", kv_dtype);
         return 2;
     }
     const char *dtype = opt(argc, argv, "--dtype", "AHA_DTYPE", NULL);

@@ -12,10 +12,13 @@
  * (max-subtracted, vexpf, normalised probabilities), then the values
  * (bs,D) are accumulated. Head sizes 32/64/128 with blocks of a multiple
  * of 16 positions take that register-blocked path; others a plain loop.
- * The cache holds fp32 or binary16 elements (backend.h's kv_dtype): a
- * binary16 one is widened as it is loaded (one vcvtph2ps per 16), so the
+ * The cache holds fp32, binary16 or int8 elements (backend.h's kv_dtype):
+ * a binary16 one is widened as it is loaded (one vcvtph2ps per 16), so the
  * arithmetic is the same fp32 on either; it reads half the bytes, which is
- * what decode attention waits on.
+ * what decode attention waits on. KV_Q8 reads about half as many again:
+ * its integers are widened exactly the same way, and its scales are
+ * applied per position, to a chunk's 16 scores once their chains are done
+ * and to each probability before its value vector.
  * Work items (run of rows, kv head) are spread over the OpenMP threads: a
  * run is one row of a decode step, or up to 16 consecutive rows of a
  * prefill chunk, which take each chunk of keys and span of values in turn
@@ -58,6 +61,63 @@ static inline float cpu_sat_half(float x)
     return x > 65504.0f ? 65504.0f : x < -65504.0f ? -65504.0f : x;
 }
 
+/* KV_Q8: the key scales of kv head g in block i of sequence table tbl,
+ * (bs) floats; its value scales are vofs / D floats (NKV*bs) further. */
+static inline float *cpu_kv_scales(const void *kv, const int32_t *tbl, int i, int g,
+                                   size_t block_stride, size_t vofs, int bs)
+{
+    return (float *)((char *)kv + (size_t)tbl[i] * block_stride + 2 * vofs) + (size_t)g * bs;
+}
+
+/* x: (D) as int8 q[d * qs] and the returned scale (backend.h's KV_Q8):
+ * scale = max|x| / 127 over x clamped to +-65504, q = x / scale rounded to
+ * nearest even; NaN is stored as 0, and an x of zeros (or of nothing
+ * representable) as zeros with scale 0. */
+static inline float cpu_q8_quant(int8_t *q, size_t qs, const float *x, int D)
+{
+#if defined(__AVX512F__)
+    /* 16 at a time when D allows, the same bits: max/min return their
+     * second operand when either is NaN, vcvtps2dq rounds to nearest
+     * even as lrintf does */
+    if (D % 16 == 0) {
+        const __m512 hi = _mm512_set1_ps(65504.0f), lo = _mm512_set1_ps(-65504.0f);
+        __m512 m = _mm512_setzero_ps();
+        for (int d = 0; d < D; d += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + d)), m);
+        const float amax = fminf(_mm512_reduce_max_ps(m), 65504.0f), scale = amax / 127.0f;
+        const __m512 vs = _mm512_set1_ps(scale), qhi = _mm512_set1_ps(127.0f);
+        const __m512 qlo = _mm512_set1_ps(-127.0f);
+        for (int d = 0; d < D; d += 16) {
+            const __m512 v = _mm512_loadu_ps(x + d);
+            const __mmask16 num = scale > 0.0f ? _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q) : 0;
+            __m512 y = _mm512_maskz_div_ps(num, _mm512_max_ps(lo, _mm512_min_ps(hi, v)), vs);
+            y = _mm512_max_ps(qlo, _mm512_min_ps(qhi, y));
+            const __m128i b = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(y));
+            if (qs == 1) {
+                _mm_storeu_si128((__m128i *)(q + d), b);
+                continue;
+            }
+            int8_t q16[16];
+            _mm_storeu_si128((__m128i *)q16, b);
+            for (int i = 0; i < 16; i++) q[(size_t)(d + i) * qs] = q16[i];
+        }
+        return scale > 0.0f ? scale : 0.0f;
+    }
+#endif
+    float amax = 0.0f;
+    for (int d = 0; d < D; d++) {
+        const float a = fabsf(x[d]);
+        amax = a > amax ? a : amax;    /* NaN compares false: skipped */
+    }
+    amax = amax > 65504.0f ? 65504.0f : amax;
+    const float scale = amax / 127.0f;
+    for (int d = 0; d < D; d++) {
+        float y = scale > 0.0f && x[d] == x[d] ? cpu_sat_half(x[d]) / scale : 0.0f;
+        y = y > 127.0f ? 127.0f : y < -127.0f ? -127.0f : y;
+        q[(size_t)d * qs] = (int8_t)lrintf(y);
+    }
+    return scale > 0.0f ? scale : 0.0f;
+}
+
 /* One head's key k: (D) and value v: (D) of a token into their slot:
  * position p of the sequence whose block table is tbl. */
 static inline void cpu_kv_write_head(void *kv, enum kv_dtype dt, size_t block_stride, size_t vofs,
@@ -67,6 +127,12 @@ static inline void cpu_kv_write_head(void *kv, enum kv_dtype dt, size_t block_st
     const int es = (int)kv_dtype_size(dt), j = p % bs;
     char *dk = (char *)cpu_kv_head(kv, es, tbl, p / bs, g, block_stride, D, bs);
     char *dv = dk + (vofs + (size_t)j * D) * es;
+    if (dt == KV_Q8) {
+        float *sc = cpu_kv_scales(kv, tbl, p / bs, g, block_stride, vofs, bs);
+        sc[j] = cpu_q8_quant((int8_t *)dk + j, (size_t)bs, k, D);
+        sc[vofs / D + j] = cpu_q8_quant((int8_t *)dv, 1, v, D);
+        return;
+    }
     if (dt == KV_F16) {
         uint16_t *hk = (uint16_t *)dk, *hv = (uint16_t *)dv;
         int d = 0;
@@ -115,10 +181,21 @@ void cpu_kv_cache_write(void *kv, enum kv_dtype dt, size_t block_stride, size_t 
 typedef float cpu_v16 __attribute__((vector_size(64), aligned(4)));
 typedef int cpu_v16i __attribute__((vector_size(64)));
 
-/* The 16 cache elements at p as fp32 lanes: F16 ones widened (exact). */
-static inline __attribute__((always_inline)) cpu_v16 cpu_kv16(const char *p, int F16)
+/* The 16 cache elements of type DT (enum kv_dtype) at p as fp32 lanes,
+ * exactly: binary16 widened, KV_Q8's integers as they are (unscaled). */
+static inline __attribute__((always_inline)) cpu_v16 cpu_kv16(const char *p, int DT)
 {
-    if (!F16) return *(const cpu_v16 *)p;
+    if (DT == KV_F32) return *(const cpu_v16 *)p;
+    if (DT == KV_Q8) {
+#if defined(__AVX512F__)
+        const __m128i b = _mm_loadu_si128((const __m128i *)p);
+        return (cpu_v16)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+#else
+        cpu_v16 r;
+        for (int i = 0; i < 16; i++) r[i] = (float)(int8_t)p[i];
+        return r;
+#endif
+    }
 #if defined(__AVX512F__)
     return (cpu_v16)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 #elif defined(__F16C__)
@@ -139,10 +216,11 @@ static inline __attribute__((always_inline)) cpu_v16 cpu_kv16(const char *p, int
 #endif
 }
 
-/* Element i of the cache elements at p. */
-static inline float cpu_kv1(const char *p, size_t i, int F16)
+/* Element i of the cache elements of type DT at p (KV_Q8: unscaled). */
+static inline float cpu_kv1(const char *p, size_t i, int DT)
 {
-    if (F16) {
+    if (DT == KV_Q8) return (float)(int8_t)p[i];
+    if (DT == KV_F16) {
         uint16_t h;
         memcpy(&h, p + 2 * i, sizeof h);
         return cpu_h2f(h);
@@ -160,12 +238,14 @@ static inline cpu_v16 cpu_bcast16(float s)
 /* Scores of HB query heads Q: (HB,D) against the CH chunks of 16
  * positions from chunk c0 (positions 16*c0..), scaled, into S: (HB, Sp)
  * at their positions; lanes at positions >= T get -inf. Each score is the
- * chain s = 0; s = fma(q[d], k[d], s) for d = 0..D-1, times scale. */
+ * chain s = 0; s = fma(q[d], k[d], s) for d = 0..D-1, times scale
+ * (KV_Q8: times the key's scale, then scale). */
 static inline __attribute__((always_inline)) void
-cpu_att_qk(int F16, int DV, int HB, int CH, float *S, int Sp, const float *Q, const void *kv,
-           const int32_t *tbl, size_t block_stride, int g, int c0, int T, int bs, float scale)
+cpu_att_qk(int DT, int DV, int HB, int CH, float *S, int Sp, const float *Q, const void *kv,
+           const int32_t *tbl, size_t block_stride, size_t vofs, int g, int c0, int T, int bs,
+           float scale)
 {
-    const int D = 16 * DV, es = F16 ? 2 : 4;
+    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
     const char *kc[8];
     for (int c = 0; c < CH; c++) {
         const int t = 16 * (c0 + c);
@@ -180,7 +260,7 @@ cpu_att_qk(int F16, int DV, int HB, int CH, float *S, int Sp, const float *Q, co
     for (int d = 0; d < D; d++) {
         cpu_v16 k[8];
         #pragma GCC unroll 8
-        for (int c = 0; c < CH; c++) k[c] = cpu_kv16(kc[c] + (size_t)d * bs * es, F16);
+        for (int c = 0; c < CH; c++) k[c] = cpu_kv16(kc[c] + (size_t)d * bs * es, DT);
         #pragma GCC unroll 8
         for (int h = 0; h < HB; h++) {
             const cpu_v16 b = cpu_bcast16(Q[(size_t)h * D + d]);
@@ -193,9 +273,15 @@ cpu_att_qk(int F16, int DV, int HB, int CH, float *S, int Sp, const float *Q, co
     #pragma GCC unroll 8
     for (int c = 0; c < CH; c++) {
         const cpu_v16i live = iota + 16 * (c0 + c) < T;    /* all ones where t < T */
+        cpu_v16 ks = cpu_bcast16(1.0f);
+        if (DT == KV_Q8) {
+            const int t = 16 * (c0 + c);
+            ks = *(const cpu_v16 *)(cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) +
+                                    t % bs);
+        }
         #pragma GCC unroll 8
         for (int h = 0; h < HB; h++) {
-            const cpu_v16 s = acc[h][c] * scale;
+            const cpu_v16 s = DT == KV_Q8 ? acc[h][c] * ks * scale : acc[h][c] * scale;
             *(cpu_v16 *)(S + (size_t)h * Sp + 16 * (c0 + c)) =
                 (cpu_v16)(((cpu_v16i)s & live) | ((cpu_v16i)ninf & ~live));
         }
@@ -206,17 +292,17 @@ cpu_att_qk(int F16, int DV, int HB, int CH, float *S, int Sp, const float *Q, co
  * of them at once (8 independent chains hide the FMA latency), or the
  * ones left one by one. */
 static inline __attribute__((always_inline)) void
-cpu_att_scores(int F16, int DV, int HB, float *S, int Sp, const float *Q, const void *kv,
-               const int32_t *tbl, size_t block_stride, int g, int c0, int nc, int T, int bs,
-               float scale)
+cpu_att_scores(int DT, int DV, int HB, float *S, int Sp, const float *Q, const void *kv,
+               const int32_t *tbl, size_t block_stride, size_t vofs, int g, int c0, int nc, int T,
+               int bs, float scale)
 {
     const int CH = 8 / HB;
     if (c0 + CH <= nc) {
-        cpu_att_qk(F16, DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, g, c0, T, bs, scale);
+        cpu_att_qk(DT, DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, vofs, g, c0, T, bs, scale);
         return;
     }
     for (int c = c0; c < nc; c++)
-        cpu_att_qk(F16, DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, g, c, T, bs, scale);
+        cpu_att_qk(DT, DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, vofs, g, c, T, bs, scale);
 }
 
 /* Cache lines of each key and value piece of a work item asked for up
@@ -276,21 +362,25 @@ static inline __attribute__((always_inline)) void cpu_softmax_row(float *srow, i
  * its output O (which first = true starts at 0). Each value vector is
  * loaded once for the HB heads, and the HB*DV accumulators are independent
  * FMA chains (one head's DV chains alone stall on the FMA latency). Every
- * head adds its positions in order, o = fma(p_t, v_t, o); the partial sums
+ * head adds its positions in order, o = fma(p_t, v_t, o) (KV_Q8: p_t times
+ * the value's scale, then its integers v_t); the partial sums
  * kept in O between spans are exact fp32, so the output depends neither
  * on HB nor on the spans. AHEAD: prefetch CPU_ATT_AHEAD_V blocks ahead. */
 static inline __attribute__((always_inline)) void
-cpu_att_pv(int F16, int AHEAD, int DV, int HB, float *O, bool first, const float *S, int Sp,
+cpu_att_pv(int DT, int AHEAD, int DV, int HB, float *O, bool first, const float *S, int Sp,
            const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g, int t0,
            int t1, int h0, int bs)
 {
-    const int D = 16 * DV, es = F16 ? 2 : 4;
+    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
     cpu_v16 o[16];
     #pragma GCC unroll 16
     for (int i = 0; i < HB * DV; i++)
         o[i] = first ? (cpu_v16){0} : *(const cpu_v16 *)(O + (size_t)h0 * D + 16 * i);
     for (int t = t0; t < t1;) {
         const char *Vb = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + vofs * es;
+        const float *vsc =
+            DT == KV_Q8 ? cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) + vofs / D
+                        : NULL;
         const int j0 = t % bs, nt = t1 - t < bs - j0 ? t1 - t : bs - j0;
         if (AHEAD && t / bs + CPU_ATT_AHEAD_V <= (t1 - 1) / bs)
             cpu_att_prefetch(cpu_kv_head(kv, es, tbl, t / bs + CPU_ATT_AHEAD_V, g, block_stride, D,
@@ -300,10 +390,11 @@ cpu_att_pv(int F16, int AHEAD, int DV, int HB, float *O, bool first, const float
             const char *vj = Vb + (size_t)j * D * es;
             cpu_v16 v[8];
             #pragma GCC unroll 8
-            for (int dv = 0; dv < DV; dv++) v[dv] = cpu_kv16(vj + (size_t)16 * dv * es, F16);
+            for (int dv = 0; dv < DV; dv++) v[dv] = cpu_kv16(vj + (size_t)16 * dv * es, DT);
             #pragma GCC unroll 8
             for (int h = 0; h < HB; h++) {
-                const cpu_v16 p = cpu_bcast16(S[(size_t)(h0 + h) * Sp + t + j - j0]);
+                const float pj = S[(size_t)(h0 + h) * Sp + t + j - j0];
+                const cpu_v16 p = cpu_bcast16(DT == KV_Q8 ? pj * vsc[j] : pj);
                 #pragma GCC unroll 8
                 for (int dv = 0; dv < DV; dv++) o[h * DV + dv] += p * v[dv];
             }
@@ -323,12 +414,13 @@ cpu_att_pv(int F16, int AHEAD, int DV, int HB, float *O, bool first, const float
  * arithmetic is the same whatever R. Q, O: row r at + r*qs, + r*os.
  * S: (R, group, Sp) scratch, Sp = T0 + R - 1 rounded up to 16. */
 static inline __attribute__((always_inline)) void
-cpu_att_item(int F16, int DV, int R, float *O, size_t os, const float *Q, size_t qs, float *S,
+cpu_att_item(int DT, int DV, int R, float *O, size_t os, const float *Q, size_t qs, float *S,
              const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
              int T0, int group, int bs, float scale)
 {
-    const int D = 16 * DV, es = F16 ? 2 : 4, Tmax = T0 + R - 1, Sp = (Tmax + 15) / 16 * 16;
-    const int AHEAD = F16 && R == 1;    /* see CPU_ATT_AHEAD_K */
+    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT), Tmax = T0 + R - 1;
+    const int Sp = (Tmax + 15) / 16 * 16;
+    const int AHEAD = DT != KV_F32 && R == 1;    /* see CPU_ATT_AHEAD_K */
     const size_t Ss = (size_t)group * Sp;
     /* A block's keys and values of one head are pieces of bs*D floats
      * scattered over the pool; the hardware prefetcher follows each piece
@@ -340,6 +432,11 @@ cpu_att_item(int F16, int DV, int R, float *O, size_t os, const float *Q, size_t
         for (int i = 0; i < CPU_ATT_PF_LINES; i++) {
             __builtin_prefetch(Kb + 64 * i, 0, 3);
             __builtin_prefetch(Kb + vofs * es + 64 * i, 0, 3);
+        }
+        if (DT == KV_Q8) {  /* the block's scales: a line or so each, read mid-loop */
+            const float *sc = cpu_kv_scales(kv, tbl, t0 / bs, g, block_stride, vofs, bs);
+            __builtin_prefetch(sc, 0, 3);
+            __builtin_prefetch(sc + vofs / D, 0, 3);
         }
     }
     for (int h0 = 0; h0 < group;) {
@@ -358,20 +455,20 @@ cpu_att_item(int F16, int DV, int R, float *O, size_t os, const float *Q, size_t
                 const float *Qh = Q + r * qs + (size_t)h0 * D;
                 switch (hb) {
                 case 8:
-                    cpu_att_scores(F16, DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T,
-                                   bs, scale);
+                    cpu_att_scores(DT, DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
+                                   nc, T, bs, scale);
                     break;
                 case 4:
-                    cpu_att_scores(F16, DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T,
-                                   bs, scale);
+                    cpu_att_scores(DT, DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
+                                   nc, T, bs, scale);
                     break;
                 case 2:
-                    cpu_att_scores(F16, DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T,
-                                   bs, scale);
+                    cpu_att_scores(DT, DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
+                                   nc, T, bs, scale);
                     break;
                 default:
-                    cpu_att_scores(F16, DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, g, c, nc, T,
-                                   bs, scale);
+                    cpu_att_scores(DT, DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
+                                   nc, T, bs, scale);
                     break;
                 }
             }
@@ -393,19 +490,19 @@ cpu_att_item(int F16, int DV, int R, float *O, size_t os, const float *Q, size_t
                 const float *Sr = S + r * Ss;
                 switch (hb) {
                 case 8:
-                    cpu_att_pv(F16, AHEAD, DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
+                    cpu_att_pv(DT, AHEAD, DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
                                g, t0, t1, h0, bs);
                     break;
                 case 4:
-                    cpu_att_pv(F16, AHEAD, DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
+                    cpu_att_pv(DT, AHEAD, DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
                                g, t0, t1, h0, bs);
                     break;
                 case 2:
-                    cpu_att_pv(F16, AHEAD, DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
+                    cpu_att_pv(DT, AHEAD, DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
                                g, t0, t1, h0, bs);
                     break;
                 default:
-                    cpu_att_pv(F16, AHEAD, DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
+                    cpu_att_pv(DT, AHEAD, DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
                                g, t0, t1, h0, bs);
                     break;
                 }
@@ -414,21 +511,22 @@ cpu_att_item(int F16, int DV, int R, float *O, size_t os, const float *Q, size_t
     }
 }
 
-/* Per element type and head size; R == 1 (every decode row) gets its own
- * copy, compiled for one row. */
+/* Per element type (DT: enum kv_dtype's value, KV_F32 0, KV_F16 1, KV_Q8
+ * 2) and head size; R == 1 (every decode row) gets its own copy, compiled
+ * for one row. */
 typedef void cpu_att_item_fn(int, float *, size_t, const float *, size_t, float *, const void *,
                              const int32_t *, size_t, size_t, int, int, int, int, float);
-#define CPU_ATT_ITEM_FN(F16, DV)                                                              \
+#define CPU_ATT_ITEM_FN(DT, DV)                                                                \
     __attribute__((optimize("fp-contract=fast"))) static void                                  \
-    cpu_att_item##F16##_##DV(int R, float *O, size_t os, const float *Q, size_t qs, float *S,  \
+    cpu_att_item##DT##_##DV(int R, float *O, size_t os, const float *Q, size_t qs, float *S,   \
                              const void *kv, const int32_t *tbl, size_t block_stride,          \
                              size_t vofs, int g, int T0, int group, int bs, float scale)       \
     {                                                                                          \
         if (R == 1)                                                                            \
-            cpu_att_item(F16, DV, 1, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0,      \
+            cpu_att_item(DT, DV, 1, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0,       \
                          group, bs, scale);                                                    \
         else                                                                                   \
-            cpu_att_item(F16, DV, R, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0,      \
+            cpu_att_item(DT, DV, R, O, os, Q, qs, S, kv, tbl, block_stride, vofs, g, T0,       \
                          group, bs, scale);                                                    \
     }
 CPU_ATT_ITEM_FN(0, 2)
@@ -437,14 +535,17 @@ CPU_ATT_ITEM_FN(0, 8)
 CPU_ATT_ITEM_FN(1, 2)
 CPU_ATT_ITEM_FN(1, 4)
 CPU_ATT_ITEM_FN(1, 8)
+CPU_ATT_ITEM_FN(2, 2)
+CPU_ATT_ITEM_FN(2, 4)
+CPU_ATT_ITEM_FN(2, 8)
 
 /* One row and kv head of any D and bs, plainly: scores block by block
  * (keys (D,bs) in a block), softmax, P V. S: (group, T) scratch. */
-static void cpu_att_row_plain(float *O, const float *Q, float *S, const void *kv, int f16,
-                              const int32_t *tbl, size_t block_stride, size_t vofs, int g,
-                              int T, int group, int D, int bs, float scale)
+static void cpu_att_row_plain(float *O, const float *Q, float *S, const void *kv,
+                              enum kv_dtype dt, const int32_t *tbl, size_t block_stride,
+                              size_t vofs, int g, int T, int group, int D, int bs, float scale)
 {
-    const int es = f16 ? 2 : 4;
+    const int es = (int)kv_dtype_size(dt);
     for (int t0 = 0; t0 < T; t0 += bs) {
         const char *K = cpu_kv_head(kv, es, tbl, t0 / bs, g, block_stride, D, bs);
         int nt = T - t0 < bs ? T - t0 : bs;
@@ -456,9 +557,12 @@ static void cpu_att_row_plain(float *O, const float *Q, float *S, const void *kv
                 const float qd = qh[d];
                 const char *kd = K + (size_t)d * bs * es;
                 #pragma omp simd
-                for (int j = 0; j < nt; j++) srow[j] += qd * cpu_kv1(kd, j, f16);
+                for (int j = 0; j < nt; j++) srow[j] += qd * cpu_kv1(kd, j, dt);
             }
-            for (int j = 0; j < nt; j++) srow[j] *= scale;
+            const float *ks = dt == KV_Q8
+                                  ? cpu_kv_scales(kv, tbl, t0 / bs, g, block_stride, vofs, bs)
+                                  : NULL;
+            for (int j = 0; j < nt; j++) srow[j] = ks ? srow[j] * ks[j] * scale : srow[j] * scale;
         }
     }
     for (int hh = 0; hh < group; hh++) {
@@ -473,15 +577,18 @@ static void cpu_att_row_plain(float *O, const float *Q, float *S, const void *kv
     }
     for (int t0 = 0; t0 < T; t0 += bs) {
         const char *Vb = cpu_kv_head(kv, es, tbl, t0 / bs, g, block_stride, D, bs) + vofs * es;
+        const float *vsc =
+            dt == KV_Q8 ? cpu_kv_scales(kv, tbl, t0 / bs, g, block_stride, vofs, bs) + vofs / D
+                        : NULL;
         int nt = T - t0 < bs ? T - t0 : bs;
         for (int hh = 0; hh < group; hh++) {
             const float *prow = S + (size_t)hh * T + t0;
             float *oh = O + (size_t)hh * D;
             for (int j = 0; j < nt; j++) {
                 const char *vj = Vb + (size_t)j * D * es;
-                float p = prow[j];
+                const float p = vsc ? prow[j] * vsc[j] : prow[j];
                 #pragma omp simd
-                for (int d = 0; d < D; d++) oh[d] += p * cpu_kv1(vj, d, f16);
+                for (int d = 0; d < D; d++) oh[d] += p * cpu_kv1(vj, d, dt);
             }
         }
     }
@@ -630,14 +737,14 @@ static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan
     const float scale = 1.0f / sqrtf((float)D);
     /* head sizes of 32, 64 and 128 with whole 16-position chunks in a
      * block have the register-blocked kernel */
-    static cpu_att_item_fn *const items[2][3] = {
+    static cpu_att_item_fn *const items[3][3] = {
         {cpu_att_item0_2, cpu_att_item0_4, cpu_att_item0_8},
-        {cpu_att_item1_2, cpu_att_item1_4, cpu_att_item1_8}};
-    const int f16 = dt == KV_F16;
+        {cpu_att_item1_2, cpu_att_item1_4, cpu_att_item1_8},
+        {cpu_att_item2_2, cpu_att_item2_4, cpu_att_item2_8}};
     cpu_att_item_fn *item = bs % 16 != 0 ? NULL
-                            : D == 32    ? items[f16][0]
-                            : D == 64    ? items[f16][1]
-                            : D == 128   ? items[f16][2]
+                            : D == 32    ? items[dt][0]
+                            : D == 64    ? items[dt][1]
+                            : D == 128   ? items[dt][2]
                                          : NULL;
     float *S = pl->scratch + (size_t)tid * pl->per, *rq = S + pl->scratch_n;
     float *kt = rq + pl->rq_n;
@@ -678,7 +785,7 @@ static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan
             continue;
         }
         for (int r = 0; r < R; r++)
-            cpu_att_row_plain(out + (size_t)r * os, Q + r * qrs, S, a->kv, f16, tbl,
+            cpu_att_row_plain(out + (size_t)r * os, Q + r * qrs, S, a->kv, dt, tbl,
                               block_stride, vofs, g, pos[n0 + r] + 1, group, D, bs, scale);
     }
 }

@@ -48,6 +48,13 @@ s=$("$ENGINE" sample --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 
 [ "3*4=$g" = "$s" ] && ok || bad "greedy generate \"$g\" != sample \"$s\""
 g32=$("$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --kv-memory-mb 8 --kv-dtype f32 2>/dev/null)
 [ "3*4=$g32" = "$s" ] && ok || bad "greedy generate --kv-dtype f32 \"$g32\" != sample \"$s\""
+# an int8 cache: 12 greedy tokens, the same twice (its rounding is deterministic)
+for f in q8a q8b; do
+  "$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos \
+    --kv-memory-mb 8 --kv-dtype q8 --json >"$tmp/$f" 2>/dev/null
+done
+$PY -c "import json; a, b = (json.load(open('$tmp/' + f))['tokens'] for f in ('q8a', 'q8b')); assert len(a) == 12 and a == b, (a, b)" \
+  && ok || bad "greedy generate --kv-dtype q8"
 
 # --dtype bf16: greedy is deterministic, and the same request in a batch of
 # three samples (n = 3, greedy) gives the same tokens each time
@@ -123,10 +130,10 @@ assert abs(d16["weights_mb"] * 2 - d32["weights_mb"]) < 0.2, (d32, d16)
 PY
 
 # bench grpo --kv-dtype reaches its rollout engine (the figures say which)
-"$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype f32 \
+"$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype q8 \
   --dtype bf16 >"$tmp/bg" 2>/dev/null
-$PY -c "import json,sys; r=[json.loads(l) for l in open('$tmp/bg')]; assert [(x['kv_dtype'], x['dtype']) for x in r]==[('f32', 'bf16')], r" \
-  && ok || bad "bench grpo --kv-dtype f32 --dtype bf16"
+$PY -c "import json,sys; r=[json.loads(l) for l in open('$tmp/bg')]; assert [(x['kv_dtype'], x['dtype']) for x in r]==[('q8', 'bf16')], r" \
+  && ok || bad "bench grpo --kv-dtype q8 --dtype bf16"
 
 expect_error() {   # expect_error code "substring" args...
   local code=$1 want=$2; shift 2

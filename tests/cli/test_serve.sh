@@ -184,6 +184,18 @@ check("generate on second", d["id"] == "g2" and len(d["tokens"]) == 3, d)
 send({"type": "unload", "id": "u", "model": "second"})
 check("unloaded", recv() == {"type": "unloaded", "id": "u", "model": "second"})
 
+# an int8 cache (q8): about twice the blocks of f16 in the same memory
+send({"type": "load", "id": "l4", "model": "q8", "path": model, "kv_memory_mb": 4, "kv_dtype": "q8"})
+ev = recv()
+check("q8 cache loaded: more than 1.5x the f16 blocks",
+      ev.get("type") == "loaded" and ev.get("kv_dtype") == "q8"
+      and ev.get("kv_blocks", 0) > blocks_f16 * 3 // 2, ev)
+send({"type": "generate", "id": "g4", "model": "q8", "prompt": "2", "max_tokens": 5, "ignore_eos": True})
+d = until(lambda e: e.get("type") == "done")[-1]
+check("generate on the q8 cache", d["id"] == "g4" and len(d["tokens"]) == 5, d)
+send({"type": "unload", "id": "u4", "model": "q8"})
+check("q8 unloaded", recv() == {"type": "unloaded", "id": "u4", "model": "q8"})
+
 # dtype auto: bf16 for the BF16 checkpoint (f32 for the others above),
 # unless asked otherwise
 send({"type": "load", "id": "lb", "model": "b16", "path": bf16_model, "kv_memory_mb": 4})

@@ -216,6 +216,28 @@ def gen_bf16():
     R["mmbf.out"] = inp.bfloat16().double() @ w.bfloat16().double().T + b.double()
 
 
+def gen_q8():
+    """KV_Q8, the generation engine's int8 KV cache: each vector (a kv
+    head's key or value at one position) as round(x / scale) with scale =
+    max|x| / 127, x clamped to +-65504 first; torch.round rounds half to
+    even. Rows: random, huge (saturated), zero, and exact ties (scale a
+    power of two, so x / scale is exactly k + 0.5)."""
+    D = 64
+    x = randn(6, D, scale=3.0)
+    x[1] *= 1e5                                  # past binary16's range
+    x[2] = 0.0
+    x[3, 0] = 127 * 2**-4                        # scale 2^-4
+    x[3, 1:8] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5]) * 2**-4
+    x[3, 8:] = x[3, 8:].clamp(-7.0, 7.0)
+    x[4, :8] = torch.tensor([float("inf"), -1.0, 2.0, 3.0, -4.0, 5.0, 6.0, 7.0])
+    xc = x.clamp(-65504.0, 65504.0)
+    scale = xc.abs().amax(dim=1) / 127.0
+    q = torch.where(scale[:, None] > 0, torch.round(xc / scale[:, None]), torch.zeros_like(xc))
+    R["q8.x"] = x
+    R["q8.q"] = q.clamp(-127, 127)
+    R["q8.scale"] = scale
+
+
 def main():
     torch.manual_seed(1234)
     gen_matmul()
@@ -235,6 +257,7 @@ def main():
     # documents of 4, 5 and 3 tokens, then 5, 1 (a lone token), 4 and 2
     gen_attention("att_seg", B=2, T=12, NH=4, NKV=2, D=8, starts=[[0, 4, 9], [0, 5, 6, 10]])
     gen_bf16()
+    gen_q8()
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     write_ref(OUT, R)
     print("wrote %s: %d tensors, %d bytes" % (OUT, len(R), os.path.getsize(OUT)))

@@ -30,6 +30,12 @@
 #define GEN_RTOL 1e-4
 #define GEN_F16_ATOL 5e-2
 #define GEN_F16_RTOL 1e-2
+/* A KV_Q8 cache rounds each key and value to within half of 1/127 of its
+ * vector's largest magnitude, which moves the logits by up to ~0.4
+ * (measured: 0.37 on test_model, 0.07-0.11 on the fixtures; the greedy
+ * tokens still equal the full forward's argmax): GEN_Q8_ATOL/RTOL. */
+#define GEN_Q8_ATOL 0.6
+#define GEN_Q8_RTOL 5e-2
 /* dtype bf16 rounds every weight and every matmul input to bfloat16
  * (2^-9 relative): the logits move by up to ~0.2 (measured against the
  * fp32 full forward: 0.17 on test_model, 0.07-0.09 on the fixtures). */
@@ -246,7 +252,19 @@ Test(generate, kv_blocks_lowest_first)
  * (query heads 8, 4, 2 or 1 at a time: groups of 1..11 cover them all),
  * others the generic loop. A KV_F16 cache is checked against
  * attention_forward on keys and values rounded to binary16 (the attention
- * itself is fp32 either way), to the same tolerance. */
+ * itself is fp32 either way), to the same tolerance; a KV_Q8 one against
+ * keys and values quantized as q8_ref does. */
+
+/* x (D floats at stride 1) as KV_Q8 stores it, dequantized in place:
+ * scale = max|x| / 127, x = rint(x / scale) * scale (backend.h). */
+static void q8_ref(float *x, int D)
+{
+    float amax = 0.0f;
+    for (int d = 0; d < D; d++) amax = fmaxf(amax, fabsf(x[d]));
+    const float scale = amax / 127.0f;
+    for (int d = 0; d < D; d++) x[d] = scale > 0.0f ? rintf(x[d] / scale) * scale : 0.0f;
+}
+
 static void paged_attention_dt(enum kv_dtype dt, int D, int BS, int T, int NH, int NKV)
 {
     const struct backend *be = backend_cpu();
@@ -265,6 +283,8 @@ static void paged_attention_dt(enum kv_dtype dt, int D, int BS, int T, int NH, i
     float *kvr = malloc((size_t)B * T * Q * sizeof(float));    /* k, v as the cache holds them */
     for (int i = 0; i < B * T * Q; i++)
         kvr[i] = dt == KV_F16 && i % Q >= NH * D ? cpu_h2f(cpu_f2h(qkv[i])) : qkv[i];
+    for (int n = 0; dt == KV_Q8 && n < B * T; n++)
+        for (int h = 0; h < 2 * NKV; h++) q8_ref(kvr + (size_t)n * Q + (NH + h) * D, D);
     be->attention_forward(ref, att, qkv, Q, kvr + NH * D, Q, kvr + (NH + NKV) * D, Q, NULL,
                           B, T, NH, NKV, D);
     free(kvr);
@@ -320,6 +340,7 @@ static void paged_attention_heads(int D, int BS, int T, int NH, int NKV)
 {
     paged_attention_dt(KV_F32, D, BS, T, NH, NKV);
     paged_attention_dt(KV_F16, D, BS, T, NH, NKV);
+    paged_attention_dt(KV_Q8, D, BS, T, NH, NKV);
 }
 
 static void paged_attention_case(int D, int BS, int T) { paged_attention_heads(D, BS, T, 4, 2); }
@@ -392,8 +413,9 @@ static void paged_step_case(enum kv_dtype dt, int D, int BS, int T, int NH, int 
 
 Test(generate, paged_step_is_rope_store_attention)
 {
-    for (int dt = 0; dt < 2; dt++) {
-        const enum kv_dtype t = dt ? KV_F16 : KV_F32;
+    static const enum kv_dtype dts[] = {KV_F32, KV_F16, KV_Q8};
+    for (int dt = 0; dt < 3; dt++) {
+        const enum kv_dtype t = dts[dt];
         paged_step_case(t, 64, 16, 40, 8, 4, true);      /* prompts of 39 rows: 3 runs */
         paged_step_case(t, 64, 16, 13, 8, 4, true);      /* prompts of 12: one run each */
         paged_step_case(t, 32, 16, 30, 4, 2, false);     /* no rotation */
@@ -764,6 +786,10 @@ Test(generate, cache_matches_full_forward_f16)
 {
     cache_vs_full(KV_F16, true, GEN_F16_ATOL, GEN_F16_RTOL);
 }
+Test(generate, cache_matches_full_forward_q8)
+{
+    cache_vs_full(KV_Q8, true, GEN_Q8_ATOL, GEN_Q8_RTOL);
+}
 /* batch_invariant off: the matmuls go through matmul_forward on the
  * model's own weights (no packed copy), chunked prefill and decode alike */
 Test(generate, cache_matches_full_forward_unpacked)
@@ -828,6 +854,11 @@ Test(generate, cache_matches_full_forward_on_fixtures)
 Test(generate, cache_matches_full_forward_on_fixtures_f16)
 {
     cache_vs_full_fixtures(KV_F16, GEN_F16_ATOL, GEN_F16_RTOL);
+}
+
+Test(generate, cache_matches_full_forward_on_fixtures_q8)
+{
+    cache_vs_full_fixtures(KV_Q8, GEN_Q8_ATOL, GEN_Q8_RTOL);
 }
 
 /* dtype bf16 against the fp32 full forward */

@@ -323,6 +323,71 @@ Test(kernels, half_conversions)
     be->free(kv);
 }
 
+/* KV_Q8 (backend.h): each key and value vector as int8 q and one fp32
+ * scale, scale = max|x| / 127, q = x / scale rounded to nearest even;
+ * +-inf saturated to 65504 first, NaN stored as 0, zeros as zeros with
+ * scale 0. Keys transposed, values not, scales after both (keys', then
+ * values'). */
+Test(kernels, kv_cache_write_q8)
+{
+    enum { D = 16, BS = 16 };
+    const size_t vofs = (size_t)D * BS, stride = 2 * vofs + 2 * BS * sizeof(float);
+    int8_t *kv = be->alloc(stride);
+    cr_assert_not_null(kv);
+    memset(kv, 0x55, stride);
+    float k[2][D], v[2][D];
+    for (int d = 0; d < D; d++) {
+        k[0][d] = (float)d - 5.5f;      /* max |x| 9.5 */
+        v[0][d] = 1.0f;
+        k[1][d] = v[1][d] = 0.0f;
+    }
+    v[0][0] = NAN; v[0][1] = INFINITY; v[0][2] = -3e5f; v[0][3] = 600.0f;
+    int32_t table = 0, seq[2] = {0, 0}, pos[2] = {5, 6};
+    be->kv_cache_write(kv, KV_Q8, stride, vofs, &table, 1, seq, pos, &k[0][0], D, &v[0][0], D, 2,
+                       1, D, BS);
+    const float *ks = (const float *)(kv + 2 * vofs), *vs = ks + BS;
+    const float sk = 9.5f / 127.0f, sv = 65504.0f / 127.0f;
+    cr_expect_eq(ks[5], sk);
+    cr_expect_eq(vs[5], sv);
+    cr_expect(ks[6] == 0.0f && vs[6] == 0.0f);
+    for (int d = 0; d < D; d++) {
+        cr_expect_eq(kv[d * BS + 5], (int8_t)lrintf(k[0][d] / sk), "key %d: %d", d, kv[d * BS + 5]);
+        cr_expect_eq(kv[d * BS + 6], 0);
+        cr_expect_eq(kv[vofs + 6 * D + d], 0);
+        cr_expect_eq(kv[d * BS + 4], 0x55, "a neighbouring position was written");
+    }
+    const int8_t want_v[4] = {0, 127, -127, 1};     /* NaN, inf, -3e5 saturated, 600/515.8 */
+    for (int d = 0; d < D; d++)
+        cr_expect_eq(kv[vofs + 5 * D + d], d < 4 ? want_v[d] : 0, "value %d: %d", d,
+                     kv[vofs + 5 * D + d]);
+    be->free(kv);
+}
+
+/* KV_Q8 against torch (gen_ops.py's gen_q8): six vectors written as keys
+ * and values at positions 0..5, their integers and scales bitwise
+ * torch's (ties rounded to even, saturation, zeros, inf) */
+Test(kernels, kv_cache_write_q8_ref)
+{
+    enum { N = 6, D = 64, BS = 16 };
+    const float *x = reff("q8.x", N * D), *q = reff("q8.q", N * D), *sc = reff("q8.scale", N);
+    const size_t vofs = (size_t)D * BS, stride = 2 * vofs + 2 * BS * sizeof(float);
+    int8_t *kv = talloc(stride);
+    int32_t table = 0, seq[N] = {0}, pos[N];
+    for (int n = 0; n < N; n++) pos[n] = n;
+    be->kv_cache_write(kv, KV_Q8, stride, vofs, &table, 1, seq, pos, x, D, x, D, N, 1, D, BS);
+    const float *ks = (const float *)(kv + 2 * vofs), *vs = ks + BS;
+    int bad = 0;
+    for (int n = 0; n < N; n++) {
+        bad += memcmp(&ks[n], &sc[n], sizeof(float)) != 0;
+        bad += memcmp(&vs[n], &sc[n], sizeof(float)) != 0;
+        for (int d = 0; d < D; d++) {
+            const int want = (int)q[n * D + d];
+            bad += kv[d * BS + n] != want || kv[vofs + (size_t)n * D + d] != want;
+        }
+    }
+    cr_expect_eq(bad, 0, "%d integers or scales differ from torch's", bad);
+}
+
 /* ----------------------------------------------------------------- gemm */
 
 /* Copies the (rows,cols) matrix src (transposed if trans) into a buffer with
