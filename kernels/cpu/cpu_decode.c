@@ -987,7 +987,9 @@ cpu_rows_tile(int MR, int PF, int BF, float *o, int ldo, const void *xv, int ldx
              * shapes at 32 layers, 4 rows: 11.3-11.5 -> 8.0 ms; 8 layers,
              * 1 row: 1.20 -> 1.10 ms). The 4-row tail from L2 is faster
              * pinned (16 rows: 2.29-2.41 against 2.54-2.56 ms folded). */
+#if defined(__AVX512F__)   /* a 64-byte vector fits one register only there */
             if (MR > 4 || !PF) __asm__("" : "+v"(w0), "+v"(w1));
+#endif
             #pragma GCC unroll 12
             for (int i = 0; i < MR; i++) {
                 const cpu_v16 b = cpu_bcast16(x[(size_t)i * ldx + k]);
