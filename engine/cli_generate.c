@@ -128,12 +128,12 @@ int cli_generate(int argc, char **argv)
     cfg.dtype = wdt;
     if (n > cfg.max_seqs) cfg.max_seqs = (int)n;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
+    cfg.discard_matrices = true;    /* only generated with: the weights held once */
     c.results = calloc((size_t)n, sizeof *c.results);
     c.texts = calloc((size_t)n, sizeof *c.texts);
     if (!c.results || !c.texts) { fprintf(stderr, "generate: out of memory\n"); goto out; }
     e = gen_engine_new(m, tok, &cfg, cli_on_event, &c, err, sizeof err);
     if (!e) { fprintf(stderr, "generate: %s\n", err); goto out; }
-    if (gen_engine_pack(e) == 0) model_discard_matrices(m);   /* only generated with */
     const char *stops[1] = {stop};
     r.id = "cli";
     r.prompt = ids;

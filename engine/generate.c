@@ -124,7 +124,7 @@ struct gen_engine {
      * model's own weights), packed as cfg.dtype from m->params of version
      * packed_version; pk: their byte offsets, in the order of lin_shape. */
     char *packed;
-    size_t *pk, packed_bytes;
+    size_t *pk, packed_bytes, discarded_bytes;
     uint64_t packed_version;
     int32_t *d_tok, *d_pos, *d_seq, *d_tables, *d_rows;
     float *hsel, *lnsel, *d_logits;     /* (GEN_LOGITS_CHUNK, C|C|V) */
@@ -169,6 +169,7 @@ void gen_config_default(struct gen_config *c)
     c->max_step_tokens = 512;
     c->batch_invariant = true;
     c->dtype = W_F32;
+    c->discard_matrices = false;
 }
 
 const char *w_dtype_name(enum w_dtype dt)
@@ -227,9 +228,10 @@ enum { LIN_QKV, LIN_O, LIN_GU, LIN_DOWN };
 
 /* Packs the weights when params changed since they were last packed (at
  * creation; then after an optimizer step between GRPO's rollouts). A
- * model whose matrices were discarded (after gen_engine_pack) is never
- * trained again: its packing stays. */
-static void pack_weights(struct gen_engine *e)
+ * model whose matrices were discarded (discard_matrices) is never trained
+ * again: its packing stays. discard: each matrix (but a tied embedding
+ * table, which the lookups read) goes back to the backend once packed. */
+static void pack_weights(struct gen_engine *e, bool discard)
 {
     const struct model *m = e->m;
     if (!e->packed || e->packed_version == m->version || m->matrices_discarded) return;
@@ -241,6 +243,7 @@ static void pack_weights(struct gen_engine *e)
             m->be->rows_pack_glu(e->packed + e->pk[i], m->params + w, C, OC / 2, e->cfg.dtype);
         else
             m->be->rows_pack(e->packed + e->pk[i], m->params + w, C, OC, e->cfg.dtype);
+        if (discard && w != m->wte) m->be->discard(m->params + w, (size_t)C * OC * sizeof(float));
     }
     e->packed_version = m->version;
 }
@@ -369,7 +372,8 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
         e->work[t] = malloc(V * sizeof(float));
         if (!e->scr[t] || !e->work[t]) goto oom;
     }
-    pack_weights(e);
+    pack_weights(e, cfg->discard_matrices && be->discard);
+    if (cfg->discard_matrices && e->packed) e->discarded_bytes = model_discard_matrices(m);
     return e;
 oom:
     gen_engine_free(e);
@@ -962,7 +966,7 @@ static void forward(struct gen_engine *e, int N, int S, int maxb)
     const struct kv_cache *kv = e->kv;
     const int C = c->hidden_size, NKV = c->n_kv_heads, HD = c->head_dim;
     const float *P = m->params;
-    pack_weights(e);
+    pack_weights(e, false);
     be->upload(e->d_tok, e->h_tok, (size_t)N * sizeof(int32_t));
     be->upload(e->d_pos, e->h_pos, (size_t)N * sizeof(int32_t));
     be->upload(e->d_seq, e->h_seq, (size_t)N * sizeof(int32_t));
@@ -1175,16 +1179,10 @@ bool gen_idle(const struct gen_engine *e)
     return e->n_seqs == 0 && e->n_waiting == 0;
 }
 
-int gen_engine_pack(struct gen_engine *e)
-{
-    if (!e->packed) return -1;
-    pack_weights(e);
-    return 0;
-}
-
 void gen_stats_get(const struct gen_engine *e, struct gen_stats *st)
 {
     st->packed_bytes = (long long)e->packed_bytes;
+    st->discarded_bytes = (long long)e->discarded_bytes;
     st->active = e->n_seqs;
     st->waiting = e->n_waiting;
     st->kv_blocks_used = kv_cache_used(e->kv);

@@ -49,6 +49,14 @@ struct gen_config {
                                  * linear layers' inputs rounded to bf16
                                  * too, as a bf16 model runs on a GPU;
                                  * needs batch_invariant) */
+    bool discard_matrices;      /* default false; true: the model is only
+                                 * generated with from now on (serving), so
+                                 * each of its matrices goes back to the
+                                 * backend as soon as the engine has packed
+                                 * it (then model_discard_matrices): the
+                                 * weights are never held twice, not even
+                                 * while loading. Needs the packed copy
+                                 * (batch_invariant); ignored without. */
 };
 void gen_config_default(struct gen_config *c);
 /* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else.
@@ -135,15 +143,11 @@ struct gen_stats {
     int block_size;
     long long tokens_generated, tokens_prefilled, steps;
     long long packed_bytes;     /* the engine's packed copy of the weights */
+    long long discarded_bytes;  /* the model's matrices given back
+                                 * (discard_matrices) */
 };
 
 struct gen_engine;
-
-/* Packs the model's weights now, if the engine reads a packed copy
- * (batch_invariant on a backend with the packed ops): 0; -1 when it reads
- * the model's own. After 0 a serving-only model may give its matrices back
- * (model_discard_matrices): the engine no longer reads them. */
-int gen_engine_pack(struct gen_engine *e);
 
 /* An engine over m and tok (both borrowed; tok may be NULL: no text, no stop
  * strings). Returns a new engine (caller frees) or NULL with err filled. */

@@ -335,16 +335,16 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     cfg.max_seqs = (int)max_seqs;
     cfg.block_size = (int)block;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
+    /* served only: the engine reads its packed copy, so the model's own
+     * matrices go back as they are packed (the weights held once) */
+    cfg.discard_matrices = true;
     sm->e = gen_engine_new(sm->m, sm->tok, &cfg, on_event, sm, err, sizeof err);
     if (!sm->e) goto fail_model;
-    /* served only: the engine reads its packed copy, so the model's own
-     * matrices go back (the weights held once, not twice) */
-    const size_t given = gen_engine_pack(sm->e) == 0 ? model_discard_matrices(sm->m) : 0;
     sv->models[sv->n_models++] = sm;
     struct gen_stats st;
     gen_stats_get(sm->e, &st);
-    const double weights_mb = round(((double)sm->m->n_params * sizeof(float) - (double)given +
-                                     (double)st.packed_bytes) / 1e5) / 10;
+    const double weights_mb = round(((double)sm->m->n_params * sizeof(float) -
+                                     (double)st.discarded_bytes + (double)st.packed_bytes) / 1e5) / 10;
     json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:i, s:s, s:s, s:f}", "type", "loaded", "model", name,
                           "vocab_size", sm->m->cfg.vocab_size,
                           "max_position_embeddings", sm->m->cfg.max_position_embeddings,

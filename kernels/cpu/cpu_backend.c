@@ -94,7 +94,12 @@ static void cpu_copy(void *dst, const void *src, size_t nbytes)
  * and advised onto huge pages: decoding streams every weight once per
  * step, and with 4 KiB pages each page costs a TLB walk (a single
  * sequence's decode of the small model ran 20% faster on huge pages).
- * Where THP is off the advice is ignored and nothing else changes. */
+ * Where THP is off the advice is ignored and nothing else changes. They
+ * are zeroed by giving their pages back (MADV_DONTNEED: private anonymous
+ * memory reads as zeros, faulted in when first touched), so that memory
+ * is resident only once used: a KV pool as its blocks fill, a packed copy
+ * of the weights as it is written (while a served model gives its own
+ * back, matrix by matrix). */
 static void *cpu_alloc(size_t nbytes)
 {
     size_t rounded = (nbytes + 63) & ~(size_t)63;
@@ -105,13 +110,12 @@ static void *cpu_alloc(size_t nbytes)
         size_t huge = (rounded + CPU_HUGE_PAGE - 1) & ~(CPU_HUGE_PAGE - 1);
         if (huge < rounded) return NULL;
         p = aligned_alloc(CPU_HUGE_PAGE, huge);
-        if (p) {
-            madvise(p, huge, MADV_HUGEPAGE);    /* advice only: failure is harmless */
-            rounded = huge;
-        }
-    } else {
-        p = aligned_alloc(64, rounded);
+        if (!p) return NULL;
+        madvise(p, huge, MADV_HUGEPAGE);    /* advice only: failure is harmless */
+        if (madvise(p, huge, MADV_DONTNEED) != 0) cpu_zero(p, huge);
+        return p;
     }
+    p = aligned_alloc(64, rounded);
     if (p) cpu_zero(p, rounded);
     return p;
 }
