@@ -937,6 +937,14 @@ static void independent_of_batch(enum w_dtype dt)
 }
 
 Test(generate, output_independent_of_batch) { independent_of_batch(W_F32); }
+/* a KV_Q8 cache quantizes each vector alone: batches and block sizes
+ * leave the output bitwise as it was */
+Test(generate, output_independent_of_batch_q8)
+{
+    test_kv_dtype = KV_Q8;
+    independent_of_batch(W_F32);
+    test_kv_dtype = KV_F16;
+}
 
 /* Steps of requests 0..nreq-1 (request 0 with 2 samples, the others 1)
  * whose token or logits (V = 40) differ between collectors a and b; every
