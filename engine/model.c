@@ -189,7 +189,12 @@ struct model *model_load(const char *dir, const struct backend *be,
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     struct st_file *f = st_open(path, err, errlen);
     if (!f) { model_free(m); return NULL; }
-    float *host = calloc(m->n_params, sizeof(float));
+    /* tensor by tensor through one host buffer of the largest, each
+     * released from the mapping once uploaded: loading holds the model
+     * once (plus a tensor), not the file, a host copy and the model */
+    size_t most = 0;
+    for (int i = 0; i < m->n_views; i++) most = m->views[i].numel > most ? m->views[i].numel : most;
+    float *host = malloc((most ? most : 1) * sizeof(float)), *tmp = NULL;
     if (!host) { errmsg_set(err, errlen, "out of memory"); goto fail; }
     m->bf16_weights = true;
     for (int i = 0; i < m->n_views; i++) {
@@ -215,7 +220,9 @@ struct model *model_load(const char *dir, const struct backend *be,
                  path, v->name, got, want);
             goto fail;
         }
-        st_to_f32(t, host + v->offset);
+        st_to_f32(t, host);
+        be->upload(m->params + v->offset, host, v->numel * sizeof(float));
+        st_release(t);
     }
     /* Every tensor in the file must be one we use. */
     for (int i = 0; i < f->n_tensors; i++) {
@@ -225,11 +232,13 @@ struct model *model_load(const char *dir, const struct backend *be,
         if (cfg.tie_word_embeddings && strcmp(t->name, "lm_head.weight") == 0 &&
             t->ndim == 2 && t->shape[0] == cfg.vocab_size && t->shape[1] == cfg.hidden_size) {
             /* Some tied checkpoints also store lm_head: accept only a copy. */
-            float *tmp = malloc(t->numel * sizeof(float));
+            tmp = malloc(t->numel * sizeof(float));
             if (!tmp) { errmsg_set(err, errlen, "out of memory"); goto fail; }
             st_to_f32(t, tmp);
-            int same = memcmp(tmp, host + m->wte, t->numel * sizeof(float)) == 0;
+            be->download(host, m->params + m->wte, t->numel * sizeof(float));
+            const int same = memcmp(tmp, host, t->numel * sizeof(float)) == 0;
             free(tmp);
+            tmp = NULL;
             if (same) continue;
             errmsg_set(err, errlen, "%s: tensor \"lm_head.weight\" differs from the embeddings "
                  "but config.json says tie_word_embeddings is true", path);
@@ -239,13 +248,13 @@ struct model *model_load(const char *dir, const struct backend *be,
              path, t->name, cfg.arch == MODEL_ARCH_QWEN2 ? "Qwen2" : "Llama");
         goto fail;
     }
-    be->upload(m->params, host, m->n_params * sizeof(float));
     model_params_changed(m);
     free(host);
     st_close(f);
     return m;
 fail:
     free(host);
+    free(tmp);
     st_close(f);
     model_free(m);
     return NULL;

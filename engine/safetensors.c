@@ -346,6 +346,14 @@ void st_to_f32(const struct st_tensor *t, float *dst)
     }
 }
 
+void st_release(const struct st_tensor *t)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
+    const uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static int write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;

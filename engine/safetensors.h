@@ -41,6 +41,10 @@ void st_close(struct st_file *f);
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
 /* Converts t's elements to fp32 into dst (t->numel floats). */
 void st_to_f32(const struct st_tensor *t, float *dst);
+/* Unmaps the whole pages of t's data from this process (they stay in the
+ * page cache, and read the same if touched again): a loader that has
+ * converted t no longer carries the file in its resident memory. */
+void st_release(const struct st_tensor *t);
 
 /* One tensor to write: borrowed name, shape and fp32 data. */
 struct st_entry {

@@ -16,6 +16,7 @@
 #include "jsonl.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "proc_status.h"
 #include "rng.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -1002,22 +1003,6 @@ static void team_case(enum w_dtype dt)
     }
 }
 
-/* Resident memory of this process and its peak, bytes (/proc/self/status's
- * VmRSS and VmHWM). */
-static double status_bytes(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    cr_assert_not_null(f);
-    char line[256];
-    double kb = -1;
-    const size_t n = strlen(field);
-    while (kb < 0 && fgets(line, sizeof line, f))
-        if (!strncmp(line, field, n) && line[n] == ':') kb = atof(line + n + 1);
-    fclose(f);
-    cr_assert(kb >= 0, "no %s in /proc/self/status", field);
-    return kb * 1024;
-}
-
 /* A serving-only engine (discard_matrices) gives each of the model's
  * matrices back as soon as it has packed it: its tokens and logits stay
  * bitwise the same as an engine's that keeps them; against that engine,
@@ -1042,13 +1027,12 @@ Test(generate, discarded_matrices_serve_the_same)
         got[b] = calloc(1, sizeof *got[b]);
         got[b]->keep_logits = true;
         test_discard = b == 1;
-        FILE *clear = fopen("/proc/self/clear_refs", "w");     /* "5": VmHWM := VmRSS */
-        cr_assert(clear && fputs("5", clear) >= 0 && fclose(clear) == 0);
-        const double before = status_bytes("VmRSS");
+        proc_reset_peak();
+        const double before = proc_status_bytes("VmRSS");
         struct gen_engine *e = engine(m, NULL, got[b], 4, 8, 64, 0);
         test_discard = false;
-        rss[b] = status_bytes("VmRSS") - before;
-        peak[b] = status_bytes("VmHWM") - before;
+        rss[b] = proc_status_bytes("VmRSS") - before;
+        peak[b] = proc_status_bytes("VmHWM") - before;
         struct gen_stats st;
         gen_stats_get(e, &st);
         cr_assert_eq(m->matrices_discarded, b == 1);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "proc_status.h"
 #include "rng.h"
 #include "tests/ref_io.h"
 
@@ -203,6 +204,39 @@ static void rm_model_dir(const char *dir)
         unlink(p);
     }
     rmdir(dir);
+}
+
+/* model_load goes tensor by tensor, releasing each from the file's mapping
+ * once uploaded: its peak is the loaded model's own memory plus a tensor
+ * or two (a host copy of all parameters beside the model, and the mapped
+ * file, each added the parameters' size again). */
+Test(model, load_holds_the_model_once)
+{
+    struct model_config cfg = small_cfg(false);
+    cfg.hidden_size = 256;
+    cfg.head_dim = 64;
+    cfg.intermediate_size = 512;
+    cfg.n_layers = 12;
+    char err[512], dir[] = "/tmp/aha-peak-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    struct model *m = model_new(&cfg, backend_cpu(), err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    model_init_random(m, 3, 0.5f);
+    cr_assert_eq(model_save(m, dir, ST_F32, err, sizeof err), 0, "%s", err);
+    const double params = (double)m->n_params * sizeof(float);
+    model_free(m);
+    proc_reset_peak();
+    const double before = proc_status_bytes("VmRSS");
+    struct model *m2 = model_load(dir, backend_cpu(), err, sizeof err);
+    cr_assert_not_null(m2, "%s", err);
+    const double peak = proc_status_bytes("VmHWM") - before;
+    const double kept = proc_status_bytes("VmRSS") - before;
+    cr_expect(kept > 0.9 * params, "the model holds %.0f of %.0f bytes", kept, params);
+    cr_expect(peak < kept + 0.2 * params,
+              "loading peaked %.0f bytes above the loaded model's %.0f (parameters %.0f)",
+              peak - kept, kept, params);
+    model_free(m2);
+    rm_model_dir(dir);
 }
 
 Test(model, save_load_round_trip_is_bit_exact)
