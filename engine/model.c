@@ -340,22 +340,35 @@ int model_load_buffer(const struct model *m, float *buf, const char *prefix,
 {
     struct st_file *f = st_open(path, err, errlen);
     if (!f) return -1;
-    float *host = calloc(m->n_params, sizeof(float));
+    /* every tensor checked before buf is touched (a bad file changes
+     * nothing), then each through one buffer of the largest, as
+     * model_load */
+    float *host = NULL;
     int rc = -1;
-    if (!host) { errmsg_set(err, errlen, "out of memory"); goto out; }
-    for (int i = 0; i < m->n_views; i++) {
-        const struct param_view *v = &m->views[i];
-        char name[160];
-        snprintf(name, sizeof name, "%s%s", prefix, v->name);
-        const struct st_tensor *t = st_find(f, name);
-        if (!t || t->numel != v->numel) {
-            errmsg_set(err, errlen, "%s: tensor \"%s\" is %s", path, name,
-                 t ? "the wrong size" : "missing");
-            goto out;
+    size_t most = 1;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < m->n_views; i++) {
+            const struct param_view *v = &m->views[i];
+            char name[160];
+            snprintf(name, sizeof name, "%s%s", prefix, v->name);
+            const struct st_tensor *t = st_find(f, name);
+            if (!t || t->numel != v->numel) {
+                errmsg_set(err, errlen, "%s: tensor \"%s\" is %s", path, name,
+                     t ? "the wrong size" : "missing");
+                goto out;
+            }
+            if (pass == 0) {
+                most = v->numel > most ? v->numel : most;
+                continue;
+            }
+            if (!host && !(host = malloc(most * sizeof(float)))) {
+                errmsg_set(err, errlen, "out of memory");
+                goto out;
+            }
+            st_to_f32(t, host);
+            m->be->upload(buf + v->offset, host, v->numel * sizeof(float));
+            st_release(t);
         }
-        st_to_f32(t, host + v->offset);
-    }
-    m->be->upload(buf, host, m->n_params * sizeof(float));
     rc = 0;
 out:
     free(host);

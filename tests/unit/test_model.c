@@ -239,6 +239,56 @@ Test(model, load_holds_the_model_once)
     rm_model_dir(dir);
 }
 
+/* Optimizer state round-trips bitwise; a file missing one tensor (here
+ * the last one written) is refused, naming it, before the state in memory
+ * is touched. */
+Test(model, optimizer_state_round_trip_and_refusal)
+{
+    struct model_config cfg = small_cfg(true);
+    char err[512], dir[] = "/tmp/aha-opt-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    struct model *m = model_new(&cfg, backend_cpu(), err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    m->adam_m = m->be->alloc(m->n_params * sizeof(float));
+    m->adam_v = m->be->alloc(m->n_params * sizeof(float));
+    for (size_t i = 0; i < m->n_params; i++) {
+        m->adam_m[i] = (float)i * 0.5f;
+        m->adam_v[i] = (float)i * 0.25f;
+    }
+    cr_assert_eq(model_optimizer_save(m, dir, err, sizeof err), 0, "%s", err);
+    struct model *m2 = model_new(&cfg, backend_cpu(), err, sizeof err);
+    cr_assert_eq(model_optimizer_load(m2, dir, 7, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(memcmp(m2->adam_m, m->adam_m, m->n_params * sizeof(float)), 0);
+    cr_expect_eq(memcmp(m2->adam_v, m->adam_v, m->n_params * sizeof(float)), 0);
+    cr_expect_eq(m2->adam_t, 7);
+    /* exp_avg without its last tensor */
+    struct st_entry *e = calloc((size_t)m->n_views, sizeof *e);
+    for (int i = 0; i < m->n_views; i++) {
+        const struct param_view *v = &m->views[i];
+        static char names[64][160];
+        cr_assert_lt(i, 64);
+        snprintf(names[i], sizeof names[i], "exp_avg.%s", v->name);
+        e[i] = (struct st_entry){names[i], v->ndim, {v->shape[0], v->shape[1]}, m->adam_m + v->offset};
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    cr_assert_eq(st_write(path, e, m->n_views - 1, ST_F32, err, sizeof err), 0, "%s", err);
+    for (size_t i = 0; i < m->n_params; i++) m2->adam_m[i] = -1.0f;
+    cr_expect_neq(model_optimizer_load(m2, dir, 8, err, sizeof err), 0);
+    cr_expect(strstr(err, m->views[m->n_views - 1].name) && strstr(err, "missing"), "%s", err);
+    size_t touched = 0;
+    for (size_t i = 0; i < m->n_params; i++) touched += m2->adam_m[i] != -1.0f;
+    cr_expect_eq(touched, 0, "%zu values of the state in memory changed", touched);
+    free(e);
+    model_free(m2);
+    model_free(m);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/optimizer_v.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 Test(model, save_load_round_trip_is_bit_exact)
 {
     for (int q = 0; q < 2; q++) {
