@@ -268,7 +268,8 @@ Test(model, optimizer_state_round_trip_and_refusal)
         static char names[64][160];
         cr_assert_lt(i, 64);
         snprintf(names[i], sizeof names[i], "exp_avg.%s", v->name);
-        e[i] = (struct st_entry){names[i], v->ndim, {v->shape[0], v->shape[1]}, m->adam_m + v->offset};
+        e[i] = (struct st_entry){names[i], v->ndim, {v->shape[0], v->shape[1]},
+                                 m->adam_m + v->offset};
     }
     char path[256];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
