@@ -61,6 +61,15 @@ static inline float cpu_sat_half(float x)
     return x > 65504.0f ? 65504.0f : x < -65504.0f ? -65504.0f : x;
 }
 
+#if defined(__AVX512F__)
+/* cpu_sat_half of 16 lanes, the same bits (min and max return their second
+ * operand, x, when it is NaN). */
+static inline __m512 cpu_sat_half16(__m512 x)
+{
+    return _mm512_max_ps(_mm512_set1_ps(-65504.0f), _mm512_min_ps(_mm512_set1_ps(65504.0f), x));
+}
+#endif
+
 /* KV_Q8: the key scales of kv head g in block i of sequence table tbl,
  * (bs) floats; its value scales are vofs / D floats (NKV*bs) further. */
 static inline float *cpu_kv_scales(const void *kv, const int32_t *tbl, int i, int g,
@@ -80,7 +89,6 @@ static inline float cpu_q8_quant(int8_t *q, size_t qs, const float *x, int D)
      * second operand when either is NaN, vcvtps2dq rounds to nearest
      * even as lrintf does */
     if (D % 16 == 0) {
-        const __m512 hi = _mm512_set1_ps(65504.0f), lo = _mm512_set1_ps(-65504.0f);
         __m512 m = _mm512_setzero_ps();
         for (int d = 0; d < D; d += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + d)), m);
         const float amax = fminf(_mm512_reduce_max_ps(m), 65504.0f), scale = amax / 127.0f;
@@ -89,7 +97,7 @@ static inline float cpu_q8_quant(int8_t *q, size_t qs, const float *x, int D)
         for (int d = 0; d < D; d += 16) {
             const __m512 v = _mm512_loadu_ps(x + d);
             const __mmask16 num = scale > 0.0f ? _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q) : 0;
-            __m512 y = _mm512_maskz_div_ps(num, _mm512_max_ps(lo, _mm512_min_ps(hi, v)), vs);
+            __m512 y = _mm512_maskz_div_ps(num, cpu_sat_half16(v), vs);
             y = _mm512_max_ps(qlo, _mm512_min_ps(qhi, y));
             const __m128i b = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(y));
             if (qs == 1) {
@@ -137,13 +145,11 @@ static inline void cpu_kv_write_head(void *kv, enum kv_dtype dt, size_t block_st
         uint16_t *hk = (uint16_t *)dk, *hv = (uint16_t *)dv;
         int d = 0;
 #if defined(__AVX512F__)
-        /* 16 at a time, the same bits: min/max return x itself when it is
-         * NaN (the second operand), vcvtps2ph rounds to nearest even */
-        const __m512 hi = _mm512_set1_ps(65504.0f), lo = _mm512_set1_ps(-65504.0f);
+        /* 16 at a time, the same bits (vcvtps2ph rounds to nearest even) */
         for (; d + 16 <= D; d += 16) {
             uint16_t hk16[16];
-            const __m512 kk = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_loadu_ps(k + d)));
-            const __m512 vv = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_loadu_ps(v + d)));
+            const __m512 kk = cpu_sat_half16(_mm512_loadu_ps(k + d));
+            const __m512 vv = cpu_sat_half16(_mm512_loadu_ps(v + d));
             _mm256_storeu_si256((__m256i *)hk16, _mm512_cvtps_ph(kk, _MM_FROUND_TO_NEAREST_INT));
             _mm256_storeu_si256((__m256i *)(hv + d), _mm512_cvtps_ph(vv, _MM_FROUND_TO_NEAREST_INT));
             for (int i = 0; i < 16; i++) hk[(size_t)(d + i) * bs + j] = hk16[i];
