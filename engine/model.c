@@ -177,6 +177,16 @@ void model_init_random(struct model *m, uint64_t seed, float std)
 
 /* ------------------------------------------------------------ checkpoints */
 
+/* Elements of m's largest parameter (at least 1): the loaders convert and
+ * upload tensor by tensor through one host buffer of this size. */
+static size_t largest_view(const struct model *m)
+{
+    size_t most = 1;
+    for (int i = 0; i < m->n_views; i++)
+        if (m->views[i].numel > most) most = m->views[i].numel;
+    return most;
+}
+
 struct model *model_load(const char *dir, const struct backend *be,
                          char *err, size_t errlen)
 {
@@ -192,9 +202,7 @@ struct model *model_load(const char *dir, const struct backend *be,
     /* tensor by tensor through one host buffer of the largest, each
      * released from the mapping once uploaded: loading holds the model
      * once (plus a tensor), not the file, a host copy and the model */
-    size_t most = 0;
-    for (int i = 0; i < m->n_views; i++) most = m->views[i].numel > most ? m->views[i].numel : most;
-    float *host = malloc((most ? most : 1) * sizeof(float)), *tmp = NULL;
+    float *host = malloc(largest_view(m) * sizeof(float)), *tmp = NULL;
     if (!host) { errmsg_set(err, errlen, "out of memory"); goto fail; }
     m->bf16_weights = true;
     for (int i = 0; i < m->n_views; i++) {
@@ -341,36 +349,30 @@ int model_load_buffer(const struct model *m, float *buf, const char *prefix,
     struct st_file *f = st_open(path, err, errlen);
     if (!f) return -1;
     /* every tensor checked before buf is touched (a bad file changes
-     * nothing), then each through one buffer of the largest, as
-     * model_load */
-    float *host = NULL;
+     * nothing), then each through one buffer, as model_load */
     int rc = -1;
-    size_t most = 1;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < m->n_views; i++) {
-            const struct param_view *v = &m->views[i];
-            char name[160];
-            snprintf(name, sizeof name, "%s%s", prefix, v->name);
-            const struct st_tensor *t = st_find(f, name);
-            if (!t || t->numel != v->numel) {
-                errmsg_set(err, errlen, "%s: tensor \"%s\" is %s", path, name,
-                     t ? "the wrong size" : "missing");
-                goto out;
-            }
-            if (pass == 0) {
-                most = v->numel > most ? v->numel : most;
-                continue;
-            }
-            if (!host && !(host = malloc(most * sizeof(float)))) {
-                errmsg_set(err, errlen, "out of memory");
-                goto out;
-            }
-            st_to_f32(t, host);
-            m->be->upload(buf + v->offset, host, v->numel * sizeof(float));
-            st_release(t);
+    const struct st_tensor **ts = calloc((size_t)m->n_views, sizeof *ts);
+    float *host = malloc(largest_view(m) * sizeof(float));
+    if (!ts || !host) { errmsg_set(err, errlen, "out of memory"); goto out; }
+    for (int i = 0; i < m->n_views; i++) {
+        const struct param_view *v = &m->views[i];
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", prefix, v->name);
+        ts[i] = st_find(f, name);
+        if (!ts[i] || ts[i]->numel != v->numel) {
+            errmsg_set(err, errlen, "%s: tensor \"%s\" is %s", path, name,
+                 ts[i] ? "the wrong size" : "missing");
+            goto out;
         }
+    }
+    for (int i = 0; i < m->n_views; i++) {
+        st_to_f32(ts[i], host);
+        m->be->upload(buf + m->views[i].offset, host, m->views[i].numel * sizeof(float));
+        st_release(ts[i]);
+    }
     rc = 0;
 out:
+    free(ts);
     free(host);
     st_close(f);
     return rc;
