@@ -57,6 +57,7 @@ struct gen_req {
     int n_stop_ids;
     bool ignore_eos;
     int logprobs, prompt_logprobs;
+    int cached_tokens;              /* prompt positions from the prefix cache */
     int blocks_full;                /* worst-case blocks of one sample */
     int blocks_child;               /* blocks a forked sample may add */
     int blocks_total;               /* reservation of the whole request */
@@ -77,6 +78,9 @@ struct gen_seq {
     int32_t *blocks;
     int n_blocks, cap_blocks;
     int reserve;                    /* blocks promised, not yet taken */
+    int n_reg;                      /* blocks[0..n_reg) are in the prefix
+                                     * cache (or looked at for it) */
+    bool reg_off;                   /* registers no more blocks */
     struct rng rng;
     struct tok_stream *ts;
     char *text;
@@ -114,6 +118,8 @@ struct gen_engine {
                                      * forked or still to fork (<= max_seqs) */
     uint64_t seed_counter;
     int max_blocks_per_seq;
+    uint64_t prefix_version;        /* model version of the cached blocks */
+    long long prefix_queries, prefix_hits;
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
     float *x, *res, *ln, *qkv, *atty, *h;
@@ -170,6 +176,7 @@ void gen_config_default(struct gen_config *c)
     c->batch_invariant = true;
     c->dtype = W_F32;
     c->discard_matrices = false;
+    c->prefix_cache = false;
 }
 
 const char *w_dtype_name(enum w_dtype dt)
@@ -286,6 +293,14 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     e->kv = kv_cache_new(be, cfg->kv_dtype, c->n_layers, c->n_kv_heads, c->head_dim,
                          cfg->block_size, cfg->kv_bytes, err, errlen);
     if (!e->kv) { free(e); return NULL; }
+    if (cfg->prefix_cache && kv_cache_prefix_enable(e->kv)) {
+        errmsg_set(err, errlen, "out of memory for the prefix cache's index (%d blocks)",
+                   e->kv->n_blocks);
+        kv_cache_free(e->kv);
+        free(e);
+        return NULL;
+    }
+    e->prefix_version = m->version;
     add_eos(e, c->eos_token_id);
     if (tok) {
         static const char *const names[] = {"<|endoftext|>", "<|im_end|>", "<|eot_id|>",
@@ -563,6 +578,7 @@ static void emit_empty_done(struct gen_engine *e, const struct gen_req *r, int f
         ev.index = j;
         ev.finish = f;
         ev.prompt_tokens = r->n_prompt;
+        ev.cached_tokens = r->cached_tokens;
         ev.full_text = "";
         emit(e, &ev);
     }
@@ -639,6 +655,8 @@ static struct gen_seq *seq_fork(struct gen_engine *e, struct gen_seq *p, int ind
         kv_cache_block_copy(e->kv, s->blocks[shared], p->blocks[shared]);
     }
     s->n_cached = r->n_prompt;
+    s->n_reg = shared < p->n_reg ? shared : p->n_reg;
+    s->reg_off = p->reg_off || p->n_reg < shared;
     s->state = SEQ_DECODE;
     return s;
 }
@@ -707,6 +725,7 @@ static void emit_done(struct gen_engine *e, struct gen_seq *s, enum gen_finish f
     ev.index = s->index;
     ev.finish = f;
     ev.prompt_tokens = r->n_prompt;
+    ev.cached_tokens = r->cached_tokens;
     ev.completion_tokens = s->n_gen;
     ev.tokens = s->tokens + r->n_prompt;
     ev.token_logprobs = s->lps;
@@ -843,6 +862,60 @@ int gen_cancel(struct gen_engine *e, const char *id)
 
 /* ---------------------------------------------------------------- step */
 
+/* The prefix cache: a new sequence takes the cached blocks that hold its
+ * prompt's first tokens, each in place of a block of its promise, so it
+ * prefills from the first position not found. The block holding the
+ * prompt's last token is always computed (its logits are sampled from),
+ * and requests for prompt logprobs compute the whole prompt. */
+static void prefix_lookup(struct gen_engine *e, struct gen_seq *s)
+{
+    struct gen_req *r = s->req;
+    const int bs = e->cfg.block_size;
+    if (!e->kv->table || r->prompt_logprobs >= 0) return;
+    const int most = (r->n_prompt - 1) / bs;
+    e->prefix_queries += (long long)most * bs;
+    for (int32_t parent = -1; s->n_blocks < most;) {
+        const int32_t b = kv_cache_prefix_find(e->kv, parent, r->prompt + (size_t)s->n_blocks * bs);
+        if (b < 0) break;
+        s->reserve--;
+        kv_cache_unreserve(e->kv, 1);
+        kv_cache_block_ref(e->kv, b);
+        s->blocks[s->n_blocks++] = parent = b;
+    }
+    s->n_reg = s->n_blocks;
+    s->n_cached = r->cached_tokens = s->n_blocks * bs;
+    e->prefix_hits += r->cached_tokens;
+}
+
+/* After a forward: the blocks of this step's sequences that it filled go
+ * into the prefix cache (a block another sequence registered first with
+ * the same tokens stays the cached one; this sequence then stops
+ * registering, as its later blocks would follow an unregistered one). */
+static void prefix_register(struct gen_engine *e, int S)
+{
+    const int bs = e->cfg.block_size;
+    if (!e->kv->table) return;
+    for (int si = 0; si < S; si++) {
+        struct gen_seq *s = e->step_seqs[si];
+        for (; !s->reg_off && (s->n_reg + 1) * bs <= s->n_cached; s->n_reg++) {
+            const int32_t parent = s->n_reg ? s->blocks[s->n_reg - 1] : -1;
+            s->reg_off = !kv_cache_prefix_add(e->kv, s->blocks[s->n_reg], parent,
+                                              s->tokens + (size_t)s->n_reg * bs);
+        }
+    }
+}
+
+/* Cached blocks hold keys and values of the weights they were computed
+ * with: a change of weights (between GRPO's rollouts) empties the cache,
+ * and the running sequences stop registering theirs. */
+static void prefix_check_version(struct gen_engine *e)
+{
+    if (!e->kv->table || e->prefix_version == e->m->version) return;
+    kv_cache_prefix_clear(e->kv);
+    for (int i = 0; i < e->n_seqs; i++) e->seqs[i]->reg_off = true;
+    e->prefix_version = e->m->version;
+}
+
 static void admit(struct gen_engine *e)
 {
     while (e->wait_head) {
@@ -862,6 +935,7 @@ static void admit(struct gen_engine *e)
         e->n_slots += live;
         s->state = SEQ_PREFILL;
         e->seqs[e->n_seqs++] = s;
+        prefix_lookup(e, s);
     }
 }
 
@@ -1089,6 +1163,7 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
 
 static int step(struct gen_engine *e, char *err, size_t errlen)
 {
+    prefix_check_version(e);
     admit(e);
     if (e->n_seqs == 0) return e->n_waiting;
     int N = 0, S = 0, maxb = 1;
@@ -1134,6 +1209,7 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
     }
     forward(e, N, S, maxb);
     e->n_steps++;
+    prefix_register(e, S);
 
     /* logits for the rows that need them, a chunk at a time; a chunk has
      * at most max_seqs sampling rows, so its tasks fit (forks included). */
@@ -1192,4 +1268,7 @@ void gen_stats_get(const struct gen_engine *e, struct gen_stats *st)
     st->tokens_generated = e->n_generated;
     st->tokens_prefilled = e->n_prefilled;
     st->steps = e->n_steps;
+    st->kv_blocks_cached = e->kv->n_cached;
+    st->prefix_queries = e->prefix_queries;
+    st->prefix_hits = e->prefix_hits;
 }

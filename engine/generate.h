@@ -57,6 +57,20 @@ struct gen_config {
                                  * weights are never held twice, not even
                                  * while loading. Needs the packed copy
                                  * (batch_invariant); ignored without. */
+    bool prefix_cache;          /* default false; true: full KV blocks are
+                                 * kept after their sequence ends, keyed by
+                                 * the tokens up to their end, and a prompt
+                                 * that starts with the same tokens reuses
+                                 * them instead of computing them again
+                                 * (evicted least recently used first, only
+                                 * when a block is needed). Outputs are the
+                                 * same with or without a hit (bitwise with
+                                 * batch_invariant: a position's keys and
+                                 * values depend on the tokens up to it
+                                 * only). Requests with prompt_logprobs
+                                 * compute their whole prompt. A change of
+                                 * the model's weights (model_params_changed)
+                                 * empties the cache. */
 };
 void gen_config_default(struct gen_config *c);
 /* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else.
@@ -120,6 +134,8 @@ struct gen_event {
     /* DONE */
     enum gen_finish finish;
     int prompt_tokens, completion_tokens;
+    int cached_tokens;          /* prompt tokens whose keys and values came
+                                 * from the prefix cache */
     const int32_t *tokens;      /* (completion_tokens) generated ids, a
                                  * final stop/end id included */
     const float *token_logprobs;    /* (completion_tokens) */
@@ -145,6 +161,10 @@ struct gen_stats {
     long long packed_bytes;     /* the engine's packed copy of the weights */
     long long discarded_bytes;  /* the model's matrices given back
                                  * (discard_matrices) */
+    int kv_blocks_cached;       /* prefix cache: blocks kept without a
+                                 * sequence (free for use, evicted then) */
+    long long prefix_queries;   /* prompt tokens looked up in it */
+    long long prefix_hits;      /* of them, found (not computed again) */
 };
 
 struct gen_engine;

@@ -156,13 +156,14 @@ static void on_event(void *ctx, const struct gen_event *ev)
         json_t *toks = json_array();
         for (int i = 0; i < ev->completion_tokens; i++)
             json_array_append_new(toks, json_integer(ev->tokens[i]));
-        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:o, s:o, s:{s:i, s:i, s:i}}",
+        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:o, s:o, s:{s:i, s:i, s:i, s:{s:i}}}",
                               "type", "done", "id", ev->id, "index", ev->index,
                               "finish_reason", gen_finish_name(ev->finish),
                               "text", jsonl_text(ev->full_text, ev->full_len), "tokens", toks, "usage",
                               "prompt_tokens", ev->prompt_tokens,
                               "completion_tokens", ev->completion_tokens,
-                              "total_tokens", ev->prompt_tokens + ev->completion_tokens);
+                              "total_tokens", ev->prompt_tokens + ev->completion_tokens,
+                              "prompt_tokens_details", "cached_tokens", ev->cached_tokens);
         if (q->want_logprobs && ev->token_logprobs) {
             json_t *lps = json_array();
             for (int i = 0; i < ev->completion_tokens; i++)
@@ -299,7 +300,9 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     char err[1024] = "";
     const char *name = NULL, *path = NULL, *kv_dtype = "f16", *dtype = "auto";
     long long kv_mb = 256, max_seqs = 64, block = 16;
+    bool prefix_cache = true;
     if (get_str(msg, "model", &name, err, sizeof err) || get_str(msg, "path", &path, err, sizeof err) ||
+        get_bool(msg, "prefix_cache", &prefix_cache, err, sizeof err) ||
         get_str(msg, "kv_dtype", &kv_dtype, err, sizeof err) ||
         get_str(msg, "dtype", &dtype, err, sizeof err) ||
         get_int(msg, "kv_memory_mb", 1, 1 << 20, &kv_mb, err, sizeof err) ||
@@ -338,6 +341,7 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     /* served only: the engine reads its packed copy, so the model's own
      * matrices go back as they are packed (the weights held once) */
     cfg.discard_matrices = true;
+    cfg.prefix_cache = prefix_cache;
     sm->e = gen_engine_new(sm->m, sm->tok, &cfg, on_event, sm, err, sizeof err);
     if (!sm->e) goto fail_model;
     sv->models[sv->n_models++] = sm;
@@ -345,12 +349,13 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     gen_stats_get(sm->e, &st);
     const double weights_mb = round(((double)sm->m->n_params * sizeof(float) -
                                      (double)st.discarded_bytes + (double)st.packed_bytes) / 1e5) / 10;
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:i, s:s, s:s, s:f}", "type", "loaded", "model", name,
-                          "vocab_size", sm->m->cfg.vocab_size,
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:i, s:i, s:s, s:s, s:f, s:b}", "type", "loaded",
+                          "model", name, "vocab_size", sm->m->cfg.vocab_size,
                           "max_position_embeddings", sm->m->cfg.max_position_embeddings,
                           "tokenizer", sm->tok != NULL, "kv_blocks", st.kv_blocks_total,
                           "block_size", st.block_size, "kv_dtype", kv_dtype_name(dt),
-                          "dtype", w_dtype_name(cfg.dtype), "weights_mb", weights_mb);
+                          "dtype", w_dtype_name(cfg.dtype), "weights_mb", weights_mb,
+                          "prefix_cache", prefix_cache);
     if (id) json_object_set_new(o, "id", json_string(id));
     serve_send(sv, o);
     return;
@@ -511,12 +516,15 @@ static void do_stats(struct serve *sv, const char *id)
     for (int i = 0; i < sv->n_models; i++) {
         struct gen_stats st;
         gen_stats_get(sv->models[i]->e, &st);
-        json_array_append_new(models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I}",
+        json_array_append_new(models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:I}",
             "model", sv->models[i]->name, "active", st.active, "waiting", st.waiting,
             "kv_blocks_used", st.kv_blocks_used, "kv_blocks_total", st.kv_blocks_total,
             "kv_blocks_reserved", st.kv_blocks_reserved, "block_size", st.block_size,
             "tokens_generated", (json_int_t)st.tokens_generated,
-            "tokens_prefilled", (json_int_t)st.tokens_prefilled, "steps", (json_int_t)st.steps));
+            "tokens_prefilled", (json_int_t)st.tokens_prefilled, "steps", (json_int_t)st.steps,
+            "kv_blocks_cached", st.kv_blocks_cached,
+            "prefix_cache_queries", (json_int_t)st.prefix_queries,
+            "prefix_cache_hits", (json_int_t)st.prefix_hits));
     }
     json_t *o = json_pack("{s:s, s:i, s:o}", "type", "stats", "protocol", SERVE_PROTOCOL, "models", models);
     if (id) json_object_set_new(o, "id", json_string(id));

@@ -155,6 +155,8 @@ static void on_event(void *user, json_t *ev)
         json_t *pt = json_object_get(src, "prompt_tokens"),
                *ct = json_object_get(src, "completion_tokens");
         ch->prompt_tokens = json_is_integer(pt) ? (long)json_integer_value(pt) : 0;
+        json_t *cached = json_object_get(json_object_get(src, "prompt_tokens_details"), "cached_tokens");
+        ch->cached_tokens = json_is_integer(cached) ? (long)json_integer_value(cached) : 0;
         ch->completion_tokens =
             json_is_integer(ct) ? (long)json_integer_value(ct) : ch->tokens_seen;
         if (g->chat) {

@@ -55,17 +55,20 @@ void cpl_sse_text(struct gen_req *g, struct gen_choice *ch, const char *text, si
 
 json_t *cpl_usage_json(struct gen_req *g)
 {
-    long prompt = 0, completion = 0, reasoning = 0;
+    long prompt = 0, cached = 0, completion = 0, reasoning = 0;
     for (int i = 0; i < g->n_choices; i++) {
         struct gen_choice *ch = &g->choices[i];
-        if (i == 0 || ch->prompt_index != g->choices[i - 1].prompt_index)
+        if (i == 0 || ch->prompt_index != g->choices[i - 1].prompt_index) {
             prompt += ch->prompt_tokens;
+            cached += ch->cached_tokens;
+        }
         completion += ch->completion_tokens;
         reasoning += ch->reasoning_tokens;
     }
     json_t *u =
         json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)prompt, "completion_tokens",
                   (json_int_t)completion, "total_tokens", (json_int_t)(prompt + completion));
+    json_object_set_new(u, "prompt_tokens_details", json_pack("{s:I}", "cached_tokens", (json_int_t)cached));
     if (g->chat)
         json_object_set_new(u, "completion_tokens_details",
                             json_pack("{s:I}", "reasoning_tokens", (json_int_t)reasoning));

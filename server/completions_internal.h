@@ -25,6 +25,7 @@ struct gen_choice {
     sbuf reasoning, content; /* chat: split output; completions: content only */
     char finish_reason[32];
     long prompt_tokens, completion_tokens, reasoning_tokens, tokens_seen;
+    long cached_tokens;             /* prompt tokens the engine's prefix cache held */
     json_t *logprobs;        /* chat: [items]; completions: {tokens,...} */
     json_t *pending_lp;      /* chat stream: items not yet sent */
     json_t *prompt_logprobs; /* echo: the engine's prompt_logprobs event */

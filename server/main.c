@@ -49,6 +49,8 @@ static void usage(FILE *f)
             "  --dtype auto|f32|bf16  engine weights/matmul element type [AHA_DTYPE]\n"
             "                         (auto: bf16 for checkpoints stored in BF16, else f32)\n"
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
+            "  --prefix-cache on|off  reuse the KV blocks of prompts' common beginnings\n"
+            "                         [AHA_PREFIX_CACHE] (on)\n"
             "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
 
@@ -292,12 +294,19 @@ static int serve(int argc, char **argv, int first)
         fprintf(stderr, "aha-server: --dtype: expected auto, f32 or bf16, got \"%s\"\n", dtype);
         return 2;
     }
+    const char *prefix_cache = opt(argc, argv, "--prefix-cache", "AHA_PREFIX_CACHE", NULL);
+    if (prefix_cache && strcmp(prefix_cache, "on") != 0 && strcmp(prefix_cache, "off") != 0) {
+        fprintf(stderr, "aha-server: --prefix-cache: expected on or off, got \"%s\"\n", prefix_cache);
+        return 2;
+    }
     runs_max_runs = (int)max_runs;
     json_t *load_opts = json_object();
     if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
     if (max_seqs) json_object_set_new(load_opts, "max_seqs", json_integer(max_seqs));
     if (kv_dtype) json_object_set_new(load_opts, "kv_dtype", json_string(kv_dtype));
     if (dtype) json_object_set_new(load_opts, "dtype", json_string(dtype));
+    if (prefix_cache)
+        json_object_set_new(load_opts, "prefix_cache", json_boolean(strcmp(prefix_cache, "on") == 0));
     char err[1024];
     srv.pool = db_pool_new(srv.cfg.database_url, 8);
     srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);

@@ -116,6 +116,13 @@ assert (d1["layers"], d3["layers"]) == (1, 3), (d1, d3)
 assert d3["weights_mb"] > d1["weights_mb"], (d1, d3)
 PY
 
+# bench generate's prefix-cache line: a 40-token prompt finds its first 2
+# blocks of 16 cached
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 40 \
+  --layers 1 >"$tmp/lp" 2>/dev/null
+$PY -c "import json; r=[json.loads(l) for l in open('$tmp/lp')]; p=[x for x in r if x['bench']=='prefill_prefix_cache']; assert len(p)==1 and p[0]['prompt_tokens']==40 and p[0]['cached_tokens']==32 and p[0]['cached_ms']>0, r" \
+  && ok || bad "bench generate prefix cache"
+
 # bench generate --dtype bf16: the lines say so, and the bytes a step reads
 # are half of fp32's
 "$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \

@@ -72,7 +72,7 @@ check("ready", ev == {**ev, "type": "ready", "protocol": 1}, ev)
 send({"type": "load", "id": "l1", "model": "tiny", "path": model, "kv_memory_mb": 4})
 ev = recv()
 check("loaded", ev.get("type") == "loaded" and ev.get("id") == "l1" and ev.get("kv_blocks", 0) > 0
-      and ev.get("kv_dtype") == "f16" and ev.get("dtype") == "f32", ev)
+      and ev.get("kv_dtype") == "f16" and ev.get("dtype") == "f32" and ev.get("prefix_cache") is True, ev)
 blocks_f16 = ev.get("kv_blocks", 0)
 send({"type": "hello", "id": "h"})
 check("hello", recv() == {"type": "hello", "id": "h", "protocol": 1})
@@ -167,6 +167,38 @@ check("cancelled", d["finish_reason"] == "cancelled", d)
 send({"type": "stats", "id": "st2"})
 st = until(lambda e: e.get("id") == "st2")[-1]["models"][0]
 check("kv freed", st["kv_blocks_used"] == 0 and st["kv_blocks_reserved"] == 0 and st["active"] == 0, st)
+
+# prefix cache (on by default): the same 40-token prompt again reuses its
+# first 2 blocks of 16 and gives the same tokens and logprobs
+ids = [(7 * i) % 200 + 40 for i in range(40)]
+outs = []
+for k in range(2):
+    send({"type": "generate", "id": "pc%d" % k, "prompt_ids": ids, "max_tokens": 5, "temperature": 0,
+          "ignore_eos": True, "logprobs": 1})
+    outs.append(until(lambda e: e.get("type") == "done" and e.get("id") == "pc%d" % k)[-1])
+check("prefix cache: cached_tokens", outs[0]["usage"]["prompt_tokens_details"]["cached_tokens"] == 0 and
+      outs[1]["usage"]["prompt_tokens_details"]["cached_tokens"] == 32, outs)
+check("prefix cache: same output", outs[0]["tokens"] == outs[1]["tokens"] and
+      outs[0]["logprobs"] == outs[1]["logprobs"], outs)
+send({"type": "stats", "id": "st3"})
+st = until(lambda e: e.get("id") == "st3")[-1]["models"][0]
+check("prefix cache: stats", st["prefix_cache_hits"] >= 32 and st["prefix_cache_queries"] >= 64 and
+      st["kv_blocks_cached"] > 0 and st["kv_blocks_used"] == 0, st)
+send({"type": "load", "id": "lp", "model": "nocache", "path": model, "kv_memory_mb": 4,
+      "prefix_cache": False})
+ev = recv()
+check("prefix cache off: loaded", ev.get("type") == "loaded" and ev.get("prefix_cache") is False, ev)
+for k in range(2):
+    send({"type": "generate", "id": "nc%d" % k, "model": "nocache", "prompt_ids": ids, "max_tokens": 5,
+          "temperature": 0, "ignore_eos": True})
+    d = until(lambda e: e.get("type") == "done" and e.get("id") == "nc%d" % k)[-1]
+check("prefix cache off: nothing cached", d["usage"]["prompt_tokens_details"]["cached_tokens"] == 0 and
+      d["tokens"] == outs[0]["tokens"], d)
+send({"type": "unload", "id": "up", "model": "nocache"})
+check("prefix cache off: unloaded", recv().get("type") == "unloaded")
+send({"type": "load", "id": "lq", "model": "q", "path": model, "prefix_cache": "yes"})
+ev = recv()
+check("prefix_cache type", ev.get("type") == "error" and "\"prefix_cache\"" in ev.get("message", ""), ev)
 
 # a second resident model, generate on each, unload one
 send({"type": "load", "id": "l3", "model": "second", "path": model, "kv_memory_mb": 4, "kv_dtype": "f32",

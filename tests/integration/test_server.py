@@ -845,7 +845,22 @@ def run_real_engine_suite(args, pg, base):
             u = body["usage"]
             assert u["completion_tokens"] >= 1 and u["prompt_tokens"] >= 1, u
             assert "reasoning_tokens" in u["completion_tokens_details"]
-        check("real engine: chat completion", real_chat)
+            # the same long prompt again: its first whole KV blocks come from
+            # the engine's prefix cache, the output is the same
+            msgs = user("What is " + " + ".join(str(i) for i in range(12)) + "?")
+            outs = []
+            for _ in range(2):
+                st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                      {"model": "tiny-real", "messages": msgs, "max_tokens": 6, "temperature": 0},
+                                      key=key, timeout=120)
+                eq(st, 200, "status %r" % (body,))
+                outs.append(body)
+            u0, u1 = outs[0]["usage"], outs[1]["usage"]
+            eq(u0["prompt_tokens_details"]["cached_tokens"], 0, "first: nothing cached")
+            eq(u1["prompt_tokens_details"]["cached_tokens"], (u1["prompt_tokens"] - 1) // 16 * 16, "second: cached")
+            assert u1["prompt_tokens"] > 16, u1
+            eq(outs[0]["choices"][0]["message"], outs[1]["choices"][0]["message"], "same output")
+        check("real engine: chat completion, prefix cache", real_chat)
 
         def real_stream():
             st, raw, _ = stream(srv, "/v1/completions",

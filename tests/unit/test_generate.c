@@ -49,6 +49,7 @@ static enum kv_dtype test_kv_dtype = KV_F16;
 static bool test_batch_invariant = true;
 static enum w_dtype test_dtype = W_F32;
 static bool test_discard = false;
+static bool test_prefix_cache = false;
 
 static struct model_config test_cfg(int V)
 {
@@ -99,7 +100,7 @@ struct sample_out {
     bool done;
     enum gen_finish finish;
     char full[1024];
-    int completion_tokens, done_tokens;
+    int completion_tokens, done_tokens, cached_tokens;
 };
 
 struct collector {
@@ -156,6 +157,7 @@ static void on_event(void *ctx, const struct gen_event *ev)
         memcpy(o->full, ev->full_text, ev->full_len);
         o->full[ev->full_len] = 0;
         o->done_tokens = ev->completion_tokens;
+        o->cached_tokens = ev->cached_tokens;
         for (int i = 0; i < ev->completion_tokens && i < o->n; i++)
             cr_assert_eq(ev->tokens[i], o->tok[i], "done tokens differ from streamed ones");
     }
@@ -193,6 +195,7 @@ static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
     cfg.batch_invariant = test_batch_invariant;
     cfg.dtype = test_dtype;
     cfg.discard_matrices = test_discard;
+    cfg.prefix_cache = test_prefix_cache;
     char err[256];
     c->V = m->cfg.vocab_size;
     struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
@@ -1140,6 +1143,311 @@ Test(generate, n_samples_share_prefill)
     free(f);
     gen_engine_free(e);
     free(c); free(d);
+    model_free(m);
+}
+
+/* ---------------------------------------------------------- prefix cache */
+
+/* The prefix registry of kv_cache against a plain model of it, over
+ * random chains registered, referenced, released and evicted in a pool of
+ * 24 blocks (a table of 64 slots, so probes wrap and removals shift
+ * entries back): every registered block is found under its key and no
+ * other, cached blocks are exactly the registered ones without references
+ * and count as free, allocation takes a free block before a cached one
+ * and the least recently released cached one first, and a block whose
+ * predecessor was evicted is not found through the predecessor's new
+ * contents. */
+Test(generate, kv_prefix_registry)
+{
+    enum { NB = 24, BS = 2 };
+    char err[256];
+    const size_t block = (size_t)2 * 1 * 1 * BS * 8 * sizeof(float);
+    struct kv_cache *kv = kv_cache_new(backend_cpu(), KV_F32, 1, 1, 8, BS, NB * block, err, sizeof err);
+    cr_assert_not_null(kv, "%s", err);
+    cr_assert_eq(kv_cache_prefix_enable(kv), 0);
+    cr_assert_eq(kv->table_mask + 1, 64);
+    /* chain 0 -> 1 -> 2 */
+    const int32_t t[3][BS] = {{1, 2}, {3, 4}, {5, 6}};
+    int32_t b[3];
+    for (int i = 0; i < 3; i++) {
+        b[i] = kv_cache_block_alloc(kv);
+        cr_assert(kv_cache_prefix_add(kv, b[i], i ? b[i - 1] : -1, t[i]));
+    }
+    cr_expect_eq(kv_cache_prefix_find(kv, -1, t[0]), b[0]);
+    cr_expect_eq(kv_cache_prefix_find(kv, b[0], t[1]), b[1]);
+    cr_expect_eq(kv_cache_prefix_find(kv, -1, t[1]), -1, "found a block after the wrong parent");
+    cr_expect_eq(kv_cache_prefix_find(kv, b[1], t[1]), -1);
+    /* a second block with a registered key is refused, the first kept */
+    int32_t dup = kv_cache_block_alloc(kv);
+    cr_expect(!kv_cache_prefix_add(kv, dup, -1, t[0]));
+    cr_expect(kv_cache_prefix_add(kv, b[0], -1, t[0]), "re-adding a block under its key");
+    kv_cache_block_unref(kv, dup);
+    /* released: cached, free to allocate, released order kept */
+    kv_cache_block_unref(kv, b[2]);
+    kv_cache_block_unref(kv, b[0]);
+    kv_cache_block_unref(kv, b[1]);
+    cr_expect_eq(kv->n_cached, 3);
+    cr_expect_eq(kv_cache_used(kv), 0);
+    cr_expect_eq(kv_cache_prefix_find(kv, b[0], t[1]), b[1]);
+    /* taken back by a reference, then released again (now the newest) */
+    kv_cache_block_ref(kv, b[2]);
+    cr_expect_eq(kv->n_cached, 2);
+    cr_expect_eq(kv_cache_used(kv), 1);
+    kv_cache_block_unref(kv, b[2]);
+    /* the 21 free blocks go first, then the cached ones, oldest released
+     * first: b[0], b[1], b[2] */
+    int32_t all[NB];
+    for (int i = 0; i < NB - 3; i++) {
+        all[i] = kv_cache_block_alloc(kv);
+        cr_assert(all[i] != b[0] && all[i] != b[1] && all[i] != b[2], "a cached block went first");
+    }
+    cr_expect_eq(kv_cache_block_alloc(kv), b[0]);
+    cr_expect_eq(kv_cache_prefix_find(kv, -1, t[0]), -1, "an evicted block is still found");
+    cr_expect_eq(kv_cache_prefix_find(kv, b[0], t[1]), -1, "found through an evicted parent");
+    /* b[0] reused for other tokens: b[1] still not reachable through it */
+    const int32_t other[BS] = {9, 9};
+    cr_assert(kv_cache_prefix_add(kv, b[0], -1, other));
+    cr_expect_eq(kv_cache_prefix_find(kv, b[0], t[1]), -1, "found a child of the block's old contents");
+    cr_expect_eq(kv_cache_block_alloc(kv), b[1]);
+    cr_expect_eq(kv_cache_block_alloc(kv), b[2]);
+    cr_expect_eq(kv_cache_block_alloc(kv), -1);
+    cr_expect_eq(kv->n_cached, 0);
+    kv_cache_free(kv);
+
+    /* random operations against a model: key -> block */
+    kv = kv_cache_new(backend_cpu(), KV_F32, 1, 1, 8, BS, NB * block, err, sizeof err);
+    cr_assert_not_null(kv, "%s", err);
+    cr_assert_eq(kv_cache_prefix_enable(kv), 0);
+    struct rng g;
+    rng_seed(&g, 11);
+    int32_t held[NB], nheld = 0;
+    int32_t mparent[NB], mtok[NB][BS];
+    bool mreg[NB] = {false};
+    for (int it = 0; it < 20000; it++) {
+        const int op = (int)(rng_next(&g) % 4);
+        if (op < 2) {
+            int32_t nb = kv_cache_block_alloc(kv);
+            if (nb < 0) { cr_assert_eq(nheld, NB); continue; }
+            mreg[nb] = false;       /* evicted, or never registered */
+            held[nheld++] = nb;
+            /* register under a random small key after a random registered
+             * parent (or none) */
+            int32_t par = -1;
+            int32_t cand = (int32_t)(rng_next(&g) % NB);
+            if (rng_next(&g) % 2 && mreg[cand] && cand != nb) par = cand;
+            int32_t tk[BS] = {(int32_t)(rng_next(&g) % 3), (int32_t)(rng_next(&g) % 3)};
+            int32_t found = kv_cache_prefix_find(kv, par, tk);
+            bool added = kv_cache_prefix_add(kv, nb, par, tk);
+            cr_assert_eq(added, found < 0, "add %d: found %d", added, found);
+            if (added) {
+                mreg[nb] = true;
+                mparent[nb] = par;
+                memcpy(mtok[nb], tk, sizeof tk);
+            }
+        } else if (nheld) {
+            int i = (int)(rng_next(&g) % (uint64_t)nheld);
+            kv_cache_block_unref(kv, held[i]);
+            held[i] = held[--nheld];
+        }
+        /* a parent evicted since: its children are unreachable, as the
+         * model says when the parent's registration is newer */
+        int cached = 0;
+        for (int32_t x = 0; x < NB; x++) {
+            cr_assert_eq(kv->registered[x] != 0, mreg[x], "block %d registration", x);
+            if (!mreg[x]) continue;
+            if (kv->refs[x] == 0) cached++;
+            const int32_t p = mparent[x];
+            if (p >= 0 && (!mreg[p] || kv->gen[p] != kv->parent_gen[x])) continue;
+            cr_assert_eq(kv_cache_prefix_find(kv, p, mtok[x]), x, "block %d not found", x);
+        }
+        cr_assert_eq(kv->n_cached, cached);
+        cr_assert_eq(kv_cache_used(kv), nheld);
+    }
+    kv_cache_prefix_clear(kv);
+    for (int32_t x = 0; x < NB; x++) cr_assert(!kv->registered[x]);
+    cr_assert_eq(kv->n_cached, 0);
+    cr_assert_eq(kv_cache_used(kv), nheld);
+    for (int i = 0; i < NB - nheld; i++) cr_assert_geq(kv_cache_block_alloc(kv), 0);
+    cr_assert_eq(kv_cache_block_alloc(kv), -1);
+    kv_cache_free(kv);
+}
+
+/* A prompt whose first blocks another request computed reuses them and
+ * gives bitwise the tokens, logprobs and logits of an engine without the
+ * cache: after an unrelated prompt sharing 3 blocks, while a request
+ * holding them runs (two at once), with n = 3 samples, and for a prompt
+ * ending on a block boundary (its last block is computed again). Prompt
+ * logprobs compute the whole prompt. */
+Test(generate, prefix_cache_reuses_blocks_bitwise)
+{
+    enum { V = 40, P = 14, M = 10 };
+    const int32_t a[P] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7};
+    int32_t x[P];
+    memcpy(x, a, sizeof x);
+    x[12] = 20;                             /* shares blocks 0-2 (bs 4) */
+    struct model *m = test_model(V, 21);
+    static struct collector ref, c;
+    ref.keep_logits = c.keep_logits = true;
+    /* reference: no cache; request 0 greedy, 1 seeded n = 3 with logprobs */
+    struct gen_engine *e = engine(m, NULL, &ref, 4, 8, 64, 0);
+    submit(e, "a", 0, a, P, 1, M, 0.0f, false, 0);
+    submit(e, "s", 1, a, P, 3, M, 1.0f, true, 5);
+    submit(e, "b", 2, a, 12, 1, M, 0.0f, false, 0);
+    run_to_idle(e);
+    gen_engine_free(e);
+
+    test_prefix_cache = true;
+    e = engine(m, NULL, &c, 4, 8, 64, 0);
+    submit(e, "x", 7, x, P, 1, 4, 0.0f, false, 0);
+    run_to_idle(e);
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.prefix_hits, 0);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    cr_expect_eq(st.kv_blocks_cached, 4, "blocks kept: %d", st.kv_blocks_cached);
+    submit(e, "a", 0, a, P, 1, M, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect_eq(c.s[0][0].cached_tokens, 12);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.prefix_hits, 12);
+    cr_expect_eq(st.prefix_queries, 12 + 12);
+    cr_expect_eq(st.tokens_prefilled, P + 2, "prefilled %lld: the cached positions again?",
+                 st.tokens_prefilled);
+    /* two at once while nothing runs: both take the cached blocks (the
+     * first prefills the rest of its prompt, the second too) */
+    submit(e, "s", 1, a, P, 3, M, 1.0f, true, 5);
+    submit(e, "b", 2, a, 12, 1, M, 0.0f, false, 0);
+    char err[256];
+    cr_assert_gt(gen_step(e, err, sizeof err), 0, "%s", err);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.active, 4);
+    run_to_idle(e);
+    cr_expect_eq(c.s[1][0].cached_tokens, 12);
+    cr_expect_eq(c.s[1][2].cached_tokens, 12);
+    cr_expect_eq(c.s[2][0].cached_tokens, 8, "a 12-token prompt computes its last block");
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < (r == 1 ? 3 : 1); i++) {
+            const struct sample_out *o = &c.s[r][i], *w = &ref.s[r][i];
+            cr_assert(o->done && o->n == M && w->n == M, "request %d sample %d", r, i);
+            cr_expect_arr_eq(o->tok, w->tok, M * sizeof(int32_t), "request %d sample %d tokens", r, i);
+            cr_expect_arr_eq(o->lp, w->lp, M * sizeof(float), "request %d sample %d logprobs", r, i);
+            for (int t = 0; t < M; t++)
+                cr_expect(!memcmp(o->logits[t], w->logits[t], V * sizeof(float)),
+                          "request %d sample %d: logits of token %d differ", r, i, t);
+        }
+    /* prompt logprobs: the whole prompt computed, the same figures */
+    static struct collector p1, p2;
+    struct gen_request rq;
+    gen_request_default(&rq);
+    rq.id = "lp";
+    rq.prompt = a;
+    rq.n_prompt = P;
+    rq.max_tokens = 1;
+    rq.sampling.temperature = 0;
+    rq.prompt_logprobs = 2;
+    struct gen_engine *e2 = engine(m, NULL, &p2, 4, 8, 64, 0);
+    cr_assert_eq(gen_submit(e2, &rq, err, sizeof err), 0, "%s", err);
+    run_to_idle(e2);
+    gen_engine_free(e2);
+    gen_engine_free(e);
+    e = engine(m, NULL, &p1, 4, 8, 64, 0);
+    submit(e, "warm", 3, a, P, 1, 1, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_assert_eq(gen_submit(e, &rq, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    cr_expect_eq(p1.s[0][0].cached_tokens, 0);
+    cr_expect_arr_eq(p1.prompt_lp + 1, p2.prompt_lp + 1, (P - 1) * sizeof(float));
+    test_prefix_cache = false;
+    gen_engine_free(e);
+    collector_free(&ref);
+    collector_free(&c);
+    model_free(m);
+}
+
+/* A pool of 6 blocks (bs 4), too small to keep what finished: cached
+ * blocks are evicted least recently released first as new sequences need
+ * them, a request needing the whole pool still runs, and the outputs stay
+ * those of an engine without the cache. A change of weights empties the
+ * cache. */
+Test(generate, prefix_cache_eviction_and_weight_changes)
+{
+    enum { V = 40 };
+    const int32_t a[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, b[9] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+    const int32_t c13[13] = {4, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 1};
+    int32_t d21[21];
+    for (int i = 0; i < 21; i++) d21[i] = (i * 7) % V;
+    struct model *m = test_model(V, 22);
+    const struct model_config cfg = m->cfg;
+    const size_t block = (size_t)cfg.n_layers * 2 * cfg.n_kv_heads * 4 * cfg.head_dim *
+                         kv_dtype_size(test_kv_dtype);
+    static struct collector ref, c;
+    struct gen_engine *e = engine(m, NULL, &ref, 4, 8, 64, 6 * block);
+    submit(e, "a", 0, a, 9, 1, 1, 0.0f, false, 0);
+    submit(e, "b", 1, b, 9, 1, 1, 0.0f, false, 0);
+    submit(e, "c", 2, c13, 13, 1, 4, 0.0f, false, 0);
+    submit(e, "d", 3, d21, 21, 1, 4, 0.0f, false, 0);
+    run_to_idle(e);
+    gen_engine_free(e);
+    test_prefix_cache = true;
+    e = engine(m, NULL, &c, 4, 8, 64, 6 * block);
+    struct gen_stats st;
+    gen_stats_get(e, &st);
+    cr_assert_eq(st.kv_blocks_total, 6);
+    /* a and b: 3 blocks each, their first 2 (full) kept */
+    submit(e, "a", 0, a, 9, 1, 1, 0.0f, false, 0);
+    run_to_idle(e);
+    submit(e, "b", 1, b, 9, 1, 1, 0.0f, false, 0);
+    run_to_idle(e);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.kv_blocks_cached, 4, "%d", st.kv_blocks_cached);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    /* c: 16 positions, 4 blocks: the 2 free ones, then a's 2 (released
+     * first) */
+    submit(e, "c", 2, c13, 13, 1, 4, 0.0f, false, 0);
+    run_to_idle(e);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.kv_blocks_cached, 6, "%d", st.kv_blocks_cached);
+    memset(&c.s[0], 0, sizeof c.s[0]);
+    memset(&c.s[1], 0, sizeof c.s[1]);
+    submit(e, "b", 1, b, 9, 1, 1, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect_eq(c.s[1][0].cached_tokens, 8, "b's blocks were evicted before a's");
+    submit(e, "a", 0, a, 9, 1, 1, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect_eq(c.s[0][0].cached_tokens, 0, "a's evicted blocks were found");
+    /* d needs all 6 blocks: every cached one goes */
+    submit(e, "d", 3, d21, 21, 1, 4, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect_eq(c.s[3][0].cached_tokens, 0);
+    gen_stats_get(e, &st);
+    cr_expect_eq(st.kv_blocks_cached, 6, "d's 6 full blocks: %d", st.kv_blocks_cached);
+    const int M[4] = {1, 1, 4, 4};
+    for (int r = 0; r < 4; r++) {
+        cr_assert_eq(c.s[r][0].n, M[r], "request %d", r);
+        cr_expect_arr_eq(c.s[r][0].tok, ref.s[r][0].tok, M[r] * sizeof(int32_t), "request %d", r);
+        cr_expect_arr_eq(c.s[r][0].lp, ref.s[r][0].lp, M[r] * sizeof(float), "request %d", r);
+    }
+    /* new weights: nothing cached is used, the outputs are the new model's */
+    model_init_random(m, 23, 0.5f);
+    memset(&c.s[3], 0, sizeof c.s[3]);
+    submit(e, "d", 3, d21, 21, 1, 4, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect_eq(c.s[3][0].cached_tokens, 0, "blocks of the old weights were used");
+    static struct collector fresh;
+    struct gen_engine *e2 = engine(m, NULL, &fresh, 4, 8, 64, 6 * block);
+    submit(e2, "d", 3, d21, 21, 1, 4, 0.0f, false, 0);
+    run_to_idle(e2);
+    cr_assert_eq(c.s[3][0].n, 4);
+    cr_expect_arr_eq(c.s[3][0].tok, fresh.s[3][0].tok, 4 * sizeof(int32_t));
+    cr_expect_arr_eq(c.s[3][0].lp, fresh.s[3][0].lp, 4 * sizeof(float));
+    /* the test shows something: the cache would have been used */
+    memset(&c.s[3], 0, sizeof c.s[3]);
+    submit(e, "d", 3, d21, 21, 1, 4, 0.0f, false, 0);
+    run_to_idle(e);
+    cr_expect_eq(c.s[3][0].cached_tokens, 20);
+    test_prefix_cache = false;
+    gen_engine_free(e2);
+    gen_engine_free(e);
     model_free(m);
 }
 
