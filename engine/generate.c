@@ -862,29 +862,39 @@ int gen_cancel(struct gen_engine *e, const char *id)
 
 /* ---------------------------------------------------------------- step */
 
-/* The prefix cache: a new sequence takes the cached blocks that hold its
- * prompt's first tokens, each in place of a block of its promise, so it
- * prefills from the first position not found. The block holding the
- * prompt's last token is always computed (its logits are sampled from),
- * and requests for prompt logprobs compute the whole prompt. */
-static void prefix_lookup(struct gen_engine *e, struct gen_seq *s)
+/* The prefix cache: the blocks that hold the first tokens of r's prompt,
+ * up to the one before the block of its last token (always computed: its
+ * logits are sampled from); none for prompt logprobs (every position
+ * computed). Returns how many; *in_use: of them, those some sequence holds
+ * now (taking them costs no free block). With s (r's new sequence 0,
+ * admitted) they become its first blocks, each cached one in place of a
+ * block of its promise, and it prefills from the first position not
+ * found. */
+static int prefix_walk(struct gen_engine *e, struct gen_req *r, struct gen_seq *s, int *in_use)
 {
-    struct gen_req *r = s->req;
-    const int bs = e->cfg.block_size;
-    if (!e->kv->table || r->prompt_logprobs >= 0) return;
-    const int most = (r->n_prompt - 1) / bs;
-    e->prefix_queries += (long long)most * bs;
-    for (int32_t parent = -1; s->n_blocks < most;) {
-        const int32_t b = kv_cache_prefix_find(e->kv, parent, r->prompt + (size_t)s->n_blocks * bs);
+    const int bs = e->cfg.block_size, most = (r->n_prompt - 1) / bs;
+    int n = 0;
+    *in_use = 0;
+    if (!e->kv->table || r->prompt_logprobs >= 0) return 0;
+    for (int32_t b = -1; n < most; n++) {
+        b = kv_cache_prefix_find(e->kv, b, r->prompt + (size_t)n * bs);
         if (b < 0) break;
-        s->reserve--;
-        kv_cache_unreserve(e->kv, 1);
+        *in_use += e->kv->refs[b] > 0;
+        if (!s) continue;
+        if (e->kv->refs[b] == 0) {
+            s->reserve--;
+            kv_cache_unreserve(e->kv, 1);
+        }
         kv_cache_block_ref(e->kv, b);
-        s->blocks[s->n_blocks++] = parent = b;
+        s->blocks[s->n_blocks++] = b;
     }
-    s->n_reg = s->n_blocks;
-    s->n_cached = r->cached_tokens = s->n_blocks * bs;
-    e->prefix_hits += r->cached_tokens;
+    if (s) {
+        s->n_reg = n;
+        s->n_cached = r->cached_tokens = n * bs;
+        e->prefix_queries += (long long)most * bs;
+        e->prefix_hits += r->cached_tokens;
+    }
+    return n;
 }
 
 /* After a forward: the blocks of this step's sequences that it filled go
@@ -922,20 +932,26 @@ static void admit(struct gen_engine *e)
         struct gen_req *r = e->wait_head;
         const int live = r->max_tokens > 0 ? r->n : 1;
         if (e->n_slots + live > e->cfg.max_seqs) return;
-        if (kv_cache_reserve(e->kv, r->blocks_total)) return;
+        /* cached blocks that running sequences hold are shared, not taken
+         * from the free ones: a request sharing a prompt's beginning with
+         * them needs that many blocks fewer */
+        int in_use;
+        prefix_walk(e, r, NULL, &in_use);
+        const int need = r->blocks_total - in_use;
+        if (kv_cache_reserve(e->kv, need)) return;
         struct gen_seq *s = seq_new(e, r, 0);
-        if (!s) { kv_cache_unreserve(e->kv, r->blocks_total); return; }
+        if (!s) { kv_cache_unreserve(e->kv, need); return; }
         e->wait_head = r->next;
         if (!e->wait_head) e->wait_tail = NULL;
         r->next = NULL;
         e->n_waiting--;
-        s->reserve = r->blocks_full;
+        s->reserve = r->blocks_full - in_use;
         r->pending_reserve = r->blocks_total - r->blocks_full;
         r->live = live;
         e->n_slots += live;
         s->state = SEQ_PREFILL;
         e->seqs[e->n_seqs++] = s;
-        prefix_lookup(e, s);
+        prefix_walk(e, r, s, &in_use);
     }
 }
 

@@ -63,7 +63,9 @@ struct gen_config {
                                  * that starts with the same tokens reuses
                                  * them instead of computing them again
                                  * (evicted least recently used first, only
-                                 * when a block is needed). Outputs are the
+                                 * when a block is needed; blocks shared
+                                 * with running sequences are not promised
+                                 * again on admission). Outputs are the
                                  * same with or without a hit (bitwise with
                                  * batch_invariant: a position's keys and
                                  * values depend on the tokens up to it

@@ -1364,6 +1364,60 @@ Test(generate, prefix_cache_reuses_blocks_bitwise)
     model_free(m);
 }
 
+/* Admission counts the blocks a running sequence shares with a new prompt
+ * once: in a pool of 8 blocks (bs 4), a running request holds 6; the same
+ * 13-token prompt again needs 4 blocks, 3 of them the running one's, so
+ * it starts at once (without the cache it would wait), and both give the
+ * cache-less engine's tokens. */
+Test(generate, prefix_cache_admits_on_shared_blocks)
+{
+    enum { V = 40, P = 13 };
+    int32_t a[P];
+    for (int i = 0; i < P; i++) a[i] = (5 * i + 3) % V;
+    struct model *m = test_model(V, 24);
+    const struct model_config cfg = m->cfg;
+    const size_t block = (size_t)cfg.n_layers * 2 * cfg.n_kv_heads * 4 * cfg.head_dim *
+                         kv_dtype_size(test_kv_dtype);
+    static struct collector ref, c, nc;
+    struct gen_engine *e = engine(m, NULL, &ref, 4, 8, 64, 0);
+    submit(e, "a", 0, a, P, 1, 12, 0.0f, false, 0);
+    submit(e, "b", 1, a, P, 1, 4, 1.0f, true, 3);
+    run_to_idle(e);
+    gen_engine_free(e);
+    for (int cached = 0; cached < 2; cached++) {
+        test_prefix_cache = cached;
+        struct collector *o = cached ? &c : &nc;
+        e = engine(m, NULL, o, 4, 8, 64, 8 * block);
+        char err[256];
+        submit(e, "a", 0, a, P, 1, 12, 0.0f, false, 0);
+        cr_assert_gt(gen_step(e, err, sizeof err), 0, "%s", err);
+        submit(e, "b", 1, a, P, 1, 4, 1.0f, true, 3);
+        cr_assert_gt(gen_step(e, err, sizeof err), 0, "%s", err);
+        struct gen_stats st;
+        gen_stats_get(e, &st);
+        cr_expect_eq(st.active, cached ? 2 : 1, "cache %d: %d active", cached, st.active);
+        cr_expect_eq(st.waiting, cached ? 0 : 1, "cache %d: %d waiting", cached, st.waiting);
+        /* a's 4 blocks so far, b's own block of position 12; a's 2 to come
+         * still promised */
+        if (cached)
+            cr_expect(st.kv_blocks_used == 4 + 1 && st.kv_blocks_reserved == 2,
+                      "%d blocks used, %d reserved", st.kv_blocks_used, st.kv_blocks_reserved);
+        run_to_idle(e);
+        cr_expect_eq(o->s[1][0].cached_tokens, cached ? 12 : 0);
+        gen_stats_get(e, &st);
+        cr_expect_eq(st.kv_blocks_used, 0);
+        cr_expect_eq(st.kv_blocks_reserved, 0);
+        for (int r = 0; r < 2; r++) {
+            cr_assert_eq(o->s[r][0].n, r ? 4 : 12);
+            cr_expect_arr_eq(o->s[r][0].tok, ref.s[r][0].tok, (r ? 4 : 12) * sizeof(int32_t),
+                             "cache %d request %d", cached, r);
+        }
+        gen_engine_free(e);
+    }
+    test_prefix_cache = false;
+    model_free(m);
+}
+
 /* A pool of 6 blocks (bs 4), too small to keep what finished: cached
  * blocks are evicted least recently released first as new sequences need
  * them, a request needing the whole pool still runs, and the outputs stay
