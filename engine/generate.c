@@ -55,6 +55,9 @@ struct gen_req {
     int n_stop;
     int32_t *stop_ids;
     int n_stop_ids;
+    int32_t *bias_ids;
+    float *bias_vals;
+    int n_bias;
     bool ignore_eos;
     int logprobs, prompt_logprobs;
     int cached_tokens;              /* prompt positions from the prefix cache */
@@ -404,6 +407,8 @@ static void req_free(struct gen_req *r)
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->stop_ids);
+    free(r->bias_ids);
+    free(r->bias_vals);
     free(r->plp);
     free(r->ptop_ids);
     free(r->ptop_lps);
@@ -491,6 +496,11 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     if (r->n_stop_ids < 0 || r->n_stop_ids > GEN_MAX_STOP_IDS) { errmsg_set(err, errlen, "stop_token_ids: at most %d ids", GEN_MAX_STOP_IDS); return -1; }
     for (int i = 0; i < r->n_stop_ids; i++)
         if (r->stop_ids[i] < 0 || r->stop_ids[i] >= V) { errmsg_set(err, errlen, "stop_token_ids[%d]: %d is outside the vocabulary (%d)", i, r->stop_ids[i], V); return -1; }
+    if (r->n_bias < 0 || r->n_bias > GEN_MAX_BIAS) { errmsg_set(err, errlen, "logit_bias: at most %d tokens", GEN_MAX_BIAS); return -1; }
+    for (int i = 0; i < r->n_bias; i++) {
+        if (r->bias_ids[i] < 0 || r->bias_ids[i] >= V) { errmsg_set(err, errlen, "logit_bias: token %d is outside the vocabulary (%d)", r->bias_ids[i], V); return -1; }
+        if (!(r->bias_vals[i] >= -100.0f && r->bias_vals[i] <= 100.0f)) { errmsg_set(err, errlen, "logit_bias: the bias of token %d is not in [-100, 100]", r->bias_ids[i]); return -1; }
+    }
 
     const int P = r->n_prompt;
     const int M = r->max_tokens < maxp - P ? r->max_tokens : maxp - P;
@@ -538,6 +548,14 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
         if (!q->stop_ids) goto oom;
         memcpy(q->stop_ids, r->stop_ids, (size_t)r->n_stop_ids * sizeof *q->stop_ids);
         q->n_stop_ids = r->n_stop_ids;
+    }
+    if (r->n_bias) {
+        q->bias_ids = malloc((size_t)r->n_bias * sizeof *q->bias_ids);
+        q->bias_vals = malloc((size_t)r->n_bias * sizeof *q->bias_vals);
+        if (!q->bias_ids || !q->bias_vals) goto oom;
+        memcpy(q->bias_ids, r->bias_ids, (size_t)r->n_bias * sizeof *q->bias_ids);
+        memcpy(q->bias_vals, r->bias_vals, (size_t)r->n_bias * sizeof *q->bias_vals);
+        q->n_bias = r->n_bias;
     }
     if (q->prompt_logprobs >= 0) {
         size_t k = (size_t)(q->prompt_logprobs > 0 ? q->prompt_logprobs : 1);
@@ -1108,6 +1126,7 @@ static void sample_tasks(struct gen_engine *e, int nt)
         float *w = e->work[tid];
         const float lse = e->tasks[t].lse;
         memcpy(w, row, (size_t)V * sizeof(float));
+        for (int i = 0; i < s->req->n_bias; i++) w[s->req->bias_ids[i]] += s->req->bias_vals[i];
         s->next = sampler_sample(&s->req->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
         s->next_lp = row[s->next] - lse;
         if (s->req->logprobs > 0) {

@@ -22,6 +22,7 @@
 #define GEN_MAX_STOP 16         /* stop strings */
 #define GEN_MAX_STOP_LEN 256    /* bytes of one stop string */
 #define GEN_MAX_STOP_IDS 64     /* stop token ids */
+#define GEN_MAX_BIAS 1024       /* logit_bias entries */
 
 struct gen_config {
     size_t kv_bytes;            /* KV cache memory (default 256 MiB) */
@@ -98,6 +99,13 @@ struct gen_request {
     const int32_t *stop_ids;    /* (n_stop_ids) ids ending the output */
     int n_stop_ids;
     bool ignore_eos;            /* don't stop at the model's end ids */
+    const int32_t *bias_ids;    /* (n_bias) ids whose logits get bias_vals
+                                 * added before anything else of sampling
+                                 * (OpenAI's logit_bias; -100 bans a token,
+                                 * +100 all but forces it); reported
+                                 * logprobs stay the raw model's */
+    const float *bias_vals;     /* (n_bias), each in [-100, 100] */
+    int n_bias;                 /* 0..GEN_MAX_BIAS */
     int logprobs;               /* alternatives per sampled token, 0..20 */
     int prompt_logprobs;        /* -1 off, else logprob of every prompt token
                                  * plus that many alternatives (0..20) */

@@ -256,6 +256,56 @@ static int get_ids(json_t *msg, const char *name, int max, long long lim, int32_
     return 0;
 }
 
+/* OpenAI's logit_bias: an object of token ids (decimal strings) in
+ * [0, lim) to numbers in [-100, 100] -> new arrays (caller frees). */
+static int get_bias(json_t *msg, long long lim, int32_t **ids_out, float **vals_out, int *n,
+                    char *err, size_t errlen)
+{
+    json_t *v = json_object_get(msg, "logit_bias");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_object(v) || json_object_size(v) > GEN_MAX_BIAS) {
+        snprintf(err, errlen, "field \"logit_bias\": expected an object of at most %d token ids "
+                 "to numbers", GEN_MAX_BIAS);
+        return -1;
+    }
+    int32_t *ids = malloc((json_object_size(v) + 1) * sizeof *ids);
+    float *vals = malloc((json_object_size(v) + 1) * sizeof *vals);
+    if (!ids || !vals) {
+        free(ids);
+        free(vals);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int k = 0;
+    const char *key;
+    json_t *x;
+    json_object_foreach(v, key, x) {
+        char *end;
+        errno = 0;
+        long long id = strtoll(key, &end, 10);
+        if (!*key || *end || errno || id < 0 || id >= lim) {
+            snprintf(err, errlen, "field \"logit_bias\": key \"%.40s\" is not a token id in [0, %lld)",
+                     key, lim);
+            goto fail;
+        }
+        if (!json_is_number(x) || !(json_number_value(x) >= -100 && json_number_value(x) <= 100)) {
+            snprintf(err, errlen, "field \"logit_bias\": the bias of token %lld is not a number "
+                     "in [-100, 100]", id);
+            goto fail;
+        }
+        ids[k] = (int32_t)id;
+        vals[k++] = (float)json_number_value(x);
+    }
+    *ids_out = ids;
+    *vals_out = vals;
+    *n = k;
+    return 0;
+fail:
+    free(ids);
+    free(vals);
+    return -1;
+}
+
 static struct serve_model *find_model(struct serve *sv, const char *name)
 {
     for (int i = 0; i < sv->n_models; i++)
@@ -422,7 +472,8 @@ static int prompt_ids(struct serve_model *sm, json_t *msg, int32_t **ids, int *n
 static void do_generate(struct serve *sv, json_t *msg, const char *id)
 {
     char err[1024] = "";
-    int32_t *ids = NULL, *stop_ids = NULL;
+    int32_t *ids = NULL, *stop_ids = NULL, *bias_ids = NULL;
+    float *bias_vals = NULL;
     const char *stops[GEN_MAX_STOP];
     struct serve_req *q = NULL;
     if (!id) { send_error(sv, NULL, "generate: field \"id\" is missing"); return; }
@@ -450,7 +501,8 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         get_bool(msg, "ignore_eos", &r.ignore_eos, err, sizeof err) ||
         get_bool(msg, "stream", &stream, err, sizeof err) ||
         get_ids(msg, "stop_token_ids", GEN_MAX_STOP_IDS, sm->m->cfg.vocab_size, &stop_ids,
-                &r.n_stop_ids, err, sizeof err))
+                &r.n_stop_ids, err, sizeof err) ||
+        get_bias(msg, sm->m->cfg.vocab_size, &bias_ids, &bias_vals, &r.n_bias, err, sizeof err))
         goto fail;
     json_t *st = json_object_get(msg, "stop");
     if (json_is_string(st)) {
@@ -484,6 +536,8 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
     r.seed = (uint64_t)seed;
     r.stop = stops;
     r.stop_ids = stop_ids;
+    r.bias_ids = bias_ids;
+    r.bias_vals = bias_vals;
     r.logprobs = lp > 0 ? (int)lp : 0;
     r.prompt_logprobs = (int)plp;
     if (gen_submit(sm->e, &r, err, sizeof err)) goto fail;
@@ -491,11 +545,15 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
     sv->reqs = q;
     free(ids);
     free(stop_ids);
+    free(bias_ids);
+    free(bias_vals);
     return;
 fail:
     if (q) { free(q->id); free(q); }
     free(ids);
     free(stop_ids);
+    free(bias_ids);
+    free(bias_vals);
     send_error(sv, id, "generate: %s", err);
 }
 

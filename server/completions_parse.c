@@ -1,8 +1,10 @@
 /* server/completions_parse.c — validation of OpenAI completion and chat
  * requests into the engine's "generate" message (api/engine-protocol.md).
  * Every error names the field (`param`) the way OpenAI's API does. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "completions_internal.h"
@@ -255,7 +257,46 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
             goto fail;
         }
     }
+    json_t *lb = json_object_get(body, "logit_bias");
+    if (lb && !json_is_null(lb)) {
+        bool ok = json_is_object(lb) && json_object_size(lb) <= SERVER_MAX_BIAS;
+        const char *key;
+        json_t *x;
+        json_object_foreach(lb, key, x) {
+            char *end;
+            errno = 0;
+            long long id = strtoll(key, &end, 10);
+            if (!*key || *end || errno || id < 0 || !json_is_number(x) ||
+                !(json_number_value(x) >= -100 && json_number_value(x) <= 100))
+                ok = false;
+        }
+        if (!ok) {
+            cpl_fail(v, 400, "logit_bias", "invalid_value",
+                     "'logit_bias' must map token ids to numbers between -100 and 100 "
+                     "(at most %d of them)", SERVER_MAX_BIAS);
+            goto fail;
+        }
+        if (json_object_size(lb)) json_object_set(eng, "logit_bias", lb);
+    }
     if (g->chat) {
+        /* refused rather than ignored: a client asking for JSON or tool
+         * calls must not get free text as if it were them */
+        json_t *rf = json_object_get(body, "response_format");
+        const char *rft = json_string_value(json_object_get(rf, "type"));
+        if (rf && !json_is_null(rf) && (!rft || strcmp(rft, "text") != 0)) {
+            cpl_fail(v, 400, "response_format", "unsupported_value",
+                     rft ? "'response_format' of type '%s' is not supported: this server "
+                           "generates free text ('text') only"
+                         : "'response_format' must be an object with a 'type'%s",
+                     rft ? rft : "");
+            goto fail;
+        }
+        json_t *tools = json_object_get(body, "tools");
+        if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0)) {
+            cpl_fail(v, 400, "tools", "unsupported_value",
+                     "'tools' (function calling) is not supported by this server");
+            goto fail;
+        }
         if (opt_bool(body, "logprobs", &lp_flag, v) < 0 ||
             opt_int(body, "top_logprobs", 0, SERVER_MAX_LOGPROBS, &top_lp, v) < 0)
             goto fail;

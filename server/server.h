@@ -24,6 +24,7 @@
 #define SERVER_MAX_MESSAGES 1024
 #define SERVER_MAX_STOP 4
 #define SERVER_MAX_LOGPROBS 20
+#define SERVER_MAX_BIAS 1024              /* logit_bias entries (the engine's GEN_MAX_BIAS) */
 #define SERVER_MAX_UPLOAD_DEFAULT (1L << 30) /* dataset upload bytes */
 
 struct server_config {

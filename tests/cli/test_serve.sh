@@ -132,6 +132,21 @@ check("stream false", not any(e["type"] == "token" for e in evs), evs)
 check("prompt_logprobs", len(pl) == 1 and pl[0]["logprobs"][0] is None and len(pl[0]["logprobs"]) == 4
       and len(pl[0]["top_logprobs"][1]) == 1, pl)
 
+# logit_bias: +100 on token 65 makes it every greedy choice; bad entries
+# are refused naming the field
+send({"type": "generate", "id": "lb", "prompt": "1+1=", "max_tokens": 4, "temperature": 0,
+      "ignore_eos": True, "logit_bias": {"65": 100}})
+d = until(lambda e: e.get("type") == "done" and e.get("id") == "lb")[-1]
+check("logit_bias", d["tokens"] == [65] * 4, d)
+for name, bias, want in [("logit_bias key", {"x": 1}, "key \"x\""),
+                         ("logit_bias id", {"100000": 1}, "token id"),
+                         ("logit_bias value", {"65": 200}, "[-100, 100]"),
+                         ("logit_bias type", [65], "expected an object")]:
+    send({"type": "generate", "id": "lbx", "prompt": "1", "logit_bias": bias})
+    ev = recv()
+    check(name, ev.get("type") == "error" and ev.get("id") == "lbx" and "logit_bias" in ev.get("message", "")
+          and want in ev.get("message", ""), ev)
+
 # stop string spanning tokens: cut from the text, finish_reason stop
 send({"type": "generate", "id": "f", "prompt": "1+1=", "max_tokens": 24, "temperature": 0, "ignore_eos": True})
 evs = until(lambda e: e.get("type") == "done")

@@ -276,6 +276,12 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
             (chat(user("hi"), stream="yes"), 400, "stream"),
             (chat(user("hi"), top_logprobs=3), 400, "top_logprobs"),
             (chat(user("hi"), stream_options={"include_usage": True}), 400, "stream_options"),
+            (chat(user("hi"), logit_bias={"x": 1}), 400, "logit_bias"),
+            (chat(user("hi"), logit_bias={"5": 101}), 400, "logit_bias"),
+            (chat(user("hi"), logit_bias=[5]), 400, "logit_bias"),
+            (chat(user("hi"), response_format={"type": "json_object"}), 400, "response_format"),
+            (chat(user("hi"), response_format="json"), 400, "response_format"),
+            (chat(user("hi"), tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
             (chat([]), 400, "messages"),
             (chat("hello"), 400, "messages"),
             (chat([{"role": "wizard", "content": "x"}]), 400, "messages"),
@@ -872,6 +878,20 @@ def run_real_engine_suite(args, pg, base):
             eq(events[-2]["usage"]["completion_tokens"] >= 1, True, "usage")
             assert isinstance(text, str)
         check("real engine: streamed completion", real_stream)
+
+        def real_logit_bias():
+            # +100 on token 65 ("A" in the byte-level vocabulary): every
+            # greedy choice; a plain-text response_format and no tools pass
+            st, body, _ = request(srv, "POST", "/v1/completions",
+                                  {"model": "tiny-real", "prompt": "1 + 1 =", "max_tokens": 3, "temperature": 0,
+                                   "logit_bias": {"65": 100}}, key=key, timeout=120)
+            eq(st, 200, "status %r" % (body,))
+            eq(body["choices"][0]["text"], "AAA", "biased text")
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  {"model": "tiny-real", "messages": user("2+2?"), "max_tokens": 2,
+                                   "response_format": {"type": "text"}, "tools": []}, key=key, timeout=120)
+            eq(st, 200, "text response_format %r" % (body,))
+        check("real engine: logit_bias", real_logit_bias)
 
         def real_n_logprobs_echo():
             st, body, _ = request(srv, "POST", "/v1/completions",

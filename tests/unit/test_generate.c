@@ -1505,6 +1505,83 @@ Test(generate, prefix_cache_eviction_and_weight_changes)
     model_free(m);
 }
 
+/* ---------------------------------------------------------- logit bias */
+
+/* logit_bias: +100 makes token 7 the greedy and the sampled choice at
+ * every step, -100 keeps the unbiased greedy first token out; logprobs
+ * stay the raw model's (log-softmax of the unbiased logits); ids outside
+ * the vocabulary and biases outside [-100, 100] are refused. */
+Test(generate, logit_bias)
+{
+    enum { V = 40, P = 5, M = 8 };
+    const int32_t prompt[P] = {3, 1, 4, 1, 5};
+    struct model *m = test_model(V, 31);
+    static struct collector c;
+    c.keep_logits = true;
+    struct gen_engine *e = engine(m, NULL, &c, 4, 8, 64, 0);
+    struct gen_request r;
+    gen_request_default(&r);
+    r.prompt = prompt;
+    r.n_prompt = P;
+    r.max_tokens = M;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0;
+    char err[256];
+    r.id = "plain";
+    r.user = (void *)(intptr_t)0;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    const int32_t first = c.s[0][0].tok[0];
+    const int32_t up = first == 7 ? 8 : 7;
+    const float plus = 100.0f, minus = -100.0f;
+    r.id = "up";
+    r.user = (void *)(intptr_t)1;
+    r.bias_ids = &up;
+    r.bias_vals = &plus;
+    r.n_bias = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    r.id = "up-sampled";
+    r.user = (void *)(intptr_t)2;
+    r.sampling.temperature = 1.0f;
+    r.has_seed = true;
+    r.seed = 9;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    r.id = "down";
+    r.user = (void *)(intptr_t)3;
+    r.sampling.temperature = 0;
+    r.bias_ids = &first;
+    r.bias_vals = &minus;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    for (int u = 1; u <= 2; u++)
+        for (int t = 0; t < M; t++) {
+            cr_expect_eq(c.s[u][0].tok[t], up, "request %d token %d", u, t);
+            /* the reported logprob is the unbiased distribution's */
+            const float *lg = c.s[u][0].logits[t];
+            float mx = lg[0];
+            for (int v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+            double sum = 0;
+            for (int v = 0; v < V; v++) sum += exp((double)lg[v] - mx);
+            const double want = lg[up] - mx - log(sum);
+            cr_expect(fabs(c.s[u][0].lp[t] - want) < 1e-4, "request %d token %d: logprob %g, raw %g",
+                      u, t, c.s[u][0].lp[t], want);
+        }
+    cr_expect_neq(c.s[3][0].tok[0], first, "a banned token was chosen");
+    const int32_t bad_id = V;
+    r.bias_ids = &bad_id;
+    r.bias_vals = &plus;
+    cr_expect_neq(gen_submit(e, &r, err, sizeof err), 0);
+    cr_expect(strstr(err, "logit_bias") != NULL, "%s", err);
+    const float too_big = 101.0f;
+    r.bias_ids = &up;
+    r.bias_vals = &too_big;
+    cr_expect_neq(gen_submit(e, &r, err, sizeof err), 0);
+    cr_expect(strstr(err, "[-100, 100]") != NULL, "%s", err);
+    gen_engine_free(e);
+    collector_free(&c);
+    model_free(m);
+}
+
 /* ---------------------------------------------------------- stop strings */
 
 Test(generate, stop_strings_across_tokens)
