@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "errmsg.h"
+#include "json_guide.h"
 #include "kv_cache.h"
 #include "progress.h"
 
@@ -58,6 +59,7 @@ struct gen_req {
     int32_t *bias_ids;
     float *bias_vals;
     int n_bias;
+    bool json;                      /* JSON mode */
     bool ignore_eos;
     int logprobs, prompt_logprobs;
     int cached_tokens;              /* prompt positions from the prefix cache */
@@ -84,6 +86,8 @@ struct gen_seq {
     int n_reg;                      /* blocks[0..n_reg) are in the prefix
                                      * cache (or looked at for it) */
     bool reg_off;                   /* registers no more blocks */
+    bool guided;                    /* JSON mode: js says what may follow */
+    struct jg_state js;
     struct rng rng;
     struct tok_stream *ts;
     char *text;
@@ -150,6 +154,8 @@ struct gen_engine {
     int nthreads;
     struct sampler_scratch **scr;
     float **work;                   /* per thread (V) */
+    struct jg_vocab *jg;            /* JSON mode's trie, made at its first request */
+    struct jg_cache **jgc;          /* per thread: JSON mode's masks */
     long long n_generated, n_prefilled, n_steps;
     struct gen_profile *prof;       /* borrowed; NULL: not profiling */
 };
@@ -452,7 +458,9 @@ void gen_engine_free(struct gen_engine *e)
     free(e->logits); free(e->lse); free(e->tasks);
     for (int t = 0; e->scr && t < e->nthreads; t++) sampler_scratch_free(e->scr[t]);
     for (int t = 0; e->work && t < e->nthreads; t++) free(e->work[t]);
-    free(e->scr); free(e->work); free(e->pk);
+    for (int t = 0; e->jgc && t < e->nthreads; t++) jg_cache_free(e->jgc[t]);
+    free(e->scr); free(e->work); free(e->jgc); free(e->pk);
+    jg_vocab_free(e->jg);
     kv_cache_free(e->kv);
     free(e);
 }
@@ -460,6 +468,26 @@ void gen_engine_free(struct gen_engine *e)
 /* -------------------------------------------------------------- submit */
 
 static int ceil_div(long a, long b) { return (int)((a + b - 1) / b); }
+
+/* JSON mode's vocabulary trie and the threads' masks, at its first
+ * request. */
+static int json_mode_init(struct gen_engine *e, char *err, size_t errlen)
+{
+    if (e->jg) return 0;
+    if (!e->tok) {
+        errmsg_set(err, errlen, "json_object: the model has no tokenizer, so no text to shape");
+        return -1;
+    }
+    const int V = e->m->cfg.vocab_size;
+    if (!e->jgc && !(e->jgc = calloc((size_t)e->nthreads, sizeof *e->jgc))) goto oom;
+    for (int t = 0; t < e->nthreads; t++)
+        if (!e->jgc[t] && !(e->jgc[t] = jg_cache_new(V))) goto oom;
+    if (!(e->jg = jg_vocab_new(e->tok, V, err, errlen))) return -1;
+    return 0;
+oom:
+    errmsg_set(err, errlen, "out of memory for JSON mode (%d tokens)", V);
+    return -1;
+}
 
 int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, size_t errlen)
 {
@@ -496,6 +524,7 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     if (r->n_stop_ids < 0 || r->n_stop_ids > GEN_MAX_STOP_IDS) { errmsg_set(err, errlen, "stop_token_ids: at most %d ids", GEN_MAX_STOP_IDS); return -1; }
     for (int i = 0; i < r->n_stop_ids; i++)
         if (r->stop_ids[i] < 0 || r->stop_ids[i] >= V) { errmsg_set(err, errlen, "stop_token_ids[%d]: %d is outside the vocabulary (%d)", i, r->stop_ids[i], V); return -1; }
+    if (r->json_object && json_mode_init(e, err, errlen)) return -1;
     if (r->n_bias < 0 || r->n_bias > GEN_MAX_BIAS) { errmsg_set(err, errlen, "logit_bias: at most %d tokens", GEN_MAX_BIAS); return -1; }
     for (int i = 0; i < r->n_bias; i++) {
         if (r->bias_ids[i] < 0 || r->bias_ids[i] >= V) { errmsg_set(err, errlen, "logit_bias: token %d is outside the vocabulary (%d)", r->bias_ids[i], V); return -1; }
@@ -529,6 +558,7 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     q->sp = r->sampling;
     q->seed = r->has_seed ? r->seed : rng_splitmix64(&e->seed_counter);
     q->ignore_eos = r->ignore_eos;
+    q->json = r->json_object;
     q->logprobs = r->logprobs;
     q->prompt_logprobs = r->prompt_logprobs;
     q->blocks_full = full;
@@ -618,6 +648,8 @@ static struct gen_seq *seq_new(struct gen_engine *e, struct gen_req *r, int inde
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
     s->n_tokens = r->n_prompt;
     rng_seed(&s->rng, r->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1)));
+    s->guided = r->json;
+    jg_init(&s->js);
     if (e->tok && !(s->ts = tok_stream_new(e->tok))) goto fail;
     if (sampler_needs_history(&r->sp)) {
         s->counts = calloc((size_t)V, sizeof *s->counts);
@@ -673,6 +705,8 @@ static struct gen_seq *seq_fork(struct gen_engine *e, struct gen_seq *p, int ind
         kv_cache_block_copy(e->kv, s->blocks[shared], p->blocks[shared]);
     }
     s->n_cached = r->n_prompt;
+    s->guided = p->guided;
+    s->js = p->js;
     s->n_reg = shared < p->n_reg ? shared : p->n_reg;
     s->reg_off = p->reg_off || p->n_reg < shared;
     s->state = SEQ_DECODE;
@@ -779,6 +813,18 @@ static void seq_accept(struct gen_engine *e, struct gen_seq *s, const float *log
                 done = matched = true;
                 f = GEN_FINISH_STOP;
             }
+        }
+    }
+    if (!done && s->guided) {
+        /* JSON mode: the token's bytes go on the object; whole, it ends */
+        size_t n;
+        char *b = tok_decode_bytes(e->tok, &t, 1, &n);
+        s->guided = b != NULL;
+        for (size_t i = 0; b && i < n && s->guided; i++) s->guided = jg_feed(&s->js, (unsigned char)b[i]);
+        free(b);
+        if (s->guided && jg_done(&s->js)) {
+            done = true;
+            f = GEN_FINISH_STOP;
         }
     }
     if (!done && (s->n_gen >= r->max_tokens)) done = true;
@@ -1127,6 +1173,13 @@ static void sample_tasks(struct gen_engine *e, int nt)
         const float lse = e->tasks[t].lse;
         memcpy(w, row, (size_t)V * sizeof(float));
         for (int i = 0; i < s->req->n_bias; i++) w[s->req->bias_ids[i]] += s->req->bias_vals[i];
+        /* JSON mode: the tokens that cannot go on the object get p = 0 (a
+         * byte-level vocabulary always has one that can: every byte is a
+         * token) */
+        int n_ok = 0;
+        const uint8_t *ok = s->guided ? jg_allowed_cached(e->jg, e->jgc[tid], &s->js, &n_ok) : NULL;
+        for (int v = 0; n_ok > 0 && v < V; v++)
+            if (!ok[v]) w[v] = -INFINITY;
         s->next = sampler_sample(&s->req->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
         s->next_lp = row[s->next] - lse;
         if (s->req->logprobs > 0) {

@@ -106,6 +106,12 @@ struct gen_request {
                                  * logprobs stay the raw model's */
     const float *bias_vals;     /* (n_bias), each in [-100, 100] */
     int n_bias;                 /* 0..GEN_MAX_BIAS */
+    bool json_object;           /* JSON mode (OpenAI's response_format
+                                 * json_object): only tokens that keep the
+                                 * output the beginning of one JSON object
+                                 * are sampled, and the sample ends (stop)
+                                 * as soon as the object is whole; needs the
+                                 * tokenizer */
     int logprobs;               /* alternatives per sampled token, 0..20 */
     int prompt_logprobs;        /* -1 off, else logprob of every prompt token
                                  * plus that many alternatives (0..20) */

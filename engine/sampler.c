@@ -170,9 +170,10 @@ int32_t sampler_sample(const struct sampler_params *p, float *logits, int V,
             acc += logits[v];
             if (target < acc) return v;
         }
-        /* rounding left the target past the end: the last kept token */
+        /* rounding left the target past the end: the last kept token of
+         * nonzero probability (a logit of -inf, as JSON mode masks, has 0) */
         for (int v = V - 1; v > 0; v--)
-            if (logits[v] >= thr) return v;
+            if (logits[v] >= thr && logits[v] > 0) return v;
         return best;
     }
 
@@ -215,6 +216,7 @@ int32_t sampler_sample(const struct sampler_params *p, float *logits, int V,
         acc += c[i].p;
         if (target < acc) return c[i].id;
     }
+    while (n > 1 && !(c[n - 1].p > 0)) n--;     /* top-k past the tokens of nonzero p */
     return c[n - 1].id;
 }
 

@@ -436,8 +436,10 @@ static void do_unload(struct serve *sv, json_t *msg, const char *id)
 }
 
 /* The prompt ids of a generate request (new array in *ids, caller frees). */
-static int prompt_ids(struct serve_model *sm, json_t *msg, int32_t **ids, int *n, char *err,
-                      size_t errlen)
+/* no_think: messages rendered with an empty reasoning block after the
+ * assistant's header (JSON mode: the answer is the object itself). */
+static int prompt_ids(struct serve_model *sm, json_t *msg, bool no_think, int32_t **ids, int *n,
+                      char *err, size_t errlen)
 {
     json_t *p = json_object_get(msg, "prompt"), *pi = json_object_get(msg, "prompt_ids");
     json_t *ms = json_object_get(msg, "messages");
@@ -457,7 +459,8 @@ static int prompt_ids(struct serve_model *sm, json_t *msg, int32_t **ids, int *n
         text = strdup(json_string_value(p));
     } else {
         if (!json_is_array(ms)) { snprintf(err, errlen, "field \"messages\": expected an array"); return -1; }
-        struct chat_opts o = {.add_generation_prompt = true, .prefill_think = -1};
+        struct chat_opts o = {.add_generation_prompt = true, .prefill_think = -1,
+                              .disable_thinking = no_think};
         char terr[512];
         text = chat_template_render_json(sm->tmpl, ms, &o, terr, sizeof terr);
         if (!text) { snprintf(err, errlen, "%s", terr); return -1; }
@@ -499,6 +502,7 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         get_num(msg, "presence_penalty", &sp->presence_penalty, err, sizeof err) ||
         get_num(msg, "frequency_penalty", &sp->frequency_penalty, err, sizeof err) ||
         get_bool(msg, "ignore_eos", &r.ignore_eos, err, sizeof err) ||
+        get_bool(msg, "json_object", &r.json_object, err, sizeof err) ||
         get_bool(msg, "stream", &stream, err, sizeof err) ||
         get_ids(msg, "stop_token_ids", GEN_MAX_STOP_IDS, sm->m->cfg.vocab_size, &stop_ids,
                 &r.n_stop_ids, err, sizeof err) ||
@@ -519,7 +523,7 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         snprintf(err, sizeof err, "field \"stop\": expected a string or an array of at most %d strings", GEN_MAX_STOP);
         goto fail;
     }
-    if (prompt_ids(sm, msg, &ids, &r.n_prompt, err, sizeof err)) goto fail;
+    if (prompt_ids(sm, msg, r.json_object, &ids, &r.n_prompt, err, sizeof err)) goto fail;
     q = calloc(1, sizeof *q);
     if (!q || !(q->id = strdup(id))) { snprintf(err, sizeof err, "out of memory"); goto fail; }
     q->sm = sm;

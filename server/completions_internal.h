@@ -41,6 +41,8 @@ struct gen_req {
     struct server *srv;
     struct MHD_Connection *conn;
     bool chat, stream, include_usage, include_reasoning, echo;
+    bool json_object;        /* response_format json_object: the output is the
+                              * answer (content), no reasoning block */
     int logprobs; /* -1: none; else number of alternatives */
     bool suspended, finished, traced;
     bool ready_to_start; /* stream: an event came (or the wait ran out) */

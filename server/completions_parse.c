@@ -279,17 +279,25 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
         if (json_object_size(lb)) json_object_set(eng, "logit_bias", lb);
     }
     if (g->chat) {
-        /* refused rather than ignored: a client asking for JSON or tool
-         * calls must not get free text as if it were them */
+        /* JSON mode is the engine's json_object; a schema is refused rather
+         * than ignored (a client must not get free text as if it obeyed) */
         json_t *rf = json_object_get(body, "response_format");
         const char *rft = json_string_value(json_object_get(rf, "type"));
-        if (rf && !json_is_null(rf) && (!rft || strcmp(rft, "text") != 0)) {
-            cpl_fail(v, 400, "response_format", "unsupported_value",
-                     rft ? "'response_format' of type '%s' is not supported: this server "
-                           "generates free text ('text') only"
-                         : "'response_format' must be an object with a 'type'%s",
-                     rft ? rft : "");
-            goto fail;
+        if (rf && !json_is_null(rf)) {
+            if (!rft) {
+                cpl_fail(v, 400, "response_format", "invalid_type",
+                         "'response_format' must be an object with a 'type'");
+                goto fail;
+            }
+            if (strcmp(rft, "json_object") == 0) {
+                g->json_object = true;
+                json_object_set_new(eng, "json_object", json_true());
+            } else if (strcmp(rft, "text") != 0) {
+                cpl_fail(v, 400, "response_format", "unsupported_value",
+                         "'response_format' of type '%s' is not supported: 'text' and "
+                         "'json_object' are", rft);
+                goto fail;
+            }
         }
         json_t *tools = json_object_get(body, "tools");
         if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0)) {

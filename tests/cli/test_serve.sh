@@ -147,6 +147,19 @@ for name, bias, want in [("logit_bias key", {"x": 1}, "key \"x\""),
     check(name, ev.get("type") == "error" and ev.get("id") == "lbx" and "logit_bias" in ev.get("message", "")
           and want in ev.get("message", ""), ev)
 
+# json_object: the output is one JSON object, ended as soon as it is whole
+send({"type": "generate", "id": "js", "messages": [{"role": "user", "content": "JSON"}], "max_tokens": 8,
+      "json_object": True, "logit_bias": {"123": 100, "125": 100}})
+d = until(lambda e: e.get("type") == "done" and e.get("id") == "js")[-1]
+check("json_object forced {}", d["text"] == "{}" and d["finish_reason"] == "stop", d)
+send({"type": "generate", "id": "js2", "prompt": "1+1=", "max_tokens": 48, "json_object": True, "seed": 5, "n": 4})
+for d in [e for e in done_all("js2", 4) if e.get("type") == "done"]:
+    ok = d["text"].startswith("{") and (d["finish_reason"] == "length" or isinstance(json.loads(d["text"]), dict))
+    check("json_object sample %d" % d["index"], ok, d)
+send({"type": "generate", "id": "jsx", "prompt": "1", "json_object": "yes"})
+ev = recv()
+check("json_object type", ev.get("type") == "error" and "\"json_object\"" in ev.get("message", ""), ev)
+
 # stop string spanning tokens: cut from the text, finish_reason stop
 send({"type": "generate", "id": "f", "prompt": "1+1=", "max_tokens": 24, "temperature": 0, "ignore_eos": True})
 evs = until(lambda e: e.get("type") == "done")

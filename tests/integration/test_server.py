@@ -279,7 +279,8 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
             (chat(user("hi"), logit_bias={"x": 1}), 400, "logit_bias"),
             (chat(user("hi"), logit_bias={"5": 101}), 400, "logit_bias"),
             (chat(user("hi"), logit_bias=[5]), 400, "logit_bias"),
-            (chat(user("hi"), response_format={"type": "json_object"}), 400, "response_format"),
+            (chat(user("hi"), response_format={"type": "json_schema", "json_schema": {"name": "x"}}), 400,
+             "response_format"),
             (chat(user("hi"), response_format="json"), 400, "response_format"),
             (chat(user("hi"), tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
             (chat([]), 400, "messages"),
@@ -892,6 +893,29 @@ def run_real_engine_suite(args, pg, base):
                                    "response_format": {"type": "text"}, "tools": []}, key=key, timeout=120)
             eq(st, 200, "text response_format %r" % (body,))
         check("real engine: logit_bias", real_logit_bias)
+
+        def real_json_mode():
+            # response_format json_object: the content is one JSON object,
+            # ended as soon as it is whole; "{" and "}" pushed up give "{}"
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  {"model": "tiny-real", "messages": user("2+2? JSON please"), "max_tokens": 40,
+                                   "response_format": {"type": "json_object"}, "logit_bias": {"123": 100, "125": 100}},
+                                  key=key, timeout=120)
+            eq(st, 200, "status %r" % (body,))
+            ch = body["choices"][0]
+            eq((ch["message"]["content"], ch["finish_reason"]), ("{}", "stop"), "forced object")
+            assert not ch["message"].get("reasoning_content"), ch
+            for seed in range(4):
+                st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                      {"model": "tiny-real", "messages": user("2+2?"), "max_tokens": 64, "seed": seed,
+                                       "response_format": {"type": "json_object"}}, key=key, timeout=120)
+                eq(st, 200, "status %r" % (body,))
+                ch = body["choices"][0]
+                text = ch["message"]["content"] or ""
+                assert text.startswith("{"), ch
+                if ch["finish_reason"] == "stop":
+                    assert isinstance(json.loads(text), dict), text
+        check("real engine: JSON mode", real_json_mode)
 
         def real_n_logprobs_echo():
             st, body, _ = request(srv, "POST", "/v1/completions",

@@ -5,6 +5,7 @@
  * independence of greedy and seeded outputs; n samples; stop strings
  * across tokens; cancellation; KV-memory refusal; sampler filters. */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "cpu/cpu.h"    /* cpu_f2h / cpu_h2f: the cache's rounding */
 #include "generate.h"
 #include "jsonl.h"
+#include "json_guide.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "proc_status.h"
@@ -1582,9 +1584,15 @@ Test(generate, logit_bias)
     model_free(m);
 }
 
-/* ---------------------------------------------------------- stop strings */
+/* ------------------------------------------------------------ JSON mode */
 
-Test(generate, stop_strings_across_tokens)
+/* JSON mode on the byte-level tokenizer and a random model: every sample
+ * of 8, sampled and greedy, is the beginning of a JSON object at every
+ * token, the ones that end (stop) as soon as it is whole parse as one;
+ * with '{' and '}' pushed up the object is "{}" after 2 tokens; without a
+ * tokenizer the request is refused. */
+/* aha's byte-level tokenizer (tok_write_bytelevel), through a file */
+static struct tokenizer *bytelevel_tokenizer(void)
 {
     char path[] = "/tmp/aha-gen-tok-XXXXXX", err[256];
     int fd = mkstemp(path);
@@ -1594,6 +1602,88 @@ Test(generate, stop_strings_across_tokens)
     struct tokenizer *tok = tok_load(path, err, sizeof err);
     unlink(path);
     cr_assert_not_null(tok, "%s", err);
+    return tok;
+}
+
+Test(generate, json_object_mode)
+{
+    char err[256];
+    struct tokenizer *tok = bytelevel_tokenizer();
+    struct model *m = test_model(TOK_BYTELEVEL_VOCAB, 12);
+    static struct collector c;
+    struct gen_engine *e = engine(m, tok, &c, 8, 16, 64, (size_t)16 << 20);
+    const int32_t prompt[4] = {'{', '"', 'a', '"'};
+    struct gen_request r;
+    gen_request_default(&r);
+    r.prompt = prompt;
+    r.n_prompt = 4;
+    r.max_tokens = MAXT;
+    r.json_object = true;
+    r.id = "sampled";
+    r.user = (void *)(intptr_t)0;
+    r.n = MAXS;
+    r.has_seed = true;
+    r.seed = 4;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    r.id = "greedy";
+    r.user = (void *)(intptr_t)1;
+    r.n = 1;
+    r.sampling.temperature = 0;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    const int32_t braces[2] = {'{', '}'};
+    const float plus[2] = {100.0f, 100.0f};
+    r.id = "closed";
+    r.user = (void *)(intptr_t)2;
+    r.bias_ids = braces;
+    r.bias_vals = plus;
+    r.n_bias = 2;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    int whole = 0;
+    for (int u = 0; u < 2; u++)
+        for (int i = 0; i < (u ? 1 : MAXS); i++) {
+            const struct sample_out *o = &c.s[u][i];
+            cr_assert(o->done && o->n > 0, "request %d sample %d", u, i);
+            struct jg_state st;
+            jg_init(&st);
+            for (int t = 0; t < o->n; t++) {
+                cr_assert(o->tok[t] < 256, "request %d sample %d: special token %d", u, i, o->tok[t]);
+                cr_assert(jg_feed(&st, (unsigned char)o->tok[t]), "request %d sample %d: token %d "
+                          "'%c' is no JSON here: %.*s", u, i, t, o->tok[t], t + 1, o->full);
+                cr_assert(!jg_done(&st) || t == o->n - 1, "went on after the object was whole");
+            }
+            if (o->finish != GEN_FINISH_STOP) {
+                cr_assert_eq(o->finish, GEN_FINISH_LENGTH);
+                cr_assert_eq(o->n, MAXT);
+                continue;
+            }
+            whole++;
+            json_error_t je;
+            json_t *j = json_loads(o->full, JSON_ALLOW_NUL, &je);
+            cr_expect(j && json_is_object(j), "not an object (%s): %s", je.text, o->full);
+            json_decref(j);
+        }
+    cr_expect_str_eq(c.s[2][0].full, "{}");
+    cr_expect_eq(c.s[2][0].finish, GEN_FINISH_STOP);
+    cr_log_info("json mode: %d of %d samples whole within %d tokens", whole, MAXS + 1, MAXT);
+    gen_engine_free(e);
+    /* no tokenizer: refused */
+    static struct collector d;
+    e = engine(m, NULL, &d, 8, 16, 64, 0);
+    r.n_bias = 0;
+    cr_expect_neq(gen_submit(e, &r, err, sizeof err), 0);
+    cr_expect(strstr(err, "json_object") != NULL, "%s", err);
+    gen_engine_free(e);
+    tok_free(tok);
+    model_free(m);
+}
+
+/* ---------------------------------------------------------- stop strings */
+
+Test(generate, stop_strings_across_tokens)
+{
+    char err[256];
+    struct tokenizer *tok = bytelevel_tokenizer();
     struct model *m = test_model(TOK_BYTELEVEL_VOCAB, 4);
     int32_t prompt[4] = {'a', 'b', 'c', 'd'};
     struct collector *c = calloc(1, sizeof *c);
