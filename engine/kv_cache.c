@@ -76,15 +76,25 @@ oom:
     return NULL;
 }
 
+/* The prefix cache's arrays, back to none. */
+static void prefix_free(struct kv_cache *kv)
+{
+    free(kv->key_tokens); free(kv->parent); free(kv->parent_gen); free(kv->gen);
+    free(kv->key_hash); free(kv->registered); free(kv->table);
+    free(kv->lru_prev); free(kv->lru_next);
+    kv->key_tokens = kv->parent = kv->table = kv->lru_prev = kv->lru_next = NULL;
+    kv->parent_gen = kv->gen = NULL;
+    kv->key_hash = NULL;
+    kv->registered = NULL;
+}
+
 void kv_cache_free(struct kv_cache *kv)
 {
     if (!kv) return;
     if (kv->pool) kv->be->free(kv->pool);
     free(kv->free_map);
     free(kv->refs);
-    free(kv->key_tokens); free(kv->parent); free(kv->parent_gen); free(kv->gen);
-    free(kv->key_hash); free(kv->registered); free(kv->table);
-    free(kv->lru_prev); free(kv->lru_next);
+    prefix_free(kv);
     free(kv);
 }
 
@@ -156,13 +166,7 @@ int kv_cache_prefix_enable(struct kv_cache *kv)
     kv->table = malloc(cap * sizeof *kv->table);
     if (!kv->key_tokens || !kv->parent || !kv->parent_gen || !kv->gen || !kv->key_hash ||
         !kv->registered || !kv->lru_prev || !kv->lru_next || !kv->table) {
-        free(kv->key_tokens); free(kv->parent); free(kv->parent_gen); free(kv->gen);
-        free(kv->key_hash); free(kv->registered); free(kv->table);
-        free(kv->lru_prev); free(kv->lru_next);
-        kv->key_tokens = kv->parent = kv->table = kv->lru_prev = kv->lru_next = NULL;
-        kv->parent_gen = kv->gen = NULL;
-        kv->key_hash = NULL;
-        kv->registered = NULL;
+        prefix_free(kv);
         return -1;
     }
     memset(kv->table, 0xff, cap * sizeof *kv->table);
