@@ -645,8 +645,11 @@ struct cpu_att_args {
     int N, NH, NKV, D, bs;
 };
 
-/* What every thread of a call shares: the runs, whether each work item
- * stores its own rows, the threads' scratch. */
+/* What the threads of a call share: the runs, whether each work item
+ * stores its own rows, the threads' scratch. nrun, own and chunk are
+ * worked out without allocating, so that every thread of a team takes the
+ * same work-sharing loops even when its allocations fail (run or scratch
+ * NULL: it then does no work, and says so). */
 struct cpu_att_plan {
     int *run, nrun, tmax, chunk;
     bool own;
@@ -654,31 +657,27 @@ struct cpu_att_plan {
     size_t per, scratch_n, rq_n;
 };
 
-/* Works out the plan of a call for nthreads threads; 0, or -1 after
- * printing why (out of memory) with nothing allocated. */
-static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args *a, int nthreads)
+/* Works out the plan of a call for nthreads threads with scratch for
+ * nscratch of them; 0, or -1 after printing why (out of memory) with run
+ * and scratch NULL and the rest of the plan set. */
+static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args *a, int nthreads,
+                             int nscratch)
 {
     const int N = a->N, group = a->NH / a->NKV, D = a->D;
     const int32_t *seq = a->seq, *pos = a->pos;
-    int tmax = 0;
-    for (int n = 0; n < N; n++) tmax = pos[n] + 1 > tmax ? pos[n] + 1 : tmax;
     /* runs: rows [run[i], run[i+1]) of one sequence at consecutive
      * positions, at most CPU_ATT_ROWS */
-    int *run = malloc(((size_t)N + 1) * sizeof *run);
-    if (!run) {
-        fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d attention rows; "
-                "attention not computed\n", N);
-        return -1;
-    }
-    int nrun = 0, rmax = 1;
+    int tmax = 0, nrun = 0, rmax = 1;
+    bool own = a->nw != NULL;
     for (int n = 0; n < N; nrun++) {
-        run[nrun] = n++;
-        while (n < N && n - run[nrun] < CPU_ATT_ROWS && seq[n] == seq[n - 1] &&
-               pos[n] == pos[n - 1] + 1)
+        const int n0 = n++;
+        while (n < N && n - n0 < CPU_ATT_ROWS && seq[n] == seq[n - 1] && pos[n] == pos[n - 1] + 1)
             n++;
-        rmax = n - run[nrun] > rmax ? n - run[nrun] : rmax;
+        rmax = n - n0 > rmax ? n - n0 : rmax;
+        /* a sequence at the start of two runs: see own below */
+        for (int m = 0; own && m < n0; m++) own = seq[m] != seq[n0];
     }
-    run[nrun] = N;
+    for (int n = 0; n < N; n++) tmax = pos[n] + 1 > tmax ? pos[n] + 1 : tmax;
     /* Every sequence in one run (a decode step; prompts of up to
      * CPU_ATT_ROWS tokens): a work item (run, kv head) is then the only
      * one to store or read that head's new positions, so it stores them
@@ -686,16 +685,8 @@ static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args 
      * stored first, then the team waits at a barrier. Measured against
      * rope_forward, kv_cache_write and attention_paged_forward in turn (16
      * rows at T = 72, 8 layers of small): 0.44 -> 0.30 ms with the cache
-     * in L3, 0.77 -> 0.64 ms from memory. */
-    bool own = a->nw != NULL;
-    if (own) {
-        int smax = 0;
-        for (int n = 0; n < N; n++) smax = seq[n] > smax ? seq[n] : smax;
-        unsigned char *seen = calloc((size_t)smax + 1, 1);
-        own = seen != NULL;
-        for (int i = 0; own && i < nrun; i++) own = seen[seq[run[i]]]++ == 0;
-        free(seen);
-    }
+     * in L3, 0.77 -> 0.64 ms from memory. (Worked out above: no run
+     * starts with a sequence that an earlier row has.) */
     /* Per thread, on 64-byte boundaries (16 floats): the score rows (rows
      * of the longest run x NH/NKV heads x T rounded up to 16), the rotated
      * queries of a run (group heads of rmax rows), a rotated key.
@@ -707,14 +698,6 @@ static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args 
     pl->scratch_n = (size_t)rmax * group * ((tmax + 15) / 16 * 16);
     pl->rq_n = nw && nw->cs ? ((size_t)rmax * group * D + 15) / 16 * 16 : 0;
     pl->per = pl->scratch_n + pl->rq_n + (nw ? ((size_t)D + 15) / 16 * 16 : 0);
-    pl->scratch = aligned_alloc(64, (size_t)nthreads * pl->per * sizeof(float));
-    if (!pl->scratch) {
-        fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for attention scratch "
-                "(%d positions); attention not computed\n", tmax);
-        free(run);
-        return -1;
-    }
-    pl->run = run;
     pl->nrun = nrun;
     pl->tmax = tmax;
     pl->own = own;
@@ -727,13 +710,31 @@ static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args 
      * sequence of small at a 1024-token context: 0.45 -> 0.27 ms of
      * attention per step). */
     pl->chunk = nrun >= 2 * nthreads ? a->NKV : 1;
+    pl->run = malloc(((size_t)nrun + 1) * sizeof *pl->run);
+    pl->scratch = aligned_alloc(64, (size_t)nscratch * pl->per * sizeof(float));
+    if (!pl->run || !pl->scratch) {
+        fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for attention over %d rows "
+                "(%d positions); attention not computed\n", N, tmax);
+        free(pl->run);
+        free(pl->scratch);
+        pl->run = NULL;
+        pl->scratch = NULL;
+        return -1;
+    }
+    for (int n = 0, i = 0; n < N; i++) {
+        pl->run[i] = n++;
+        while (n < N && n - pl->run[i] < CPU_ATT_ROWS && seq[n] == seq[n - 1] &&
+               pos[n] == pos[n - 1] + 1)
+            n++;
+    }
+    pl->run[nrun] = N;
     return 0;
 }
 
 /* One thread's share of a call (work-sharing loops of the team it runs
  * in): the stores first when the work items do not own them, then the
- * items (run, kv head). */
-static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan *pl, int tid)
+ * items (run, kv head). Its scratch: slot `slot` of the plan's. */
+static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan *pl, int slot)
 {
     const int NH = a->NH, NKV = a->NKV, D = a->D, bs = a->bs, group = NH / NKV;
     const struct cpu_att_new *nw = a->nw;
@@ -741,6 +742,7 @@ static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan
     const size_t block_stride = a->block_stride, vofs = a->vofs;
     const int32_t *seq = a->seq, *pos = a->pos;
     const float scale = 1.0f / sqrtf((float)D);
+    const bool ok = pl->run && pl->scratch;
     /* head sizes of 32, 64 and 128 with whole 16-position chunks in a
      * block have the register-blocked kernel */
     static cpu_att_item_fn *const items[3][3] = {
@@ -752,18 +754,19 @@ static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan
                             : D == 64    ? items[dt][1]
                             : D == 128   ? items[dt][2]
                                          : NULL;
-    float *S = pl->scratch + (size_t)tid * pl->per, *rq = S + pl->scratch_n;
-    float *kt = rq + pl->rq_n;
+    float *S = ok ? pl->scratch + (size_t)slot * pl->per : NULL;
+    float *rq = ok ? S + pl->scratch_n : NULL, *kt = ok ? rq + pl->rq_n : NULL;
     if (nw && !pl->own) {
         #pragma omp for schedule(static)
         for (int n = 0; n < a->N; n++)
-            for (int g = 0; g < NKV; g++)
+            for (int g = 0; ok && g < NKV; g++)
                 cpu_att_store(nw, kt, dt, block_stride, vofs,
                               a->block_tables + (size_t)seq[n] * a->max_blocks, pos, n, g, D, bs);
     }
     const long work = (long)pl->nrun * NKV;
     #pragma omp for schedule(dynamic, pl->chunk)
     for (long w = 0; w < work; w++) {
+        if (!ok) continue;
         const int i = (int)(w / NKV), g = (int)(w % NKV), n0 = pl->run[i];
         const int R = pl->run[i + 1] - n0;
         const int32_t *tbl = a->block_tables + (size_t)seq[n0] * a->max_blocks;
@@ -796,34 +799,65 @@ static void cpu_att_work(const struct cpu_att_args *a, const struct cpu_att_plan
     }
 }
 
+/* A team thread's plan, kept from call to call: the layers of one decode
+ * step have the same rows, so only the first layer's call works it out
+ * (each thread its own, from the same arguments: no single, no barrier,
+ * no allocation in the other layers). Key: the shape and the rows' seq
+ * and pos. */
+static _Thread_local struct {
+    struct cpu_att_plan pl;
+    bool valid, nw, cs;
+    int N, NH, NKV, D, bs, nt;
+    int32_t *rows;      /* seq then pos, N each */
+    size_t cap;
+} cpu_att_tl;
+
+static const struct cpu_att_plan *cpu_att_team_plan(const struct cpu_att_args *a)
+{
+    const int nt = omp_get_num_threads(), N = a->N;
+    const bool nw = a->nw != NULL, cs = nw && a->nw->cs;
+    const size_t bytes = (size_t)N * sizeof(int32_t);
+    if (cpu_att_tl.valid && cpu_att_tl.N == N && cpu_att_tl.NH == a->NH &&
+        cpu_att_tl.NKV == a->NKV && cpu_att_tl.D == a->D && cpu_att_tl.bs == a->bs &&
+        cpu_att_tl.nt == nt && cpu_att_tl.nw == nw && cpu_att_tl.cs == cs &&
+        !memcmp(cpu_att_tl.rows, a->seq, bytes) && !memcmp(cpu_att_tl.rows + N, a->pos, bytes))
+        return &cpu_att_tl.pl;
+    free(cpu_att_tl.pl.run);
+    free(cpu_att_tl.pl.scratch);
+    cpu_att_tl.valid = false;
+    const bool ok = cpu_att_plan_make(&cpu_att_tl.pl, a, nt, 1) == 0;
+    if (2 * (size_t)N > cpu_att_tl.cap) {
+        free(cpu_att_tl.rows);
+        cpu_att_tl.cap = 2 * (size_t)N;
+        if (!(cpu_att_tl.rows = malloc(cpu_att_tl.cap * sizeof(int32_t)))) cpu_att_tl.cap = 0;
+    }
+    if (ok && cpu_att_tl.rows) {
+        memcpy(cpu_att_tl.rows, a->seq, bytes);
+        memcpy(cpu_att_tl.rows + N, a->pos, bytes);
+        cpu_att_tl.valid = true;
+        cpu_att_tl.N = N;
+        cpu_att_tl.NH = a->NH;
+        cpu_att_tl.NKV = a->NKV;
+        cpu_att_tl.D = a->D;
+        cpu_att_tl.bs = a->bs;
+        cpu_att_tl.nt = nt;
+        cpu_att_tl.nw = nw;
+        cpu_att_tl.cs = cs;
+    }
+    return &cpu_att_tl.pl;
+}
+
 /* cpu_attention_paged_forward, storing the step's new rows a->nw first
- * (NULL: none). In team_run's team, one thread works out the plan for all
- * (the same decisions on every thread, an out-of-memory one included). */
+ * (NULL: none). */
 static void cpu_att_paged(const struct cpu_att_args *a)
 {
     if (a->N <= 0) return;
     if (cpu_in_team()) {
-        struct cpu_att_plan *pl = NULL;
-        #pragma omp single copyprivate(pl)
-        {
-            pl = malloc(sizeof *pl);
-            if (pl && cpu_att_plan_make(pl, a, omp_get_num_threads())) {
-                free(pl);
-                pl = NULL;
-            }
-        }
-        if (!pl) return;
-        cpu_att_work(a, pl, omp_get_thread_num());
-        #pragma omp single nowait
-        {
-            free(pl->run);
-            free(pl->scratch);
-            free(pl);
-        }
+        cpu_att_work(a, cpu_att_team_plan(a), 0);
         return;
     }
     struct cpu_att_plan pl;
-    if (cpu_att_plan_make(&pl, a, omp_get_max_threads())) return;
+    if (cpu_att_plan_make(&pl, a, omp_get_max_threads(), omp_get_max_threads())) return;
     /* Small decode steps (a few sequences, short caches) are cheaper on one
      * thread than waking the team. */
     const int par = (size_t)a->N * a->NH * pl.tmax * a->D >= (size_t)CPU_PAR_MIN;
