@@ -657,6 +657,15 @@ struct cpu_att_plan {
     size_t per, scratch_n, rq_n;
 };
 
+/* The end of the run that starts at row n0: rows of one sequence at
+ * consecutive positions, at most CPU_ATT_ROWS. */
+static int cpu_att_run_end(const int32_t *seq, const int32_t *pos, int N, int n0)
+{
+    int n = n0 + 1;
+    while (n < N && n - n0 < CPU_ATT_ROWS && seq[n] == seq[n - 1] && pos[n] == pos[n - 1] + 1) n++;
+    return n;
+}
+
 /* Works out the plan of a call for nthreads threads with scratch for
  * nscratch of them; 0, or -1 after printing why (out of memory) with run
  * and scratch NULL and the rest of the plan set. */
@@ -665,14 +674,11 @@ static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args 
 {
     const int N = a->N, group = a->NH / a->NKV, D = a->D;
     const int32_t *seq = a->seq, *pos = a->pos;
-    /* runs: rows [run[i], run[i+1]) of one sequence at consecutive
-     * positions, at most CPU_ATT_ROWS */
+    /* runs: rows [run[i], run[i+1]), cpu_att_run_end's */
     int tmax = 0, nrun = 0, rmax = 1;
     bool own = a->nw != NULL;
-    for (int n = 0; n < N; nrun++) {
-        const int n0 = n++;
-        while (n < N && n - n0 < CPU_ATT_ROWS && seq[n] == seq[n - 1] && pos[n] == pos[n - 1] + 1)
-            n++;
+    for (int n0 = 0, n; n0 < N; n0 = n, nrun++) {
+        n = cpu_att_run_end(seq, pos, N, n0);
         rmax = n - n0 > rmax ? n - n0 : rmax;
         /* a sequence at the start of two runs: see own below */
         for (int m = 0; own && m < n0; m++) own = seq[m] != seq[n0];
@@ -721,11 +727,9 @@ static int cpu_att_plan_make(struct cpu_att_plan *pl, const struct cpu_att_args 
         pl->scratch = NULL;
         return -1;
     }
-    for (int n = 0, i = 0; n < N; i++) {
-        pl->run[i] = n++;
-        while (n < N && n - pl->run[i] < CPU_ATT_ROWS && seq[n] == seq[n - 1] &&
-               pos[n] == pos[n - 1] + 1)
-            n++;
+    for (int i = 0, n0 = 0; n0 < N; i++) {
+        pl->run[i] = n0;
+        n0 = cpu_att_run_end(seq, pos, N, n0);
     }
     pl->run[nrun] = N;
     return 0;
