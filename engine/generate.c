@@ -155,7 +155,7 @@ struct gen_engine {
     struct sampler_scratch **scr;
     float **work;                   /* per thread (V) */
     struct jg_vocab *jg;            /* JSON mode's trie, made at its first request */
-    struct jg_cache **jgc;          /* per thread: JSON mode's masks */
+    uint8_t **mask;                 /* per thread (V): JSON mode's allowed tokens */
     long long n_generated, n_prefilled, n_steps;
     struct gen_profile *prof;       /* borrowed; NULL: not profiling */
 };
@@ -458,8 +458,8 @@ void gen_engine_free(struct gen_engine *e)
     free(e->logits); free(e->lse); free(e->tasks);
     for (int t = 0; e->scr && t < e->nthreads; t++) sampler_scratch_free(e->scr[t]);
     for (int t = 0; e->work && t < e->nthreads; t++) free(e->work[t]);
-    for (int t = 0; e->jgc && t < e->nthreads; t++) jg_cache_free(e->jgc[t]);
-    free(e->scr); free(e->work); free(e->jgc); free(e->pk);
+    for (int t = 0; e->mask && t < e->nthreads; t++) free(e->mask[t]);
+    free(e->scr); free(e->work); free(e->mask); free(e->pk);
     jg_vocab_free(e->jg);
     kv_cache_free(e->kv);
     free(e);
@@ -479,9 +479,9 @@ static int json_mode_init(struct gen_engine *e, char *err, size_t errlen)
         return -1;
     }
     const int V = e->m->cfg.vocab_size;
-    if (!e->jgc && !(e->jgc = calloc((size_t)e->nthreads, sizeof *e->jgc))) goto oom;
+    if (!e->mask && !(e->mask = calloc((size_t)e->nthreads, sizeof *e->mask))) goto oom;
     for (int t = 0; t < e->nthreads; t++)
-        if (!e->jgc[t] && !(e->jgc[t] = jg_cache_new(V))) goto oom;
+        if (!e->mask[t] && !(e->mask[t] = malloc((size_t)V))) goto oom;
     if (!(e->jg = jg_vocab_new(e->tok, V, err, errlen))) return -1;
     return 0;
 oom:
@@ -1176,10 +1176,9 @@ static void sample_tasks(struct gen_engine *e, int nt)
         /* JSON mode: the tokens that cannot go on the object get p = 0 (a
          * byte-level vocabulary always has one that can: every byte is a
          * token) */
-        int n_ok = 0;
-        const uint8_t *ok = s->guided ? jg_allowed_cached(e->jg, e->jgc[tid], &s->js, &n_ok) : NULL;
-        for (int v = 0; n_ok > 0 && v < V; v++)
-            if (!ok[v]) w[v] = -INFINITY;
+        if (s->guided && jg_allowed(e->jg, &s->js, e->mask[tid]) > 0)
+            for (int v = 0; v < V; v++)
+                if (!e->mask[tid][v]) w[v] = -INFINITY;
         s->next = sampler_sample(&s->req->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
         s->next_lp = row[s->next] - lse;
         if (s->req->logprobs > 0) {

@@ -55,18 +55,4 @@ void jg_vocab_free(struct jg_vocab *v);
  * (V entries); returns how many are allowed. */
 int jg_allowed(const struct jg_vocab *v, const struct jg_state *s, uint8_t *allowed);
 
-/* The masks of the last JG_CACHE states (told apart by what decides what
- * may follow them): inside a long string every token leaves the state as
- * it was, and a walk of a large vocabulary from a string's state costs
- * about as much as a decode step (Qwen's 151k tokens: 20 ms). One per
- * thread. */
-#define JG_CACHE 4
-struct jg_cache;
-struct jg_cache *jg_cache_new(int V);
-void jg_cache_free(struct jg_cache *c);
-/* jg_allowed's mask for s, owned by c (valid until its next call); *n:
- * how many are allowed. */
-const uint8_t *jg_allowed_cached(const struct jg_vocab *v, struct jg_cache *c,
-                                 const struct jg_state *s, int *n);
-
 #endif
