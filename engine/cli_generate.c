@@ -54,8 +54,8 @@ int cli_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--model", "--prompt", "--prompt-tokens", "--max-tokens",
         "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed", "--n",
-        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", NULL};
-    static const char *const flags[] = {"--json", "--ignore-eos", NULL};
+        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", "--logit-bias", NULL};
+    static const char *const flags[] = {"--json", "--ignore-eos", "--json-object", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *dir = cli_arg(argc, argv, "--model"), *prompt = cli_arg(argc, argv, "--prompt");
     const char *ptoks = cli_arg(argc, argv, "--prompt-tokens"), *stop = cli_arg(argc, argv, "--stop");
@@ -64,7 +64,7 @@ int cli_generate(int argc, char **argv)
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
                         "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32|q8] [--dtype auto|f32|bf16]\n"
-                        "  [--json]\n");
+                        "  [--logit-bias ID=BIAS,...] [--json-object] [--json]\n");
         return 2;
     }
     struct gen_request r;
@@ -86,6 +86,25 @@ int cli_generate(int argc, char **argv)
         cli_arg_float(argc, argv, "--min-p", 0, 1, &min_p) ||
         cli_arg_float(argc, argv, "--repetition-penalty", 1e-6, 100, &rep))
         return 2;
+    int32_t bias_ids[GEN_MAX_BIAS];
+    float bias_vals[GEN_MAX_BIAS];
+    int n_bias = 0;
+    const char *lb = cli_arg(argc, argv, "--logit-bias");
+    for (const char *q = lb; q && *q; n_bias++) {
+        char *end;
+        errno = 0;
+        long id = strtol(q, &end, 10);
+        const bool id_ok = end != q && *end == '=' && !errno && id >= 0 && id <= INT32_MAX;
+        double b = id_ok ? strtod(end + 1, &end) : 0;
+        if (!id_ok || n_bias == GEN_MAX_BIAS || (*end && *end != ',') || !(b >= -100 && b <= 100)) {
+            fprintf(stderr, "generate: --logit-bias: expected ID=BIAS,... (at most %d, each bias "
+                    "in [-100, 100]), got \"%s\"\n", GEN_MAX_BIAS, lb);
+            return 2;
+        }
+        bias_ids[n_bias] = (int32_t)id;
+        bias_vals[n_bias] = (float)b;
+        q = *end ? end + 1 : end;
+    }
     int32_t *ids = NULL;
     int P = 0;
     if (ptoks && (P = cli_parse_ids(ptoks, &ids)) < 0) {
@@ -150,6 +169,10 @@ int cli_generate(int argc, char **argv)
     r.stop = stops;
     r.n_stop = stop ? 1 : 0;
     r.ignore_eos = cli_flag(argc, argv, "--ignore-eos");
+    r.json_object = cli_flag(argc, argv, "--json-object");
+    r.bias_ids = bias_ids;
+    r.bias_vals = bias_vals;
+    r.n_bias = n_bias;
     r.logprobs = (int)logprobs;
     if (gen_submit(e, &r, err, sizeof err)) { fprintf(stderr, "generate: %s\n", err); goto out; }
     while (!gen_idle(e))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `aha-engine generate` (engine/cli_generate.c): streamed text, --json
-# samples, seeded reproducibility, n > 1 sharing a prefill, --dtype bf16, greedy parity
+# samples, seeded reproducibility, --logit-bias and --json-object, n > 1
+# sharing a prefill, --dtype bf16, greedy parity
 # with the recompute-everything `sample`, prompt ids on a tokenizer-less
 # fixture, `bench generate --profile`'s shape, and its errors (usage,
 # vocabulary, KV memory refusal).
@@ -30,6 +31,28 @@ assert len(r["tokens"]) == 8 and r["completion_tokens"] == 8 and r["finish_reaso
 assert isinstance(r["text"], str) and len(r["logprobs"]) == 8
 assert all(l <= 0 for l in r["logprobs"])
 PY
+
+# --logit-bias forces a token; --json-object keeps the text a JSON object
+# (ended as soon as it is whole); malformed biases are usage errors
+"$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 3 --temperature 0 --logit-bias 65=100,66=-5 \
+  --ignore-eos --json >"$tmp/lb" 2>/dev/null
+$PY -c "import json; r=json.loads(open('$tmp/lb').read()); assert r['tokens']==[65,65,65], r" && ok || bad "--logit-bias"
+"$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 48 --seed 1 --n 4 --json-object --json >"$tmp/jo" 2>/dev/null
+$PY - "$tmp/jo" <<'PY' && ok || bad "--json-object"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 4, rows
+for r in rows:
+    assert r["text"].startswith("{"), r
+    if r["finish_reason"] == "stop":
+        assert isinstance(json.loads(r["text"]), dict), r
+    else:
+        assert r["finish_reason"] == "length" and r["completion_tokens"] == 48, r
+PY
+for b in 65=200 65 =1 65=1,x; do
+  set +e; "$ENGINE" generate --model "$M" --prompt "1" --logit-bias "$b" >/dev/null 2>"$tmp/e"; rc=$?; set -e
+  [ $rc -eq 2 ] && grep -q -- "--logit-bias" "$tmp/e" && ok || bad "--logit-bias $b: rc $rc"
+done
 
 # n = 3: three samples, sample 0 equal to the n = 1 output with that seed
 "$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 8 --seed 3 --ignore-eos --n 3 --json >"$tmp/n" 2>/dev/null
