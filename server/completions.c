@@ -116,8 +116,10 @@ static void finish_locked(struct gen_req *g)
     }
     for (int i = 0; i < g->n_choices; i++) {
         struct gen_choice *ch = &g->choices[i];
-        if (i == 0 || ch->prompt_index != g->choices[i - 1].prompt_index)
+        if (i == 0 || ch->prompt_index != g->choices[i - 1].prompt_index) {
             atomic_fetch_add(&metrics.prompt_tokens, ch->prompt_tokens);
+            atomic_fetch_add(&metrics.prompt_tokens_cached, ch->cached_tokens);
+        }
         traces_enqueue(g->srv->tr, cpl_trace_json(g, ch, now));
     }
     g->traced = true;

@@ -109,6 +109,9 @@ char *metrics_render(void)
                 "(from sending the generate to its last event).", &hist_overhead);
     render_one(&b, "aha_prompt_tokens_total", "counter", "Prompt tokens processed.",
                atomic_load(&metrics.prompt_tokens));
+    render_one(&b, "aha_prompt_tokens_cached_total", "counter",
+               "Prompt tokens whose keys and values the engine's prefix cache held.",
+               atomic_load(&metrics.prompt_tokens_cached));
     render_one(&b, "aha_generation_tokens_total", "counter", "Tokens generated.",
                atomic_load(&metrics.generation_tokens));
     render_one(&b, "aha_requests_running", "gauge", "Generations producing tokens.",

@@ -30,6 +30,7 @@ struct metrics_globals {
     atomic_long waiting;          /* generations submitted, no token yet */
     atomic_long engine_restarts;
     atomic_long prompt_tokens;
+    atomic_long prompt_tokens_cached;   /* of them, from the engine's prefix cache */
     atomic_long generation_tokens;
     atomic_long trace_written;
     atomic_long trace_retried;

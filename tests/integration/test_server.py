@@ -855,6 +855,7 @@ def run_real_engine_suite(args, pg, base):
             # the same long prompt again: its first whole KV blocks come from
             # the engine's prefix cache, the output is the same
             msgs = user("What is " + " + ".join(str(i) for i in range(12)) + "?")
+            cached_before = metric(srv, "aha_prompt_tokens_cached_total")
             outs = []
             for _ in range(2):
                 st, body, _ = request(srv, "POST", "/v1/chat/completions",
@@ -867,6 +868,8 @@ def run_real_engine_suite(args, pg, base):
             eq(u1["prompt_tokens_details"]["cached_tokens"], (u1["prompt_tokens"] - 1) // 16 * 16, "second: cached")
             assert u1["prompt_tokens"] > 16, u1
             eq(outs[0]["choices"][0]["message"], outs[1]["choices"][0]["message"], "same output")
+            eq(metric(srv, "aha_prompt_tokens_cached_total") - cached_before,
+               u1["prompt_tokens_details"]["cached_tokens"], "the cached-tokens counter")
         check("real engine: chat completion, prefix cache", real_chat)
 
         def real_stream():
