@@ -54,7 +54,8 @@ int cli_generate(int argc, char **argv)
 {
     static const char *const opts[] = {"--model", "--prompt", "--prompt-tokens", "--max-tokens",
         "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed", "--n",
-        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", "--logit-bias", NULL};
+        "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", "--logit-bias",
+        "--json-schema", NULL};
     static const char *const flags[] = {"--json", "--ignore-eos", "--json-object", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *dir = cli_arg(argc, argv, "--model"), *prompt = cli_arg(argc, argv, "--prompt");
@@ -64,7 +65,7 @@ int cli_generate(int argc, char **argv)
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
                         "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32|q8] [--dtype auto|f32|bf16]\n"
-                        "  [--logit-bias ID=BIAS,...] [--json-object] [--json]\n");
+                        "  [--logit-bias ID=BIAS,...] [--json-object | --json-schema FILE] [--json]\n");
         return 2;
     }
     struct gen_request r;
@@ -116,6 +117,7 @@ int cli_generate(int argc, char **argv)
     struct model *m = NULL;
     struct tokenizer *tok = NULL;
     struct gen_engine *e = NULL;
+    struct jg_schema *schema = NULL;
     struct gen_cli c = {.json = cli_flag(argc, argv, "--json"), .n = (int)n};
     int rc = 1;
     m = model_load(dir, be, err, sizeof err);
@@ -170,6 +172,19 @@ int cli_generate(int argc, char **argv)
     r.n_stop = stop ? 1 : 0;
     r.ignore_eos = cli_flag(argc, argv, "--ignore-eos");
     r.json_object = cli_flag(argc, argv, "--json-object");
+    const char *schema_path = cli_arg(argc, argv, "--json-schema");
+    if (schema_path) {
+        json_error_t je;
+        json_t *js = json_load_file(schema_path, 0, &je);
+        if (!js) {
+            fprintf(stderr, "generate: %s:%d: %s\n", schema_path, je.line, je.text);
+            goto out;
+        }
+        schema = jg_schema_compile(js, err, sizeof err);
+        json_decref(js);
+        if (!schema) { fprintf(stderr, "generate: %s: %s\n", schema_path, err); goto out; }
+        r.json_schema = schema;
+    }
     r.bias_ids = bias_ids;
     r.bias_vals = bias_vals;
     r.n_bias = n_bias;
@@ -193,6 +208,7 @@ out:
     free(c.results);
     free(c.texts);
     gen_engine_free(e);
+    jg_schema_free(schema);
     free(ids);
     tok_free(tok);
     model_free(m);

@@ -59,7 +59,7 @@ struct gen_req {
     int32_t *bias_ids;
     float *bias_vals;
     int n_bias;
-    bool json;                      /* JSON mode */
+    struct jg_schema *schema;       /* JSON mode: the output's schema (owned) */
     bool ignore_eos;
     int logprobs, prompt_logprobs;
     int cached_tokens;              /* prompt positions from the prefix cache */
@@ -415,6 +415,7 @@ static void req_free(struct gen_req *r)
     free(r->stop_ids);
     free(r->bias_ids);
     free(r->bias_vals);
+    jg_schema_free(r->schema);
     free(r->plp);
     free(r->ptop_ids);
     free(r->ptop_lps);
@@ -475,7 +476,7 @@ static int json_mode_init(struct gen_engine *e, char *err, size_t errlen)
 {
     if (e->jg) return 0;
     if (!e->tok) {
-        errmsg_set(err, errlen, "json_object: the model has no tokenizer, so no text to shape");
+        errmsg_set(err, errlen, "JSON mode: the model has no tokenizer, so no text to shape");
         return -1;
     }
     const int V = e->m->cfg.vocab_size;
@@ -524,7 +525,7 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     if (r->n_stop_ids < 0 || r->n_stop_ids > GEN_MAX_STOP_IDS) { errmsg_set(err, errlen, "stop_token_ids: at most %d ids", GEN_MAX_STOP_IDS); return -1; }
     for (int i = 0; i < r->n_stop_ids; i++)
         if (r->stop_ids[i] < 0 || r->stop_ids[i] >= V) { errmsg_set(err, errlen, "stop_token_ids[%d]: %d is outside the vocabulary (%d)", i, r->stop_ids[i], V); return -1; }
-    if (r->json_object && json_mode_init(e, err, errlen)) return -1;
+    if ((r->json_object || r->json_schema) && json_mode_init(e, err, errlen)) return -1;
     if (r->n_bias < 0 || r->n_bias > GEN_MAX_BIAS) { errmsg_set(err, errlen, "logit_bias: at most %d tokens", GEN_MAX_BIAS); return -1; }
     for (int i = 0; i < r->n_bias; i++) {
         if (r->bias_ids[i] < 0 || r->bias_ids[i] >= V) { errmsg_set(err, errlen, "logit_bias: token %d is outside the vocabulary (%d)", r->bias_ids[i], V); return -1; }
@@ -558,7 +559,11 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     q->sp = r->sampling;
     q->seed = r->has_seed ? r->seed : rng_splitmix64(&e->seed_counter);
     q->ignore_eos = r->ignore_eos;
-    q->json = r->json_object;
+    if (r->json_schema || r->json_object) {
+        q->schema = r->json_schema ? jg_schema_copy(r->json_schema)
+                                   : (struct jg_schema *)jg_schema_object();
+        if (!q->schema) goto oom;
+    }
     q->logprobs = r->logprobs;
     q->prompt_logprobs = r->prompt_logprobs;
     q->blocks_full = full;
@@ -648,8 +653,8 @@ static struct gen_seq *seq_new(struct gen_engine *e, struct gen_req *r, int inde
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof *s->tokens);
     s->n_tokens = r->n_prompt;
     rng_seed(&s->rng, r->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(index + 1)));
-    s->guided = r->json;
-    jg_init(&s->js);
+    s->guided = r->schema != NULL;
+    if (r->schema) jg_init(&s->js, r->schema);
     if (e->tok && !(s->ts = tok_stream_new(e->tok))) goto fail;
     if (sampler_needs_history(&r->sp)) {
         s->counts = calloc((size_t)V, sizeof *s->counts);

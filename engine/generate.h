@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json_guide.h"
 #include "kv_cache.h"
 #include "model.h"
 #include "sampler.h"
@@ -112,6 +113,10 @@ struct gen_request {
                                  * are sampled, and the sample ends (stop)
                                  * as soon as the object is whole; needs the
                                  * tokenizer */
+    const struct jg_schema *json_schema;    /* structured outputs (OpenAI's
+                                 * json_schema): the same, for an object of
+                                 * this compiled schema (json_guide.h);
+                                 * NULL: none; wins over json_object */
     int logprobs;               /* alternatives per sampled token, 0..20 */
     int prompt_logprobs;        /* -1 off, else logprob of every prompt token
                                  * plus that many alternatives (0..20) */

@@ -1,44 +1,65 @@
-/* engine/json_guide.h — JSON mode (OpenAI's response_format json_object):
- * a byte-level automaton that accepts exactly the prefixes of one JSON
- * object (RFC 8259 with the top-level value an object, starting at the
- * first byte and ending at its closing brace, strings valid UTF-8, at most
- * JG_MAX_DEPTH nested containers and JG_MAX_WS whitespace bytes in a row),
- * and the vocabulary as a trie of its tokens' bytes, so
- * that the tokens keeping an output such a prefix are found in one walk
- * that shares their common beginnings. Not here: applying the mask to the
- * logits and ending the sample (engine/generate.c). */
+/* engine/json_guide.h — JSON mode and structured outputs (OpenAI's
+ * response_format json_object and json_schema): a byte-level automaton
+ * that accepts exactly the prefixes of one JSON object of a schema (RFC
+ * 8259, the object starting at the first byte and ending at its closing
+ * brace, strings valid UTF-8, at most JG_MAX_DEPTH nested containers and
+ * JG_MAX_WS whitespace bytes in a row), and the vocabulary as a trie of
+ * its tokens' bytes, so that the tokens keeping an output such a prefix
+ * are found in one walk that shares their common beginnings. Not here:
+ * applying the mask to the logits and ending the sample
+ * (engine/generate.c). */
 #ifndef AHA_JSON_GUIDE_H
 #define AHA_JSON_GUIDE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "tokenizer.h"
 
-#define JG_MAX_DEPTH 64     /* open objects and arrays (one bit each) */
+#define JG_MAX_DEPTH 32     /* open objects and arrays */
 #define JG_MAX_WS 32        /* whitespace bytes in a row (an endless run of
                              * spaces is valid JSON that never ends) */
+#define JG_MAX_CHOICES 64   /* properties of an object, values of an enum */
 
-/* Where the automaton is; a small value, copied freely. */
+/* A compiled schema: a flat copy, owned by whoever made it. The subset
+ * (as OpenAI's strict structured outputs): "type" (one or a list of
+ * object, array, string, integer, number, boolean, null), "properties"
+ * (written in their order, the optional ones may be left out),
+ * "required", "additionalProperties" false (or absent: no other keys),
+ * "items", "enum" and "const" of scalars, "$ref" to "#/$defs/..." or
+ * "#/definitions/..." (not recursive), and the annotations title,
+ * description, default, examples, $schema, $id, $comment. Anything else
+ * is refused by name rather than ignored. */
+struct jg_schema;
+/* Compiles a JSON Schema (its root must be an object schema); NULL with
+ * err naming the place ("properties.a.items: ...") when it is outside the
+ * subset. */
+struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errlen);
+struct jg_schema *jg_schema_copy(const struct jg_schema *sc);
+void jg_schema_free(struct jg_schema *sc);
+/* Any JSON object (json_object mode); static, not to be freed. */
+const struct jg_schema *jg_schema_object(void);
+
+/* Where the automaton is; a value of a few hundred bytes, copied freely. */
 struct jg_state {
-    uint64_t stack;         /* bit i: container i is an object (else array) */
-    uint8_t depth;          /* open containers */
-    uint8_t pos;            /* what comes next between tokens (json_guide.c) */
-    uint8_t lex;            /* the token being read: none, string, number, literal */
-    uint8_t sub;            /* its state */
-    uint8_t aux;            /* string: UTF-8 bytes still due / \u digits;
-                             * literal: which one */
-    uint8_t lo, hi;         /* string: the range of the next UTF-8 byte */
-    uint8_t ws;             /* whitespace bytes in a row */
-    bool key;               /* the string is an object's key */
+    const struct jg_schema *sc;
+    uint64_t cand;              /* key or enum being matched: candidates */
+    uint16_t node[JG_MAX_DEPTH];    /* the open containers' schema nodes */
+    uint8_t next[JG_MAX_DEPTH];     /* an object's next property */
+    uint32_t objects;           /* bit i: container i is an object */
+    uint16_t cur;               /* the schema node of the value to come */
+    uint16_t off;               /* key or enum: bytes matched */
+    uint8_t depth, pos, lex, sub, aux, lo, hi, ws;
+    bool key, integer;
 };
 
-void jg_init(struct jg_state *s);
+void jg_init(struct jg_state *s, const struct jg_schema *sc);
 /* Feeds one byte: true and s advanced when the bytes so far are still the
- * beginning of a JSON object; false (s unspecified) otherwise. */
+ * beginning of an object of the schema; false (s unspecified) otherwise. */
 bool jg_feed(struct jg_state *s, unsigned char c);
-/* Whether the bytes so far are one whole JSON object. */
+/* Whether the bytes so far are one whole object of the schema. */
 bool jg_done(const struct jg_state *s);
 
 /* The vocabulary's tokens by their bytes (special tokens and tokens of no

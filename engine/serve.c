@@ -477,6 +477,7 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
     char err[1024] = "";
     int32_t *ids = NULL, *stop_ids = NULL, *bias_ids = NULL;
     float *bias_vals = NULL;
+    struct jg_schema *schema = NULL;
     const char *stops[GEN_MAX_STOP];
     struct serve_req *q = NULL;
     if (!id) { send_error(sv, NULL, "generate: field \"id\" is missing"); return; }
@@ -523,7 +524,10 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         snprintf(err, sizeof err, "field \"stop\": expected a string or an array of at most %d strings", GEN_MAX_STOP);
         goto fail;
     }
-    if (prompt_ids(sm, msg, r.json_object, &ids, &r.n_prompt, err, sizeof err)) goto fail;
+    json_t *js = json_object_get(msg, "json_schema");
+    if (js && !json_is_null(js) && !(schema = jg_schema_compile(js, err, sizeof err))) goto fail;
+    r.json_schema = schema;
+    if (prompt_ids(sm, msg, r.json_object || schema, &ids, &r.n_prompt, err, sizeof err)) goto fail;
     q = calloc(1, sizeof *q);
     if (!q || !(q->id = strdup(id))) { snprintf(err, sizeof err, "out of memory"); goto fail; }
     q->sm = sm;
@@ -551,6 +555,7 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
     free(stop_ids);
     free(bias_ids);
     free(bias_vals);
+    jg_schema_free(schema);
     return;
 fail:
     if (q) { free(q->id); free(q); }
@@ -558,6 +563,7 @@ fail:
     free(stop_ids);
     free(bias_ids);
     free(bias_vals);
+    jg_schema_free(schema);
     send_error(sv, id, "generate: %s", err);
 }
 

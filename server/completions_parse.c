@@ -292,10 +292,22 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
             if (strcmp(rft, "json_object") == 0) {
                 g->json_object = true;
                 json_object_set_new(eng, "json_object", json_true());
+            } else if (strcmp(rft, "json_schema") == 0) {
+                /* OpenAI's {"type":"json_schema","json_schema":{"name","schema","strict"}};
+                 * the engine compiles the schema and names what it cannot
+                 * follow (a 400 through its error) */
+                json_t *sch = json_object_get(json_object_get(rf, "json_schema"), "schema");
+                if (!json_is_object(sch)) {
+                    cpl_fail(v, 400, "response_format", "invalid_value",
+                             "'response_format' json_schema needs 'json_schema': {'schema': {...}}");
+                    goto fail;
+                }
+                g->json_object = true;
+                json_object_set(eng, "json_schema", sch);
             } else if (strcmp(rft, "text") != 0) {
                 cpl_fail(v, 400, "response_format", "unsupported_value",
-                         "'response_format' of type '%s' is not supported: 'text' and "
-                         "'json_object' are", rft);
+                         "'response_format' of type '%s' is not supported: 'text', "
+                         "'json_object' and 'json_schema' are", rft);
                 goto fail;
             }
         }

@@ -49,6 +49,13 @@ for r in rows:
     else:
         assert r["finish_reason"] == "length" and r["completion_tokens"] == 48, r
 PY
+echo '{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"]}' >"$tmp/s.json"
+"$ENGINE" generate --model "$M" --prompt "1" --max-tokens 200 --seed 1 --json-schema "$tmp/s.json" --json >"$tmp/js" 2>/dev/null
+$PY -c "import json; r=json.loads(open('$tmp/js').read()); o=json.loads(r['text']); assert r['finish_reason']=='stop' and list(o)==['ok'] and isinstance(o['ok'], bool), r" \
+  && ok || bad "--json-schema"
+echo '{"type":"object","properties":{"x":{"type":"string","format":"date"}}}' >"$tmp/bad.json"
+set +e; "$ENGINE" generate --model "$M" --prompt "1" --json-schema "$tmp/bad.json" >/dev/null 2>"$tmp/e"; rc=$?; set -e
+[ $rc -ne 0 ] && grep -q 'properties.x: keyword "format"' "$tmp/e" && ok || bad "--json-schema refusal: rc $rc"
 for b in 65=200 65 =1 65=1,x; do
   set +e; "$ENGINE" generate --model "$M" --prompt "1" --logit-bias "$b" >/dev/null 2>"$tmp/e"; rc=$?; set -e
   [ $rc -eq 2 ] && grep -q -- "--logit-bias" "$tmp/e" && ok || bad "--logit-bias $b: rc $rc"

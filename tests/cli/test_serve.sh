@@ -156,6 +156,24 @@ send({"type": "generate", "id": "js2", "prompt": "1+1=", "max_tokens": 48, "json
 for d in [e for e in done_all("js2", 4) if e.get("type") == "done"]:
     ok = d["text"].startswith("{") and (d["finish_reason"] == "length" or isinstance(json.loads(d["text"]), dict))
     check("json_object sample %d" % d["index"], ok, d)
+# json_schema: every sample is exactly an object of the schema
+schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 22]}},
+          "required": ["ok"]}
+send({"type": "generate", "id": "sc", "prompt": "1+1=", "max_tokens": 300, "n": 3, "seed": 2,
+      "json_schema": schema})
+for d in [e for e in done_all("sc", 3) if e.get("type") == "done"]:
+    try:
+        o = json.loads(d["text"])
+    except ValueError:
+        o = None
+    check("json_schema sample %d" % d["index"], d["finish_reason"] == "stop" and isinstance(o, dict) and
+          list(o)[:1] == ["ok"] and isinstance(o["ok"], bool) and set(o) <= {"ok", "n"} and
+          o.get("n", 1) in (1, 22), d)
+send({"type": "generate", "id": "scx", "prompt": "1",
+      "json_schema": {"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}})
+ev = recv()
+check("json_schema refused", ev.get("type") == "error" and "properties.a" in ev.get("message", "") and
+      "pattern" in ev.get("message", ""), ev)
 send({"type": "generate", "id": "jsx", "prompt": "1", "json_object": "yes"})
 ev = recv()
 check("json_object type", ev.get("type") == "error" and "\"json_object\"" in ev.get("message", ""), ev)

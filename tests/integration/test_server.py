@@ -920,6 +920,31 @@ def run_real_engine_suite(args, pg, base):
                     assert isinstance(json.loads(text), dict), text
         check("real engine: JSON mode", real_json_mode)
 
+        def real_json_schema():
+            # response_format json_schema: the content is an object of the
+            # schema; a schema outside the subset is a 400 naming it
+            schema = {"type": "object", "properties": {"answer": {"type": "integer"},
+                                                       "sure": {"type": "boolean"}},
+                      "required": ["answer", "sure"], "additionalProperties": False}
+            rf = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": schema}}
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  {"model": "tiny-real", "messages": user("2+2?"), "max_tokens": 300, "seed": 3,
+                                   "response_format": rf}, key=key, timeout=120)
+            eq(st, 200, "status %r" % (body,))
+            ch = body["choices"][0]
+            eq(ch["finish_reason"], "stop", "finished %r" % (ch,))
+            o = json.loads(ch["message"]["content"])
+            eq(list(o), ["answer", "sure"], "keys")
+            assert isinstance(o["answer"], int) and isinstance(o["sure"], bool), o
+            bad = {"type": "json_schema", "json_schema": {"name": "b", "schema": {
+                "type": "object", "properties": {"x": {"type": "string", "minLength": 2}}}}}
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  {"model": "tiny-real", "messages": user("hi"), "response_format": bad},
+                                  key=key, timeout=120)
+            eq(st, 400, "unsupported schema %r" % (body,))
+            assert "minLength" in body["error"]["message"], body
+        check("real engine: json_schema", real_json_schema)
+
         def real_n_logprobs_echo():
             st, body, _ = request(srv, "POST", "/v1/completions",
                                   {"model": "tiny-real", "prompt": "3 + 4 =", "max_tokens": 4, "n": 3, "seed": 5,

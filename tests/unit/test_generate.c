@@ -1645,7 +1645,7 @@ Test(generate, json_object_mode)
             const struct sample_out *o = &c.s[u][i];
             cr_assert(o->done && o->n > 0, "request %d sample %d", u, i);
             struct jg_state st;
-            jg_init(&st);
+            jg_init(&st, jg_schema_object());
             for (int t = 0; t < o->n; t++) {
                 cr_assert(o->tok[t] < 256, "request %d sample %d: special token %d", u, i, o->tok[t]);
                 cr_assert(jg_feed(&st, (unsigned char)o->tok[t]), "request %d sample %d: token %d "
@@ -1672,7 +1672,7 @@ Test(generate, json_object_mode)
     e = engine(m, NULL, &d, 8, 16, 64, 0);
     r.n_bias = 0;
     cr_expect_neq(gen_submit(e, &r, err, sizeof err), 0);
-    cr_expect(strstr(err, "json_object") != NULL, "%s", err);
+    cr_expect(strstr(err, "JSON mode") != NULL, "%s", err);
     gen_engine_free(e);
     tok_free(tok);
     model_free(m);
