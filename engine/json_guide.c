@@ -152,7 +152,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     static const char *const known[] = {"type", "properties", "required", "additionalProperties",
                                         "items", "enum", "const", "title", "description", "default",
                                         "examples", "$schema", "$id", "$comment", "$defs",
-                                        "definitions", NULL};
+                                        "definitions", "anyOf", "oneOf", NULL};
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)s, k, v) {
@@ -171,6 +171,41 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         return fail(b, path, "out of memory");
     const int me = b->nnodes++;
     struct jg_node n = {0};
+    const json_t *alts = json_object_get(s, "anyOf");
+    if (!alts) alts = json_object_get(s, "oneOf");
+    if (alts) {
+        /* branches of different types (Optional[X]: X or null), merged into
+         * one node: the first byte of a value tells which (so anyOf and
+         * oneOf mean the same here) */
+        if (type || props || items || req || en || cst)
+            return fail(b, path, "\"anyOf\" beside other constraints is not supported");
+        if (!json_is_array(alts) || json_array_size(alts) == 0)
+            return fail(b, path, "\"anyOf\" must be a list of schemas");
+        size_t i;
+        const json_t *alt;
+        json_array_foreach(alts, i, alt) {
+            snprintf(sub, sizeof sub, "%s%sanyOf[%zu]", path, *path ? "." : "", i);
+            const int bi = compile(b, alt, sub, refs);
+            if (bi < 0) return -1;
+            if (bi == 0) return 0;      /* one branch takes any value: so does the whole */
+            const struct jg_node x = b->nodes[bi];
+            if (x.nlits) return fail(b, sub, "\"enum\" and \"const\" in \"anyOf\" are not supported");
+            if (n.types & x.types)
+                return fail(b, sub, "\"anyOf\" branches must be of different types");
+            if ((x.types & T_OBJECT && n.types & T_ARRAY && x.any_keys && n.items) ||
+                (x.types & T_ARRAY && n.types & T_OBJECT && n.any_keys && x.items))
+                return fail(b, sub, "\"anyOf\" of an array and an object without properties");
+            n.types |= x.types;
+            if (x.types & T_ARRAY) n.items = x.items;
+            if (x.types & T_OBJECT) {
+                n.any_keys = x.any_keys;
+                n.props = x.props;
+                n.nprops = x.nprops;
+            }
+        }
+        b->nodes[me] = n;
+        return me;
+    }
     if (en || cst) {
         if (en && cst) return fail(b, path, "\"enum\" and \"const\" together");
         const size_t count = en ? json_array_size(en) : 1;

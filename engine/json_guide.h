@@ -29,7 +29,8 @@
  * (written in their order, the optional ones may be left out),
  * "required", "additionalProperties" false (or absent: no other keys),
  * "items", "enum" and "const" of scalars, "$ref" to "#/$defs/..." or
- * "#/definitions/..." (not recursive), and the annotations title,
+ * "#/definitions/..." (not recursive), "anyOf"/"oneOf" of branches of
+ * different types (pydantic's Optional[X]), and the annotations title,
  * description, default, examples, $schema, $id, $comment. Anything else
  * is refused by name rather than ignored. */
 struct jg_schema;

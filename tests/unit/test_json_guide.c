@@ -290,7 +290,10 @@ Test(json_guide, schema_refusals_name_the_place)
          "{\"type\":\"object\",\"properties\":{\"b\":{\"$ref\":\"#/$defs/A\"}}}}}", "recursive"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"items\":[{}]}}}",
          "properties.a: \"items\" must be one schema"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{}]}}}", "\"anyOf\" is not supported"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"string\"},"
+         "{\"type\":[\"null\",\"string\"]}]}}}", "properties.a.anyOf[1]: \"anyOf\" branches must be of different"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"enum\":[1]}]}}}", "anyOf[0]: \"enum\""},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"not\":{}}}}", "keyword \"not\" is not supported"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[256] = "";
@@ -347,6 +350,47 @@ Test(json_guide, schema_accepts_and_refuses)
     struct jg_state st;
     cr_expect_eq(accepted_sc(cp, ok[1], strlen(ok[1]), &st), strlen(ok[1]), "the copy differs");
     jg_schema_free(cp);
+}
+
+/* A schema as pydantic writes one: titles, $defs and a $ref, Optional
+ * fields as anyOf of a type and null, defaults. */
+Test(json_guide, schema_pydantic_style)
+{
+    static const char text[] =
+        "{\"$defs\":{\"Pet\":{\"properties\":{\"kind\":{\"title\":\"Kind\",\"type\":\"string\"}},"
+        "\"required\":[\"kind\"],\"title\":\"Pet\",\"type\":\"object\"}},"
+        "\"properties\":{\"name\":{\"title\":\"Name\",\"type\":\"string\"},"
+        "\"nick\":{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}],\"default\":null,\"title\":\"Nick\"},"
+        "\"pet\":{\"anyOf\":[{\"$ref\":\"#/$defs/Pet\"},{\"type\":\"null\"}],\"default\":null},"
+        "\"tags\":{\"items\":{\"type\":\"string\"},\"title\":\"Tags\",\"type\":\"array\"}},"
+        "\"required\":[\"name\",\"tags\"],\"title\":\"Person\",\"type\":\"object\"}";
+    char err[256];
+    struct jg_schema *sc = schema_of(text, err, sizeof err);
+    cr_assert_not_null(sc, "%s", err);
+    static const char *const ok[] = {
+        "{\"name\":\"a\",\"nick\":null,\"pet\":{\"kind\":\"cat\"},\"tags\":[]}",
+        "{\"name\":\"a\",\"nick\":\"b\",\"tags\":[\"x\",\"y\"]}",
+        "{\"name\":\"a\",\"pet\":null,\"tags\":[]}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        struct jg_state st;
+        const size_t n = strlen(ok[i]);
+        cr_expect_eq(accepted_sc(sc, ok[i], n, &st), n, "%s", ok[i]);
+        cr_expect(jg_done(&st), "%s", ok[i]);
+    }
+    static const struct { const char *s; size_t at; } bad[] = {
+        {"{\"name\":\"a\",\"nick\":1", 19},
+        {"{\"name\":\"a\",\"pet\":{\"kind\":1", 26},
+        {"{\"name\":\"a\",\"pet\":[", 18},
+        {"{\"name\":\"a\",\"pet\":{}", 19},      /* kind is required */
+        {"{\"name\":\"a\"}", 11},                 /* so are the tags */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct jg_state st;
+        const size_t got = accepted_sc(sc, bad[i].s, strlen(bad[i].s), &st);
+        cr_expect_eq(got, bad[i].at, "%s: refused at %zu, not %zu", bad[i].s, got, bad[i].at);
+    }
+    jg_schema_free(sc);
 }
 
 /* The test's own check of a document against schema_text (jansson keeps
