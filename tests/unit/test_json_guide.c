@@ -28,6 +28,29 @@ static size_t accepted(const char *s, size_t len, struct jg_state *st)
     return accepted_sc(jg_schema_object(), s, len, st);
 }
 
+/* Each document whole, from the start of an object of sc. */
+static void expect_whole(const struct jg_schema *sc, const char *const *docs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct jg_state st;
+        const size_t len = strlen(docs[i]);
+        const size_t got = accepted_sc(sc, docs[i], len, &st);
+        cr_expect_eq(got, len, "%s: refused at byte %zu", docs[i], got);
+        cr_expect(jg_done(&st), "%s: not whole", docs[i]);
+    }
+}
+
+/* Each document refused at byte `at` (its mistake). */
+struct refusal { const char *s; size_t at; };
+static void expect_refused(const struct jg_schema *sc, const struct refusal *bad, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct jg_state st;
+        const size_t got = accepted_sc(sc, bad[i].s, strlen(bad[i].s), &st);
+        cr_expect_eq(got, bad[i].at, "%s: refused at %zu, not %zu", bad[i].s, got, bad[i].at);
+    }
+}
+
 Test(json_guide, accepts_objects)
 {
     static const char *const ok[] = {
@@ -53,7 +76,7 @@ Test(json_guide, accepts_objects)
 
 Test(json_guide, refuses_at_the_mistake)
 {
-    static const struct { const char *s; size_t at; } bad[] = {
+    static const struct refusal bad[] = {
         {"[]", 0},                      /* the top level is an object */
         {"\"a\"", 0},
         {" {}", 0},                     /* nothing before the object */
@@ -85,12 +108,7 @@ Test(json_guide, refuses_at_the_mistake)
         {"{\"a\":\"\x80\"}", 6},
         {"{\"a\":\"\xc3(\"}", 7},
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        struct jg_state st;
-        const size_t n = strlen(bad[i].s);
-        cr_expect_eq(accepted(bad[i].s, n, &st), bad[i].at, "case %zu: refused at %zu, not %zu", i,
-                     accepted(bad[i].s, n, &st), bad[i].at);
-    }
+    expect_refused(jg_schema_object(), bad, sizeof bad / sizeof *bad);
     /* whitespace runs and nesting are bounded */
     char buf[256];
     struct jg_state st;
@@ -318,14 +336,8 @@ Test(json_guide, schema_accepts_and_refuses)
         "{\"name\":\"B\",\"age\":1,\"n\":1,\"addr\":{\"city\":\"c\"}}",
         "{\"name\":\"B\",\"age\":1,\"n\":null,\"addr\":{\"city\":\"c\"}}",
     };
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
-        struct jg_state st;
-        const size_t n = strlen(ok[i]);
-        cr_expect_eq(accepted_sc(sc, ok[i], n, &st), n, "%s: refused at %zu", ok[i],
-                     accepted_sc(sc, ok[i], n, &st));
-        cr_expect(jg_done(&st), "%s: not whole", ok[i]);
-    }
-    static const struct { const char *s; size_t at; } bad[] = {
+    expect_whole(sc, ok, sizeof ok / sizeof *ok);
+    static const struct refusal bad[] = {
         {"{\"name\":\"Bo\",\"age\":30}", 21},              /* addr is required */
         {"{\"age\":30}", 2},                               /* name first */
         {"{\"name\":\"Bo\",\"age\":\"30\"}", 19},           /* not an integer */
@@ -339,12 +351,7 @@ Test(json_guide, schema_accepts_and_refuses)
         {"{\"name\":\"Bo\",\"age\":3,\"addr\":{\"zip\":1}}", 30},  /* city is required */
         {"{\"name\":\"Bo\",\"age\":3,\"meta\":1,\"addr\":{}}", 22}, /* meta before addr */
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        struct jg_state st;
-        const size_t n = strlen(bad[i].s);
-        const size_t got = accepted_sc(sc, bad[i].s, n, &st);
-        cr_expect_eq(got, bad[i].at, "%s: refused at %zu, not %zu", bad[i].s, got, bad[i].at);
-    }
+    expect_refused(sc, bad, sizeof bad / sizeof *bad);
     struct jg_schema *cp = jg_schema_copy(sc);
     jg_schema_free(sc);
     struct jg_state st;
@@ -372,24 +379,15 @@ Test(json_guide, schema_pydantic_style)
         "{\"name\":\"a\",\"nick\":\"b\",\"tags\":[\"x\",\"y\"]}",
         "{\"name\":\"a\",\"pet\":null,\"tags\":[]}",
     };
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
-        struct jg_state st;
-        const size_t n = strlen(ok[i]);
-        cr_expect_eq(accepted_sc(sc, ok[i], n, &st), n, "%s", ok[i]);
-        cr_expect(jg_done(&st), "%s", ok[i]);
-    }
-    static const struct { const char *s; size_t at; } bad[] = {
+    expect_whole(sc, ok, sizeof ok / sizeof *ok);
+    static const struct refusal bad[] = {
         {"{\"name\":\"a\",\"nick\":1", 19},
         {"{\"name\":\"a\",\"pet\":{\"kind\":1", 26},
         {"{\"name\":\"a\",\"pet\":[", 18},
         {"{\"name\":\"a\",\"pet\":{}", 19},      /* kind is required */
         {"{\"name\":\"a\"}", 11},                 /* so are the tags */
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        struct jg_state st;
-        const size_t got = accepted_sc(sc, bad[i].s, strlen(bad[i].s), &st);
-        cr_expect_eq(got, bad[i].at, "%s: refused at %zu, not %zu", bad[i].s, got, bad[i].at);
-    }
+    expect_refused(sc, bad, sizeof bad / sizeof *bad);
     jg_schema_free(sc);
 }
 
