@@ -822,11 +822,10 @@ static void seq_accept(struct gen_engine *e, struct gen_seq *s, const float *log
     }
     if (!done && s->guided) {
         /* JSON mode: the token's bytes go on the object; whole, it ends */
-        size_t n;
-        char *b = tok_decode_bytes(e->tok, &t, 1, &n);
+        size_t n = 0;
+        const char *b = tok_token_bytes(e->tok, t, &n);
         s->guided = b != NULL;
-        for (size_t i = 0; b && i < n && s->guided; i++) s->guided = jg_feed(&s->js, (unsigned char)b[i]);
-        free(b);
+        for (size_t i = 0; i < n && s->guided; i++) s->guided = jg_feed(&s->js, (unsigned char)b[i]);
         if (s->guided && jg_done(&s->js)) {
             done = true;
             f = GEN_FINISH_STOP;

@@ -815,14 +815,12 @@ struct jg_vocab *jg_vocab_new(const struct tokenizer *tok, int V, char *err, siz
     struct jg_vocab *v = jg_vocab_empty(V);
     const int tv = tok_vocab_size(tok);
     for (int32_t t = 0; v && t < V && t < tv; t++) {
-        if (tok_is_special(tok, t)) continue;
-        size_t len;
-        char *b = tok_decode_bytes(tok, &t, 1, &len);
-        if (!b || jg_vocab_add(v, t, b, len)) {
+        size_t len = 0;
+        const char *b = tok_is_special(tok, t) ? NULL : tok_token_bytes(tok, t, &len);
+        if (b && jg_vocab_add(v, t, b, len)) {
             jg_vocab_free(v);
             v = NULL;
         }
-        free(b);
     }
     if (!v) snprintf(err, errlen, "out of memory for the JSON mode's vocabulary (%d tokens)", V);
     return v;

@@ -92,8 +92,8 @@ static json_t *token_text(const struct tokenizer *tok, int32_t id)
 {
     if (!tok) return NULL;
     size_t n = 0;
-    char *b = tok_decode_bytes(tok, &id, 1, &n);
-    if (!b) return NULL;
+    const char *b = tok_token_bytes(tok, id, &n);
+    if (!b) b = "";     /* an id past the tokenizer's (a padded vocabulary): no text */
     json_t *j = memchr(b, 0, n) ? NULL : json_stringn(b, n);
     if (!j) {
         char buf[8 + 4 * 64 + 1];
@@ -102,7 +102,6 @@ static json_t *token_text(const struct tokenizer *tok, int32_t id)
             o += (size_t)snprintf(buf + o, sizeof buf - o, "\\x%02x", (unsigned char)b[i]);
         j = json_string(buf);
     }
-    free(b);
     return j;
 }
 

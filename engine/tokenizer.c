@@ -926,6 +926,13 @@ int tok_encode(const struct tokenizer *tok, const char *text, size_t len, int32_
 
 /* ---- decode ---- */
 
+const char *tok_token_bytes(const struct tokenizer *tok, int32_t id, size_t *n_out)
+{
+    if (id < 0 || id >= tok->n_vocab || !tok->id_bytes[id]) return NULL;
+    *n_out = tok->id_nbytes[id];
+    return tok->id_bytes[id];
+}
+
 char *tok_decode_bytes(const struct tokenizer *tok, const int32_t *ids, size_t n, size_t *len)
 {
     size_t total = 1;

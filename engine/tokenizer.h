@@ -54,6 +54,10 @@ char *tok_decode(const struct tokenizer *tok, const int32_t *ids, size_t n,
  * when the tokenizer has no normalizer). Caller frees. */
 char *tok_decode_bytes(const struct tokenizer *tok, const int32_t *ids, size_t n,
                        size_t *len);
+/* The bytes id stands for (tok_decode_bytes of that one id), owned by
+ * the tokenizer, not NUL-terminated: n_out of them; NULL for an unknown
+ * id. */
+const char *tok_token_bytes(const struct tokenizer *tok, int32_t id, size_t *n_out);
 /* Whether id is an added token marked special (e.g. <|im_end|>). */
 bool tok_is_special(const struct tokenizer *tok, int32_t id);
 
