@@ -126,6 +126,7 @@ struct gen_engine {
     uint64_t seed_counter;
     int max_blocks_per_seq;
     uint64_t prefix_version;        /* model version of the cached blocks */
+    int32_t *prefix_found;          /* (max_blocks_per_seq) prefix_find's blocks */
     long long prefix_queries, prefix_hits;
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
@@ -322,6 +323,9 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     const size_t AH = (size_t)c->n_heads * c->head_dim, LC = GEN_LOGITS_CHUNK;
     e->R = (int)R;
     e->max_blocks_per_seq = (c->max_position_embeddings + cfg->block_size - 1) / cfg->block_size;
+    if (cfg->prefix_cache &&
+        !(e->prefix_found = malloc((size_t)e->max_blocks_per_seq * sizeof *e->prefix_found)))
+        goto oom;
     const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
     const bool packed = cfg->batch_invariant && be->rows_packed_bytes && be->rows_pack &&
                         be->matmul_rows_forward && be->rows_pack_glu && be->matmul_rows_glu_forward;
@@ -460,7 +464,7 @@ void gen_engine_free(struct gen_engine *e)
     for (int t = 0; e->scr && t < e->nthreads; t++) sampler_scratch_free(e->scr[t]);
     for (int t = 0; e->work && t < e->nthreads; t++) free(e->work[t]);
     for (int t = 0; e->mask && t < e->nthreads; t++) free(e->mask[t]);
-    free(e->scr); free(e->work); free(e->mask); free(e->pk);
+    free(e->scr); free(e->work); free(e->mask); free(e->pk); free(e->prefix_found);
     jg_vocab_free(e->jg);
     kv_cache_free(e->kv);
     free(e);
@@ -933,22 +937,38 @@ int gen_cancel(struct gen_engine *e, const char *id)
 /* The prefix cache: the blocks that hold the first tokens of r's prompt,
  * up to the one before the block of its last token (always computed: its
  * logits are sampled from); none for prompt logprobs (every position
- * computed). Returns how many; *in_use: of them, those some sequence holds
- * now (taking them costs no free block). With s (r's new sequence 0,
- * admitted) they become its first blocks, each cached one in place of a
- * block of its promise, and it prefills from the first position not
- * found. */
-static int prefix_walk(struct gen_engine *e, struct gen_req *r, struct gen_seq *s, int *in_use)
+ * computed): prefix_span of them at most. Into e->prefix_found; returns
+ * how many. *in_use: of them,
+ * those some sequence holds now (taking them costs no free block). */
+static int prefix_span(const struct gen_engine *e, const struct gen_req *r)
 {
-    const int bs = e->cfg.block_size, most = (r->n_prompt - 1) / bs;
+    if (!e->kv->table || r->prompt_logprobs >= 0) return 0;
+    return (r->n_prompt - 1) / e->cfg.block_size;
+}
+
+static int prefix_find(struct gen_engine *e, const struct gen_req *r, int *in_use)
+{
+    const int bs = e->cfg.block_size, most = prefix_span(e, r);
     int n = 0;
     *in_use = 0;
-    if (!e->kv->table || r->prompt_logprobs >= 0) return 0;
     for (int32_t b = -1; n < most; n++) {
         b = kv_cache_prefix_find(e->kv, b, r->prompt + (size_t)n * bs);
         if (b < 0) break;
         *in_use += e->kv->refs[b] > 0;
-        if (!s) continue;
+        e->prefix_found[n] = b;
+    }
+    return n;
+}
+
+/* s (r's new sequence 0, admitted) takes the n blocks prefix_find found as
+ * its first ones, each cached one in place of a block of its promise, and
+ * prefills from the first position not found. */
+static void prefix_take(struct gen_engine *e, struct gen_seq *s, int n)
+{
+    struct gen_req *r = s->req;
+    const int bs = e->cfg.block_size;
+    for (int i = 0; i < n; i++) {
+        const int32_t b = e->prefix_found[i];
         if (e->kv->refs[b] == 0) {
             s->reserve--;
             kv_cache_unreserve(e->kv, 1);
@@ -956,13 +976,10 @@ static int prefix_walk(struct gen_engine *e, struct gen_req *r, struct gen_seq *
         kv_cache_block_ref(e->kv, b);
         s->blocks[s->n_blocks++] = b;
     }
-    if (s) {
-        s->n_reg = n;
-        s->n_cached = r->cached_tokens = n * bs;
-        e->prefix_queries += (long long)most * bs;
-        e->prefix_hits += r->cached_tokens;
-    }
-    return n;
+    s->n_reg = n;
+    s->n_cached = r->cached_tokens = n * bs;
+    e->prefix_queries += (long long)prefix_span(e, r) * bs;
+    e->prefix_hits += r->cached_tokens;
 }
 
 /* After a forward: the blocks of this step's sequences that it filled go
@@ -1004,7 +1021,7 @@ static void admit(struct gen_engine *e)
          * from the free ones: a request sharing a prompt's beginning with
          * them needs that many blocks fewer */
         int in_use;
-        prefix_walk(e, r, NULL, &in_use);
+        const int found = prefix_find(e, r, &in_use);
         const int need = r->blocks_total - in_use;
         if (kv_cache_reserve(e->kv, need)) return;
         struct gen_seq *s = seq_new(e, r, 0);
@@ -1019,7 +1036,7 @@ static void admit(struct gen_engine *e)
         e->n_slots += live;
         s->state = SEQ_PREFILL;
         e->seqs[e->n_seqs++] = s;
-        prefix_walk(e, r, s, &in_use);
+        prefix_take(e, s, found);
     }
 }
 
