@@ -176,12 +176,11 @@ int kv_cache_prefix_enable(struct kv_cache *kv)
     return 0;
 }
 
-int32_t kv_cache_prefix_find(const struct kv_cache *kv, int32_t parent, const int32_t *tokens)
+/* The registered block of key (parent, pg, tokens) of hash h, or -1. */
+static int32_t prefix_lookup(const struct kv_cache *kv, int32_t parent, uint32_t pg,
+                             const int32_t *tokens, uint64_t h)
 {
-    if (!kv->table || (parent >= 0 && !kv->registered[parent])) return -1;
-    const uint32_t pg = parent >= 0 ? kv->gen[parent] : 0;
     const int bs = kv->block_size;
-    const uint64_t h = key_hash(parent, pg, tokens, bs);
     for (size_t i = slot_of(kv, h);; i = (i + 1) & kv->table_mask) {
         const int32_t b = kv->table[i];
         if (b < 0) return -1;
@@ -191,17 +190,26 @@ int32_t kv_cache_prefix_find(const struct kv_cache *kv, int32_t parent, const in
     }
 }
 
+int32_t kv_cache_prefix_find(const struct kv_cache *kv, int32_t parent, const int32_t *tokens)
+{
+    if (!kv->table || (parent >= 0 && !kv->registered[parent])) return -1;
+    const uint32_t pg = parent >= 0 ? kv->gen[parent] : 0;
+    return prefix_lookup(kv, parent, pg, tokens, key_hash(parent, pg, tokens, kv->block_size));
+}
+
 bool kv_cache_prefix_add(struct kv_cache *kv, int32_t b, int32_t parent, const int32_t *tokens)
 {
     if (!kv->table || (parent >= 0 && !kv->registered[parent])) return false;
-    const int32_t found = kv_cache_prefix_find(kv, parent, tokens);
-    if (found >= 0 || kv->registered[b]) return found == b;
     const int bs = kv->block_size;
+    const uint32_t pg = parent >= 0 ? kv->gen[parent] : 0;
+    const uint64_t h = key_hash(parent, pg, tokens, bs);
+    const int32_t found = prefix_lookup(kv, parent, pg, tokens, h);
+    if (found >= 0 || kv->registered[b]) return found == b;
     memcpy(kv->key_tokens + (size_t)b * bs, tokens, (size_t)bs * sizeof *tokens);
     kv->parent[b] = parent;
-    kv->parent_gen[b] = parent >= 0 ? kv->gen[parent] : 0;
-    kv->key_hash[b] = key_hash(parent, kv->parent_gen[b], tokens, bs);
-    size_t i = slot_of(kv, kv->key_hash[b]);
+    kv->parent_gen[b] = pg;
+    kv->key_hash[b] = h;
+    size_t i = slot_of(kv, h);
     while (kv->table[i] >= 0) i = (i + 1) & kv->table_mask;
     kv->table[i] = b;
     kv->registered[b] = 1;
