@@ -12,7 +12,8 @@
  *
  * A compiled schema is one block: nodes, properties, literals and their
  * bytes. Node 0 is "any JSON value" (its objects' values and arrays'
- * items are node 0 again), node 1 the root. Keys and enum values are
+ * items are node 0 again), the last node the root. An object without
+ * properties takes any keys, of any values. Keys and enum values are
  * matched as their JSON text ("\"name\"", 12, true), so a key is written
  * exactly as the schema spells it. */
 #include "json_guide.h"
@@ -31,8 +32,8 @@ enum { T_OBJECT = 1, T_ARRAY = 2, T_STRING = 4, T_INTEGER = 8, T_NUMBER = 16, T_
 
 struct jg_node {
     uint8_t types;              /* T_*; 0 with lits: an enum */
-    bool any_keys;              /* an object with any keys, values `items` */
-    uint16_t items;             /* array items / any_keys values */
+    bool any_keys;              /* an object with any keys (their values: any) */
+    uint16_t items;             /* array items */
     int32_t props, nprops;      /* properties: [props, props + nprops) */
     int32_t lits, nlits;        /* enum values: [lits, lits + nlits) */
 };
@@ -192,9 +193,6 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             if (x.nlits) return fail(b, sub, "\"enum\" and \"const\" in \"anyOf\" are not supported");
             if (n.types & x.types)
                 return fail(b, sub, "\"anyOf\" branches must be of different types");
-            if ((x.types & T_OBJECT && n.types & T_ARRAY && x.any_keys && n.items) ||
-                (x.types & T_ARRAY && n.types & T_OBJECT && n.any_keys && x.items))
-                return fail(b, sub, "\"anyOf\" of an array and an object without properties");
             n.types |= x.types;
             if (x.types & T_ARRAY) n.items = x.items;
             if (x.types & T_OBJECT) {
@@ -283,7 +281,6 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
                 return fail(b, path, "\"required\" names a key that \"properties\" does not have");
             b->props[n.props + j].required = true;
         }
-        if (n.any_keys) n.items = 0;
     }
     b->nodes[me] = n;
     return me;
@@ -297,7 +294,7 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
         b.nodes[0] = any_nodes[0];
         b.nnodes = 1;
         const int root = compile(&b, schema, "", 0);
-        if (root >= 0 && (!(b.nodes[root].types & T_OBJECT) || b.nodes[root].types != T_OBJECT))
+        if (root >= 0 && b.nodes[root].types != T_OBJECT)
             fail(&b, "", "the root must be an object schema (\"type\": \"object\")");
         else if (root >= 0 && b.nnodes + 1 > UINT16_MAX)
             fail(&b, "", "too many schemas");
@@ -350,17 +347,12 @@ struct jg_schema *jg_schema_copy(const struct jg_schema *sc)
 
 /* ------------------------------------------------------------ automaton */
 
-static uint16_t root_of(const struct jg_schema *sc)
-{
-    return (uint16_t)(sc == &any_object ? 1 : sc->nnodes - 1);
-}
-
 void jg_init(struct jg_state *s, const struct jg_schema *sc)
 {
     memset(s, 0, sizeof *s);
     s->sc = sc;
     s->pos = P_START;
-    s->cur = root_of(sc);
+    s->cur = (uint16_t)(sc->nnodes - 1);    /* the root is the last node */
 }
 
 bool jg_done(const struct jg_state *s)
@@ -458,10 +450,10 @@ static bool feed_string(struct jg_state *s, unsigned char c)
     }
     if (c == '"') {
         if (s->key) {
-            /* a key of an object of any keys: its value is the object's */
+            /* a key of an object of any keys: its value is any value */
             s->lex = L_NONE;
             s->pos = P_COLON;
-            s->cur = top(s)->items;
+            s->cur = 0;
         } else {
             after_value(s);
         }
