@@ -517,8 +517,8 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
         ch->g = g;
         ch->index = i;
         ch->prompt_index = (int)(i / n);
-        reasoning_init(&ch->rp);
-        if (g->json_object) ch->rp.state = REASONING_CONTENT;
+        if (g->json_object) reasoning_init_content(&ch->rp);
+        else reasoning_init(&ch->rp);
         if (g->logprobs >= 0) {
             ch->logprobs = chat ? json_array() : cpl_legacy_logprobs_new();
             ch->pending_lp = json_array();

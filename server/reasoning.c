@@ -8,6 +8,12 @@ static const char close_tag[] = "</think>";
 
 void reasoning_init(struct reasoning_parser *p) { memset(p, 0, sizeof *p); }
 
+void reasoning_init_content(struct reasoning_parser *p)
+{
+    reasoning_init(p);
+    p->state = REASONING_CONTENT;
+}
+
 static void hold(struct reasoning_parser *p, const char *s, size_t n)
 {
     memcpy(p->pend, s, n);

@@ -20,6 +20,9 @@ struct reasoning_parser {
 };
 
 void reasoning_init(struct reasoning_parser *p);
+/* For an output without a reasoning block (JSON mode): everything fed is
+ * content. */
+void reasoning_init_content(struct reasoning_parser *p);
 /* Feeds one token's text; appends its reasoning part to *r and its answer
  * part to *c (either may stay unchanged). Returns true when the token
  * belongs to the reasoning (it arrived before </think> was complete). */
