@@ -8,8 +8,9 @@
  * compute-bound). One JSON line per measurement, like engine/cli_bench.c;
  * with --profile, a prefill_profile line and a decode_profile line per
  * concurrency split the steps into their ops (ms per step: attention, the
- * matmuls, norms, sampling...). Last, with the prefix cache: a prompt
- * whose first blocks are cached against the same prompt computed whole. */
+ * matmuls, norms, sampling...). Then, with the prefix cache: a prompt
+ * whose first blocks are cached against the same prompt computed whole;
+ * last, one sequence with and without speculative decoding. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -67,9 +68,9 @@ static int bench_config(struct model_config *c, const char *name)
 static void bench_noop(void *ctx, const struct gen_event *ev) { (void)ctx; (void)ev; }
 
 /* Submits `conc` requests of prompt_len random tokens and max_tokens
- * decode tokens each, sampled at temperature 1. */
+ * decode tokens each, sampled at temperature temp. */
 static int submit_batch(struct gen_engine *e, const struct model_config *c, int conc,
-                        int prompt_len, int max_tokens, uint64_t seed)
+                        int prompt_len, int max_tokens, uint64_t seed, float temp)
 {
     int32_t *p = malloc((size_t)prompt_len * sizeof *p);
     struct rng r;
@@ -88,10 +89,34 @@ static int submit_batch(struct gen_engine *e, const struct model_config *c, int 
         q.ignore_eos = true;
         q.has_seed = true;
         q.seed = seed + (uint64_t)i;
+        q.sampling.temperature = temp;
         if (gen_submit(e, &q, err, sizeof err)) { fprintf(stderr, "bench: %s\n", err); rc = -1; }
     }
     free(p);
     return p ? rc : -1;
+}
+
+/* One submit_batch request run alone to the end on e: its seconds (or -1),
+ * and the engine's steps and draft counts added to *steps, *drafted,
+ * *kept. */
+static double bench_alone(struct gen_engine *e, const struct model_config *c, int prompt_len,
+                          int max_tokens, float temp, uint64_t seed, long long *steps,
+                          long long *drafted, long long *kept)
+{
+    char err[256];
+    struct gen_stats a, b;
+    gen_stats_get(e, &a);
+    double t0 = progress_now();
+    int rc = submit_batch(e, c, 1, prompt_len, max_tokens, seed, temp);
+    while (rc == 0 && !gen_idle(e))
+        if (gen_step(e, err, sizeof err) < 0) { fprintf(stderr, "bench: %s\n", err); rc = -1; }
+    double t = progress_now() - t0;
+    if (rc) return -1;
+    gen_stats_get(e, &b);
+    *steps += b.steps - a.steps;
+    *drafted += b.spec_drafted - a.spec_drafted;
+    *kept += b.spec_accepted - a.spec_accepted;
+    return t;
 }
 
 /* max_tokens of each of decode_once's requests: the first token, the
@@ -112,7 +137,7 @@ static int decode_once(struct gen_engine *e, const struct model_config *cfg, int
                        int step_tokens, int steps, struct gen_profile *prof, double *step_s,
                        double *cpu_s, double *tps, char *err, size_t errlen)
 {
-    if (submit_batch(e, cfg, conc, ctx, decode_max_tokens(conc, ctx, step_tokens, steps), 7)) {
+    if (submit_batch(e, cfg, conc, ctx, decode_max_tokens(conc, ctx, step_tokens, steps), 7, 1.0f)) {
         snprintf(err, errlen, "could not submit %d requests", conc);
         return -1;
     }
@@ -257,7 +282,7 @@ int cli_bench_generate(int argc, char **argv)
     memset(&pprof, 0, sizeof pprof);
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
-        if (submit_batch(e, &cfg, 1, (int)plen, 1, 1)) goto out;
+        if (submit_batch(e, &cfg, 1, (int)plen, 1, 1, 1.0f)) goto out;
         gen_profile_attach(e, profile && r > 0 ? &pprof : NULL);
         double t0 = progress_now();
         while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
@@ -327,7 +352,7 @@ int cli_bench_generate(int argc, char **argv)
     double cold = 1e30, warm = 1e30;
     for (int r = 0; r < 3; r++)
         for (int k = 0; k < 2; k++) {
-            if (submit_batch(e, &cfg, 1, (int)plen, 1, 100 + (uint64_t)r)) goto out;
+            if (submit_batch(e, &cfg, 1, (int)plen, 1, 100 + (uint64_t)r, 1.0f)) goto out;
             double t0 = progress_now();
             while (!gen_idle(e)) if (gen_step(e, err, sizeof err) < 0) goto fail;
             double t = progress_now() - t0;
@@ -339,6 +364,38 @@ int cli_bench_generate(int argc, char **argv)
     printf("{\"bench\":\"prefill_prefix_cache\",\"config\":\"%s\",\"prompt_tokens\":%ld,"
            "\"cached_tokens\":%lld,\"cold_ms\":%.1f,\"cached_ms\":%.2f,\"speedup\":%.1f}\n",
            name, plen, pst.prefix_hits / 3, cold * 1e3, warm * 1e3, cold / warm);
+
+    /* speculative decoding by prompt lookup: one sequence of 256 tokens
+     * after a 64-token prompt, with and without drafts (engines alternated
+     * per round, best of 3). Greedy, this random model soon repeats itself
+     * (as small models do), and the drafts are mostly kept; sampled at
+     * temperature 1 they mostly fail, which shows what trying costs. The
+     * engines are serving's (prefix cache on; the prompts differ). */
+    struct gen_config sc = gc;
+    sc.spec_tokens = 4;
+    struct gen_engine *es = gen_engine_new(m, NULL, &sc, bench_noop, NULL, err, sizeof err);
+    if (!es) { fprintf(stderr, "bench generate: %s\n", err); goto out; }
+    for (int mode = 0; mode < 2; mode++) {
+        const float temp = mode ? 1.0f : 0.0f;
+        enum { GEN = 256 };
+        double fast[2] = {1e30, 1e30};
+        long long nsteps[2] = {0, 0}, drafted = 0, kept = 0, none = 0;
+        for (int r = 0; r < 3; r++)
+            for (int k = 0; k < 2; k++) {
+                const double t = bench_alone(k ? es : e, &cfg, 64, GEN, temp, 200 + (uint64_t)r,
+                                             &nsteps[k], k ? &drafted : &none, k ? &kept : &none);
+                if (t < 0) { gen_engine_free(es); goto out; }
+                if (t < fast[k]) fast[k] = t;
+            }
+        printf("{\"bench\":\"decode_speculative\",\"config\":\"%s\",\"method\":\"ngram\","
+               "\"num_speculative_tokens\":%d,\"temperature\":%.0f,\"tokens\":%d,"
+               "\"tokens_per_s\":%.1f,\"tokens_per_s_without\":%.1f,\"speedup\":%.2f,"
+               "\"tokens_per_step\":%.2f,\"draft_tokens\":%lld,\"drafts_kept\":%.3f}\n", name,
+               sc.spec_tokens, temp, GEN, GEN / fast[1], GEN / fast[0], fast[0] / fast[1],
+               3.0 * GEN / (double)nsteps[1], drafted / 3,
+               drafted ? (double)kept / (double)drafted : 0.0);
+    }
+    gen_engine_free(es);
     rc = 0;
     goto out;
 fail:

@@ -55,7 +55,7 @@ int cli_generate(int argc, char **argv)
     static const char *const opts[] = {"--model", "--prompt", "--prompt-tokens", "--max-tokens",
         "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed", "--n",
         "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", "--logit-bias",
-        "--json-schema", NULL};
+        "--json-schema", "--speculative-tokens", "--prompt-lookup-min", "--prompt-lookup-max", NULL};
     static const char *const flags[] = {"--json", "--ignore-eos", "--json-object", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *dir = cli_arg(argc, argv, "--model"), *prompt = cli_arg(argc, argv, "--prompt");
@@ -65,13 +65,15 @@ int cli_generate(int argc, char **argv)
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
                         "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32|q8] [--dtype auto|f32|bf16]\n"
-                        "  [--logit-bias ID=BIAS,...] [--json-object | --json-schema FILE] [--json]\n");
+                        "  [--logit-bias ID=BIAS,...] [--json-object | --json-schema FILE] [--json]\n"
+                        "  [--speculative-tokens K [--prompt-lookup-min A] [--prompt-lookup-max B]]\n");
         return 2;
     }
     struct gen_request r;
     gen_request_default(&r);
     r.max_tokens = 64;
     long max_tokens = r.max_tokens, seed = -1, n = 1, top_k = 0, logprobs = 0, kv_mb = 256;
+    long spec = 0, look_min = 1, look_max = 4;
     double temp = 1.0, top_p = 1.0, min_p = 0.0, rep = 1.0;
     enum kv_dtype dt = KV_F16;
     enum w_dtype wdt;             /* --dtype, default auto (after loading) */
@@ -82,6 +84,9 @@ int cli_generate(int argc, char **argv)
         cli_arg_int(argc, argv, "--top-k", 0, 1 << 30, &top_k) ||
         cli_arg_int(argc, argv, "--logprobs", 0, SAMPLER_MAX_TOP, &logprobs) ||
         cli_arg_int(argc, argv, "--kv-memory-mb", 1, 1 << 20, &kv_mb) ||
+        cli_arg_int(argc, argv, "--speculative-tokens", 0, GEN_MAX_SPEC, &spec) ||
+        cli_arg_int(argc, argv, "--prompt-lookup-min", 1, 16, &look_min) ||
+        cli_arg_int(argc, argv, "--prompt-lookup-max", 1, 16, &look_max) ||
         cli_arg_float(argc, argv, "--temperature", 0, 100, &temp) ||
         cli_arg_float(argc, argv, "--top-p", 1e-9, 1, &top_p) ||
         cli_arg_float(argc, argv, "--min-p", 0, 1, &min_p) ||
@@ -149,6 +154,9 @@ int cli_generate(int argc, char **argv)
     cfg.dtype = wdt;
     if (n > cfg.max_seqs) cfg.max_seqs = (int)n;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
+    cfg.spec_tokens = (int)spec;
+    cfg.spec_ngram_min = (int)look_min;
+    cfg.spec_ngram_max = (int)look_max;
     cfg.discard_matrices = true;    /* only generated with: the weights held once */
     c.results = calloc((size_t)n, sizeof *c.results);
     c.texts = calloc((size_t)n, sizeof *c.texts);

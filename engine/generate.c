@@ -97,16 +97,22 @@ struct gen_seq {
     float *lps;                     /* (max_tokens) */
     int n_gen;
     bool finished;
-    /* this step's sample */
-    int32_t next;
-    float next_lp;
-    int32_t top_ids[SAMPLER_MAX_TOP];
-    float top_lps[SAMPLER_MAX_TOP];
+    /* this step: drafts (its rows after the first), then its samples:
+     * one per row up to the first that is not the draft after it */
+    int32_t draft[GEN_MAX_SPEC];
+    int n_draft, n_out;
+    int32_t out[GEN_MAX_SPEC + 1];
+    float out_lp[GEN_MAX_SPEC + 1];
+    bool out_json_done[GEN_MAX_SPEC + 1];   /* JSON mode: the object whole */
+    int32_t top_ids[GEN_MAX_SPEC + 1][SAMPLER_MAX_TOP];
+    float top_lps[GEN_MAX_SPEC + 1][SAMPLER_MAX_TOP];
 };
 
 enum row_kind { ROW_NONE, ROW_PROMPT_LP, ROW_SAMPLE };
 
-struct gen_task { struct gen_seq *seq; const float *logits; float lse; };
+/* A sequence's sampling in one step: its n_rows rows of logits (V each)
+ * and their log-sum-exps. */
+struct gen_task { struct gen_seq *seq; const float *logits; const float *lse; int n_rows; };
 
 struct gen_engine {
     struct model *m;
@@ -128,6 +134,7 @@ struct gen_engine {
     uint64_t prefix_version;        /* model version of the cached blocks */
     int32_t *prefix_found;          /* (max_blocks_per_seq) prefix_find's blocks */
     long long prefix_queries, prefix_hits;
+    long long spec_drafted, spec_accepted;
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
     float *x, *res, *ln, *qkv, *atty, *h;
@@ -187,6 +194,10 @@ void gen_config_default(struct gen_config *c)
     c->dtype = W_F32;
     c->discard_matrices = false;
     c->prefix_cache = false;
+    c->spec_tokens = 0;
+    c->spec_ngram_min = 1;
+    c->spec_ngram_max = 4;
+    c->spec_max_seqs = 4;
 }
 
 const char *w_dtype_name(enum w_dtype dt)
@@ -290,6 +301,16 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
         errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
              "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs, kv_dtype f16, f32 or q8 "
              "and dtype f32 or bf16");
+        return NULL;
+    }
+    if (cfg->spec_tokens < 0 || cfg->spec_tokens > GEN_MAX_SPEC ||
+        (cfg->spec_tokens &&
+         (cfg->spec_ngram_min < 1 || cfg->spec_ngram_max < cfg->spec_ngram_min ||
+          cfg->spec_ngram_max > 16 || cfg->spec_max_seqs < 1 ||
+          (long)cfg->spec_max_seqs * (cfg->spec_tokens + 1) > cfg->max_step_tokens))) {
+        errmsg_set(err, errlen, "generation config: need 0 <= spec_tokens <= %d and, with "
+             "drafts, 1 <= spec_ngram_min <= spec_ngram_max <= 16, spec_max_seqs >= 1 and "
+             "spec_max_seqs * (spec_tokens + 1) <= max_step_tokens", GEN_MAX_SPEC);
         return NULL;
     }
     struct gen_engine *e = calloc(1, sizeof *e);
@@ -796,15 +817,14 @@ static void emit_done(struct gen_engine *e, struct gen_seq *s, enum gen_finish f
     emit(e, &ev);
 }
 
-/* Appends this step's sample to s, checks the stop conditions and emits
+/* Appends this step's sample j to s, checks the stop conditions and emits
  * its TOKEN (and DONE) events. */
-static void seq_accept(struct gen_engine *e, struct gen_seq *s, const float *logits)
+static void seq_accept(struct gen_engine *e, struct gen_seq *s, int j, const float *logits)
 {
     struct gen_req *r = s->req;
-    const int32_t t = s->next;
+    const int32_t t = s->out[j];
     s->tokens[s->n_tokens++] = t;
-    s->lps[s->n_gen++] = s->next_lp;
-    if (s->counts) { s->counts[t]++; s->seen[t] = 1; }
+    s->lps[s->n_gen++] = s->out_lp[j];
     bool done = false, matched = false;
     enum gen_finish f = GEN_FINISH_LENGTH;
     if (is_stop_id(e, r, t)) {
@@ -824,16 +844,9 @@ static void seq_accept(struct gen_engine *e, struct gen_seq *s, const float *log
             }
         }
     }
-    if (!done && s->guided) {
-        /* JSON mode: the token's bytes go on the object; whole, it ends */
-        size_t n = 0;
-        const char *b = tok_token_bytes(e->tok, t, &n);
-        s->guided = b != NULL;
-        for (size_t i = 0; i < n && s->guided; i++) s->guided = jg_feed(&s->js, (unsigned char)b[i]);
-        if (s->guided && jg_done(&s->js)) {
-            done = true;
-            f = GEN_FINISH_STOP;
-        }
+    if (!done && s->out_json_done[j]) {
+        done = true;
+        f = GEN_FINISH_STOP;
     }
     if (!done && (s->n_gen >= r->max_tokens)) done = true;
     if (done && s->ts) {
@@ -853,10 +866,10 @@ static void seq_accept(struct gen_engine *e, struct gen_seq *s, const float *log
     ev.token = t;
     ev.text = s->text ? s->text + s->emitted : "";
     ev.text_len = upto - s->emitted;
-    ev.logprob = s->next_lp;
+    ev.logprob = s->out_lp[j];
     ev.n_top = r->logprobs;
-    ev.top_ids = s->top_ids;
-    ev.top_logprobs = s->top_lps;
+    ev.top_ids = s->top_ids[j];
+    ev.top_logprobs = s->top_lps[j];
     ev.logits = logits;
     emit(e, &ev);
     s->emitted = upto;
@@ -1182,29 +1195,62 @@ static void logits_rows(struct gen_engine *e, int n)
     }
 }
 
+/* Sample j of s from its row of logits (lse: their log-sum-exp); the
+ * token then counts for the penalties and goes on JSON mode's object, as
+ * the next row's sampling needs. Returns true when the sample ends the
+ * sequence (a stop id, the object whole). */
+static bool sample_one(struct gen_engine *e, struct gen_seq *s, int j, const float *row,
+                       float lse, int tid)
+{
+    const int V = e->m->cfg.vocab_size;
+    struct gen_req *r = s->req;
+    float *w = e->work[tid];
+    memcpy(w, row, (size_t)V * sizeof(float));
+    for (int i = 0; i < r->n_bias; i++) w[r->bias_ids[i]] += r->bias_vals[i];
+    /* JSON mode: the tokens that cannot go on the object get p = 0 (a
+     * byte-level vocabulary always has one that can: every byte is a
+     * token) */
+    if (s->guided && jg_allowed(e->jg, &s->js, e->mask[tid]) > 0)
+        for (int v = 0; v < V; v++)
+            if (!e->mask[tid][v]) w[v] = -INFINITY;
+    const int32_t t = sampler_sample(&r->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
+    s->out[j] = t;
+    s->out_lp[j] = row[t] - lse;
+    s->out_json_done[j] = false;
+    if (r->logprobs > 0) {
+        sampler_topk(row, V, r->logprobs, s->top_ids[j], s->top_lps[j]);
+        for (int k = 0; k < r->logprobs; k++) s->top_lps[j][k] -= lse;
+    }
+    if (s->counts) { s->counts[t]++; s->seen[t] = 1; }
+    if (is_stop_id(e, r, t)) return true;
+    if (s->guided) {
+        /* JSON mode: the token's bytes go on the object; whole, it ends */
+        size_t n = 0;
+        const char *b = tok_token_bytes(e->tok, t, &n);
+        s->guided = b != NULL;
+        for (size_t i = 0; i < n && s->guided; i++) s->guided = jg_feed(&s->js, (unsigned char)b[i]);
+        s->out_json_done[j] = s->guided && jg_done(&s->js);
+    }
+    return s->out_json_done[j];
+}
+
+/* Each task's rows in order, from the first: a row's sample is kept, and
+ * the next row looked at only while it equals the draft that row was
+ * computed on (and ends nothing): the next tokens then are what sampling
+ * without drafts would have picked, the same draws of the same random
+ * state on the same logits. */
 static void sample_tasks(struct gen_engine *e, int nt)
 {
     const int V = e->m->cfg.vocab_size;
     #pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
     for (int t = 0; t < nt; t++) {
-        struct gen_seq *s = e->tasks[t].seq;
-        const float *row = e->tasks[t].logits;
-        int tid = omp_get_thread_num();
-        float *w = e->work[tid];
-        const float lse = e->tasks[t].lse;
-        memcpy(w, row, (size_t)V * sizeof(float));
-        for (int i = 0; i < s->req->n_bias; i++) w[s->req->bias_ids[i]] += s->req->bias_vals[i];
-        /* JSON mode: the tokens that cannot go on the object get p = 0 (a
-         * byte-level vocabulary always has one that can: every byte is a
-         * token) */
-        if (s->guided && jg_allowed(e->jg, &s->js, e->mask[tid]) > 0)
-            for (int v = 0; v < V; v++)
-                if (!e->mask[tid][v]) w[v] = -INFINITY;
-        s->next = sampler_sample(&s->req->sp, w, V, s->counts, s->seen, &s->rng, e->scr[tid]);
-        s->next_lp = row[s->next] - lse;
-        if (s->req->logprobs > 0) {
-            sampler_topk(row, V, s->req->logprobs, s->top_ids, s->top_lps);
-            for (int k = 0; k < s->req->logprobs; k++) s->top_lps[k] -= lse;
+        const struct gen_task *k = &e->tasks[t];
+        struct gen_seq *s = k->seq;
+        const int tid = omp_get_thread_num();
+        for (int j = 0; j < k->n_rows; j++) {
+            const bool end = sample_one(e, s, j, k->logits + (size_t)j * V, k->lse[j], tid);
+            s->n_out = j + 1;
+            if (end || j == s->n_draft || s->out[j] != s->draft[j]) break;
         }
     }
 }
@@ -1224,13 +1270,28 @@ static void prompt_logprob(struct gen_req *r, const float *row, float lse, int V
     }
 }
 
-/* The nt tasks sampled (in parallel), then accepted in row order. */
+/* The nt tasks sampled (in parallel), then accepted in row order. A
+ * sequence's keys and values are kept for the drafts it kept: the
+ * positions after them are computed again from their new tokens. */
 static void sample_accept(struct gen_engine *e, int nt)
 {
+    const int V = e->m->cfg.vocab_size;
     sample_tasks(e, nt);
     for (int t = 0; t < nt; t++) {
-        seq_accept(e, e->tasks[t].seq, e->tasks[t].logits);
-        e->n_generated++;
+        const struct gen_task *k = &e->tasks[t];
+        struct gen_seq *s = k->seq;
+        int kept = 0;
+        while (kept < s->n_out && !s->finished) {
+            seq_accept(e, s, kept, k->logits + (size_t)kept * V);
+            kept++;
+        }
+        e->n_generated += kept;
+        if (s->n_draft) {
+            s->n_cached += kept - 1;
+            e->spec_drafted += s->n_draft;
+            e->spec_accepted += kept - 1;
+            s->n_draft = 0;
+        }
     }
 }
 
@@ -1254,18 +1315,42 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
             struct gen_req *r = s->req;
             emit_prompt(e, r);
             s->state = SEQ_DECODE;
-            e->tasks[nt++] = (struct gen_task){s, row, e->lse[i]};
+            e->tasks[nt++] = (struct gen_task){s, row, e->lse + i, 1};
             for (int j = 1; j < r->n; j++) {
                 struct gen_seq *c = seq_fork(e, s, j);
                 if (!c) { errmsg_set(err, errlen, "out of memory forking sample %d of \"%s\"", j, r->id); return -1; }
                 e->seqs[e->n_seqs++] = c;
-                e->tasks[nt++] = (struct gen_task){c, row, e->lse[i]};
+                e->tasks[nt++] = (struct gen_task){c, row, e->lse + i, 1};
             }
         } else {
-            e->tasks[nt++] = (struct gen_task){s, row, e->lse[i]};
+            /* a decoding sequence's row, then its drafts' */
+            e->tasks[nt++] = (struct gen_task){s, row, e->lse + i, 1 + s->n_draft};
+            i += s->n_draft;
         }
     }
     GEN_TIMED(e, GEN_PROF_SAMPLE, sample_accept(e, nt));
+    return 0;
+}
+
+/* Prompt lookup: the drafts of s (at most most of them) are the tokens
+ * that followed the earliest other occurrence of its last g tokens, for
+ * the longest g from spec_ngram_max down to spec_ngram_min that has one
+ * (vLLM's choice: in a loop, the earliest has the most tokens after it).
+ * Returns how many. */
+static int spec_propose(const struct gen_engine *e, struct gen_seq *s, int most)
+{
+    const int32_t *t = s->tokens;
+    const int n = s->n_tokens;
+    for (int g = e->cfg.spec_ngram_max; g >= e->cfg.spec_ngram_min; g--) {
+        if (g >= n) continue;
+        const int32_t *tail = t + n - g;
+        for (int i = 0; i + g < n; i++) {
+            if (t[i] != tail[0] || memcmp(t + i, tail, (size_t)g * sizeof *t)) continue;
+            const int after = n - (i + g), nd = after < most ? after : most;
+            memcpy(s->draft, t + i + g, (size_t)nd * sizeof *t);
+            return nd;
+        }
+    }
     return 0;
 }
 
@@ -1274,15 +1359,25 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
     prefix_check_version(e);
     admit(e);
     if (e->n_seqs == 0) return e->n_waiting;
-    int N = 0, S = 0, maxb = 1;
-    /* decode rows, then prefill chunks */
+    int N = 0, S = 0, maxb = 1, decoding = 0;
+    for (int i = 0; i < e->n_seqs; i++)
+        decoding += e->seqs[i]->state == SEQ_DECODE && !e->seqs[i]->finished;
+    const bool spec = e->cfg.spec_tokens > 0 && decoding <= e->cfg.spec_max_seqs;
+    /* decode rows (each sequence's last token, then its drafts: at most
+     * max_tokens - 1 - n_gen, so the positions they fill are within its
+     * reservation), then prefill chunks */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_seqs; i++) {
             struct gen_seq *s = e->seqs[i];
             if ((pass == 0) != (s->state == SEQ_DECODE) || s->finished) continue;
             int from = s->n_cached, to;
-            if (pass == 0) to = from + 1;
-            else {
+            if (pass == 0) {
+                const int left = s->req->max_tokens - s->n_gen - 1;
+                s->n_draft = 0;
+                if (spec && left > 0)
+                    s->n_draft = spec_propose(e, s, left < e->cfg.spec_tokens ? left : e->cfg.spec_tokens);
+                to = from + 1 + s->n_draft;
+            } else {
                 int budget = e->R - N;
                 if (budget <= 0) break;
                 to = s->n_tokens - from < budget ? s->n_tokens : from + budget;
@@ -1295,7 +1390,7 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
             e->step_seqs[si] = s;
             if (s->n_blocks > maxb) maxb = s->n_blocks;
             for (int p = from; p < to; p++, N++) {
-                e->h_tok[N] = s->tokens[p];
+                e->h_tok[N] = p < s->n_tokens ? s->tokens[p] : s->draft[p - s->n_tokens];
                 e->h_pos[N] = p;
                 e->h_seq[N] = si;
                 e->row_seq[N] = s;
@@ -1305,7 +1400,8 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
                 else if (s->req->prompt_logprobs >= 0 && p + 1 < s->n_tokens)
                     e->row_kind[N] = ROW_PROMPT_LP;
             }
-            s->n_cached = to;
+            /* (a decoding sequence's drafts: when kept, sample_accept) */
+            s->n_cached = pass == 0 ? from + 1 : to;
             if (pass == 1) e->n_prefilled += to - from;
         }
     }
@@ -1320,20 +1416,25 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
     prefix_register(e, S);
 
     /* logits for the rows that need them, a chunk at a time; a chunk has
-     * at most max_seqs sampling rows, so its tasks fit (forks included). */
+     * at most max_seqs tasks, so they fit (forks included), and a decoding
+     * sequence's rows (1 + n_draft <= 1 + GEN_MAX_SPEC) in one chunk. */
     int rows[GEN_LOGITS_CHUNK], nr = 0, nsample = 0;
     for (int i = 0; i < N; i++) {
         if (e->row_kind[i] == ROW_NONE) continue;
-        int add = e->row_kind[i] == ROW_SAMPLE
-                      ? (e->row_seq[i]->state == SEQ_PREFILL ? e->row_seq[i]->req->n : 1) : 0;
-        if (nr == GEN_LOGITS_CHUNK || nsample + add > e->cfg.max_seqs) {
+        const struct gen_seq *s = e->row_seq[i];
+        const bool dec = e->row_kind[i] == ROW_SAMPLE && s->state == SEQ_DECODE;
+        const int nrow = dec ? 1 + s->n_draft : 1;
+        const int add = e->row_kind[i] == ROW_SAMPLE ? (dec ? 1 : s->req->n) : 0;
+        if (nr + nrow > GEN_LOGITS_CHUNK || nsample + add > e->cfg.max_seqs) {
             if (run_chunk(e, rows, nr, err, errlen)) return -1;
             nr = nsample = 0;
         }
-        rows[nr++] = i;
+        for (int j = 0; j < nrow; j++) rows[nr++] = i + j;
+        i += nrow - 1;
         nsample += add;
     }
     if (nr && run_chunk(e, rows, nr, err, errlen)) return -1;
+    if (spec) prefix_register(e, S);    /* the blocks that kept drafts filled */
     /* prompts with max_tokens 0: done after prefill */
     for (int i = 0; i < e->n_seqs; i++) {
         struct gen_seq *s = e->seqs[i];
@@ -1379,4 +1480,6 @@ void gen_stats_get(const struct gen_engine *e, struct gen_stats *st)
     st->kv_blocks_cached = e->kv->n_cached;
     st->prefix_queries = e->prefix_queries;
     st->prefix_hits = e->prefix_hits;
+    st->spec_drafted = e->spec_drafted;
+    st->spec_accepted = e->spec_accepted;
 }

@@ -24,6 +24,7 @@
 #define GEN_MAX_STOP_LEN 256    /* bytes of one stop string */
 #define GEN_MAX_STOP_IDS 64     /* stop token ids */
 #define GEN_MAX_BIAS 1024       /* logit_bias entries */
+#define GEN_MAX_SPEC 16         /* draft tokens verified per step */
 
 struct gen_config {
     size_t kv_bytes;            /* KV cache memory (default 256 MiB) */
@@ -75,6 +76,22 @@ struct gen_config {
                                  * compute their whole prompt. A change of
                                  * the model's weights (model_params_changed)
                                  * empties the cache. */
+    /* Speculative decoding by prompt lookup (vLLM's "ngram" method,
+     * llama.cpp's lookup decoding): a decoding sequence whose last
+     * spec_ngram_max..spec_ngram_min tokens occurred before in its prompt
+     * or output proposes the up to spec_tokens tokens that followed them
+     * there; one forward computes its next token and those drafts' (the
+     * rows of a memory-bound step cost little more than one), and the
+     * drafts are kept up to the first one sampling does not pick. Each
+     * position is sampled exactly as without drafts (its own logits,
+     * penalties, mask and random draws), so the outputs are the same
+     * tokens and logprobs (bitwise with batch_invariant); only the number
+     * of steps changes. Off in steps with more than spec_max_seqs decoding
+     * sequences, where a step is no longer memory-bound. */
+    int spec_tokens;            /* 0 (default: off) .. GEN_MAX_SPEC */
+    int spec_ngram_min;         /* default 1 */
+    int spec_ngram_max;         /* default 4; min <= max <= 16 */
+    int spec_max_seqs;          /* default 4 */
 };
 void gen_config_default(struct gen_config *c);
 /* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else.
@@ -186,6 +203,8 @@ struct gen_stats {
                                  * sequence (free for use, evicted then) */
     long long prefix_queries;   /* prompt tokens looked up in it */
     long long prefix_hits;      /* of them, found (not computed again) */
+    long long spec_drafted;     /* draft tokens verified */
+    long long spec_accepted;    /* of them, kept */
 };
 
 struct gen_engine;

@@ -344,6 +344,45 @@ static void model_unload(struct serve *sv, struct serve_model *sm)
     free(sm);
 }
 
+/* load's "speculative": {"method": "ngram", "num_speculative_tokens": k,
+ * "prompt_lookup_min": a, "prompt_lookup_max": b, "max_seqs": m} (vLLM's
+ * speculative_config names) into cfg; absent or null: off. */
+static int get_speculative(json_t *msg, struct gen_config *cfg, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(msg, "speculative");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_object(v)) {
+        snprintf(err, errlen, "field \"speculative\": expected an object");
+        return -1;
+    }
+    const char *method = "ngram";
+    long long k = 4, lo = cfg->spec_ngram_min, hi = cfg->spec_ngram_max, seqs = cfg->spec_max_seqs;
+    char e[512] = "";
+    if (get_str(v, "method", &method, e, sizeof e) ||
+        get_int(v, "num_speculative_tokens", 0, GEN_MAX_SPEC, &k, e, sizeof e) ||
+        get_int(v, "prompt_lookup_min", 1, 16, &lo, e, sizeof e) ||
+        get_int(v, "prompt_lookup_max", 1, 16, &hi, e, sizeof e) ||
+        get_int(v, "max_seqs", 1, 4096, &seqs, e, sizeof e)) {
+        snprintf(err, errlen, "speculative: %s", e);
+        return -1;
+    }
+    if (strcmp(method, "ngram") != 0) {
+        snprintf(err, errlen, "speculative: field \"method\": only \"ngram\" (prompt lookup) "
+                 "is supported, got \"%s\"", method);
+        return -1;
+    }
+    if (lo > hi) {
+        snprintf(err, errlen, "speculative: prompt_lookup_min %lld is above prompt_lookup_max %lld",
+                 lo, hi);
+        return -1;
+    }
+    cfg->spec_tokens = (int)k;
+    cfg->spec_ngram_min = (int)lo;
+    cfg->spec_ngram_max = (int)hi;
+    cfg->spec_max_seqs = (int)seqs;
+    return 0;
+}
+
 static void do_load(struct serve *sv, json_t *msg, const char *id)
 {
     char err[1024] = "";
@@ -386,7 +425,10 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     }
     cfg.max_seqs = (int)max_seqs;
     cfg.block_size = (int)block;
+    if (get_speculative(msg, &cfg, err, sizeof err)) goto fail_model;
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
+    if (cfg.spec_tokens && cfg.max_step_tokens < cfg.spec_max_seqs * (cfg.spec_tokens + 1))
+        cfg.max_step_tokens = cfg.spec_max_seqs * (cfg.spec_tokens + 1);
     /* served only: the engine reads its packed copy, so the model's own
      * matrices go back as they are packed (the weights held once) */
     cfg.discard_matrices = true;
@@ -405,6 +447,13 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
                           "block_size", st.block_size, "kv_dtype", kv_dtype_name(dt),
                           "dtype", w_dtype_name(cfg.dtype), "weights_mb", weights_mb,
                           "prefix_cache", prefix_cache);
+    if (cfg.spec_tokens)
+        json_object_set_new(o, "speculative",
+                            json_pack("{s:s, s:i, s:i, s:i, s:i}", "method", "ngram",
+                                      "num_speculative_tokens", cfg.spec_tokens,
+                                      "prompt_lookup_min", cfg.spec_ngram_min,
+                                      "prompt_lookup_max", cfg.spec_ngram_max,
+                                      "max_seqs", cfg.spec_max_seqs));
     if (id) json_object_set_new(o, "id", json_string(id));
     serve_send(sv, o);
     return;
@@ -583,7 +632,7 @@ static void do_stats(struct serve *sv, const char *id)
     for (int i = 0; i < sv->n_models; i++) {
         struct gen_stats st;
         gen_stats_get(sv->models[i]->e, &st);
-        json_array_append_new(models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:I}",
+        json_array_append_new(models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:I}",
             "model", sv->models[i]->name, "active", st.active, "waiting", st.waiting,
             "kv_blocks_used", st.kv_blocks_used, "kv_blocks_total", st.kv_blocks_total,
             "kv_blocks_reserved", st.kv_blocks_reserved, "block_size", st.block_size,
@@ -591,7 +640,9 @@ static void do_stats(struct serve *sv, const char *id)
             "tokens_prefilled", (json_int_t)st.tokens_prefilled, "steps", (json_int_t)st.steps,
             "kv_blocks_cached", st.kv_blocks_cached,
             "prefix_cache_queries", (json_int_t)st.prefix_queries,
-            "prefix_cache_hits", (json_int_t)st.prefix_hits));
+            "prefix_cache_hits", (json_int_t)st.prefix_hits,
+            "spec_draft_tokens", (json_int_t)st.spec_drafted,
+            "spec_accepted_tokens", (json_int_t)st.spec_accepted));
     }
     json_t *o = json_pack("{s:s, s:i, s:o}", "type", "stats", "protocol", SERVE_PROTOCOL, "models", models);
     if (id) json_object_set_new(o, "id", json_string(id));

@@ -51,6 +51,8 @@ static void usage(FILE *f)
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
             "  --prefix-cache on|off  reuse the KV blocks of prompts' common beginnings\n"
             "                         [AHA_PREFIX_CACHE] (on)\n"
+            "  --speculative-tokens K draft tokens per step by prompt lookup, 0 = off\n"
+            "                         [AHA_SPECULATIVE_TOKENS] (0)\n"
             "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
 
@@ -91,8 +93,8 @@ static int check_args(int argc, char **argv, int first)
                                         "--max-inflight", "--threads", "--heartbeat",
                                         "--trace-queue", "--name", "--scope", "--id",
                                         "--kv-memory-mb", "--kv-dtype", "--dtype", "--max-seqs",
-                                        "--engine-timeout",
-                                        "--max-runs", NULL};
+                                        "--engine-timeout", "--prefix-cache",
+                                        "--speculative-tokens", "--max-runs", NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
         for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
@@ -277,8 +279,9 @@ static int serve(int argc, char **argv, int first)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char *eargv[] = {(char *)srv.cfg.engine_path, "serve", NULL};
-    long kv_mb, max_seqs, max_runs;
+    long kv_mb, max_seqs, max_runs, spec;
     if (opt_long(argc, argv, "--kv-memory-mb", "AHA_KV_MEMORY_MB", 0, 0, 1 << 20, &kv_mb) ||
+        opt_long(argc, argv, "--speculative-tokens", "AHA_SPECULATIVE_TOKENS", 0, 0, 16, &spec) ||
         opt_long(argc, argv, "--max-seqs", "AHA_MAX_SEQS", 0, 0, 4096, &max_seqs) ||
         opt_long(argc, argv, "--max-runs", "AHA_MAX_RUNS", 1, 0, 1024, &max_runs))
         return 2;
@@ -307,6 +310,9 @@ static int serve(int argc, char **argv, int first)
     if (dtype) json_object_set_new(load_opts, "dtype", json_string(dtype));
     if (prefix_cache)
         json_object_set_new(load_opts, "prefix_cache", json_boolean(strcmp(prefix_cache, "on") == 0));
+    if (spec)
+        json_object_set_new(load_opts, "speculative",
+                            json_pack("{s:s, s:i}", "method", "ngram", "num_speculative_tokens", (int)spec));
     char err[1024];
     srv.pool = db_pool_new(srv.cfg.database_url, 8);
     srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `aha-engine generate` (engine/cli_generate.c): streamed text, --json
-# samples, seeded reproducibility, --logit-bias and --json-object, n > 1
+# samples, seeded reproducibility, --speculative-tokens, --logit-bias and
+# --json-object, n > 1
 # sharing a prefill, --dtype bf16, greedy parity
 # with the recompute-everything `sample`, prompt ids on a tokenizer-less
 # fixture, `bench generate --profile`'s shape, and its errors (usage,
@@ -31,6 +32,18 @@ assert len(r["tokens"]) == 8 and r["completion_tokens"] == 8 and r["finish_reaso
 assert isinstance(r["text"], str) and len(r["logprobs"]) == 8
 assert all(l <= 0 for l in r["logprobs"])
 PY
+
+# --speculative-tokens (prompt lookup) changes no output: seeded samples
+# (n = 2) and a greedy run forced into a loop, whose drafts are kept
+for extra in "--seed 5 --n 2" "--temperature 0 --logit-bias 49=100"; do
+  "$ENGINE" generate --model "$M" --prompt "12+7=12+7=" --max-tokens 40 $extra --ignore-eos --json >"$tmp/s0" 2>/dev/null
+  "$ENGINE" generate --model "$M" --prompt "12+7=12+7=" --max-tokens 40 $extra --ignore-eos --json \
+    --speculative-tokens 5 --prompt-lookup-max 3 >"$tmp/s1" 2>/dev/null
+  cmp -s "$tmp/s0" "$tmp/s1" && ok || bad "--speculative-tokens changed the output ($extra)"
+done
+set +e; "$ENGINE" generate --model "$M" --prompt "1" --speculative-tokens 3 --prompt-lookup-min 4 \
+  --prompt-lookup-max 2 >/dev/null 2>"$tmp/e"; rc=$?; set -e
+[ $rc -ne 0 ] && grep -q "spec_ngram_min <= spec_ngram_max" "$tmp/e" && ok || bad "lookup min > max: rc $rc"
 
 # --logit-bias forces a token; --json-object keeps the text a JSON object
 # (ended as soon as it is whole); malformed biases are usage errors

@@ -103,7 +103,7 @@ def run_fake_engine_suite(args, pg, base):
     srv = Server(args.server, pg.url, data, FAKE,
                  extra=["--heartbeat", "1", "--max-body", str(MAX_BODY),
                         "--max-inflight", str(MAX_INFLIGHT), "--kv-memory-mb", "64", "--kv-dtype", "f32", "--dtype", "bf16", "--max-seqs", "128",
-                        "--engine-timeout", "4"],
+                        "--engine-timeout", "4", "--speculative-tokens", "3", "--prefix-cache", "off"],
                  env={"FAKE_ENGINE_LOG": englog})
     try:
         check("readyz turns ready (database and engine)", lambda: eq(srv.wait_ready(), True, "ready"))
@@ -328,6 +328,8 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
             loads = [json.loads(l) for l in f if '"load"' in l]
         assert loads[-1].get("kv_memory_mb") == 64 and loads[-1].get("max_seqs") == 128, loads[-1]
         assert loads[-1].get("kv_dtype") == "f32" and loads[-1].get("dtype") == "bf16", loads[-1]
+        assert loads[-1].get("speculative") == {"method": "ngram", "num_speculative_tokens": 3}, loads[-1]
+        assert loads[-1].get("prefix_cache") is False, loads[-1]
     check("a model that fails to load: 500 naming the cause, retried next time", load_failure)
 
     def body_limit():

@@ -52,6 +52,7 @@ static bool test_batch_invariant = true;
 static enum w_dtype test_dtype = W_F32;
 static bool test_discard = false;
 static bool test_prefix_cache = false;
+static int test_spec_tokens = 0;
 
 static struct model_config test_cfg(int V)
 {
@@ -198,6 +199,10 @@ static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
     cfg.dtype = test_dtype;
     cfg.discard_matrices = test_discard;
     cfg.prefix_cache = test_prefix_cache;
+    cfg.spec_tokens = test_spec_tokens;
+    cfg.spec_ngram_min = 1;
+    cfg.spec_ngram_max = 3;
+    cfg.spec_max_seqs = 4;
     char err[256];
     c->V = m->cfg.vocab_size;
     struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
@@ -1371,6 +1376,117 @@ Test(generate, prefix_cache_reuses_blocks_bitwise)
  * 13-token prompt again needs 4 blocks, 3 of them the running one's, so
  * it starts at once (without the cache it would wait), and both give the
  * cache-less engine's tokens. */
+/* Speculative decoding by prompt lookup changes the number of steps only:
+ * greedy, seeded samples (n = 3), penalties, a stop id and max_tokens
+ * reached inside a step's drafts, alone and in a batch (over spec_max_seqs
+ * the steps take no drafts), give the tokens, logprobs and logits of the
+ * engine without drafts, bitwise. The random model's outputs rarely repeat,
+ * so most drafts are refused; a logit_bias forcing one token makes a
+ * request whose drafts are all kept. */
+/* Sample i of request q with drafts (o) and without (w): the same events,
+ * bitwise (their logits too, when kept). */
+static void spec_same(const struct sample_out *o, const struct sample_out *w, int q, int i, int V)
+{
+    cr_assert_eq(o->done, w->done, "request %d sample %d", q, i);
+    cr_assert_eq(o->n, w->n, "request %d sample %d: %d tokens, without drafts %d", q, i, o->n, w->n);
+    cr_expect_eq(o->finish, w->finish, "request %d sample %d", q, i);
+    cr_expect_arr_eq(o->tok, w->tok, (size_t)o->n * sizeof(int32_t), "request %d sample %d", q, i);
+    cr_expect_arr_eq(o->lp, w->lp, (size_t)o->n * sizeof(float), "request %d sample %d", q, i);
+    cr_expect_str_eq(o->full, w->full, "request %d sample %d", q, i);
+    cr_expect_eq(o->cached_tokens, w->cached_tokens, "request %d sample %d", q, i);
+    for (int t = 0; t < o->n && o->logits[t]; t++)
+        cr_expect(!memcmp(o->logits[t], w->logits[t], (size_t)V * sizeof(float)),
+                  "request %d sample %d: logits of token %d differ", q, i, t);
+}
+
+static void spec_run(struct collector *c, int spec, struct gen_stats *st)
+{
+    enum { V = 24, P = 9 };
+    const int32_t a[P] = {3, 1, 4, 1, 5, 9, 2, 6, 5};
+    const int32_t b[P] = {7, 7, 7, 8, 7, 7, 7, 8, 7};
+    struct model *m = test_model(V, 33);
+    c->keep_logits = true;
+    test_spec_tokens = spec;
+    struct gen_engine *e = engine(m, NULL, c, 4, 8, 64, 0);
+    test_spec_tokens = 0;
+    /* alone: greedy; seeded at temperature 0.7 with penalties, n = 3 */
+    submit(e, "g", 0, a, P, 1, 60, 0.0f, false, 0);
+    run_to_idle(e);
+    struct gen_request r;
+    gen_request_default(&r);
+    r.id = "p";
+    r.user = (void *)(intptr_t)1;
+    r.prompt = b;
+    r.n_prompt = P;
+    r.n = 3;
+    r.max_tokens = 50;
+    r.sampling.temperature = 0.7f;
+    r.sampling.repetition_penalty = 1.1f;
+    r.sampling.frequency_penalty = 0.05f;
+    r.has_seed = true;
+    r.seed = 11;
+    r.ignore_eos = true;
+    char err[256];
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    /* a stop id; then six at once (more than spec_max_seqs at first) */
+    const int32_t stop = 2;
+    r.id = "s";
+    r.user = (void *)(intptr_t)2;
+    r.prompt = a;
+    r.n = 1;
+    r.sampling.temperature = 0;
+    r.stop_ids = &stop;
+    r.n_stop_ids = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    struct gen_stats s0;
+    gen_stats_get(e, &s0);
+    const int32_t forced = 5;
+    const float plus = 100;
+    r.id = "f";
+    r.user = (void *)(intptr_t)3;
+    r.max_tokens = 41;
+    r.n_stop_ids = 0;
+    r.bias_ids = &forced;
+    r.bias_vals = &plus;
+    r.n_bias = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    gen_stats_get(e, st);
+    /* 41 tokens: the prefill's 5; then "5" looked up in the prompt, whose
+     * drafts "9 2 6 5" fail at once; then "5 5" and "5 5 5" found in the
+     * output, with 1, 2, then 4 tokens after them: 1 + 1 + 2 + 3 + 5 * 7
+     * tokens (the last step's drafts cut at max_tokens) in 11 steps */
+    cr_expect_eq(st->steps - s0.steps, spec ? 11 : 41, "%lld steps", st->steps - s0.steps);
+    for (int i = 4; i < 7; i++) submit(e, "x", i, i % 2 ? a : b, P - i % 3, 1, 13 + 7 * i, 0.0f, false, 0);
+    submit(e, "y", 7, b, P, 2, 40, 1.0f, true, 3);
+    run_to_idle(e);
+    gen_stats_get(e, st);
+    gen_engine_free(e);
+    model_free(m);
+}
+
+Test(generate, speculative_decoding_is_exact)
+{
+    static struct collector ref, c;
+    struct gen_stats sr, sc;
+    spec_run(&ref, 0, &sr);
+    spec_run(&c, 4, &sc);
+    cr_expect_eq(sr.spec_drafted, 0);
+    cr_expect_gt(sc.spec_drafted, 100);
+    cr_expect_gt(sc.spec_accepted, 40, "kept %lld of %lld drafts", sc.spec_accepted,
+                 sc.spec_drafted);
+    cr_expect_eq(sc.tokens_generated, sr.tokens_generated);
+    cr_expect_eq(sc.kv_blocks_used, 0);
+    cr_expect_eq(sc.kv_blocks_reserved, 0);
+    for (int q = 0; q < MAXR; q++)
+        for (int i = 0; i < MAXS; i++) spec_same(&c.s[q][i], &ref.s[q][i], q, i, 24);
+    cr_expect_eq(c.s[2][0].finish, GEN_FINISH_STOP, "the stop id never came");
+    collector_free(&ref);
+    collector_free(&c);
+}
+
 Test(generate, prefix_cache_admits_on_shared_blocks)
 {
     enum { V = 40, P = 13 };
@@ -1953,4 +2069,109 @@ Test(generate, sampler_filters)
     cr_expect(ids[0] == 1 && ids[1] == 2 && ids[2] == 5);
     cr_expect(fabs(sampler_logsumexp(base, V) - log(z)) < 1e-5);
     sampler_scratch_free(s);
+}
+
+/* With a tokenizer: JSON mode (greedy; sampled, n = 2), a stop string
+ * completed inside a step's drafts, and the prefix cache (a conversation's
+ * second turn finds the first turn's output cached) give the same outputs
+ * and the same cached tokens with drafts as without. */
+static void spec_text_run(struct collector *c, int spec, struct gen_stats *st)
+{
+    char err[256];
+    struct tokenizer *tok = bytelevel_tokenizer();
+    struct model *m = test_model(TOK_BYTELEVEL_VOCAB, 12);
+    test_spec_tokens = spec;
+    test_prefix_cache = true;
+    struct gen_engine *e = engine(m, tok, c, 8, 16, 64, (size_t)16 << 20);
+    test_spec_tokens = 0;
+    test_prefix_cache = false;
+    const int32_t brace[4] = {'{', '"', 'a', '"'};
+    struct gen_request r;
+    gen_request_default(&r);
+    r.prompt = brace;
+    r.n_prompt = 4;
+    r.max_tokens = 48;
+    r.json_object = true;
+    r.id = "json";
+    r.user = (void *)(intptr_t)0;
+    r.sampling.temperature = 0;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    r.user = (void *)(intptr_t)1;
+    r.n = 2;
+    r.has_seed = true;
+    r.seed = 9;
+    r.sampling.temperature = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    /* "x" forced: the stop string "xxxxxxx" ends it after 7 tokens, inside
+     * a step's drafts */
+    const int32_t xid = 'x';
+    const float plus = 100;
+    const char *stops[1] = {"xxxxxxx"};
+    const int32_t hello[12] = {'h', 'e', 'l', 'l', 'o', ' ', 'h', 'e', 'l', 'l', 'o', ' '};
+    gen_request_default(&r);
+    r.id = "stop";
+    r.user = (void *)(intptr_t)2;
+    r.prompt = hello;
+    r.n_prompt = 12;
+    r.max_tokens = 40;
+    r.sampling.temperature = 0;
+    r.bias_ids = &xid;
+    r.bias_vals = &plus;
+    r.n_bias = 1;
+    r.stop = stops;
+    r.n_stop = 1;
+    r.ignore_eos = true;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    /* a first turn of 21 tokens ("o" forced: most of them kept drafts; its
+     * last step keeps 6, which fill the block of positions 24..31), then
+     * the prompt plus that output plus more: its blocks are cached */
+    const int32_t oid = 'o';
+    r.id = "turn1";
+    r.user = (void *)(intptr_t)3;
+    r.bias_ids = &oid;
+    r.n_stop = 0;
+    r.max_tokens = 21;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    int32_t two[64];
+    memcpy(two, hello, sizeof hello);
+    cr_assert_eq(c->s[3][0].n, 21);
+    memcpy(two + 12, c->s[3][0].tok, 21 * sizeof(int32_t));
+    for (int i = 33; i < 50; i++) two[i] = 'a' + i % 7;
+    r.id = "turn2";
+    r.user = (void *)(intptr_t)4;
+    r.prompt = two;
+    r.n_prompt = 50;
+    r.n_bias = 0;
+    r.max_tokens = 12;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    run_to_idle(e);
+    gen_stats_get(e, st);
+    gen_engine_free(e);
+    model_free(m);
+    tok_free(tok);
+}
+
+Test(generate, speculative_decoding_with_text)
+{
+    static struct collector ref, c;
+    struct gen_stats sr, sc;
+    spec_text_run(&ref, 0, &sr);
+    spec_text_run(&c, 6, &sc);
+    cr_expect_gt(sc.spec_accepted, 12, "kept %lld of %lld drafts", sc.spec_accepted,
+                 sc.spec_drafted);
+    cr_expect_lt(sc.steps, sr.steps);
+    for (int q = 0; q < 5; q++)
+        for (int i = 0; i < (q == 1 ? 2 : 1); i++) {
+            cr_assert(c.s[q][i].done, "request %d sample %d", q, i);
+            spec_same(&c.s[q][i], &ref.s[q][i], q, i, TOK_BYTELEVEL_VOCAB);
+        }
+    cr_expect_eq(c.s[2][0].n, 7);
+    cr_expect_str_eq(c.s[2][0].full, "");
+    cr_expect_eq(c.s[2][0].finish, GEN_FINISH_STOP);
+    cr_expect_eq(c.s[4][0].cached_tokens, 32, "the first turn's blocks: %d tokens cached",
+                 c.s[4][0].cached_tokens);
 }
