@@ -1,9 +1,11 @@
 /* engine/generate.c — continuous-batching generation over a paged KV cache
  * (contract in generate.h, cache in kv_cache.c).
  *
- * One step: admit queued requests first come first served while their
- * worst-case KV blocks can be promised (so nothing ever runs out of memory
- * mid-generation and nothing needs preemption); build the rows of one
+ * One step: resume preempted sequences, then admit queued requests first
+ * come first served while their prompts' KV blocks can be promised (admit);
+ * give each decoding sequence the block its next position needs, the
+ * newest running sequence giving its blocks back (preempted, computed
+ * again later) when none is free (decode_blocks); build the rows of one
  * forward: one row per decoding sequence (its last sampled token) then
  * prompt chunks of prefilling sequences up to max_step_tokens; run the
  * transformer on all rows at once (every matmul is one call for all
@@ -42,7 +44,8 @@
 /* Rows of logits computed at once (more rows are done chunk by chunk). */
 #define GEN_LOGITS_CHUNK 64
 
-enum seq_state { SEQ_PREFILL, SEQ_DECODE };
+/* SEQ_PREEMPTED: holds no KV blocks, waits to be computed again */
+enum seq_state { SEQ_PREFILL, SEQ_DECODE, SEQ_PREEMPTED };
 
 struct gen_req {
     struct gen_req *next;           /* waiting queue link */
@@ -64,9 +67,10 @@ struct gen_req {
     int logprobs, prompt_logprobs;
     int cached_tokens;              /* prompt positions from the prefix cache */
     int blocks_full;                /* worst-case blocks of one sample */
-    int blocks_child;               /* blocks a forked sample may add */
-    int blocks_total;               /* reservation of the whole request */
-    int pending_reserve;            /* reserved for samples not forked yet */
+    int blocks_child;               /* a fork's copy of the prompt's
+                                     * partial last block: 0 or 1 */
+    int blocks_total;               /* worst case of the whole request */
+    int pending_reserve;            /* promised to samples not forked yet */
     int live;                       /* sequences alive (or to be forked) */
     float *plp;                     /* (n_prompt) prompt logprobs */
     int32_t *ptop_ids;              /* (n_prompt, prompt_logprobs) */
@@ -83,6 +87,8 @@ struct gen_seq {
     int32_t *blocks;
     int n_blocks, cap_blocks;
     int reserve;                    /* blocks promised, not yet taken */
+    bool forked;                    /* the prompt is done: its logprobs
+                                     * emitted, the other samples forked */
     int n_reg;                      /* blocks[0..n_reg) are in the prefix
                                      * cache (or looked at for it) */
     bool reg_off;                   /* registers no more blocks */
@@ -134,7 +140,7 @@ struct gen_engine {
     uint64_t prefix_version;        /* model version of the cached blocks */
     int32_t *prefix_found;          /* (max_blocks_per_seq) prefix_find's blocks */
     long long prefix_queries, prefix_hits;
-    long long spec_drafted, spec_accepted;
+    long long spec_drafted, spec_accepted, n_preemptions;
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
     float *x, *res, *ln, *qkv, *atty, *h;
@@ -592,7 +598,7 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     q->logprobs = r->logprobs;
     q->prompt_logprobs = r->prompt_logprobs;
     q->blocks_full = full;
-    q->blocks_child = child;
+    q->blocks_child = P % bs ? 1 : 0;
     q->blocks_total = (int)total;
     if (r->n_stop) {
         q->stop = calloc((size_t)r->n_stop, sizeof *q->stop);
@@ -702,13 +708,19 @@ static void seq_release(struct gen_engine *e, struct gen_seq *s)
     s->reserve = 0;
 }
 
-/* Makes sure position pos has a block (taken from the promise). */
+/* Makes sure position pos has a block: from the promise while it lasts,
+ * else a free block nobody was promised. Returns -1 when there is none
+ * (the caller preempts a sequence, or drops drafts). */
 static int seq_ensure_block(struct gen_engine *e, struct gen_seq *s, int pos)
 {
     while (s->n_blocks <= pos / e->cfg.block_size) {
-        if (s->reserve <= 0 || s->n_blocks == s->cap_blocks) return -1;
-        s->reserve--;
-        kv_cache_unreserve(e->kv, 1);
+        if (s->n_blocks == s->cap_blocks) return -1;
+        if (s->reserve > 0) {
+            s->reserve--;
+            kv_cache_unreserve(e->kv, 1);
+        } else if (e->kv->n_free <= e->kv->reserved) {
+            return -1;
+        }
         int32_t b = kv_cache_block_alloc(e->kv);
         if (b < 0) return -1;
         s->blocks[s->n_blocks++] = b;
@@ -726,6 +738,7 @@ static struct gen_seq *seq_fork(struct gen_engine *e, struct gen_seq *p, int ind
     const int bs = e->cfg.block_size, shared = r->n_prompt / bs;
     s->reserve = r->blocks_child;
     r->pending_reserve -= r->blocks_child;
+    s->forked = true;
     for (int i = 0; i < shared; i++) {
         kv_cache_block_ref(e->kv, p->blocks[i]);
         s->blocks[s->n_blocks++] = p->blocks[i];
@@ -933,7 +946,7 @@ int gen_cancel(struct gen_engine *e, const char *id)
         bool first = true;
         for (int j = 0; j < i && first; j++) first = e->seqs[j]->req != r;
         count += first;
-        if (s->state == SEQ_PREFILL) {
+        if (!s->forked) {
             /* samples 1..n-1 were never forked */
             e->n_slots -= r->live - 1;
             r->live = 1;
@@ -947,25 +960,16 @@ int gen_cancel(struct gen_engine *e, const char *id)
 
 /* ---------------------------------------------------------------- step */
 
-/* The prefix cache: the blocks that hold the first tokens of r's prompt,
- * up to the one before the block of its last token (always computed: its
- * logits are sampled from); none for prompt logprobs (every position
- * computed): prefix_span of them at most. Into e->prefix_found; returns
- * how many. *in_use: of them,
- * those some sequence holds now (taking them costs no free block). */
-static int prefix_span(const struct gen_engine *e, const struct gen_req *r)
+/* The prefix cache: of the first `most` blocks of tokens, those it holds
+ * (into e->prefix_found); returns how many. *in_use: of them, those some
+ * sequence holds now (taking them costs no free block). */
+static int prefix_find(struct gen_engine *e, const int32_t *tokens, int most, int *in_use)
 {
-    if (!e->kv->table || r->prompt_logprobs >= 0) return 0;
-    return (r->n_prompt - 1) / e->cfg.block_size;
-}
-
-static int prefix_find(struct gen_engine *e, const struct gen_req *r, int *in_use)
-{
-    const int bs = e->cfg.block_size, most = prefix_span(e, r);
+    const int bs = e->cfg.block_size;
     int n = 0;
     *in_use = 0;
     for (int32_t b = -1; n < most; n++) {
-        b = kv_cache_prefix_find(e->kv, b, r->prompt + (size_t)n * bs);
+        b = kv_cache_prefix_find(e->kv, b, tokens + (size_t)n * bs);
         if (b < 0) break;
         *in_use += e->kv->refs[b] > 0;
         e->prefix_found[n] = b;
@@ -973,10 +977,10 @@ static int prefix_find(struct gen_engine *e, const struct gen_req *r, int *in_us
     return n;
 }
 
-/* s (r's new sequence 0, admitted) takes the n blocks prefix_find found as
- * its first ones, each cached one in place of a block of its promise, and
- * prefills from the first position not found. */
-static void prefix_take(struct gen_engine *e, struct gen_seq *s, int n)
+/* s (admitted, or resumed) takes the n blocks prefix_find found (of `most`
+ * looked up) as its first ones, each cached one in place of a block of its
+ * promise, and prefills from the first position not found. */
+static void prefix_take(struct gen_engine *e, struct gen_seq *s, int n, int most)
 {
     struct gen_req *r = s->req;
     const int bs = e->cfg.block_size;
@@ -990,8 +994,10 @@ static void prefix_take(struct gen_engine *e, struct gen_seq *s, int n)
         s->blocks[s->n_blocks++] = b;
     }
     s->n_reg = n;
-    s->n_cached = r->cached_tokens = n * bs;
-    e->prefix_queries += (long long)prefix_span(e, r) * bs;
+    s->n_cached = n * bs;
+    if (s->forked) return;
+    r->cached_tokens = n * bs;
+    e->prefix_queries += (long long)most * bs;
     e->prefix_hits += r->cached_tokens;
 }
 
@@ -1024,33 +1030,136 @@ static void prefix_check_version(struct gen_engine *e)
     e->prefix_version = e->m->version;
 }
 
+/* Prompt lookup: the drafts of s (at most most of them) are the tokens
+ * that followed the earliest other occurrence of its last g tokens, for
+ * the longest g from spec_ngram_max down to spec_ngram_min that has one
+ * (vLLM's choice: in a loop, the earliest has the most tokens after it).
+ * Returns how many. */
+static int spec_propose(const struct gen_engine *e, struct gen_seq *s, int most)
+{
+    const int32_t *t = s->tokens;
+    const int n = s->n_tokens;
+    for (int g = e->cfg.spec_ngram_max; g >= e->cfg.spec_ngram_min; g--) {
+        if (g >= n) continue;
+        const int32_t *tail = t + n - g;
+        for (int i = 0; i + g < n; i++) {
+            if (t[i] != tail[0] || memcmp(t + i, tail, (size_t)g * sizeof *t)) continue;
+            const int after = n - (i + g), nd = after < most ? after : most;
+            memcpy(s->draft, t + i + g, (size_t)nd * sizeof *t);
+            return nd;
+        }
+    }
+    return 0;
+}
+
+/* Promises the blocks that computing a sequence's tokens needs (*sp NULL:
+ * r's first sample, new, and its prompt, with a partial block's copy for
+ * each sample to fork; else the preempted *sp, and all its tokens), the
+ * prefix cache's taken first (up to the block of the last token, always
+ * computed: its logits are sampled from; none with prompt logprobs to
+ * compute), with `spare` blocks more left free; then the sequence
+ * prefills. Returns 0 (*sp the sequence), or -1 with nothing changed when
+ * the blocks are not free now (or memory is short). */
+static int seq_start(struct gen_engine *e, struct gen_req *r, struct gen_seq **sp, int spare)
+{
+    struct gen_seq *s = *sp;
+    const bool first = !s || !s->forked;
+    const int32_t *tokens = s ? s->tokens : r->prompt;
+    const int n = s ? s->n_tokens : r->n_prompt, bs = e->cfg.block_size;
+    const int most = !e->kv->table || (first && r->prompt_logprobs >= 0) ? 0 : (n - 1) / bs;
+    int in_use;
+    const int found = prefix_find(e, tokens, most, &in_use);
+    const int own = ceil_div(n, bs) - in_use;
+    const int forks = first && r->max_tokens > 0 ? (r->n - 1) * r->blocks_child : 0;
+    if (e->kv->n_free - e->kv->reserved < own + forks + spare) return -1;
+    if (!s && !(s = seq_new(e, r, 0))) return -1;
+    kv_cache_reserve(e->kv, own + forks);
+    s->reserve = own;
+    r->pending_reserve = forks;
+    s->state = SEQ_PREFILL;
+    prefix_take(e, s, found, most);
+    *sp = s;
+    return 0;
+}
+
+/* Blocks are taken as positions need them (vLLM's on-demand allocation),
+ * not promised for max_tokens at admission: a request whose output ends
+ * early never held the rest, so more run at once. When a decoding
+ * sequence finds none free, the newest running sequence gives its blocks
+ * back (preempt) and waits to be computed again (vLLM's recompute
+ * preemption): preempted sequences resume first, oldest first, before any
+ * new request starts. A new request starts when its prompt's blocks are
+ * free with a block more for every decoding sequence (their next step's)
+ * and 1% of the cache (vLLM's watermark), so that starting it rarely
+ * preempts anything. */
 static void admit(struct gen_engine *e)
 {
+    int decoding = 0;
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_seq *s = e->seqs[i];
+        if (s->finished) continue;
+        if (s->state == SEQ_PREEMPTED && seq_start(e, s->req, &e->seqs[i], 0)) return;
+        decoding += s->state == SEQ_DECODE;
+    }
+    const int spare = decoding + e->kv->n_blocks / 100;
     while (e->wait_head) {
         struct gen_req *r = e->wait_head;
         const int live = r->max_tokens > 0 ? r->n : 1;
         if (e->n_slots + live > e->cfg.max_seqs) return;
-        /* cached blocks that running sequences hold are shared, not taken
-         * from the free ones: a request sharing a prompt's beginning with
-         * them needs that many blocks fewer */
-        int in_use;
-        const int found = prefix_find(e, r, &in_use);
-        const int need = r->blocks_total - in_use;
-        if (kv_cache_reserve(e->kv, need)) return;
-        struct gen_seq *s = seq_new(e, r, 0);
-        if (!s) { kv_cache_unreserve(e->kv, need); return; }
+        struct gen_seq *s = NULL;
+        if (seq_start(e, r, &s, spare)) return;
         e->wait_head = r->next;
         if (!e->wait_head) e->wait_tail = NULL;
         r->next = NULL;
         e->n_waiting--;
-        s->reserve = r->blocks_full - in_use;
-        r->pending_reserve = r->blocks_total - r->blocks_full;
         r->live = live;
         e->n_slots += live;
-        s->state = SEQ_PREFILL;
         e->seqs[e->n_seqs++] = s;
-        prefix_take(e, s, found);
     }
+}
+
+/* s gives back its blocks and promises; what it sampled and emitted stays,
+ * and its keys and values are computed again when it resumes. */
+static void preempt(struct gen_engine *e, struct gen_seq *s)
+{
+    seq_release(e, s);
+    if (!s->forked) {
+        kv_cache_unreserve(e->kv, s->req->pending_reserve);
+        s->req->pending_reserve = 0;
+    }
+    s->state = SEQ_PREEMPTED;
+    s->n_cached = 0;
+    s->n_reg = 0;
+    s->reg_off = false;
+    s->n_draft = 0;
+    e->n_preemptions++;
+}
+
+/* The blocks of this step's decode rows, oldest sequence first (drafts
+ * proposed first, and dropped when their positions find no block); when a
+ * sequence finds none, the newest running one is preempted, itself last. */
+static int decode_blocks(struct gen_engine *e, bool spec, char *err, size_t errlen)
+{
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_seq *s = e->seqs[i];
+        if (s->state != SEQ_DECODE || s->finished) continue;
+        const int left = s->req->max_tokens - s->n_gen - 1;
+        s->n_draft = 0;
+        if (spec && left > 0)
+            s->n_draft = spec_propose(e, s, left < e->cfg.spec_tokens ? left : e->cfg.spec_tokens);
+        while (seq_ensure_block(e, s, s->n_cached + s->n_draft)) {
+            if (s->n_draft) { s->n_draft = 0; continue; }
+            int v = e->n_seqs - 1;
+            while (v >= 0 && (e->seqs[v]->finished || e->seqs[v]->state == SEQ_PREEMPTED)) v--;
+            if (v < 0) {
+                errmsg_set(err, errlen, "internal error: no KV block for \"%s\"", s->req->id);
+                return -1;
+            }
+            preempt(e, e->seqs[v]);
+            if (v == i) break;
+        }
+    }
+    return 0;
 }
 
 /* out: (N,OC) = inp: (N,C) @ w^T [+ b] [+ resid: (N,OC), may be out] for
@@ -1310,11 +1419,16 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
             prompt_logprob(s->req, row, e->lse[i], V, e->h_pos[rows[i]]);
             continue;
         }
-        if (s->state == SEQ_PREFILL) {
+        if (s->state == SEQ_PREFILL && s->forked) {
+            /* resumed after a preemption: decoding again */
+            s->state = SEQ_DECODE;
+            e->tasks[nt++] = (struct gen_task){s, row, e->lse + i, 1};
+        } else if (s->state == SEQ_PREFILL) {
             /* the prompt is done: fork the other samples from sample 0 */
             struct gen_req *r = s->req;
             emit_prompt(e, r);
             s->state = SEQ_DECODE;
+            s->forked = true;
             e->tasks[nt++] = (struct gen_task){s, row, e->lse + i, 1};
             for (int j = 1; j < r->n; j++) {
                 struct gen_seq *c = seq_fork(e, s, j);
@@ -1332,28 +1446,6 @@ static int run_chunk(struct gen_engine *e, const int *rows, int n, char *err, si
     return 0;
 }
 
-/* Prompt lookup: the drafts of s (at most most of them) are the tokens
- * that followed the earliest other occurrence of its last g tokens, for
- * the longest g from spec_ngram_max down to spec_ngram_min that has one
- * (vLLM's choice: in a loop, the earliest has the most tokens after it).
- * Returns how many. */
-static int spec_propose(const struct gen_engine *e, struct gen_seq *s, int most)
-{
-    const int32_t *t = s->tokens;
-    const int n = s->n_tokens;
-    for (int g = e->cfg.spec_ngram_max; g >= e->cfg.spec_ngram_min; g--) {
-        if (g >= n) continue;
-        const int32_t *tail = t + n - g;
-        for (int i = 0; i + g < n; i++) {
-            if (t[i] != tail[0] || memcmp(t + i, tail, (size_t)g * sizeof *t)) continue;
-            const int after = n - (i + g), nd = after < most ? after : most;
-            memcpy(s->draft, t + i + g, (size_t)nd * sizeof *t);
-            return nd;
-        }
-    }
-    return 0;
-}
-
 static int step(struct gen_engine *e, char *err, size_t errlen)
 {
     prefix_check_version(e);
@@ -1363,20 +1455,19 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
     for (int i = 0; i < e->n_seqs; i++)
         decoding += e->seqs[i]->state == SEQ_DECODE && !e->seqs[i]->finished;
     const bool spec = e->cfg.spec_tokens > 0 && decoding <= e->cfg.spec_max_seqs;
+    if (decode_blocks(e, spec, err, errlen)) return -1;
     /* decode rows (each sequence's last token, then its drafts: at most
      * max_tokens - 1 - n_gen, so the positions they fill are within its
      * reservation), then prefill chunks */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_seqs; i++) {
             struct gen_seq *s = e->seqs[i];
-            if ((pass == 0) != (s->state == SEQ_DECODE) || s->finished) continue;
+            if ((pass == 0) != (s->state == SEQ_DECODE) || s->state == SEQ_PREEMPTED ||
+                s->finished)
+                continue;
             int from = s->n_cached, to;
             if (pass == 0) {
-                const int left = s->req->max_tokens - s->n_gen - 1;
-                s->n_draft = 0;
-                if (spec && left > 0)
-                    s->n_draft = spec_propose(e, s, left < e->cfg.spec_tokens ? left : e->cfg.spec_tokens);
-                to = from + 1 + s->n_draft;
+                to = from + 1 + s->n_draft;     /* blocks: decode_blocks */
             } else {
                 int budget = e->R - N;
                 if (budget <= 0) break;
@@ -1397,7 +1488,7 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
                 e->row_kind[N] = ROW_NONE;
                 if (pass == 0 || (p == s->n_tokens - 1 && s->req->max_tokens > 0))
                     e->row_kind[N] = ROW_SAMPLE;
-                else if (s->req->prompt_logprobs >= 0 && p + 1 < s->n_tokens)
+                else if (!s->forked && s->req->prompt_logprobs >= 0 && p + 1 < s->n_tokens)
                     e->row_kind[N] = ROW_PROMPT_LP;
             }
             /* (a decoding sequence's drafts: when kept, sample_accept) */
@@ -1424,7 +1515,7 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
         const struct gen_seq *s = e->row_seq[i];
         const bool dec = e->row_kind[i] == ROW_SAMPLE && s->state == SEQ_DECODE;
         const int nrow = dec ? 1 + s->n_draft : 1;
-        const int add = e->row_kind[i] == ROW_SAMPLE ? (dec ? 1 : s->req->n) : 0;
+        const int add = e->row_kind[i] != ROW_SAMPLE ? 0 : s->forked || dec ? 1 : s->req->n;
         if (nr + nrow > GEN_LOGITS_CHUNK || nsample + add > e->cfg.max_seqs) {
             if (run_chunk(e, rows, nr, err, errlen)) return -1;
             nr = nsample = 0;
@@ -1482,4 +1573,5 @@ void gen_stats_get(const struct gen_engine *e, struct gen_stats *st)
     st->prefix_hits = e->prefix_hits;
     st->spec_drafted = e->spec_drafted;
     st->spec_accepted = e->spec_accepted;
+    st->preemptions = e->n_preemptions;
 }

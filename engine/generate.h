@@ -205,6 +205,9 @@ struct gen_stats {
     long long prefix_hits;      /* of them, found (not computed again) */
     long long spec_drafted;     /* draft tokens verified */
     long long spec_accepted;    /* of them, kept */
+    long long preemptions;      /* sequences that gave their KV blocks back
+                                 * to let older ones go on (computed again
+                                 * when they resume) */
 };
 
 struct gen_engine;

@@ -632,7 +632,7 @@ static void do_stats(struct serve *sv, const char *id)
     for (int i = 0; i < sv->n_models; i++) {
         struct gen_stats st;
         gen_stats_get(sv->models[i]->e, &st);
-        json_array_append_new(models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:I}",
+        json_array_append_new(models, json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:I, s:I}",
             "model", sv->models[i]->name, "active", st.active, "waiting", st.waiting,
             "kv_blocks_used", st.kv_blocks_used, "kv_blocks_total", st.kv_blocks_total,
             "kv_blocks_reserved", st.kv_blocks_reserved, "block_size", st.block_size,
@@ -642,7 +642,8 @@ static void do_stats(struct serve *sv, const char *id)
             "prefix_cache_queries", (json_int_t)st.prefix_queries,
             "prefix_cache_hits", (json_int_t)st.prefix_hits,
             "spec_draft_tokens", (json_int_t)st.spec_drafted,
-            "spec_accepted_tokens", (json_int_t)st.spec_accepted));
+            "spec_accepted_tokens", (json_int_t)st.spec_accepted,
+            "preemptions", (json_int_t)st.preemptions));
     }
     json_t *o = json_pack("{s:s, s:i, s:o}", "type", "stats", "protocol", SERVE_PROTOCOL, "models", models);
     if (id) json_object_set_new(o, "id", json_string(id));

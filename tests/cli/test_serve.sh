@@ -268,7 +268,8 @@ for k, rq in enumerate(reqs):
           got)
 send({"type": "stats", "id": "st4"})
 st = [m for m in until(lambda e: e.get("id") == "st4")[-1]["models"] if m["model"] == "spec"][0]
-check("speculative: stats", st["spec_draft_tokens"] > 0 and 0 < st["spec_accepted_tokens"] <= st["spec_draft_tokens"], st)
+check("speculative: stats", st["spec_draft_tokens"] > 0 and 0 < st["spec_accepted_tokens"] <= st["spec_draft_tokens"]
+      and st["preemptions"] == 0, st)
 send({"type": "unload", "id": "us", "model": "spec"})
 check("speculative: unloaded", recv().get("type") == "unloaded")
 for bad, want in (({"method": "eagle"}, "\"method\""), ({"num_speculative_tokens": 99}, "num_speculative_tokens"),

@@ -1487,6 +1487,132 @@ Test(generate, speculative_decoding_is_exact)
     collector_free(&c);
 }
 
+/* Preemption: in a cache too small for all of them at once, requests run
+ * as far as blocks allow, the newest give theirs back and resume later,
+ * computed again; outputs are those of a cache holding everything, bitwise
+ * (greedy, seeded n = 3 with penalties, top-p, a stop id, prompt
+ * logprobs, a long prompt), with the prefix cache off and on, with drafts;
+ * a preempted request cancelled; all blocks back at the end. */
+static void preempt_run(struct collector *c, size_t kv, struct gen_stats *st, bool cancel)
+{
+    enum { V = 40 };
+    int32_t p[6][32];
+    for (int r = 0; r < 6; r++)
+        for (int i = 0; i < 32; i++) p[r][i] = (7 * i + 3 * r + i * i % 5) % V;
+    struct model *m = test_model(V, 41);
+    c->keep_logits = true;
+    struct gen_engine *e = engine(m, NULL, c, 4, 8, 64, kv);
+    submit(e, "g", 0, p[0], 10, 1, 40, 0.0f, false, 0);
+    struct gen_request r;
+    gen_request_default(&r);
+    r.id = "n3";
+    r.user = (void *)(intptr_t)1;
+    r.prompt = p[1];
+    r.n_prompt = 9;
+    r.n = 3;
+    r.max_tokens = 30;
+    r.has_seed = true;
+    r.seed = 5;
+    r.ignore_eos = true;
+    r.sampling.repetition_penalty = 1.2f;
+    r.sampling.presence_penalty = 0.3f;
+    char err[256];
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    const int32_t stop = 17;
+    gen_request_default(&r);
+    r.id = "stop";
+    r.user = (void *)(intptr_t)2;
+    r.prompt = p[2];
+    r.n_prompt = 11;
+    r.max_tokens = 40;
+    r.sampling.temperature = 0;
+    r.stop_ids = &stop;
+    r.n_stop_ids = 1;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    gen_request_default(&r);
+    r.id = "topp";
+    r.user = (void *)(intptr_t)3;
+    r.prompt = p[3];
+    r.n_prompt = 13;
+    r.max_tokens = 35;
+    r.sampling.temperature = 0.8f;
+    r.sampling.top_p = 0.9f;
+    r.has_seed = true;
+    r.seed = 9;
+    r.ignore_eos = true;
+    r.prompt_logprobs = 2;
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+    submit(e, "long", 4, p[4], 30, 1, 20, 1.0f, true, 2);
+    submit(e, "late", 5, p[5], 12, 1, 36, 1.0f, true, 3);
+    if (cancel) {
+        struct gen_stats s0;
+        do {
+            cr_assert_geq(gen_step(e, err, sizeof err), 0, "%s", err);
+            gen_stats_get(e, &s0);
+        } while (s0.preemptions == 0);
+        gen_cancel(e, "late");
+    }
+    run_to_idle(e);
+    gen_stats_get(e, st);
+    gen_engine_free(e);
+    model_free(m);
+}
+
+Test(generate, preemption_is_exact)
+{
+    const struct model_config cfg = test_cfg(40);
+    const size_t block = (size_t)cfg.n_layers * 2 * cfg.n_kv_heads * 4 * cfg.head_dim *
+                         kv_dtype_size(test_kv_dtype);
+    static struct collector ref, c;
+    struct gen_stats sr, sc;
+    preempt_run(&ref, 0, &sr, false);
+    cr_assert_eq(sr.preemptions, 0);
+    for (int variant = 0; variant < 3; variant++) {
+        test_prefix_cache = variant >= 1;
+        test_spec_tokens = variant == 2 ? 3 : 0;
+        memset(&c, 0, sizeof c);
+        /* n3 alone needs 10 + 2 * 8 blocks at most: 26 fit, not all */
+        preempt_run(&c, 26 * block, &sc, false);
+        test_prefix_cache = false;
+        test_spec_tokens = 0;
+        cr_expect_gt(sc.preemptions, 2, "variant %d: %lld preemptions", variant, sc.preemptions);
+        cr_expect_eq(sc.kv_blocks_used, 0);
+        cr_expect_eq(sc.kv_blocks_reserved, 0);
+        cr_expect_eq(sc.active + sc.waiting, 0);
+        for (int q = 0; q < 6; q++)
+            for (int i = 0; i < (q == 1 ? 3 : 1); i++) {
+                const struct sample_out *o = &c.s[q][i], *w = &ref.s[q][i];
+                cr_assert(o->done && w->done && o->n == w->n, "variant %d request %d sample %d: "
+                          "%d tokens, %d in a larger cache", variant, q, i, o->n, w->n);
+                cr_expect_eq(o->finish, w->finish);
+                cr_expect_arr_eq(o->tok, w->tok, (size_t)o->n * sizeof(int32_t),
+                                 "variant %d request %d sample %d", variant, q, i);
+                cr_expect_arr_eq(o->lp, w->lp, (size_t)o->n * sizeof(float));
+                for (int t = 0; t < o->n; t++)
+                    cr_expect(!memcmp(o->logits[t], w->logits[t], 40 * sizeof(float)),
+                              "variant %d request %d sample %d: logits of token %d", variant, q,
+                              i, t);
+            }
+        cr_expect_arr_eq(c.prompt_lp + 1, ref.prompt_lp + 1, 12 * sizeof(float));
+        cr_expect_arr_eq(c.prompt_top, ref.prompt_top, sizeof c.prompt_top);
+        cr_expect_eq(c.prompt_events, 1);
+        cr_expect_eq(c.s[2][0].finish, GEN_FINISH_STOP, "the stop id never came");
+        collector_free(&c);
+    }
+    /* cancelled once something was preempted: its done event, its blocks
+     * back, the others unchanged */
+    memset(&c, 0, sizeof c);
+    preempt_run(&c, 26 * block, &sc, true);
+    cr_expect(c.s[5][0].done && c.s[5][0].finish == GEN_FINISH_CANCELLED);
+    cr_expect_eq(sc.kv_blocks_used, 0);
+    cr_expect_eq(sc.kv_blocks_reserved, 0);
+    for (int q = 0; q < 5; q++)
+        cr_expect_arr_eq(c.s[q][0].tok, ref.s[q][0].tok, (size_t)ref.s[q][0].n * sizeof(int32_t),
+                         "request %d", q);
+    collector_free(&c);
+    collector_free(&ref);
+}
+
 Test(generate, prefix_cache_admits_on_shared_blocks)
 {
     enum { V = 40, P = 13 };
@@ -1515,10 +1641,10 @@ Test(generate, prefix_cache_admits_on_shared_blocks)
         gen_stats_get(e, &st);
         cr_expect_eq(st.active, cached ? 2 : 1, "cache %d: %d active", cached, st.active);
         cr_expect_eq(st.waiting, cached ? 0 : 1, "cache %d: %d waiting", cached, st.waiting);
-        /* a's 4 blocks so far, b's own block of position 12; a's 2 to come
-         * still promised */
+        /* a's 4 blocks so far, b's own block of position 12; nothing
+         * promised (blocks are taken as positions need them) */
         if (cached)
-            cr_expect(st.kv_blocks_used == 4 + 1 && st.kv_blocks_reserved == 2,
+            cr_expect(st.kv_blocks_used == 4 + 1 && st.kv_blocks_reserved == 0,
                       "%d blocks used, %d reserved", st.kv_blocks_used, st.kv_blocks_reserved);
         run_to_idle(e);
         cr_expect_eq(o->s[1][0].cached_tokens, cached ? 12 : 0);
@@ -1925,15 +2051,21 @@ Test(generate, memory_refusal_and_queueing)
     cr_expect(strstr(err, "KV blocks") && strstr(err, "cache holds 6"), "%s", err);
     r.max_tokens = 5; r.n = 3;  /* 2 shared + 3 * 2 = 8 > 6 */
     cr_assert_eq(gen_submit(e, &r, err, sizeof err), -1);
-    /* two that fit one at a time: the second waits, then runs */
+    /* two that fit one at a time: both start (their prompts fit), the
+     * second gives its blocks back when the first needs them, and resumes
+     * after it, with the same output */
     submit(e, "a", 0, prompt, 10, 1, 8, 1.0f, true, 1);     /* 17 positions: 5 blocks */
     submit(e, "b", 1, prompt, 10, 1, 8, 1.0f, true, 1);
     cr_assert_gt(gen_step(e, err, sizeof err), 0);
     struct gen_stats st;
     gen_stats_get(e, &st);
-    cr_expect_eq(st.active, 1);
-    cr_expect_eq(st.waiting, 1);
+    cr_expect_eq(st.active, 2);
+    cr_expect_eq(st.waiting, 0);
     run_to_idle(e);
+    gen_stats_get(e, &st);
+    cr_expect_geq(st.preemptions, 1);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    cr_expect_eq(st.kv_blocks_reserved, 0);
     cr_expect(c->s[0][0].done && c->s[1][0].done);
     cr_expect_arr_eq(c->s[0][0].tok, c->s[1][0].tok, 8 * sizeof(int32_t));
     /* invalid requests */
