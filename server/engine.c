@@ -57,7 +57,43 @@ struct engine {
     json_t *load_opts;    /* extra fields of every "load" (kv_memory_mb, max_seqs) */
     char failed_model[ENGINE_ID_MAX * 2]; /* the last load that failed, and why */
     char failed_msg[512];
+    bool stats_pending;   /* a "stats" for /metrics is unanswered */
+    double stats_at;      /* when it was sent */
 };
+
+/* The id of the supervisor's own "stats" requests (requests' ids are the
+ * server's, never this), and how often they go out. */
+#define ENGINE_STATS_ID "aha-metrics-stats"
+#define ENGINE_STATS_EVERY_S 1.0
+
+/* The engine's own figures (its "stats", summed over its models) into the
+ * metrics /metrics renders: KV cache use, sequences, preemptions, drafts,
+ * prefix cache. Counters restart with the engine. */
+static void stats_to_metrics(json_t *ev)
+{
+    long used = 0, total = 0, active = 0, waiting = 0, pre = 0, drafted = 0, kept = 0,
+         queries = 0, hits = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(ev, "models"), i, m) {
+        struct { long *sum; const char *key; } f[] = {
+            {&used, "kv_blocks_used"}, {&total, "kv_blocks_total"}, {&active, "active"},
+            {&waiting, "waiting"}, {&pre, "preemptions"}, {&drafted, "spec_draft_tokens"},
+            {&kept, "spec_accepted_tokens"}, {&queries, "prefix_cache_queries"},
+            {&hits, "prefix_cache_hits"}};
+        for (size_t k = 0; k < sizeof f / sizeof *f; k++)
+            *f[k].sum += (long)json_integer_value(json_object_get(m, f[k].key));
+    }
+    atomic_store(&metrics.engine_kv_blocks_used, used);
+    atomic_store(&metrics.engine_kv_blocks_total, total);
+    atomic_store(&metrics.engine_active, active);
+    atomic_store(&metrics.engine_waiting, waiting);
+    atomic_store(&metrics.engine_preemptions, pre);
+    atomic_store(&metrics.engine_spec_drafted, drafted);
+    atomic_store(&metrics.engine_spec_accepted, kept);
+    atomic_store(&metrics.engine_prefix_queries, queries);
+    atomic_store(&metrics.engine_prefix_hits, hits);
+}
 
 static unsigned hash_id(const char *s)
 {
@@ -223,6 +259,13 @@ static void dispatch(engine *e, const char *line, size_t len)
             log_msg("engine speaks protocol %lld; this server speaks %d: not using it",
                     (long long)json_integer_value(proto), ENGINE_PROTOCOL);
     }
+    if (id && strcmp(id, ENGINE_STATS_ID) == 0) {
+        e->stats_pending = false;
+        if (strcmp(type, "stats") == 0) stats_to_metrics(ev);
+        pthread_mutex_unlock(&e->mu);
+        json_decref(ev);
+        return;
+    }
     struct pending **pp = id ? find_slot(e, id) : NULL;
     const char *emsg = json_string_value(json_object_get(ev, "message"));
     if (pp && *pp && strcmp(type, "error") == 0 && e->failed_model[0] &&
@@ -364,6 +407,15 @@ static void run_child(engine *e, int in_fd, int out_fd)
         }
         if (fds[2].revents & (POLLERR | POLLHUP)) eof = true;
         pthread_mutex_lock(&e->mu);
+        const double now = clock_mono();
+        if (e->greeted && !e->incompatible && !e->stats_pending &&
+            now - e->stats_at >= ENGINE_STATS_EVERY_S) {
+            json_t *m = json_pack("{s:s, s:s}", "type", "stats", "id", ENGINE_STATS_ID);
+            queue_line(e, m);
+            json_decref(m);
+            e->stats_pending = true;
+            e->stats_at = now;
+        }
         while (e->outq.len) {
             ssize_t w = write(in_fd, e->outq.p, e->outq.len);
             if (w <= 0) {
@@ -390,6 +442,7 @@ static void *supervise(void *arg)
             e->alive = true;
             e->greeted = false;
             e->incompatible = false;
+            e->stats_pending = false;
             e->pid = pid;
             for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
             e->nloaded = 0;

@@ -121,6 +121,33 @@ char *metrics_render(void)
                atomic_load(&metrics.waiting));
     render_one(&b, "aha_engine_restarts_total", "counter", "Engine process restarts.",
                atomic_load(&metrics.engine_restarts));
+    /* the engine's, as of its last stats (vLLM's names in the comments) */
+    const long kv_total = atomic_load(&metrics.engine_kv_blocks_total);
+    sbuf_printf(&b, "# HELP aha_kv_cache_usage_ratio Fraction of the engine's KV cache blocks "
+                    "in use (vllm:kv_cache_usage_perc).\n# TYPE aha_kv_cache_usage_ratio gauge\n"
+                    "aha_kv_cache_usage_ratio %.4f\n",
+                kv_total ? (double)atomic_load(&metrics.engine_kv_blocks_used) / kv_total : 0.0);
+    render_one(&b, "aha_engine_sequences_running", "gauge",
+               "Sequences the engine is prefilling, decoding or has preempted "
+               "(vllm:num_requests_running).", atomic_load(&metrics.engine_active));
+    render_one(&b, "aha_engine_requests_waiting", "gauge",
+               "Requests queued in the engine for KV memory (vllm:num_requests_waiting).",
+               atomic_load(&metrics.engine_waiting));
+    render_one(&b, "aha_preemptions_total", "counter",
+               "Sequences that gave their KV blocks back to be computed again later "
+               "(vllm:num_preemptions).", atomic_load(&metrics.engine_preemptions));
+    render_one(&b, "aha_spec_decode_draft_tokens_total", "counter",
+               "Speculative draft tokens checked (vllm:spec_decode_num_draft_tokens).",
+               atomic_load(&metrics.engine_spec_drafted));
+    render_one(&b, "aha_spec_decode_accepted_tokens_total", "counter",
+               "Of them, kept (vllm:spec_decode_num_accepted_tokens).",
+               atomic_load(&metrics.engine_spec_accepted));
+    render_one(&b, "aha_prefix_cache_queries_total", "counter",
+               "Prompt tokens looked up in the prefix cache (vllm:prefix_cache_queries).",
+               atomic_load(&metrics.engine_prefix_queries));
+    render_one(&b, "aha_prefix_cache_hits_total", "counter",
+               "Of them, found (vllm:prefix_cache_hits).",
+               atomic_load(&metrics.engine_prefix_hits));
     render_one(&b, "aha_trace_writes_total", "counter", "Traces written to PostgreSQL.",
                atomic_load(&metrics.trace_written));
     render_one(&b, "aha_trace_write_retries_total", "counter",

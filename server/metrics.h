@@ -36,6 +36,11 @@ struct metrics_globals {
     atomic_long trace_retried;
     atomic_long trace_dropped;
     atomic_long trace_queued;     /* gauge: traces waiting to be written */
+    /* the engine's own figures, polled every second (engine.c) */
+    atomic_long engine_kv_blocks_used, engine_kv_blocks_total;
+    atomic_long engine_active, engine_waiting;
+    atomic_long engine_preemptions, engine_spec_drafted, engine_spec_accepted;
+    atomic_long engine_prefix_queries, engine_prefix_hits;
 };
 extern struct metrics_globals metrics;
 

@@ -872,7 +872,19 @@ def run_real_engine_suite(args, pg, base):
             eq(outs[0]["choices"][0]["message"], outs[1]["choices"][0]["message"], "same output")
             eq(metric(srv, "aha_prompt_tokens_cached_total") - cached_before,
                u1["prompt_tokens_details"]["cached_tokens"], "the cached-tokens counter")
-        check("real engine: chat completion, prefix cache", real_chat)
+            # the engine's own figures, polled every second: its prefix cache
+            # hits, KV cache use and the rest of vLLM's series
+            assert wait_for(lambda: (metric(srv, "aha_prefix_cache_hits_total") or 0)
+                            >= u1["prompt_tokens_details"]["cached_tokens"], timeout=10), \
+                metric(srv, "aha_prefix_cache_hits_total")
+            assert metric(srv, "aha_prefix_cache_queries_total") >= metric(srv, "aha_prefix_cache_hits_total")
+            for name in ("aha_kv_cache_usage_ratio", "aha_engine_sequences_running", "aha_engine_requests_waiting",
+                         "aha_preemptions_total", "aha_spec_decode_draft_tokens_total",
+                         "aha_spec_decode_accepted_tokens_total"):
+                v = metric(srv, name)
+                assert v is not None and 0 <= v, (name, v)
+            assert metric(srv, "aha_kv_cache_usage_ratio") <= 1
+        check("real engine: chat completion, prefix cache, engine metrics", real_chat)
 
         def real_stream():
             st, raw, _ = stream(srv, "/v1/completions",
