@@ -69,7 +69,6 @@ struct gen_req {
     int blocks_full;                /* worst-case blocks of one sample */
     int blocks_child;               /* a fork's copy of the prompt's
                                      * partial last block: 0 or 1 */
-    int blocks_total;               /* worst case of the whole request */
     int pending_reserve;            /* promised to samples not forked yet */
     int live;                       /* sequences alive (or to be forked) */
     float *plp;                     /* (n_prompt) prompt logprobs */
@@ -599,7 +598,6 @@ int gen_submit(struct gen_engine *e, const struct gen_request *r, char *err, siz
     q->prompt_logprobs = r->prompt_logprobs;
     q->blocks_full = full;
     q->blocks_child = P % bs ? 1 : 0;
-    q->blocks_total = (int)total;
     if (r->n_stop) {
         q->stop = calloc((size_t)r->n_stop, sizeof *q->stop);
         if (!q->stop) goto oom;
