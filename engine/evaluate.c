@@ -130,6 +130,7 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
     gc.kv_dtype = o->kv_dtype;
     gc.dtype = o->dtype;
+    gc.prefix_cache = true;     /* the template's beginning; the sampled pass's prompts again */
     if (!(ge = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     rows = malloc((size_t)n * sizeof *rows);
     ro = calloc((size_t)n * per, sizeof *ro);
@@ -219,6 +220,9 @@ int eval_run(const struct eval_opts *o, const struct backend *be, FILE *events,
     }
     json_object_set_new(vals, "rows", json_integer(n));
     json_object_set_new(vals, "seconds", json_real(progress_now() - t0));
+    struct gen_stats gs;
+    gen_stats_get(ge, &gs);
+    json_object_set_new(vals, "prompt_tokens_cached", json_integer(gs.prefix_hits));
     events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage, "step", 0,
                                   "values", vals));
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage, "kind", "eval",

@@ -175,6 +175,10 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     gc.kv_bytes = (size_t)o->kv_cache_mb << 20;
     gc.kv_dtype = o->kv_dtype;
     gc.dtype = o->dtype;
+    /* the prompt template's common beginning, and a resampling round's
+     * prompts, computed once per step (the cache is emptied when the
+     * weights change: model->version) */
+    gc.prefix_cache = true;
     if (gc.max_seqs < S) gc.max_seqs = S;
     if (!(ge = gen_engine_new(m, pr.tok, &gc, rollout_on_event, NULL, err, errlen))) goto out;
     if (model_grads_alloc(m)) { errmsg_set(err, errlen, "out of memory"); goto out; }
@@ -253,6 +257,8 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         /* ---- 1-2: generate and score, resampling degenerate groups ---- */
         int kept = 0, n_ro = 0, n_rows = 0, zero_std = 0, groups_seen = 0;
         double t_gen = 0, t_score = 0;
+        struct gen_stats gs0, gs1;
+        gen_stats_get(ge, &gs0);
         for (int round = 0; round < max_rounds && kept < P; round++) {
             int want = P - kept;
             for (int i = 0; i < want; i++) rows[n_rows + i] = next_row(&rs);
@@ -433,8 +439,9 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             }
         }
         double step_time = t_end - t0;
+        gen_stats_get(ge, &gs1);
         json_t *more = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:f,s:f,s:f,s:I,"
-                                 "s:f,s:f,s:f,s:f,s:f,s:f}",
+                                 "s:f,s:f,s:f,s:I,s:f,s:f,s:f}",
             "kl", tok_sum ? kl_sum / tok_sum : 0.0, "entropy", mask_tokens ? ent_sum / mask_tokens : 0.0,
             "clip_ratio/low_mean", tok_sum ? clip_lo / tok_sum : 0.0,
             "clip_ratio/high_mean", tok_sum ? clip_hi / tok_sum : 0.0,
@@ -445,6 +452,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
             "completions/clipped_ratio", (double)n_trunc / S, "loss", loss_sum,
             "grad_norm", (double)gnorm, "num_tokens", (json_int_t)num_tokens,
             "learning_rate", (double)lr, "step_time", step_time, "time/generate", t_gen,
+            "prompt_tokens_cached", (json_int_t)(gs1.prefix_hits - gs0.prefix_hits),
             "time/score", t_score, "time/reference", t_ref,
             "time/train", t_end - t_train0 - t_ref);
         json_object_update(vals, more);

@@ -62,6 +62,9 @@ if missing: print("missing metrics:", missing); ok = False
 if len(rl) != 16: print("expected 16 metric events, got", len(rl)); ok = False
 if not samples or not {"prompt", "completion", "rewards", "advantage"} <= set(samples[0]): print("bad sample events"); ok = False
 if not evals or not {"pass@1", "pass@1_sampled", "maj@2", "format_rate", "mean_length"} <= set(evals[0]): print("bad eval metrics", evals); ok = False
+# the sampled pass finds the greedy pass's prompts in the prefix cache
+if not evals or not evals[0].get("prompt_tokens_cached", 0) >= 64 * 16: print("eval: prefix cache unused", evals); ok = False
+if "prompt_tokens_cached" not in rl[0]: print("grpo: no prompt_tokens_cached"); ok = False
 if not last > first + 0.1: print("reward did not rise by 0.1"); ok = False
 sys.exit(0 if ok else 1)
 PY
