@@ -294,6 +294,105 @@ cpu_att_qk(int DT, int DV, int HB, int CH, float *S, int Sp, const float *Q, con
     }
 }
 
+/* Rows' (row, head) pairs a prefill run computes together: their scores
+ * (cpu_att_qk_pairs, CPU_ATT_PAIRS x 4 chunks of accumulators) and their
+ * outputs (cpu_att_pv_pairs, up to 24 vectors), each key and value vector
+ * loaded (and widened) once for all of them. */
+#define CPU_ATT_PAIRS 6
+
+/* cpu_att_qk's scores for M pairs at once: pair m's queries Qm[m], score
+ * row Sm[m], positions Tm[m]; the same chain per score. */
+static inline __attribute__((always_inline)) void
+cpu_att_qk_pairs(int DT, int DV, int M, int CH, float *const *Sm, const float *const *Qm,
+                 const int *Tm, const void *kv, const int32_t *tbl, size_t block_stride,
+                 size_t vofs, int g, int c0, int bs, float scale)
+{
+    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
+    const char *kc[4];
+    for (int c = 0; c < CH; c++) {
+        const int t = 16 * (c0 + c);
+        kc[c] = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + (size_t)(t % bs) * es;
+    }
+    cpu_v16 acc[CPU_ATT_PAIRS][4];
+    #pragma GCC unroll 6
+    for (int m = 0; m < M; m++)
+        #pragma GCC unroll 4
+        for (int c = 0; c < CH; c++) acc[m][c] = (cpu_v16){0};
+    #pragma GCC unroll 2
+    for (int d = 0; d < D; d++) {
+        cpu_v16 k[4];
+        #pragma GCC unroll 4
+        for (int c = 0; c < CH; c++) k[c] = cpu_kv16(kc[c] + (size_t)d * bs * es, DT);
+        #pragma GCC unroll 6
+        for (int m = 0; m < M; m++) {
+            const cpu_v16 b = cpu_bcast16(Qm[m][d]);
+            #pragma GCC unroll 4
+            for (int c = 0; c < CH; c++) acc[m][c] += b * k[c];
+        }
+    }
+    const cpu_v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const cpu_v16 ninf = cpu_bcast16(-INFINITY);
+    #pragma GCC unroll 4
+    for (int c = 0; c < CH; c++) {
+        cpu_v16 ks = cpu_bcast16(1.0f);
+        if (DT == KV_Q8) {
+            const int t = 16 * (c0 + c);
+            ks = *(const cpu_v16 *)(cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) +
+                                    t % bs);
+        }
+        #pragma GCC unroll 6
+        for (int m = 0; m < M; m++) {
+            const cpu_v16i live = iota + 16 * (c0 + c) < Tm[m];
+            const cpu_v16 sc = DT == KV_Q8 ? acc[m][c] * ks * scale : acc[m][c] * scale;
+            *(cpu_v16 *)(Sm[m] + 16 * (c0 + c)) =
+                (cpu_v16)(((cpu_v16i)sc & live) | ((cpu_v16i)ninf & ~live));
+        }
+    }
+}
+
+/* The scores of R rows (row r at position T0 - 1 + r) of one kv head:
+ * chunk groups of 4 in turn (in L1 while every pair reads them), pairs
+ * CPU_ATT_PAIRS at a time, each tile to its last row's chunk (the earlier
+ * rows' extra scores fall past their softmax, unread). */
+static inline __attribute__((always_inline)) void
+cpu_att_scores_pairs(int DT, int DV, int R, float *S, size_t Ss, int Sp, const float *Q,
+                     size_t qs, const void *kv, const int32_t *tbl, size_t block_stride,
+                     size_t vofs, int g, int T0, int group, int bs, float scale)
+{
+    const int D = 16 * DV, np = R * group, ncm = (T0 + R - 1 + 15) / 16;
+    for (int c = 0; c < ncm; c += 4)
+        for (int p0 = 0; p0 < np; p0 += CPU_ATT_PAIRS) {
+            const int M = np - p0 < CPU_ATT_PAIRS ? np - p0 : CPU_ATT_PAIRS;
+            float *Sm[CPU_ATT_PAIRS];
+            const float *Qm[CPU_ATT_PAIRS];
+            int Tm[CPU_ATT_PAIRS];
+            for (int m = 0; m < M; m++) {
+                const int r = (p0 + m) / group, h = (p0 + m) % group;
+                Sm[m] = S + r * Ss + (size_t)h * Sp;
+                Qm[m] = Q + r * qs + (size_t)h * D;
+                Tm[m] = T0 + r;
+            }
+            const int nc = (Tm[M - 1] + 15) / 16;
+#define CPU_ATT_QKP(MM, CC, cc)                                                                \
+    cpu_att_qk_pairs(DT, DV, MM, CC, Sm, Qm, Tm, kv, tbl, block_stride, vofs, g, cc, bs, scale)
+#define CPU_ATT_QKP_M(MM)                                                                      \
+    case MM:                                                                                   \
+        if (c + 4 <= nc) CPU_ATT_QKP(MM, 4, c);                                                \
+        else for (int cc = c; cc < nc; cc++) CPU_ATT_QKP(MM, 1, cc);                           \
+        break;
+            switch (M) {
+            CPU_ATT_QKP_M(1)
+            CPU_ATT_QKP_M(2)
+            CPU_ATT_QKP_M(3)
+            CPU_ATT_QKP_M(4)
+            CPU_ATT_QKP_M(5)
+            default: CPU_ATT_QKP_M(6)
+            }
+#undef CPU_ATT_QKP_M
+#undef CPU_ATT_QKP
+        }
+}
+
 /* Scores of HB heads for chunks c0.. of a row of nc chunks: CH = 8/HB
  * of them at once (8 independent chains hide the FMA latency), or the
  * ones left one by one. */
@@ -411,6 +510,89 @@ cpu_att_pv(int DT, int AHEAD, int DV, int HB, float *O, bool first, const float 
     for (int i = 0; i < HB * DV; i++) *(cpu_v16 *)(O + (size_t)h0 * D + 16 * i) = o[i];
 }
 
+/* cpu_att_pv's outputs for M (row, head) pairs at once over positions
+ * t0..t1-1 (below every pair's own end): pair m's probabilities Sm[m],
+ * output Om[m]; the same chain per output. */
+static inline __attribute__((always_inline)) void
+cpu_att_pv_pairs(int DT, int DV, int M, float *const *Om, bool first, const float *const *Sm,
+                 const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
+                 int t0, int t1, int bs)
+{
+    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
+    cpu_v16 o[24];
+    #pragma GCC unroll 24
+    for (int i = 0; i < M * DV; i++)
+        o[i] = first ? (cpu_v16){0} : *(const cpu_v16 *)(Om[i / DV] + 16 * (i % DV));
+    for (int t = t0; t < t1;) {
+        const char *Vb = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + vofs * es;
+        const float *vsc =
+            DT == KV_Q8 ? cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) + vofs / D
+                        : NULL;
+        const int j0 = t % bs, nt = t1 - t < bs - j0 ? t1 - t : bs - j0;
+        for (int j = j0; j < j0 + nt; j++) {
+            const char *vj = Vb + (size_t)j * D * es;
+            cpu_v16 v[8];
+            #pragma GCC unroll 8
+            for (int dv = 0; dv < DV; dv++) v[dv] = cpu_kv16(vj + (size_t)16 * dv * es, DT);
+            #pragma GCC unroll 6
+            for (int m = 0; m < M; m++) {
+                const float pj = Sm[m][t + j - j0];
+                const cpu_v16 pb = cpu_bcast16(DT == KV_Q8 ? pj * vsc[j] : pj);
+                #pragma GCC unroll 8
+                for (int dv = 0; dv < DV; dv++) o[m * DV + dv] += pb * v[dv];
+            }
+        }
+        t += nt;
+    }
+    #pragma GCC unroll 24
+    for (int i = 0; i < M * DV; i++) *(cpu_v16 *)(Om[i / DV] + 16 * (i % DV)) = o[i];
+}
+
+/* P V of R rows (row r at position T0 - 1 + r) of one kv head: spans of
+ * CPU_ATT_SPAN positions in turn, pairs up to 24 / DV at a time over the
+ * positions all of them attend to, then each pair alone to its own end. */
+static inline __attribute__((always_inline)) void
+cpu_att_pv_rows(int DT, int DV, int R, float *O, size_t os, const float *S, size_t Ss, int Sp,
+                const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
+                int T0, int group, int bs)
+{
+    const int D = 16 * DV, np = R * group, most = 24 / DV < CPU_ATT_PAIRS ? 24 / DV : CPU_ATT_PAIRS;
+    const int Tmax = T0 + R - 1;
+    for (int t0 = 0; t0 < Tmax; t0 += CPU_ATT_SPAN)
+        /* from the first row that attends to t0 (row r to T0 + r - 1) */
+        for (int p0 = (t0 >= T0 ? t0 - T0 + 1 : 0) * group, M; p0 < np; p0 += M) {
+            M = np - p0 < most ? np - p0 : most;
+            float *Om[CPU_ATT_PAIRS];
+            const float *Sm[CPU_ATT_PAIRS];
+            int end[CPU_ATT_PAIRS];
+            for (int m = 0; m < M; m++) {
+                const int r = (p0 + m) / group, h = (p0 + m) % group, T = T0 + r;
+                Om[m] = O + r * os + (size_t)h * D;
+                Sm[m] = S + r * Ss + (size_t)h * Sp;
+                end[m] = t0 + CPU_ATT_SPAN < T ? t0 + CPU_ATT_SPAN : T;
+            }
+            const int shared = end[0];      /* the first pair's row ends first */
+#define CPU_ATT_PVP(MM)                                                                        \
+    case MM:                                                                                   \
+        cpu_att_pv_pairs(DT, DV, MM, Om, t0 == 0, Sm, kv, tbl, block_stride, vofs, g, t0,      \
+                         shared, bs);                                                          \
+        break;
+            switch (M) {
+            CPU_ATT_PVP(1)
+            CPU_ATT_PVP(2)
+            CPU_ATT_PVP(3)
+            CPU_ATT_PVP(4)
+            CPU_ATT_PVP(5)
+            default: CPU_ATT_PVP(6)
+            }
+#undef CPU_ATT_PVP
+            for (int m = 0; m < M; m++)
+                if (end[m] > shared)
+                    cpu_att_pv_pairs(DT, DV, 1, Om + m, false, Sm + m, kv, tbl, block_stride,
+                                     vofs, g, shared, end[m], bs);
+        }
+}
+
 /* One work item with D = 16*DV and bs a multiple of 16: kv head g of R
  * consecutive rows of one sequence, row r at position T0 - 1 + r (R = 1:
  * a decode row; more: a prefill chunk). The rows take each chunk of keys
@@ -445,7 +627,10 @@ cpu_att_item(int DT, int DV, int R, float *O, size_t os, const float *Q, size_t 
             __builtin_prefetch(sc + vofs / D, 0, 3);
         }
     }
-    for (int h0 = 0; h0 < group;) {
+    if (R > 1)
+        cpu_att_scores_pairs(DT, DV, R, S, Ss, Sp, Q, qs, kv, tbl, block_stride, vofs, g, T0,
+                             group, bs, scale);
+    for (int h0 = 0; R == 1 && h0 < group;) {
         const int left = group - h0;
         const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
         const int CH = 8 / hb, ncm = (Tmax + 15) / 16;
@@ -484,8 +669,11 @@ cpu_att_item(int DT, int DV, int R, float *O, size_t os, const float *Q, size_t 
     for (int r = 0; r < R; r++)
         for (int h = 0; h < group; h++)
             cpu_softmax_row(S + r * Ss + (size_t)h * Sp, (T0 + r + 15) / 16 * 16);
+    if (R > 1)
+        cpu_att_pv_rows(DT, DV, R, O, os, S, Ss, Sp, kv, tbl, block_stride, vofs, g, T0, group,
+                        bs);
     const int HBmax = 16 / DV, span = R == 1 ? Tmax : CPU_ATT_SPAN;
-    for (int h0 = 0; h0 < group;) {
+    for (int h0 = 0; R == 1 && h0 < group;) {
         const int left = group - h0 < HBmax ? group - h0 : HBmax;
         const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
         for (int t0 = 0; t0 < Tmax; t0 += span)
