@@ -241,71 +241,45 @@ static inline cpu_v16 cpu_bcast16(float s)
     return (cpu_v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
 }
 
-/* Scores of HB query heads Q: (HB,D) against the CH chunks of 16
- * positions from chunk c0 (positions 16*c0..), scaled, into S: (HB, Sp)
- * at their positions; lanes at positions >= T get -inf. Each score is the
- * chain s = 0; s = fma(q[d], k[d], s) for d = 0..D-1, times scale
- * (KV_Q8: times the key's scale, then scale). */
-static inline __attribute__((always_inline)) void
-cpu_att_qk(int DT, int DV, int HB, int CH, float *S, int Sp, const float *Q, const void *kv,
-           const int32_t *tbl, size_t block_stride, size_t vofs, int g, int c0, int T, int bs,
-           float scale)
+/* Cache lines of each key and value piece of a work item asked for up
+ * front (cpu_att_item). */
+#define CPU_ATT_PF_LINES 8
+
+/* Look-ahead over a decode row's scattered blocks, for a binary16 cache: each
+ * key piece is asked for whole one chunk group ahead of its scores, each
+ * value piece two blocks ahead of its P V. Such a piece is 2 KiB at
+ * D = 64, too short a run for the hardware prefetcher to get going on.
+ * Measured (16 sequences, cold cache, 8 layers, best of 40): T = 1000
+ * 4.1 -> 3.2 ms, T = 200 1.0 -> 0.85 ms, T = 72 0.42 -> 0.38 ms. The fp32
+ * cache's 4 KiB pieces measured no better with it (5.5 -> 5.7 ms at
+ * T = 1000), so they keep the hardware's; so do prefill runs, whose rows
+ * share each chunk while it is in L1 (look-ahead there measured 45 -> 52
+ * ms of attention for a 1024-token prompt). */
+#define CPU_ATT_AHEAD_K 1
+#define CPU_ATT_AHEAD_V 2
+
+static inline void cpu_att_prefetch(const char *p, size_t bytes)
 {
-    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
-    const char *kc[8];
-    for (int c = 0; c < CH; c++) {
-        const int t = 16 * (c0 + c);
-        kc[c] = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + (size_t)(t % bs) * es;
-    }
-    cpu_v16 acc[8][8];
-    #pragma GCC unroll 8
-    for (int h = 0; h < HB; h++)
-        #pragma GCC unroll 8
-        for (int c = 0; c < CH; c++) acc[h][c] = (cpu_v16){0};
-    #pragma GCC unroll 4
-    for (int d = 0; d < D; d++) {
-        cpu_v16 k[8];
-        #pragma GCC unroll 8
-        for (int c = 0; c < CH; c++) k[c] = cpu_kv16(kc[c] + (size_t)d * bs * es, DT);
-        #pragma GCC unroll 8
-        for (int h = 0; h < HB; h++) {
-            const cpu_v16 b = cpu_bcast16(Q[(size_t)h * D + d]);
-            #pragma GCC unroll 8
-            for (int c = 0; c < CH; c++) acc[h][c] += b * k[c];
-        }
-    }
-    const cpu_v16i iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    const cpu_v16 ninf = cpu_bcast16(-INFINITY);
-    #pragma GCC unroll 8
-    for (int c = 0; c < CH; c++) {
-        const cpu_v16i live = iota + 16 * (c0 + c) < T;    /* all ones where t < T */
-        cpu_v16 ks = cpu_bcast16(1.0f);
-        if (DT == KV_Q8) {
-            const int t = 16 * (c0 + c);
-            ks = *(const cpu_v16 *)(cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) +
-                                    t % bs);
-        }
-        #pragma GCC unroll 8
-        for (int h = 0; h < HB; h++) {
-            const cpu_v16 s = DT == KV_Q8 ? acc[h][c] * ks * scale : acc[h][c] * scale;
-            *(cpu_v16 *)(S + (size_t)h * Sp + 16 * (c0 + c)) =
-                (cpu_v16)(((cpu_v16i)s & live) | ((cpu_v16i)ninf & ~live));
-        }
-    }
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
-/* Rows' (row, head) pairs a prefill run computes together: their scores
- * (cpu_att_qk_pairs, CPU_ATT_PAIRS x 4 chunks of accumulators) and their
- * outputs (cpu_att_pv_pairs, up to 24 vectors), each key and value vector
- * loaded (and widened) once for all of them. */
+/* A work item's (row, head) pairs are computed several at a time: their
+ * scores CPU_ATT_PAIRS x 4 chunks of 16 positions per key load
+ * (cpu_att_qk), their outputs up to 24 vectors per value load
+ * (cpu_att_pv), each key and value vector loaded (and widened) once for all
+ * of them. Which pairs go together never changes a result: each score and
+ * each output is its own chain. */
 #define CPU_ATT_PAIRS 6
 
-/* cpu_att_qk's scores for M pairs at once: pair m's queries Qm[m], score
- * row Sm[m], positions Tm[m]; the same chain per score. */
+/* Scores of M pairs (pair m's queries Qm[m], score row Sm[m], positions
+ * Tm[m]) against chunks c0..c0+CH-1, scaled, into Sm[m] at their
+ * positions; lanes at positions >= Tm[m] get -inf. Each score is the chain
+ * s = 0; s = fma(q[d], k[d], s) for d = 0..D-1, times scale (KV_Q8: times
+ * the key's scale, then scale). */
 static inline __attribute__((always_inline)) void
-cpu_att_qk_pairs(int DT, int DV, int M, int CH, float *const *Sm, const float *const *Qm,
-                 const int *Tm, const void *kv, const int32_t *tbl, size_t block_stride,
-                 size_t vofs, int g, int c0, int bs, float scale)
+cpu_att_qk(int DT, int DV, int M, int CH, float *const *Sm, const float *const *Qm,
+           const int *Tm, const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs,
+           int g, int c0, int bs, float scale)
 {
     const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
     const char *kc[4];
@@ -353,14 +327,21 @@ cpu_att_qk_pairs(int DT, int DV, int M, int CH, float *const *Sm, const float *c
 /* The scores of R rows (row r at position T0 - 1 + r) of one kv head:
  * chunk groups of 4 in turn (in L1 while every pair reads them), pairs
  * CPU_ATT_PAIRS at a time, each tile to its last row's chunk (the earlier
- * rows' extra scores fall past their softmax, unread). */
+ * rows' extra scores fall past their softmax, unread). AHEAD: the key
+ * blocks of the next group asked for ahead (CPU_ATT_AHEAD_K). */
 static inline __attribute__((always_inline)) void
-cpu_att_scores_pairs(int DT, int DV, int R, float *S, size_t Ss, int Sp, const float *Q,
-                     size_t qs, const void *kv, const int32_t *tbl, size_t block_stride,
-                     size_t vofs, int g, int T0, int group, int bs, float scale)
+cpu_att_scores(int DT, int DV, int R, int AHEAD, float *S, size_t Ss, int Sp, const float *Q,
+               size_t qs, const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs,
+               int g, int T0, int group, int bs, float scale)
 {
-    const int D = 16 * DV, np = R * group, ncm = (T0 + R - 1 + 15) / 16;
-    for (int c = 0; c < ncm; c += 4)
+    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT), np = R * group;
+    const int ncm = (T0 + R - 1 + 15) / 16;
+    for (int c = 0; c < ncm; c += 4) {
+        const int c1 = c + 4 * CPU_ATT_AHEAD_K;
+        for (int cc = c1; AHEAD && cc < c1 + 4 && cc < ncm; cc++)
+            if (16 * cc % bs == 0)
+                cpu_att_prefetch(cpu_kv_head(kv, es, tbl, 16 * cc / bs, g, block_stride, D, bs),
+                                 (size_t)bs * D * es);
         for (int p0 = 0; p0 < np; p0 += CPU_ATT_PAIRS) {
             const int M = np - p0 < CPU_ATT_PAIRS ? np - p0 : CPU_ATT_PAIRS;
             float *Sm[CPU_ATT_PAIRS];
@@ -373,63 +354,25 @@ cpu_att_scores_pairs(int DT, int DV, int R, float *S, size_t Ss, int Sp, const f
                 Tm[m] = T0 + r;
             }
             const int nc = (Tm[M - 1] + 15) / 16;
-#define CPU_ATT_QKP(MM, CC, cc)                                                                \
-    cpu_att_qk_pairs(DT, DV, MM, CC, Sm, Qm, Tm, kv, tbl, block_stride, vofs, g, cc, bs, scale)
-#define CPU_ATT_QKP_M(MM)                                                                      \
+#define CPU_ATT_QK(MM, CC, cc)                                                                 \
+    cpu_att_qk(DT, DV, MM, CC, Sm, Qm, Tm, kv, tbl, block_stride, vofs, g, cc, bs, scale)
+#define CPU_ATT_QK_M(MM)                                                                       \
     case MM:                                                                                   \
-        if (c + 4 <= nc) CPU_ATT_QKP(MM, 4, c);                                                \
-        else for (int cc = c; cc < nc; cc++) CPU_ATT_QKP(MM, 1, cc);                           \
+        if (c + 4 <= nc) CPU_ATT_QK(MM, 4, c);                                                 \
+        else for (int cc = c; cc < nc; cc++) CPU_ATT_QK(MM, 1, cc);                            \
         break;
             switch (M) {
-            CPU_ATT_QKP_M(1)
-            CPU_ATT_QKP_M(2)
-            CPU_ATT_QKP_M(3)
-            CPU_ATT_QKP_M(4)
-            CPU_ATT_QKP_M(5)
-            default: CPU_ATT_QKP_M(6)
+            CPU_ATT_QK_M(1)
+            CPU_ATT_QK_M(2)
+            CPU_ATT_QK_M(3)
+            CPU_ATT_QK_M(4)
+            CPU_ATT_QK_M(5)
+            default: CPU_ATT_QK_M(6)
             }
-#undef CPU_ATT_QKP_M
-#undef CPU_ATT_QKP
+#undef CPU_ATT_QK_M
+#undef CPU_ATT_QK
         }
-}
-
-/* Scores of HB heads for chunks c0.. of a row of nc chunks: CH = 8/HB
- * of them at once (8 independent chains hide the FMA latency), or the
- * ones left one by one. */
-static inline __attribute__((always_inline)) void
-cpu_att_scores(int DT, int DV, int HB, float *S, int Sp, const float *Q, const void *kv,
-               const int32_t *tbl, size_t block_stride, size_t vofs, int g, int c0, int nc, int T,
-               int bs, float scale)
-{
-    const int CH = 8 / HB;
-    if (c0 + CH <= nc) {
-        cpu_att_qk(DT, DV, HB, CH, S, Sp, Q, kv, tbl, block_stride, vofs, g, c0, T, bs, scale);
-        return;
     }
-    for (int c = c0; c < nc; c++)
-        cpu_att_qk(DT, DV, HB, 1, S, Sp, Q, kv, tbl, block_stride, vofs, g, c, T, bs, scale);
-}
-
-/* Cache lines of each key and value piece of a work item asked for up
- * front (cpu_att_item). */
-#define CPU_ATT_PF_LINES 8
-
-/* Look-ahead over a decode row's scattered blocks, for a binary16 cache: each
- * key piece is asked for whole one chunk group ahead of its scores, each
- * value piece two blocks ahead of its P V. Such a piece is 2 KiB at
- * D = 64, too short a run for the hardware prefetcher to get going on.
- * Measured (16 sequences, cold cache, 8 layers, best of 40): T = 1000
- * 4.1 -> 3.2 ms, T = 200 1.0 -> 0.85 ms, T = 72 0.42 -> 0.38 ms. The fp32
- * cache's 4 KiB pieces measured no better with it (5.5 -> 5.7 ms at
- * T = 1000), so they keep the hardware's; so do prefill runs, whose rows
- * share each chunk while it is in L1 (look-ahead there measured 45 -> 52
- * ms of attention for a 1024-token prompt). */
-#define CPU_ATT_AHEAD_K 1
-#define CPU_ATT_AHEAD_V 2
-
-static inline void cpu_att_prefetch(const char *p, size_t bytes)
-{
-    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
 /* srow[0..n) := exp(srow - max) / sum in place, n a multiple of 16 (-inf
@@ -463,60 +406,18 @@ static inline __attribute__((always_inline)) void cpu_softmax_row(float *srow, i
  * them). */
 #define CPU_ATT_SPAN 64
 
-/* P V for heads h0..h0+HB-1 of positions [t0, t1) of one row, added to
- * its output O (which first = true starts at 0). Each value vector is
- * loaded once for the HB heads, and the HB*DV accumulators are independent
- * FMA chains (one head's DV chains alone stall on the FMA latency). Every
- * head adds its positions in order, o = fma(p_t, v_t, o) (KV_Q8: p_t times
- * the value's scale, then its integers v_t); the partial sums
- * kept in O between spans are exact fp32, so the output depends neither
- * on HB nor on the spans. AHEAD: prefetch CPU_ATT_AHEAD_V blocks ahead. */
+/* P V of M pairs (pair m's probabilities Sm[m], output Om[m]) over
+ * positions [t0, t1), added to the outputs (which first = true starts at
+ * 0). Each value vector is loaded once for the M pairs, and the M*DV
+ * accumulators are independent FMA chains. Every output adds its positions
+ * in order, o = fma(p_t, v_t, o) (KV_Q8: p_t times the value's scale, then
+ * its integers v_t); the partial sums kept in the outputs between calls
+ * are exact fp32, so an output depends neither on its partners nor on the
+ * spans. AHEAD: prefetch CPU_ATT_AHEAD_V blocks ahead. */
 static inline __attribute__((always_inline)) void
-cpu_att_pv(int DT, int AHEAD, int DV, int HB, float *O, bool first, const float *S, int Sp,
+cpu_att_pv(int DT, int AHEAD, int DV, int M, float *const *Om, bool first, const float *const *Sm,
            const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g, int t0,
-           int t1, int h0, int bs)
-{
-    const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
-    cpu_v16 o[16];
-    #pragma GCC unroll 16
-    for (int i = 0; i < HB * DV; i++)
-        o[i] = first ? (cpu_v16){0} : *(const cpu_v16 *)(O + (size_t)h0 * D + 16 * i);
-    for (int t = t0; t < t1;) {
-        const char *Vb = cpu_kv_head(kv, es, tbl, t / bs, g, block_stride, D, bs) + vofs * es;
-        const float *vsc =
-            DT == KV_Q8 ? cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) + vofs / D
-                        : NULL;
-        const int j0 = t % bs, nt = t1 - t < bs - j0 ? t1 - t : bs - j0;
-        if (AHEAD && t / bs + CPU_ATT_AHEAD_V <= (t1 - 1) / bs)
-            cpu_att_prefetch(cpu_kv_head(kv, es, tbl, t / bs + CPU_ATT_AHEAD_V, g, block_stride, D,
-                                         bs) + vofs * es,
-                             (size_t)bs * D * es);
-        for (int j = j0; j < j0 + nt; j++) {
-            const char *vj = Vb + (size_t)j * D * es;
-            cpu_v16 v[8];
-            #pragma GCC unroll 8
-            for (int dv = 0; dv < DV; dv++) v[dv] = cpu_kv16(vj + (size_t)16 * dv * es, DT);
-            #pragma GCC unroll 8
-            for (int h = 0; h < HB; h++) {
-                const float pj = S[(size_t)(h0 + h) * Sp + t + j - j0];
-                const cpu_v16 p = cpu_bcast16(DT == KV_Q8 ? pj * vsc[j] : pj);
-                #pragma GCC unroll 8
-                for (int dv = 0; dv < DV; dv++) o[h * DV + dv] += p * v[dv];
-            }
-        }
-        t += nt;
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < HB * DV; i++) *(cpu_v16 *)(O + (size_t)h0 * D + 16 * i) = o[i];
-}
-
-/* cpu_att_pv's outputs for M (row, head) pairs at once over positions
- * t0..t1-1 (below every pair's own end): pair m's probabilities Sm[m],
- * output Om[m]; the same chain per output. */
-static inline __attribute__((always_inline)) void
-cpu_att_pv_pairs(int DT, int DV, int M, float *const *Om, bool first, const float *const *Sm,
-                 const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
-                 int t0, int t1, int bs)
+           int t1, int bs)
 {
     const int D = 16 * DV, es = (int)kv_dtype_size((enum kv_dtype)DT);
     cpu_v16 o[24];
@@ -529,6 +430,10 @@ cpu_att_pv_pairs(int DT, int DV, int M, float *const *Om, bool first, const floa
             DT == KV_Q8 ? cpu_kv_scales(kv, tbl, t / bs, g, block_stride, vofs, bs) + vofs / D
                         : NULL;
         const int j0 = t % bs, nt = t1 - t < bs - j0 ? t1 - t : bs - j0;
+        if (AHEAD && t / bs + CPU_ATT_AHEAD_V <= (t1 - 1) / bs)
+            cpu_att_prefetch(cpu_kv_head(kv, es, tbl, t / bs + CPU_ATT_AHEAD_V, g, block_stride, D,
+                                         bs) + vofs * es,
+                             (size_t)bs * D * es);
         for (int j = j0; j < j0 + nt; j++) {
             const char *vj = Vb + (size_t)j * D * es;
             cpu_v16 v[8];
@@ -549,16 +454,16 @@ cpu_att_pv_pairs(int DT, int DV, int M, float *const *Om, bool first, const floa
 }
 
 /* P V of R rows (row r at position T0 - 1 + r) of one kv head: spans of
- * CPU_ATT_SPAN positions in turn, pairs up to 24 / DV at a time over the
+ * `span` positions in turn, pairs up to 24 / DV at a time over the
  * positions all of them attend to, then each pair alone to its own end. */
 static inline __attribute__((always_inline)) void
-cpu_att_pv_rows(int DT, int DV, int R, float *O, size_t os, const float *S, size_t Ss, int Sp,
-                const void *kv, const int32_t *tbl, size_t block_stride, size_t vofs, int g,
-                int T0, int group, int bs)
+cpu_att_pvs(int DT, int DV, int R, int AHEAD, int span, float *O, size_t os, const float *S,
+            size_t Ss, int Sp, const void *kv, const int32_t *tbl, size_t block_stride,
+            size_t vofs, int g, int T0, int group, int bs)
 {
     const int D = 16 * DV, np = R * group, most = 24 / DV < CPU_ATT_PAIRS ? 24 / DV : CPU_ATT_PAIRS;
     const int Tmax = T0 + R - 1;
-    for (int t0 = 0; t0 < Tmax; t0 += CPU_ATT_SPAN)
+    for (int t0 = 0; t0 < Tmax; t0 += span)
         /* from the first row that attends to t0 (row r to T0 + r - 1) */
         for (int p0 = (t0 >= T0 ? t0 - T0 + 1 : 0) * group, M; p0 < np; p0 += M) {
             M = np - p0 < most ? np - p0 : most;
@@ -569,27 +474,27 @@ cpu_att_pv_rows(int DT, int DV, int R, float *O, size_t os, const float *S, size
                 const int r = (p0 + m) / group, h = (p0 + m) % group, T = T0 + r;
                 Om[m] = O + r * os + (size_t)h * D;
                 Sm[m] = S + r * Ss + (size_t)h * Sp;
-                end[m] = t0 + CPU_ATT_SPAN < T ? t0 + CPU_ATT_SPAN : T;
+                end[m] = t0 + span < T ? t0 + span : T;
             }
             const int shared = end[0];      /* the first pair's row ends first */
-#define CPU_ATT_PVP(MM)                                                                        \
+#define CPU_ATT_PV(MM)                                                                         \
     case MM:                                                                                   \
-        cpu_att_pv_pairs(DT, DV, MM, Om, t0 == 0, Sm, kv, tbl, block_stride, vofs, g, t0,      \
-                         shared, bs);                                                          \
+        cpu_att_pv(DT, AHEAD, DV, MM, Om, t0 == 0, Sm, kv, tbl, block_stride, vofs, g, t0,     \
+                   shared, bs);                                                                \
         break;
             switch (M) {
-            CPU_ATT_PVP(1)
-            CPU_ATT_PVP(2)
-            CPU_ATT_PVP(3)
-            CPU_ATT_PVP(4)
-            CPU_ATT_PVP(5)
-            default: CPU_ATT_PVP(6)
+            CPU_ATT_PV(1)
+            CPU_ATT_PV(2)
+            CPU_ATT_PV(3)
+            CPU_ATT_PV(4)
+            CPU_ATT_PV(5)
+            default: CPU_ATT_PV(6)
             }
-#undef CPU_ATT_PVP
+#undef CPU_ATT_PV
             for (int m = 0; m < M; m++)
                 if (end[m] > shared)
-                    cpu_att_pv_pairs(DT, DV, 1, Om + m, false, Sm + m, kv, tbl, block_stride,
-                                     vofs, g, shared, end[m], bs);
+                    cpu_att_pv(DT, 0, DV, 1, Om + m, false, Sm + m, kv, tbl, block_stride, vofs,
+                               g, shared, end[m], bs);
         }
 }
 
@@ -597,8 +502,8 @@ cpu_att_pv_rows(int DT, int DV, int R, float *O, size_t os, const float *S, size
  * consecutive rows of one sequence, row r at position T0 - 1 + r (R = 1:
  * a decode row; more: a prefill chunk). The rows take each chunk of keys
  * and each span of values in turn while it is in L1, instead of each row
- * streaming the whole cache. Per row: scores of the group's query heads, 8,
- * 4, 2 or 1 at a time, softmax, then P V 16/DV heads at a time; a row's
+ * streaming the whole cache. The rows' (row, head) pairs: their scores
+ * (cpu_att_scores), each pair's softmax, their P V (cpu_att_pvs); a row's
  * arithmetic is the same whatever R. Q, O: row r at + r*qs, + r*os.
  * S: (R, group, Sp) scratch, Sp = T0 + R - 1 rounded up to 16. */
 static inline __attribute__((always_inline)) void
@@ -627,82 +532,13 @@ cpu_att_item(int DT, int DV, int R, float *O, size_t os, const float *Q, size_t 
             __builtin_prefetch(sc + vofs / D, 0, 3);
         }
     }
-    if (R > 1)
-        cpu_att_scores_pairs(DT, DV, R, S, Ss, Sp, Q, qs, kv, tbl, block_stride, vofs, g, T0,
-                             group, bs, scale);
-    for (int h0 = 0; R == 1 && h0 < group;) {
-        const int left = group - h0;
-        const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-        const int CH = 8 / hb, ncm = (Tmax + 15) / 16;
-        for (int c = 0; c < ncm; c += CH) {
-            const int c1 = c + CH * CPU_ATT_AHEAD_K;
-            for (int cc = c1; AHEAD && h0 == 0 && cc < c1 + CH && cc < ncm; cc++)
-                if (16 * cc % bs == 0)
-                    cpu_att_prefetch(cpu_kv_head(kv, es, tbl, 16 * cc / bs, g, block_stride, D, bs),
-                                     (size_t)bs * D * es);
-            for (int r = 0; r < R; r++) {
-                const int T = T0 + r, nc = (T + 15) / 16;
-                float *Sh = S + r * Ss + (size_t)h0 * Sp;
-                const float *Qh = Q + r * qs + (size_t)h0 * D;
-                switch (hb) {
-                case 8:
-                    cpu_att_scores(DT, DV, 8, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
-                                   nc, T, bs, scale);
-                    break;
-                case 4:
-                    cpu_att_scores(DT, DV, 4, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
-                                   nc, T, bs, scale);
-                    break;
-                case 2:
-                    cpu_att_scores(DT, DV, 2, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
-                                   nc, T, bs, scale);
-                    break;
-                default:
-                    cpu_att_scores(DT, DV, 1, Sh, Sp, Qh, kv, tbl, block_stride, vofs, g, c,
-                                   nc, T, bs, scale);
-                    break;
-                }
-            }
-        }
-        h0 += hb;
-    }
+    cpu_att_scores(DT, DV, R, AHEAD, S, Ss, Sp, Q, qs, kv, tbl, block_stride, vofs, g, T0,
+                   group, bs, scale);
     for (int r = 0; r < R; r++)
         for (int h = 0; h < group; h++)
             cpu_softmax_row(S + r * Ss + (size_t)h * Sp, (T0 + r + 15) / 16 * 16);
-    if (R > 1)
-        cpu_att_pv_rows(DT, DV, R, O, os, S, Ss, Sp, kv, tbl, block_stride, vofs, g, T0, group,
-                        bs);
-    const int HBmax = 16 / DV, span = R == 1 ? Tmax : CPU_ATT_SPAN;
-    for (int h0 = 0; R == 1 && h0 < group;) {
-        const int left = group - h0 < HBmax ? group - h0 : HBmax;
-        const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-        for (int t0 = 0; t0 < Tmax; t0 += span)
-            for (int r = 0; r < R; r++) {
-                const int T = T0 + r, t1 = t0 + span < T ? t0 + span : T;
-                if (t0 >= T) continue;
-                float *Or = O + r * os;
-                const float *Sr = S + r * Ss;
-                switch (hb) {
-                case 8:
-                    cpu_att_pv(DT, AHEAD, DV, 8, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
-                               g, t0, t1, h0, bs);
-                    break;
-                case 4:
-                    cpu_att_pv(DT, AHEAD, DV, 4, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
-                               g, t0, t1, h0, bs);
-                    break;
-                case 2:
-                    cpu_att_pv(DT, AHEAD, DV, 2, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
-                               g, t0, t1, h0, bs);
-                    break;
-                default:
-                    cpu_att_pv(DT, AHEAD, DV, 1, Or, t0 == 0, Sr, Sp, kv, tbl, block_stride, vofs,
-                               g, t0, t1, h0, bs);
-                    break;
-                }
-            }
-        h0 += hb;
-    }
+    cpu_att_pvs(DT, DV, R, AHEAD, R == 1 ? Tmax : CPU_ATT_SPAN, O, os, S, Ss, Sp, kv, tbl,
+                block_stride, vofs, g, T0, group, bs);
 }
 
 /* Per element type (DT: enum kv_dtype's value, KV_F32 0, KV_F16 1, KV_Q8
