@@ -362,7 +362,7 @@ static int get_speculative(json_t *msg, struct gen_config *cfg, char *err, size_
         get_int(v, "num_speculative_tokens", 0, GEN_MAX_SPEC, &k, e, sizeof e) ||
         get_int(v, "prompt_lookup_min", 1, 16, &lo, e, sizeof e) ||
         get_int(v, "prompt_lookup_max", 1, 16, &hi, e, sizeof e) ||
-        get_int(v, "max_seqs", 1, 4096, &seqs, e, sizeof e)) {
+        get_int(v, "max_seqs", 1, 64, &seqs, e, sizeof e)) {
         snprintf(err, errlen, "speculative: %s", e);
         return -1;
     }
