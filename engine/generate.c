@@ -1456,7 +1456,7 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
     if (decode_blocks(e, spec, err, errlen)) return -1;
     /* decode rows (each sequence's last token, then its drafts: at most
      * max_tokens - 1 - n_gen, so the positions they fill are within its
-     * reservation), then prefill chunks */
+     * worst case, cap_blocks), then prefill chunks */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_seqs; i++) {
             struct gen_seq *s = e->seqs[i];
