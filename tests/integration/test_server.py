@@ -362,7 +362,10 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
     def inflight_limit():
         st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), n=16), key=inf)
         eq(st, 200, "16 choices fit")
-        body_slow = chat(user("SLOW 0.05"), n=16, max_tokens=30)
+        # 3.6 s each: long enough that the racers below all arrive while
+        # the first four admitted still run, on a loaded 2-core machine
+        # too (at 1.5 s the check failed once in a busy CI run)
+        body_slow = chat(user("SLOW 0.12"), n=16, max_tokens=30)
         holders = [threading.Thread(target=request, args=(srv, "POST", "/v1/chat/completions", body_slow),
                                     kwargs={"key": inf}) for _ in range(4)]
         for t in holders:
