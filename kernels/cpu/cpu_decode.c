@@ -1165,9 +1165,13 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
  * panels shared out over the team this runs in: each thread one contiguous
  * run of them, a single sequential stream of weights, which the
  * prefetchers follow at full speed (panels handed out one by one
- * interleave the threads' streams). The first tile of a row block is the
- * largest, so that the most arithmetic overlaps the panel's arrival from
- * memory. I > 0: the panels are cpu_rows_pack_glu's, out is h: (N,I) =
+ * interleave the threads' streams). The rows are cut into as few tiles
+ * as CPU_ROWS_MR allows, of sizes as even as can be (16 rows: 8 + 8, not
+ * 12 + 4): a tile of 4 rows has 8 accumulator chains, too few to hide
+ * vdpbf16ps's 6 cycles (measured on Zen 5, 2 per cycle) or to leave the
+ * FMAs' 4 any slack. One thread, panels in L2, C = 512, OC = 1024:
+ * f32 16 rows 241 -> 250 GFLOP/s, 13 rows 205 -> 239; bf16 16 rows 420
+ * -> 469, 13 rows 357 -> 430. I > 0: the panels are cpu_rows_pack_glu's, out is h: (N,I) =
  * silu(gate) * up, the tiles' gate and up going through
  * cpu_swiglu_forward (bitwise the op on cpu_matmul_rows_forward's
  * outputs); otherwise out: (N,OC). */
@@ -1176,7 +1180,8 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
                            int np, int kn)
 {
     const size_t pbytes = (size_t)kn * CPU_PANEL * 4;
-    const int rows = ne - nb, mr0 = rows < CPU_ROWS_MR ? rows : CPU_ROWS_MR;
+    const int rows = ne - nb, nt = (rows + CPU_ROWS_MR - 1) / CPU_ROWS_MR;
+    const int mr0 = (rows + nt - 1) / nt;
     #pragma omp for schedule(static)
     for (int p = 0; p < np; p++) {
         const char *panel = (const char *)packed + (size_t)p * pbytes;
@@ -1190,8 +1195,8 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
          * panel as it goes, so the front starts as far ahead as the later
          * tiles' share of a panel. One row: PFD rows ahead, as before. */
         size_t front = (size_t)CPU_ROWS_PFD * CPU_PANEL * 4 + pbytes / rows * (rows - mr0);
-        for (int n = nb; xs && n < ne; n += CPU_ROWS_MR) {
-            const int mr = ne - n < CPU_ROWS_MR ? ne - n : CPU_ROWS_MR;
+        for (int n = nb, mr; xs && n < ne; n += mr) {
+            mr = ne - n < mr0 ? ne - n : mr0;
             cpu_rows_tile_fn *tile = cpu_rows_tiles[bf][n == nb][mr];
             const void *x = (const uint32_t *)xs + (size_t)(n - nb) * ldx;
             /* bytes per k, rounded up to 8 (the front gains a little) */
