@@ -1034,9 +1034,9 @@ static void cpu_rows_bf16_row(uint16_t *xb, const float *x, int C)
  * full speed, so every tile prefetches ahead: from pf on, pfstep bytes
  * per k (cpu_rows_block's front). The other tiles find the panel in L2.
  * The prefetches are non-temporal (prefetchnta): against prefetcht1, the
- * matmuls of a step of small measured 0.96 -> 0.92 ms for one row and
- * 1.77 -> 1.78 ms for 16 (best of 8; medians of means 1.37 -> 1.16 and
- * 2.14 -> 2.02 ms), prefill and medium's one row unchanged. */
+ * matmuls of a step of small measured 0.97 -> 0.92 ms for one row and
+ * 1.77 -> 1.78 ms for 16 (best of 8 runs; medians of their means 1.37 ->
+ * 1.16 and 2.14 -> 2.02 ms), prefill and medium's one row unchanged. */
 static inline __attribute__((always_inline)) void
 cpu_rows_tile(int MR, int PF, int BF, float *o, int ldo, const void *xv, int ldx,
               const void *panel, const float *bias, const float *ro, int nj, int kn,
@@ -1169,10 +1169,10 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
  * as CPU_ROWS_MR allows, of sizes as even as can be (16 rows: 8 + 8, not
  * 12 + 4): a tile of 4 rows has 8 accumulator chains, too few to hide
  * vdpbf16ps's 6 cycles (measured on Zen 5, 2 per cycle) or to leave the
- * FMAs' 4 any slack. One thread, panels in L2, C = 512, OC = 1024:
- * f32 16 rows 241 -> 250 GFLOP/s, 13 rows 205 -> 239; bf16 16 rows 420
- * -> 469, 13 rows 357 -> 430. I > 0: the panels are cpu_rows_pack_glu's, out is h: (N,I) =
- * silu(gate) * up, the tiles' gate and up going through
+ * FMAs' 4 any slack. One thread, panels in L2, C = 512, OC = 1024: f32
+ * 16 rows 241 -> 250 GFLOP/s, 13 rows 205 -> 239; bf16 16 rows 420 ->
+ * 469, 13 rows 357 -> 430. I > 0: the panels are cpu_rows_pack_glu's,
+ * out is h: (N,I) = silu(gate) * up, the tiles' gate and up going through
  * cpu_swiglu_forward (bitwise the op on cpu_matmul_rows_forward's
  * outputs); otherwise out: (N,OC). */
 static void cpu_rows_block(float *out, const void *xs, int ldx, const void *packed, int bf,
@@ -1189,7 +1189,7 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
          * w of the panel's multiply-adds done, PFD rows + w of a panel, so
          * that memory is read at one even pace through every tile. The
          * first tile alone prefetching left the stream idle while the
-         * later ones ran from L2: for 16 rows (tiles of 12 and 4), the
+         * later ones ran from L2: with 16 rows then tiles of 12 and 4, the
          * matmuls of a step of small measured 1.97-2.02 -> 1.77-1.88 ms
          * (best of 200, 8 runs alternated). The first tile reads the
          * panel as it goes, so the front starts as far ahead as the later
