@@ -55,7 +55,8 @@ int cli_generate(int argc, char **argv)
     static const char *const opts[] = {"--model", "--prompt", "--prompt-tokens", "--max-tokens",
         "--temperature", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed", "--n",
         "--stop", "--logprobs", "--kv-memory-mb", "--kv-dtype", "--dtype", "--logit-bias",
-        "--json-schema", "--speculative-tokens", "--prompt-lookup-min", "--prompt-lookup-max", NULL};
+        "--json-schema", "--speculative-tokens", "--prompt-lookup-min", "--prompt-lookup-max",
+        "--draft-model", NULL};
     static const char *const flags[] = {"--json", "--ignore-eos", "--json-object", NULL};
     if (cli_args_check(argc, argv, opts, flags)) return 2;
     const char *dir = cli_arg(argc, argv, "--model"), *prompt = cli_arg(argc, argv, "--prompt");
@@ -66,7 +67,8 @@ int cli_generate(int argc, char **argv)
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
                         "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32|q8] [--dtype auto|f32|bf16]\n"
                         "  [--logit-bias ID=BIAS,...] [--json-object | --json-schema FILE] [--json]\n"
-                        "  [--speculative-tokens K [--prompt-lookup-min A] [--prompt-lookup-max B]]\n");
+                        "  [--speculative-tokens K [--prompt-lookup-min A] [--prompt-lookup-max B]\n"
+                        "   | --draft-model DIR]]\n");
         return 2;
     }
     struct gen_request r;
@@ -119,7 +121,7 @@ int cli_generate(int argc, char **argv)
     }
     char err[1024], path[4096];
     const struct backend *be = backend_cpu();
-    struct model *m = NULL;
+    struct model *m = NULL, *draft = NULL;
     struct tokenizer *tok = NULL;
     struct gen_engine *e = NULL;
     struct jg_schema *schema = NULL;
@@ -129,6 +131,16 @@ int cli_generate(int argc, char **argv)
     if (!m) { fprintf(stderr, "generate: %s\n", err); goto out; }
     w_dtype_parse("auto", m, &wdt);
     if (cli_arg_dtype(argc, argv, m, &wdt)) { rc = 2; goto out; }
+    const char *ddir = cli_arg(argc, argv, "--draft-model");
+    if (ddir && !spec) {
+        fprintf(stderr, "generate: --draft-model needs --speculative-tokens K (K >= 1)\n");
+        rc = 2;
+        goto out;
+    }
+    if (ddir && !(draft = model_load(ddir, be, err, sizeof err))) {
+        fprintf(stderr, "generate: draft model: %s\n", err);
+        goto out;
+    }
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (prompt || access(path, R_OK) == 0) {
         tok = tok_load(path, err, sizeof err);
@@ -157,6 +169,7 @@ int cli_generate(int argc, char **argv)
     cfg.spec_tokens = (int)spec;
     cfg.spec_ngram_min = (int)look_min;
     cfg.spec_ngram_max = (int)look_max;
+    cfg.spec_model = draft;
     cfg.discard_matrices = true;    /* only generated with: the weights held once */
     c.results = calloc((size_t)n, sizeof *c.results);
     c.texts = calloc((size_t)n, sizeof *c.texts);
@@ -219,6 +232,7 @@ out:
     jg_schema_free(schema);
     free(ids);
     tok_free(tok);
+    model_free(draft);
     model_free(m);
     return rc;
 }

@@ -140,6 +140,7 @@ struct gen_engine {
     int32_t *prefix_found;          /* (max_blocks_per_seq) prefix_find's blocks */
     long long prefix_queries, prefix_hits;
     long long spec_drafted, spec_accepted, n_preemptions;
+    struct gen_engine *draft;   /* over cfg.spec_model; NULL: prompt lookup */
     /* forward buffers (backend memory), R = max_step_tokens rows */
     int R;
     float *x, *res, *ln, *qkv, *atty, *h;
@@ -203,6 +204,7 @@ void gen_config_default(struct gen_config *c)
     c->spec_ngram_min = 1;
     c->spec_ngram_max = 4;
     c->spec_max_seqs = 4;
+    c->spec_model = NULL;
 }
 
 const char *w_dtype_name(enum w_dtype dt)
@@ -289,6 +291,41 @@ static void add_eos(struct gen_engine *e, int32_t id)
     e->eos[e->n_eos++] = id;
 }
 
+/* The draft model's token events: each sequence's drafts, in order. */
+static void draft_event(void *ctx, const struct gen_event *ev)
+{
+    (void)ctx;
+    struct gen_seq *s = ev->user;
+    if (ev->kind == GEN_EVENT_TOKEN && s->n_draft < GEN_MAX_SPEC) s->draft[s->n_draft++] = ev->token;
+}
+
+/* The engine of e's cfg.spec_model: greedy continuations of up to
+ * spec_max_seqs sequences at once, its cache as big as that many whole
+ * contexts of the model (at most the model's own cache's bytes), with the
+ * prefix cache, the weights packed as the draft model's checkpoint stores
+ * them (vLLM's --dtype auto). NULL with err set when it cannot be made. */
+static struct gen_engine *draft_engine_new(const struct gen_engine *e, char *err, size_t errlen)
+{
+    struct model *dm = e->cfg.spec_model;
+    const struct model_config *c = &dm->cfg;
+    struct gen_config dc;
+    gen_config_default(&dc);
+    dc.kv_dtype = e->cfg.kv_dtype;
+    dc.block_size = e->cfg.block_size;
+    dc.max_seqs = e->cfg.spec_max_seqs;
+    dc.max_step_tokens = e->cfg.max_step_tokens;
+    dc.prefix_cache = true;
+    w_dtype_parse("auto", dm, &dc.dtype);
+    const int ctx = e->m->cfg.max_position_embeddings;
+    const size_t pos = (size_t)c->n_layers * c->n_kv_heads * kv_head_bytes(dc.kv_dtype, c->head_dim);
+    dc.kv_bytes = (size_t)dc.max_seqs * ((size_t)ctx + 2 * (size_t)dc.block_size) * pos;
+    if (dc.kv_bytes > e->cfg.kv_bytes) dc.kv_bytes = e->cfg.kv_bytes;
+    char e2[512];
+    struct gen_engine *d = gen_engine_new(dm, NULL, &dc, draft_event, NULL, e2, sizeof e2);
+    if (!d) errmsg_set(err, errlen, "draft model: %s", e2);
+    return d;
+}
+
 struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
                                   const struct gen_config *cfg, gen_event_fn fn,
                                   void *ctx, char *err, size_t errlen)
@@ -316,6 +353,13 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
         errmsg_set(err, errlen, "generation config: need 0 <= spec_tokens <= %d and, with "
              "drafts, 1 <= spec_ngram_min <= spec_ngram_max <= 16, spec_max_seqs >= 1 and "
              "spec_max_seqs * (spec_tokens + 1) <= max_step_tokens", GEN_MAX_SPEC);
+        return NULL;
+    }
+    if (cfg->spec_model && cfg->spec_tokens &&
+        cfg->spec_model->cfg.vocab_size != m->cfg.vocab_size) {
+        errmsg_set(err, errlen, "generation config: the draft model's vocabulary has %d tokens, "
+                   "the model's %d (they must share one)", cfg->spec_model->cfg.vocab_size,
+                   m->cfg.vocab_size);
         return NULL;
     }
     struct gen_engine *e = calloc(1, sizeof *e);
@@ -428,6 +472,10 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     }
     pack_weights(e, cfg->discard_matrices && be->discard);
     if (cfg->discard_matrices && e->packed) e->discarded_bytes = model_discard_matrices(m);
+    if (cfg->spec_model && cfg->spec_tokens && !(e->draft = draft_engine_new(e, err, errlen))) {
+        gen_engine_free(e);
+        return NULL;
+    }
     return e;
 oom:
     gen_engine_free(e);
@@ -493,6 +541,7 @@ void gen_engine_free(struct gen_engine *e)
     free(e->scr); free(e->work); free(e->mask); free(e->pk); free(e->prefix_found);
     jg_vocab_free(e->jg);
     kv_cache_free(e->kv);
+    gen_engine_free(e->draft);
     free(e);
 }
 
@@ -1050,6 +1099,42 @@ static int spec_propose(const struct gen_engine *e, struct gen_seq *s, int most)
     return 0;
 }
 
+/* The draft model's drafts for this step's decoding sequences (at most
+ * spec_tokens each, none past max_tokens): every sequence submitted to the
+ * draft engine as a greedy request whose prompt is all of its tokens (the
+ * prefix cache finds all but the last partial block), then the draft
+ * engine stepped until it is idle. A sequence it refuses (longer than the
+ * draft model's context) gets none. 0, or -1 with err set when a step of
+ * the draft engine fails. */
+static int draft_propose(struct gen_engine *e, char *err, size_t errlen)
+{
+    char e2[512];
+    for (int i = 0; i < e->n_seqs; i++) {
+        struct gen_seq *s = e->seqs[i];
+        if (s->state != SEQ_DECODE || s->finished) continue;
+        const int left = s->req->max_tokens - s->n_gen - 1;
+        s->n_draft = 0;
+        if (left <= 0) continue;
+        struct gen_request q;
+        gen_request_default(&q);
+        q.id = "draft";
+        q.prompt = s->tokens;
+        q.n_prompt = s->n_tokens;
+        q.max_tokens = left < e->cfg.spec_tokens ? left : e->cfg.spec_tokens;
+        q.sampling.temperature = 0.0f;
+        q.has_seed = true;
+        q.ignore_eos = s->req->ignore_eos;
+        q.user = s;
+        (void)gen_submit(e->draft, &q, e2, sizeof e2);
+    }
+    while (!gen_idle(e->draft))
+        if (gen_step(e->draft, e2, sizeof e2) < 0) {
+            errmsg_set(err, errlen, "draft model: %s", e2);
+            return -1;
+        }
+    return 0;
+}
+
 /* Promises the blocks that computing a sequence's tokens needs (*sp NULL:
  * r's first sample, new, and its prompt, with a partial block's copy for
  * each sample to fork; else the preempted *sp, and all its tokens), the
@@ -1142,9 +1227,11 @@ static int decode_blocks(struct gen_engine *e, bool spec, char *err, size_t errl
         struct gen_seq *s = e->seqs[i];
         if (s->state != SEQ_DECODE || s->finished) continue;
         const int left = s->req->max_tokens - s->n_gen - 1;
-        s->n_draft = 0;
-        if (spec && left > 0)
+        if (!spec || left <= 0)
+            s->n_draft = 0;
+        else if (!e->draft)
             s->n_draft = spec_propose(e, s, left < e->cfg.spec_tokens ? left : e->cfg.spec_tokens);
+        /* else draft_propose's */
         while (seq_ensure_block(e, s, s->n_cached + s->n_draft)) {
             if (s->n_draft) { s->n_draft = 0; continue; }
             int v = e->n_seqs - 1;
@@ -1453,6 +1540,7 @@ static int step(struct gen_engine *e, char *err, size_t errlen)
     for (int i = 0; i < e->n_seqs; i++)
         decoding += e->seqs[i]->state == SEQ_DECODE && !e->seqs[i]->finished;
     const bool spec = e->cfg.spec_tokens > 0 && decoding <= e->cfg.spec_max_seqs;
+    if (spec && e->draft && draft_propose(e, err, errlen)) return -1;
     if (decode_blocks(e, spec, err, errlen)) return -1;
     /* decode rows (each sequence's last token, then its drafts: at most
      * max_tokens - 1 - n_gen, so the positions they fill are within its

@@ -92,6 +92,15 @@ struct gen_config {
     int spec_ngram_min;         /* default 1 */
     int spec_ngram_max;         /* default 4; min <= max <= 16 */
     int spec_max_seqs;          /* default 4 */
+    /* Speculative decoding with a draft model (vLLM's "draft_model"
+     * method), when spec_tokens > 0 and this is not NULL (borrowed; same
+     * vocabulary size as the model): the drafts are its greedy
+     * continuation of each sequence, instead of prompt lookup's. It runs
+     * in an engine of its own with the prefix cache, so that each step
+     * computes only the sequence's last partial block and the drafts
+     * again. Outputs are unchanged as above; a draft model that agrees
+     * with the model more often saves more steps. */
+    struct model *spec_model;
 };
 void gen_config_default(struct gen_config *c);
 /* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else.

@@ -29,6 +29,8 @@ struct serve;
 struct serve_model {
     char *name, *dir;
     struct model *m;
+    struct model *draft;        /* speculative "draft_model"'s, or NULL */
+    char *draft_dir;
     struct tokenizer *tok;
     enum chat_template_kind tmpl;
     struct gen_engine *e;
@@ -339,26 +341,33 @@ static void model_unload(struct serve *sv, struct serve_model *sm)
     gen_engine_free(sm->e);
     tok_free(sm->tok);
     model_free(sm->m);
+    model_free(sm->draft);
+    free(sm->draft_dir);
     free(sm->name);
     free(sm->dir);
     free(sm);
 }
 
 /* load's "speculative": {"method": "ngram", "num_speculative_tokens": k,
- * "prompt_lookup_min": a, "prompt_lookup_max": b, "max_seqs": m} (vLLM's
- * speculative_config names) into cfg; absent or null: off. */
-static int get_speculative(json_t *msg, struct gen_config *cfg, char *err, size_t errlen)
+ * "prompt_lookup_min": a, "prompt_lookup_max": b, "max_seqs": m} or
+ * {"method": "draft_model", "model": DIR, "num_speculative_tokens": k,
+ * "max_seqs": m} (vLLM's speculative_config names; "model" alone means
+ * draft_model) into cfg and *draft_dir (NULL: prompt lookup); absent or
+ * null: off. */
+static int get_speculative(json_t *msg, struct gen_config *cfg, const char **draft_dir,
+                           char *err, size_t errlen)
 {
+    *draft_dir = NULL;
     json_t *v = json_object_get(msg, "speculative");
     if (!v || json_is_null(v)) return 0;
     if (!json_is_object(v)) {
         snprintf(err, errlen, "field \"speculative\": expected an object");
         return -1;
     }
-    const char *method = "ngram";
+    const char *method = NULL, *dir = NULL;
     long long k = 4, lo = cfg->spec_ngram_min, hi = cfg->spec_ngram_max, seqs = cfg->spec_max_seqs;
     char e[512] = "";
-    if (get_str(v, "method", &method, e, sizeof e) ||
+    if (get_str(v, "method", &method, e, sizeof e) || get_str(v, "model", &dir, e, sizeof e) ||
         get_int(v, "num_speculative_tokens", 0, GEN_MAX_SPEC, &k, e, sizeof e) ||
         get_int(v, "prompt_lookup_min", 1, 16, &lo, e, sizeof e) ||
         get_int(v, "prompt_lookup_max", 1, 16, &hi, e, sizeof e) ||
@@ -366,11 +375,23 @@ static int get_speculative(json_t *msg, struct gen_config *cfg, char *err, size_
         snprintf(err, errlen, "speculative: %s", e);
         return -1;
     }
-    if (strcmp(method, "ngram") != 0) {
-        snprintf(err, errlen, "speculative: field \"method\": only \"ngram\" (prompt lookup) "
-                 "is supported, got \"%s\"", method);
+    if (!method) method = dir ? "draft_model" : "ngram";
+    if (strcmp(method, "ngram") != 0 && strcmp(method, "draft_model") != 0) {
+        snprintf(err, errlen, "speculative: field \"method\": \"ngram\" (prompt lookup) or "
+                 "\"draft_model\", got \"%s\"", method);
         return -1;
     }
+    const bool draft = strcmp(method, "draft_model") == 0;
+    if (draft != (dir != NULL)) {
+        snprintf(err, errlen, "speculative: field \"model\" (the draft model's directory) %s",
+                 dir ? "goes only with method \"draft_model\"" : "is missing");
+        return -1;
+    }
+    if (draft && k == 0) {
+        snprintf(err, errlen, "speculative: a draft model needs num_speculative_tokens >= 1");
+        return -1;
+    }
+    *draft_dir = dir;
     if (lo > hi) {
         snprintf(err, errlen, "speculative: prompt_lookup_min %lld is above prompt_lookup_max %lld",
                  lo, hi);
@@ -425,7 +446,17 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     }
     cfg.max_seqs = (int)max_seqs;
     cfg.block_size = (int)block;
-    if (get_speculative(msg, &cfg, err, sizeof err)) goto fail_model;
+    const char *draft_dir;
+    if (get_speculative(msg, &cfg, &draft_dir, err, sizeof err)) goto fail_model;
+    if (draft_dir) {
+        char e2[900] = "out of memory";
+        if (!(sm->draft_dir = strdup(draft_dir)) ||
+            !(sm->draft = model_load(draft_dir, backend_cpu(), e2, sizeof e2))) {
+            snprintf(err, sizeof err, "speculative: draft model: %s", e2);
+            goto fail_model;
+        }
+        cfg.spec_model = sm->draft;
+    }
     if (cfg.max_step_tokens < cfg.max_seqs) cfg.max_step_tokens = cfg.max_seqs;
     if (cfg.spec_tokens && cfg.max_step_tokens < cfg.spec_max_seqs * (cfg.spec_tokens + 1))
         cfg.max_step_tokens = cfg.spec_max_seqs * (cfg.spec_tokens + 1);
@@ -447,7 +478,13 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
                           "block_size", st.block_size, "kv_dtype", kv_dtype_name(dt),
                           "dtype", w_dtype_name(cfg.dtype), "weights_mb", weights_mb,
                           "prefix_cache", prefix_cache);
-    if (cfg.spec_tokens)
+    if (cfg.spec_tokens && sm->draft)
+        json_object_set_new(o, "speculative",
+                            json_pack("{s:s, s:s, s:i, s:i}", "method", "draft_model",
+                                      "model", sm->draft_dir,
+                                      "num_speculative_tokens", cfg.spec_tokens,
+                                      "max_seqs", cfg.spec_max_seqs));
+    else if (cfg.spec_tokens)
         json_object_set_new(o, "speculative",
                             json_pack("{s:s, s:i, s:i, s:i, s:i}", "method", "ngram",
                                       "num_speculative_tokens", cfg.spec_tokens,
@@ -461,6 +498,8 @@ fail_model:
     if (sm->e) gen_engine_free(sm->e);
     tok_free(sm->tok);
     model_free(sm->m);
+    model_free(sm->draft);
+    free(sm->draft_dir);
     free(sm->name);
     free(sm->dir);
     free(sm);

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # `aha-engine generate` (engine/cli_generate.c): streamed text, --json
-# samples, seeded reproducibility, --speculative-tokens, --logit-bias and
-# --json-object, n > 1
-# sharing a prefill, --dtype bf16, greedy parity
-# with the recompute-everything `sample`, prompt ids on a tokenizer-less
-# fixture, `bench generate --profile`'s shape, and its errors (usage,
-# vocabulary, KV memory refusal).
+# samples, seeded reproducibility, --speculative-tokens, --draft-model,
+# --logit-bias and --json-object, n > 1 sharing a prefill, --dtype bf16,
+# greedy parity with the recompute-everything `sample`, prompt ids on a
+# tokenizer-less fixture, `bench generate --profile`'s shape, and its
+# errors (usage, vocabulary, KV memory refusal).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENGINE=${ENGINE:-build/aha-engine-san}
@@ -44,6 +43,19 @@ done
 set +e; "$ENGINE" generate --model "$M" --prompt "1" --speculative-tokens 3 --prompt-lookup-min 4 \
   --prompt-lookup-max 2 >/dev/null 2>"$tmp/e"; rc=$?; set -e
 [ $rc -ne 0 ] && grep -q "spec_ngram_min <= spec_ngram_max" "$tmp/e" && ok || bad "lookup min > max: rc $rc"
+# --draft-model: the model as its own draft changes no output (seeded
+# n = 2, greedy); it needs --speculative-tokens, and a directory it can load
+for extra in "--seed 5 --n 2" "--temperature 0"; do
+  "$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 30 $extra --ignore-eos --json >"$tmp/d0" 2>/dev/null
+  "$ENGINE" generate --model "$M" --prompt "12+7=" --max-tokens 30 $extra --ignore-eos --json \
+    --speculative-tokens 4 --draft-model "$M" >"$tmp/d1" 2>/dev/null
+  cmp -s "$tmp/d0" "$tmp/d1" && ok || bad "--draft-model changed the output ($extra)"
+done
+set +e; "$ENGINE" generate --model "$M" --prompt "1" --draft-model "$M" >/dev/null 2>"$tmp/e"; rc=$?; set -e
+[ $rc -eq 2 ] && grep -q "needs --speculative-tokens" "$tmp/e" && ok || bad "--draft-model alone: rc $rc"
+set +e; "$ENGINE" generate --model "$M" --prompt "1" --speculative-tokens 2 --draft-model "$tmp/none" \
+  >/dev/null 2>"$tmp/e"; rc=$?; set -e
+[ $rc -eq 1 ] && grep -q "draft model: .*none" "$tmp/e" && ok || bad "missing draft model: rc $rc $(cat "$tmp/e")"
 
 # --logit-bias forces a token; --json-object keeps the text a JSON object
 # (ended as soon as it is whole); malformed biases are usage errors

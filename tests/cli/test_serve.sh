@@ -246,34 +246,41 @@ send({"type": "load", "id": "lq", "model": "q", "path": model, "prefix_cache": "
 ev = recv()
 check("prefix_cache type", ev.get("type") == "error" and "\"prefix_cache\"" in ev.get("message", ""), ev)
 
-# speculative decoding (prompt lookup): the same tokens and logprobs as the
-# model loaded without it, drafts counted in stats; bad settings refused
-send({"type": "load", "id": "ls", "model": "spec", "path": model, "kv_memory_mb": 4,
-      "speculative": {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 3}})
-ev = recv()
-check("speculative: loaded", ev.get("type") == "loaded" and ev.get("speculative") ==
-      {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_min": 1, "prompt_lookup_max": 3,
-       "max_seqs": 4}, ev)
-reqs = [{"prompt": "12+7=12+7=", "max_tokens": 30, "temperature": 0, "ignore_eos": True,
-         "logit_bias": {"49": 100}, "logprobs": 2},
-        {"prompt": "12+7=12+7=", "max_tokens": 30, "seed": 4, "n": 2, "ignore_eos": True}]
-for k, rq in enumerate(reqs):
-    got = {}
-    for mdl in ("tiny", "spec"):
-        rid = "sp%d%s" % (k, mdl)
-        send({"type": "generate", "id": rid, "model": mdl, **rq})
-        got[mdl] = sorted((e["index"], e["tokens"], e.get("logprobs")) for e in done_all(rid, rq.get("n", 1))
-                          if e.get("type") == "done")
-    check("speculative: same output %d" % k, got["tiny"] == got["spec"] and len(got["spec"]) == rq.get("n", 1),
-          got)
-send({"type": "stats", "id": "st4"})
-st = [m for m in until(lambda e: e.get("id") == "st4")[-1]["models"] if m["model"] == "spec"][0]
-check("speculative: stats", st["spec_draft_tokens"] > 0 and 0 < st["spec_accepted_tokens"] <= st["spec_draft_tokens"]
-      and st["preemptions"] == 0, st)
-send({"type": "unload", "id": "us", "model": "spec"})
-check("speculative: unloaded", recv().get("type") == "unloaded")
+# speculative decoding, by prompt lookup and with a draft model (the
+# model itself): the same tokens and logprobs as the model loaded without
+# it, drafts counted in stats; bad settings refused
+specs = [({"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 3},
+          {"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_min": 1, "prompt_lookup_max": 3,
+           "max_seqs": 4}),
+         ({"model": model, "num_speculative_tokens": 4},
+          {"method": "draft_model", "model": model, "num_speculative_tokens": 4, "max_seqs": 4})]
+for sk, (spec, echo) in enumerate(specs):
+    send({"type": "load", "id": "ls", "model": "spec", "path": model, "kv_memory_mb": 4, "speculative": spec})
+    ev = recv()
+    check("speculative %d: loaded" % sk, ev.get("type") == "loaded" and ev.get("speculative") == echo, ev)
+    reqs = [{"prompt": "12+7=12+7=", "max_tokens": 30, "temperature": 0, "ignore_eos": True,
+             "logit_bias": {"49": 100}, "logprobs": 2},
+            {"prompt": "12+7=12+7=", "max_tokens": 30, "seed": 4, "n": 2, "ignore_eos": True}]
+    for k, rq in enumerate(reqs):
+        got = {}
+        for mdl in ("tiny", "spec"):
+            rid = "sp%d%d%s" % (sk, k, mdl)
+            send({"type": "generate", "id": rid, "model": mdl, **rq})
+            got[mdl] = sorted((e["index"], e["tokens"], e.get("logprobs")) for e in done_all(rid, rq.get("n", 1))
+                              if e.get("type") == "done")
+        check("speculative %d: same output %d" % (sk, k),
+              got["tiny"] == got["spec"] and len(got["spec"]) == rq.get("n", 1), got)
+    send({"type": "stats", "id": "st4"})
+    st = [m for m in until(lambda e: e.get("id") == "st4")[-1]["models"] if m["model"] == "spec"][0]
+    check("speculative %d: stats" % sk, st["spec_draft_tokens"] > 0 and
+          0 < st["spec_accepted_tokens"] <= st["spec_draft_tokens"] and st["preemptions"] == 0, st)
+    send({"type": "unload", "id": "us", "model": "spec"})
+    check("speculative %d: unloaded" % sk, recv().get("type") == "unloaded")
 for bad, want in (({"method": "eagle"}, "\"method\""), ({"num_speculative_tokens": 99}, "num_speculative_tokens"),
-                  ({"prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min"), (3, "\"speculative\"")):
+                  ({"prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min"), (3, "\"speculative\""),
+                  ({"method": "draft_model"}, "\"model\""), ({"method": "ngram", "model": model}, "\"model\""),
+                  ({"model": model + "/nowhere"}, "draft model:"),
+                  ({"model": model, "num_speculative_tokens": 0}, "num_speculative_tokens >= 1")):
     send({"type": "load", "id": "lb", "model": "b", "path": model, "speculative": bad})
     ev = recv()
     check("speculative refused: %s" % bad, ev.get("type") == "error" and want in ev.get("message", ""), ev)

@@ -53,6 +53,7 @@ static enum w_dtype test_dtype = W_F32;
 static bool test_discard = false;
 static bool test_prefix_cache = false;
 static int test_spec_tokens = 0;
+static struct model *test_spec_model = NULL;
 
 static struct model_config test_cfg(int V)
 {
@@ -203,6 +204,7 @@ static struct gen_engine *engine(struct model *m, const struct tokenizer *tok,
     cfg.spec_ngram_min = 1;
     cfg.spec_ngram_max = 3;
     cfg.spec_max_seqs = 4;
+    cfg.spec_model = test_spec_model;
     char err[256];
     c->V = m->cfg.vocab_size;
     struct gen_engine *e = gen_engine_new(m, tok, &cfg, on_event, c, err, sizeof err);
@@ -1371,11 +1373,6 @@ Test(generate, prefix_cache_reuses_blocks_bitwise)
     model_free(m);
 }
 
-/* Admission counts the blocks a running sequence shares with a new prompt
- * once: in a pool of 8 blocks (bs 4), a running request holds 6; the same
- * 13-token prompt again needs 4 blocks, 3 of them the running one's, so
- * it starts at once (without the cache it would wait), and both give the
- * cache-less engine's tokens. */
 /* Speculative decoding by prompt lookup changes the number of steps only:
  * greedy, seeded samples (n = 3), penalties, a stop id and max_tokens
  * reached inside a step's drafts, alone and in a batch (over spec_max_seqs
@@ -1399,7 +1396,8 @@ static void spec_same(const struct sample_out *o, const struct sample_out *w, in
                   "request %d sample %d: logits of token %d differ", q, i, t);
 }
 
-static void spec_run(struct collector *c, int spec, struct gen_stats *st)
+static void spec_run(struct collector *c, int spec, struct model *draft, struct gen_stats *st,
+                     long long *greedy_steps)
 {
     enum { V = 24, P = 9 };
     const int32_t a[P] = {3, 1, 4, 1, 5, 9, 2, 6, 5};
@@ -1407,11 +1405,15 @@ static void spec_run(struct collector *c, int spec, struct gen_stats *st)
     struct model *m = test_model(V, 33);
     c->keep_logits = true;
     test_spec_tokens = spec;
+    test_spec_model = draft;
     struct gen_engine *e = engine(m, NULL, c, 4, 8, 64, 0);
     test_spec_tokens = 0;
+    test_spec_model = NULL;
     /* alone: greedy; seeded at temperature 0.7 with penalties, n = 3 */
     submit(e, "g", 0, a, P, 1, 60, 0.0f, false, 0);
     run_to_idle(e);
+    gen_stats_get(e, st);
+    *greedy_steps = st->steps;
     struct gen_request r;
     gen_request_default(&r);
     r.id = "p";
@@ -1457,8 +1459,10 @@ static void spec_run(struct collector *c, int spec, struct gen_stats *st)
     /* 41 tokens: the prefill's 5; then "5" looked up in the prompt, whose
      * drafts "9 2 6 5" fail at once; then "5 5" and "5 5 5" found in the
      * output, with 1, 2, then 4 tokens after them: 1 + 1 + 2 + 3 + 5 * 7
-     * tokens (the last step's drafts cut at max_tokens) in 11 steps */
-    cr_expect_eq(st->steps - s0.steps, spec ? 11 : 41, "%lld steps", st->steps - s0.steps);
+     * tokens (the last step's drafts cut at max_tokens) in 11 steps (by
+     * prompt lookup; a draft model's greedy drafts ignore the bias) */
+    if (!draft)
+        cr_expect_eq(st->steps - s0.steps, spec ? 11 : 41, "%lld steps", st->steps - s0.steps);
     for (int i = 4; i < 7; i++) submit(e, "x", i, i % 2 ? a : b, P - i % 3, 1, 13 + 7 * i, 0.0f, false, 0);
     submit(e, "y", 7, b, P, 2, 40, 1.0f, true, 3);
     run_to_idle(e);
@@ -1467,24 +1471,64 @@ static void spec_run(struct collector *c, int spec, struct gen_stats *st)
     model_free(m);
 }
 
+/* ... and with a draft model: the model itself as its draft (its greedy
+ * drafts are all kept: the draft engine's logits are the model's,
+ * bitwise) and another random model of the same vocabulary (most
+ * refused). The greedy request alone: 60 tokens in 60 steps without
+ * drafts; with the model as its draft, the prefill's token then 5 a step
+ * (the last step's drafts cut at max_tokens): 1 + 12 steps. */
 Test(generate, speculative_decoding_is_exact)
 {
-    static struct collector ref, c;
-    struct gen_stats sr, sc;
-    spec_run(&ref, 0, &sr);
-    spec_run(&c, 4, &sc);
+    static struct collector ref, look, twin, other;
+    struct gen_stats sr, sl, st, so;
+    long long gr, gl, gt, go;
+    struct model *same = test_model(24, 33), *stranger = test_model(24, 77);
+    spec_run(&ref, 0, NULL, &sr, &gr);
+    spec_run(&look, 4, NULL, &sl, &gl);
+    spec_run(&twin, 4, same, &st, &gt);
+    spec_run(&other, 4, stranger, &so, &go);
     cr_expect_eq(sr.spec_drafted, 0);
-    cr_expect_gt(sc.spec_drafted, 100);
-    cr_expect_gt(sc.spec_accepted, 40, "kept %lld of %lld drafts", sc.spec_accepted,
-                 sc.spec_drafted);
-    cr_expect_eq(sc.tokens_generated, sr.tokens_generated);
-    cr_expect_eq(sc.kv_blocks_used, 0);
-    cr_expect_eq(sc.kv_blocks_reserved, 0);
-    for (int q = 0; q < MAXR; q++)
-        for (int i = 0; i < MAXS; i++) spec_same(&c.s[q][i], &ref.s[q][i], q, i, 24);
-    cr_expect_eq(c.s[2][0].finish, GEN_FINISH_STOP, "the stop id never came");
+    cr_expect_gt(sl.spec_drafted, 100);
+    cr_expect_gt(sl.spec_accepted, 40, "lookup: kept %lld of %lld drafts", sl.spec_accepted,
+                 sl.spec_drafted);
+    cr_expect_eq(gr, 60);
+    cr_expect_eq(gt, 13, "%lld steps with the model as its own draft", gt);
+    cr_expect_gt(st.spec_accepted, so.spec_accepted + 50, "the model as its draft kept %lld of "
+                 "%lld drafts, another model %lld of %lld", st.spec_accepted, st.spec_drafted,
+                 so.spec_accepted, so.spec_drafted);
+    cr_expect_gt(so.spec_drafted, 100);
+    const struct collector *cs[] = {&look, &twin, &other};
+    const struct gen_stats *ss[] = {&sl, &st, &so};
+    for (int k = 0; k < 3; k++) {
+        cr_expect_eq(ss[k]->tokens_generated, sr.tokens_generated);
+        cr_expect_eq(ss[k]->kv_blocks_used, 0);
+        cr_expect_eq(ss[k]->kv_blocks_reserved, 0);
+        for (int q = 0; q < MAXR; q++)
+            for (int i = 0; i < MAXS; i++) spec_same(&cs[k]->s[q][i], &ref.s[q][i], q, i, 24);
+        cr_expect_eq(cs[k]->s[2][0].finish, GEN_FINISH_STOP, "the stop id never came");
+    }
     collector_free(&ref);
-    collector_free(&c);
+    collector_free(&look);
+    collector_free(&twin);
+    collector_free(&other);
+    model_free(same);
+    model_free(stranger);
+}
+
+/* The draft model must share the model's vocabulary. */
+Test(generate, draft_model_vocabulary_must_match)
+{
+    struct model *m = test_model(24, 33), *d = test_model(40, 33);
+    struct gen_config cfg;
+    gen_config_default(&cfg);
+    cfg.kv_bytes = (size_t)4 << 20;
+    cfg.spec_tokens = 4;
+    cfg.spec_model = d;
+    char err[256] = "";
+    cr_expect_null(gen_engine_new(m, NULL, &cfg, NULL, NULL, err, sizeof err));
+    cr_expect(strstr(err, "40 tokens") && strstr(err, "24"), "%s", err);
+    model_free(m);
+    model_free(d);
 }
 
 /* Preemption: in a cache too small for all of them at once, requests run
@@ -1613,6 +1657,11 @@ Test(generate, preemption_is_exact)
     collector_free(&ref);
 }
 
+/* Admission counts the blocks a running sequence shares with a new prompt
+ * once: in a pool of 8 blocks (bs 4), a running request holds 6; the same
+ * 13-token prompt again needs 4 blocks, 3 of them the running one's, so
+ * it starts at once (without the cache it would wait), and both give the
+ * cache-less engine's tokens. */
 Test(generate, prefix_cache_admits_on_shared_blocks)
 {
     enum { V = 40, P = 13 };
