@@ -99,7 +99,8 @@ struct gen_config {
      * in an engine of its own with the prefix cache, so that each step
      * computes only the sequence's last partial block and the drafts
      * again. Outputs are unchanged as above; a draft model that agrees
-     * with the model more often saves more steps. */
+     * with the model more often saves more steps, and a sequence whose
+     * drafts keep failing is asked for fewer, then none for a while. */
     struct model *spec_model;
 };
 void gen_config_default(struct gen_config *c);

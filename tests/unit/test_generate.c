@@ -1474,7 +1474,7 @@ static void spec_run(struct collector *c, int spec, struct model *draft, struct 
 /* ... and with a draft model: the model itself as its draft (its greedy
  * drafts are all kept: the draft engine's logits are the model's,
  * bitwise) and another random model of the same vocabulary (most
- * refused). The greedy request alone: 60 tokens in 60 steps without
+ * refused, so soon seldom asked for). The greedy request alone: 60 tokens in 60 steps without
  * drafts; with the model as its draft, the prefill's token then 5 a step
  * (the last step's drafts cut at max_tokens): 1 + 12 steps. */
 Test(generate, speculative_decoding_is_exact)
@@ -1496,7 +1496,11 @@ Test(generate, speculative_decoding_is_exact)
     cr_expect_gt(st.spec_accepted, so.spec_accepted + 50, "the model as its draft kept %lld of "
                  "%lld drafts, another model %lld of %lld", st.spec_accepted, st.spec_drafted,
                  so.spec_accepted, so.spec_drafted);
-    cr_expect_gt(so.spec_drafted, 100);
+    /* drafts that keep failing are asked for less and less (spec_adapt):
+     * measured 86 in 212 steps, against 4 a step without */
+    cr_expect(so.spec_drafted > 0 && so.spec_drafted < so.steps / 2,
+              "another model drafted %lld (kept %lld) in %lld steps", so.spec_drafted,
+              so.spec_accepted, so.steps);
     const struct collector *cs[] = {&look, &twin, &other};
     const struct gen_stats *ss[] = {&sl, &st, &so};
     for (int k = 0; k < 3; k++) {
