@@ -399,65 +399,49 @@ int cli_bench_generate(int argc, char **argv)
      * per round, best of 3). Greedy, this random model soon repeats itself
      * (as small models do), and the drafts are mostly kept; sampled at
      * temperature 1 they mostly fail, which shows what trying costs. The
-     * engines are serving's (prefix cache on; the prompts differ). */
+     * engines are serving's (prefix cache on; the prompts differ). Then
+     * with a draft model: the model's first quarter of layers
+     * (bench_truncated). A random model's residual stream is mostly its
+     * embedding, so this draft agrees with it often: what the machinery
+     * gains with a cheaper draft that is mostly right (a trained pair's
+     * agreement is its own). */
     struct gen_config sc = gc;
     sc.spec_tokens = 4;
-    struct gen_engine *es = gen_engine_new(m, NULL, &sc, bench_noop, NULL, err, sizeof err);
-    if (!es) { fprintf(stderr, "bench generate: %s\n", err); goto out; }
-    for (int mode = 0; mode < 2; mode++) {
-        const float temp = mode ? 1.0f : 0.0f;
-        enum { GEN = 256 };
-        double fast[2] = {1e30, 1e30};
-        long long nsteps[2] = {0, 0}, drafted = 0, kept = 0, none = 0;
-        for (int r = 0; r < 3; r++)
-            for (int k = 0; k < 2; k++) {
-                const double t = bench_alone(k ? es : e, &cfg, 64, GEN, temp, 200 + (uint64_t)r,
-                                             &nsteps[k], k ? &drafted : &none, k ? &kept : &none);
-                if (t < 0) { gen_engine_free(es); goto out; }
-                if (t < fast[k]) fast[k] = t;
-            }
-        printf("{\"bench\":\"decode_speculative\",\"config\":\"%s\",\"method\":\"ngram\","
-               "\"num_speculative_tokens\":%d,\"temperature\":%.0f,\"tokens\":%d,"
-               "\"tokens_per_s\":%.1f,\"tokens_per_s_without\":%.1f,\"speedup\":%.2f,"
-               "\"tokens_per_step\":%.2f,\"draft_tokens\":%lld,\"drafts_kept\":%.3f}\n", name,
-               sc.spec_tokens, temp, GEN, GEN / fast[1], GEN / fast[0], fast[0] / fast[1],
-               3.0 * GEN / (double)nsteps[1], drafted / 3,
-               drafted ? (double)kept / (double)drafted : 0.0);
+    struct model *dm = NULL;
+    for (int method = 0; method < 2; method++) {
+        if (method) {
+            dm = bench_truncated(m, cfg.n_layers / 4 > 0 ? cfg.n_layers / 4 : 1, err, sizeof err);
+            if (!dm) { fprintf(stderr, "bench generate: %s\n", err); goto out; }
+            sc.spec_model = dm;
+        }
+        struct gen_engine *es = gen_engine_new(m, NULL, &sc, bench_noop, NULL, err, sizeof err);
+        if (!es) { fprintf(stderr, "bench generate: %s\n", err); model_free(dm); goto out; }
+        for (int mode = 0; mode < 2; mode++) {
+            const float temp = mode ? 1.0f : 0.0f;
+            enum { GEN = 256 };
+            double fast[2] = {1e30, 1e30};
+            long long nsteps[2] = {0, 0}, drafted = 0, kept = 0, none = 0;
+            for (int r = 0; r < 3; r++)
+                for (int k = 0; k < 2; k++) {
+                    const double t = bench_alone(k ? es : e, &cfg, 64, GEN, temp,
+                                                 200 + 100 * (uint64_t)method + (uint64_t)r,
+                                                 &nsteps[k], k ? &drafted : &none,
+                                                 k ? &kept : &none);
+                    if (t < 0) { gen_engine_free(es); model_free(dm); goto out; }
+                    if (t < fast[k]) fast[k] = t;
+                }
+            printf("{\"bench\":\"decode_speculative\",\"config\":\"%s\",\"method\":\"%s\",",
+                   name, method ? "draft_model" : "ngram");
+            if (method) printf("\"draft_layers\":%d,", dm->cfg.n_layers);
+            printf("\"num_speculative_tokens\":%d,\"temperature\":%.0f,\"tokens\":%d,"
+                   "\"tokens_per_s\":%.1f,\"tokens_per_s_without\":%.1f,\"speedup\":%.2f,"
+                   "\"tokens_per_step\":%.2f,\"draft_tokens\":%lld,\"drafts_kept\":%.3f}\n",
+                   sc.spec_tokens, temp, GEN, GEN / fast[1], GEN / fast[0], fast[0] / fast[1],
+                   3.0 * GEN / (double)nsteps[1], drafted / 3,
+                   drafted ? (double)kept / (double)drafted : 0.0);
+        }
+        gen_engine_free(es);
     }
-    gen_engine_free(es);
-
-    /* speculative decoding with a draft model: the model's first quarter of
-     * layers (bench_truncated), the same sequence as above. A random
-     * model's residual stream is mostly its embedding, so this draft agrees
-     * with it often: what the machinery gains with a draft 4x cheaper that
-     * is mostly right (a trained pair's agreement is its own). */
-    struct model *dm = bench_truncated(m, cfg.n_layers / 4 > 0 ? cfg.n_layers / 4 : 1, err,
-                                       sizeof err);
-    if (!dm) { fprintf(stderr, "bench generate: %s\n", err); goto out; }
-    sc.spec_model = dm;
-    es = gen_engine_new(m, NULL, &sc, bench_noop, NULL, err, sizeof err);
-    if (!es) { fprintf(stderr, "bench generate: %s\n", err); model_free(dm); goto out; }
-    for (int mode = 0; mode < 2; mode++) {
-        const float temp = mode ? 1.0f : 0.0f;
-        enum { GEN = 256 };
-        double fast[2] = {1e30, 1e30};
-        long long nsteps[2] = {0, 0}, drafted = 0, kept = 0, none = 0;
-        for (int r = 0; r < 3; r++)
-            for (int k = 0; k < 2; k++) {
-                const double t = bench_alone(k ? es : e, &cfg, 64, GEN, temp, 300 + (uint64_t)r,
-                                             &nsteps[k], k ? &drafted : &none, k ? &kept : &none);
-                if (t < 0) { gen_engine_free(es); model_free(dm); goto out; }
-                if (t < fast[k]) fast[k] = t;
-            }
-        printf("{\"bench\":\"decode_speculative\",\"config\":\"%s\",\"method\":\"draft_model\","
-               "\"draft_layers\":%d,\"num_speculative_tokens\":%d,\"temperature\":%.0f,"
-               "\"tokens\":%d,\"tokens_per_s\":%.1f,\"tokens_per_s_without\":%.1f,"
-               "\"speedup\":%.2f,\"tokens_per_step\":%.2f,\"draft_tokens\":%lld,"
-               "\"drafts_kept\":%.3f}\n", name, dm->cfg.n_layers, sc.spec_tokens, temp, GEN,
-               GEN / fast[1], GEN / fast[0], fast[0] / fast[1], 3.0 * GEN / (double)nsteps[1],
-               drafted / 3, drafted ? (double)kept / (double)drafted : 0.0);
-    }
-    gen_engine_free(es);
     model_free(dm);
     rc = 0;
     goto out;
