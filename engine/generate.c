@@ -307,7 +307,9 @@ static void draft_event(void *ctx, const struct gen_event *ev)
  * spec_max_seqs sequences at once, its cache as big as that many whole
  * contexts of the model (at most the model's own cache's bytes), with the
  * prefix cache, the weights packed as the draft model's checkpoint stores
- * them (vLLM's --dtype auto). NULL with err set when it cannot be made. */
+ * them (vLLM's --dtype auto), its matrices given back as they are packed
+ * when the model's are (discard_matrices: both only generated with). NULL
+ * with err set when it cannot be made. */
 static struct gen_engine *draft_engine_new(const struct gen_engine *e, char *err, size_t errlen)
 {
     struct model *dm = e->cfg.spec_model;
@@ -319,6 +321,7 @@ static struct gen_engine *draft_engine_new(const struct gen_engine *e, char *err
     dc.max_seqs = e->cfg.spec_max_seqs;
     dc.max_step_tokens = e->cfg.max_step_tokens;
     dc.prefix_cache = true;
+    dc.discard_matrices = e->cfg.discard_matrices;
     w_dtype_parse("auto", dm, &dc.dtype);
     const int ctx = e->m->cfg.max_position_embeddings;
     const size_t pos = (size_t)c->n_layers * c->n_kv_heads * kv_head_bytes(dc.kv_dtype, c->head_dim);

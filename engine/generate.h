@@ -59,7 +59,8 @@ struct gen_config {
                                  * it (then model_discard_matrices): the
                                  * weights are never held twice, not even
                                  * while loading. Needs the packed copy
-                                 * (batch_invariant); ignored without. */
+                                 * (batch_invariant); ignored without.
+                                 * The same for spec_model's matrices. */
     bool prefix_cache;          /* default false; true: full KV blocks are
                                  * kept after their sequence ends, keyed by
                                  * the tokens up to their end, and a prompt
