@@ -55,6 +55,7 @@ struct engine {
     int nloaded;
     long load_seq;
     json_t *load_opts;    /* extra fields of every "load" (kv_memory_mb, max_seqs) */
+    json_t *drafts;       /* model id -> its draft model's directory */
     char failed_model[ENGINE_ID_MAX * 2]; /* the last load that failed, and why */
     char failed_msg[512];
     bool stats_pending;   /* a "stats" for /metrics is unanswered */
@@ -107,6 +108,12 @@ static struct pending **find_slot(engine *e, const char *id)
     struct pending **pp = &e->buckets[hash_id(id)];
     while (*pp && strcmp((*pp)->id, id) != 0) pp = &(*pp)->next;
     return pp;
+}
+
+void engine_set_drafts(engine *e, json_t *drafts)
+{
+    json_decref(e->drafts);
+    e->drafts = drafts;
 }
 
 engine *engine_new(char *const *argv, json_t *load_opts)
@@ -515,6 +522,7 @@ void engine_free(engine *e)
     free(e->argv);
     for (int i = 0; i < e->nloaded; i++) free(e->loaded[i]);
     json_decref(e->load_opts);
+    json_decref(e->drafts);
     sbuf_free(&e->outq);
     close(e->wake[0]);
     close(e->wake[1]);
@@ -569,6 +577,14 @@ int engine_submit(engine *e, const char *id, const char *model_id, const char *m
         json_t *load = json_pack("{s:s, s:s, s:s, s:s, s:i}", "type", "load", "id", lid, "model",
                                  model_id, "path", model_path, "protocol", ENGINE_PROTOCOL);
         if (e->load_opts) json_object_update(load, e->load_opts);
+        json_t *draft = e->drafts ? json_object_get(e->drafts, model_id) : NULL;
+        if (draft) {
+            const json_int_t k = json_integer_value(
+                json_object_get(json_object_get(load, "speculative"), "num_speculative_tokens"));
+            json_object_set_new(load, "speculative",
+                                json_pack("{s:O, s:I}", "model", draft, "num_speculative_tokens",
+                                          k > 0 ? k : (json_int_t)4));
+        }
         if (strcmp(e->failed_model, model_id) == 0) e->failed_model[0] = 0; /* trying again */
         queue_line(e, load);
         json_decref(load);

@@ -23,6 +23,11 @@ typedef void (*engine_event_fn)(void *user, json_t *ev);
  * "load" request, e.g. {"kv_memory_mb":1024,"max_seqs":256}. Returns a new
  * supervisor (caller frees) or NULL. */
 engine *engine_new(char *const *argv, json_t *load_opts);
+/* `drafts` (stolen, may be NULL): {"<model id>": "<draft model directory>"}:
+ * the "load" of such a model asks for speculative decoding with that draft
+ * model ({"model": dir, "num_speculative_tokens": load_opts' or 4}).
+ * Before engine_start. */
+void engine_set_drafts(engine *e, json_t *drafts);
 /* Starts the supervisor thread, which spawns the child. Returns 0 or -1. */
 int engine_start(engine *e);
 /* Stops the child and the thread, failing requests in flight; later

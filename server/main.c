@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "models.h"
 #include "server.h"
 
 /* SIGTERM: how long streams may take to send their last event and [DONE]. */
@@ -53,6 +54,8 @@ static void usage(FILE *f)
             "                         [AHA_PREFIX_CACHE] (on)\n"
             "  --speculative-tokens K draft tokens per step by prompt lookup, 0 = off\n"
             "                         [AHA_SPECULATIVE_TOKENS] (0)\n"
+            "  --draft-model M=D,...  model M drafts with model D (same vocabulary), K tokens\n"
+            "                         a step (--speculative-tokens, else 4) [AHA_DRAFT_MODELS]\n"
             "  --max-runs N           training runs (engine processes) at once [AHA_MAX_RUNS] (1)\n");
 }
 
@@ -94,7 +97,8 @@ static int check_args(int argc, char **argv, int first)
                                         "--trace-queue", "--name", "--scope", "--id",
                                         "--kv-memory-mb", "--kv-dtype", "--dtype", "--max-seqs",
                                         "--engine-timeout", "--prefix-cache",
-                                        "--speculative-tokens", "--max-runs", NULL};
+                                        "--speculative-tokens", "--draft-model", "--max-runs",
+                                        NULL};
     for (int i = first; i < argc; i += 2) {
         bool ok = false;
         for (int k = 0; known[k]; k++) ok |= strcmp(argv[i], known[k]) == 0;
@@ -257,6 +261,32 @@ static int cmd_keys(int argc, char **argv)
     return 0;
 }
 
+/* --draft-model M=D,...: {"M": D's directory}, each D a model of
+ * data_dir's (an id, or a run's "<run name>/<stage>"); NULL after printing
+ * why. */
+static json_t *parse_drafts(const char *s, const char *data_dir)
+{
+    json_t *map = json_object();
+    for (const char *p = s; map && p;) {
+        const char *comma = strchr(p, ','), *end = comma ? comma : p + strlen(p);
+        char item[2 * MODELS_ID_MAX + 2];
+        snprintf(item, sizeof item, "%.*s", (int)(end - p), p);
+        char *eq = strchr(item, '=');
+        if (eq) *eq = 0;
+        struct models_info info;
+        if (end - p >= (long)sizeof item || !eq || eq == item ||
+            models_get(data_dir, eq + 1, &info)) {
+            fprintf(stderr, "aha-server: --draft-model: expected MODEL=DRAFT,... with DRAFT a "
+                    "model under %s/models, got \"%.*s\"\n", data_dir, (int)(end - p), p);
+            json_decref(map);
+            return NULL;
+        }
+        json_object_set_new(map, item, json_string(info.path));
+        p = comma ? comma + 1 : NULL;
+    }
+    return map;
+}
+
 static int serve(int argc, char **argv, int first)
 {
     if (check_args(argc, argv, first)) return 2;
@@ -302,6 +332,9 @@ static int serve(int argc, char **argv, int first)
         fprintf(stderr, "aha-server: --prefix-cache: expected on or off, got \"%s\"\n", prefix_cache);
         return 2;
     }
+    json_t *drafts = parse_drafts(opt(argc, argv, "--draft-model", "AHA_DRAFT_MODELS", NULL),
+                                  srv.cfg.data_dir);
+    if (!drafts) return 2;
     runs_max_runs = (int)max_runs;
     json_t *load_opts = json_object();
     if (kv_mb) json_object_set_new(load_opts, "kv_memory_mb", json_integer(kv_mb));
@@ -317,6 +350,8 @@ static int serve(int argc, char **argv, int first)
     srv.pool = db_pool_new(srv.cfg.database_url, 8);
     srv.tr = traces_new(srv.cfg.database_url, srv.cfg.trace_queue);
     srv.eng = engine_new(eargv, load_opts);
+    if (srv.eng) engine_set_drafts(srv.eng, drafts);
+    else json_decref(drafts);
     if (!srv.pool || !srv.tr || !srv.eng || traces_start(srv.tr) || engine_start(srv.eng) ||
         completions_start(&srv)) {
         fprintf(stderr, "aha-server: cannot start (out of memory or threads)\n");

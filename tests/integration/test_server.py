@@ -103,7 +103,8 @@ def run_fake_engine_suite(args, pg, base):
     srv = Server(args.server, pg.url, data, FAKE,
                  extra=["--heartbeat", "1", "--max-body", str(MAX_BODY),
                         "--max-inflight", str(MAX_INFLIGHT), "--kv-memory-mb", "64", "--kv-dtype", "f32", "--dtype", "bf16", "--max-seqs", "128",
-                        "--engine-timeout", "4", "--speculative-tokens", "3", "--prefix-cache", "off"],
+                        "--engine-timeout", "4", "--speculative-tokens", "3", "--prefix-cache", "off",
+                        "--draft-model", "tiny=tiny"],
                  env={"FAKE_ENGINE_LOG": englog})
     try:
         check("readyz turns ready (database and engine)", lambda: eq(srv.wait_ready(), True, "ready"))
@@ -117,6 +118,15 @@ def run_fake_engine_suite(args, pg, base):
     check("no sanitizer reports in the server log",
           lambda: eq([l for l in log.splitlines() if "Sanitizer" in l or "runtime error" in l], [],
                      "sanitizer lines"))
+
+    def bad_draft_model():
+        for bad in ("tiny=nope", "tiny", "=tiny", "tiny=tiny,"):
+            r = subprocess.run([args.server, "--port", "0", "--data-dir", data, "--database-url", pg.url,
+                                "--engine", FAKE, "--migrations-dir", os.path.join(ROOT, "migrations"),
+                                "--draft-model", bad], capture_output=True, text=True, timeout=60)
+            eq(r.returncode, 2, "exit code for --draft-model %s" % bad)
+            assert "--draft-model: expected MODEL=DRAFT" in r.stderr, r.stderr
+    check("--draft-model naming no model: refused at start", bad_draft_model)
 
     def second_start_applies_nothing():
         s2 = Server(args.server, pg.url, data, FAKE, extra=["--max-body", "2000000"])
@@ -330,6 +340,11 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         assert loads[-1].get("kv_dtype") == "f32" and loads[-1].get("dtype") == "bf16", loads[-1]
         assert loads[-1].get("speculative") == {"method": "ngram", "num_speculative_tokens": 3}, loads[-1]
         assert loads[-1].get("prefix_cache") is False, loads[-1]
+        # --draft-model tiny=tiny: tiny's load names its draft's directory
+        tiny = [l for l in loads if l.get("model") == "tiny"]
+        assert tiny and tiny[-1].get("speculative") == {
+            "model": os.path.realpath(os.path.join(base, "data", "models", "tiny")),
+            "num_speculative_tokens": 3}, tiny
     check("a model that fails to load: 500 naming the cause, retried next time", load_failure)
 
     def body_limit():
@@ -1013,6 +1028,27 @@ def run_real_engine_suite(args, pg, base):
                                   timeout=120)
             eq(st, 200, "after restart %r" % (body,))
         check("real engine: killed and restarted", real_kill)
+
+        def real_draft_model():
+            # another server whose tiny-real drafts with itself: the same
+            # seeded and greedy outputs, the drafts counted in /metrics
+            body = {"model": "tiny-real", "prompt": "12 + 7 = 19. 12 + 7 =", "max_tokens": 24, "n": 2,
+                    "seed": 3, "logprobs": 1}
+            greedy = {"model": "tiny-real", "prompt": "2 + 2 =", "max_tokens": 24, "temperature": 0}
+            want = [request(srv, "POST", "/v1/completions", b, key=key, timeout=120) for b in (body, greedy)]
+            s2 = Server(args.server, pg.url, data, args.engine,
+                        extra=["--draft-model", "tiny-real=tiny-real", "--speculative-tokens", "3"])
+            try:
+                assert s2.wait_ready(60)
+                for b, (st, w, _) in zip((body, greedy), want):
+                    st2, got, _ = request(s2, "POST", "/v1/completions", b, key=key, timeout=120)
+                    eq((st, st2), (200, 200), "status %r %r" % (w, got))
+                    eq([(c["text"], c["logprobs"]) for c in got["choices"]],
+                       [(c["text"], c["logprobs"]) for c in w["choices"]], "outputs with a draft model")
+                assert wait_for(lambda: (metric(s2, "aha_spec_decode_draft_tokens_total") or 0) > 0, timeout=5)
+            finally:
+                s2.stop()
+        check("real engine: a draft model (--draft-model) changes no output", real_draft_model)
     finally:
         srv.stop()
 
