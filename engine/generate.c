@@ -1134,12 +1134,11 @@ static void spec_adapt(const struct gen_engine *e, struct gen_seq *s, int kept, 
 
 /* The draft model's drafts for this step's decoding sequences (at most
  * spec_tokens each, fewer as spec_adapt says, none past max_tokens): every
- * sequence submitted to the
- * draft engine as a greedy request whose prompt is all of its tokens (the
- * prefix cache finds all but the last partial block), then the draft
- * engine stepped until it is idle. A sequence it refuses (longer than the
- * draft model's context) gets none. 0, or -1 with err set when a step of
- * the draft engine fails. */
+ * sequence submitted to the draft engine as a greedy request whose prompt
+ * is all of its tokens (the prefix cache finds all but the last partial
+ * block), then the draft engine stepped until it is idle. A sequence it
+ * refuses (longer than the draft model's context) gets none. 0, or -1
+ * with err set when a step of the draft engine fails. */
 static int draft_propose(struct gen_engine *e, char *err, size_t errlen)
 {
     char e2[512];
