@@ -358,11 +358,12 @@ cpu_att_scores(int DT, int DV, int R, int AHEAD, float *S, size_t Ss, int Sp, co
     cpu_att_qk(DT, DV, MM, CC, Sm, Qm, Tm, kv, tbl, block_stride, vofs, g, cc, bs, scale)
 #define CPU_ATT_QK_M(MM)                                                                       \
     case MM:                                                                                   \
-        switch (nc - c < 4 ? nc - c : 4) {                                                     \
+        switch (nc - c < 4 ? nc - c : 4) {  /* none when this tile's rows end before c */      \
         case 1: CPU_ATT_QK(MM, 1, c); break;                                                   \
         case 2: CPU_ATT_QK(MM, 2, c); break;                                                   \
         case 3: CPU_ATT_QK(MM, 3, c); break;                                                   \
-        default: CPU_ATT_QK(MM, 4, c);                                                         \
+        case 4: CPU_ATT_QK(MM, 4, c); break;                                                   \
+        default: break;                                                                        \
         }                                                                                      \
         break;
             switch (M) {

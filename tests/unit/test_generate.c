@@ -440,6 +440,67 @@ Test(generate, paged_step_is_rope_store_attention)
     }
 }
 
+/* A run of R consecutive rows of one sequence (a prefill chunk, a
+ * speculative step's drafts) attends bitwise as its rows one at a time
+ * (decode rows): every start T0 from 1 to 140 (chunk groups of 4 x 16
+ * positions ending inside and outside the run, pair tiles of 6 whose last
+ * row ends chunks before the run's), R = 2, 5 and 16, f16 and q8, D 32 and
+ * 64. The pool's unused blocks hold NaN, so a read past a sequence's
+ * blocks shows. (A tile whose rows ended before a chunk group once
+ * computed 4 chunks of it: reads past the table, scores written over the
+ * next pair's.) */
+Test(generate, paged_attention_run_is_its_rows)
+{
+    const struct backend *be = backend_cpu();
+    enum { BS = 16, NH = 8, NKV = 4, RMAX = 16, TMAX = 140 + RMAX };
+    const int NB = TMAX / BS + 1;
+    static const enum kv_dtype dts[] = {KV_F16, KV_Q8};
+    static const int Ds[] = {32, 64}, Rs[] = {2, 5, 16};
+    struct rng r;
+    rng_seed(&r, 5);
+    for (int di = 0; di < 2; di++)
+        for (int ti = 0; ti < 2; ti++) {
+            const int D = Ds[di];
+            const enum kv_dtype dt = dts[ti];
+            char err[256];
+            const size_t bytes = (size_t)(2 * NB + 2) * 2 * NKV * BS * D * sizeof(float);
+            struct kv_cache *kv = kv_cache_new(be, dt, 1, NKV, D, BS, bytes, err, sizeof err);
+            cr_assert(kv, "%s", err);
+            const size_t pool = (size_t)kv->n_blocks * kv->block_stride * kv_dtype_size(dt);
+            memset(kv->pool, 0xff, pool);   /* NaN halves, floats and scales */
+            int32_t tables[NB], seq[RMAX], pos[RMAX];
+            for (int i = 0; i < NB; i++) tables[i] = 2 * (NB - 1 - i) + 1;
+            float *k = malloc((size_t)TMAX * NKV * D * sizeof(float));
+            float *v = malloc((size_t)TMAX * NKV * D * sizeof(float));
+            int32_t *allpos = malloc(TMAX * sizeof(int32_t)), *allseq = calloc(TMAX, sizeof(int32_t));
+            for (int i = 0; i < TMAX * NKV * D; i++) { k[i] = (float)rng_normal(&r); v[i] = (float)rng_normal(&r); }
+            for (int t = 0; t < TMAX; t++) allpos[t] = t;
+            be->kv_cache_write(kv->pool, dt, kv->block_stride, kv->vofs, tables, NB, allseq, allpos,
+                               k, NKV * D, v, NKV * D, TMAX, NKV, D, BS);
+            float *q = malloc((size_t)RMAX * NH * D * sizeof(float));
+            float *run = malloc((size_t)RMAX * NH * D * sizeof(float));
+            float *one = malloc((size_t)RMAX * NH * D * sizeof(float));
+            for (int i = 0; i < RMAX * NH * D; i++) q[i] = (float)rng_normal(&r);
+            for (int T0 = 1; T0 <= 140; T0++)
+                for (int ri = 0; ri < 3; ri++) {
+                    const int R = Rs[ri];
+                    for (int i = 0; i < R; i++) { seq[i] = 0; pos[i] = T0 - 1 + i; }
+                    be->attention_paged_forward(run, q, NH * D, kv->pool, dt, kv->block_stride,
+                                                kv->vofs, tables, NB, seq, pos, R, NH, NKV, D, BS);
+                    for (int i = 0; i < R; i++)
+                        be->attention_paged_forward(one + (size_t)i * NH * D, q + (size_t)i * NH * D,
+                                                    NH * D, kv->pool, dt, kv->block_stride,
+                                                    kv->vofs, tables, NB, seq + i, pos + i, 1, NH,
+                                                    NKV, D, BS);
+                    cr_assert(!memcmp(run, one, (size_t)R * NH * D * sizeof(float)),
+                              "%s D %d: a run of %d rows from T0 = %d differs from its rows",
+                              kv_dtype_name(dt), D, R, T0);
+                }
+            kv_cache_free(kv);
+            free(k); free(v); free(allpos); free(allseq); free(q); free(run); free(one);
+        }
+}
+
 Test(generate, paged_attention_matches_full) { paged_attention_case(8, 4, 13); }
 Test(generate, paged_attention_matches_full_d64) { paged_attention_case(64, 4, 13); }
 Test(generate, paged_attention_matches_full_d64_wide_blocks) { paged_attention_case(64, 32, 45); }
