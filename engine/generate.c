@@ -1084,6 +1084,16 @@ static void prefix_check_version(struct gen_engine *e)
     e->prefix_version = e->m->version;
 }
 
+/* Drafts decoding sequence s may have this step: up to spec_tokens (fewer
+ * as spec_adapt says for a draft model's), none that would reach past
+ * max_tokens (so the positions they fill are within its worst case). */
+static int spec_room(const struct gen_engine *e, const struct gen_seq *s)
+{
+    const int left = s->req->max_tokens - s->n_gen - 1, want = e->cfg.spec_tokens - s->spec_cut;
+    const int room = left < want ? left : want;
+    return room > 0 ? room : 0;
+}
+
 /* Prompt lookup: the drafts of s (at most most of them) are the tokens
  * that followed the earliest other occurrence of its last g tokens, for
  * the longest g from spec_ngram_max down to spec_ngram_min that has one
@@ -1091,6 +1101,7 @@ static void prefix_check_version(struct gen_engine *e)
  * Returns how many. */
 static int spec_propose(const struct gen_engine *e, struct gen_seq *s, int most)
 {
+    if (most <= 0) return 0;
     const int32_t *t = s->tokens;
     const int n = s->n_tokens;
     for (int g = e->cfg.spec_ngram_max; g >= e->cfg.spec_ngram_min; g--) {
@@ -1132,29 +1143,28 @@ static void spec_adapt(const struct gen_engine *e, struct gen_seq *s, int kept, 
     s->spec_cut = len > most ? 0 : most - len;
 }
 
-/* The draft model's drafts for this step's decoding sequences (at most
- * spec_tokens each, fewer as spec_adapt says, none past max_tokens): every
- * sequence submitted to the draft engine as a greedy request whose prompt
- * is all of its tokens (the prefix cache finds all but the last partial
- * block), then the draft engine stepped until it is idle. A sequence it
- * refuses (longer than the draft model's context) gets none. 0, or -1
- * with err set when a step of the draft engine fails. */
+/* The draft model's drafts for this step's decoding sequences (spec_room
+ * each): every sequence submitted to the draft engine as a greedy request
+ * whose prompt is all of its tokens (the prefix cache finds all but the
+ * last partial block), then the draft engine stepped until it is idle. A
+ * sequence it refuses (longer than the draft model's context) gets none.
+ * 0, or -1 with err set when a step of the draft engine fails. */
 static int draft_propose(struct gen_engine *e, char *err, size_t errlen)
 {
     char e2[512];
     for (int i = 0; i < e->n_seqs; i++) {
         struct gen_seq *s = e->seqs[i];
         if (s->state != SEQ_DECODE || s->finished) continue;
-        const int left = s->req->max_tokens - s->n_gen - 1, want = e->cfg.spec_tokens - s->spec_cut;
+        const int room = spec_room(e, s);
         s->n_draft = 0;
-        if (left <= 0) continue;
+        if (room == 0) continue;
         if (s->spec_skip > 0) { s->spec_skip--; continue; }
         struct gen_request q;
         gen_request_default(&q);
         q.id = "draft";
         q.prompt = s->tokens;
         q.n_prompt = s->n_tokens;
-        q.max_tokens = left < want ? left : want;
+        q.max_tokens = room;
         q.sampling.temperature = 0.0f;
         q.has_seed = true;
         q.ignore_eos = s->req->ignore_eos;
@@ -1260,11 +1270,10 @@ static int decode_blocks(struct gen_engine *e, bool spec, char *err, size_t errl
     for (int i = 0; i < e->n_seqs; i++) {
         struct gen_seq *s = e->seqs[i];
         if (s->state != SEQ_DECODE || s->finished) continue;
-        const int left = s->req->max_tokens - s->n_gen - 1;
-        if (!spec || left <= 0)
+        if (!spec)
             s->n_draft = 0;
         else if (!e->draft)
-            s->n_draft = spec_propose(e, s, left < e->cfg.spec_tokens ? left : e->cfg.spec_tokens);
+            s->n_draft = spec_propose(e, s, spec_room(e, s));
         /* else draft_propose's */
         while (seq_ensure_block(e, s, s->n_cached + s->n_draft)) {
             if (s->n_draft) { s->n_draft = 0; continue; }
