@@ -3,7 +3,8 @@
  * cpu_decode.c): paged attention against attention_forward; cached
  * decoding against the full model_forward at every position; batch
  * independence of greedy and seeded outputs; n samples; stop strings
- * across tokens; cancellation; KV-memory refusal; sampler filters. */
+ * across tokens; cancellation; KV-memory refusal; sampler filters; random
+ * mixtures of all of these against each request alone. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -2420,4 +2421,238 @@ Test(generate, speculative_decoding_with_text)
     cr_expect_eq(c.s[2][0].finish, GEN_FINISH_STOP);
     cr_expect_eq(c.s[4][0].cached_tokens, 32, "the first turn's blocks: %d tokens cached",
                  c.s[4][0].cached_tokens);
+}
+
+/* ------------------------------------------------------- random mixtures */
+
+/* Random mixtures of requests through engines configured at random give
+ * every request's outputs alone, bitwise. Each mixture: eight requests
+ * (prompts of 1..80 tokens, a third starting with one shared 40-token
+ * prefix, some repeating a short pattern so that prompt lookup finds
+ * drafts; n 1..3; max_tokens 1..48; greedy or seeded, with top-k, top-p,
+ * min-p, penalties, a stop id, stop strings and JSON mode at random; a
+ * logit_bias making a few letters likely, so that the stop strings
+ * come), submitted at random steps (and one in eight cancelled some steps
+ * later: its tokens until then the beginning of its output alone, the
+ * others' unchanged), against the same requests one at a time in an
+ * engine with the defaults. The mixture's engine draws its
+ * block size (16 or 32), rows per step (a prefill in chunks of 16..512
+ * rows), KV memory (sometimes too little for all at once: preemption),
+ * prefix cache and drafts (none, by prompt lookup, by a draft model);
+ * both draw the cache's and the weights' element types. Head size 64
+ * with blocks of 16 and 32 positions runs the register-blocked attention
+ * (runs of several rows in prefill chunks and verify steps, the pair
+ * tiles, their tails), which the head size 8 of the other tests leaves
+ * to the plain loop: this test fails on the tail bug that e75f0da fixed. */
+struct mix_req {
+    int32_t prompt[80];
+    int P, n, max_tokens, at_step, cancel_at;   /* cancel_at -1: never */
+    struct sampler_params sp;
+    uint64_t seed;
+    bool seeded;
+    int32_t stop;
+    bool has_stop, json;
+    char stops[2][3];
+    int n_stops;
+};
+
+static void mix_submit(struct gen_engine *e, const struct mix_req *q, int user)
+{
+    struct gen_request r;
+    gen_request_default(&r);
+    char id[16];
+    snprintf(id, sizeof id, "r%d", user);
+    r.id = id;
+    r.user = (void *)(intptr_t)user;
+    r.prompt = q->prompt;
+    r.n_prompt = q->P;
+    r.n = q->n;
+    r.max_tokens = q->max_tokens;
+    r.sampling = q->sp;
+    r.has_seed = q->seeded;
+    r.seed = q->seed;
+    r.ignore_eos = true;
+    r.stop_ids = &q->stop;
+    r.n_stop_ids = q->has_stop;
+    const char *stops[2] = {q->stops[0], q->stops[1]};
+    r.stop = stops;
+    r.n_stop = q->n_stops;
+    r.json_object = q->json;
+    static const int32_t letters[4] = {'a', 'b', 'c', 'd'};
+    static const float lift[4] = {4, 4, 4, 4};
+    r.bias_ids = letters;
+    r.bias_vals = lift;
+    r.n_bias = 4;
+    char err[256];
+    cr_assert_eq(gen_submit(e, &r, err, sizeof err), 0, "%s", err);
+}
+
+static struct model *mix_model(int V, int layers, uint64_t seed)
+{
+    struct model_config c = test_cfg(V);
+    c.hidden_size = 256;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 64;
+    c.intermediate_size = 256;
+    c.n_layers = layers;
+    c.max_position_embeddings = 256;
+    char err[256];
+    struct model *m = model_new(&c, backend_cpu(), err, sizeof err);
+    cr_assert_not_null(m, "%s", err);
+    model_init_random(m, seed, 0.3f);
+    return m;
+}
+
+Test(generate, random_mixtures_match_requests_alone, .timeout = 600)
+{
+    enum { V = TOK_BYTELEVEL_VOCAB, NQ = 8, MIXES = 64 };
+    struct tokenizer *tok = bytelevel_tokenizer();
+    struct model *m = mix_model(V, 2, 61), *draft = mix_model(V, 1, 62);
+    struct rng g;
+    rng_seed(&g, 2026);
+    int32_t shared[40];
+    for (int i = 0; i < 40; i++) shared[i] = (int32_t)(rng_next(&g) % V);
+    long long preemptions = 0, drafted = 0, hits = 0, stopped = 0, cancelled = 0;
+    for (int mix = 0; mix < MIXES; mix++) {
+        struct mix_req q[NQ];
+        memset(q, 0, sizeof q);
+        for (int k = 0; k < NQ; k++) {
+            struct mix_req *x = &q[k];
+            x->P = 1 + (int)(rng_next(&g) % 80);
+            const int kind = (int)(rng_next(&g) % 3), period = 2 + (int)(rng_next(&g) % 4);
+            for (int i = 0; i < x->P; i++)
+                x->prompt[i] = kind == 0 && i < 40   ? shared[i]
+                               : kind == 1 && i >= period ? x->prompt[i - period]
+                                                         : (int32_t)(rng_next(&g) % V);
+            x->n = 1 + (int)(rng_next(&g) % 3);
+            x->max_tokens = 1 + (int)(rng_next(&g) % 48);
+            x->at_step = (int)(rng_next(&g) % 12);
+            sampler_params_default(&x->sp);
+            const int how = (int)(rng_next(&g) % 4);
+            x->sp.temperature = how == 0 ? 0.0f : how == 1 ? 0.7f : how == 2 ? 1.0f : 1.3f;
+            x->seeded = true;
+            x->seed = rng_next(&g);
+            if (x->sp.temperature == 0.0f) x->n = 1;
+            if (rng_next(&g) % 3 == 0) x->sp.top_k = 1 + (int)(rng_next(&g) % 10);
+            if (rng_next(&g) % 3 == 0) x->sp.top_p = 0.8f;
+            if (rng_next(&g) % 4 == 0) x->sp.min_p = 0.05f;
+            if (rng_next(&g) % 3 == 0) x->sp.repetition_penalty = 1.15f;
+            if (rng_next(&g) % 3 == 0) x->sp.presence_penalty = 0.4f;
+            if (rng_next(&g) % 4 == 0) x->sp.frequency_penalty = 0.2f;
+            x->has_stop = rng_next(&g) % 3 == 0;
+            x->stop = (int32_t)(rng_next(&g) % V);
+            x->n_stops = (int)(rng_next(&g) % 3);
+            for (int j = 0; j < x->n_stops; j++) {
+                x->stops[j][0] = (char)('a' + rng_next(&g) % 4);
+                x->stops[j][1] = rng_next(&g) % 2 ? (char)('a' + rng_next(&g) % 4) : 0;
+                x->stops[j][2] = 0;
+            }
+            x->json = rng_next(&g) % 6 == 0;
+            x->cancel_at = rng_next(&g) % 8 == 0 ? x->at_step + (int)(rng_next(&g) % 20) : -1;
+        }
+        /* the cache's and the weights' element types, the same for both */
+        static const enum kv_dtype kvdts[] = {KV_F16, KV_F32, KV_Q8};
+        test_kv_dtype = kvdts[rng_next(&g) % 3];
+        test_dtype = rng_next(&g) % 3 ? W_F32 : W_BF16;
+        char err[256];
+        struct kv_cache *k16 = kv_cache_new(backend_cpu(), test_kv_dtype, 2, 2, 64, 16, 1 << 20,
+                                            err, sizeof err);
+        cr_assert_not_null(k16, "%s", err);
+        const size_t block16 = k16->block_stride * kv_dtype_size(test_kv_dtype);
+        kv_cache_free(k16);
+        /* alone, with the defaults (blocks of 16, whole prompts) */
+        struct collector *ref = calloc(1, sizeof *ref), *got = calloc(1, sizeof *got);
+        ref->keep_logits = got->keep_logits = true;
+        struct gen_engine *e = engine(m, tok, ref, 16, 64, 512, 0);
+        for (int k = 0; k < NQ; k++) {
+            mix_submit(e, &q[k], k);
+            run_to_idle(e);
+        }
+        gen_engine_free(e);
+        /* mixed, in an engine drawn at random */
+        const int bs = rng_next(&g) % 2 ? 16 : 32;
+        static const int rows[] = {16, 23, 40, 64, 512};
+        const int step_rows = rows[rng_next(&g) % 5];
+        /* the largest request (80 + 48 positions, 3 samples sharing the
+         * prompt's 5 full blocks of 16) needs at most 5 + 3 * 3 blocks:
+         * 18 or more always fit any one request, seldom all eight */
+        const size_t kv = rng_next(&g) % 2 ? (18 + rng_next(&g) % 8) * block16 * (bs / 16) : 0;
+        const int spec = (int)(rng_next(&g) % 3);
+        test_prefix_cache = rng_next(&g) % 2;
+        test_spec_tokens = spec ? 3 : 0;
+        test_spec_model = spec == 2 ? draft : NULL;
+        e = engine(m, tok, got, bs, 8, step_rows, kv);
+        const bool pc = test_prefix_cache;
+        const enum kv_dtype kvdt = test_kv_dtype;
+        const enum w_dtype wdt = test_dtype;
+        test_kv_dtype = KV_F16;
+        test_dtype = W_F32;
+        test_prefix_cache = false;
+        test_spec_tokens = 0;
+        test_spec_model = NULL;
+        for (int step = 0, left = NQ; left > 0 || !gen_idle(e); step++) {
+            for (int k = 0; k < NQ; k++) {
+                if (q[k].at_step == step) { mix_submit(e, &q[k], k); left--; }
+                if (q[k].cancel_at == step) {
+                    char id[16];
+                    snprintf(id, sizeof id, "r%d", k);
+                    gen_cancel(e, id);
+                }
+            }
+            cr_assert_geq(gen_step(e, err, sizeof err), 0, "%s", err);
+            cr_assert_lt(step, 10000, "mixture %d never became idle", mix);
+        }
+        struct gen_stats st;
+        gen_stats_get(e, &st);
+        gen_engine_free(e);
+        preemptions += st.preemptions;
+        drafted += st.spec_drafted;
+        hits += st.prefix_hits;
+        cr_expect_eq(st.kv_blocks_used, 0, "mixture %d", mix);
+        for (int k = 0; k < NQ; k++)
+            for (int i = 0; i < q[k].n; i++) {
+                const struct sample_out *o = &got->s[k][i], *w = &ref->s[k][i];
+                cr_assert(o->done && w->done, "mixture %d request %d sample %d not done", mix, k, i);
+                if (o->finish == GEN_FINISH_CANCELLED) {
+                    /* what came before: the beginning of the output alone */
+                    cr_assert(q[k].cancel_at >= 0 && o->n <= w->n);
+                    cr_expect_arr_eq(o->tok, w->tok, (size_t)o->n * sizeof(int32_t),
+                                     "mixture %d request %d sample %d: cancelled", mix, k, i);
+                    cancelled++;
+                    continue;
+                }
+                cr_assert_eq(o->n, w->n, "mixture %d (%s, %s, bs %d, rows %d, kv %zu, prefix "
+                             "cache %d, drafts %d) request %d sample %d: %d tokens, alone %d",
+                             mix, kv_dtype_name(kvdt), w_dtype_name(wdt), bs, step_rows, kv, pc,
+                             spec, k, i, o->n, w->n);
+                cr_expect_eq(o->finish, w->finish, "mixture %d request %d sample %d", mix, k, i);
+                cr_expect_arr_eq(o->tok, w->tok, (size_t)o->n * sizeof(int32_t),
+                                 "mixture %d (%s, %s, bs %d, rows %d, kv %zu, prefix cache %d, "
+                                 "drafts %d) request %d sample %d: tokens differ", mix,
+                                 kv_dtype_name(kvdt), w_dtype_name(wdt), bs, step_rows, kv, pc,
+                                 spec, k, i);
+                cr_expect_arr_eq(o->lp, w->lp, (size_t)o->n * sizeof(float),
+                                 "mixture %d request %d sample %d: logprobs differ", mix, k, i);
+                cr_expect_str_eq(o->full, w->full, "mixture %d request %d sample %d", mix, k, i);
+                cr_expect(o->text_len == w->text_len && !memcmp(o->text, w->text, o->text_len),
+                          "mixture %d request %d sample %d: streamed text differs", mix, k, i);
+                stopped += o->finish == GEN_FINISH_STOP;
+                for (int t = 0; t < o->n; t++)
+                    cr_expect(!memcmp(o->logits[t], w->logits[t], (size_t)V * sizeof(float)),
+                              "mixture %d request %d sample %d: logits of token %d", mix, k, i, t);
+            }
+        collector_free(ref);
+        collector_free(got);
+        free(ref);
+        free(got);
+    }
+    fprintf(stderr, "random mixtures: %lld preemptions, %lld drafts, %lld prefix-cache hits, "
+            "%lld samples stopped, %lld cancelled\n", preemptions, drafted, hits, stopped,
+            cancelled);
+    /* the mixtures went through what they are for */
+    cr_expect(preemptions > 0 && drafted > 0 && hits > 0 && stopped > 0 && cancelled > 0);
+    tok_free(tok);
+    model_free(draft);
+    model_free(m);
 }
