@@ -337,6 +337,41 @@ static int check_unimplemented(struct cfg_parser *p, struct model_config *cfg)
     return 0;
 }
 
+/* The largest sizes aha takes, each well past any released model of the
+ * two architectures (Llama 3.1 405B: hidden 16384, intermediate 53248, 128
+ * heads; Qwen2.5: 152064 tokens; 1M-token contexts), so that no product of
+ * them the engine forms in an int (such as the fused q|k|v width, (heads +
+ * 2 kv heads) x head_dim) overflows: a config past them is malformed. The
+ * vocabulary's bound is the tokenizer's id range (tok_load). */
+static const struct {
+    const char *key;
+    size_t offset;
+    int max;
+} config_limits[] = {
+    {"vocab_size", offsetof(struct model_config, vocab_size), 1 << 24},
+    {"hidden_size", offsetof(struct model_config, hidden_size), 1 << 17},
+    {"num_hidden_layers", offsetof(struct model_config, n_layers), 1 << 12},
+    {"num_attention_heads", offsetof(struct model_config, n_heads), 1 << 12},
+    {"num_key_value_heads", offsetof(struct model_config, n_kv_heads), 1 << 12},
+    {"head_dim", offsetof(struct model_config, head_dim), 1 << 12},
+    {"intermediate_size", offsetof(struct model_config, intermediate_size), 1 << 20},
+    {"max_position_embeddings", offsetof(struct model_config, max_position_embeddings), 1 << 24},
+};
+
+int config_check_sizes(const struct model_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof config_limits / sizeof *config_limits; i++) {
+        int v;
+        memcpy(&v, (const char *)cfg + config_limits[i].offset, sizeof v);
+        if (v > config_limits[i].max) {
+            snprintf(err, errlen, "field \"%s\": %d is larger than aha supports (at most %d)",
+                     config_limits[i].key, v, config_limits[i].max);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int config_parse(struct model_config *cfg, const char *json_text,
                  const char *name, char *err, size_t errlen)
 {
@@ -426,6 +461,11 @@ int config_parse(struct model_config *cfg, const char *json_text,
     if (check_unimplemented(&p, cfg) || parse_rope(&p, cfg, "rope_scaling") ||
         parse_rope(&p, cfg, "rope_parameters"))
         goto out;
+    char why[160];
+    if (config_check_sizes(cfg, why, sizeof why)) {
+        fail(&p, "%s", why);
+        goto out;
+    }
     rc = 0;
 out:
     json_decref(p.root);

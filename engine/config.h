@@ -41,6 +41,10 @@ struct model_config {
  * Returns 0, or -1 with err filled ("config.json: field \"x\": ..."). */
 int config_parse(struct model_config *cfg, const char *json_text,
                  const char *name, char *err, size_t errlen);
+/* Every size at most what aha supports (config.c's limits: past any real
+ * model, and small enough for the engine's int arithmetic). Returns 0, or
+ * -1 with err naming the field. config_parse applies it. */
+int config_check_sizes(const struct model_config *cfg, char *err, size_t errlen);
 /* Reads and parses a file. Returns 0 or -1 with err filled. */
 int config_load(struct model_config *cfg, const char *path, char *err,
                 size_t errlen);

@@ -47,6 +47,11 @@ static int config_check(const struct model_config *c, char *err, size_t errlen)
         errmsg_set(err, errlen, "model config: sizes must be positive");
         return -1;
     }
+    char why[160];
+    if (config_check_sizes(c, why, sizeof why)) {
+        errmsg_set(err, errlen, "model config: %s", why);
+        return -1;
+    }
     if (c->n_heads % c->n_kv_heads != 0 || c->head_dim % 2 != 0) {
         errmsg_set(err, errlen, "model config: num_attention_heads (%d) must be a "
              "multiple of num_key_value_heads (%d) and head_dim (%d) even",

@@ -236,7 +236,24 @@ Test(config, wrong_types_and_values)
     REJECT_LLAMA("\"eos_token_id\":-2", "field \"eos_token_id\"");
     REJECT_LLAMA("\"model_type\":3", "field \"model_type\"");
     REJECT_LLAMA("\"hidden_act\":7", "field \"hidden_act\"");
+    /* sizes past any real model (found by mutating configs: (heads + 2 kv
+     * heads) x head_dim overflowed an int in model_new) */
+    REJECT_LLAMA("\"num_attention_heads\":2147483647,\"num_key_value_heads\":1,\"head_dim\":2",
+                 "field \"num_attention_heads\": 2147483647 is larger than aha supports (at most 4096)");
+    REJECT_LLAMA("\"head_dim\":8192", "field \"head_dim\": 8192 is larger than aha supports");
+    REJECT_LLAMA("\"hidden_size\":262144,\"num_attention_heads\":2048",
+                 "field \"hidden_size\"");
+    REJECT_LLAMA("\"vocab_size\":16777217", "field \"vocab_size\"");
+    REJECT_LLAMA("\"num_hidden_layers\":5000", "field \"num_hidden_layers\"");
+    REJECT_LLAMA("\"intermediate_size\":2000000", "field \"intermediate_size\"");
+    REJECT_LLAMA("\"max_position_embeddings\":100000000", "field \"max_position_embeddings\"");
     struct model_config c;
+    /* the largest of each, together, is a config */
+    cr_assert_eq(parse_llama(&c, "\"vocab_size\":16777216,\"hidden_size\":131072,"
+                             "\"num_hidden_layers\":4096,\"num_attention_heads\":4096,"
+                             "\"num_key_value_heads\":4096,\"intermediate_size\":1048576,"
+                             "\"max_position_embeddings\":16777216"), 0, "%s", err);
+    cr_assert_eq(c.head_dim, 32);
     cr_assert_eq(parse(&c, "[1,2]"), -1);
     assert_err("JSON object");
 }
