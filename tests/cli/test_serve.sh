@@ -335,6 +335,64 @@ for name in ("b16", "b32"):
     send({"type": "unload", "id": "u" + name, "model": name})
     check("unloaded " + name, recv().get("type") == "unloaded")
 
+# mutated requests: valid generate requests with random edits (fields
+# deleted or set to awkward values and wrong types, nested values edited,
+# bytes damaged); each is refused with an error naming it or runs to its
+# done events, and the engine answers stats after every one (the
+# sanitizers abort it on any memory error or overflow)
+import copy, random
+random.seed(14)
+AWKWARD = [-1, 0, 1, 2**31 - 1, 2**31, 2**63 - 1, -2**63, 1e308, -0.5, 0.5, "", "a" * 300, None, True,
+           False, [], {}, [1, 2], {"a": 1}, 100, 257, "17", [{"role": "user"}]]
+def mutate(j, depth=0):
+    if isinstance(j, dict) and j:
+        k = random.choice(list(j))
+        r = random.random()
+        if r < 0.2: del j[k]
+        elif r < 0.5 or depth > 3: j[k] = random.choice(AWKWARD)
+        else: j[k] = mutate(j[k], depth + 1)
+        return j
+    if isinstance(j, list) and j:
+        i = random.randrange(len(j))
+        if random.random() < 0.5: j[i] = random.choice(AWKWARD)
+        else: j[i] = mutate(j[i], depth + 1)
+        return j
+    return random.choice(AWKWARD)
+full = {"type": "generate", "model": "tiny", "prompt": "1+2=", "max_tokens": 6, "temperature": 0.7,
+        "top_p": 0.9, "top_k": 5, "min_p": 0.01, "seed": 3, "stop": ["x", "yz"], "stop_token_ids": [5],
+        "n": 2, "logprobs": 2, "prompt_logprobs": 1, "logit_bias": {"17": 3.5},
+        "repetition_penalty": 1.1, "presence_penalty": 0.1, "frequency_penalty": 0.1,
+        "ignore_eos": True}
+variants = [full, {**{k: v for k, v in full.items() if k != "prompt"}, "prompt_ids": [1, 2, 3]},
+            {**{k: v for k, v in full.items() if k != "prompt"}, "messages": [{"role": "user", "content": "hi"}]},
+            {**full, "json_object": True},
+            {**full, "json_schema": {"type": "object", "properties": {"a": {"type": "integer"}},
+                                     "required": ["a"], "additionalProperties": False}}]
+answered = errors = dones = 0
+for it in range(200):
+    req = copy.deepcopy(random.choice(variants))
+    for _ in range(random.randint(1, 3)): req = mutate(req)
+    if not isinstance(req, dict): req = {}
+    req["type"], req["id"] = "generate", "m%d" % it
+    line = json.dumps(req).encode()
+    if random.random() < 0.2:
+        b = bytearray(line)
+        for _ in range(random.randint(1, 3)):
+            b[random.randrange(len(b))] = random.choice(b'{}[]",:0123456789-e\\ \xff')
+        line = bytes(b)
+    send(line)
+    while True:
+        send({"type": "stats", "id": "ms"})
+        evs = until(lambda e: e.get("id") == "ms" and e.get("type") == "stats")
+        errors += sum(e["type"] == "error" for e in evs)
+        dones += sum(e["type"] == "done" for e in evs)
+        st = evs[-1]["models"][0]
+        if not st["active"] and not st["waiting"]: break
+    answered += 1
+check("mutated requests: the engine answered after each of 200", answered == 200 and alive(), answered)
+check("mutated requests: some refused, some ran", errors > 20 and dones > 20, (errors, dones))
+check("mutated requests: no KV block left behind", st["kv_blocks_used"] == 0 and st["kv_blocks_reserved"] == 0, st)
+
 # end of input: running requests finish, then a clean exit
 send({"type": "generate", "id": "last", "prompt": "3", "max_tokens": 4, "ignore_eos": True})
 p.stdin.close()
