@@ -7,9 +7,11 @@ exits non-zero on any failure.
 
 usage: test_server.py [--server build/aha-server-san] [--engine build/aha-engine]"""
 import argparse
+import copy
 import http.client
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -1049,6 +1051,71 @@ def run_real_engine_suite(args, pg, base):
             finally:
                 s2.stop()
         check("real engine: a draft model (--draft-model) changes no output", real_draft_model)
+
+        def mutated_bodies():
+            # valid bodies with random edits (fields deleted or set to
+            # awkward values and wrong types, nested values edited, bytes
+            # damaged): every answer a 2xx or a 4xx, none a 5xx, the server
+            # alive (the sanitized build aborts on any memory error)
+            rnd = random.Random(14)
+            awkward = [-1, 0, 1, 2**31 - 1, 2**31, 2**63 - 1, -2**63, 1e308, -0.5, 0.5, "", "a" * 300, None,
+                       True, False, [], {}, [1, 2], {"a": 1}, 100, 257, "17", [{"role": "user"}]]
+
+            def mutate(j, depth=0):
+                if isinstance(j, dict) and j:
+                    k = rnd.choice(list(j))
+                    r = rnd.random()
+                    if r < 0.2:
+                        del j[k]
+                    elif r < 0.5 or depth > 4:
+                        j[k] = rnd.choice(awkward)
+                    else:
+                        j[k] = mutate(j[k], depth + 1)
+                    return j
+                if isinstance(j, list) and j:
+                    i = rnd.randrange(len(j))
+                    j[i] = rnd.choice(awkward) if rnd.random() < 0.5 else mutate(j[i], depth + 1)
+                    return j
+                return rnd.choice(awkward)
+            reward = {"name": "fz", "components": [{"type": "accuracy", "weight": 1.0, "extract": "answer_tag"},
+                                                   {"type": "format", "weight": 0.5, "mode": "lenient"}]}
+            st, made, _ = request(srv, "POST", "/v1/rewards", reward, key=key)
+            eq(st, 201, "reward %r" % (made,))
+            bodies = [
+                ("/v1/chat/completions", {"model": "tiny-real", "messages": [{"role": "system", "content": "be brief"},
+                                                                           {"role": "user", "content": "2+2?"}],
+                                          "max_tokens": 6, "temperature": 0.7, "top_p": 0.9, "n": 2, "seed": 1,
+                                          "stop": ["x"], "logprobs": True, "top_logprobs": 2,
+                                          "logit_bias": {"17": 2}, "presence_penalty": 0.1,
+                                          "response_format": {"type": "json_schema", "json_schema": {
+                                              "name": "a", "schema": {"type": "object", "properties": {
+                                                  "a": {"type": "integer"}}, "required": ["a"],
+                                                  "additionalProperties": False}}}}),
+                ("/v1/completions", {"model": "tiny-real", "prompt": "1+1=", "max_tokens": 5, "echo": True,
+                                     "logprobs": 2, "n": 1, "stream": False, "seed": 2, "stop": "\n"}),
+                ("/v1/rewards", reward),
+                ("/v1/rewards/%s/score" % made["id"], {"items": [{"completion": "<think>x</think><answer>4</answer>",
+                                                                  "answer": "4", "completion_tokens": 7}]}),
+            ]
+            seen = {}
+            for it in range(300):
+                path, body = rnd.choice(bodies)
+                body = copy.deepcopy(body)
+                for _ in range(rnd.randint(1, 3)):
+                    body = mutate(body)
+                raw = json.dumps(body).encode()
+                if rnd.random() < 0.2:
+                    b = bytearray(raw)
+                    for _ in range(rnd.randint(1, 3)):
+                        b[rnd.randrange(len(b))] = rnd.choice(b'{}[]",:0123456789-e\\ \xff')
+                    raw = bytes(b)
+                st, got, _ = request(srv, "POST", path, key=key, raw=raw,
+                                     headers={"Content-Type": "application/json"}, timeout=120)
+                assert st < 500, "%s %r -> %d %r" % (path, raw[:300], st, got)
+                seen[st // 100] = seen.get(st // 100, 0) + 1
+                assert srv.proc.poll() is None, "server exited after %s %r" % (path, raw[:300])
+            assert seen.get(2, 0) > 10 and seen.get(4, 0) > 100, seen
+        check("real engine: 300 mutated request bodies, no 5xx", mutated_bodies)
     finally:
         srv.stop()
 
