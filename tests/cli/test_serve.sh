@@ -341,23 +341,9 @@ for name in ("b16", "b32"):
 # done events, and the engine answers stats after every one (the
 # sanitizers abort it on any memory error or overflow)
 import copy, random
-random.seed(14)
-AWKWARD = [-1, 0, 1, 2**31 - 1, 2**31, 2**63 - 1, -2**63, 1e308, -0.5, 0.5, "", "a" * 300, None, True,
-           False, [], {}, [1, 2], {"a": 1}, 100, 257, "17", [{"role": "user"}]]
-def mutate(j, depth=0):
-    if isinstance(j, dict) and j:
-        k = random.choice(list(j))
-        r = random.random()
-        if r < 0.2: del j[k]
-        elif r < 0.5 or depth > 3: j[k] = random.choice(AWKWARD)
-        else: j[k] = mutate(j[k], depth + 1)
-        return j
-    if isinstance(j, list) and j:
-        i = random.randrange(len(j))
-        if random.random() < 0.5: j[i] = random.choice(AWKWARD)
-        else: j[i] = mutate(j[i], depth + 1)
-        return j
-    return random.choice(AWKWARD)
+sys.path.insert(0, "tests/integration")
+from harness import damage_bytes, mutate_json
+rnd = random.Random(14)
 full = {"type": "generate", "model": "tiny", "prompt": "1+2=", "max_tokens": 6, "temperature": 0.7,
         "top_p": 0.9, "top_k": 5, "min_p": 0.01, "seed": 3, "stop": ["x", "yz"], "stop_token_ids": [5],
         "n": 2, "logprobs": 2, "prompt_logprobs": 1, "logit_bias": {"17": 3.5},
@@ -370,16 +356,12 @@ variants = [full, {**{k: v for k, v in full.items() if k != "prompt"}, "prompt_i
                                      "required": ["a"], "additionalProperties": False}}]
 answered = errors = dones = 0
 for it in range(200):
-    req = copy.deepcopy(random.choice(variants))
-    for _ in range(random.randint(1, 3)): req = mutate(req)
+    req = copy.deepcopy(rnd.choice(variants))
+    for _ in range(rnd.randint(1, 3)): req = mutate_json(rnd, req)
     if not isinstance(req, dict): req = {}
     req["type"], req["id"] = "generate", "m%d" % it
     line = json.dumps(req).encode()
-    if random.random() < 0.2:
-        b = bytearray(line)
-        for _ in range(random.randint(1, 3)):
-            b[random.randrange(len(b))] = random.choice(b'{}[]",:0123456789-e\\ \xff')
-        line = bytes(b)
+    if rnd.random() < 0.2: line = damage_bytes(rnd, line)
     send(line)
     while True:
         send({"type": "stats", "id": "ms"})

@@ -241,6 +241,40 @@ def create_key(binary, db_url, name, scope):
     return r.stdout.strip().splitlines()[-1]
 
 
+# Awkward JSON values for mutated requests: bounds of the integer types,
+# huge and tiny numbers, empty and long strings, the wrong types.
+AWKWARD = [-1, 0, 1, 2**31 - 1, 2**31, 2**63 - 1, -2**63, 1e308, -0.5, 0.5, "", "a" * 300, None, True,
+           False, [], {}, [1, 2], {"a": 1}, 100, 257, "17", [{"role": "user"}]]
+
+
+def mutate_json(rnd, j, depth=0):
+    """j with one random edit (in place where it can): a member deleted or
+    set to an AWKWARD value, or an edit inside one."""
+    if isinstance(j, dict) and j:
+        k = rnd.choice(list(j))
+        r = rnd.random()
+        if r < 0.2:
+            del j[k]
+        elif r < 0.5 or depth > 3:
+            j[k] = rnd.choice(AWKWARD)
+        else:
+            j[k] = mutate_json(rnd, j[k], depth + 1)
+        return j
+    if isinstance(j, list) and j:
+        i = rnd.randrange(len(j))
+        j[i] = rnd.choice(AWKWARD) if rnd.random() < 0.5 else mutate_json(rnd, j[i], depth + 1)
+        return j
+    return rnd.choice(AWKWARD)
+
+
+def damage_bytes(rnd, raw):
+    """raw (bytes) with 1-3 bytes replaced by JSON syntax or invalid UTF-8."""
+    b = bytearray(raw)
+    for _ in range(rnd.randint(1, 3)):
+        b[rnd.randrange(len(b))] = rnd.choice(b'{}[]",:0123456789-e\\ \xff')
+    return bytes(b)
+
+
 def make_tempdir():
     return tempfile.mkdtemp(prefix="aha-it-")
 

@@ -20,7 +20,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (ROOT, Postgres, Server, create_key, make_tempdir, parse_sse,  # noqa: E402
+from harness import (ROOT, Postgres, Server, create_key, damage_bytes, make_tempdir, mutate_json, parse_sse,  # noqa: E402
                      remove_tempdir, request, stream, stream_finish, stream_open,
                      results, check, eq, wait_for)
 
@@ -1058,25 +1058,6 @@ def run_real_engine_suite(args, pg, base):
             # damaged): every answer a 2xx or a 4xx, none a 5xx, the server
             # alive (the sanitized build aborts on any memory error)
             rnd = random.Random(14)
-            awkward = [-1, 0, 1, 2**31 - 1, 2**31, 2**63 - 1, -2**63, 1e308, -0.5, 0.5, "", "a" * 300, None,
-                       True, False, [], {}, [1, 2], {"a": 1}, 100, 257, "17", [{"role": "user"}]]
-
-            def mutate(j, depth=0):
-                if isinstance(j, dict) and j:
-                    k = rnd.choice(list(j))
-                    r = rnd.random()
-                    if r < 0.2:
-                        del j[k]
-                    elif r < 0.5 or depth > 4:
-                        j[k] = rnd.choice(awkward)
-                    else:
-                        j[k] = mutate(j[k], depth + 1)
-                    return j
-                if isinstance(j, list) and j:
-                    i = rnd.randrange(len(j))
-                    j[i] = rnd.choice(awkward) if rnd.random() < 0.5 else mutate(j[i], depth + 1)
-                    return j
-                return rnd.choice(awkward)
             reward = {"name": "fz", "components": [{"type": "accuracy", "weight": 1.0, "extract": "answer_tag"},
                                                    {"type": "format", "weight": 0.5, "mode": "lenient"}]}
             st, made, _ = request(srv, "POST", "/v1/rewards", reward, key=key)
@@ -1102,13 +1083,10 @@ def run_real_engine_suite(args, pg, base):
                 path, body = rnd.choice(bodies)
                 body = copy.deepcopy(body)
                 for _ in range(rnd.randint(1, 3)):
-                    body = mutate(body)
+                    body = mutate_json(rnd, body)
                 raw = json.dumps(body).encode()
                 if rnd.random() < 0.2:
-                    b = bytearray(raw)
-                    for _ in range(rnd.randint(1, 3)):
-                        b[rnd.randrange(len(b))] = rnd.choice(b'{}[]",:0123456789-e\\ \xff')
-                    raw = bytes(b)
+                    raw = damage_bytes(rnd, raw)
                 st, got, _ = request(srv, "POST", path, key=key, raw=raw,
                                      headers={"Content-Type": "application/json"}, timeout=120)
                 assert st < 500, "%s %r -> %d %r" % (path, raw[:300], st, got)
