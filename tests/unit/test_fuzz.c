@@ -174,7 +174,7 @@ static char *mutant(struct rng *g, const char *src, size_t n0, size_t lo, size_t
         json_t *j = json_loadb(src, n0, 0, NULL);
         cr_assert_not_null(j);
         for (int k = 1 + (int)rng_below(g, 3); k > 0; k--) {
-            size_t t = 1 + rng_below(g, nodes(j) - 1 + 1);
+            size_t t = rng_below(g, nodes(j) - 1);   /* a node below the root */
             edit_node(g, j, &t);
         }
         char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
