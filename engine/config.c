@@ -343,32 +343,27 @@ static int check_unimplemented(struct cfg_parser *p, struct model_config *cfg)
  * them the engine forms in an int (such as the fused q|k|v width, (heads +
  * 2 kv heads) x head_dim) overflows: a config past them is malformed. The
  * vocabulary's bound is the tokenizer's id range (tok_load). */
-static const struct {
-    const char *key;
-    size_t offset;
-    int max;
-} config_limits[] = {
-    {"vocab_size", offsetof(struct model_config, vocab_size), 1 << 24},
-    {"hidden_size", offsetof(struct model_config, hidden_size), 1 << 17},
-    {"num_hidden_layers", offsetof(struct model_config, n_layers), 1 << 12},
-    {"num_attention_heads", offsetof(struct model_config, n_heads), 1 << 12},
-    {"num_key_value_heads", offsetof(struct model_config, n_kv_heads), 1 << 12},
-    {"head_dim", offsetof(struct model_config, head_dim), 1 << 12},
-    {"intermediate_size", offsetof(struct model_config, intermediate_size), 1 << 20},
-    {"max_position_embeddings", offsetof(struct model_config, max_position_embeddings), 1 << 24},
-};
-
 int config_check_sizes(const struct model_config *cfg, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < sizeof config_limits / sizeof *config_limits; i++) {
-        int v;
-        memcpy(&v, (const char *)cfg + config_limits[i].offset, sizeof v);
-        if (v > config_limits[i].max) {
+    const struct {
+        const char *key;
+        int v, max;
+    } lim[] = {
+        {"vocab_size", cfg->vocab_size, 1 << 24},
+        {"hidden_size", cfg->hidden_size, 1 << 17},
+        {"num_hidden_layers", cfg->n_layers, 1 << 12},
+        {"num_attention_heads", cfg->n_heads, 1 << 12},
+        {"num_key_value_heads", cfg->n_kv_heads, 1 << 12},
+        {"head_dim", cfg->head_dim, 1 << 12},
+        {"intermediate_size", cfg->intermediate_size, 1 << 20},
+        {"max_position_embeddings", cfg->max_position_embeddings, 1 << 24},
+    };
+    for (size_t i = 0; i < sizeof lim / sizeof *lim; i++)
+        if (lim[i].v > lim[i].max) {
             snprintf(err, errlen, "field \"%s\": %d is larger than aha supports (at most %d)",
-                     config_limits[i].key, v, config_limits[i].max);
+                     lim[i].key, lim[i].v, lim[i].max);
             return -1;
         }
-    }
     return 0;
 }
 
