@@ -2,7 +2,9 @@
  * (config_parse, then model_new on what parses), model.safetensors
  * (st_open, then every tensor converted), tokenizer.json (tok_load, then
  * an encode and decode), JSONL datasets (jsonl_read), reward specs
- * (reward_spec_parse) and pipeline definitions (pipeline_check). Each
+ * (reward_spec_parse), pipeline definitions (pipeline_check), and a model
+ * directory's tokenizer_config.json (chat_template_detect) with the
+ * messages rendered by what it finds (chat_template_render_json). Each
  * starts from a valid input and takes a few random edits: bytes changed,
  * inserted, deleted, duplicated or the input cut short, or (JSON) a node
  * of the parsed tree deleted, duplicated or replaced by an awkward value
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat_template.h"
 #include "config.h"
 #include "jsonl.h"
 #include "model.h"
@@ -430,4 +433,56 @@ Test(fuzz, pipelines)
     char *src = read_file("demo/r1-zero.json", &n0);
     json_specs(src, 6, 1500, true);
     free(src);
+}
+
+Test(fuzz, chat_template_and_messages)
+{
+    char dir[] = "/tmp/aha-fuzz-chat-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    const char *src = "{\"add_bos_token\":false,\"model_max_length\":131072,\"eos_token\":"
+                      "\"<|im_end|>\",\"chat_template\":\"{%- for m in messages %}{{'<|im_start|>' "
+                      "+ m.role + '\\\\n' + m.content + '<|im_end|>'}}{%- endfor %}{%- if "
+                      "add_generation_prompt %}{{'<|im_start|>assistant\\\\n<think>'}}{%- endif %}\"}";
+    const char *msgs = "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\","
+                       "\"content\":\"2+2?\"},{\"role\":\"assistant\",\"content\":\"4\","
+                       "\"reasoning_content\":\"two and two\"},{\"role\":\"user\",\"content\":"
+                       "\"and 3+3?\"}]";
+    enum chat_template_kind k;
+    write_file(path, src, strlen(src));
+    cr_assert_eq(chat_template_detect(dir, &k, err, sizeof err), 0, "the unmutated file: %s", err);
+    cr_assert_eq(k, CHAT_TEMPLATE_QWEN3);
+    struct rng g;
+    rng_seed(&g, 7);
+    int detected = 0, rendered = 0;
+    for (int it = 0; it < 2000; it++) {
+        size_t n;
+        char *m = mutant(&g, src, strlen(src), 0, strlen(src), true, &n);
+        write_file(path, m, n);
+        free(m);
+        err[0] = 0;
+        if (chat_template_detect(dir, &k, err, sizeof err)) {
+            cr_assert(strstr(err, dir) != NULL, "no file named in: %s", err);
+            continue;
+        }
+        detected++;
+        m = mutant(&g, msgs, strlen(msgs), 0, strlen(msgs), true, &n);
+        json_t *j = json_loadb(m, n, 0, NULL);
+        free(m);
+        if (!j) continue;
+        const struct chat_opts o = {.add_generation_prompt = rng_below(&g, 2),
+                                    .prefill_think = (int)rng_below(&g, 3) - 1,
+                                    .disable_thinking = rng_below(&g, 4) == 0};
+        err[0] = 0;
+        char *out = chat_template_render_json(k, j, &o, err, sizeof err);
+        if (out) rendered++;
+        else cr_assert(strstr(err, "messages") != NULL, "no JSON path in: %s", err);
+        free(out);
+        json_decref(j);
+    }
+    cr_expect_gt(detected, 100);
+    cr_expect_gt(rendered, 50);
+    unlink(path);
+    rmdir(dir);
 }
