@@ -1152,8 +1152,8 @@ CPU_ROWS_TILE_FN(12)
 
 #define CPU_ROWS_TILES(t)                                                                      \
     {NULL, t##1, t##2, t##3, t##4, t##5, t##6, t##7, t##8, t##9, t##10, t##11, t##12}
-/* [dtype][0][MR]: tiles reading from L2; [dtype][1][MR]: first tiles,
- * prefetching */
+/* [dtype][0][MR]: tiles reading the panel from L2; [dtype][1][MR]: a
+ * panel's first tile, reading it from memory (every tile prefetches) */
 static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
     {CPU_ROWS_TILES(cpu_rows_tile), CPU_ROWS_TILES(cpu_rows_ptile)},
     {CPU_ROWS_TILES(cpu_rows_btile), CPU_ROWS_TILES(cpu_rows_bptile)}};
