@@ -52,7 +52,7 @@ int cli_arg_float(int argc, char **argv, const char *name, double lo, double hi,
 /* --kv-dtype f16|f32|q8 into *out when present (the same 0 / -1). */
 int cli_arg_kv_dtype(int argc, char **argv, enum kv_dtype *out);
 struct model;
-/* --dtype f32|bf16 (the generation engine's weights) likewise; with a
+/* --dtype f32|bf16|q8 (the generation engine's weights) likewise; with a
  * model, auto too (w_dtype_parse). */
 int cli_arg_dtype(int argc, char **argv, const struct model *m, enum w_dtype *out);
 /* Parses "1,2,3" (non-negative ids) into a new array (caller frees);

@@ -213,7 +213,7 @@ void gen_config_default(struct gen_config *c)
 
 const char *w_dtype_name(enum w_dtype dt)
 {
-    return dt == W_BF16 ? "bf16" : "f32";
+    return dt == W_BF16 ? "bf16" : dt == W_Q8 ? "q8" : "f32";
 }
 
 int w_dtype_parse(const char *s, const struct model *m, enum w_dtype *dt)
@@ -221,6 +221,7 @@ int w_dtype_parse(const char *s, const struct model *m, enum w_dtype *dt)
     if (m && !strcmp(s, "auto")) *dt = m->bf16_weights ? W_BF16 : W_F32;
     else if (!strcmp(s, "f32")) *dt = W_F32;
     else if (!strcmp(s, "bf16")) *dt = W_BF16;
+    else if (!strcmp(s, "q8")) *dt = W_Q8;
     else return -1;
     return 0;
 }
@@ -346,10 +347,10 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
         cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs ||
         (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32 && cfg->kv_dtype != KV_Q8) ||
-        (cfg->dtype != W_F32 && cfg->dtype != W_BF16)) {
+        (cfg->dtype != W_F32 && cfg->dtype != W_BF16 && cfg->dtype != W_Q8)) {
         errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
              "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs, kv_dtype f16, f32 or q8 "
-             "and dtype f32 or bf16");
+             "and dtype f32, bf16 or q8");
         return NULL;
     }
     if (cfg->spec_tokens < 0 || cfg->spec_tokens > GEN_MAX_SPEC ||
@@ -406,9 +407,10 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     const size_t tables = (size_t)cfg->max_seqs * e->max_blocks_per_seq;
     const bool packed = cfg->batch_invariant && be->rows_packed_bytes && be->rows_pack &&
                         be->matmul_rows_forward && be->rows_pack_glu && be->matmul_rows_glu_forward;
-    if (cfg->dtype == W_BF16 && !packed) {
-        errmsg_set(err, errlen, "dtype bf16 needs the batch-invariant matmuls (backend %s%s)",
-                   be->name, cfg->batch_invariant ? " has none" : ": batch_invariant is off");
+    if (cfg->dtype != W_F32 && !packed) {
+        errmsg_set(err, errlen, "dtype %s needs the batch-invariant matmuls (backend %s%s)",
+                   w_dtype_name(cfg->dtype), be->name,
+                   cfg->batch_invariant ? " has none" : ": batch_invariant is off");
         gen_engine_free(e);
         return NULL;
     }

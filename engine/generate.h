@@ -51,7 +51,9 @@ struct gen_config {
                                  * the bytes a decode step reads; the
                                  * linear layers' inputs rounded to bf16
                                  * too, as a bf16 model runs on a GPU;
-                                 * needs batch_invariant) */
+                                 * needs batch_invariant) or W_Q8 (int8
+                                 * weights and inputs, a scale per 32:
+                                 * about a quarter of W_F32's bytes) */
     bool discard_matrices;      /* default false; true: the model is only
                                  * generated with from now on (serving), so
                                  * each of its matrices goes back to the
@@ -105,7 +107,7 @@ struct gen_config {
     struct model *spec_model;
 };
 void gen_config_default(struct gen_config *c);
-/* "f32" / "bf16" <-> dtype; w_dtype_parse returns -1 for anything else.
+/* "f32" / "bf16" / "q8" <-> dtype; w_dtype_parse returns -1 for anything else.
  * m non-NULL: "auto" is accepted too, bf16 when m's checkpoint stored
  * every matrix as BF16, else f32 (vLLM's --dtype auto for such models). */
 const char *w_dtype_name(enum w_dtype dt);

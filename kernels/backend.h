@@ -47,8 +47,14 @@ static inline size_t kv_head_bytes(enum kv_dtype dt, int D)
  * (matmul_rows_forward): fp32, or bfloat16 (half the bytes a decode step
  * streams). With W_BF16 the inputs are rounded to bfloat16 as well and
  * the products summed in fp32: the arithmetic of a bf16 model on a GPU
- * (vLLM's --dtype bfloat16) and of AVX512_BF16's vdpbf16ps. */
-enum w_dtype { W_F32, W_BF16 };
+ * (vLLM's --dtype bfloat16) and of AVX512_BF16's vdpbf16ps. W_Q8: int8,
+ * the weights and each matmul's inputs in blocks of 32 along the sum, each
+ * block with one fp32 scale (max |x| / 127; x * (127 / max |x|) rounded to
+ * nearest even), as llama.cpp's q8_0 weights are multiplied with q8_0 inputs on
+ * the CPU: 1.125 bytes a weight. A block's integer products are summed
+ * exactly, then scaled by both scales and added to the fp32 output, block
+ * by block. */
+enum w_dtype { W_F32, W_BF16, W_Q8 };
 
 /* bfloat16 as bits (W_BF16's rounding, and safetensors' BF16): the high
  * half of the fp32 bits rounded to nearest even, NaN kept quiet,

@@ -35,6 +35,7 @@
  * read from memory once per step whatever the batch. */
 #include "cpu.h"
 
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdbool.h>
@@ -940,16 +941,132 @@ void cpu_attention_paged_step(float *out, const float *qkv, int qs, const float 
 typedef uint32_t cpu_v16u __attribute__((vector_size(64), aligned(4), may_alias));
 typedef uint16_t cpu_v16h __attribute__((vector_size(32), aligned(2), may_alias));
 
-/* Rows of a panel: one per k (W_F32), one per pair of k (W_BF16). A row is
- * 32 dwords, 128 bytes, either way. */
+/* W_Q8's blocks: CPU_Q8_K inputs share a scale (per output in the
+ * weights, per row in the inputs). */
+#define CPU_Q8_K 32
+
+static inline int cpu_q8_blocks(int C)
+{
+    return (C + CPU_Q8_K - 1) / CPU_Q8_K;
+}
+
+/* Rows of a panel: one per k (W_F32), one per pair of k (W_BF16), one per
+ * quad of k (W_Q8, 8 to a block). A row is 32 dwords, 128 bytes, in each;
+ * a W_Q8 block has a row of its 32 outputs' scales after its 8. */
 static inline int cpu_rows_kn(int C, enum w_dtype dt)
 {
-    return dt == W_BF16 ? (C + 1) / 2 : C;
+    return dt == W_BF16 ? (C + 1) / 2 : dt == W_Q8 ? 8 * cpu_q8_blocks(C) : C;
+}
+
+/* Bytes of one panel of C inputs. */
+static inline size_t cpu_rows_panel_bytes(int C, enum w_dtype dt)
+{
+    return dt == W_Q8 ? (size_t)cpu_q8_blocks(C) * 9 * CPU_PANEL * 4
+                      : (size_t)cpu_rows_kn(C, dt) * CPU_PANEL * 4;
 }
 
 size_t cpu_rows_packed_bytes(int C, int OC, enum w_dtype dt)
 {
-    return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * CPU_PANEL * cpu_rows_kn(C, dt) * 4;
+    return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * cpu_rows_panel_bytes(C, dt);
+}
+
+/* W_Q8's quantization of a block of n <= CPU_Q8_K values x into q[0..32)
+ * (zeros past n), returning the scale: scale = max|x| / 127, q = x * (127
+ * / max|x|) rounded to nearest even (torch.round) and kept within +-127
+ * (a multiply, not a divide per value, as llama.cpp's q8_0). A block of
+ * zeros, or of magnitudes under 127 / FLT_MAX (where 127 / max|x| is
+ * infinite), has q all 0; one holding a NaN or an infinity, the scale NaN
+ * or infinity and q all 0, so that its products come out NaN, as the fp32
+ * ones would. */
+static inline float cpu_q8_block(int8_t *q, const float *x, int n)
+{
+#if defined(__AVX512F__)
+    if (n == CPU_Q8_K) {
+        const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        if (_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q))
+            amax = NAN;
+        const float scale = amax / 127.0f, inv1 = 127.0f / amax;
+        if (!(scale <= FLT_MAX && inv1 <= FLT_MAX)) {
+            memset(q, 0, CPU_Q8_K);
+            return scale;
+        }
+        const __m512 inv = _mm512_set1_ps(inv1), hi = _mm512_set1_ps(127.0f);
+        const __m512 lo = _mm512_set1_ps(-127.0f);
+        const __m512 ya = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_mul_ps(a, inv)));
+        const __m512 yb = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_mul_ps(b, inv)));
+        _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(ya)));
+        _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(yb)));
+        return scale;
+    }
+#endif
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float v = fabsf(x[i]);
+        amax = v > amax || v != v ? v : amax;
+        if (v != v) break;
+    }
+    const float scale = amax / 127.0f, inv = 127.0f / amax;
+    const bool ok = scale <= FLT_MAX && inv <= FLT_MAX;
+    for (int i = 0; i < CPU_Q8_K; i++) {
+        float y = ok && i < n ? x[i] * inv : 0.0f;
+        y = y > 127.0f ? 127.0f : y < -127.0f ? -127.0f : y;
+        q[i] = (int8_t)lrintf(y);
+    }
+    return scale;
+}
+
+/* A W_Q8 input row: C inputs as int8 (cpu_q8_block, a block at a time)
+ * in dwords of 4, each block's correction -128 * (sum of its q), then each
+ * block's scale: 10 dwords per block. The correction is what the weights'
+ * +128 adds to a block's products (cpu_rows_qtile). */
+static void cpu_rows_q8_row(uint32_t *xq, const float *x, int C)
+{
+    const int nb = cpu_q8_blocks(C);
+    int8_t *q = (int8_t *)xq;
+    int32_t *corr = (int32_t *)(xq + 8 * nb);
+    float *scale = (float *)(xq + 9 * nb);
+    for (int b = 0; b < nb; b++) {
+        const int k0 = CPU_Q8_K * b, n = C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K;
+        int8_t *qb = q + k0;
+        scale[b] = cpu_q8_block(qb, x + k0, n);
+        int32_t sum = 0;
+        for (int i = 0; i < CPU_Q8_K; i++) sum += qb[i];
+        corr[b] = -128 * sum;
+    }
+}
+
+/* cpu_rows_pack_panels for W_Q8: panel p, block b: 8 rows, row r's dword c
+ * the bytes q + 128 of weight[row(p, c)][32b + 4r + 0..3] (unsigned, as
+ * vpdpbusd takes them; 128 where there is no k or no row), then the row of
+ * the 32 outputs' scales (0 where there is no row). */
+static void cpu_rows_pack_q8(void *dst, const float *weight, int C, int OC, int I)
+{
+    const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int nb = cpu_q8_blocks(C);
+    const size_t pbytes = cpu_rows_panel_bytes(C, W_Q8);
+    #pragma omp parallel for schedule(static)
+    for (int p = 0; p < np; p++) {
+        for (int c = 0; c < CPU_PANEL; c++) {
+            const int j = I > 0 ? p * 16 + c % 16 : p * CPU_PANEL + c;
+            const int row = I > 0 ? (j < I ? c / 16 * I + j : -1) : (j < OC ? j : -1);
+            for (int b = 0; b < nb; b++) {
+                uint8_t *blk = (uint8_t *)dst + (size_t)p * pbytes + (size_t)b * 9 * CPU_PANEL * 4;
+                int8_t q[CPU_Q8_K];
+                float scale = 0.0f;
+                if (row >= 0) {
+                    const int k0 = CPU_Q8_K * b;
+                    scale = cpu_q8_block(q, weight + (size_t)row * C + k0,
+                                         C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K);
+                } else {
+                    memset(q, 0, sizeof q);
+                }
+                for (int k = 0; k < CPU_Q8_K; k++)
+                    blk[((size_t)(k / 4) * CPU_PANEL + c) * 4 + k % 4] = (uint8_t)(q[k] + 128);
+                memcpy(blk + 8 * CPU_PANEL * 4 + (size_t)c * 4, &scale, sizeof scale);
+            }
+        }
+    }
 }
 
 /* Panels of weight's rows: panel p, row k, lane c = weight[row(p, c)][k]
@@ -987,12 +1104,14 @@ static void cpu_rows_pack_panels(void *dst, const float *weight, int C, int OC, 
 
 void cpu_rows_pack(void *dst, const float *weight, int C, int OC, enum w_dtype dt)
 {
-    cpu_rows_pack_panels(dst, weight, C, OC, 0, dt);
+    if (dt == W_Q8) cpu_rows_pack_q8(dst, weight, C, OC, 0);
+    else cpu_rows_pack_panels(dst, weight, C, OC, 0, dt);
 }
 
 void cpu_rows_pack_glu(void *dst, const float *weight, int C, int I, enum w_dtype dt)
 {
-    cpu_rows_pack_panels(dst, weight, C, 0, I, dt);
+    if (dt == W_Q8) cpu_rows_pack_q8(dst, weight, C, 0, I);
+    else cpu_rows_pack_panels(dst, weight, C, 0, I, dt);
 }
 
 /* A row of C inputs rounded to bfloat16 (bf16_from_f32, 16 at a time), into
@@ -1016,6 +1135,31 @@ static void cpu_rows_bf16_row(uint16_t *xb, const float *x, int C)
 #define CPU_ROWS_MR 12
 /* Panel rows ahead of the tiles of a panel that the prefetches start: 8 KiB. */
 #define CPU_ROWS_PFD 64
+
+/* A tile's MR x 32 sums acc into o (row stride ldo) [+ bias] [+ ro,
+ * stride ldo], nj outputs of each row stored. */
+static inline __attribute__((always_inline)) void
+cpu_rows_store(int MR, float *o, int ldo, cpu_v16 (*acc)[2], const float *bias, const float *ro,
+               int nj)
+{
+    for (int i = 0; i < MR; i++) {
+        float *oi = o + (size_t)i * ldo;
+        const float *ri = ro ? ro + (size_t)i * ldo : NULL;
+        for (int v = 0; v < 2; v++) {
+            cpu_v16 r = acc[i][v];
+            if (nj == CPU_PANEL) {
+                if (bias) r += *(const cpu_v16 *)(bias + 16 * v);
+                if (ri) r += *(const cpu_v16 *)(ri + 16 * v);
+                *(cpu_v16 *)(oi + 16 * v) = r;
+                continue;
+            }
+            for (int c = 0; c < 16 && 16 * v + c < nj; c++) {
+                float y = bias ? r[c] + bias[16 * v + c] : r[c];
+                oi[16 * v + c] = ri ? y + ri[16 * v + c] : y;
+            }
+        }
+    }
+}
 
 /* The MR x 32 tile of outputs: rows of x (row stride ldx dwords) times the
  * panel into o (row stride ldo) [+ bias] [+ ro, stride ldo], nj outputs
@@ -1104,23 +1248,7 @@ cpu_rows_tile(int MR, int PF, int BF, float *o, int ldo, const void *xv, int ldx
         }
 #endif
     }
-    for (int i = 0; i < MR; i++) {
-        float *oi = o + (size_t)i * ldo;
-        const float *ri = ro ? ro + (size_t)i * ldo : NULL;
-        for (int v = 0; v < 2; v++) {
-            cpu_v16 r = acc[i][v];
-            if (nj == CPU_PANEL) {
-                if (bias) r += *(const cpu_v16 *)(bias + 16 * v);
-                if (ri) r += *(const cpu_v16 *)(ri + 16 * v);
-                *(cpu_v16 *)(oi + 16 * v) = r;
-                continue;
-            }
-            for (int c = 0; c < 16 && 16 * v + c < nj; c++) {
-                float y = bias ? r[c] + bias[16 * v + c] : r[c];
-                oi[16 * v + c] = ri ? y + ri[16 * v + c] : y;
-            }
-        }
-    }
+    cpu_rows_store(MR, o, ldo, acc, bias, ro, nj);
 }
 
 typedef void cpu_rows_tile_fn(float *, int, const void *, int, const void *, const float *,
@@ -1152,11 +1280,104 @@ CPU_ROWS_TILE_FN(12)
 
 #define CPU_ROWS_TILES(t)                                                                      \
     {NULL, t##1, t##2, t##3, t##4, t##5, t##6, t##7, t##8, t##9, t##10, t##11, t##12}
+/* W_Q8's rows per tile: 6 x 2 integer accumulators, as many fp32 outputs
+ * (the sums of the blocks done), 2 panel registers and a broadcast: 27. */
+#define CPU_ROWS_MR_Q8 6
+
+/* The MR x 32 tile of W_Q8 outputs: as cpu_rows_tile, x the rows of
+ * cpu_rows_q8_row (stride ldx dwords), the panel cpu_rows_pack_q8's, kn
+ * its rows of quads (8 per block). Per block b, each output's integer sum
+ *   acc = corr_b + sum over the block's k of (qw[k] + 128) * qx[k]
+ * (exactly the sum of qw[k] * qx[k]: vpdpbusd, or the same integers in C),
+ * then out = fma((float)acc, scale_w * scale_x, out) from out = 0, blocks
+ * in order; then [+ bias] [+ resid]. A row's outputs never depend on the
+ * rows beside it, nor on which of the two paths ran. */
+static inline __attribute__((always_inline)) void
+cpu_rows_qtile(int MR, float *o, int ldo, const void *xv, int ldx, const void *panel,
+               const float *bias, const float *ro, int nj, int kn, const char *pf,
+               size_t pfstep)
+{
+    const uint32_t *x = xv;
+    const int nb = kn / 8;
+    const int32_t *corr = (const int32_t *)x + 8 * nb;
+    const float *xs = (const float *)x + 9 * nb;
+    cpu_v16 out[CPU_ROWS_MR_Q8][2];
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) out[i][0] = out[i][1] = (cpu_v16){0};
+    for (int b = 0; b < nb; b++) {
+        const uint32_t *blk = (const uint32_t *)panel + (size_t)b * 9 * CPU_PANEL;
+        const float *ws = (const float *)(blk + 8 * CPU_PANEL);
+#if defined(__AVX512VNNI__)
+        __m512i acc[CPU_ROWS_MR_Q8][2];
+        #pragma GCC unroll 6
+        for (int i = 0; i < MR; i++)
+            acc[i][0] = acc[i][1] = _mm512_set1_epi32(corr[(size_t)i * ldx + b]);
+        #pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            __builtin_prefetch(pf, 0, 0);
+            __builtin_prefetch(pf + pfstep / 2, 0, 0);
+            pf += pfstep;
+            const __m512i w0 = _mm512_loadu_si512(blk + r * CPU_PANEL);
+            const __m512i w1 = _mm512_loadu_si512(blk + r * CPU_PANEL + 16);
+            #pragma GCC unroll 6
+            for (int i = 0; i < MR; i++) {
+                const __m512i xb = _mm512_set1_epi32((int)x[(size_t)i * ldx + 8 * b + r]);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], w0, xb);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], w1, xb);
+            }
+        }
+        const cpu_v16 s0 = *(const cpu_v16 *)ws, s1 = *(const cpu_v16 *)(ws + 16);
+        #pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            const cpu_v16 sx = cpu_bcast16(xs[(size_t)i * ldx + b]);
+            out[i][0] = (cpu_v16)_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][0]), s0 * sx,
+                                                 (__m512)out[i][0]);
+            out[i][1] = (cpu_v16)_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][1]), s1 * sx,
+                                                 (__m512)out[i][1]);
+        }
+#else
+        const uint8_t *wb = (const uint8_t *)blk;
+        for (int i = 0; i < MR; i++) {
+            const int8_t *xq = (const int8_t *)(x + (size_t)i * ldx + 8 * b);
+            const float sx = xs[(size_t)i * ldx + b];
+            for (int c = 0; c < CPU_PANEL; c++) {
+                int32_t acc = corr[(size_t)i * ldx + b];
+                for (int k = 0; k < CPU_Q8_K; k++)
+                    acc += (int32_t)wb[((size_t)(k / 4) * CPU_PANEL + c) * 4 + k % 4] * xq[k];
+                out[i][c / 16][c % 16] = fmaf((float)acc, ws[c] * sx, out[i][c / 16][c % 16]);
+            }
+        }
+        (void)pf;
+        (void)pfstep;
+#endif
+    }
+    cpu_rows_store(MR, o, ldo, out, bias, ro, nj);
+}
+
+#define CPU_ROWS_QTILE_FN(M)                                                                   \
+    static void cpu_rows_qtile##M(float *o, int ldo, const void *x, int ldx, const void *panel, \
+                                  const float *bias, const float *ro, int nj, int kn,          \
+                                  const char *pf, size_t pfstep)                               \
+    {                                                                                          \
+        cpu_rows_qtile(M, o, ldo, x, ldx, panel, bias, ro, nj, kn, pf, pfstep);                \
+    }
+CPU_ROWS_QTILE_FN(1)
+CPU_ROWS_QTILE_FN(2)
+CPU_ROWS_QTILE_FN(3)
+CPU_ROWS_QTILE_FN(4)
+CPU_ROWS_QTILE_FN(5)
+CPU_ROWS_QTILE_FN(6)
+#define CPU_ROWS_QTILES                                                                        \
+    {NULL, cpu_rows_qtile1, cpu_rows_qtile2, cpu_rows_qtile3, cpu_rows_qtile4,                 \
+     cpu_rows_qtile5, cpu_rows_qtile6}
+
 /* [dtype][0][MR]: tiles reading the panel from L2; [dtype][1][MR]: a
- * panel's first tile, reading it from memory (every tile prefetches) */
-static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
+ * panel's first tile, reading it from memory (every tile prefetches;
+ * W_Q8's are the same either way) */
+static cpu_rows_tile_fn *const cpu_rows_tiles[3][2][CPU_ROWS_MR + 1] = {
     {CPU_ROWS_TILES(cpu_rows_tile), CPU_ROWS_TILES(cpu_rows_ptile)},
-    {CPU_ROWS_TILES(cpu_rows_btile), CPU_ROWS_TILES(cpu_rows_bptile)}};
+    {CPU_ROWS_TILES(cpu_rows_btile), CPU_ROWS_TILES(cpu_rows_bptile)},
+    {CPU_ROWS_QTILES, CPU_ROWS_QTILES}};
 
 /* Rows of inputs per pass over the weights (their panels stay in L2
  * while every tile of the block reads them). */
@@ -1176,12 +1397,13 @@ static cpu_rows_tile_fn *const cpu_rows_tiles[2][2][CPU_ROWS_MR + 1] = {
  * out is h: (N,I) = silu(gate) * up, the tiles' gate and up going through
  * cpu_swiglu_forward (bitwise the op on cpu_matmul_rows_forward's
  * outputs); otherwise out: (N,OC). */
-static void cpu_rows_block(float *out, const void *xs, int ldx, const void *packed, int bf,
-                           const float *bias, const float *resid, int nb, int ne, int OC, int I,
-                           int np, int kn)
+static void cpu_rows_block(float *out, const void *xs, int ldx, const void *packed,
+                           enum w_dtype dt, const float *bias, const float *resid, int nb,
+                           int ne, int OC, int I, int np, int C)
 {
-    const size_t pbytes = (size_t)kn * CPU_PANEL * 4;
-    const int rows = ne - nb, nt = (rows + CPU_ROWS_MR - 1) / CPU_ROWS_MR;
+    const int kn = cpu_rows_kn(C, dt), maxmr = dt == W_Q8 ? CPU_ROWS_MR_Q8 : CPU_ROWS_MR;
+    const size_t pbytes = cpu_rows_panel_bytes(C, dt), kbytes = pbytes / kn;
+    const int rows = ne - nb, nt = (rows + maxmr - 1) / maxmr;
     const int mr0 = (rows + nt - 1) / nt;
     #pragma omp for schedule(static)
     for (int p = 0; p < np; p++) {
@@ -1195,13 +1417,13 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
          * (best of 200, 8 runs alternated). The first tile reads the
          * panel as it goes, so the front starts as far ahead as the later
          * tiles' share of a panel. One row: PFD rows ahead, as before. */
-        size_t front = (size_t)CPU_ROWS_PFD * CPU_PANEL * 4 + pbytes / rows * (rows - mr0);
+        size_t front = (size_t)CPU_ROWS_PFD * kbytes + pbytes / rows * (rows - mr0);
         for (int n = nb, mr; xs && n < ne; n += mr) {
             mr = ne - n < mr0 ? ne - n : mr0;
-            cpu_rows_tile_fn *tile = cpu_rows_tiles[bf][n == nb][mr];
+            cpu_rows_tile_fn *tile = cpu_rows_tiles[dt][n == nb][mr];
             const void *x = (const uint32_t *)xs + (size_t)(n - nb) * ldx;
             /* bytes per k, rounded up to 8 (the front gains a little) */
-            const size_t pfstep = ((size_t)CPU_PANEL * 4 * mr + 8 * rows - 1) / (8 * rows) * 8;
+            const size_t pfstep = (kbytes * mr + 8 * rows - 1) / (8 * rows) * 8;
             const char *pf = panel + front;
             front += pbytes * mr / rows;
             if (I <= 0) {
@@ -1222,6 +1444,13 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
     }
 }
 
+/* One input row as W_BF16's or W_Q8's tiles read it. */
+static void cpu_rows_convert(uint32_t *xb, const float *x, int C, enum w_dtype dt)
+{
+    if (dt == W_Q8) cpu_rows_q8_row(xb, x, C);
+    else cpu_rows_bf16_row((uint16_t *)xb, x, C);
+}
+
 /* Row blocks of N (cpu_rows_block each), in a team of their own or in
  * team_run's. W_BF16 rounds the block's inputs to bf16 pairs first: the
  * team together, then a barrier; in team_run's team (decode steps, a few
@@ -1230,37 +1459,39 @@ static void cpu_rows_run(float *out, const float *inp, const void *packed, enum 
                          const float *bias, const float *resid, int N, int C, int OC, int I)
 {
     const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
-    const int kn = cpu_rows_kn(C, dt), bf = dt == W_BF16;
     const size_t outs = I > 0 ? (size_t)2 * I : (size_t)OC;
-    const int team = cpu_in_team(), ldx = bf ? kn : C;
-    uint16_t *xb = NULL;
-    if (bf) {
+    /* the inputs as the tiles read them: W_F32 as they are, else a
+     * converted copy of a block of rows, ldx dwords each */
+    const int team = cpu_in_team(), conv = dt != W_F32;
+    const int ldx = dt == W_BF16 ? cpu_rows_kn(C, dt) : dt == W_Q8 ? 10 * cpu_q8_blocks(C) : C;
+    uint32_t *xb = NULL;
+    if (conv) {
         const int rows = N < CPU_ROWS_NBLOCK ? N : CPU_ROWS_NBLOCK;
-        xb = aligned_alloc(64, ((size_t)rows * kn * 4 + 63) / 64 * 64);
+        xb = aligned_alloc(64, ((size_t)rows * ldx * 4 + 63) / 64 * 64);
         if (!xb) {
-            fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d bf16 input "
-                    "rows; matmul not computed\n", rows);
+            fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d %s input "
+                    "rows; matmul not computed\n", rows, dt == W_Q8 ? "int8" : "bf16");
             if (!team) return;  /* in a team: no tiles (xs NULL), the barriers met */
         }
     }
     for (int nb = 0; nb < N; nb += CPU_ROWS_NBLOCK) {
         const int ne = N - nb < CPU_ROWS_NBLOCK ? N : nb + CPU_ROWS_NBLOCK;
-        const void *xs = bf ? (const void *)xb : (const void *)(inp + (size_t)nb * C);
+        const void *xs = conv ? (const void *)xb : (const void *)(inp + (size_t)nb * C);
         if (team) {
             for (int n = nb; xb && n < ne; n++)
-                cpu_rows_bf16_row(xb + (size_t)(n - nb) * 2 * kn, inp + (size_t)n * C, C);
-            cpu_rows_block(out, xs, ldx, packed, bf, bias, resid, nb, ne, OC, I, np, kn);
+                cpu_rows_convert(xb + (size_t)(n - nb) * ldx, inp + (size_t)n * C, C, dt);
+            cpu_rows_block(out, xs, ldx, packed, dt, bias, resid, nb, ne, OC, I, np, C);
             continue;
         }
         const int par = (size_t)(ne - nb) * outs * C >= (size_t)CPU_PAR_MIN * 16;
         #pragma omp parallel if (par)
         {
-            if (bf) {
+            if (conv) {
                 #pragma omp for schedule(static)
                 for (int n = nb; n < ne; n++)
-                    cpu_rows_bf16_row(xb + (size_t)(n - nb) * 2 * kn, inp + (size_t)n * C, C);
+                    cpu_rows_convert(xb + (size_t)(n - nb) * ldx, inp + (size_t)n * C, C, dt);
             }
-            cpu_rows_block(out, xs, ldx, packed, bf, bias, resid, nb, ne, OC, I, np, kn);
+            cpu_rows_block(out, xs, ldx, packed, dt, bias, resid, nb, ne, OC, I, np, C);
         }
     }
     free(xb);

@@ -111,19 +111,21 @@ done
 $PY -c "import json; a, b = (json.load(open('$tmp/' + f))['tokens'] for f in ('q8a', 'q8b')); assert len(a) == 12 and a == b, (a, b)" \
   && ok || bad "greedy generate --kv-dtype q8"
 
-# --dtype bf16: greedy is deterministic, and the same request in a batch of
-# three samples (n = 3, greedy) gives the same tokens each time
-"$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
-  --dtype bf16 --json >"$tmp/b1" 2>/dev/null
-"$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
-  --dtype bf16 --n 3 --json >"$tmp/b3" 2>/dev/null
-$PY - "$tmp/b1" "$tmp/b3" <<'PY' && ok || bad "generate --dtype bf16"
+# --dtype bf16 and q8: greedy is deterministic, and the same request in a
+# batch of three samples (n = 3, greedy) gives the same tokens each time
+for dt in bf16 q8; do
+  "$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
+    --dtype $dt --json >"$tmp/b1" 2>/dev/null
+  "$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
+    --dtype $dt --n 3 --json >"$tmp/b3" 2>/dev/null
+  $PY - "$tmp/b1" "$tmp/b3" <<'PY' && ok || bad "generate --dtype $dt"
 import json, sys
 one = json.loads(open(sys.argv[1]).read())
 three = [json.loads(l) for l in open(sys.argv[2])]
 assert len(one["tokens"]) == 12, one
 assert [r["tokens"] for r in three] == [one["tokens"]] * 3, (one, three)
 PY
+done
 
 # prompt ids on a model without tokenizer.json
 "$ENGINE" generate --model tests/ref/fixtures/llama-gqa --prompt-tokens 1,2,3 --max-tokens 4 --temperature 0 --kv-memory-mb 8 --json >"$tmp/f" 2>/dev/null
@@ -190,6 +192,16 @@ p32, p16 = ([x for x in r if x["bench"] == "prefill"][0] for r in (r32, r16))
 assert (d32["dtype"], d16["dtype"], p32["dtype"], p16["dtype"]) == ("f32", "bf16", "f32", "bf16")
 assert abs(d16["weights_mb"] * 2 - d32["weights_mb"]) < 0.2, (d32, d16)
 PY
+# and --dtype q8: 1.125 bytes a weight, 9/32 of fp32's
+"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \
+  --layers 1 --dtype q8 >"$tmp/lq" 2>/dev/null
+$PY - "$tmp/l1" "$tmp/lq" <<'PY' && ok || bad "bench generate --dtype q8"
+import json, sys
+r32, r8 = ([json.loads(l) for l in open(f)] for f in sys.argv[1:])
+d32, d8 = ([x for x in r if x["bench"] == "decode"][0] for r in (r32, r8))
+assert (d32["dtype"], d8["dtype"]) == ("f32", "q8")
+assert abs(d8["weights_mb"] * 32 / 9 - d32["weights_mb"]) < 0.2, (d32, d8)
+PY
 
 # bench grpo --kv-dtype reaches its rollout engine (the figures say which)
 "$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype q8 \
@@ -211,7 +223,8 @@ expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
 expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
 expect_error 2 "--kv-dtype" bench grpo --kv-dtype bf16
-expect_error 2 "--dtype: expected auto, f32 or bf16" generate --model "$M" --prompt x --dtype f16
+expect_error 2 "--dtype: expected auto, f32, bf16 or q8" generate --model "$M" --prompt x --dtype f16
+expect_error 2 "--dtype: expected f32, bf16 or q8" bench generate --config tiny --dtype int8
 expect_error 2 "--dtype" bench generate --config tiny --dtype fp8
 expect_error 2 "--dtype" bench grpo --dtype bfloat16
 expect_error 2 "--layers" bench generate --config tiny --layers 0

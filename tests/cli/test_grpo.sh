@@ -5,10 +5,11 @@
 # writes ~45-token solutions, the budget is 40, so shorter answers score
 # better): a dense signal that a tiny model can follow in a test's time,
 # unlike accuracy. Then the eval stage reports on the trained model. The
-# margin, not an exact value, is asserted. The rollouts and the eval sample
-# with bf16 weights (dtype bf16, as TRL's or verl's bf16 vLLM rollouts
-# beside an fp32 policy: the loss recomputes every logprob in fp32); the
-# fp32 rollouts are the other GRPO tests' default. Measured from this seed:
+# margin, not an exact value, is asserted. The rollouts sample with bf16
+# weights (dtype bf16, as TRL's or verl's bf16 vLLM rollouts beside an
+# fp32 policy: the loss recomputes every logprob in fp32), the eval with
+# int8 ones (dtype q8); the fp32 rollouts are the other GRPO tests'
+# default. Measured from this seed:
 # mean reward -0.811 -> -0.001 (fp32 rollouts: -0.811 -> -0.002). Uses the
 # optimised engine: this is a learning test, the sanitizer builds cover the
 # same code in the other tests.
@@ -38,7 +39,7 @@ cat > "$tmp/spec.json" <<'JSON'
   {"name": "ev", "kind": "eval", "model": "rl", "dataset": "rl.jsonl",
    "reward": {"components": [{"type": "accuracy", "weight": 1.0}]},
    "params": {"prompt_template": "User: {prompt}\nAssistant:", "max_completion_length": 48,
-              "num_samples": 2, "log_completions": 0, "kv_dtype": "f32", "dtype": "bf16"}}]}
+              "num_samples": 2, "log_completions": 0, "kv_dtype": "f32", "dtype": "q8"}}]}
 JSON
 "$ENGINE" train --spec "$tmp/spec.json" --data-dir "$tmp/data" > "$tmp/events" 2>"$tmp/err" \
   || { cat "$tmp/err"; tail -3 "$tmp/events"; echo "grpo: 0 passed, 1 failed"; exit 1; }

@@ -331,7 +331,16 @@ send({"type": "generate", "id": "gb", "model": "b16", "prompt_ids": [1, 7, 3], "
       "ignore_eos": True})
 d = until(lambda e: e.get("type") == "done")[-1]
 check("generate in bf16", d["id"] == "gb" and len(d["tokens"]) == 4, d)
-for name in ("b16", "b32"):
+# dtype q8: int8 weights, about 9/32 of the f32 model's, and generation
+send({"type": "load", "id": "lq", "model": "w8", "path": bf16_model, "kv_memory_mb": 4, "dtype": "q8"})
+evq = recv()
+check("loaded with q8 weights", evq.get("type") == "loaded" and evq.get("dtype") == "q8"
+      and 0 < evq.get("weights_mb", 0) < 0.5 * ev32.get("weights_mb", 0), (evq, ev32))
+send({"type": "generate", "id": "gq", "model": "w8", "prompt_ids": [1, 7, 3], "max_tokens": 4,
+      "ignore_eos": True})
+d = until(lambda e: e.get("type") == "done")[-1]
+check("generate in q8", d["id"] == "gq" and len(d["tokens"]) == 4, d)
+for name in ("b16", "b32", "w8"):
     send({"type": "unload", "id": "u" + name, "model": name})
     check("unloaded " + name, recv().get("type") == "unloaded")
 

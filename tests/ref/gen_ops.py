@@ -238,6 +238,43 @@ def gen_q8():
     R["q8.scale"] = scale
 
 
+def q8_blocks(x):
+    """dtype q8 (W_Q8) of the rows of x: blocks of 32 along the row (zeros
+    past its end), each as round(x * (127 / max|x|)) within +-127, with the
+    scale max|x| / 127, all in float32; torch.round rounds half to even."""
+    rows, C = x.shape
+    nb = (C + 31) // 32
+    xp = torch.zeros(rows, nb * 32, dtype=torch.float32)
+    xp[:, :C] = x
+    xb = xp.view(rows, nb, 32)
+    amax = xb.abs().amax(dim=2)
+    scale = amax / 127.0
+    inv = 127.0 / amax
+    q = torch.where(scale[..., None] > 0, torch.round(xb * inv[..., None]), torch.zeros_like(xb))
+    return q.clamp(-127, 127), scale
+
+
+def gen_q8w():
+    """matmul_rows_forward with dtype q8: inputs and weights quantized by
+    blocks of 32 (q8_blocks), each block's integer products summed exactly
+    and scaled by the product of the two scales (rounded to float32, as
+    the C side multiplies them), the blocks summed here in float64. C = 100:
+    three whole blocks and one of 4. Row 0's first block holds exact ties
+    (scale 2^-4); row 1's second block is zeros."""
+    N, C, OC = 7, 100, 40
+    inp, w, b = randn(N, C), randn(OC, C), randn(OC)
+    inp[0, 0:32] = inp[0, 0:32].clamp(-7.0, 7.0)
+    inp[0, 0] = 127 * 2**-4
+    inp[0, 1:8] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5]) * 2**-4
+    inp[1, 32:64] = 0.0
+    qx, sx = q8_blocks(inp)
+    qw, sw = q8_blocks(w)
+    acc = torch.einsum("nbk,obk->nob", qx.double(), qw.double())
+    s = (sx[:, None, :] * sw[None, :, :]).double()      # float32 products
+    R.update({"q8w.inp": inp, "q8w.w": w, "q8w.b": b})
+    R["q8w.out"] = (acc * s).sum(dim=2) + b.double()
+
+
 def main():
     torch.manual_seed(1234)
     gen_matmul()
@@ -258,6 +295,7 @@ def main():
     gen_attention("att_seg", B=2, T=12, NH=4, NKV=2, D=8, starts=[[0, 4, 9], [0, 5, 6, 10]])
     gen_bf16()
     gen_q8()
+    gen_q8w()
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     write_ref(OUT, R)
     print("wrote %s: %d tensors, %d bytes" % (OUT, len(R), os.path.getsize(OUT)))

@@ -45,6 +45,12 @@
  * fp32 full forward: 0.17 on test_model, 0.07-0.09 on the fixtures). */
 #define GEN_BF16_ATOL 0.3
 #define GEN_BF16_RTOL 3e-2
+/* dtype q8 rounds every weight and every matmul input to int8 steps of
+ * 1/127 of their block's largest magnitude (W_Q8): the logits move by up
+ * to ~0.7 (measured against the fp32 full forward: 0.69 on test_model,
+ * 0.19-0.27 on the fixtures; the greedy tokens still equal its argmax). */
+#define GEN_Q8W_ATOL 1.0
+#define GEN_Q8W_RTOL 5e-2
 
 /* The cache type and matmul path of the engines the tests build (the
  * engine's defaults unless a test asks for the other). */
@@ -542,8 +548,51 @@ static float bf16_chain(const float *x, const float *w, int C)
     return acc;
 }
 
+/* W_Q8's quantization of the n <= 32 values x (backend.h), into q[0..32):
+ * scale = max|x| / 127, q = x * (127 / max|x|) to nearest even within
+ * +-127; zeros past n. Non-finite values: the scale is NaN or infinite,
+ * and q all 0; so is q where 127 / max|x| is infinite (tiny values). */
+static float q8_quant(int8_t *q, const float *x, int n)
+{
+    float amax = 0.0f;
+    bool nan = false;
+    for (int i = 0; i < n; i++) {
+        nan |= isnan(x[i]);
+        amax = fmaxf(amax, fabsf(x[i]));
+    }
+    const float scale = nan ? NAN : amax / 127.0f;
+    for (int i = 0; i < 32; i++) {
+        const float inv = 127.0f / amax;     /* infinite for a block of (near) zeros */
+        const float y = i < n && isfinite(scale) && isfinite(inv) ? x[i] * inv : 0.0f;
+        q[i] = (int8_t)rintf(fmaxf(-127.0f, fminf(127.0f, y)));
+    }
+    return scale;
+}
+
+/* The output W_Q8 defines: per block of 32 along C, the exact integer sum
+ * of the quantized products, then out = fma(sum, scale_w * scale_x, out),
+ * blocks in order from 0. */
+static float q8_chain(const float *x, const float *w, int C)
+{
+    float out = 0.0f;
+    for (int k0 = 0; k0 < C; k0 += 32) {
+        const int n = C - k0 < 32 ? C - k0 : 32;
+        int8_t qx[32], qw[32];
+        const float sx = q8_quant(qx, x + k0, n), sw = q8_quant(qw, w + k0, n);
+        int32_t acc = 0;
+        for (int i = 0; i < 32; i++) acc += qx[i] * qw[i];
+        out = fmaf((float)acc, sw * sx, out);
+    }
+    return out;
+}
+
+static const char *dtype_name(enum w_dtype dt)
+{
+    return dt == W_BF16 ? "bf16" : dt == W_Q8 ? "q8" : "f32";
+}
+
 /* matmul_rows_forward on N rows against a reference (fp32: the
- * double-precision product; bf16: its chain above, bitwise), then every row
+ * double-precision product; bf16 and q8: their chains above, bitwise), then every row
  * alone and every run of 1..13 consecutive rows (all tile heights, tiles
  * starting anywhere): bitwise the same as in the full batch. With a
  * residual (into another buffer, and in place): bitwise the plain op
@@ -551,7 +600,7 @@ static float bf16_chain(const float *x, const float *w, int C)
 static void matmul_rows_case(int N, int C, int OC, bool with_bias, enum w_dtype dt)
 {
     const struct backend *be = backend_cpu();
-    const char *dn = dt == W_BF16 ? "bf16" : "f32";
+    const char *dn = dtype_name(dt);
     float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
     float *b = malloc((size_t)OC * sizeof(float)), *out = malloc((size_t)N * OC * sizeof(float));
     float *few = malloc((size_t)13 * OC * sizeof(float));
@@ -567,8 +616,9 @@ static void matmul_rows_case(int N, int C, int OC, bool with_bias, enum w_dtype 
     int bad = 0;
     for (int n = 0; n < N; n++)
         for (int j = 0; j < OC; j++) {
-            if (dt == W_BF16) {
-                float s = bf16_chain(x + (size_t)n * C, w + (size_t)j * C, C);
+            if (dt != W_F32) {
+                float s = dt == W_BF16 ? bf16_chain(x + (size_t)n * C, w + (size_t)j * C, C)
+                                       : q8_chain(x + (size_t)n * C, w + (size_t)j * C, C);
                 if (bias) s = s + b[j];
                 bad += memcmp(&s, &out[n * OC + j], sizeof s) != 0;
                 continue;
@@ -605,14 +655,39 @@ Test(generate, matmul_rows_matches_naive_and_is_batch_invariant)
 {
     matmul_rows_case(100, 37, 13, true, W_F32);
     matmul_rows_case(100, 37, 13, true, W_BF16);     /* odd C: a half pair */
+    matmul_rows_case(100, 37, 13, true, W_Q8);       /* a block and 5 more */
 }
 /* whole panels, and whole panels then a partial one, with and without bias */
 Test(generate, matmul_rows_aligned_shapes)
 {
-    for (int dt = W_F32; dt <= W_BF16; dt++) {
+    for (int dt = W_F32; dt <= W_Q8; dt++) {
         matmul_rows_case(23, 64, 128, true, dt);
         matmul_rows_case(17, 128, 200, false, dt);
     }
+    matmul_rows_case(9, 100, 40, true, W_Q8);        /* blocks of 32, 32, 32, 4 */
+}
+
+/* N rows ~N(0,1) through an (OC,C) matrix ~N(0,1) (seed) as W_F32 and as
+ * dt: *o32 and *odt, (N,OC) each, malloc'd */
+static void rows_f32_and(enum w_dtype dt, int N, int C, int OC, uint64_t seed, float **o32,
+                         float **odt)
+{
+    const struct backend *be = backend_cpu();
+    float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
+    struct rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
+    for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
+    const enum w_dtype dts[2] = {W_F32, dt};
+    float **outs[2] = {o32, odt};
+    for (int i = 0; i < 2; i++) {
+        void *pw = malloc(be->rows_packed_bytes(C, OC, dts[i]));
+        *outs[i] = malloc((size_t)N * OC * sizeof(float));
+        be->rows_pack(pw, w, C, OC, dts[i]);
+        be->matmul_rows_forward(*outs[i], x, pw, dts[i], NULL, NULL, N, C, OC);
+        free(pw);
+    }
+    free(x); free(w);
 }
 
 /* W_BF16 packs half the bytes of W_F32, and its outputs stay within
@@ -622,19 +697,9 @@ Test(generate, matmul_rows_bf16_close_to_f32)
 {
     const struct backend *be = backend_cpu();
     const int N = 16, C = 256, OC = 96;
-    float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
-    float *o32 = malloc((size_t)N * OC * sizeof(float)), *o16 = malloc((size_t)N * OC * sizeof(float));
-    struct rng r;
-    rng_seed(&r, 12);
-    for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
-    for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
     cr_expect_eq(be->rows_packed_bytes(C, OC, W_BF16) * 2, be->rows_packed_bytes(C, OC, W_F32));
-    void *p32 = malloc(be->rows_packed_bytes(C, OC, W_F32));
-    void *p16 = malloc(be->rows_packed_bytes(C, OC, W_BF16));
-    be->rows_pack(p32, w, C, OC, W_F32);
-    be->rows_pack(p16, w, C, OC, W_BF16);
-    be->matmul_rows_forward(o32, x, p32, W_F32, NULL, NULL, N, C, OC);
-    be->matmul_rows_forward(o16, x, p16, W_BF16, NULL, NULL, N, C, OC);
+    float *o32, *o16;
+    rows_f32_and(W_BF16, N, C, OC, 12, &o32, &o16);
     double worst = 0.0, same = 0;
     for (int i = 0; i < N * OC; i++) {
         worst = fmax(worst, fabs(o16[i] - o32[i]));
@@ -642,7 +707,67 @@ Test(generate, matmul_rows_bf16_close_to_f32)
     }
     cr_expect(worst < 0.5 && worst > 0.0, "bf16 against f32: worst difference %g", worst);
     cr_expect(same < N * OC / 10, "bf16 outputs equal to the f32 ones: %g of %d", same, N * OC);
-    free(x); free(w); free(o32); free(o16); free(p32); free(p16);
+    free(o32); free(o16);
+}
+
+/* W_Q8 packs 1.125 bytes a weight (9/32 of W_F32's), and its outputs stay
+ * near the fp32 ones: each factor rounds to within half a step of its
+ * block's max / 127, so for N(0,1) inputs over 512 terms the sum moves by
+ * about sqrt(512) * 0.5% of a term's typical size; outputs are ~sqrt(512). */
+Test(generate, matmul_rows_q8_close_to_f32)
+{
+    const struct backend *be = backend_cpu();
+    const int N = 16, C = 512, OC = 96;
+    cr_expect_eq(be->rows_packed_bytes(C, OC, W_Q8) * 32, be->rows_packed_bytes(C, OC, W_F32) * 9);
+    float *o32, *o8;
+    rows_f32_and(W_Q8, N, C, OC, 13, &o32, &o8);
+    double err2 = 0.0, ref2 = 0.0, worst = 0.0;
+    for (int i = 0; i < N * OC; i++) {
+        err2 += (double)(o8[i] - o32[i]) * (o8[i] - o32[i]);
+        ref2 += (double)o32[i] * o32[i];
+        worst = fmax(worst, fabs(o8[i] - o32[i]));
+    }
+    const double rel = sqrt(err2 / ref2);
+    cr_expect(rel < 0.02 && rel > 1e-4, "q8 against f32: relative rms error %g", rel);
+    cr_expect(worst < 1.5, "q8 against f32: worst difference %g (outputs ~%g)", worst,
+              sqrt(ref2 / (N * OC)));
+    free(o32); free(o8);
+}
+
+/* W_Q8 rows with special values: a row of zeros gives exactly its bias; a
+ * NaN or an infinity in one block of a row makes that row's outputs NaN,
+ * and no other row's; a block of zeros between others, or of subnormals,
+ * adds nothing. */
+Test(generate, matmul_rows_q8_special_values)
+{
+    const struct backend *be = backend_cpu();
+    enum { N = 5, C = 96, OC = 40 };
+    float x[N * C], w[OC * C], b[OC], out[N * OC];
+    struct rng r;
+    rng_seed(&r, 14);
+    for (int i = 0; i < N * C; i++) x[i] = (float)rng_normal(&r);
+    for (int i = 0; i < OC * C; i++) w[i] = (float)rng_normal(&r);
+    for (int i = 0; i < OC; i++) b[i] = (float)rng_normal(&r);
+    for (int k = 0; k < C; k++) x[0 * C + k] = 0.0f;
+    x[1 * C + 40] = NAN;
+    x[2 * C + 70] = INFINITY;
+    for (int k = 32; k < 64; k++) x[3 * C + k] = 0.0f;
+    for (int k = 64; k < 96; k++) x[4 * C + k] = x[4 * C + k] * 1e-39f;   /* 127 / max: inf */
+    void *pw = malloc(be->rows_packed_bytes(C, OC, W_Q8));
+    be->rows_pack(pw, w, C, OC, W_Q8);
+    be->matmul_rows_forward(out, x, pw, W_Q8, b, NULL, N, C, OC);
+    int bad = 0;
+    for (int j = 0; j < OC; j++) {
+        bad += out[0 * OC + j] != b[j];
+        bad += !isnan(out[1 * OC + j]) + !isnan(out[2 * OC + j]);
+        bad += !isfinite(out[3 * OC + j]) || !isfinite(out[4 * OC + j]);
+        for (int n = 3; n < 5; n++) {
+            const float want = q8_chain(x + n * C, w + (size_t)j * C, C) + b[j];
+            bad += memcmp(&want, &out[n * OC + j], sizeof want) != 0;
+        }
+    }
+    cr_expect_eq(bad, 0, "%d outputs wrong", bad);
+    free(pw);
 }
 
 /* matmul_rows_glu_forward is bitwise matmul_rows_forward on [gate; up]
@@ -680,7 +805,7 @@ static void glu_case(int N, int C, int I, enum w_dtype dt)
 
 Test(generate, matmul_rows_glu_is_matmul_then_swiglu)
 {
-    for (int dt = W_F32; dt <= W_BF16; dt++) {
+    for (int dt = W_F32; dt <= W_Q8; dt++) {
         glu_case(100, 37, 21, dt);
         glu_case(17, 64, 48, dt);
     }
@@ -938,19 +1063,34 @@ Test(generate, cache_matches_full_forward_on_fixtures_q8)
     cache_vs_full_fixtures(KV_Q8, GEN_Q8_ATOL, GEN_Q8_RTOL);
 }
 
-/* dtype bf16 against the fp32 full forward */
+/* dtype bf16 or q8 against the fp32 full forward, on test_model (fixtures
+ * false) or the fixtures */
+static void weights_vs_full(enum w_dtype dt, bool fixtures, double atol, double rtol)
+{
+    test_dtype = dt;
+    if (fixtures) cache_vs_full_fixtures(KV_F32, atol, rtol);
+    else cache_vs_full(KV_F32, true, atol, rtol);
+    test_dtype = W_F32;
+}
+
 Test(generate, cache_matches_full_forward_bf16)
 {
-    test_dtype = W_BF16;
-    cache_vs_full(KV_F32, true, GEN_BF16_ATOL, GEN_BF16_RTOL);
-    test_dtype = W_F32;
+    weights_vs_full(W_BF16, false, GEN_BF16_ATOL, GEN_BF16_RTOL);
 }
 
 Test(generate, cache_matches_full_forward_on_fixtures_bf16)
 {
-    test_dtype = W_BF16;
-    cache_vs_full_fixtures(KV_F32, GEN_BF16_ATOL, GEN_BF16_RTOL);
-    test_dtype = W_F32;
+    weights_vs_full(W_BF16, true, GEN_BF16_ATOL, GEN_BF16_RTOL);
+}
+
+Test(generate, cache_matches_full_forward_q8_weights)
+{
+    weights_vs_full(W_Q8, false, GEN_Q8W_ATOL, GEN_Q8W_RTOL);
+}
+
+Test(generate, cache_matches_full_forward_on_fixtures_q8_weights)
+{
+    weights_vs_full(W_Q8, true, GEN_Q8W_ATOL, GEN_Q8W_RTOL);
 }
 
 /* ------------------------------------------------------ batch independence */
@@ -1145,9 +1285,12 @@ Test(generate, team_matches_team_per_op)
 {
     team_case(W_F32);
     team_case(W_BF16);
+    team_case(W_Q8);
 }
 /* the bf16 matmuls are as batch-invariant as the fp32 ones */
 Test(generate, output_independent_of_batch_bf16) { independent_of_batch(W_BF16); }
+/* and so are the int8 ones: a row's inputs are quantized by the row alone */
+Test(generate, output_independent_of_batch_q8_weights) { independent_of_batch(W_Q8); }
 
 /* ------------------------------------------------------------ n samples */
 
@@ -2554,7 +2697,8 @@ Test(generate, random_mixtures_match_requests_alone, .timeout = 600)
         /* the cache's and the weights' element types, the same for both */
         static const enum kv_dtype kvdts[] = {KV_F16, KV_F32, KV_Q8};
         test_kv_dtype = kvdts[rng_next(&g) % 3];
-        test_dtype = rng_next(&g) % 3 ? W_F32 : W_BF16;
+        static const enum w_dtype wdts[] = {W_F32, W_BF16, W_Q8};
+        test_dtype = wdts[rng_next(&g) % 3];
         char err[256];
         struct kv_cache *k16 = kv_cache_new(backend_cpu(), test_kv_dtype, 2, 2, 64, 16, 1 << 20,
                                             err, sizeof err);

@@ -421,20 +421,32 @@ Test(kernels, bf16_rounding_ref)
     cr_expect(isnan(bf16_to_f32(bf16_from_f32(NAN))) && isnan(bf16_to_f32(bf16_from_f32(-NAN))));
 }
 
-/* matmul_rows_forward with W_BF16 against torch's product of the rounded
- * inputs and weights (the inputs hold ties, rounded 16 at a time and one
- * by one) */
-Test(kernels, matmul_rows_bf16_ref)
+/* matmul_rows_forward as dt on the fixture's tensors <name>.inp (N,C),
+ * .w (OC,C) and .b against its .out */
+static void rows_ref(const char *name, enum w_dtype dt, int N, int C, int OC)
 {
-    const int N = 14, C = 37, OC = 40;
-    const float *inp = reff("mmbf.inp", N * C), *w = reff("mmbf.w", OC * C);
-    const float *b = reff("mmbf.b", OC);
-    void *pw = talloc(be->rows_packed_bytes(C, OC, W_BF16));
+    char k[32];
+    snprintf(k, sizeof k, "%s.inp", name);
+    const float *inp = reff(k, N * C);
+    snprintf(k, sizeof k, "%s.w", name);
+    const float *w = reff(k, OC * C);
+    snprintf(k, sizeof k, "%s.b", name);
+    const float *b = reff(k, OC);
+    void *pw = talloc(be->rows_packed_bytes(C, OC, dt));
     float *out = fbuf(N * OC);
-    be->rows_pack(pw, w, C, OC, W_BF16);
-    be->matmul_rows_forward(out, inp, pw, W_BF16, b, NULL, N, C, OC);
-    expect_ref("mmbf.out", out, 1e-5f, 1e-5f);
+    be->rows_pack(pw, w, C, OC, dt);
+    be->matmul_rows_forward(out, inp, pw, dt, b, NULL, N, C, OC);
+    snprintf(k, sizeof k, "%s.out", name);
+    expect_ref(k, out, 1e-5f, 1e-5f);
 }
+
+/* W_BF16 against torch's product of the rounded inputs and weights (the
+ * inputs hold ties, rounded 16 at a time and one by one) */
+Test(kernels, matmul_rows_bf16_ref) { rows_ref("mmbf", W_BF16, 14, 37, 40); }
+
+/* W_Q8 against torch's blocks of 32 (exact ties, a zero block, a block of
+ * 4) and the exact sums of their products */
+Test(kernels, matmul_rows_q8_ref) { rows_ref("q8w", W_Q8, 7, 100, 40); }
 
 Test(kernels, gemm_ref)
 {
