@@ -977,8 +977,8 @@ size_t cpu_rows_packed_bytes(int C, int OC, enum w_dtype dt)
  * zeros, or of magnitudes under 127 / FLT_MAX (where 127 / max|x| is
  * infinite), has q all 0; one holding a NaN or an infinity, the scale NaN
  * or infinity and q all 0, so that its products come out NaN, as the fp32
- * ones would. */
-static inline float cpu_q8_block(int8_t *q, const float *x, int n)
+ * ones would. *sum: the sum of q. */
+static inline float cpu_q8_block(int8_t *q, int32_t *sum, const float *x, int n)
 {
 #if defined(__AVX512F__)
     if (n == CPU_Q8_K) {
@@ -989,14 +989,17 @@ static inline float cpu_q8_block(int8_t *q, const float *x, int n)
         const float scale = amax / 127.0f, inv1 = 127.0f / amax;
         if (!(scale <= FLT_MAX && inv1 <= FLT_MAX)) {
             memset(q, 0, CPU_Q8_K);
+            *sum = 0;
             return scale;
         }
         const __m512 inv = _mm512_set1_ps(inv1), hi = _mm512_set1_ps(127.0f);
         const __m512 lo = _mm512_set1_ps(-127.0f);
         const __m512 ya = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_mul_ps(a, inv)));
         const __m512 yb = _mm512_max_ps(lo, _mm512_min_ps(hi, _mm512_mul_ps(b, inv)));
-        _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(ya)));
-        _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(yb)));
+        const __m512i qa = _mm512_cvtps_epi32(ya), qb = _mm512_cvtps_epi32(yb);
+        _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(qb));
+        *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
         return scale;
     }
 #endif
@@ -1008,10 +1011,12 @@ static inline float cpu_q8_block(int8_t *q, const float *x, int n)
     }
     const float scale = amax / 127.0f, inv = 127.0f / amax;
     const bool ok = scale <= FLT_MAX && inv <= FLT_MAX;
+    *sum = 0;
     for (int i = 0; i < CPU_Q8_K; i++) {
         float y = ok && i < n ? x[i] * inv : 0.0f;
         y = y > 127.0f ? 127.0f : y < -127.0f ? -127.0f : y;
         q[i] = (int8_t)lrintf(y);
+        *sum += q[i];
     }
     return scale;
 }
@@ -1028,10 +1033,8 @@ static void cpu_rows_q8_row(uint32_t *xq, const float *x, int C)
     float *scale = (float *)(xq + 9 * nb);
     for (int b = 0; b < nb; b++) {
         const int k0 = CPU_Q8_K * b, n = C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K;
-        int8_t *qb = q + k0;
-        scale[b] = cpu_q8_block(qb, x + k0, n);
-        int32_t sum = 0;
-        for (int i = 0; i < CPU_Q8_K; i++) sum += qb[i];
+        int32_t sum;
+        scale[b] = cpu_q8_block(q + k0, &sum, x + k0, n);
         corr[b] = -128 * sum;
     }
 }
@@ -1053,10 +1056,11 @@ static void cpu_rows_pack_q8(void *dst, const float *weight, int C, int OC, int 
             for (int b = 0; b < nb; b++) {
                 uint8_t *blk = (uint8_t *)dst + (size_t)p * pbytes + (size_t)b * 9 * CPU_PANEL * 4;
                 int8_t q[CPU_Q8_K];
+                int32_t sum;
                 float scale = 0.0f;
                 if (row >= 0) {
                     const int k0 = CPU_Q8_K * b;
-                    scale = cpu_q8_block(q, weight + (size_t)row * C + k0,
+                    scale = cpu_q8_block(q, &sum, weight + (size_t)row * C + k0,
                                          C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K);
                 } else {
                     memset(q, 0, sizeof q);
