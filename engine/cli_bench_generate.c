@@ -283,9 +283,9 @@ int cli_bench_generate(int argc, char **argv)
      * FMAs' work per lane (measured on Zen 5: 397 against 215 GFLOP/s per
      * core); the printed matmul_peak_gflops stays fp32's */
     if (wdt == W_BF16) peak *= 2.0;
-    /* q8: vpdpbusd (AVX512_VNNI) does four int8 products per lane, twice
-     * vdpbf16ps's, less the per-block scaling (about 3/4 of it left,
-     * measured on Zen 5: 16 rows 0.76 ms against fp32's 1.80) */
+    /* q8: vpdpbusd (AVX512_VNNI) does four int8 products per lane where
+     * an fp32 FMA does one, and each block's 8 of them per accumulator
+     * take about 3 more instructions of scaling: about 3x */
     if (wdt == W_Q8) peak *= 3.0;
     const double roof1 = fmax(wbytes / (bw * 1e9), mflop / (peak * 1e9));
 

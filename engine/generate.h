@@ -53,7 +53,7 @@ struct gen_config {
                                  * too, as a bf16 model runs on a GPU;
                                  * needs batch_invariant) or W_Q8 (int8
                                  * weights and inputs, a scale per 32:
-                                 * about a quarter of W_F32's bytes) */
+                                 * 9/32 of W_F32's bytes) */
     bool discard_matrices;      /* default false; true: the model is only
                                  * generated with from now on (serving), so
                                  * each of its matrices goes back to the

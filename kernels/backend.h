@@ -50,7 +50,7 @@ static inline size_t kv_head_bytes(enum kv_dtype dt, int D)
  * (vLLM's --dtype bfloat16) and of AVX512_BF16's vdpbf16ps. W_Q8: int8,
  * the weights and each matmul's inputs in blocks of 32 along the sum, each
  * block with one fp32 scale (max |x| / 127; x * (127 / max |x|) rounded to
- * nearest even), as llama.cpp's q8_0 weights are multiplied with q8_0 inputs on
+ * nearest even), as llama.cpp multiplies q8_0 weights with q8_0 inputs on
  * the CPU: 1.125 bytes a weight. A block's integer products are summed
  * exactly, then scaled by both scales and added to the fp32 output, block
  * by block. */
