@@ -561,8 +561,8 @@ static float q8_quant(int8_t *q, const float *x, int n)
         amax = fmaxf(amax, fabsf(x[i]));
     }
     const float scale = nan ? NAN : amax / 127.0f;
+    const float inv = 127.0f / amax;         /* infinite for a block of (near) zeros */
     for (int i = 0; i < 32; i++) {
-        const float inv = 127.0f / amax;     /* infinite for a block of (near) zeros */
         const float y = i < n && isfinite(scale) && isfinite(inv) ? x[i] * inv : 0.0f;
         q[i] = (int8_t)rintf(fmaxf(-127.0f, fminf(127.0f, y)));
     }
@@ -586,11 +586,6 @@ static float q8_chain(const float *x, const float *w, int C)
     return out;
 }
 
-static const char *dtype_name(enum w_dtype dt)
-{
-    return dt == W_BF16 ? "bf16" : dt == W_Q8 ? "q8" : "f32";
-}
-
 /* matmul_rows_forward on N rows against a reference (fp32: the
  * double-precision product; bf16 and q8: their chains above, bitwise), then every row
  * alone and every run of 1..13 consecutive rows (all tile heights, tiles
@@ -600,7 +595,7 @@ static const char *dtype_name(enum w_dtype dt)
 static void matmul_rows_case(int N, int C, int OC, bool with_bias, enum w_dtype dt)
 {
     const struct backend *be = backend_cpu();
-    const char *dn = dtype_name(dt);
+    const char *dn = w_dtype_name(dt);
     float *x = malloc((size_t)N * C * sizeof(float)), *w = malloc((size_t)OC * C * sizeof(float));
     float *b = malloc((size_t)OC * sizeof(float)), *out = malloc((size_t)N * OC * sizeof(float));
     float *few = malloc((size_t)13 * OC * sizeof(float));
