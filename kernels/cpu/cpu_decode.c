@@ -970,6 +970,23 @@ size_t cpu_rows_packed_bytes(int C, int OC, enum w_dtype dt)
     return (size_t)((OC + CPU_PANEL - 1) / CPU_PANEL) * cpu_rows_panel_bytes(C, dt);
 }
 
+/* Panels of an (OC,C) matrix (I == 0) or of a SwiGLU's [gate; up] (I > 0,
+ * cpu_rows_pack_glu). */
+static inline int cpu_rows_panels(int OC, int I)
+{
+    return I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+}
+
+/* The weight row in lane c of panel p: I == 0, row 32p + c of OC; I > 0
+ * (gate rows 0..I-1, then up rows I..2I-1), gate row 16p + c for c < 16,
+ * up row 16p + c - 16 after, so one tile has both halves of its SwiGLU
+ * outputs; -1 where there is none. */
+static inline int cpu_rows_panel_row(int p, int c, int OC, int I)
+{
+    const int j = I > 0 ? p * 16 + c % 16 : p * CPU_PANEL + c;
+    return I > 0 ? (j < I ? c / 16 * I + j : -1) : (j < OC ? j : -1);
+}
+
 /* W_Q8's quantization of a block of n <= CPU_Q8_K values x into q[0..32)
  * (zeros past n), returning the scale: scale = max|x| / 127, q = x * (127
  * / max|x|) rounded to nearest even (torch.round) and kept within +-127
@@ -1045,14 +1062,13 @@ static void cpu_rows_q8_row(uint32_t *xq, const float *x, int C)
  * the 32 outputs' scales (0 where there is no row). */
 static void cpu_rows_pack_q8(void *dst, const float *weight, int C, int OC, int I)
 {
-    const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int np = cpu_rows_panels(OC, I);
     const int nb = cpu_q8_blocks(C);
     const size_t pbytes = cpu_rows_panel_bytes(C, W_Q8);
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < np; p++) {
         for (int c = 0; c < CPU_PANEL; c++) {
-            const int j = I > 0 ? p * 16 + c % 16 : p * CPU_PANEL + c;
-            const int row = I > 0 ? (j < I ? c / 16 * I + j : -1) : (j < OC ? j : -1);
+            const int row = cpu_rows_panel_row(p, c, OC, I);
             for (int b = 0; b < nb; b++) {
                 uint8_t *blk = (uint8_t *)dst + (size_t)p * pbytes + (size_t)b * 9 * CPU_PANEL * 4;
                 int8_t q[CPU_Q8_K];
@@ -1076,21 +1092,18 @@ static void cpu_rows_pack_q8(void *dst, const float *weight, int C, int OC, int 
 /* Panels of weight's rows: panel p, row k, lane c = weight[row(p, c)][k]
  * (W_F32) or the pair bf16(weight[row][2k]) | bf16(weight[row][2k+1]) << 16
  * (W_BF16, as vdpbf16ps reads it; a missing k is 0), 0 where there is no
- * row. I == 0: row 32p + c of OC; I > 0 (a SwiGLU's gate rows 0..I-1 then
- * up rows I..2I-1): gate row 16p + c for c < 16, up row 16p + c - 16
- * after, so one tile has both halves of its SwiGLU outputs. A panel is one
- * contiguous stream in the order the tiles read it. */
+ * row; row(p, c): cpu_rows_panel_row. A panel is one contiguous stream in
+ * the order the tiles read it. */
 static void cpu_rows_pack_panels(void *dst, const float *weight, int C, int OC, int I,
                                  enum w_dtype dt)
 {
-    const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int np = cpu_rows_panels(OC, I);
     const int kn = cpu_rows_kn(C, dt);
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < np; p++) {
         const size_t p0 = (size_t)p * kn * CPU_PANEL;
         for (int c = 0; c < CPU_PANEL; c++) {
-            const int j = I > 0 ? p * 16 + c % 16 : p * CPU_PANEL + c;
-            const int row = I > 0 ? (j < I ? c / 16 * I + j : -1) : (j < OC ? j : -1);
+            const int row = cpu_rows_panel_row(p, c, OC, I);
             const float *w = row >= 0 ? weight + (size_t)row * C : NULL;
             for (int k = 0; k < kn; k++) {
                 const size_t at = p0 + (size_t)k * CPU_PANEL + c;
@@ -1465,7 +1478,7 @@ static void cpu_rows_convert(uint32_t *xb, const float *x, int C, enum w_dtype d
 static void cpu_rows_run(float *out, const float *inp, const void *packed, enum w_dtype dt,
                          const float *bias, const float *resid, int N, int C, int OC, int I)
 {
-    const int np = I > 0 ? (I + 15) / 16 : (OC + CPU_PANEL - 1) / CPU_PANEL;
+    const int np = cpu_rows_panels(OC, I);
     const size_t outs = I > 0 ? (size_t)2 * I : (size_t)OC;
     /* the inputs as the tiles read them: W_F32 as they are, else a
      * converted copy of a block of rows, ldx dwords each */
