@@ -18,6 +18,7 @@
  * exactly as the schema spells it. */
 #include "json_guide.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,17 +37,31 @@ struct jg_node {
     uint16_t items;             /* array items */
     int32_t props, nprops;      /* properties: [props, props + nprops) */
     int32_t lits, nlits;        /* enum values: [lits, lits + nlits) */
+    int32_t str, num;           /* string constraints, number bounds: an index, or -1 */
+    uint32_t min_items, max_items;  /* arrays (max_items NO_MAX: none) */
 };
+
+#define NO_MAX UINT32_MAX
 
 struct jg_text { int32_t off, len; };   /* bytes in the pool */
 struct jg_prop { struct jg_text key; uint16_t node; bool required; };
+/* A string's minLength and maxLength (characters: code points; NO_MAX:
+ * none), and its pattern (or format): a jre_prog at word re, or -1. */
+struct jg_str { uint32_t min_len, max_len; int32_t re; };
+/* A number's bounds: value >= lo (> with LO_EX), <= hi (< with HI_EX);
+ * integer-only nodes have them as whole numbers, both included. */
+enum { B_LO = 1, B_HI = 2, B_LO_EX = 4, B_HI_EX = 8 };
+struct jg_num { double lo, hi; uint32_t flags; };
 
 struct jg_schema {
-    int nnodes, nprops, nlits;
+    int nnodes, nprops, nlits, nstrs, nnums, nwords;
     size_t npool;
+    uint64_t *words;            /* the patterns' programs */
+    struct jg_num *nums;
     struct jg_node *nodes;
     struct jg_prop *props;
     struct jg_text *lits;
+    struct jg_str *strs;
     char *pool;
     size_t bytes;               /* the whole block, for copies */
 };
@@ -56,11 +71,10 @@ static const char *const literals[3] = {"true", "false", "null"};
 /* --------------------------------------------------------------- schema */
 
 static const struct jg_node any_nodes[2] = {
-    {T_ALL, true, 0, 0, 0, 0, 0},       /* any value */
-    {T_OBJECT, true, 0, 0, 0, 0, 0},    /* the root: any object */
+    {.types = T_ALL, .any_keys = true, .str = -1, .num = -1, .max_items = NO_MAX},  /* any value */
+    {.types = T_OBJECT, .any_keys = true, .str = -1, .num = -1, .max_items = NO_MAX}, /* the root */
 };
-static const struct jg_schema any_object = {2, 0, 0, 0, (struct jg_node *)any_nodes, NULL, NULL,
-                                            NULL, 0};
+static const struct jg_schema any_object = {.nnodes = 2, .nodes = (struct jg_node *)any_nodes};
 
 const struct jg_schema *jg_schema_object(void) { return &any_object; }
 
@@ -74,9 +88,13 @@ struct jg_build {
     struct jg_node *nodes;
     struct jg_prop *props;
     struct jg_text *lits;
+    struct jg_str *strs;
+    struct jg_num *nums;
+    uint64_t *words;
     char *pool;
-    int nnodes, nprops, nlits;
-    size_t npool, cnodes, cprops, clits, cpool;
+    int nnodes, nprops, nlits, nstrs, nnums, nwords;
+    int depth;                  /* objects and arrays around the node compiled */
+    size_t npool, cnodes, cprops, clits, cstrs, cnums, cwords, cpool;
     const json_t *root;
     char *err;
     size_t errlen;
@@ -111,6 +129,167 @@ static int add_text(struct jg_build *b, const char *t, size_t len, struct jg_tex
 }
 
 static int compile(struct jg_build *b, const json_t *s, const char *path, int refs);
+static bool num_viable(const struct jg_state *s);
+
+/* The validation keywords of strings, numbers and arrays; each applies to
+ * values of its type only. */
+static const char *const str_kw[] = {"minLength", "maxLength", "pattern", "format", NULL};
+static const char *const num_kw[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                                     NULL};
+static const char *const arr_kw[] = {"minItems", "maxItems", NULL};
+
+static bool has_any(const json_t *s, const char *const *kw)
+{
+    for (; *kw; kw++)
+        if (json_object_get(s, *kw)) return true;
+    return false;
+}
+
+/* The formats, as the patterns they stand for (RFC 3339's date, time and
+ * date-time, RFC 4122's uuid, an RFC 5321 dot-atom address, RFC 1123
+ * host names, dotted-quad IPv4). */
+static const char *const formats[][2] = {
+    {"date", "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"},
+    {"time", "^([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):"
+             "[0-5][0-9])$"},
+    {"date-time", "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):"
+                  "[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"},
+    {"uuid", "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"},
+    {"email", "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+              "[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"},
+    {"hostname", "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                 "(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"},
+    {"ipv4", "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}"
+             "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},
+};
+
+/* A count keyword (minLength, maxItems...): a whole number >= 0; dflt
+ * when absent, NO_MAX from NO_MAX up. */
+static int count_kw(struct jg_build *b, const json_t *s, const char *key, const char *path,
+                    uint32_t dflt, uint32_t *out)
+{
+    const json_t *v = json_object_get(s, key);
+    *out = dflt;
+    if (!v) return 0;
+    const double x = json_is_integer(v) ? (double)json_integer_value(v)
+                   : json_is_real(v) ? json_real_value(v) : -1.0;
+    if (!(x >= 0) || x != floor(x)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "\"%s\" must be a whole number >= 0", key);
+        return fail(b, path, msg);
+    }
+    *out = x >= (double)NO_MAX ? NO_MAX : (uint32_t)x;
+    return 0;
+}
+
+/* The string keywords of s: *out an index into b->strs, or -1 when none. */
+static int str_constraints(struct jg_build *b, const json_t *s, const char *path, int32_t *out)
+{
+    *out = -1;
+    if (!has_any(s, str_kw)) return 0;
+    struct jg_str k = {0, NO_MAX, -1};
+    if (count_kw(b, s, "minLength", path, 0, &k.min_len) ||
+        count_kw(b, s, "maxLength", path, NO_MAX, &k.max_len))
+        return -1;
+    if (k.min_len > k.max_len) return fail(b, path, "\"minLength\" is greater than \"maxLength\"");
+    const json_t *pat = json_object_get(s, "pattern"), *fmt = json_object_get(s, "format");
+    if (pat && fmt) return fail(b, path, "\"pattern\" and \"format\" together are not supported");
+    const char *text = NULL;
+    size_t len = 0;
+    char msg[320];
+    if (pat) {
+        if (!json_is_string(pat)) return fail(b, path, "\"pattern\" must be a string");
+        text = json_string_value(pat);
+        len = json_string_length(pat);
+    } else if (fmt) {
+        const char *name = json_string_value(fmt);
+        for (size_t i = 0; name && i < sizeof formats / sizeof *formats; i++)
+            if (!strcmp(name, formats[i][0])) text = formats[i][1];
+        if (!text) {
+            snprintf(msg, sizeof msg, "\"format\" \"%.64s\" is not supported (date-time, date, "
+                     "time, uuid, email, hostname and ipv4 are)", name ? name : "");
+            return fail(b, path, msg);
+        }
+        len = strlen(text);
+    }
+    if (text && (k.min_len > 0 || k.max_len != NO_MAX))
+        return fail(b, path, "\"minLength\" or \"maxLength\" beside \"pattern\" or \"format\" "
+                             "is not supported");
+    if (text) {
+        char e[200];
+        struct jre_prog *prog = jre_compile(text, len, e, sizeof e);
+        if (!prog) {
+            snprintf(msg, sizeof msg, "\"%s\" %s", pat ? "pattern" : "format", e);
+            return fail(b, path, msg);
+        }
+        const size_t words = prog->bytes / 8;
+        if (!grow((void **)&b->words, &b->cwords, (size_t)b->nwords + words, 8)) {
+            free(prog);
+            return fail(b, path, "out of memory");
+        }
+        memcpy(b->words + b->nwords, prog, prog->bytes);
+        free(prog);
+        k.re = b->nwords;
+        b->nwords += (int)words;
+    }
+    if (!grow((void **)&b->strs, &b->cstrs, (size_t)b->nstrs + 1, sizeof *b->strs))
+        return fail(b, path, "out of memory");
+    b->strs[b->nstrs] = k;
+    *out = b->nstrs++;
+    return 0;
+}
+
+/* The number keywords of s (types: the node's): *out an index into
+ * b->nums, or -1 when none. */
+static int num_bounds(struct jg_build *b, const json_t *s, const char *path, uint8_t types,
+                      int32_t *out)
+{
+    *out = -1;
+    if (!has_any(s, num_kw)) return 0;
+    struct jg_num k = {-INFINITY, INFINITY, 0};
+    for (int i = 0; num_kw[i]; i++) {
+        const json_t *v = json_object_get(s, num_kw[i]);
+        if (!v) continue;
+        if (!json_is_number(v)) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "\"%s\" must be a number", num_kw[i]);
+            return fail(b, path, msg);
+        }
+        const double x = json_number_value(v);
+        const bool ex = i >= 2, lower = i % 2 == 0;
+        if (lower && (!(k.flags & B_LO) || x > k.lo || (x == k.lo && ex))) {
+            k.lo = x;
+            k.flags = (k.flags & ~(uint32_t)B_LO_EX) | B_LO | (ex ? B_LO_EX : 0);
+        } else if (!lower && (!(k.flags & B_HI) || x < k.hi || (x == k.hi && ex))) {
+            k.hi = x;
+            k.flags = (k.flags & ~(uint32_t)B_HI_EX) | B_HI | (ex ? B_HI_EX : 0);
+        }
+    }
+    if ((types & T_INTEGER) && !(types & T_NUMBER)) {
+        /* whole-number bounds, both included */
+        if (k.flags & B_LO) k.lo = k.flags & B_LO_EX ? floor(k.lo) + 1 : ceil(k.lo);
+        if (k.flags & B_HI) k.hi = k.flags & B_HI_EX ? ceil(k.hi) - 1 : floor(k.hi);
+        k.flags &= ~(uint32_t)(B_LO_EX | B_HI_EX);
+    }
+    /* some number must be within them: a '-' or a first digit that can
+     * still be written out */
+    const struct jg_schema one = {.nums = &k};
+    bool some = false;
+    for (int c = -1; c < 10 && !some; c++) {
+        const struct jg_state st = {.sc = &one, .num = 0, .integer = !(types & T_NUMBER),
+                                    .neg = c < 0, .nval = c < 0 ? 0 : c,
+                                    .sub = c < 0 ? N_MINUS : c == 0 ? N_ZERO : N_INT};
+        some = num_viable(&st);
+    }
+    if (!some)
+        return fail(b, path, "no number is within its bounds (\"minimum\", \"maximum\" and the "
+                             "exclusive ones)");
+    if (!grow((void **)&b->nums, &b->cnums, (size_t)b->nnums + 1, sizeof *b->nums))
+        return fail(b, path, "out of memory");
+    b->nums[b->nnums] = k;
+    *out = b->nnums++;
+    return 0;
+}
 
 static int type_bits(struct jg_build *b, const json_t *t, const char *path, uint8_t *bits)
 {
@@ -150,10 +329,11 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         if (refs >= 16) return fail(b, path, "recursive \"$ref\" is not supported");
         return compile(b, target, path, refs + 1);
     }
-    static const char *const known[] = {"type", "properties", "required", "additionalProperties",
-                                        "items", "enum", "const", "title", "description", "default",
-                                        "examples", "$schema", "$id", "$comment", "$defs",
-                                        "definitions", "anyOf", "oneOf", NULL};
+    static const char *const known[] = {
+        "type", "properties", "required", "additionalProperties", "items", "enum", "const",
+        "title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
+        "definitions", "anyOf", "oneOf", "minLength", "maxLength", "pattern", "format", "minimum",
+        "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", NULL};
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)s, k, v) {
@@ -168,17 +348,18 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     const json_t *items = json_object_get(s, "items"), *req = json_object_get(s, "required");
     const json_t *addl = json_object_get(s, "additionalProperties");
     const json_t *en = json_object_get(s, "enum"), *cst = json_object_get(s, "const");
+    const bool kw = has_any(s, str_kw) || has_any(s, num_kw) || has_any(s, arr_kw);
     if (!grow((void **)&b->nodes, &b->cnodes, (size_t)b->nnodes + 1, sizeof *b->nodes))
         return fail(b, path, "out of memory");
     const int me = b->nnodes++;
-    struct jg_node n = {0};
+    struct jg_node n = {.str = -1, .num = -1, .max_items = NO_MAX};
     const json_t *alts = json_object_get(s, "anyOf");
     if (!alts) alts = json_object_get(s, "oneOf");
     if (alts) {
         /* branches of different types (Optional[X]: X or null), merged into
          * one node: the first byte of a value tells which (so anyOf and
          * oneOf mean the same here) */
-        if (type || props || items || req || en || cst)
+        if (type || props || items || req || en || cst || kw)
             return fail(b, path, "\"anyOf\" beside other constraints is not supported");
         if (!json_is_array(alts) || json_array_size(alts) == 0)
             return fail(b, path, "\"anyOf\" must be a list of schemas");
@@ -194,7 +375,13 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             if (n.types & x.types)
                 return fail(b, sub, "\"anyOf\" branches must be of different types");
             n.types |= x.types;
-            if (x.types & T_ARRAY) n.items = x.items;
+            if (x.types & T_STRING) n.str = x.str;
+            if (x.types & (T_NUMBER | T_INTEGER)) n.num = x.num;
+            if (x.types & T_ARRAY) {
+                n.items = x.items;
+                n.min_items = x.min_items;
+                n.max_items = x.max_items;
+            }
             if (x.types & T_OBJECT) {
                 n.any_keys = x.any_keys;
                 n.props = x.props;
@@ -206,6 +393,9 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     }
     if (en || cst) {
         if (en && cst) return fail(b, path, "\"enum\" and \"const\" together");
+        if (kw)
+            return fail(b, path, "string, number and array keywords beside \"enum\" or \"const\" "
+                                 "are not supported");
         const size_t count = en ? json_array_size(en) : 1;
         if ((en && !json_is_array(en)) || count == 0 || count > JG_MAX_CHOICES)
             return fail(b, path, "\"enum\" must be a list of 1 to 64 values");
@@ -230,12 +420,27 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     }
     if (type && type_bits(b, type, path, &n.types)) return -1;
     if (!type) n.types = props || req ? T_OBJECT : items ? T_ARRAY : T_ALL;
-    if (!type && !props && !req && !items) return 0;     /* any value: node 0 */
+    if (!type && !props && !req && !items && !kw) return 0;     /* any value: node 0 */
+    if ((n.types & (T_OBJECT | T_ARRAY)) && b->depth >= JG_MAX_DEPTH)
+        return fail(b, path, "objects and arrays nested deeper than 32 are not supported");
+    if ((n.types & T_STRING) && str_constraints(b, s, path, &n.str)) return -1;
+    if ((n.types & (T_NUMBER | T_INTEGER)) && num_bounds(b, s, path, n.types, &n.num)) return -1;
+    if (n.types & T_ARRAY) {
+        if (count_kw(b, s, "minItems", path, 0, &n.min_items) ||
+            count_kw(b, s, "maxItems", path, NO_MAX, &n.max_items))
+            return -1;
+        if (n.min_items > UINT16_MAX) return fail(b, path, "\"minItems\" above 65535 is not supported");
+        if (n.max_items >= UINT16_MAX) n.max_items = NO_MAX;   /* the count stops at 65535 */
+        if (n.min_items > n.max_items)
+            return fail(b, path, "\"minItems\" is greater than \"maxItems\"");
+    }
     if (n.types & T_ARRAY) {
         if (items && !json_is_object(items))
             return fail(b, path, "\"items\" must be one schema (tuples are not supported)");
         snprintf(sub, sizeof sub, "%s%sitems", path, *path ? "." : "");
+        b->depth++;
         const int it = items ? compile(b, items, sub, refs) : 0;
+        b->depth--;
         if (it < 0) return -1;
         n.items = (uint16_t)it;
     }
@@ -262,7 +467,9 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             free(key);
             if (!ok) return fail(b, path, "out of memory");
             snprintf(sub, sizeof sub, "%s%sproperties.%.200s", path, *path ? "." : "", k);
+            b->depth++;
             const int pn = compile(b, v, sub, refs);
+            b->depth--;
             if (pn < 0) return -1;
             b->props[n.props + i++] = (struct jg_prop){t, (uint16_t)pn, false};
         }
@@ -286,6 +493,37 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     return me;
 }
 
+/* The block's sections after its header (words, nums, nodes, props, lits,
+ * strs, pool), each 8-aligned: their offsets; returns the block's size. */
+static size_t sections(const struct jg_schema *sc, size_t off[7])
+{
+    const size_t size[7] = {
+        (size_t)sc->nwords * sizeof *sc->words, (size_t)sc->nnums * sizeof *sc->nums,
+        (size_t)sc->nnodes * sizeof *sc->nodes, (size_t)sc->nprops * sizeof *sc->props,
+        (size_t)sc->nlits * sizeof *sc->lits, (size_t)sc->nstrs * sizeof *sc->strs, sc->npool};
+    size_t at = (sizeof *sc + 7) / 8 * 8;
+    for (int i = 0; i < 7; i++) {
+        off[i] = at;
+        at += (size[i] + 7) / 8 * 8;
+    }
+    return at;
+}
+
+/* Points sc's arrays at their sections of its block. */
+static void layout(struct jg_schema *sc)
+{
+    size_t off[7];
+    sections(sc, off);
+    char *base = (char *)sc;
+    sc->words = (uint64_t *)(base + off[0]);
+    sc->nums = (struct jg_num *)(base + off[1]);
+    sc->nodes = (struct jg_node *)(base + off[2]);
+    sc->props = (struct jg_prop *)(base + off[3]);
+    sc->lits = (struct jg_text *)(base + off[4]);
+    sc->strs = (struct jg_str *)(base + off[5]);
+    sc->pool = base + off[6];
+}
+
 struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errlen)
 {
     struct jg_build b = {.root = schema, .err = err, .errlen = errlen};
@@ -300,23 +538,22 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
             fail(&b, "", "too many schemas");
         else if (root >= 0) {
             /* the root as node 1: node `root` is 1 (the first compiled) or a $ref */
-            const size_t bytes = sizeof *sc + (size_t)(b.nnodes + 1) * sizeof *b.nodes +
-                                 (size_t)b.nprops * sizeof *b.props +
-                                 (size_t)b.nlits * sizeof *b.lits + b.npool;
-            if ((sc = malloc(bytes))) {
+            const struct jg_schema counts = {
+                .nnodes = b.nnodes + 1, .nprops = b.nprops, .nlits = b.nlits, .nstrs = b.nstrs,
+                .nnums = b.nnums, .nwords = b.nwords, .npool = b.npool};
+            size_t off[7];
+            const size_t bytes = sections(&counts, off);
+            if ((sc = calloc(1, bytes))) {
+                *sc = counts;
                 sc->bytes = bytes;
-                sc->nnodes = b.nnodes + 1;
-                sc->nprops = b.nprops;
-                sc->nlits = b.nlits;
-                sc->npool = b.npool;
-                sc->nodes = (struct jg_node *)(sc + 1);
-                sc->props = (struct jg_prop *)(sc->nodes + sc->nnodes);
-                sc->lits = (struct jg_text *)(sc->props + sc->nprops);
-                sc->pool = (char *)(sc->lits + sc->nlits);
+                layout(sc);
                 memcpy(sc->nodes, b.nodes, (size_t)b.nnodes * sizeof *b.nodes);
                 sc->nodes[b.nnodes] = b.nodes[root];        /* a copy of the root, last */
                 if (b.nprops) memcpy(sc->props, b.props, (size_t)b.nprops * sizeof *b.props);
                 if (b.nlits) memcpy(sc->lits, b.lits, (size_t)b.nlits * sizeof *b.lits);
+                if (b.nstrs) memcpy(sc->strs, b.strs, (size_t)b.nstrs * sizeof *b.strs);
+                if (b.nnums) memcpy(sc->nums, b.nums, (size_t)b.nnums * sizeof *b.nums);
+                if (b.nwords) memcpy(sc->words, b.words, (size_t)b.nwords * sizeof *b.words);
                 if (b.npool) memcpy(sc->pool, b.pool, b.npool);
             } else {
                 fail(&b, "", "out of memory");
@@ -328,6 +565,9 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
     free(b.nodes);
     free(b.props);
     free(b.lits);
+    free(b.strs);
+    free(b.nums);
+    free(b.words);
     free(b.pool);
     return sc;
 }
@@ -338,10 +578,7 @@ struct jg_schema *jg_schema_copy(const struct jg_schema *sc)
     struct jg_schema *c = malloc(sc->bytes);
     if (!c) return NULL;
     memcpy(c, sc, sc->bytes);
-    c->nodes = (struct jg_node *)(c + 1);
-    c->props = (struct jg_prop *)(c->nodes + c->nnodes);
-    c->lits = (struct jg_text *)(c->props + c->nprops);
-    c->pool = (char *)(c->lits + c->nlits);
+    layout(c);
     return c;
 }
 
@@ -353,6 +590,7 @@ void jg_init(struct jg_state *s, const struct jg_schema *sc)
     s->sc = sc;
     s->pos = P_START;
     s->cur = (uint16_t)(sc->nnodes - 1);    /* the root is the last node */
+    s->str = s->num = -1;
 }
 
 bool jg_done(const struct jg_state *s)
@@ -382,6 +620,7 @@ static bool push(struct jg_state *s, int n, bool object)
     if (s->depth == JG_MAX_DEPTH) return false;
     s->node[s->depth] = (uint16_t)n;
     s->next[s->depth] = 0;
+    s->count[s->depth] = 0;
     if (object) s->objects |= 1u << s->depth;
     else s->objects &= ~(1u << s->depth);
     s->depth++;
@@ -421,34 +660,83 @@ static uint64_t key_candidates(const struct jg_state *s)
 
 static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
+/* A constrained string (s->str >= 0): whether one more character in
+ * [lo, hi] could come (none past maxLength, none the pattern cannot go on
+ * with) ... */
+static bool str_can(const struct jg_state *s, uint32_t lo, uint32_t hi)
+{
+    const struct jg_str *k = &s->sc->strs[s->str];
+    if (s->len >= k->max_len) return false;
+    return k->re < 0 || jre_can((const struct jre_prog *)(s->sc->words + k->re), s->re, lo, hi);
+}
+
+/* ... one that \u can write (no surrogates) ... */
+static bool str_can_escape(const struct jg_state *s, uint32_t lo, uint32_t hi)
+{
+    return (lo <= 0xD7FF && str_can(s, lo, hi < 0xD7FF ? hi : 0xD7FF)) ||
+           (hi >= 0xE000 && str_can(s, lo > 0xE000 ? lo : 0xE000, hi));
+}
+
+/* ... and character c, taken. */
+static bool str_char(struct jg_state *s, uint32_t c)
+{
+    const struct jg_str *k = &s->sc->strs[s->str];
+    if (s->len >= k->max_len) return false;
+    s->len++;
+    return k->re < 0 || jre_step((const struct jre_prog *)(s->sc->words + k->re), s->re, c);
+}
+
+/* Whether a constrained string may end here. */
+static bool str_whole(const struct jg_state *s)
+{
+    const struct jg_str *k = &s->sc->strs[s->str];
+    return s->len >= k->min_len &&
+           (k->re < 0 || jre_accepts((const struct jre_prog *)(s->sc->words + k->re), s->re));
+}
+
 static bool feed_string(struct jg_state *s, unsigned char c)
 {
+    const bool ck = s->str >= 0;
     switch (s->sub) {
     case S_ESC:
         if (c == 'u') {
             s->sub = S_HEX;
             s->aux = 4;
-            return true;
+            s->cp = 0;
+            return !ck || str_can_escape(s, 0, 0xFFFF);
         }
         if (c && strchr("\"\\/bfnrt", c)) {
             s->sub = S_NORMAL;
-            return true;
+            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+            return !ck || str_char(s, (unsigned char)to[strchr(from, c) - from]);
         }
         return false;
-    case S_HEX:
-        if (!is_digit(c) && !((c | 0x20) >= 'a' && (c | 0x20) <= 'f')) return false;
+    case S_HEX: {
+        const int v = is_digit(c) ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
+                    ? (c | 0x20) - 'a' + 10 : -1;
+        if (v < 0) return false;
+        s->cp = s->cp << 4 | (uint32_t)v;
         if (--s->aux == 0) s->sub = S_NORMAL;
-        return true;
+        if (!ck) return true;
+        if (s->aux == 0) return (s->cp < 0xD800 || s->cp > 0xDFFF) && str_char(s, s->cp);
+        const uint32_t lo = s->cp << (4 * s->aux), hi = lo | ((1u << (4 * s->aux)) - 1);
+        return str_can_escape(s, lo, hi);
+    }
     case S_UTF8:
         if (c < s->lo || c > s->hi) return false;
         s->lo = 0x80;
         s->hi = 0xBF;
-        if (--s->aux == 0) s->sub = S_NORMAL;
-        return true;
+        s->cp = s->cp << 6 | (c & 0x3Fu);
+        if (--s->aux == 0) {
+            s->sub = S_NORMAL;
+            return !ck || str_char(s, s->cp);
+        }
+        return !ck || str_can(s, s->cp << (6 * s->aux), ((s->cp + 1) << (6 * s->aux)) - 1);
     default:
         break;
     }
     if (c == '"') {
+        if (ck && !str_whole(s)) return false;
         if (s->key) {
             /* a key of an object of any keys: its value is any value */
             s->lex = L_NONE;
@@ -461,10 +749,11 @@ static bool feed_string(struct jg_state *s, unsigned char c)
     }
     if (c == '\\') {
         s->sub = S_ESC;
-        return true;
+        /* an escape writes one of \" \\ / \b \f \n \r \t, or \u any BMP character */
+        return !ck || str_can_escape(s, 0, 0xFFFF);
     }
     if (c < 0x20) return false;
-    if (c < 0x80) return true;
+    if (c < 0x80) return !ck || str_char(s, c);
     /* a UTF-8 lead byte: how many continuation bytes, the first one's range */
     s->lo = 0x80;
     s->hi = 0xBF;
@@ -477,34 +766,109 @@ static bool feed_string(struct jg_state *s, unsigned char c)
     else if (c == 0xF4) s->aux = 3, s->hi = 0x8F;
     else return false;
     s->sub = S_UTF8;
-    return true;
+    s->cp = c & (0x3Fu >> s->aux);
+    if (!ck) return true;
+    /* the characters this lead byte and its continuation bytes can write */
+    const uint32_t lo = (s->cp << (6 * s->aux)) | (uint32_t)(s->lo & 0x3F) << (6 * s->aux - 6);
+    const uint32_t hi = (s->cp << (6 * s->aux)) | (uint32_t)(s->hi & 0x3F) << (6 * s->aux - 6) |
+                        ((1u << (6 * s->aux - 6)) - 1);
+    return str_can(s, lo, hi);
+}
+
+/* Whether some value in the interval from a to b (a_in, b_in: the ends
+ * included) is within the bounds of the number in progress. */
+static bool num_meets(const struct jg_state *s, double a, bool a_in, double b, bool b_in)
+{
+    const struct jg_num *k = &s->sc->nums[s->num];
+    if (k->flags & B_LO) {
+        if (k->lo > a) a = k->lo, a_in = !(k->flags & B_LO_EX);
+        else if (k->lo == a) a_in = a_in && !(k->flags & B_LO_EX);
+    }
+    if (k->flags & B_HI) {
+        if (k->hi < b) b = k->hi, b_in = !(k->flags & B_HI_EX);
+        else if (k->hi == b) b_in = b_in && !(k->flags & B_HI_EX);
+    }
+    return a < b || (a == b && a_in && b_in);
+}
+
+/* The same for magnitudes from a to b, with the number's sign. */
+static bool num_meets_mag(const struct jg_state *s, double a, bool a_in, double b, bool b_in)
+{
+    return s->neg ? num_meets(s, -b, b_in, -a, a_in) : num_meets(s, a, a_in, b, b_in);
+}
+
+/* Whether the bounded number so far can still be written out within its
+ * bounds: the values it can end as are itself, more fraction digits (a
+ * magnitude in [v, v + 10^-fraction digits)), and, in its whole part,
+ * more whole digits ([v 10^j, (v + 1) 10^j) for j more digits). */
+static bool num_viable(const struct jg_state *s)
+{
+    const double v = s->nval;
+    switch (s->sub) {
+    case N_MINUS:
+        return num_meets_mag(s, 0, true, INFINITY, false);
+    case N_ZERO:
+        return num_meets_mag(s, 0, true, 0, true) ||
+               (!s->integer && num_meets_mag(s, 0, true, 1, false));
+    case N_INT: {
+        if (num_meets_mag(s, v, true, v, true)) return true;
+        if (!s->integer && num_meets_mag(s, v, true, v + 1, false)) return true;
+        /* more whole digits: as far as the bound on that side, or without end */
+        const struct jg_num *k = &s->sc->nums[s->num];
+        const double far = s->neg ? (k->flags & B_LO ? -k->lo : INFINITY)
+                                  : (k->flags & B_HI ? k->hi : INFINITY);
+        if (far == INFINITY) return true;   /* large enough is within */
+        for (double a = v * 10, b = (v + 1) * 10; a <= far; a *= 10, b *= 10)
+            if (s->integer ? num_meets_mag(s, a, true, b - 1, true) : num_meets_mag(s, a, true, b, false))
+                return true;
+        return false;
+    }
+    case N_DOT:
+        return num_meets_mag(s, v, true, v + 1, false);
+    default:    /* N_FRAC */
+        return num_meets_mag(s, v, true, v, true) ||
+               num_meets_mag(s, v, true, v + pow(10, -(double)s->nfd), false);
+    }
+}
+
+/* A bounded number taking digit c (in its whole part, or fraction). */
+static bool num_digit(struct jg_state *s, unsigned char c, bool fraction)
+{
+    if (fraction) s->nval += (c - '0') * pow(10, -(double)++s->nfd);
+    else s->nval = s->nval * 10 + (c - '0');
+    return num_viable(s);
 }
 
 /* 1: c goes on with the number; 0: c is not part of it and the number is
- * whole; -1: c cannot follow. */
+ * whole; -1: c cannot follow. A bounded number (s->num >= 0) also refuses
+ * what would leave it no way into its bounds, and an exponent. */
 static int feed_number(struct jg_state *s, unsigned char c)
 {
-    const bool d = is_digit(c), e = !s->integer && (c == 'e' || c == 'E');
+    const bool b = s->num >= 0, d = is_digit(c);
+    const bool e = !s->integer && !b && (c == 'e' || c == 'E');
     switch (s->sub) {
     case N_MINUS:
         if (!d) return -1;
         s->sub = c == '0' ? N_ZERO : N_INT;
-        return 1;
+        return !b || num_digit(s, c, false) ? 1 : -1;
     case N_ZERO:
     case N_INT:
         if (d) {
             if (s->sub == N_ZERO) return -1;     /* no leading zeros */
-            return 1;
+            return !b || num_digit(s, c, false) ? 1 : -1;
         }
-        if (c == '.' && !s->integer) { s->sub = N_DOT; return 1; }
+        if (c == '.' && !s->integer) {
+            s->sub = N_DOT;
+            return !b || num_viable(s) ? 1 : -1;
+        }
         if (e) { s->sub = N_E; return 1; }
         return 0;
     case N_DOT:
         if (!d) return -1;
         s->sub = N_FRAC;
-        return 1;
+        return !b || num_digit(s, c, true) ? 1 : -1;
     case N_FRAC:
-        if (d) return 1;
+        if (d) return !b || num_digit(s, c, true) ? 1 : -1;
         if (e) { s->sub = N_E; return 1; }
         return 0;
     case N_E:
@@ -517,6 +881,12 @@ static int feed_number(struct jg_state *s, unsigned char c)
     default:    /* N_EXP */
         return d ? 1 : 0;
     }
+}
+
+/* Whether the bounded number, whole now, is within its bounds. */
+static bool num_within(const struct jg_state *s)
+{
+    return num_meets_mag(s, s->nval, true, s->nval, true);
 }
 
 /* The text of candidate i of the key or enum being matched. */
@@ -596,6 +966,9 @@ static bool start_value(struct jg_state *s, unsigned char c)
         s->lex = L_STRING;
         s->sub = S_NORMAL;
         s->key = false;
+        s->str = n->str;
+        s->len = 0;
+        if (n->str >= 0) jre_start(s->re);
         return true;
     case 't': case 'f': case 'n':
         if (!(t & (c == 'n' ? T_NULL : T_BOOLEAN))) return false;
@@ -608,7 +981,12 @@ static bool start_value(struct jg_state *s, unsigned char c)
         s->lex = L_NUMBER;
         s->integer = !(t & T_NUMBER);
         s->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
-        return true;
+        s->num = n->num;
+        if (n->num < 0) return true;
+        s->neg = c == '-';
+        s->nval = 0;
+        s->nfd = 0;
+        return c == '-' ? num_viable(s) : num_digit(s, c, false);
     }
 }
 
@@ -620,6 +998,7 @@ static bool start_key(struct jg_state *s, unsigned char c)
         s->lex = L_STRING;
         s->sub = S_NORMAL;
         s->key = true;
+        s->str = -1;
         return true;
     }
     const uint64_t cand = key_candidates(s);
@@ -640,6 +1019,7 @@ bool jg_feed(struct jg_state *s, unsigned char c)
     if (s->lex == L_NUMBER) {
         const int r = feed_number(s, c);
         if (r) return r > 0;
+        if (s->num >= 0 && !num_within(s)) return false;
         after_value(s);     /* c ends the number: read it as structure */
     } else if (s->lex == L_MATCH) {
         const int r = feed_match(s, c);
@@ -669,16 +1049,22 @@ bool jg_feed(struct jg_state *s, unsigned char c)
         return true;
     case P_VALUE_OR_CLOSE:
         if (c == ']') {
+            if (top(s)->min_items > 0) return false;
             pop(s);
             return true;
         }
+        if (top(s)->max_items == 0) return false;
+        s->count[s->depth - 1] = 1;
         /* fall through */
     case P_VALUE:
         return start_value(s, c);
     case P_COMMA_OR_CLOSE: {
         const bool object = s->objects >> (s->depth - 1) & 1;
+        uint16_t *count = &s->count[s->depth - 1];
         if (c == ',') {
             if (!object) {
+                if (*count >= top(s)->max_items) return false;
+                if (*count < UINT16_MAX) ++*count;
                 s->pos = P_VALUE;
                 s->cur = top(s)->items;
                 return true;
@@ -687,7 +1073,9 @@ bool jg_feed(struct jg_state *s, unsigned char c)
             s->pos = P_KEY;
             return true;
         }
-        if (c != (object ? '}' : ']') || (object && !may_close(s))) return false;
+        if (c != (object ? '}' : ']') || (object && !may_close(s)) ||
+            (!object && *count < top(s)->min_items))
+            return false;
         pop(s);
         return true;
     }
@@ -710,13 +1098,16 @@ struct jg_tnode {
  * whole UTF-8 characters. In a string all of them are allowed, whatever
  * the rest of the state, and only the others need a walk: in Qwen3's
  * vocabulary (151,669 tokens, 147k allowed in a string) 0.07-0.09 ms
- * instead of 20 ms for walking them all. */
+ * instead of 20 ms for walking them all. In a string with a maxLength,
+ * those whose characters fit; one with a pattern walks them all (0.9 ms
+ * for an address pattern, whose first bytes cut most branches). */
 struct jg_vocab {
     struct jg_tnode *n;
     int nn, cap, V;
     int32_t *tok_next;          /* (V), in trie 0 */
     int32_t *tok_next1;         /* (V), in trie 1 */
     uint8_t *plain;             /* (V) */
+    uint8_t *chars;             /* (V): a plain token's characters */
     int n_plain;
 };
 
@@ -727,6 +1118,7 @@ void jg_vocab_free(struct jg_vocab *v)
     free(v->tok_next);
     free(v->tok_next1);
     free(v->plain);
+    free(v->chars);
     free(v);
 }
 
@@ -734,6 +1126,7 @@ static bool is_plain(const uint8_t *b, size_t len)
 {
     struct jg_state s;
     memset(&s, 0, sizeof s);
+    s.str = -1;
     s.lex = L_STRING;
     s.sub = S_NORMAL;
     for (size_t i = 0; i < len; i++)
@@ -769,7 +1162,8 @@ struct jg_vocab *jg_vocab_empty(int V)
     v->tok_next = malloc(nv * sizeof *v->tok_next);
     v->tok_next1 = malloc(nv * sizeof *v->tok_next1);
     v->plain = calloc(nv, 1);
-    if (!v->n || !v->tok_next || !v->tok_next1 || !v->plain) {
+    v->chars = calloc(nv, 1);
+    if (!v->n || !v->tok_next || !v->tok_next1 || !v->plain || !v->chars) {
         jg_vocab_free(v);
         return NULL;
     }
@@ -794,8 +1188,11 @@ int jg_vocab_add(struct jg_vocab *v, int32_t t, const void *bytes, size_t len)
 {
     if (t < 0 || t >= v->V || len == 0) return 0;
     if (trie_add(v, 0, v->tok_next, t, bytes, len)) return -1;
-    if (is_plain(bytes, len)) {
+    size_t chars = 0;
+    for (size_t i = 0; i < len; i++) chars += (((const uint8_t *)bytes)[i] & 0xC0) != 0x80;
+    if (chars <= UINT8_MAX && is_plain(bytes, len)) {
         v->plain[t] = 1;
+        v->chars[t] = (uint8_t)chars;
         v->n_plain++;
         return 0;
     }
@@ -836,9 +1233,17 @@ static int walk(const struct jg_vocab *v, const int32_t *next, int32_t node,
 
 int jg_allowed(const struct jg_vocab *v, const struct jg_state *s, uint8_t *allowed)
 {
-    if (s->lex == L_STRING && s->sub == S_NORMAL) {
+    if (s->lex == L_STRING && s->sub == S_NORMAL && s->str < 0) {
         memcpy(allowed, v->plain, (size_t)v->V);
         return v->n_plain + walk(v, v->tok_next1, 1, s, allowed);
+    }
+    if (s->lex == L_STRING && s->sub == S_NORMAL && s->sc->strs[s->str].re < 0) {
+        /* lengths only: a plain token goes on while its characters fit
+         * (Qwen3's vocabulary: 0.14 ms, against 6.7 for walking it all) */
+        const uint32_t room = s->sc->strs[s->str].max_len - s->len;
+        int n = 0;
+        for (int t = 0; t < v->V; t++) n += allowed[t] = v->plain[t] && v->chars[t] <= room;
+        return n + walk(v, v->tok_next1, 1, s, allowed);
     }
     memset(allowed, 0, (size_t)v->V);
     return walk(v, v->tok_next, 0, s, allowed);

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json_regex.h"
 #include "tokenizer.h"
 
 #define JG_MAX_DEPTH 32     /* open objects and arrays */
@@ -31,8 +32,15 @@
  * "items", "enum" and "const" of scalars, "$ref" to "#/$defs/..." or
  * "#/definitions/..." (not recursive), "anyOf"/"oneOf" of branches of
  * different types (pydantic's Optional[X]), and the annotations title,
- * description, default, examples, $schema, $id, $comment. Anything else
- * is refused by name rather than ignored. */
+ * description, default, examples, $schema, $id, $comment. Strings:
+ * "minLength" and "maxLength" (in code points), or "pattern"
+ * (json_regex.h) or "format" (date-time, date, time, uuid, email,
+ * hostname, ipv4); a constrained string writes no surrogate escapes.
+ * Numbers: "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"
+ * (compared as doubles); a bounded number is written without an exponent.
+ * Arrays: "minItems", "maxItems". Every prefix accepted can still be
+ * finished within the schema. Anything else is refused by name rather
+ * than ignored. */
 struct jg_schema;
 /* Compiles a JSON Schema (its root must be an object schema); NULL with
  * err naming the place ("properties.a.items: ...") when it is outside the
@@ -47,13 +55,19 @@ const struct jg_schema *jg_schema_object(void);
 struct jg_state {
     const struct jg_schema *sc;
     uint64_t cand;              /* key or enum being matched: candidates */
+    uint64_t re[JRE_WORDS];     /* a string with a pattern: where its match is */
+    double nval;                /* a bounded number: its magnitude so far */
+    uint32_t len, cp;           /* a constrained string: characters, the one in progress */
+    int32_t str, num;           /* the string's constraints, the number's bounds (-1: none) */
+    uint16_t count[JG_MAX_DEPTH];   /* the open arrays' items (stops at 65535) */
     uint16_t node[JG_MAX_DEPTH];    /* the open containers' schema nodes */
     uint8_t next[JG_MAX_DEPTH];     /* an object's next property */
     uint32_t objects;           /* bit i: container i is an object */
     uint16_t cur;               /* the schema node of the value to come */
     uint16_t off;               /* key or enum: bytes matched */
     uint8_t depth, pos, lex, sub, aux, lo, hi, ws;
-    bool key, integer;
+    uint32_t nfd;               /* a bounded number: fraction digits */
+    bool key, integer, neg;
 };
 
 void jg_init(struct jg_state *s, const struct jg_schema *sc);

@@ -17,7 +17,7 @@ mkdir "$tmp/b"
 cp tests/ref/fixtures/qwen2-tied/config.json "$tmp/b/"
 cp tests/ref/fixtures/qwen2-tied/model-bf16.safetensors "$tmp/b/model.safetensors"
 /usr/bin/python3 - "$ENGINE" "$tmp/m" "$tmp/b" tests/ref/fixtures/qwen2-tied/model.safetensors <<'PY'
-import json, select, subprocess, sys, time
+import json, re, select, subprocess, sys, time
 
 engine, model, bf16_model, f32_fixture = sys.argv[1:5]
 p = subprocess.Popen([engine, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -161,19 +161,48 @@ schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enu
           "required": ["ok"]}
 send({"type": "generate", "id": "sc", "prompt": "1+1=", "max_tokens": 300, "n": 3, "seed": 2,
       "json_schema": schema})
-for d in [e for e in done_all("sc", 3) if e.get("type") == "done"]:
+def parsed(d):
+    """The done event's text as JSON, or None."""
     try:
-        o = json.loads(d["text"])
+        return json.loads(d["text"])
     except ValueError:
-        o = None
+        return None
+
+for d in [e for e in done_all("sc", 3) if e.get("type") == "done"]:
+    o = parsed(d)
     check("json_schema sample %d" % d["index"], d["finish_reason"] == "stop" and isinstance(o, dict) and
           list(o)[:1] == ["ok"] and isinstance(o["ok"], bool) and set(o) <= {"ok", "n"} and
           o.get("n", 1) in (1, 22), d)
+# string patterns, formats and lengths, number bounds, array sizes
+schema = {"type": "object", "additionalProperties": False,
+          "required": ["code", "day", "nick", "p", "k", "a"],
+          "properties": {"code": {"type": "string", "pattern": "^[a-c]{1,3}(-[0-9]{2})?$"},
+                         "day": {"type": "string", "format": "date"},
+                         "nick": {"type": "string", "minLength": 2, "maxLength": 5},
+                         "p": {"type": "number", "minimum": -1.5, "exclusiveMaximum": 2},
+                         "k": {"type": "integer", "exclusiveMinimum": 3, "maximum": 12},
+                         "a": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                               "minItems": 2, "maxItems": 3}}}
+send({"type": "generate", "id": "sk", "prompt": "1+1=", "max_tokens": 600, "n": 2, "seed": 3,
+      "json_schema": schema})
+for d in [e for e in done_all("sk", 2) if e.get("type") == "done"]:
+    o = parsed(d)
+    ok = d["finish_reason"] == "stop" and isinstance(o, dict) and set(o) == set(schema["required"])
+    ok = ok and re.search("^[a-c]{1,3}(-[0-9]{2})?$", o["code"], re.ASCII) is not None
+    ok = ok and re.search("^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$", o["day"]) is not None
+    ok = ok and 2 <= len(o["nick"]) <= 5 and -1.5 <= o["p"] < 2 and type(o["k"]) is int and 3 < o["k"] <= 12
+    ok = ok and 2 <= len(o["a"]) <= 3 and all(type(x) is int and 0 <= x <= 9 for x in o["a"])
+    check("json_schema keywords sample %d" % d["index"], ok, d)
 send({"type": "generate", "id": "scx", "prompt": "1",
-      "json_schema": {"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}})
+      "json_schema": {"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}}})
 ev = recv()
 check("json_schema refused", ev.get("type") == "error" and "properties.a" in ev.get("message", "") and
-      "pattern" in ev.get("message", ""), ev)
+      "multipleOf" in ev.get("message", ""), ev)
+send({"type": "generate", "id": "scp", "prompt": "1",
+      "json_schema": {"type": "object", "properties": {"b": {"type": "string", "pattern": "(a"}}}})
+ev = recv()
+check("json_schema bad pattern", ev.get("type") == "error" and
+      "properties.b: \"pattern\" at byte 0: a group without its ')'" in ev.get("message", ""), ev)
 send({"type": "generate", "id": "jsx", "prompt": "1", "json_object": "yes"})
 ev = recv()
 check("json_object type", ev.get("type") == "error" and "\"json_object\"" in ev.get("message", ""), ev)

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -957,26 +958,29 @@ def run_real_engine_suite(args, pg, base):
         def real_json_schema():
             # response_format json_schema: the content is an object of the
             # schema; a schema outside the subset is a 400 naming it
-            schema = {"type": "object", "properties": {"answer": {"type": "integer"},
-                                                       "sure": {"type": "boolean"}},
-                      "required": ["answer", "sure"], "additionalProperties": False}
+            schema = {"type": "object", "properties": {"answer": {"type": "integer", "minimum": 0,
+                                                                  "maximum": 99},
+                                                       "sure": {"type": "boolean"},
+                                                       "code": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                      "required": ["answer", "sure", "code"], "additionalProperties": False}
             rf = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": schema}}
             st, body, _ = request(srv, "POST", "/v1/chat/completions",
-                                  {"model": "tiny-real", "messages": user("2+2?"), "max_tokens": 300, "seed": 3,
+                                  {"model": "tiny-real", "messages": user("2+2?"), "max_tokens": 600, "seed": 3,
                                    "response_format": rf}, key=key, timeout=120)
             eq(st, 200, "status %r" % (body,))
             ch = body["choices"][0]
             eq(ch["finish_reason"], "stop", "finished %r" % (ch,))
             o = json.loads(ch["message"]["content"])
-            eq(list(o), ["answer", "sure"], "keys")
-            assert isinstance(o["answer"], int) and isinstance(o["sure"], bool), o
+            eq(list(o), ["answer", "sure", "code"], "keys")
+            assert isinstance(o["answer"], int) and 0 <= o["answer"] <= 99, o
+            assert isinstance(o["sure"], bool) and re.fullmatch("[A-Z]{3}", o["code"]), o
             bad = {"type": "json_schema", "json_schema": {"name": "b", "schema": {
-                "type": "object", "properties": {"x": {"type": "string", "minLength": 2}}}}}
+                "type": "object", "properties": {"x": {"type": "number", "multipleOf": 2}}}}}
             st, body, _ = request(srv, "POST", "/v1/chat/completions",
                                   {"model": "tiny-real", "messages": user("hi"), "response_format": bad},
                                   key=key, timeout=120)
             eq(st, 400, "unsupported schema %r" % (body,))
-            assert "minLength" in body["error"]["message"], body
+            assert "multipleOf" in body["error"]["message"], body
         check("real engine: json_schema", real_json_schema)
 
         def real_n_logprobs_echo():

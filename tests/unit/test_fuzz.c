@@ -2,7 +2,9 @@
  * (config_parse, then model_new on what parses), model.safetensors
  * (st_open, then every tensor converted), tokenizer.json (tok_load, then
  * an encode and decode), JSONL datasets (jsonl_read), reward specs
- * (reward_spec_parse), pipeline definitions (pipeline_check), and a model
+ * (reward_spec_parse), pipeline definitions (pipeline_check), structured
+ * outputs' schemas (jg_schema_compile, then documents drawn from what
+ * compiles, which must never get stuck), and a model
  * directory's tokenizer_config.json (chat_template_detect) with the
  * messages rendered by what it finds (chat_template_render_json). Each
  * starts from a valid input and takes a few random edits: bytes changed,
@@ -22,6 +24,7 @@
 
 #include "chat_template.h"
 #include "config.h"
+#include "json_guide.h"
 #include "jsonl.h"
 #include "model.h"
 #include "pipeline.h"
@@ -485,4 +488,60 @@ Test(fuzz, chat_template_and_messages)
     cr_expect_gt(rendered, 50);
     unlink(path);
     rmdir(dir);
+}
+
+/* A schema that compiles must never leave a document without a next byte
+ * before it is whole: up to 400 bytes drawn among those allowed. */
+Test(fuzz, json_schemas)
+{
+    static const char src[] =
+        "{\"type\":\"object\",\"properties\":{"
+        "\"s\":{\"type\":\"string\",\"pattern\":\"^(ab|[c-e]{1,3})+\\\\d?-[^x]*$\"},"
+        "\"f\":{\"type\":\"string\",\"format\":\"date-time\"},"
+        "\"l\":{\"type\":[\"string\",\"null\"],\"minLength\":2,\"maxLength\":4},"
+        "\"n\":{\"type\":\"number\",\"minimum\":-2.5,\"exclusiveMaximum\":0.001},"
+        "\"i\":{\"type\":\"integer\",\"exclusiveMinimum\":10,\"maximum\":400},"
+        "\"a\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"},\"minItems\":1,\"maxItems\":2},"
+        "\"o\":{\"anyOf\":[{\"type\":\"string\",\"pattern\":\"q\"},{\"type\":\"integer\",\"minimum\":7}]},"
+        "\"e\":{\"enum\":[\"x\",2]}},"
+        "\"required\":[\"s\",\"n\",\"a\"],\"additionalProperties\":false,"
+        "\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"k\":{\"type\":\"integer\","
+        "\"minimum\":1e3}},\"required\":[\"k\"]}}}";
+    struct rng g;
+    rng_seed(&g, 8);
+    int compiled = 0, whole = 0;
+    for (int it = 0; it < 6000; it++) {
+        size_t n;
+        char *m = mutant(&g, src, strlen(src), 0, strlen(src), true, &n);
+        json_t *j = json_loadb(m, n, 0, NULL);
+        free(m);
+        if (!j) continue;
+        err[0] = 0;
+        struct jg_schema *sc = jg_schema_compile(j, err, sizeof err);
+        json_decref(j);
+        if (!sc) {
+            cr_assert(err[0], "jg_schema_compile failed without a message");
+            continue;
+        }
+        compiled++;
+        struct jg_state st;
+        jg_init(&st, sc);
+        for (int k = 0; k < 400 && !jg_done(&st); k++) {
+            unsigned char ok[256];
+            int na = 0;
+            for (int c = 0; c < 256; c++) {
+                struct jg_state t = st;
+                if (jg_feed(&t, (unsigned char)c)) ok[na++] = (unsigned char)c;
+            }
+            cr_assert_gt(na, 0, "stuck after %d bytes", k);
+            unsigned char c = ok[rng_below(&g, (uint64_t)na)];
+            for (int r = 0; r < na && rng_below(&g, 2); r++)      /* lean toward ends */
+                if (strchr("\"]},", ok[r]) && ok[r]) c = ok[r];
+            cr_assert(jg_feed(&st, c));
+        }
+        whole += jg_done(&st);
+        jg_schema_free(sc);
+    }
+    cr_expect_gt(compiled, 600);
+    cr_expect_gt(whole, 500);
 }

@@ -5,6 +5,7 @@
  * token on its own. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -288,6 +289,16 @@ Test(json_guide, trie_walk_matches_each_token)
     walk_matches(v, sc, "{\"name\":\"a\\n\",\"age\":12,\"tags\":[\"a b\"],\"n\":-3.5,"
                         "\"addr\":{\"city\":\"x\"},\"meta\":[true]}");
     jg_schema_free(sc);
+    /* constrained strings walk every token (no plain shortcut) */
+    sc = schema_of("{\"type\":\"object\",\"properties\":{"
+                   "\"s\":{\"type\":\"string\",\"pattern\":\"^[a-f]*\\u00e9?$\"},"
+                   "\"n\":{\"type\":\"number\",\"minimum\":-2,\"maximum\":30},"
+                   "\"l\":{\"type\":\"array\",\"maxItems\":2,"
+                   "\"items\":{\"type\":\"string\",\"maxLength\":3}}},"
+                   "\"required\":[\"s\",\"n\",\"l\"],\"additionalProperties\":false}", err, sizeof err);
+    cr_assert_not_null(sc, "%s", err);
+    walk_matches(v, sc, "{\"s\":\"fa\xc3\xa9\",\"n\":-1.5,\"l\":[\"ab\",\"\\u00e9\"]}");
+    jg_schema_free(sc);
     jg_vocab_free(v);
 }
 
@@ -297,8 +308,28 @@ Test(json_guide, schema_refusals_name_the_place)
 {
     static const struct { const char *schema, *want; } bad[] = {
         {"{\"type\":\"array\"}", "root must be an object"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}",
-         "properties.a: keyword \"pattern\""},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\",\"multipleOf\":2}}}",
+         "properties.a: keyword \"multipleOf\""},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"a**\"}}}",
+         "properties.a: \"pattern\" at byte 2: nothing to repeat"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"format\":\"uri\"}}}",
+         "properties.a: \"format\" \"uri\" is not supported"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"minLength\":3,"
+         "\"maxLength\":2}}}", "\"minLength\" is greater than \"maxLength\""},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"minLength\":-1}}}",
+         "\"minLength\" must be a whole number"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"a\","
+         "\"maxLength\":2}}}", "beside \"pattern\""},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"minimum\":1.5,"
+         "\"maximum\":1.9}}}", "properties.a: no number is within its bounds"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\",\"exclusiveMinimum\":1,"
+         "\"maximum\":1}}}", "properties.a: no number is within its bounds"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\",\"exclusiveMinimum\":true}}}",
+         "\"exclusiveMinimum\" must be a number"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"minItems\":3,"
+         "\"maxItems\":1}}}", "\"minItems\" is greater"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[\"x\"],\"maxLength\":1}}}",
+         "beside \"enum\""},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"text\"}}}", "properties.a: \"type\""},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[{\"b\":1}]}}}", "values must be"},
         {"{\"type\":\"object\",\"additionalProperties\":true}", "additionalProperties"},
@@ -313,6 +344,15 @@ Test(json_guide, schema_refusals_name_the_place)
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"enum\":[1]}]}}}", "anyOf[0]: \"enum\""},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"not\":{}}}}", "keyword \"not\" is not supported"},
     };
+    /* 33 nested arrays: the automaton holds 32 open containers */
+    char deep[1024] = "{\"type\":\"object\",\"properties\":{\"a\":";
+    for (int i = 0; i < 32; i++) strcat(deep, "{\"type\":\"array\",\"items\":");
+    strcat(deep, "{}");
+    for (int i = 0; i < 32; i++) strcat(deep, "}");
+    strcat(deep, "}}");
+    char err0[256] = "";
+    cr_expect_null(schema_of(deep, err0, sizeof err0));
+    cr_expect(strstr(err0, "nested deeper than 32") != NULL, "%s", err0);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[256] = "";
         struct jg_schema *sc = schema_of(bad[i].schema, err, sizeof err);
@@ -516,5 +556,168 @@ Test(json_guide, schema_agrees_with_a_validator)
     }
     cr_expect_gt(agree_ok, 50);
     cr_expect_gt(agree_bad, 1500);
+    jg_schema_free(sc);
+}
+
+/* ------------------------------------------- string, number and array keywords */
+
+static const char keywords_text[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"code\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}-[0-9]{3}$\"},"
+    "\"nick\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":4},"
+    "\"day\":{\"type\":\"string\",\"format\":\"date\"},"
+    "\"p\":{\"type\":\"number\",\"minimum\":0,\"maximum\":1},"
+    "\"k\":{\"type\":\"integer\",\"exclusiveMinimum\":10,\"maximum\":20},"
+    "\"t\":{\"type\":[\"number\",\"null\"],\"exclusiveMinimum\":-1.5,\"exclusiveMaximum\":-1.25},"
+    "\"a\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2},"
+    "\"big\":{\"type\":\"integer\",\"minimum\":1e19},\"tiny\":{\"type\":\"number\",\"minimum\":1e-30,"
+    "\"maximum\":2e-30},"
+    "\"z\":{\"type\":\"array\",\"maxItems\":0}},"
+    "\"additionalProperties\":false}";
+
+Test(json_guide, schema_keywords_accept_and_refuse)
+{
+    char err[256];
+    struct jg_schema *sc = schema_of(keywords_text, err, sizeof err);
+    cr_assert_not_null(sc, "%s", err);
+    static const char *const ok[] = {
+        "{\"code\":\"AB-123\",\"nick\":\"ab\",\"day\":\"2024-02-29\",\"p\":0,\"k\":11,\"t\":-1.3,"
+        "\"a\":[1],\"z\":[]}",
+        "{\"code\":\"\\u0041B-123\",\"nick\":\"\xc3\xa9\\u00e9x\xf0\x9f\x98\x80\",\"p\":1.0,\"k\":20}",
+        "{\"nick\":\"\\n\\\"\\\\\\/\",\"p\":0.999,\"t\":-1.251,\"a\":[-5,7]}",
+        "{\"p\":-0.0}", "{\"p\":1}", "{\"p\":0.12345678901234567890123}", "{\"t\":null}",
+        "{\"big\":10000000000000000000}", "{\"big\":123456789012345678901234}",
+        "{\"tiny\":0.0000000000000000000000000000015}",
+        "{\"k\":19}", "{\"k\":12}",
+    };
+    expect_whole(sc, ok, sizeof ok / sizeof *ok);
+    static const struct refusal bad[] = {
+        {"{\"code\":\"a", 9},               /* the pattern wants A-Z */
+        {"{\"code\":\"AB-12\"", 14},        /* and three digits */
+        {"{\"code\":\"AB-1234", 15},
+        {"{\"code\":\"\\u00", 13},          /* no character from \u00.. is A-Z */
+        {"{\"nick\":\"a\"", 10},            /* minLength 2 */
+        {"{\"nick\":\"abcde", 13},          /* maxLength 4 */
+        {"{\"nick\":\"abc\xc3\xa9\xc3", 14}, /* a fifth character, even begun */
+        {"{\"nick\":\"a\\uD8", 13},          /* no surrogate escapes */
+        {"{\"day\":\"2024-13", 14},
+        {"{\"p\":2", 5},
+        {"{\"p\":1.5", 7},
+        {"{\"p\":-0.5", 8},
+        {"{\"p\":1e0", 6},                   /* no exponent */
+        {"{\"k\":10", 6},                    /* 10 is excluded, 100 too big */
+        {"{\"k\":21", 6},
+        {"{\"k\":9", 5},
+        {"{\"k\":1}", 6},                    /* 1 could have been 11..19 */
+        {"{\"k\":11.", 7},                   /* an integer */
+        {"{\"t\":-1.25}", 10},               /* excluded, -1.251 is not */
+        {"{\"t\":-2", 6},
+        {"{\"t\":1", 5},
+        {"{\"big\":-", 7},
+        {"{\"big\":999999999999999999}", 25},  /* 18 digits: below 1e19 */
+        {"{\"tiny\":0.00000000000000000000000000003", 38},
+        {"{\"a\":[]", 6},                    /* minItems 1 */
+        {"{\"a\":[1,2,", 9},                 /* maxItems 2 */
+        {"{\"z\":[1", 6},                    /* maxItems 0 */
+    };
+    expect_refused(sc, bad, sizeof bad / sizeof *bad);
+    jg_schema_free(sc);
+}
+
+/* Documents drawn byte by byte among the bytes the automaton allows (all
+ * 256 tried each time): the draw never finds none before the object is
+ * whole, and what it writes meets every keyword, as checked here by hand
+ * and by glibc's regexec (the patterns are also POSIX extended ones). */
+static size_t code_points(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+Test(json_guide, schema_keywords_random_documents)
+{
+    static const char text[] =
+        "{\"type\":\"object\",\"properties\":{"
+        "\"s\":{\"type\":\"string\",\"pattern\":\"^[a-c]+(-[0-9]{2})?$\"},"
+        "\"t\":{\"type\":\"string\",\"minLength\":2,\"maxLength\":5},"
+        "\"d\":{\"type\":\"string\",\"format\":\"date\"},"
+        "\"x\":{\"type\":\"number\",\"minimum\":-2.5,\"exclusiveMaximum\":7},"
+        "\"i\":{\"type\":\"integer\",\"minimum\":3,\"maximum\":12},"
+        "\"a\":{\"type\":\"array\",\"items\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":9},"
+        "\"minItems\":2,\"maxItems\":4},"
+        "\"o\":{\"type\":\"string\",\"pattern\":\"b\"}},"
+        "\"required\":[\"s\",\"t\",\"d\",\"x\",\"i\",\"a\"],\"additionalProperties\":false}";
+    char err[256];
+    struct jg_schema *sc = schema_of(text, err, sizeof err);
+    cr_assert_not_null(sc, "%s", err);
+    regex_t s_re, d_re, o_re;
+    cr_assert_eq(regcomp(&s_re, "^[a-c]+(-[0-9]{2})?$", REG_EXTENDED | REG_NOSUB), 0);
+    cr_assert_eq(regcomp(&d_re, "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+                         REG_EXTENDED | REG_NOSUB), 0);
+    cr_assert_eq(regcomp(&o_re, "b", REG_EXTENDED | REG_NOSUB), 0);
+    struct rng g;
+    rng_seed(&g, 77);
+    int with_o = 0, escapes = 0;
+    for (int it = 0; it < 300; it++) {
+        struct jg_state st;
+        jg_init(&st, sc);
+        char doc[8192];
+        size_t n = 0;
+        while (!jg_done(&st)) {
+            cr_assert_lt(n, sizeof doc - 1, "no end: %.*s", (int)n, doc);
+            int allowed[256], na = 0;
+            for (int c = 0; c < 256; c++) {
+                struct jg_state t = st;
+                if (jg_feed(&t, (unsigned char)c)) allowed[na++] = c;
+            }
+            cr_assert_gt(na, 0, "no byte allowed after %.*s", (int)n, doc);
+            /* mostly any allowed byte; often an end (quote, bracket) when
+             * one is allowed, so that documents finish */
+            int pick = allowed[rng_below(&g, (uint64_t)na)];
+            if (rng_below(&g, 3) == 0)
+                for (int k = 0; k < na; k++)
+                    if (strchr("\"]},", allowed[k]) && allowed[k]) pick = allowed[k];
+            while ((pick == ' ' || pick == '\n' || pick == '\t' || pick == '\r') && na > 4 &&
+                   rng_below(&g, 8))
+                pick = allowed[rng_below(&g, (uint64_t)na)];
+            cr_assert(jg_feed(&st, (unsigned char)pick));
+            doc[n++] = (char)pick;
+        }
+        doc[n] = 0;
+        escapes += strchr(doc, '\\') != NULL;
+        json_error_t je;
+        json_t *j = json_loadb(doc, n, JSON_REJECT_DUPLICATES, &je);
+        cr_assert_not_null(j, "%s: %s", doc, je.text);
+        const char *sv = json_string_value(json_object_get(j, "s"));
+        const char *tv = json_string_value(json_object_get(j, "t"));
+        const char *dv = json_string_value(json_object_get(j, "d"));
+        const char *ov = json_string_value(json_object_get(j, "o"));
+        const json_t *x = json_object_get(j, "x"), *i = json_object_get(j, "i");
+        const json_t *a = json_object_get(j, "a");
+        cr_assert(sv && regexec(&s_re, sv, 0, NULL, 0) == 0, "s: %s", doc);
+        cr_assert(tv && code_points(tv) >= 2 && code_points(tv) <= 5, "t: %s", doc);
+        cr_assert(dv && regexec(&d_re, dv, 0, NULL, 0) == 0, "d: %s", doc);
+        cr_assert(json_is_number(x) && json_number_value(x) >= -2.5 && json_number_value(x) < 7,
+                  "x: %s", doc);
+        cr_assert(json_is_integer(i) && json_integer_value(i) >= 3 && json_integer_value(i) <= 12,
+                  "i: %s", doc);
+        cr_assert(json_is_array(a) && json_array_size(a) >= 2 && json_array_size(a) <= 4, "a: %s", doc);
+        size_t k;
+        json_t *e;
+        json_array_foreach(a, k, e)
+            cr_assert(json_is_integer(e) && json_integer_value(e) >= 0 && json_integer_value(e) <= 9,
+                      "a[%zu]: %s", k, doc);
+        if (ov) {
+            cr_assert(regexec(&o_re, ov, 0, NULL, 0) == 0, "o: %s", doc);
+            with_o++;
+        }
+        json_decref(j);
+    }
+    cr_expect_gt(with_o, 10, "the optional pattern string was rarely drawn");
+    cr_expect_gt(escapes, 10, "escapes were rarely drawn");
+    regfree(&s_re);
+    regfree(&d_re);
+    regfree(&o_re);
     jg_schema_free(sc);
 }
