@@ -33,8 +33,8 @@ enum { T_OBJECT = 1, T_ARRAY = 2, T_STRING = 4, T_INTEGER = 8, T_NUMBER = 16, T_
 
 struct jg_node {
     uint8_t types;              /* T_*; 0 with lits: an enum */
-    bool any_keys;              /* an object with any keys (their values: any) */
-    uint16_t items;             /* array items */
+    bool any_keys;              /* an object with any keys (their values: node values) */
+    uint16_t items, values;     /* array items; an any_keys object's values */
     int32_t props, nprops;      /* properties: [props, props + nprops) */
     int32_t lits, nlits;        /* enum values: [lits, lits + nlits) */
     int32_t str, num;           /* string constraints, number bounds: an index, or -1 */
@@ -384,6 +384,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             }
             if (x.types & T_OBJECT) {
                 n.any_keys = x.any_keys;
+                n.values = x.values;
                 n.props = x.props;
                 n.nprops = x.nprops;
             }
@@ -445,12 +446,23 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         n.items = (uint16_t)it;
     }
     if (n.types & T_OBJECT) {
-        if (addl && !json_is_false(addl))
-            return fail(b, path, "\"additionalProperties\" other than false is not supported");
+        if (addl && !json_is_false(addl) && (props || req))
+            return fail(b, path, "\"additionalProperties\" beside \"properties\" must be false");
+        if (addl && !json_is_boolean(addl) && !json_is_object(addl))
+            return fail(b, path, "\"additionalProperties\" must be a boolean or a schema");
         if (props && (!json_is_object(props) || json_object_size(props) > JG_MAX_CHOICES))
             return fail(b, path, "\"properties\" must be an object of at most 64 schemas");
         if (req && !json_is_array(req)) return fail(b, path, "\"required\" must be a list of names");
-        n.any_keys = !props && !req;
+        n.any_keys = !props && !req && !json_is_false(addl);
+        if (n.any_keys && json_is_object(addl)) {
+            /* a map (pydantic's dict[str, X]): any keys, values of this schema */
+            snprintf(sub, sizeof sub, "%s%sadditionalProperties", path, *path ? "." : "");
+            b->depth++;
+            const int vn = compile(b, addl, sub, refs);
+            b->depth--;
+            if (vn < 0) return -1;
+            n.values = (uint16_t)vn;
+        }
         n.props = b->nprops;
         n.nprops = props ? (int32_t)json_object_size(props) : 0;
         if (!grow((void **)&b->props, &b->cprops, (size_t)b->nprops + (size_t)n.nprops,
@@ -738,10 +750,11 @@ static bool feed_string(struct jg_state *s, unsigned char c)
     if (c == '"') {
         if (ck && !str_whole(s)) return false;
         if (s->key) {
-            /* a key of an object of any keys: its value is any value */
+            /* a key of an object of any keys: its value is of the object's
+             * values node */
             s->lex = L_NONE;
             s->pos = P_COLON;
-            s->cur = 0;
+            s->cur = top(s)->values;
         } else {
             after_value(s);
         }

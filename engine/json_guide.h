@@ -28,7 +28,8 @@
  * (as OpenAI's strict structured outputs): "type" (one or a list of
  * object, array, string, integer, number, boolean, null), "properties"
  * (written in their order, the optional ones may be left out),
- * "required", "additionalProperties" false (or absent: no other keys),
+ * "required", "additionalProperties" false (or absent: no other keys;
+ * without "properties", a schema: a map of any keys to such values),
  * "items", "enum" and "const" of scalars, "$ref" to "#/$defs/..." or
  * "#/definitions/..." (not recursive), "anyOf"/"oneOf" of branches of
  * different types (pydantic's Optional[X]), and the annotations title,

@@ -503,7 +503,8 @@ Test(fuzz, json_schemas)
         "\"i\":{\"type\":\"integer\",\"exclusiveMinimum\":10,\"maximum\":400},"
         "\"a\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"},\"minItems\":1,\"maxItems\":2},"
         "\"o\":{\"anyOf\":[{\"type\":\"string\",\"pattern\":\"q\"},{\"type\":\"integer\",\"minimum\":7}]},"
-        "\"e\":{\"enum\":[\"x\",2]}},"
+        "\"e\":{\"enum\":[\"x\",2]},"
+        "\"d\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"maximum\":-3}}},"
         "\"required\":[\"s\",\"n\",\"a\"],\"additionalProperties\":false,"
         "\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"k\":{\"type\":\"integer\","
         "\"minimum\":1e3}},\"required\":[\"k\"]}}}";

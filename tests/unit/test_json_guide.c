@@ -332,7 +332,9 @@ Test(json_guide, schema_refusals_name_the_place)
          "beside \"enum\""},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"text\"}}}", "properties.a: \"type\""},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[{\"b\":1}]}}}", "values must be"},
-        {"{\"type\":\"object\",\"additionalProperties\":true}", "additionalProperties"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"additionalProperties\":true}",
+         "\"additionalProperties\" beside \"properties\" must be false"},
+        {"{\"type\":\"object\",\"additionalProperties\":3}", "must be a boolean or a schema"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"required\" names"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/B\"}}}", "\"$ref\" must name"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/A\"}},\"$defs\":{\"A\":"
@@ -572,7 +574,9 @@ static const char keywords_text[] =
     "\"a\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":2},"
     "\"big\":{\"type\":\"integer\",\"minimum\":1e19},\"tiny\":{\"type\":\"number\",\"minimum\":1e-30,"
     "\"maximum\":2e-30},"
-    "\"z\":{\"type\":\"array\",\"maxItems\":0}},"
+    "\"z\":{\"type\":\"array\",\"maxItems\":0},"
+    "\"m\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"minimum\":0}},"
+    "\"e\":{\"type\":\"object\",\"additionalProperties\":false}},"
     "\"additionalProperties\":false}";
 
 Test(json_guide, schema_keywords_accept_and_refuse)
@@ -589,6 +593,7 @@ Test(json_guide, schema_keywords_accept_and_refuse)
         "{\"big\":10000000000000000000}", "{\"big\":123456789012345678901234}",
         "{\"tiny\":0.0000000000000000000000000000015}",
         "{\"k\":19}", "{\"k\":12}",
+        "{\"m\":{\"x\":1,\"y z\":20}}", "{\"m\":{}}", "{\"e\":{}}",
     };
     expect_whole(sc, ok, sizeof ok / sizeof *ok);
     static const struct refusal bad[] = {
@@ -619,6 +624,9 @@ Test(json_guide, schema_keywords_accept_and_refuse)
         {"{\"a\":[]", 6},                    /* minItems 1 */
         {"{\"a\":[1,2,", 9},                 /* maxItems 2 */
         {"{\"z\":[1", 6},                    /* maxItems 0 */
+        {"{\"m\":{\"x\":\"", 10},             /* a map of integers */
+        {"{\"m\":{\"x\":-1", 11},             /* of at least 0 (-0 is 0) */
+        {"{\"e\":{\"", 6},                    /* no keys at all */
     };
     expect_refused(sc, bad, sizeof bad / sizeof *bad);
     jg_schema_free(sc);
