@@ -34,7 +34,8 @@ enum { T_OBJECT = 1, T_ARRAY = 2, T_STRING = 4, T_INTEGER = 8, T_NUMBER = 16, T_
 struct jg_node {
     uint8_t types;              /* T_*; 0 with lits: an enum */
     bool any_keys;              /* an object with any keys (their values: node values) */
-    uint16_t items, values;     /* array items; an any_keys object's values */
+    uint16_t items, values;     /* array items (after the tuple's); an any_keys object's values */
+    int32_t tuple, ntuple;      /* an array's first items: nodes tuple[tuple, tuple + ntuple) */
     int32_t props, nprops;      /* properties: [props, props + nprops) */
     int32_t lits, nlits;        /* enum values: [lits, lits + nlits) */
     int32_t str, num;           /* string constraints, number bounds: an index, or -1 */
@@ -54,9 +55,10 @@ enum { B_LO = 1, B_HI = 2, B_LO_EX = 4, B_HI_EX = 8 };
 struct jg_num { double lo, hi; uint32_t flags; };
 
 struct jg_schema {
-    int nnodes, nprops, nlits, nstrs, nnums, nwords;
+    int nnodes, nprops, nlits, nstrs, nnums, nwords, ntuple;
     size_t npool;
     uint64_t *words;            /* the patterns' programs */
+    uint16_t *tuple;            /* prefixItems' nodes */
     struct jg_num *nums;
     struct jg_node *nodes;
     struct jg_prop *props;
@@ -91,10 +93,11 @@ struct jg_build {
     struct jg_str *strs;
     struct jg_num *nums;
     uint64_t *words;
+    uint16_t *tuple;
     char *pool;
-    int nnodes, nprops, nlits, nstrs, nnums, nwords;
+    int nnodes, nprops, nlits, nstrs, nnums, nwords, ntuple;
     int depth;                  /* objects and arrays around the node compiled */
-    size_t npool, cnodes, cprops, clits, cstrs, cnums, cwords, cpool;
+    size_t npool, cnodes, cprops, clits, cstrs, cnums, cwords, ctuple, cpool;
     const json_t *root;
     char *err;
     size_t errlen;
@@ -333,7 +336,8 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         "type", "properties", "required", "additionalProperties", "items", "enum", "const",
         "title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
         "definitions", "anyOf", "oneOf", "minLength", "maxLength", "pattern", "format", "minimum",
-        "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", NULL};
+        "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "prefixItems",
+        "additionalItems", NULL};
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)s, k, v) {
@@ -346,6 +350,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     }
     const json_t *type = json_object_get(s, "type"), *props = json_object_get(s, "properties");
     const json_t *items = json_object_get(s, "items"), *req = json_object_get(s, "required");
+    const json_t *tup = json_object_get(s, "prefixItems");
     const json_t *addl = json_object_get(s, "additionalProperties");
     const json_t *en = json_object_get(s, "enum"), *cst = json_object_get(s, "const");
     const bool kw = has_any(s, str_kw) || has_any(s, num_kw) || has_any(s, arr_kw);
@@ -359,7 +364,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         /* branches of different types (Optional[X]: X or null), merged into
          * one node: the first byte of a value tells which (so anyOf and
          * oneOf mean the same here) */
-        if (type || props || items || req || en || cst || kw)
+        if (type || props || items || tup || req || en || cst || kw)
             return fail(b, path, "\"anyOf\" beside other constraints is not supported");
         if (!json_is_array(alts) || json_array_size(alts) == 0)
             return fail(b, path, "\"anyOf\" must be a list of schemas");
@@ -379,6 +384,8 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             if (x.types & (T_NUMBER | T_INTEGER)) n.num = x.num;
             if (x.types & T_ARRAY) {
                 n.items = x.items;
+                n.tuple = x.tuple;
+                n.ntuple = x.ntuple;
                 n.min_items = x.min_items;
                 n.max_items = x.max_items;
             }
@@ -420,8 +427,8 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         return me;
     }
     if (type && type_bits(b, type, path, &n.types)) return -1;
-    if (!type) n.types = props || req ? T_OBJECT : items ? T_ARRAY : T_ALL;
-    if (!type && !props && !req && !items && !kw) return 0;     /* any value: node 0 */
+    if (!type) n.types = props || req ? T_OBJECT : items || tup ? T_ARRAY : T_ALL;
+    if (!type && !props && !req && !items && !tup && !kw) return 0;     /* any value: node 0 */
     if ((n.types & (T_OBJECT | T_ARRAY)) && b->depth >= JG_MAX_DEPTH)
         return fail(b, path, "objects and arrays nested deeper than 32 are not supported");
     if ((n.types & T_STRING) && str_constraints(b, s, path, &n.str)) return -1;
@@ -430,20 +437,44 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         if (count_kw(b, s, "minItems", path, 0, &n.min_items) ||
             count_kw(b, s, "maxItems", path, NO_MAX, &n.max_items))
             return -1;
-        if (n.min_items > UINT16_MAX) return fail(b, path, "\"minItems\" above 65535 is not supported");
-        if (n.max_items >= UINT16_MAX) n.max_items = NO_MAX;   /* the count stops at 65535 */
-        if (n.min_items > n.max_items)
-            return fail(b, path, "\"minItems\" is greater than \"maxItems\"");
-    }
-    if (n.types & T_ARRAY) {
-        if (items && !json_is_object(items))
-            return fail(b, path, "\"items\" must be one schema (tuples are not supported)");
-        snprintf(sub, sizeof sub, "%s%sitems", path, *path ? "." : "");
+        /* a tuple: prefixItems (or draft 7's list of items), then the rest:
+         * items (additionalItems beside the list), false for none */
+        const json_t *rest = items;
+        const char *tname = "prefixItems";
+        if (json_is_array(items)) {
+            if (tup) return fail(b, path, "\"prefixItems\" beside \"items\" as a list");
+            tup = items;
+            tname = "items";
+            rest = json_object_get(s, "additionalItems");
+        }
+        if (tup && (!json_is_array(tup) || json_array_size(tup) > JG_MAX_CHOICES))
+            return fail(b, path, "\"prefixItems\" must be a list of at most 64 schemas");
+        if (rest && !json_is_object(rest) && !json_is_boolean(rest))
+            return fail(b, path, "\"items\" must be a schema or a boolean");
+        n.tuple = b->ntuple;
+        n.ntuple = tup ? (int32_t)json_array_size(tup) : 0;
+        if (!grow((void **)&b->tuple, &b->ctuple, (size_t)b->ntuple + (size_t)n.ntuple,
+                  sizeof *b->tuple))
+            return fail(b, path, "out of memory");
+        b->ntuple += n.ntuple;
         b->depth++;
-        const int it = items ? compile(b, items, sub, refs) : 0;
+        for (int i = 0; i < n.ntuple; i++) {
+            snprintf(sub, sizeof sub, "%s%s%s[%d]", path, *path ? "." : "", tname, i);
+            const int e = compile(b, json_array_get(tup, (size_t)i), sub, refs);
+            if (e < 0) return -1;
+            b->tuple[n.tuple + i] = (uint16_t)e;
+        }
+        snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", rest == items ? "items" : "additionalItems");
+        const int it = json_is_object(rest) ? compile(b, rest, sub, refs) : 0;
         b->depth--;
         if (it < 0) return -1;
         n.items = (uint16_t)it;
+        if (json_is_false(rest) && n.max_items > (uint32_t)n.ntuple) n.max_items = (uint32_t)n.ntuple;
+        if (n.min_items > UINT16_MAX) return fail(b, path, "\"minItems\" above 65535 is not supported");
+        if (n.max_items >= UINT16_MAX) n.max_items = NO_MAX;   /* the count stops at 65535 */
+        if (n.min_items > n.max_items)
+            return fail(b, path, "\"minItems\" is greater than \"maxItems\" (or than the items "
+                                 "a tuple with no others has)");
     }
     if (n.types & T_OBJECT) {
         if (addl && !json_is_false(addl) && (props || req))
@@ -506,15 +537,17 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
 }
 
 /* The block's sections after its header (words, nums, nodes, props, lits,
- * strs, pool), each 8-aligned: their offsets; returns the block's size. */
-static size_t sections(const struct jg_schema *sc, size_t off[7])
+ * strs, tuple, pool), each 8-aligned: their offsets; returns the block's
+ * size. */
+static size_t sections(const struct jg_schema *sc, size_t off[8])
 {
-    const size_t size[7] = {
+    const size_t size[8] = {
         (size_t)sc->nwords * sizeof *sc->words, (size_t)sc->nnums * sizeof *sc->nums,
         (size_t)sc->nnodes * sizeof *sc->nodes, (size_t)sc->nprops * sizeof *sc->props,
-        (size_t)sc->nlits * sizeof *sc->lits, (size_t)sc->nstrs * sizeof *sc->strs, sc->npool};
+        (size_t)sc->nlits * sizeof *sc->lits, (size_t)sc->nstrs * sizeof *sc->strs,
+        (size_t)sc->ntuple * sizeof *sc->tuple, sc->npool};
     size_t at = (sizeof *sc + 7) / 8 * 8;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         off[i] = at;
         at += (size[i] + 7) / 8 * 8;
     }
@@ -524,7 +557,7 @@ static size_t sections(const struct jg_schema *sc, size_t off[7])
 /* Points sc's arrays at their sections of its block. */
 static void layout(struct jg_schema *sc)
 {
-    size_t off[7];
+    size_t off[8];
     sections(sc, off);
     char *base = (char *)sc;
     sc->words = (uint64_t *)(base + off[0]);
@@ -533,7 +566,8 @@ static void layout(struct jg_schema *sc)
     sc->props = (struct jg_prop *)(base + off[3]);
     sc->lits = (struct jg_text *)(base + off[4]);
     sc->strs = (struct jg_str *)(base + off[5]);
-    sc->pool = base + off[6];
+    sc->tuple = (uint16_t *)(base + off[6]);
+    sc->pool = base + off[7];
 }
 
 struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errlen)
@@ -552,8 +586,8 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
             /* the root as node 1: node `root` is 1 (the first compiled) or a $ref */
             const struct jg_schema counts = {
                 .nnodes = b.nnodes + 1, .nprops = b.nprops, .nlits = b.nlits, .nstrs = b.nstrs,
-                .nnums = b.nnums, .nwords = b.nwords, .npool = b.npool};
-            size_t off[7];
+                .nnums = b.nnums, .nwords = b.nwords, .ntuple = b.ntuple, .npool = b.npool};
+            size_t off[8];
             const size_t bytes = sections(&counts, off);
             if ((sc = calloc(1, bytes))) {
                 *sc = counts;
@@ -566,6 +600,7 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
                 if (b.nstrs) memcpy(sc->strs, b.strs, (size_t)b.nstrs * sizeof *b.strs);
                 if (b.nnums) memcpy(sc->nums, b.nums, (size_t)b.nnums * sizeof *b.nums);
                 if (b.nwords) memcpy(sc->words, b.words, (size_t)b.nwords * sizeof *b.words);
+                if (b.ntuple) memcpy(sc->tuple, b.tuple, (size_t)b.ntuple * sizeof *b.tuple);
                 if (b.npool) memcpy(sc->pool, b.pool, b.npool);
             } else {
                 fail(&b, "", "out of memory");
@@ -580,6 +615,7 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
     free(b.strs);
     free(b.nums);
     free(b.words);
+    free(b.tuple);
     free(b.pool);
     return sc;
 }
@@ -627,6 +663,12 @@ static void after_value(struct jg_state *s)
     s->pos = s->depth ? P_COMMA_OR_CLOSE : P_DONE;
 }
 
+/* The node of item i of array a. */
+static uint16_t item_node(const struct jg_state *s, const struct jg_node *a, uint32_t i)
+{
+    return i < (uint32_t)a->ntuple ? s->sc->tuple[a->tuple + i] : a->items;
+}
+
 static bool push(struct jg_state *s, int n, bool object)
 {
     if (s->depth == JG_MAX_DEPTH) return false;
@@ -637,7 +679,7 @@ static bool push(struct jg_state *s, int n, bool object)
     else s->objects &= ~(1u << s->depth);
     s->depth++;
     s->pos = object ? P_KEY_OR_CLOSE : P_VALUE_OR_CLOSE;
-    if (!object) s->cur = node(s, n)->items;
+    if (!object) s->cur = item_node(s, node(s, n), 0);
     return true;
 }
 
@@ -1077,9 +1119,9 @@ bool jg_feed(struct jg_state *s, unsigned char c)
         if (c == ',') {
             if (!object) {
                 if (*count >= top(s)->max_items) return false;
+                s->cur = item_node(s, top(s), *count);
                 if (*count < UINT16_MAX) ++*count;
                 s->pos = P_VALUE;
-                s->cur = top(s)->items;
                 return true;
             }
             if (!top(s)->any_keys && !key_candidates(s)) return false;  /* none left */

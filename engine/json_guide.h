@@ -39,7 +39,9 @@
  * hostname, ipv4); a constrained string writes no surrogate escapes.
  * Numbers: "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"
  * (compared as doubles); a bounded number is written without an exponent.
- * Arrays: "minItems", "maxItems". Every prefix accepted can still be
+ * Arrays: "minItems", "maxItems", and tuples: "prefixItems" (or draft
+ * 7's list of "items" with "additionalItems"), the rest "items" ("false":
+ * none). Every prefix accepted can still be
  * finished within the schema. Anything else is refused by name rather
  * than ignored. */
 struct jg_schema;

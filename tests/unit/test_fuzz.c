@@ -504,7 +504,9 @@ Test(fuzz, json_schemas)
         "\"a\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/P\"},\"minItems\":1,\"maxItems\":2},"
         "\"o\":{\"anyOf\":[{\"type\":\"string\",\"pattern\":\"q\"},{\"type\":\"integer\",\"minimum\":7}]},"
         "\"e\":{\"enum\":[\"x\",2]},"
-        "\"d\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"maximum\":-3}}},"
+        "\"d\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"maximum\":-3}},"
+        "\"t\":{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\",\"minimum\":2},{\"type\":"
+        "\"string\",\"pattern\":\"^z+$\"}],\"items\":{\"type\":\"boolean\"}}},"
         "\"required\":[\"s\",\"n\",\"a\"],\"additionalProperties\":false,"
         "\"$defs\":{\"P\":{\"type\":\"object\",\"properties\":{\"k\":{\"type\":\"integer\","
         "\"minimum\":1e3}},\"required\":[\"k\"]}}}";

@@ -339,8 +339,12 @@ Test(json_guide, schema_refusals_name_the_place)
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/B\"}}}", "\"$ref\" must name"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/A\"}},\"$defs\":{\"A\":"
          "{\"type\":\"object\",\"properties\":{\"b\":{\"$ref\":\"#/$defs/A\"}}}}}", "recursive"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"items\":[{}]}}}",
-         "properties.a: \"items\" must be one schema"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"prefixItems\":{}}}}",
+         "properties.a: \"prefixItems\" must be a list"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"prefixItems\":[{\"type\":\"dog\"}]}}}",
+         "properties.a.prefixItems[0]: \"type\""},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"prefixItems\":[{}],\"items\":false,"
+         "\"minItems\":2}}}", "than the items a tuple"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"string\"},"
          "{\"type\":[\"null\",\"string\"]}]}}}", "properties.a.anyOf[1]: \"anyOf\" branches must be of different"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"enum\":[1]}]}}}", "anyOf[0]: \"enum\""},
@@ -576,7 +580,10 @@ static const char keywords_text[] =
     "\"maximum\":2e-30},"
     "\"z\":{\"type\":\"array\",\"maxItems\":0},"
     "\"m\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\",\"minimum\":0}},"
-    "\"e\":{\"type\":\"object\",\"additionalProperties\":false}},"
+    "\"e\":{\"type\":\"object\",\"additionalProperties\":false},"
+    "\"tp\":{\"type\":\"array\",\"prefixItems\":[{\"type\":\"integer\"},{\"type\":\"string\","
+    "\"maxLength\":1}],\"items\":false},"
+    "\"t7\":{\"type\":\"array\",\"items\":[{\"type\":\"boolean\"}],\"additionalItems\":{\"type\":\"null\"}}},"
     "\"additionalProperties\":false}";
 
 Test(json_guide, schema_keywords_accept_and_refuse)
@@ -594,6 +601,7 @@ Test(json_guide, schema_keywords_accept_and_refuse)
         "{\"tiny\":0.0000000000000000000000000000015}",
         "{\"k\":19}", "{\"k\":12}",
         "{\"m\":{\"x\":1,\"y z\":20}}", "{\"m\":{}}", "{\"e\":{}}",
+        "{\"tp\":[3,\"x\"]}", "{\"tp\":[3]}", "{\"tp\":[]}", "{\"t7\":[true,null,null]}",
     };
     expect_whole(sc, ok, sizeof ok / sizeof *ok);
     static const struct refusal bad[] = {
@@ -627,6 +635,10 @@ Test(json_guide, schema_keywords_accept_and_refuse)
         {"{\"m\":{\"x\":\"", 10},             /* a map of integers */
         {"{\"m\":{\"x\":-1", 11},             /* of at least 0 (-0 is 0) */
         {"{\"e\":{\"", 6},                    /* no keys at all */
+        {"{\"tp\":[\"", 7},                   /* an integer first */
+        {"{\"tp\":[3,4", 9},                   /* then a string */
+        {"{\"tp\":[3,\"x\",", 12},             /* and no third */
+        {"{\"t7\":[true,false", 12},           /* then nulls */
     };
     expect_refused(sc, bad, sizeof bad / sizeof *bad);
     jg_schema_free(sc);
