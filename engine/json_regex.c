@@ -361,7 +361,8 @@ static int atom(struct build *b, struct frag *f)
                 if (!close) return fail(b, at, "a group name without its '>'");
                 b->i = (size_t)(close - b->s) + 1;
             } else {
-                return fail(b, at, "lookahead and lookbehind are not supported");
+                return fail(b, at, "lookaround and group flags are not supported (only (...), "
+                                   "(?:...) and (?<name>...))");
             }
         }
         if (++b->depth > JRE_MAX_DEPTH) return fail(b, at, "groups nested too deeply");
