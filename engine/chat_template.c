@@ -1,7 +1,8 @@
 /* engine/chat_template.c — the chat formats of chat_template.h, each a
  * transcription of its Hugging Face Jinja template for plain messages
- * (system/user/assistant; tool calls are not rendered), plus recognition of
- * those templates in a model directory. */
+ * (system/user/assistant; with qwen3 also tool definitions, calls and
+ * results), plus recognition of those templates in a model directory. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,6 +224,108 @@ static void put_think(struct strbuf *b, const struct chat_opts *o, bool think_by
         strbuf_puts(b, "<think>\n");
 }
 
+/* s (n bytes) as Python's json.dumps(s, ensure_ascii=False) writes it. */
+static void put_json_string(struct strbuf *b, const char *s, size_t n)
+{
+    strbuf_puts(b, "\"");
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        const char *e = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+        char u[8];
+        if (!e && c < 0x20) snprintf(u, sizeof u, "\\u%04x", c), e = u;
+        if (e) strbuf_puts(b, e);
+        else strbuf_put(b, s + i, 1);
+    }
+    strbuf_puts(b, "\"");
+}
+
+/* x as Python's repr(float): the shortest digits that read back as x, in
+ * fixed notation from 1e-4 up to 1e16, else as d.ddde+XX. */
+static void put_py_float(struct strbuf *b, double x)
+{
+    if (isnan(x) || isinf(x)) {
+        strbuf_puts(b, isnan(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    char e[40];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(e, sizeof e, "%.*e", p - 1, x);
+        if (strtod(e, NULL) == x) break;
+    }
+    /* e: [-]d[.ddd]e(+|-)XX */
+    const char *q = e;
+    if (*q == '-') strbuf_puts(b, "-"), q++;
+    char digits[24];
+    int nd = 0;
+    for (; *q != 'e'; q++)
+        if (*q != '.') digits[nd++] = *q;
+    const int exp = atoi(q + 1), decpt = exp + 1;
+    if (decpt <= -4 || decpt > 16) {
+        strbuf_put(b, digits, 1);
+        if (nd > 1) strbuf_puts(b, "."), strbuf_put(b, digits + 1, (size_t)nd - 1);
+        char t[16];
+        snprintf(t, sizeof t, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+        strbuf_puts(b, t);
+    } else if (decpt <= 0) {
+        strbuf_puts(b, "0.");
+        for (int i = 0; i < -decpt; i++) strbuf_puts(b, "0");
+        strbuf_put(b, digits, (size_t)nd);
+    } else if (decpt >= nd) {
+        strbuf_put(b, digits, (size_t)nd);
+        for (int i = nd; i < decpt; i++) strbuf_puts(b, "0");
+        strbuf_puts(b, ".0");
+    } else {
+        strbuf_put(b, digits, (size_t)decpt);
+        strbuf_puts(b, ".");
+        strbuf_put(b, digits + decpt, (size_t)(nd - decpt));
+    }
+}
+
+/* j as transformers' tojson filter writes it (Python's json.dumps with
+ * ensure_ascii=False): ", " and ": " between items, keys in order. */
+static void put_json(struct strbuf *b, const json_t *j)
+{
+    char t[32];
+    size_t i;
+    const char *k;
+    json_t *v;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        strbuf_puts(b, "{");
+        i = 0;
+        json_object_foreach((json_t *)j, k, v) {
+            if (i++) strbuf_puts(b, ", ");
+            put_json_string(b, k, strlen(k));
+            strbuf_puts(b, ": ");
+            put_json(b, v);
+        }
+        strbuf_puts(b, "}");
+        break;
+    case JSON_ARRAY:
+        strbuf_puts(b, "[");
+        json_array_foreach(j, i, v) {
+            if (i) strbuf_puts(b, ", ");
+            put_json(b, v);
+        }
+        strbuf_puts(b, "]");
+        break;
+    case JSON_STRING:
+        put_json_string(b, json_string_value(j), json_string_length(j));
+        break;
+    case JSON_INTEGER:
+        snprintf(t, sizeof t, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        strbuf_puts(b, t);
+        break;
+    case JSON_REAL:
+        put_py_float(b, json_real_value(j));
+        break;
+    case JSON_TRUE: strbuf_puts(b, "true"); break;
+    case JSON_FALSE: strbuf_puts(b, "false"); break;
+    default: strbuf_puts(b, "null"); break;
+    }
+}
+
 static bool role_is(const struct chat_msg *m, const char *r)
 {
     return !strcmp(m->role, r);
@@ -237,23 +340,90 @@ static char *bad_role(const struct chat_msg *msgs, size_t i, enum chat_template_
     return NULL;
 }
 
+/* Qwen3's system turn listing the tools (and a first system message). */
+static void put_qwen3_tools(struct strbuf *b, const json_t *tools, const struct chat_msg *sys)
+{
+    strbuf_puts(b, "<|im_start|>system\n");
+    if (sys) {
+        strbuf_puts(b, sys->content);
+        strbuf_puts(b, "\n\n");
+    }
+    strbuf_puts(b, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+                   "You are provided with function signatures within <tools></tools> XML tags:\n"
+                   "<tools>");
+    size_t i;
+    const json_t *t;
+    json_array_foreach(tools, i, t) {
+        strbuf_puts(b, "\n");
+        put_json(b, t);
+    }
+    strbuf_puts(b, "\n</tools>\n\nFor each function call, return a json object with function name "
+                   "and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                   "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+                   "</tool_call><|im_end|>\n");
+}
+
+/* An assistant turn's tool calls, as Qwen3 writes them after its content
+ * (content: whether there was any). */
+static void put_qwen3_calls(struct strbuf *b, const json_t *calls, bool content)
+{
+    size_t k;
+    const json_t *c;
+    json_array_foreach(calls, k, c) {
+        if (content || k) strbuf_puts(b, "\n");
+        const json_t *f = json_object_get(c, "function");
+        if (f) c = f;
+        const json_t *args = json_object_get(c, "arguments");
+        strbuf_puts(b, "<tool_call>\n{\"name\": \"");
+        strbuf_puts(b, json_string_value(json_object_get(c, "name")));
+        strbuf_puts(b, "\", \"arguments\": ");
+        if (json_is_string(args)) strbuf_put(b, json_string_value(args), json_string_length(args));
+        else put_json(b, args);
+        strbuf_puts(b, "}\n</tool_call>");
+    }
+}
+
+static bool starts_ends(const char *s, const char *head, const char *tail)
+{
+    const size_t n = strlen(s), h = strlen(head), t = strlen(tail);
+    return n >= h && n >= t && !memcmp(s, head, h) && !memcmp(s + n - t, tail, t);
+}
+
 static void render_chatml(struct strbuf *b, enum chat_template_kind kind, const struct chat_msg *m,
                           size_t n, const struct chat_opts *o)
 {
+    const bool qwen3 = kind == CHAT_TEMPLATE_QWEN3;
+    size_t first = 0;
     if (kind == CHAT_TEMPLATE_QWEN2_5 && (n == 0 || !role_is(&m[0], "system"))) {
         strbuf_puts(b, "<|im_start|>system\n");
         strbuf_puts(b, QWEN2_5_SYSTEM);
         strbuf_puts(b, "<|im_end|>\n");
     }
-    /* Qwen3: index of the last user turn; reasoning is kept only after it. */
+    if (qwen3 && o->tools && json_array_size(o->tools)) {
+        const bool sys = n && role_is(&m[0], "system");
+        put_qwen3_tools(b, o->tools, sys ? &m[0] : NULL);
+        first = sys;
+    }
+    /* Qwen3: index of the last user turn (not a tool result passed as a
+     * user message); reasoning is kept only after it. */
     size_t last_query = n ? n - 1 : 0;
     for (size_t i = n; i-- > 0;)
-        if (role_is(&m[i], "user")) {
+        if (role_is(&m[i], "user") &&
+            !(qwen3 && starts_ends(m[i].content, "<tool_response>", "</tool_response>"))) {
             last_query = i;
             break;
         }
-    for (size_t i = 0; i < n; i++) {
-        if (kind != CHAT_TEMPLATE_QWEN3 || !role_is(&m[i], "assistant")) {
+    for (size_t i = first; i < n; i++) {
+        if (qwen3 && role_is(&m[i], "tool")) {
+            /* results of consecutive tool messages share one user turn */
+            if (i == 0 || !role_is(&m[i - 1], "tool")) strbuf_puts(b, "<|im_start|>user");
+            strbuf_puts(b, "\n<tool_response>\n");
+            strbuf_puts(b, m[i].content);
+            strbuf_puts(b, "\n</tool_response>");
+            if (i == n - 1 || !role_is(&m[i + 1], "tool")) strbuf_puts(b, "<|im_end|>\n");
+            continue;
+        }
+        if (!qwen3 || !role_is(&m[i], "assistant")) {
             strbuf_puts(b, "<|im_start|>");
             strbuf_puts(b, m[i].role);
             strbuf_puts(b, "\n");
@@ -268,10 +438,10 @@ static void render_chatml(struct strbuf *b, enum chat_template_kind kind, const 
             r = m[i].reasoning;
             rn = strlen(r);
         } else if (strstr(c, "</think>")) {
-            const char *first = strstr(c, "</think>");
+            const char *first_end = strstr(c, "</think>");
             const char *last = last_strstr(c, cn, "</think>");
             r = c;
-            rn = (size_t)(first - c);
+            rn = (size_t)(first_end - c);
             strip_char(&r, &rn, '\n', false, true);
             const char *open = last_strstr(r, rn, "<think>");
             if (open) {
@@ -283,6 +453,7 @@ static void render_chatml(struct strbuf *b, enum chat_template_kind kind, const 
             c = last + 8;
             strip_char(&c, &cn, '\n', true, false);
         }
+        const bool content = cn > 0;
         strbuf_puts(b, "<|im_start|>assistant\n");
         if (i > last_query && (i == n - 1 || rn)) {
             strip_char(&r, &rn, '\n', true, true);
@@ -292,6 +463,7 @@ static void render_chatml(struct strbuf *b, enum chat_template_kind kind, const 
             strbuf_puts(b, "\n</think>\n\n");
         }
         strbuf_put(b, c, cn);
+        if (m[i].tool_calls) put_qwen3_calls(b, m[i].tool_calls, content);
         strbuf_puts(b, "<|im_end|>\n");
     }
     if (o->add_generation_prompt) {
@@ -303,6 +475,16 @@ static void render_chatml(struct strbuf *b, enum chat_template_kind kind, const 
 char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *m, size_t n,
                            const struct chat_opts *o, char *err, size_t errlen)
 {
+    if (kind != CHAT_TEMPLATE_QWEN3 && o->tools && json_array_size(o->tools)) {
+        fail(err, errlen, "tools: the %s chat template has no tool calls (qwen3 has)", NAMES[kind]);
+        return NULL;
+    }
+    for (size_t i = 0; i < n && kind != CHAT_TEMPLATE_QWEN3; i++)
+        if (m[i].tool_calls) {
+            fail(err, errlen, "messages[%zu].tool_calls: the %s chat template has no tool calls "
+                 "(qwen3 has)", i, NAMES[kind]);
+            return NULL;
+        }
     struct strbuf b = {0};
     strbuf_put(&b, "", 0);
     switch (kind) {
@@ -435,19 +617,38 @@ char *chat_template_render_json(enum chat_template_kind kind, const json_t *mess
         const json_t *e = json_array_get(messages, i);
         const json_t *role = json_object_get(e, "role"), *content = json_object_get(e, "content");
         const json_t *rc = json_object_get(e, "reasoning_content");
+        const json_t *calls = json_object_get(e, "tool_calls");
+        if (json_is_null(calls)) calls = NULL;
         const char *bad = !json_is_object(e) ? "" : !json_is_string(role) ? ".role"
-                        : !json_is_string(content) ? ".content"
+                        : !json_is_string(content) && !(calls && json_is_null(content)) ? ".content"
                         : (rc && !json_is_null(rc) && !json_is_string(rc)) ? ".reasoning_content"
+                        : calls && !json_is_array(calls) ? ".tool_calls"
                         : NULL;
         if (bad) {
             fail(err, errlen, "messages[%zu]%s: expected %s", i, bad,
-                 *bad ? "a string" : "an object with \"role\" and \"content\"");
+                 !*bad ? "an object with \"role\" and \"content\""
+                 : bad[1] == 't' ? "an array of calls" : "a string");
             free(m);
             return NULL;
         }
+        size_t k;
+        const json_t *c;
+        json_array_foreach(calls, k, c) {
+            const json_t *f = json_object_get(c, "function");
+            if (!f) f = c;
+            const json_t *args = json_object_get(f, "arguments");
+            if (!json_is_string(json_object_get(f, "name")) ||
+                !(json_is_string(args) || json_is_object(args))) {
+                fail(err, errlen, "messages[%zu].tool_calls[%zu]: expected {\"function\": {\"name\": "
+                     "a string, \"arguments\": a string or an object}}", i, k);
+                free(m);
+                return NULL;
+            }
+        }
         m[i].role = json_string_value(role);
-        m[i].content = json_string_value(content);
+        m[i].content = json_is_string(content) ? json_string_value(content) : "";
         m[i].reasoning = json_is_string(rc) ? json_string_value(rc) : NULL;
+        m[i].tool_calls = calls && json_array_size(calls) ? calls : NULL;
     }
     char *out = chat_template_render(kind, m, n, opts, err, errlen);
     free(m);

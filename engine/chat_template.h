@@ -23,9 +23,11 @@ enum chat_template_kind {
 };
 
 struct chat_msg {
-    const char *role;           /* "system", "user", "assistant" (ChatML: any) */
+    const char *role;           /* "system", "user", "assistant" (ChatML: any; qwen3: "tool") */
     const char *content;
     const char *reasoning;      /* reasoning_content, or NULL (qwen3 only) */
+    const json_t *tool_calls;   /* an assistant's calls (borrowed array of OpenAI's
+                                 * {"function": {"name", "arguments"}}), or NULL (qwen3 only) */
 };
 
 struct chat_opts {
@@ -34,6 +36,8 @@ struct chat_opts {
                                  * "<think>\n", others nothing), 0 nothing, 1 "<think>\n" */
     bool disable_thinking;      /* after it: an empty "<think>\n\n</think>\n\n" (Qwen3's
                                  * enable_thinking=False); overrides prefill_think */
+    const json_t *tools;        /* OpenAI's tool definitions (borrowed array), or NULL:
+                                 * the qwen3 template lists them in its system turn */
 };
 
 /* Name <-> kind ("chatml", "qwen2.5", "qwen3", "llama3", "deepseek-r1",
@@ -63,8 +67,9 @@ int chat_template_select(const char *name, const char *model_dir, enum chat_temp
  * NULL with err filled (an unsupported role names the message index). */
 char *chat_template_render(enum chat_template_kind kind, const struct chat_msg *msgs, size_t n,
                            const struct chat_opts *opts, char *err, size_t errlen);
-/* Same from a JSON array of {"role","content"[,"reasoning_content"]}
- * objects (borrowed); errors name the JSON path, e.g. messages[2].content. */
+/* Same from a JSON array of {"role","content"[,"reasoning_content"]
+ * [,"tool_calls"]} objects (borrowed; content may be null beside
+ * tool_calls); errors name the JSON path, e.g. messages[2].content. */
 char *chat_template_render_json(enum chat_template_kind kind, const json_t *messages,
                                 const struct chat_opts *opts, char *err, size_t errlen);
 

