@@ -525,8 +525,8 @@ static void do_unload(struct serve *sv, json_t *msg, const char *id)
 /* The prompt ids of a generate request (new array in *ids, caller frees). */
 /* no_think: messages rendered with an empty reasoning block after the
  * assistant's header (JSON mode: the answer is the object itself). */
-static int prompt_ids(struct serve_model *sm, json_t *msg, bool no_think, int32_t **ids, int *n,
-                      char *err, size_t errlen)
+static int prompt_ids(struct serve_model *sm, json_t *msg, bool no_think, const json_t *tools,
+                      int32_t **ids, int *n, char *err, size_t errlen)
 {
     json_t *p = json_object_get(msg, "prompt"), *pi = json_object_get(msg, "prompt_ids");
     json_t *ms = json_object_get(msg, "messages");
@@ -547,7 +547,7 @@ static int prompt_ids(struct serve_model *sm, json_t *msg, bool no_think, int32_
     } else {
         if (!json_is_array(ms)) { snprintf(err, errlen, "field \"messages\": expected an array"); return -1; }
         struct chat_opts o = {.add_generation_prompt = true, .prefill_think = -1,
-                              .disable_thinking = no_think};
+                              .disable_thinking = no_think, .tools = tools};
         char terr[512];
         text = chat_template_render_json(sm->tmpl, ms, &o, terr, sizeof terr);
         if (!text) { snprintf(err, errlen, "%s", terr); return -1; }
@@ -556,6 +556,86 @@ static int prompt_ids(struct serve_model *sm, json_t *msg, bool no_think, int32_
     *n = tok_encode(sm->tok, text, strlen(text), ids);
     free(text);
     if (*n < 0) { snprintf(err, errlen, "cannot tokenize the prompt"); return -1; }
+    return 0;
+}
+
+/* OpenAI's tools and tool_choice: *tools the definitions to render (NULL:
+ * none, or tool_choice "none"); for "required" or a named function,
+ * *force the schema of the one call the answer must be, {"name",
+ * "arguments"} (a new reference). */
+static int get_tools(json_t *msg, const json_t **tools, json_t **force, char *err, size_t errlen)
+{
+    json_t *t = json_object_get(msg, "tools"), *tc = json_object_get(msg, "tool_choice");
+    *tools = NULL;
+    *force = NULL;
+    if (json_is_null(t) || (json_is_array(t) && json_array_size(t) == 0)) t = NULL;
+    if (json_is_null(tc)) tc = NULL;
+    if (!t) {
+        if (tc && !(json_is_string(tc) && !strcmp(json_string_value(tc), "none"))) {
+            snprintf(err, errlen, "field \"tool_choice\": needs \"tools\"");
+            return -1;
+        }
+        return 0;
+    }
+    if (!json_is_array(t) || json_array_size(t) > 128) {
+        snprintf(err, errlen, "field \"tools\": expected an array of at most 128 tools");
+        return -1;
+    }
+    if (!json_object_get(msg, "messages")) {
+        snprintf(err, errlen, "field \"tools\": needs \"messages\" (the chat template lists them)");
+        return -1;
+    }
+    size_t i;
+    json_t *x;
+    json_array_foreach(t, i, x) {
+        json_t *f = json_object_get(x, "function");
+        json_t *name = json_object_get(f, "name"), *params = json_object_get(f, "parameters");
+        if (!json_is_string(json_object_get(x, "type")) ||
+            strcmp(json_string_value(json_object_get(x, "type")), "function") || !json_is_string(name) ||
+            !json_string_length(name) || (params && !json_is_object(params))) {
+            snprintf(err, errlen, "field \"tools[%zu]\": expected {\"type\": \"function\", \"function\": "
+                     "{\"name\": a string, \"parameters\": a JSON Schema}}", i);
+            return -1;
+        }
+    }
+    const char *mode = json_is_string(tc) ? json_string_value(tc) : tc ? NULL : "auto";
+    const char *fname = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+    if (!(mode && (!strcmp(mode, "none") || !strcmp(mode, "auto") || !strcmp(mode, "required"))) &&
+        !(json_is_object(tc) && fname)) {
+        snprintf(err, errlen, "field \"tool_choice\": expected \"none\", \"auto\", \"required\" or "
+                 "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+        return -1;
+    }
+    if (mode && !strcmp(mode, "none")) return 0;
+    *tools = t;
+    if (mode && !strcmp(mode, "auto")) return 0;
+    /* one call: a named function's, or any tool's ({"enum"} of names with
+     * arguments of any object when there are several) */
+    json_t *only = json_array_size(t) == 1 && !fname ? json_array_get(t, 0) : NULL;
+    json_array_foreach(t, i, x)
+        if (fname && !strcmp(json_string_value(json_object_get(json_object_get(x, "function"), "name")),
+                             fname))
+            only = x;
+    if (fname && !only) {
+        snprintf(err, errlen, "field \"tool_choice\": no tool is named \"%.100s\"", fname);
+        return -1;
+    }
+    json_t *names = json_array(), *args = NULL;
+    if (only) {
+        json_t *f = json_object_get(only, "function");
+        json_array_append(names, json_object_get(f, "name"));
+        args = json_object_get(f, "parameters");
+    } else {
+        json_array_foreach(t, i, x) json_array_append(names, json_object_get(json_object_get(x, "function"), "name"));
+    }
+    args = args ? json_incref(args) : json_pack("{s:s}", "type", "object");
+    *force = json_pack("{s:s, s:{s:{s:o}, s:o}, s:[s,s], s:b}", "type", "object", "properties",
+                       "name", "enum", names, "arguments", args, "required", "name", "arguments",
+                       "additionalProperties", 0);
+    if (!*force) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -611,10 +691,30 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         snprintf(err, sizeof err, "field \"stop\": expected a string or an array of at most %d strings", GEN_MAX_STOP);
         goto fail;
     }
-    json_t *js = json_object_get(msg, "json_schema");
-    if (js && !json_is_null(js) && !(schema = jg_schema_compile(js, err, sizeof err))) goto fail;
+    json_t *js = json_object_get(msg, "json_schema"), *force = NULL;
+    const json_t *tools = NULL;
+    if (get_tools(msg, &tools, &force, err, sizeof err)) goto fail;
+    if (force && ((js && !json_is_null(js)) || r.json_object)) {
+        json_decref(force);
+        snprintf(err, sizeof err, "field \"tool_choice\": \"required\" or a function cannot go with "
+                 "\"json_schema\" or \"json_object\"");
+        goto fail;
+    }
+    if (force) {
+        /* the call's arguments: the function's parameters, as structured outputs */
+        char e2[900];
+        schema = jg_schema_compile(force, e2, sizeof e2);
+        json_decref(force);
+        if (!schema) {
+            snprintf(err, sizeof err, "field \"tools\": the parameters of the forced call: %s", e2);
+            goto fail;
+        }
+    } else if (js && !json_is_null(js) && !(schema = jg_schema_compile(js, err, sizeof err))) {
+        goto fail;
+    }
     r.json_schema = schema;
-    if (prompt_ids(sm, msg, r.json_object || schema, &ids, &r.n_prompt, err, sizeof err)) goto fail;
+    if (prompt_ids(sm, msg, r.json_object || schema, tools, &ids, &r.n_prompt, err, sizeof err))
+        goto fail;
     q = calloc(1, sizeof *q);
     if (!q || !(q->id = strdup(id))) { snprintf(err, sizeof err, "out of memory"); goto fail; }
     q->sm = sm;

@@ -203,6 +203,58 @@ send({"type": "generate", "id": "scp", "prompt": "1",
 ev = recv()
 check("json_schema bad pattern", ev.get("type") == "error" and
       "properties.b: \"pattern\" at byte 0: a group without its ')'" in ev.get("message", ""), ev)
+# tools: the model with the qwen3 template (byte-level tokens, so any text
+# encodes); a forced call is an object of its function's parameters
+import shutil
+shutil.copytree(model, model + "-q3")
+open(model + "-q3/chat_template.name", "w").write("qwen3")
+send({"type": "load", "id": "lq", "model": "tq", "path": model + "-q3", "kv_memory_mb": 8})
+check("qwen3 copy loaded", recv().get("type") == "loaded")
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "today's",
+          "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "days"],
+                         "properties": {"city": {"type": "string", "maxLength": 8},
+                                        "days": {"type": "integer", "minimum": 1, "maximum": 7}}}}},
+         {"type": "function", "function": {"name": "noop"}}]
+msgs = [{"role": "user", "content": "Weather?"}]
+send({"type": "generate", "id": "tn", "model": "tq", "messages": msgs, "tools": tools, "seed": 1,
+      "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "max_tokens": 600})
+send({"type": "generate", "id": "tr", "model": "tq", "messages": msgs, "tools": tools, "seed": 1,
+      "tool_choice": "required", "max_tokens": 600})
+dones = {}
+while len(dones) < 2:
+    e = recv()
+    if e.get("type") in ("done", "error"): dones[e.get("id")] = e
+for rid in ("tn", "tr"):
+    d = dones.get(rid, {})
+    o = parsed(d) if d.get("type") == "done" else {}
+    o = o or {}
+    a = o.get("arguments")
+    ok = d["finish_reason"] == "stop" and list(o) == ["name", "arguments"] and isinstance(a, dict)
+    if rid == "tn":
+        ok = ok and o["name"] == "get_weather" and set(a) == {"city", "days"} and len(a["city"]) <= 8
+        ok = ok and type(a["days"]) is int and 1 <= a["days"] <= 7
+    check("tool_choice %s: one call of the schema" % rid, ok and o["name"] in ("get_weather", "noop"), d)
+send({"type": "generate", "id": "ta", "model": "tq", "messages": msgs, "tools": tools, "max_tokens": 4})
+check("tools, tool_choice auto: generated", any(e.get("type") == "done" for e in done_all("ta", 1)))
+for rid, req, want in [
+        ("tb1", {"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+         'no tool is named "nope"'),
+        ("tb2", {"tools": tools, "tool_choice": "maybe"}, 'field "tool_choice": expected'),
+        ("tb3", {"tool_choice": "required"}, '"tool_choice": needs "tools"'),
+        ("tb4", {"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}}}}],
+            "tool_choice": "required"}, 'properties.arguments.properties.a: keyword "multipleOf"'),
+        ("tb5", {"tools": [{"type": "x"}]}, 'field "tools[0]": expected'),
+        ("tb6", {"tools": tools, "tool_choice": "required", "json_object": True}, "cannot go with")]:
+    send({"type": "generate", "id": rid, "model": "tq", "messages": msgs, **req})
+    ev = recv()
+    check("tools refused: " + rid, ev.get("type") == "error" and want in ev.get("message", ""), ev)
+send({"type": "generate", "id": "tb7", "model": "tiny", "messages": msgs, "tools": tools})
+ev = recv()
+check("tools need a template with tool calls", ev.get("type") == "error" and
+      "the plain chat template has no tool calls" in ev.get("message", ""), ev)
+send({"type": "unload", "id": "uq", "model": "tq"})
+check("qwen3 copy unloaded", recv().get("type") == "unloaded")
 send({"type": "generate", "id": "jsx", "prompt": "1", "json_object": "yes"})
 ev = recv()
 check("json_object type", ev.get("type") == "error" and "\"json_object\"" in ev.get("message", ""), ev)
