@@ -59,6 +59,16 @@ static void on_token(struct gen_choice *ch, json_t *ev)
         if (reasoning_feed(&ch->rp, text, n, &r, &c)) ch->reasoning_tokens++;
         sbuf_append(&ch->reasoning, r.p ? r.p : "", r.len);
         sbuf_append(&ch->content, c.p ? c.p : "", c.len);
+        json_t *fresh = NULL;
+        if (g->tools) {
+            /* the calls come out of the content (the trace keeps it whole) */
+            sbuf shown = {0};
+            fresh = json_array();
+            tool_parser_feed(&ch->tp, c.p ? c.p : "", c.len, &shown, fresh);
+            sbuf_append(&ch->shown, shown.p ? shown.p : "", shown.len);
+            sbuf_free(&c);
+            c = shown;
+        }
         if (g->logprobs >= 0) {
             json_t *item = cpl_chat_logprob(ev, text);
             json_array_append(ch->logprobs, item);
@@ -69,7 +79,10 @@ static void on_token(struct gen_choice *ch, json_t *ev)
                 cpl_sse_chat_delta(g, ch, json_pack("{s:s%}", "reasoning_content", r.p, r.len),
                                    NULL);
             if (c.len) cpl_sse_chat_delta(g, ch, json_pack("{s:s%}", "content", c.p, c.len), NULL);
+            if (json_array_size(fresh))
+                cpl_sse_chat_delta(g, ch, json_pack("{s:O}", "tool_calls", fresh), NULL);
         }
+        json_decref(fresh);
         sbuf_free(&r);
         sbuf_free(&c);
     } else {
@@ -170,6 +183,19 @@ static void on_event(void *user, json_t *ev)
                                    NULL);
             sbuf_free(&r);
             sbuf_free(&c);
+            if (g->tools) {
+                json_t *fresh = json_array();
+                tool_parser_finish(&ch->tp, &c, fresh);
+                sbuf_append(&ch->shown, c.p ? c.p : "", c.len);
+                if (g->stream && c.len)
+                    cpl_sse_chat_delta(g, ch, json_pack("{s:s%}", "content", c.p, c.len), NULL);
+                if (g->stream && json_array_size(fresh))
+                    cpl_sse_chat_delta(g, ch, json_pack("{s:O}", "tool_calls", fresh), NULL);
+                json_decref(fresh);
+                sbuf_free(&c);
+                if (json_array_size(ch->tp.calls) && !strcmp(ch->finish_reason, "stop"))
+                    snprintf(ch->finish_reason, sizeof ch->finish_reason, "tool_calls");
+            }
             if (g->stream) cpl_sse_chat_delta(g, ch, json_object(), ch->finish_reason);
         } else if (g->stream) {
             cpl_sse_text(g, ch, "", 0, NULL, ch->finish_reason);
@@ -325,6 +351,8 @@ static void gen_free(struct gen_req *g)
         struct gen_choice *ch = &g->choices[i];
         sbuf_free(&ch->reasoning);
         sbuf_free(&ch->content);
+        sbuf_free(&ch->shown);
+        tool_parser_free(&ch->tp);
         json_decref(ch->logprobs);
         json_decref(ch->pending_lp);
         json_decref(ch->prompt_logprobs);
@@ -519,6 +547,7 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
         ch->prompt_index = (int)(i / n);
         if (g->json_object) reasoning_init_content(&ch->rp);
         else reasoning_init(&ch->rp);
+        tool_parser_init(&ch->tp, g->tools == 2);
         if (g->logprobs >= 0) {
             ch->logprobs = chat ? json_array() : cpl_legacy_logprobs_new();
             ch->pending_lp = json_array();

@@ -173,9 +173,10 @@ json_t *cpl_response_json(struct gen_req *g)
         json_t *c;
         if (g->chat) {
             json_t *msg = json_pack("{s:s}", "role", "assistant");
+            const sbuf *content = g->tools ? &ch->shown : &ch->content;
             json_object_set_new(msg, "content",
-                                ch->content.len ? json_stringn(ch->content.p, ch->content.len)
-                                                : json_null());
+                                content->len ? json_stringn(content->p, content->len) : json_null());
+            if (json_array_size(ch->tp.calls)) json_object_set(msg, "tool_calls", ch->tp.calls);
             if (g->include_reasoning)
                 json_object_set_new(
                     msg, "reasoning_content",

@@ -13,6 +13,7 @@
 #include "models.h"
 #include "reasoning.h"
 #include "server.h"
+#include "tool_calls.h"
 
 /* One choice (sample) of a request. Guarded by its request's mu. */
 struct gen_choice {
@@ -23,6 +24,8 @@ struct gen_choice {
     bool done;
     struct reasoning_parser rp;
     sbuf reasoning, content; /* chat: split output; completions: content only */
+    struct tool_parser tp;   /* chat with tools: the calls in content ... */
+    sbuf shown;              /* ... and the content without them */
     char finish_reason[32];
     long prompt_tokens, completion_tokens, reasoning_tokens, tokens_seen;
     long cached_tokens;             /* prompt tokens the engine's prefix cache held */
@@ -43,6 +46,8 @@ struct gen_req {
     bool chat, stream, include_usage, include_reasoning, echo;
     bool json_object;        /* response_format json_object: the output is the
                               * answer (content), no reasoning block */
+    int tools;               /* chat: 0 no tools (or tool_choice none), 1 auto (calls
+                              * parsed from <tool_call> blocks), 2 one forced call */
     int logprobs; /* -1: none; else number of alternatives */
     bool suspended, finished, traced;
     bool ready_to_start; /* stream: an event came (or the wait ran out) */

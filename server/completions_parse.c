@@ -121,8 +121,12 @@ json_t *cpl_parse_messages(json_t *msgs, struct verr *v)
                      "messages[%zu].content: must be a string or an array of text parts", i);
             goto fail;
         }
-        json_array_append_new(out,
-                              json_pack("{s:s, s:s%}", "role", role, "content", text.p, text.len));
+        json_t *sm = json_pack("{s:s, s:s%}", "role", role, "content", text.p, text.len);
+        /* an assistant's calls go on to the chat template (the engine checks them) */
+        json_t *calls = json_object_get(m, "tool_calls");
+        if (!strcmp(role, "assistant") && json_is_array(calls) && json_array_size(calls))
+            json_object_set(sm, "tool_calls", calls);
+        json_array_append_new(out, sm);
         sbuf_free(&text);
     }
     return out;
@@ -311,12 +315,28 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
                 goto fail;
             }
         }
-        json_t *tools = json_object_get(body, "tools");
-        if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0)) {
-            cpl_fail(v, 400, "tools", "unsupported_value",
-                     "'tools' (function calling) is not supported by this server");
+        /* tools: the engine renders them with the model's chat template
+         * and names what is wrong with them; tool_choice required or a
+         * function makes the answer one call (JSON, no reasoning block) */
+        json_t *tools = json_object_get(body, "tools"), *tc = json_object_get(body, "tool_choice");
+        if (json_is_null(tools) || (json_is_array(tools) && !json_array_size(tools))) tools = NULL;
+        if (json_is_null(tc)) tc = NULL;
+        if (tools && !json_is_array(tools)) {
+            cpl_fail(v, 400, "tools", "invalid_type", "'tools' must be an array of tools");
             goto fail;
         }
+        const char *tcs = json_string_value(tc);
+        if (tc && !json_is_object(tc) && !(tcs && (!strcmp(tcs, "none") || !strcmp(tcs, "auto") ||
+                                                  !strcmp(tcs, "required")))) {
+            cpl_fail(v, 400, "tool_choice", "invalid_value",
+                     "'tool_choice' must be 'none', 'auto', 'required' or "
+                     "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+            goto fail;
+        }
+        if (tools) json_object_set(eng, "tools", tools);
+        if (tc) json_object_set(eng, "tool_choice", tc);
+        g->tools = !tools || (tcs && !strcmp(tcs, "none")) ? 0 : !tc || (tcs && !strcmp(tcs, "auto")) ? 1 : 2;
+        if (g->tools == 2) g->json_object = true;
         if (opt_bool(body, "logprobs", &lp_flag, v) < 0 ||
             opt_int(body, "top_logprobs", 0, SERVER_MAX_LOGPROBS, &top_lp, v) < 0)
             goto fail;

@@ -15,6 +15,9 @@ Keywords (in the prompt or the last message):
   NUL        tokens "a", NUL, "b": text breaking the protocol's no-NUL rule
   GARBLE     one token, then a token line cut short (not JSON), then more
              tokens every 0.2 s until cancelled
+  TOOLCALL   reasoning, text, a <tool_call> block split across tokens, a
+             block that is not a call, text (Qwen's tool calls)
+  TOOLFORCED the one {"name", "arguments"} object of a forced call
 otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
              both tags straddle tokens.
 Every line received is appended to $FAKE_ENGINE_LOG when set; with
@@ -30,6 +33,10 @@ import time
 DEFAULT = ["<th", "ink>", "Let me", " think", "</th", "ink>", "\n\nThe", " answer", " is 4."]
 NOTHINK = ["The", " answer", " is", " 4."]
 PREFILL = ["Let me", " think", "</think>", "\n\nOK"]
+TOOLCALL = ["<think>weather", " tool</think>", "\n\nChecking.", "\n<tool", "_call>\n{\"name\": \"get_weather\", ",
+            "\"arguments\": {\"city\": \"Paris\"}}\n</tool", "_call>", "\n<tool_call>\n{bad}\n</tool_call>", " <tool",
+            " done."]
+TOOLFORCED = ["{\"name\": \"get_", "weather\", \"arguments\": ", "{\"city\": \"Rome\"}}"]
 log_path = os.environ.get("FAKE_ENGINE_LOG")
 out = sys.stdout
 
@@ -75,6 +82,10 @@ class Gen:
             self.tokens = NOTHINK
         elif "PREFILL" in self.text:
             self.tokens = PREFILL
+        elif "TOOLFORCED" in self.text:
+            self.tokens = TOOLFORCED
+        elif "TOOLCALL" in self.text:
+            self.tokens = TOOLCALL
         elif "NUL" in self.text:
             self.tokens = ["a", "\0", "b"]
         elif "GARBLE" in self.text:

@@ -295,7 +295,7 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
             (chat(user("hi"), response_format={"type": "json_schema", "json_schema": {"name": "x"}}), 400,
              "response_format"),
             (chat(user("hi"), response_format="json"), 400, "response_format"),
-            (chat(user("hi"), tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools"),
+            (chat(user("hi"), tools="f"), 400, "tools"),
             (chat([]), 400, "messages"),
             (chat("hello"), 400, "messages"),
             (chat([{"role": "wizard", "content": "x"}]), 400, "messages"),
@@ -513,6 +513,81 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
                             chat(user("hi"), stream=True, include_reasoning=False), inf)
         assert b"reasoning_content" not in raw
     check("chat stream: SSE framing byte for byte, reasoning then content, usage", chat_stream)
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+    def tool_calls():
+        # auto: the <tool_call> block becomes tool_calls; one that is not a
+        # call stays in the content as written
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("TOOLCALL"), tools=tools),
+                              key=inf)
+        eq(st, 200, "status %r" % (body,))
+        ch = body["choices"][0]
+        eq(ch["finish_reason"], "tool_calls", "finish")
+        m = ch["message"]
+        eq(m["reasoning_content"], "weather tool", "reasoning")
+        eq(m["content"], "\n\nChecking.\n\n<tool_call>\n{bad}\n</tool_call> <tool done.", "content")
+        eq(len(m["tool_calls"]), 1, "calls")
+        c = m["tool_calls"][0]
+        assert c["id"].startswith("call_") and c["type"] == "function" and "index" not in c, c
+        eq(c["function"]["name"], "get_weather", "name")
+        eq(json.loads(c["function"]["arguments"]), {"city": "Paris"}, "arguments")
+        with open(englog) as f:
+            gen = [json.loads(l) for l in f if '"TOOLCALL"' in l][-1]
+        eq(gen["tools"], tools, "tools forwarded to the engine")
+        assert "tool_choice" not in gen, gen
+        # streamed: the same content, and the call as one delta with its index
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("TOOLCALL"), tools=tools, stream=True),
+                            inf)
+        events, _ = parse_sse(raw)
+        deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+        eq("".join(d.get("content", "") for d in deltas), m["content"], "streamed content")
+        calls = [tc for d in deltas for tc in d.get("tool_calls", [])]
+        eq([(tc["index"], tc["function"]["name"], json.loads(tc["function"]["arguments"])) for tc in calls],
+           [(0, "get_weather", {"city": "Paris"})], "streamed calls")
+        assert not any("Paris" in d.get("content", "") for d in deltas), "the call leaked into content"
+        eq([e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"]][-1], "tool_calls",
+           "streamed finish")
+        # required (or a named function): the whole answer is the call
+        for tc in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+            for streamed in (False, True):
+                req = chat(user("TOOLFORCED"), tools=tools, tool_choice=tc, stream=streamed)
+                if streamed:
+                    st, raw, _ = stream(srv, "/v1/chat/completions", req, inf)
+                    events, _ = parse_sse(raw)
+                    deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+                    assert not any(d.get("content") for d in deltas), deltas
+                    calls = [tc2 for d in deltas for tc2 in d.get("tool_calls", [])]
+                else:
+                    st, body, _ = request(srv, "POST", "/v1/chat/completions", req, key=inf)
+                    eq(body["choices"][0]["message"]["content"], None, "forced: no content")
+                    eq(body["choices"][0]["finish_reason"], "tool_calls", "forced finish")
+                    calls = body["choices"][0]["message"]["tool_calls"]
+                eq([(c2["function"]["name"], json.loads(c2["function"]["arguments"])) for c2 in calls],
+                   [("get_weather", {"city": "Rome"})], "forced call (%r, stream %s)" % (tc, streamed))
+        with open(englog) as f:
+            gen = [json.loads(l) for l in f if '"TOOLFORCED"' in l][-1]
+        eq(gen["tool_choice"], {"type": "function", "function": {"name": "get_weather"}}, "tool_choice forwarded")
+        # none: no parsing; an assistant's calls go on to the engine
+        st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                              chat(user("TOOLCALL"), tools=tools, tool_choice="none"), key=inf)
+        assert "<tool_call>" in body["choices"][0]["message"]["content"], body
+        assert "tool_calls" not in body["choices"][0]["message"], body
+        hist = [{"role": "user", "content": "Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_weather",
+                                                                  "arguments": "{\"city\": \"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny NOTHINK"}]
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(hist, tools=tools), key=inf)
+        eq(st, 200, "history with calls %r" % (body,))
+        with open(englog) as f:
+            gen = [json.loads(l) for l in f if '"sunny NOTHINK"' in l][-1]
+        eq(gen["messages"][1]["tool_calls"], hist[1]["tool_calls"], "the calls forwarded")
+        for bad, param in [({"tools": {"a": 1}}, "tools"), ({"tools": tools, "tool_choice": "maybe"}, "tool_choice")]:
+            st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("hi"), **bad), key=inf)
+            eq((st, body["error"]["param"]), (400, param), "refused %r" % (bad,))
+    check("tools: <tool_call> blocks become tool_calls (plain and streamed), forced calls, none", tool_calls)
 
     def completions():
         st, body, _ = request(srv, "POST", "/v1/completions",
@@ -982,6 +1057,15 @@ def run_real_engine_suite(args, pg, base):
             eq(st, 400, "unsupported schema %r" % (body,))
             assert "multipleOf" in body["error"]["message"], body
         check("real engine: json_schema", real_json_schema)
+
+        def real_tools_need_a_template():
+            # this model's template (not qwen3's) has no tool calls: a 400 naming it
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  {"model": "tiny-real", "messages": user("hi"), "tools": [
+                                      {"type": "function", "function": {"name": "f"}}]}, key=key, timeout=120)
+            eq(st, 400, "status %r" % (body,))
+            assert "chat template has no tool calls" in body["error"]["message"], body
+        check("real engine: tools need a template with tool calls", real_tools_need_a_template)
 
         def real_n_logprobs_echo():
             st, body, _ = request(srv, "POST", "/v1/completions",
