@@ -40,7 +40,13 @@ struct jg_node {
     int32_t lits, nlits;        /* enum values: [lits, lits + nlits) */
     int32_t str, num;           /* string constraints, number bounds: an index, or -1 */
     uint32_t min_items, max_items;  /* arrays (max_items NO_MAX: none) */
+    /* open containers a value of this node needs at least: as an object, as
+     * an array, at all (0: a scalar will do; MD_NONE: none can be written) */
+    uint8_t md_obj, md_arr, md;
 };
+
+#define MD_NONE 255
+#define MAX_DEFS 256            /* distinct $refs targets */
 
 #define NO_MAX UINT32_MAX
 
@@ -96,7 +102,16 @@ struct jg_build {
     uint16_t *tuple;
     char *pool;
     int nnodes, nprops, nlits, nstrs, nnums, nwords, ntuple;
-    int depth;                  /* objects and arrays around the node compiled */
+    struct { const json_t *def; int node; bool done; } memo[MAX_DEFS];  /* $ref targets */
+    int nmemo;
+    /* what is settled once every node is compiled (a recursive $ref's node
+     * is only known then): $ref nodes as copies of their targets', anyOf
+     * nodes as the merge of their branches (branch[start .. start + n)) */
+    struct { int slot, src; } *alias;
+    struct { int node, start, n; char *path; } *anyof;
+    uint16_t *branch;
+    int nalias, nanyof, nbranch;
+    size_t calias, canyof, cbranch;
     size_t npool, cnodes, cprops, clits, cstrs, cnums, cwords, ctuple, cpool;
     const json_t *root;
     char *err;
@@ -322,15 +337,39 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     const json_t *ref = json_object_get(s, "$ref");
     if (ref) {
         const char *r = json_string_value(ref), *name = NULL;
-        const json_t *defs = NULL;
+        const json_t *defs = NULL, *target = r && !strcmp(r, "#") ? b->root : NULL;
         if (r && !strncmp(r, "#/$defs/", 8)) defs = json_object_get(b->root, "$defs"), name = r + 8;
         else if (r && !strncmp(r, "#/definitions/", 14))
             defs = json_object_get(b->root, "definitions"), name = r + 14;
-        const json_t *target = name ? json_object_get(defs, name) : NULL;
-        if (!target) return fail(b, path, "\"$ref\" must name an entry of \"$defs\" or \"definitions\"");
+        if (name) target = json_object_get(defs, name);
+        if (!target)
+            return fail(b, path, "\"$ref\" must be \"#\" or name an entry of \"$defs\" or "
+                                 "\"definitions\"");
         if (json_object_size(s) > 1) return fail(b, path, "\"$ref\" must stand alone");
-        if (refs >= 16) return fail(b, path, "recursive \"$ref\" is not supported");
-        return compile(b, target, path, refs + 1);
+        /* each target once: a recursive $ref comes back to its node */
+        for (int i = 0; i < b->nmemo; i++)
+            if (b->memo[i].def == target) return b->memo[i].node;
+        if (b->nmemo == MAX_DEFS || refs >= MAX_DEFS)
+            return fail(b, path, "more than 256 \"$ref\" targets");
+        if (!grow((void **)&b->nodes, &b->cnodes, (size_t)b->nnodes + 1, sizeof *b->nodes))
+            return fail(b, path, "out of memory");
+        const int slot = b->nnodes++;
+        b->nodes[slot] = any_nodes[0];
+        const int me = b->nmemo++;
+        b->memo[me].def = target;
+        b->memo[me].node = slot;
+        b->memo[me].done = false;
+        const int got = compile(b, target, path, refs + 1);
+        if (got < 0) return -1;
+        for (int i = 0; i < b->nmemo; i++)
+            if (b->memo[i].node == got && !b->memo[i].done)
+                return fail(b, path, "\"$ref\" cycle with no schema in it");
+        if (!grow((void **)&b->alias, &b->calias, (size_t)b->nalias + 1, sizeof *b->alias))
+            return fail(b, path, "out of memory");
+        b->alias[b->nalias].slot = slot;
+        b->alias[b->nalias++].src = got;
+        b->memo[me].done = true;
+        return slot;
     }
     static const char *const known[] = {
         "type", "properties", "required", "additionalProperties", "items", "enum", "const",
@@ -368,35 +407,29 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             return fail(b, path, "\"anyOf\" beside other constraints is not supported");
         if (!json_is_array(alts) || json_array_size(alts) == 0)
             return fail(b, path, "\"anyOf\" must be a list of schemas");
+        const size_t nb = json_array_size(alts);
+        if (!grow((void **)&b->anyof, &b->canyof, (size_t)b->nanyof + 1, sizeof *b->anyof) ||
+            !grow((void **)&b->branch, &b->cbranch, (size_t)b->nbranch + nb, sizeof *b->branch) ||
+            !(b->anyof[b->nanyof].path = strdup(path)))
+            return fail(b, path, "out of memory");
+        const int rec = b->nanyof++, start = b->nbranch;
+        b->anyof[rec].node = me;
+        b->anyof[rec].start = start;
+        b->anyof[rec].n = (int)nb;
+        b->nbranch += (int)nb;
+        b->nodes[me] = n;
         size_t i;
         const json_t *alt;
         json_array_foreach(alts, i, alt) {
             snprintf(sub, sizeof sub, "%s%sanyOf[%zu]", path, *path ? "." : "", i);
             const int bi = compile(b, alt, sub, refs);
             if (bi < 0) return -1;
-            if (bi == 0) return 0;      /* one branch takes any value: so does the whole */
-            const struct jg_node x = b->nodes[bi];
-            if (x.nlits) return fail(b, sub, "\"enum\" and \"const\" in \"anyOf\" are not supported");
-            if (n.types & x.types)
-                return fail(b, sub, "\"anyOf\" branches must be of different types");
-            n.types |= x.types;
-            if (x.types & T_STRING) n.str = x.str;
-            if (x.types & (T_NUMBER | T_INTEGER)) n.num = x.num;
-            if (x.types & T_ARRAY) {
-                n.items = x.items;
-                n.tuple = x.tuple;
-                n.ntuple = x.ntuple;
-                n.min_items = x.min_items;
-                n.max_items = x.max_items;
+            if (bi == 0) {              /* one branch takes any value: so does the whole */
+                b->anyof[rec].n = 0;
+                return 0;
             }
-            if (x.types & T_OBJECT) {
-                n.any_keys = x.any_keys;
-                n.values = x.values;
-                n.props = x.props;
-                n.nprops = x.nprops;
-            }
+            b->branch[start + (int)i] = (uint16_t)bi;
         }
-        b->nodes[me] = n;
         return me;
     }
     if (en || cst) {
@@ -429,8 +462,6 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     if (type && type_bits(b, type, path, &n.types)) return -1;
     if (!type) n.types = props || req ? T_OBJECT : items || tup ? T_ARRAY : T_ALL;
     if (!type && !props && !req && !items && !tup && !kw) return 0;     /* any value: node 0 */
-    if ((n.types & (T_OBJECT | T_ARRAY)) && b->depth >= JG_MAX_DEPTH)
-        return fail(b, path, "objects and arrays nested deeper than 32 are not supported");
     if ((n.types & T_STRING) && str_constraints(b, s, path, &n.str)) return -1;
     if ((n.types & (T_NUMBER | T_INTEGER)) && num_bounds(b, s, path, n.types, &n.num)) return -1;
     if (n.types & T_ARRAY) {
@@ -457,7 +488,6 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
                   sizeof *b->tuple))
             return fail(b, path, "out of memory");
         b->ntuple += n.ntuple;
-        b->depth++;
         for (int i = 0; i < n.ntuple; i++) {
             snprintf(sub, sizeof sub, "%s%s%s[%d]", path, *path ? "." : "", tname, i);
             const int e = compile(b, json_array_get(tup, (size_t)i), sub, refs);
@@ -466,7 +496,6 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         }
         snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", rest == items ? "items" : "additionalItems");
         const int it = json_is_object(rest) ? compile(b, rest, sub, refs) : 0;
-        b->depth--;
         if (it < 0) return -1;
         n.items = (uint16_t)it;
         if (json_is_false(rest) && n.max_items > (uint32_t)n.ntuple) n.max_items = (uint32_t)n.ntuple;
@@ -488,9 +517,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         if (n.any_keys && json_is_object(addl)) {
             /* a map (pydantic's dict[str, X]): any keys, values of this schema */
             snprintf(sub, sizeof sub, "%s%sadditionalProperties", path, *path ? "." : "");
-            b->depth++;
             const int vn = compile(b, addl, sub, refs);
-            b->depth--;
             if (vn < 0) return -1;
             n.values = (uint16_t)vn;
         }
@@ -510,9 +537,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             free(key);
             if (!ok) return fail(b, path, "out of memory");
             snprintf(sub, sizeof sub, "%s%sproperties.%.200s", path, *path ? "." : "", k);
-            b->depth++;
             const int pn = compile(b, v, sub, refs);
-            b->depth--;
             if (pn < 0) return -1;
             b->props[n.props + i++] = (struct jg_prop){t, (uint16_t)pn, false};
         }
@@ -534,6 +559,97 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     }
     b->nodes[me] = n;
     return me;
+}
+
+/* anyOf node a as the merge of its branches (each is one of its types). */
+static void merge_anyof(struct jg_build *b, int a)
+{
+    struct jg_node n = {.str = -1, .num = -1, .max_items = NO_MAX};
+    for (int i = 0; i < b->anyof[a].n; i++) {
+        const struct jg_node *x = &b->nodes[b->branch[b->anyof[a].start + i]];
+        n.types |= x->types;
+        if (x->types & T_STRING) n.str = x->str;
+        if (x->types & (T_NUMBER | T_INTEGER)) n.num = x->num;
+        if (x->types & T_ARRAY) {
+            n.items = x->items;
+            n.tuple = x->tuple;
+            n.ntuple = x->ntuple;
+            n.min_items = x->min_items;
+            n.max_items = x->max_items;
+        }
+        if (x->types & T_OBJECT) {
+            n.any_keys = x->any_keys;
+            n.values = x->values;
+            n.props = x->props;
+            n.nprops = x->nprops;
+        }
+    }
+    b->nodes[b->anyof[a].node] = n;
+}
+
+/* Settles $ref and anyOf nodes: copies and merges applied until every one
+ * has seen its sources final (one more round than there are of them:
+ * each round settles at least the next link of every chain), then the
+ * branches of each anyOf checked. Returns 0 or -1 with b->err set. */
+static int settle(struct jg_build *b)
+{
+    for (int round = 0; round <= b->nalias + b->nanyof; round++) {
+        for (int i = 0; i < b->nalias; i++) b->nodes[b->alias[i].slot] = b->nodes[b->alias[i].src];
+        for (int i = 0; i < b->nanyof; i++)
+            if (b->anyof[i].n) merge_anyof(b, i);
+    }
+    for (int i = 0; i < b->nanyof; i++) {
+        uint8_t seen = 0;
+        for (int k = 0; k < b->anyof[i].n; k++) {
+            const struct jg_node *x = &b->nodes[b->branch[b->anyof[i].start + k]];
+            char sub[600];
+            snprintf(sub, sizeof sub, "%s%sanyOf[%d]", b->anyof[i].path, *b->anyof[i].path ? "." : "", k);
+            if (x->nlits) return fail(b, sub, "\"enum\" and \"const\" in \"anyOf\" are not supported");
+            if (seen & x->types) return fail(b, sub, "\"anyOf\" branches must be of different types");
+            seen |= x->types;
+        }
+    }
+    return 0;
+}
+
+/* The open containers each node needs at least (md_obj, md_arr, md), to
+ * a fixed point: recursive schemas refer back to nodes not yet known. */
+static void depth_needs(struct jg_build *b)
+{
+    for (int i = 0; i < b->nnodes; i++) b->nodes[i].md_obj = b->nodes[i].md_arr = b->nodes[i].md = MD_NONE;
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int i = 0; i < b->nnodes; i++) {
+            struct jg_node *n = &b->nodes[i];
+            int obj = MD_NONE, arr = MD_NONE;
+            const int scalar = n->nlits || (n->types & ~(T_OBJECT | T_ARRAY)) ? 0 : MD_NONE;
+            if (n->types & T_OBJECT) {
+                int need = 0;
+                for (int j = 0; j < n->nprops; j++)
+                    if (b->props[n->props + j].required && b->nodes[b->props[n->props + j].node].md > need)
+                        need = b->nodes[b->props[n->props + j].node].md;
+                obj = need + 1;
+            }
+            if (n->types & T_ARRAY) {
+                int need = 0;
+                for (int j = 0; j < n->ntuple && (uint32_t)j < n->min_items; j++)
+                    if (b->nodes[b->tuple[n->tuple + j]].md > need) need = b->nodes[b->tuple[n->tuple + j]].md;
+                if (n->min_items > (uint32_t)n->ntuple && b->nodes[n->items].md > need)
+                    need = b->nodes[n->items].md;
+                arr = need + 1;
+            }
+            obj = obj > MD_NONE ? MD_NONE : obj;
+            arr = arr > MD_NONE ? MD_NONE : arr;
+            int md = scalar < obj ? scalar : obj;
+            md = md < arr ? md : arr;
+            if (obj != n->md_obj || arr != n->md_arr || md != n->md) {
+                n->md_obj = (uint8_t)obj;
+                n->md_arr = (uint8_t)arr;
+                n->md = (uint8_t)md;
+                changed = true;
+            }
+        }
+    }
 }
 
 /* The block's sections after its header (words, nums, nodes, props, lits,
@@ -577,9 +693,14 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
     if (grow((void **)&b.nodes, &b.cnodes, 1, sizeof *b.nodes)) {
         b.nodes[0] = any_nodes[0];
         b.nnodes = 1;
-        const int root = compile(&b, schema, "", 0);
+        int root = compile(&b, schema, "", 0);
+        if (root >= 0 && settle(&b)) root = -1;
+        if (root >= 0) depth_needs(&b);
         if (root >= 0 && b.nodes[root].types != T_OBJECT)
             fail(&b, "", "the root must be an object schema (\"type\": \"object\")");
+        else if (root >= 0 && b.nodes[root].md_obj > JG_MAX_DEPTH)
+            fail(&b, "", "no object of the schema fits in 32 nested objects and arrays (or its "
+                         "required properties recurse without end)");
         else if (root >= 0 && b.nnodes + 1 > UINT16_MAX)
             fail(&b, "", "too many schemas");
         else if (root >= 0) {
@@ -617,6 +738,10 @@ struct jg_schema *jg_schema_compile(const json_t *schema, char *err, size_t errl
     free(b.words);
     free(b.tuple);
     free(b.pool);
+    for (int i = 0; i < b.nanyof; i++) free(b.anyof[i].path);
+    free(b.anyof);
+    free(b.alias);
+    free(b.branch);
     return sc;
 }
 
@@ -699,15 +824,24 @@ static bool may_close(const struct jg_state *s)
     return true;
 }
 
+/* Whether a value of node n can still be written inside the open
+ * containers (its own need at most the depth left). */
+static bool fits(const struct jg_state *s, int n)
+{
+    return node(s, n)->md <= JG_MAX_DEPTH - s->depth;
+}
+
 /* The candidates for the open object's next key: from its next property
- * up to the first required one (the optional ones may be left out). */
+ * up to the first required one (the optional ones may be left out, and
+ * are when their value would not fit: recursive schemas). */
 static uint64_t key_candidates(const struct jg_state *s)
 {
     const struct jg_node *o = top(s);
     uint64_t c = 0;
     for (int i = s->next[s->depth - 1]; i < o->nprops; i++) {
-        c |= 1ULL << i;
-        if (s->sc->props[o->props + i].required) break;
+        const struct jg_prop *p = &s->sc->props[o->props + i];
+        if (p->required || fits(s, p->node)) c |= 1ULL << i;
+        if (p->required) break;
     }
     return c;
 }
@@ -1013,9 +1147,10 @@ static bool start_value(struct jg_state *s, unsigned char c)
         return feed_match(s, c) > 0;
     }
     const uint8_t t = n->types;
+    const int left = JG_MAX_DEPTH - s->depth;
     switch (c) {
-    case '{': return (t & T_OBJECT) && push(s, s->cur, true);
-    case '[': return (t & T_ARRAY) && push(s, s->cur, false);
+    case '{': return (t & T_OBJECT) && n->md_obj <= left && push(s, s->cur, true);
+    case '[': return (t & T_ARRAY) && n->md_arr <= left && push(s, s->cur, false);
     case '"':
         if (!(t & T_STRING)) return false;
         s->lex = L_STRING;
@@ -1050,6 +1185,7 @@ static bool start_key(struct jg_state *s, unsigned char c)
 {
     if (c != '"') return false;
     if (top(s)->any_keys) {
+        if (!fits(s, top(s)->values)) return false;
         s->lex = L_STRING;
         s->sub = S_NORMAL;
         s->key = true;
@@ -1108,7 +1244,7 @@ bool jg_feed(struct jg_state *s, unsigned char c)
             pop(s);
             return true;
         }
-        if (top(s)->max_items == 0) return false;
+        if (top(s)->max_items == 0 || !fits(s, item_node(s, top(s), 0))) return false;
         s->count[s->depth - 1] = 1;
         /* fall through */
     case P_VALUE:
@@ -1118,13 +1254,15 @@ bool jg_feed(struct jg_state *s, unsigned char c)
         uint16_t *count = &s->count[s->depth - 1];
         if (c == ',') {
             if (!object) {
-                if (*count >= top(s)->max_items) return false;
+                if (*count >= top(s)->max_items || !fits(s, item_node(s, top(s), *count)))
+                    return false;
                 s->cur = item_node(s, top(s), *count);
                 if (*count < UINT16_MAX) ++*count;
                 s->pos = P_VALUE;
                 return true;
             }
-            if (!top(s)->any_keys && !key_candidates(s)) return false;  /* none left */
+            /* none left, or none whose value would fit */
+            if (top(s)->any_keys ? !fits(s, top(s)->values) : !key_candidates(s)) return false;
             s->pos = P_KEY;
             return true;
         }

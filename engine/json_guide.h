@@ -31,7 +31,9 @@
  * "required", "additionalProperties" false (or absent: no other keys;
  * without "properties", a schema: a map of any keys to such values),
  * "items", "enum" and "const" of scalars, "$ref" to "#/$defs/..." or
- * "#/definitions/..." (not recursive), "anyOf"/"oneOf" of branches of
+ * "#/definitions/..." or "#" (recursive ones too: an optional property or
+ * item whose value could not fit in the JG_MAX_DEPTH open containers is
+ * not offered), "anyOf"/"oneOf" of branches of
  * different types (pydantic's Optional[X]), and the annotations title,
  * description, default, examples, $schema, $id, $comment. Strings:
  * "minLength" and "maxLength" (in code points), or "pattern"

@@ -336,9 +336,11 @@ Test(json_guide, schema_refusals_name_the_place)
          "\"additionalProperties\" beside \"properties\" must be false"},
         {"{\"type\":\"object\",\"additionalProperties\":3}", "must be a boolean or a schema"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{}},\"required\":[\"b\"]}", "\"required\" names"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/B\"}}}", "\"$ref\" must name"},
-        {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/A\"}},\"$defs\":{\"A\":"
-         "{\"type\":\"object\",\"properties\":{\"b\":{\"$ref\":\"#/$defs/A\"}}}}}", "recursive"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/B\"}}}", "\"$ref\" must be \"#\" or name"},
+        {"{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#\"}},\"required\":[\"next\"]}",
+         "required properties recurse without end"},
+        {"{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/A\"}},\"$defs\":{"
+         "\"A\":{\"$ref\":\"#/$defs/B\"},\"B\":{\"$ref\":\"#/$defs/A\"}}}", "properties.a: \"$ref\" cycle"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"prefixItems\":{}}}}",
          "properties.a: \"prefixItems\" must be a list"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"prefixItems\":[{\"type\":\"dog\"}]}}}",
@@ -350,15 +352,24 @@ Test(json_guide, schema_refusals_name_the_place)
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"enum\":[1]}]}}}", "anyOf[0]: \"enum\""},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"not\":{}}}}", "keyword \"not\" is not supported"},
     };
-    /* 33 nested arrays: the automaton holds 32 open containers */
-    char deep[1024] = "{\"type\":\"object\",\"properties\":{\"a\":";
-    for (int i = 0; i < 32; i++) strcat(deep, "{\"type\":\"array\",\"items\":");
+    /* an object needing 32 nested arrays in it: the automaton holds 32
+     * open containers */
+    char deep[2048] = "{\"type\":\"object\",\"required\":[\"a\"],\"properties\":{\"a\":";
+    for (int i = 0; i < 32; i++) strcat(deep, "{\"type\":\"array\",\"minItems\":1,\"items\":");
     strcat(deep, "{}");
     for (int i = 0; i < 32; i++) strcat(deep, "}");
     strcat(deep, "}}");
     char err0[256] = "";
+    char ok31[2048] = "{\"type\":\"object\",\"required\":[\"a\"],\"properties\":{\"a\":";
+    for (int i = 0; i < 31; i++) strcat(ok31, "{\"type\":\"array\",\"minItems\":1,\"items\":");
+    strcat(ok31, "{}");
+    for (int i = 0; i < 31; i++) strcat(ok31, "}");
+    strcat(ok31, "}}");
+    struct jg_schema *fits = schema_of(ok31, err0, sizeof err0);
+    cr_expect_not_null(fits, "31 nested arrays in an object: %s", err0);
+    jg_schema_free(fits);
     cr_expect_null(schema_of(deep, err0, sizeof err0));
-    cr_expect(strstr(err0, "nested deeper than 32") != NULL, "%s", err0);
+    cr_expect(strstr(err0, "no object of the schema fits in 32 nested") != NULL, "%s", err0);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[256] = "";
         struct jg_schema *sc = schema_of(bad[i].schema, err, sizeof err);
@@ -740,4 +751,65 @@ Test(json_guide, schema_keywords_random_documents)
     regfree(&d_re);
     regfree(&o_re);
     jg_schema_free(sc);
+}
+
+/* Recursive schemas ("$ref": "#", a $defs entry referring to itself):
+ * documents drawn byte by byte never get stuck, not even against the 32
+ * open containers the automaton holds, which the draws reach. */
+Test(json_guide, schema_recursive)
+{
+    static const char tree[] =
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":2},"
+        "\"children\":{\"type\":\"array\",\"items\":{\"$ref\":\"#\"}}},"
+        "\"required\":[\"name\",\"children\"],\"additionalProperties\":false}";
+    static const char list[] =
+        "{\"$defs\":{\"Node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
+        "\"next\":{\"anyOf\":[{\"$ref\":\"#/$defs/Node\"},{\"type\":\"null\"}]}},"
+        "\"required\":[\"v\",\"next\"],\"additionalProperties\":false}},"
+        "\"type\":\"object\",\"properties\":{\"head\":{\"$ref\":\"#/$defs/Node\"}},\"required\":[\"head\"]}";
+    char err[256];
+    struct jg_schema *t = schema_of(tree, err, sizeof err), *l = schema_of(list, err, sizeof err);
+    cr_assert_not_null(t, "%s", err);
+    cr_assert_not_null(l, "%s", err);
+    static const char *const ok_tree[] = {
+        "{\"name\":\"a\",\"children\":[]}",
+        "{\"name\":\"a\",\"children\":[{\"name\":\"b\",\"children\":[{\"name\":\"\",\"children\":[]}]},"
+        "{\"name\":\"c\",\"children\":[]}]}"};
+    expect_whole(t, ok_tree, 2);
+    static const char *const ok_list[] = {"{\"head\":{\"v\":1,\"next\":{\"v\":2,\"next\":null}}}"};
+    expect_whole(l, ok_list, 1);
+    static const struct refusal bad[] = {
+        {"{\"name\":\"a\",\"children\":[{\"name\":1", 32},
+        {"{\"name\":\"a\",\"children\":[{\"children\"", 26},   /* name first */
+    };
+    expect_refused(t, bad, 2);
+    struct rng g;
+    rng_seed(&g, 5);
+    int deepest = 0;
+    for (int it = 0; it < 200; it++) {
+        const struct jg_schema *sc = it % 2 ? l : t;
+        struct jg_state st;
+        jg_init(&st, sc);
+        size_t n = 0;
+        while (!jg_done(&st)) {
+            cr_assert_lt(n, 100000u, "no end");
+            int ok[256], na = 0;
+            for (int c = 0; c < 256; c++) {
+                struct jg_state u = st;
+                if (jg_feed(&u, (unsigned char)c)) ok[na++] = c;
+            }
+            cr_assert_gt(na, 0, "stuck after %zu bytes at depth %d", n, st.depth);
+            /* lean toward going deeper for a while, then toward ending */
+            int pick = ok[rng_below(&g, (uint64_t)na)];
+            for (int k = 0; k < na; k++)
+                if ((strchr(n < 600 ? "{[\"," : "\"]}", ok[k]) && ok[k]) && rng_below(&g, 2))
+                    pick = ok[k];
+            cr_assert(jg_feed(&st, (unsigned char)pick));
+            if (st.depth > deepest) deepest = st.depth;
+            n++;
+        }
+    }
+    cr_expect_eq(deepest, JG_MAX_DEPTH, "the draws never reached the depth limit");
+    jg_schema_free(t);
+    jg_schema_free(l);
 }
