@@ -587,16 +587,40 @@ static void merge_anyof(struct jg_build *b, int a)
     b->nodes[b->anyof[a].node] = n;
 }
 
-/* Settles $ref and anyOf nodes: copies and merges applied until every one
- * has seen its sources final (one more round than there are of them:
- * each round settles at least the next link of every chain), then the
- * branches of each anyOf checked. Returns 0 or -1 with b->err set. */
+static bool same_node(const struct jg_node *a, const struct jg_node *x)
+{
+    return a->types == x->types && a->any_keys == x->any_keys && a->items == x->items &&
+           a->values == x->values && a->tuple == x->tuple && a->ntuple == x->ntuple &&
+           a->props == x->props && a->nprops == x->nprops && a->lits == x->lits &&
+           a->nlits == x->nlits && a->str == x->str && a->num == x->num &&
+           a->min_items == x->min_items && a->max_items == x->max_items;
+}
+
+/* Settles $ref and anyOf nodes: copies and merges applied until none
+ * changes (each round settles at least the next link of every chain of
+ * them; more rounds than links: a cycle of them with no schema between),
+ * then the branches of each anyOf checked. Returns 0 or -1 with b->err
+ * set. */
 static int settle(struct jg_build *b)
 {
-    for (int round = 0; round <= b->nalias + b->nanyof; round++) {
-        for (int i = 0; i < b->nalias; i++) b->nodes[b->alias[i].slot] = b->nodes[b->alias[i].src];
-        for (int i = 0; i < b->nanyof; i++)
-            if (b->anyof[i].n) merge_anyof(b, i);
+    int rounds = 0;
+    for (bool changed = true; changed; rounds++) {
+        if (rounds > b->nalias + b->nanyof + 1)
+            return fail(b, "", "\"$ref\" and \"anyOf\" refer to each other with no schema between");
+        changed = false;
+        for (int i = 0; i < b->nalias; i++) {
+            struct jg_node *d = &b->nodes[b->alias[i].slot];
+            if (!same_node(d, &b->nodes[b->alias[i].src])) {
+                *d = b->nodes[b->alias[i].src];
+                changed = true;
+            }
+        }
+        for (int i = 0; i < b->nanyof; i++) {
+            if (!b->anyof[i].n) continue;
+            const struct jg_node before = b->nodes[b->anyof[i].node];
+            merge_anyof(b, i);
+            changed = changed || !same_node(&before, &b->nodes[b->anyof[i].node]);
+        }
     }
     for (int i = 0; i < b->nanyof; i++) {
         uint8_t seen = 0;
