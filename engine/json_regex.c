@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tok_internal.h"   /* the tokenizer's UTF-8 reader: the same validity rules */
+
 #define JRE_MAX_DEPTH 64        /* nested groups */
 #define JRE_MAX_COUNT 1000      /* {n,m} */
 #define UNI_MAX 0x10FFFFu
@@ -193,20 +195,10 @@ static bool at_end(const struct build *b) { return b->i >= b->n; }
  * when malformed (overlong, a surrogate, past U+10FFFF, cut short). */
 static int64_t utf8_next(const unsigned char *s, size_t n, size_t *i)
 {
-    const unsigned char *p = s + *i;
-    const size_t left = n - *i;
-    uint32_t c = p[0];
-    const int len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
-                  : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (!len || (size_t)len > left) return -1;
-    if (len > 1) c &= 0x3Fu >> (len - 1);
-    for (int k = 1; k < len; k++) {
-        if ((p[k] & 0xC0) != 0x80) return -1;
-        c = c << 6 | (p[k] & 0x3Fu);
-    }
-    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (c < min[len] || c > UNI_MAX || (c >= 0xD800 && c <= 0xDFFF)) return -1;
-    *i += (size_t)len;
+    const size_t len = tok_utf8_char_len(s + *i, n - *i);
+    if (!len) return -1;
+    const int64_t c = tok_utf8_decode(s + *i, len);
+    *i += len;
     return c;
 }
 

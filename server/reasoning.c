@@ -54,12 +54,7 @@ bool reasoning_feed(struct reasoning_parser *p, const char *text, size_t n, sbuf
         sbuf_append(c, rest, (size_t)(s + len - rest));
         p->state = REASONING_CONTENT;
     } else {
-        size_t keep = 0;
-        for (size_t k = sizeof close_tag - 2; k >= 1; k--)
-            if (k <= len && memcmp(s + len - k, close_tag, k) == 0) {
-                keep = k;
-                break;
-            }
+        const size_t keep = tag_partial_tail(s, len, close_tag);
         sbuf_append(r, s, len - keep);
         hold(p, s + len - keep, keep);
     }

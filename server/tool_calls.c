@@ -53,15 +53,6 @@ static void add_call(struct tool_parser *p, json_t *call, json_t *fresh)
     json_array_append_new(p->calls, call);
 }
 
-/* How many bytes at the end of s (n) may be the start of tag. */
-static size_t partial_tail(const char *s, size_t n, const char *tag)
-{
-    const size_t t = strlen(tag);
-    for (size_t k = n < t - 1 ? n : t - 1; k > 0; k--)
-        if (!memcmp(s + n - k, tag, k)) return k;
-    return 0;
-}
-
 void tool_parser_feed(struct tool_parser *p, const char *text, size_t n, sbuf *c, json_t *fresh)
 {
     sbuf_append(&p->held, text, n);
@@ -73,7 +64,7 @@ void tool_parser_feed(struct tool_parser *p, const char *text, size_t n, sbuf *c
             const char *at = memmem(s, len, open_tag, sizeof open_tag - 1);
             if (!at) {
                 /* release all but what may begin the tag */
-                const size_t keep = partial_tail(s, len, open_tag);
+                const size_t keep = tag_partial_tail(s, len, open_tag);
                 sbuf_append(c, s, len - keep);
                 sbuf_consume(&p->held, len - keep);
                 return;

@@ -176,3 +176,11 @@ void random_id(char *out, size_t size, const char *prefix)
     for (size_t i = 0; i < sizeof raw && k + 2 < (int)size; i++)
         k += snprintf(out + k, size - (size_t)k, "%02x", raw[i]);
 }
+
+size_t tag_partial_tail(const char *s, size_t n, const char *tag)
+{
+    const size_t t = strlen(tag);
+    for (size_t k = n < t - 1 ? n : t - 1; k > 0; k--)
+        if (!memcmp(s + n - k, tag, k)) return k;
+    return 0;
+}

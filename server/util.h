@@ -42,5 +42,8 @@ void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int random_bytes(void *out, size_t n);
 /* prefix + 24 random hex characters into out (size >= strlen(prefix) + 25). */
 void random_id(char *out, size_t size, const char *prefix);
+/* How many bytes at the end of s (n) are the beginning of tag (a tag
+ * split across tokens, to hold back until the next one decides). */
+size_t tag_partial_tail(const char *s, size_t n, const char *tag);
 
 #endif
