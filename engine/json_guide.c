@@ -43,6 +43,10 @@ struct jg_node {
     /* open containers a value of this node needs at least: as an object, as
      * an array, at all (0: a scalar will do; MD_NONE: none can be written) */
     uint8_t md_obj, md_arr, md;
+    /* anyOf of several objects: until its first key the object is the union
+     * (props: each branch's possible first keys, which switch to it);
+     * empty_ok: a branch takes {} */
+    bool union_obj, empty_ok;
 };
 
 #define MD_NONE 255
@@ -51,7 +55,9 @@ struct jg_node {
 #define NO_MAX UINT32_MAX
 
 struct jg_text { int32_t off, len; };   /* bytes in the pool */
-struct jg_prop { struct jg_text key; uint16_t node; bool required; };
+/* branch: in a union's props, the object node the key switches to, and
+ * at, the property's index in it (0: an ordinary property) */
+struct jg_prop { struct jg_text key; uint16_t node; bool required; uint16_t branch; uint8_t at; };
 /* A string's minLength and maxLength (characters: code points; NO_MAX:
  * none), and its pattern (or format): a jre_prog at word re, or -1. */
 struct jg_str { uint32_t min_len, max_len; int32_t re; };
@@ -108,7 +114,7 @@ struct jg_build {
      * is only known then): $ref nodes as copies of their targets', anyOf
      * nodes as the merge of their branches (branch[start .. start + n)) */
     struct { int slot, src; } *alias;
-    struct { int node, start, n; char *path; } *anyof;
+    struct { int node, start, n; char *path; int uprops, nuprops; bool uready, uempty; } *anyof;
     uint16_t *branch;
     int nalias, nanyof, nbranch;
     size_t calias, canyof, cbranch;
@@ -376,7 +382,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         "title", "description", "default", "examples", "$schema", "$id", "$comment", "$defs",
         "definitions", "anyOf", "oneOf", "minLength", "maxLength", "pattern", "format", "minimum",
         "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "prefixItems",
-        "additionalItems", NULL};
+        "additionalItems", "discriminator", NULL};
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)s, k, v) {
@@ -416,6 +422,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
         b->anyof[rec].node = me;
         b->anyof[rec].start = start;
         b->anyof[rec].n = (int)nb;
+        b->anyof[rec].uready = false;
         b->nbranch += (int)nb;
         b->nodes[me] = n;
         size_t i;
@@ -539,7 +546,7 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
             snprintf(sub, sizeof sub, "%s%sproperties.%.200s", path, *path ? "." : "", k);
             const int pn = compile(b, v, sub, refs);
             if (pn < 0) return -1;
-            b->props[n.props + i++] = (struct jg_prop){t, (uint16_t)pn, false};
+            b->props[n.props + i++] = (struct jg_prop){t, (uint16_t)pn, false, 0, 0};
         }
         size_t ri;
         const json_t *r;
@@ -561,10 +568,13 @@ static int compile(struct jg_build *b, const json_t *s, const char *path, int re
     return me;
 }
 
-/* anyOf node a as the merge of its branches (each is one of its types). */
+/* anyOf node a as the merge of its branches (each is one of its types,
+ * but objects: several make a union, its props built by union_props). */
 static void merge_anyof(struct jg_build *b, int a)
 {
     struct jg_node n = {.str = -1, .num = -1, .max_items = NO_MAX};
+    int objects = 0;
+    for (int i = 0; i < b->anyof[a].n; i++) objects += (b->nodes[b->branch[b->anyof[a].start + i]].types & T_OBJECT) != 0;
     for (int i = 0; i < b->anyof[a].n; i++) {
         const struct jg_node *x = &b->nodes[b->branch[b->anyof[a].start + i]];
         n.types |= x->types;
@@ -577,14 +587,62 @@ static void merge_anyof(struct jg_build *b, int a)
             n.min_items = x->min_items;
             n.max_items = x->max_items;
         }
-        if (x->types & T_OBJECT) {
+        if ((x->types & T_OBJECT) && objects == 1) {
             n.any_keys = x->any_keys;
             n.values = x->values;
             n.props = x->props;
             n.nprops = x->nprops;
+            n.union_obj = x->union_obj;
+            n.empty_ok = x->empty_ok;
         }
     }
+    if (objects > 1) {
+        n.union_obj = true;
+        n.props = b->anyof[a].uready ? b->anyof[a].uprops : 0;
+        n.nprops = b->anyof[a].uready ? b->anyof[a].nuprops : 0;
+        n.empty_ok = b->anyof[a].uready && b->anyof[a].uempty;
+    }
     b->nodes[b->anyof[a].node] = n;
+}
+
+/* The props of anyOf a's union of objects: each object branch's possible
+ * first keys (its properties up to its first required one), each one
+ * switching to its branch. Keys must tell the branches apart. */
+static int union_props(struct jg_build *b, int a)
+{
+    const int start = b->nprops;
+    bool empty = false;
+    char sub[600];
+    for (int i = 0; i < b->anyof[a].n; i++) {
+        const int bn = b->branch[b->anyof[a].start + i];
+        const struct jg_node *x = &b->nodes[bn];
+        if (!(x->types & T_OBJECT)) continue;
+        snprintf(sub, sizeof sub, "%s%sanyOf[%d]", b->anyof[a].path, *b->anyof[a].path ? "." : "", i);
+        if (x->any_keys || x->union_obj)
+            return fail(b, sub, "an object of \"anyOf\" beside other objects must list its "
+                                "\"properties\" (not any keys, not another union)");
+        bool req = false;
+        for (int j = 0; j < x->nprops && !req; j++) {
+            const struct jg_prop p = b->props[x->props + j];
+            req = p.required;
+            for (int k = start; k < b->nprops; k++)
+                if (b->props[k].key.len == p.key.len &&
+                    !memcmp(b->pool + b->props[k].key.off, b->pool + p.key.off, (size_t)p.key.len))
+                    return fail(b, sub, "objects of \"anyOf\" must begin with different keys (their "
+                                        "first properties, up to the first required one)");
+            if (b->nprops - start == JG_MAX_CHOICES)
+                return fail(b, sub, "objects of \"anyOf\" may begin with at most 64 keys in all");
+            if (!grow((void **)&b->props, &b->cprops, (size_t)b->nprops + 1, sizeof *b->props))
+                return fail(b, sub, "out of memory");
+            b->props[b->nprops++] = (struct jg_prop){p.key, p.node, false, (uint16_t)bn, (uint8_t)j};
+        }
+        empty = empty || !req;
+    }
+    b->anyof[a].uprops = start;
+    b->anyof[a].nuprops = b->nprops - start;
+    b->anyof[a].uempty = empty;
+    b->anyof[a].uready = true;
+    return 0;
 }
 
 static bool same_node(const struct jg_node *a, const struct jg_node *x)
@@ -604,6 +662,8 @@ static bool same_node(const struct jg_node *a, const struct jg_node *x)
 static int settle(struct jg_build *b)
 {
     int rounds = 0;
+    bool unions = false;
+again:
     for (bool changed = true; changed; rounds++) {
         if (rounds > b->nalias + b->nanyof + 1)
             return fail(b, "", "\"$ref\" and \"anyOf\" refer to each other with no schema between");
@@ -629,11 +689,23 @@ static int settle(struct jg_build *b)
             char sub[600];
             snprintf(sub, sizeof sub, "%s%sanyOf[%d]", b->anyof[i].path, *b->anyof[i].path ? "." : "", k);
             if (x->nlits) return fail(b, sub, "\"enum\" and \"const\" in \"anyOf\" are not supported");
-            if (seen & x->types) return fail(b, sub, "\"anyOf\" branches must be of different types");
+            if (seen & x->types & ~T_OBJECT)
+                return fail(b, sub, "\"anyOf\" branches must be of different types (but objects)");
             seen |= x->types;
         }
     }
-    return 0;
+    if (unions) return 0;
+    /* the branches are final: the unions' keys, then settled again so that
+     * copies of the unions see them */
+    for (int i = 0; i < b->nanyof; i++) {
+        int objects = 0;
+        for (int k = 0; k < b->anyof[i].n; k++)
+            objects += (b->nodes[b->branch[b->anyof[i].start + k]].types & T_OBJECT) != 0;
+        if (objects > 1 && union_props(b, i)) return -1;
+    }
+    unions = true;
+    rounds = 0;
+    goto again;
 }
 
 /* The open containers each node needs at least (md_obj, md_arr, md), to
@@ -647,7 +719,13 @@ static void depth_needs(struct jg_build *b)
             struct jg_node *n = &b->nodes[i];
             int obj = MD_NONE, arr = MD_NONE;
             const int scalar = n->nlits || (n->types & ~(T_OBJECT | T_ARRAY)) ? 0 : MD_NONE;
-            if (n->types & T_OBJECT) {
+            if ((n->types & T_OBJECT) && n->union_obj) {
+                /* its easiest branch (or {}) */
+                obj = n->empty_ok ? 1 : MD_NONE;
+                for (int j = 0; j < n->nprops; j++)
+                    if (b->nodes[b->props[n->props + j].branch].md_obj < obj)
+                        obj = b->nodes[b->props[n->props + j].branch].md_obj;
+            } else if (n->types & T_OBJECT) {
                 int need = 0;
                 for (int j = 0; j < n->nprops; j++)
                     if (b->props[n->props + j].required && b->nodes[b->props[n->props + j].node].md > need)
@@ -843,6 +921,7 @@ static bool may_close(const struct jg_state *s)
 {
     const struct jg_node *o = top(s);
     if (o->any_keys) return true;
+    if (o->union_obj) return o->empty_ok;
     for (int i = s->next[s->depth - 1]; i < o->nprops; i++)
         if (s->sc->props[o->props + i].required) return false;
     return true;
@@ -864,6 +943,8 @@ static uint64_t key_candidates(const struct jg_state *s)
     uint64_t c = 0;
     for (int i = s->next[s->depth - 1]; i < o->nprops; i++) {
         const struct jg_prop *p = &s->sc->props[o->props + i];
+        /* a union's key: its branch must fit, as an object opened here */
+        if (p->branch && node(s, p->branch)->md_obj > JG_MAX_DEPTH - s->depth + 1) continue;
         if (p->required || fits(s, p->node)) c |= 1ULL << i;
         if (p->required) break;
     }
@@ -1119,6 +1200,11 @@ static void matched(struct jg_state *s, int i)
     }
     const struct jg_prop *p = &s->sc->props[top(s)->props + i];
     s->next[s->depth - 1] = (uint8_t)(i + 1);
+    if (p->branch) {
+        /* a union's first key: the object is now its branch's */
+        s->node[s->depth - 1] = p->branch;
+        s->next[s->depth - 1] = (uint8_t)(p->at + 1);
+    }
     s->cur = p->node;
     s->pos = P_COLON;
 }

@@ -34,7 +34,9 @@
  * "#/definitions/..." or "#" (recursive ones too: an optional property or
  * item whose value could not fit in the JG_MAX_DEPTH open containers is
  * not offered), "anyOf"/"oneOf" of branches of
- * different types (pydantic's Optional[X]), and the annotations title,
+ * different types (pydantic's Optional[X]) or of objects whose possible
+ * first keys differ (the first key picks the branch), and the
+ * annotations title, discriminator,
  * description, default, examples, $schema, $id, $comment. Strings:
  * "minLength" and "maxLength" (in code points), or "pattern"
  * (json_regex.h) or "format" (date-time, date, time, uuid, email,

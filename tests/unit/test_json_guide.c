@@ -813,3 +813,77 @@ Test(json_guide, schema_recursive)
     jg_schema_free(t);
     jg_schema_free(l);
 }
+
+/* anyOf of objects (pydantic's unions of models, discriminated or not):
+ * the first key tells the branch; documents drawn byte by byte never get
+ * stuck and are always one branch's. */
+Test(json_guide, schema_object_unions)
+{
+    static const char text[] =
+        "{\"$defs\":{\"Cat\":{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"cat\"},"
+        "\"lives\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":9}},\"required\":[\"kind\",\"lives\"],"
+        "\"additionalProperties\":false},"
+        "\"Dog\":{\"type\":\"object\",\"properties\":{\"bark\":{\"type\":\"boolean\"},\"name\":{\"type\":"
+        "\"string\",\"maxLength\":3}},\"required\":[\"name\"],\"additionalProperties\":false}},"
+        "\"type\":\"object\",\"properties\":{\"pet\":{\"oneOf\":[{\"$ref\":\"#/$defs/Cat\"},"
+        "{\"$ref\":\"#/$defs/Dog\"},{\"type\":\"null\"}],\"discriminator\":{\"propertyName\":\"kind\"}}},"
+        "\"required\":[\"pet\"],\"additionalProperties\":false}";
+    char err[256];
+    struct jg_schema *sc = schema_of(text, err, sizeof err);
+    cr_assert_not_null(sc, "%s", err);
+    static const char *const ok[] = {
+        "{\"pet\":{\"kind\":\"cat\",\"lives\":9}}", "{\"pet\":{\"bark\":true,\"name\":\"Rex\"}}",
+        "{\"pet\":{\"name\":\"Bo\"}}", "{\"pet\":null}"};
+    expect_whole(sc, ok, 4);
+    static const struct refusal bad[] = {
+        {"{\"pet\":{\"kind\":\"cat\",\"name\"", 22},   /* a cat has no name */
+        {"{\"pet\":{\"bark\":true,\"lives\"", 21},
+        {"{\"pet\":{}", 8},                         /* both need a key */
+        {"{\"pet\":{\"lives\"", 9},                 /* a cat starts with its kind */
+    };
+    expect_refused(sc, bad, 4);
+    struct rng g;
+    rng_seed(&g, 3);
+    int cats = 0, dogs = 0;
+    for (int it = 0; it < 300; it++) {
+        struct jg_state st;
+        jg_init(&st, sc);
+        char doc[4096];
+        size_t n = 0;
+        while (!jg_done(&st)) {
+            cr_assert_lt(n, sizeof doc - 1);
+            int okb[256], na = 0;
+            for (int c = 0; c < 256; c++) {
+                struct jg_state u = st;
+                if (jg_feed(&u, (unsigned char)c)) okb[na++] = c;
+            }
+            cr_assert_gt(na, 0, "stuck after %.*s", (int)n, doc);
+            int pick = okb[rng_below(&g, (uint64_t)na)];
+            for (int k = 0; k < na; k++)
+                if (strchr("\"}", okb[k]) && okb[k] && rng_below(&g, 2)) pick = okb[k];
+            cr_assert(jg_feed(&st, (unsigned char)pick));
+            doc[n++] = (char)pick;
+        }
+        doc[n] = 0;
+        json_t *j = json_loads(doc, 0, NULL);
+        cr_assert_not_null(j, "%s", doc);
+        json_t *pet = json_object_get(j, "pet");
+        if (json_is_object(pet) && json_object_get(pet, "kind")) {
+            cr_assert(json_object_size(pet) == 2 && json_is_integer(json_object_get(pet, "lives")), "%s", doc);
+            cats++;
+        } else if (json_is_object(pet)) {
+            cr_assert(json_is_string(json_object_get(pet, "name")) && !json_object_get(pet, "lives"), "%s", doc);
+            dogs++;
+        }
+        json_decref(j);
+    }
+    cr_expect_gt(cats, 10);
+    cr_expect_gt(dogs, 10);
+    jg_schema_free(sc);
+    /* branches that may begin with the same key cannot be told apart */
+    cr_expect_null(schema_of("{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"object\","
+                             "\"properties\":{\"x\":{}}},{\"type\":\"object\",\"properties\":{\"y\":{},"
+                             "\"x\":{}}}]}}}", err, sizeof err));
+    cr_expect(strstr(err, "properties.a.anyOf[1]: objects of \"anyOf\" must begin with different keys"),
+              "%s", err);
+}
