@@ -651,7 +651,8 @@ static bool same_node(const struct jg_node *a, const struct jg_node *x)
            a->values == x->values && a->tuple == x->tuple && a->ntuple == x->ntuple &&
            a->props == x->props && a->nprops == x->nprops && a->lits == x->lits &&
            a->nlits == x->nlits && a->str == x->str && a->num == x->num &&
-           a->min_items == x->min_items && a->max_items == x->max_items;
+           a->min_items == x->min_items && a->max_items == x->max_items &&
+           a->union_obj == x->union_obj && a->empty_ok == x->empty_ok;
 }
 
 /* Settles $ref and anyOf nodes: copies and merges applied until none
