@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -937,6 +938,10 @@ def run_real_engine_suite(args, pg, base):
                     "--out", corpus], check=True, capture_output=True)
     subprocess.run([args.engine, "pretrain", "--config", "tiny", "--data", corpus, "--steps", "2",
                     "--out", model], check=True, capture_output=True)
+    # the same model with Qwen3's chat template, which has tool calls
+    shutil.copytree(model, model + "-q3")
+    with open(os.path.join(model + "-q3", "chat_template.name"), "w") as f:
+        f.write("qwen3")
     key = create_key(args.server, pg.url, "real", "admin")
     srv = Server(args.server, pg.url, data, args.engine)
     try:
@@ -1103,8 +1108,9 @@ def run_real_engine_suite(args, pg, base):
             sdk = os.path.join(ROOT, "tests", "openai")
             subprocess.run(["bash", os.path.join(sdk, "install.sh")], check=True, timeout=300)
             r = subprocess.run(["node", os.path.join(sdk, "client.mjs"), "http://%s:%d/v1" % (srv.host, srv.port),
-                                key, "tiny-real"], capture_output=True, text=True, timeout=300)
+                                key, "tiny-real", "tiny-real-q3"], capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, r.stdout + r.stderr
+            assert "ok   tools: a forced call streamed" in r.stdout, r.stdout
         check("real engine: the official OpenAI Node SDK", official_sdk)
 
         def real_kill():

@@ -1,10 +1,12 @@
 // The official OpenAI Node SDK, unmodified, against aha-server: models,
 // chat (plain and streamed, with reasoning_content), legacy completions
-// with echo + logprobs, and the SDK's typed errors for 401, 404 and 400.
-// usage: node client.mjs BASE_URL API_KEY MODEL
+// with echo + logprobs, the SDK's typed errors for 401, 404 and 400, and
+// function calling (a forced call, plain and through the SDK's stream
+// helper, which assembles tool_calls from the deltas) on TOOLS_MODEL.
+// usage: node client.mjs BASE_URL API_KEY MODEL [TOOLS_MODEL]
 import OpenAI from "openai";
 
-const [baseURL, apiKey, model] = process.argv.slice(2);
+const [baseURL, apiKey, model, toolsModel] = process.argv.slice(2);
 const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 120000 });
 let passed = 0, failed = 0;
 
@@ -93,6 +95,30 @@ await check("BadRequestError on a bad parameter", async () => {
     assert(e instanceof OpenAI.BadRequestError && e.status === 400, "got " + e);
   }
 });
+
+if (toolsModel) {
+  const tools = [{ type: "function", function: { name: "get_weather", description: "Weather today",
+    parameters: { type: "object", properties: { city: { type: "string", maxLength: 10 } },
+                  required: ["city"], additionalProperties: false } } }];
+  const req = { model: toolsModel, messages: [{ role: "user", content: "Weather in Paris?" }], tools,
+                tool_choice: { type: "function", function: { name: "get_weather" } }, max_tokens: 600, seed: 2 };
+  const checkCall = (m, how) => {
+    const calls = m.tool_calls || [];
+    assert(calls.length === 1 && calls[0].function.name === "get_weather", how + ": " + JSON.stringify(m));
+    const args = JSON.parse(calls[0].function.arguments);
+    assert(typeof args.city === "string" && args.city.length <= 10, how + " arguments " + JSON.stringify(args));
+  };
+  await check("tools: a forced call", async () => {
+    const r = await client.chat.completions.create(req);
+    assert(r.choices[0].finish_reason === "tool_calls", "finish " + r.choices[0].finish_reason);
+    checkCall(r.choices[0].message, "create");
+  });
+  await check("tools: a forced call streamed (the SDK's stream helper)", async () => {
+    const stream = client.beta.chat.completions.stream(req);
+    const final = await stream.finalChatCompletion();
+    checkCall(final.choices[0].message, "stream");
+  });
+}
 
 console.log(`openai-sdk: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
