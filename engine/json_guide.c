@@ -964,11 +964,11 @@ static bool str_can(const struct jg_state *s, uint32_t lo, uint32_t hi)
     return k->re < 0 || jre_can((const struct jre_prog *)(s->sc->words + k->re), s->re, lo, hi);
 }
 
-/* ... one that \u can write (no surrogates) ... */
+/* ... one that \u can write (no surrogates: a pattern's classes hold
+ * none, so only a range of nothing else needs refusing here) ... */
 static bool str_can_escape(const struct jg_state *s, uint32_t lo, uint32_t hi)
 {
-    return (lo <= 0xD7FF && str_can(s, lo, hi < 0xD7FF ? hi : 0xD7FF)) ||
-           (hi >= 0xE000 && str_can(s, lo > 0xE000 ? lo : 0xE000, hi));
+    return (lo < 0xD800 || hi > 0xDFFF) && str_can(s, lo, hi);
 }
 
 /* ... and character c, taken. */

@@ -32,7 +32,7 @@ struct build {
     int npos, depth;
     bool failed;
     uint64_t follow[JRE_MAX_POS + 1][JRE_WORDS];
-    int32_t cls_at[JRE_MAX_POS + 2], cls_n[JRE_MAX_POS + 1];
+    int32_t cls_end[JRE_MAX_POS + 1];    /* position p's ranges end at all.r + cls_end[p] */
     struct cls all;             /* every position's ranges, in order */
     char *err;
     size_t errlen;
@@ -163,10 +163,9 @@ static int add_pos(struct build *b, struct cls *c, struct frag *f, size_t at)
                            "(each copy of a repetition counts)");
     }
     const int p = ++b->npos;
-    b->cls_at[p] = b->all.n;
-    b->cls_n[p] = c->n;
     int rc = 0;
     for (int i = 0; i < c->n && !rc; i++) rc = cls_add(&b->all, c->r[i].lo, c->r[i].hi);
+    b->cls_end[p] = b->all.n;
     free(c->r);
     if (rc) return fail(b, at, "out of memory");
     f->first[p / 64] = f->last[p / 64] = 1ULL << (p % 64);
@@ -583,7 +582,7 @@ struct jre_prog *jre_compile(const char *pattern, size_t len, char *err, size_t 
     uint64_t live[JRE_WORDS], entered[JRE_WORDS] = {0};
     memcpy(live, accept, sizeof live);
     for (int q = 1; q <= b->npos; q++)
-        if (b->cls_n[q]) entered[q / 64] |= 1ULL << (q % 64);
+        if (b->cls_end[q] > b->cls_end[q - 1]) entered[q / 64] |= 1ULL << (q % 64);
     for (bool grew = true; grew;) {
         grew = false;
         for (int q = 0; q <= b->npos; q++) {
@@ -617,7 +616,7 @@ struct jre_prog *jre_compile(const char *pattern, size_t len, char *err, size_t 
     memcpy(p->follow, b->follow, (size_t)(npos + 1) * sizeof p->follow[0]);
     int32_t *cls = (int32_t *)(p->follow + npos + 1);
     cls[0] = cls[1] = 0;
-    for (int q = 1; q <= npos; q++) cls[q + 1] = b->cls_at[q] + b->cls_n[q];
+    for (int q = 1; q <= npos; q++) cls[q + 1] = b->cls_end[q];
     if (b->all.n) memcpy(cls + npos + 2, b->all.r, (size_t)b->all.n * sizeof(struct jre_range));
 out:
     free(b->all.r);
