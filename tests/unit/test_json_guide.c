@@ -659,6 +659,17 @@ Test(json_guide, schema_keywords_accept_and_refuse)
  * 256 tried each time): the draw never finds none before the object is
  * whole, and what it writes meets every keyword, as checked here by hand
  * and by glibc's regexec (the patterns are also POSIX extended ones). */
+/* The bytes st takes next (ok: room for 256); returns their count. */
+static int allowed_bytes(const struct jg_state *st, int *ok)
+{
+    int na = 0;
+    for (int c = 0; c < 256; c++) {
+        struct jg_state t = *st;
+        if (jg_feed(&t, (unsigned char)c)) ok[na++] = c;
+    }
+    return na;
+}
+
 static size_t code_points(const char *s)
 {
     size_t n = 0;
@@ -697,11 +708,8 @@ Test(json_guide, schema_keywords_random_documents)
         size_t n = 0;
         while (!jg_done(&st)) {
             cr_assert_lt(n, sizeof doc - 1, "no end: %.*s", (int)n, doc);
-            int allowed[256], na = 0;
-            for (int c = 0; c < 256; c++) {
-                struct jg_state t = st;
-                if (jg_feed(&t, (unsigned char)c)) allowed[na++] = c;
-            }
+            int allowed[256];
+            const int na = allowed_bytes(&st, allowed);
             cr_assert_gt(na, 0, "no byte allowed after %.*s", (int)n, doc);
             /* mostly any allowed byte; often an end (quote, bracket) when
              * one is allowed, so that documents finish */
@@ -793,11 +801,8 @@ Test(json_guide, schema_recursive)
         size_t n = 0;
         while (!jg_done(&st)) {
             cr_assert_lt(n, 100000u, "no end");
-            int ok[256], na = 0;
-            for (int c = 0; c < 256; c++) {
-                struct jg_state u = st;
-                if (jg_feed(&u, (unsigned char)c)) ok[na++] = c;
-            }
+            int ok[256];
+            const int na = allowed_bytes(&st, ok);
             cr_assert_gt(na, 0, "stuck after %zu bytes at depth %d", n, st.depth);
             /* lean toward going deeper for a while, then toward ending */
             int pick = ok[rng_below(&g, (uint64_t)na)];
@@ -852,11 +857,8 @@ Test(json_guide, schema_object_unions)
         size_t n = 0;
         while (!jg_done(&st)) {
             cr_assert_lt(n, sizeof doc - 1);
-            int okb[256], na = 0;
-            for (int c = 0; c < 256; c++) {
-                struct jg_state u = st;
-                if (jg_feed(&u, (unsigned char)c)) okb[na++] = c;
-            }
+            int okb[256];
+            const int na = allowed_bytes(&st, okb);
             cr_assert_gt(na, 0, "stuck after %.*s", (int)n, doc);
             int pick = okb[rng_below(&g, (uint64_t)na)];
             for (int k = 0; k < na; k++)
