@@ -174,6 +174,12 @@ def checks(ctx):
         st, out, _ = request(a, "GET", "/v1/runs/%s/samples?step=2" % rid, key=ctx.read)
         eq(st, 200, "samples")
         assert out["data"] and all(s["step"] == 2 and "completion" in s for s in out["data"]), out
+        st, asc, _ = request(a, "GET", "/v1/runs/%s/samples?stage=rl" % rid, key=ctx.read)
+        st, desc, _ = request(a, "GET", "/v1/runs/%s/samples?stage=rl&order=desc&limit=3" % rid, key=ctx.read)
+        eq(st, 200, "samples order=desc")
+        eq(desc["data"], asc["data"][::-1][:3], "order=desc: the newest first")
+        st, out, _ = request(a, "GET", "/v1/runs/%s/samples?order=up" % rid, key=ctx.read)
+        eq((st, out["error"]["param"]), (400, "order"), "bad order")
         st, out, _ = request(a, "GET", "/v1/runs/%s/checkpoints" % rid, key=ctx.read)
         eq([(c["stage"], c["step"]) for c in out["data"]], [("rl", 2)], "checkpoints")
     check("metrics json/csv, samples by step, checkpoints", metrics_api)
