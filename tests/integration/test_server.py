@@ -780,9 +780,15 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
         assert body["data"] and all(x["finish_reason"] == "length" for x in body["data"])
         st, body, _ = request(srv, "GET", "/v1/traces?q=think&model=tiny&limit=100", key=read)
         assert ids["chat"] in [x["id"] for x in body["data"]]
-        assert all("think" in (x["reasoning_content"] or "") + (x["content"] or "") for x in body["data"])
+        assert all("think" in (x["reasoning_content"] or "") + (x["content"] or "") + json.dumps(x["messages"])
+                   + json.dumps(x["prompt"]) for x in body["data"])
         st, body, _ = request(srv, "GET", "/v1/traces?q=zebra", key=read)
         eq(body["data"], [], "no match")
+        # what was asked is searched too: a completion's prompt, a chat's messages
+        st, body, _ = request(srv, "GET", "/v1/traces?q=NOTHINK&limit=100", key=read)
+        assert ids["completion"] in [x["id"] for x in body["data"]], body
+        st, body, _ = request(srv, "GET", "/v1/traces?limit=100&q=hi", key=read)
+        assert ids["chat"] in [x["id"] for x in body["data"]], body
         st, body, _ = request(srv, "GET", "/v1/traces?model=nope", key=read)
         eq(body["data"], [], "model filter")
         st, p1, _ = request(srv, "GET", "/v1/traces?limit=2", key=read)
