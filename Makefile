@@ -21,9 +21,10 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # ones). Node.js and npm (the tokenizer parity tests) are checked by command,
 # since a nodesource nodejs bundles npm and conflicts with Debian's npm.
 DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev \
-            libcriterion-dev python3 python3-torch python3-numpy libopenblas0-pthread
+            libcriterion-dev python3 python3-torch python3-numpy libopenblas0-pthread chromium
 # libopenblas0-pthread: PyTorch's BLAS for the reference scripts and the bench
 # baseline (without it Debian's torch falls back to netlib's reference BLAS).
+# chromium: the dashboard's browser test (tests/web/).
 
 LIB_SRCS  := $(wildcard kernels/*.c kernels/cpu/*.c) $(filter-out engine/main.c,$(wildcard engine/*.c))
 ENGINE_MAIN := engine/main.c
@@ -122,6 +123,8 @@ test: deps
 	@echo "== tests/integration/test_runs.py"
 	$(PYTHON) tests/integration/test_runs.py --server build/aha-server-san --engine build/aha-engine
 	$(MAKE) build/integrations-driver && $(PYTHON) tests/integration/test_integrations.py --driver build/integrations-driver
+	@echo "== tests/web/test_dashboard.py"
+	$(PYTHON) tests/web/test_dashboard.py --server build/aha-server-san --engine build/aha-engine
 
 # server/integrations.c alone (MLflow, webhooks) under sanitizers, scripted
 # over stdin by tests/integration/test_integrations.py.

@@ -112,6 +112,7 @@ done
 cat <<MSG
 
   aha is serving on http://$HOST:$PORT
+  dashboard: http://$HOST:$PORT/dashboard/ (sign in with the key below)
   admin key: $KEY
   models:    $VAR/models/<id>/ (config.json, model.safetensors, tokenizer.json)
 

@@ -261,6 +261,7 @@ static enum metrics_route route_of(const char *url)
     if (prefix(url, "/v1/rewards")) return ROUTE_REWARDS;
     if (prefix(url, "/v1/pipelines")) return ROUTE_PIPELINES;
     if (prefix(url, "/v1/runs")) return ROUTE_RUNS;
+    if (strcmp(url, "/") == 0 || prefix(url, "/dashboard")) return ROUTE_DASHBOARD;
     return ROUTE_OTHER;
 }
 
@@ -315,6 +316,7 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, struct http_req *hr, c
     case ROUTE_REWARDS: return rewards_handle(c, hr, method, url + strlen("/v1/rewards"));
     case ROUTE_PIPELINES: return pipelines_handle(c, hr, method, url + strlen("/v1/pipelines"));
     case ROUTE_RUNS: return runs_handle(c, hr, method, url + strlen("/v1/runs"));
+    case ROUTE_DASHBOARD: return web_handle(c, hr, method, url);
     default:
         return http_reply_error(c, hr, 404, "invalid_request_error", NULL, "not_found",
                                 "no route for %s %s", method, url);

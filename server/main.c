@@ -36,6 +36,8 @@ static void usage(FILE *f)
             "                         (aha-engine next to this executable)\n"
             "  --migrations-dir DIR   [AHA_MIGRATIONS_DIR] (../migrations from the executable,\n"
             "                         else ./migrations)\n"
+            "  --web-dir DIR          the dashboard's files, served at /dashboard/ [AHA_WEB_DIR]\n"
+            "                         (../web from the executable, else ./web)\n"
             "  --max-body BYTES       request body limit [AHA_MAX_BODY] (1048576)\n"
             "  --max-upload BYTES     dataset upload limit [AHA_MAX_UPLOAD] (1073741824)\n"
             "  --max-inflight N       generations in flight before 429 [AHA_MAX_INFLIGHT] (512)\n"
@@ -92,7 +94,7 @@ static int opt_long(int argc, char **argv, const char *name, const char *env, lo
 static int check_args(int argc, char **argv, int first)
 {
     static const char *const known[] = {"--host", "--port", "--data-dir", "--database-url",
-                                        "--engine", "--migrations-dir", "--max-body", "--max-upload",
+                                        "--engine", "--migrations-dir", "--web-dir", "--max-body", "--max-upload",
                                         "--max-inflight", "--threads", "--heartbeat",
                                         "--trace-queue", "--name", "--scope", "--id",
                                         "--kv-memory-mb", "--kv-dtype", "--dtype", "--max-seqs",
@@ -116,13 +118,13 @@ static int check_args(int argc, char **argv, int first)
 
 static char exe_dir[PATH_MAX];
 
-static const char *default_migrations(void)
+/* ../<name> from the executable when that is a directory, else ./<name>;
+ * buf holds the path. */
+static const char *default_dir(char *buf, size_t len, const char *name)
 {
-    static char path[PATH_MAX + 32];
     struct stat st;
-    snprintf(path, sizeof path, "%s/../migrations", exe_dir);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return path;
-    return "migrations";
+    snprintf(buf, len, "%s/../%s", exe_dir, name);
+    return stat(buf, &st) == 0 && S_ISDIR(st.st_mode) ? buf : name;
 }
 
 static int load_config(int argc, char **argv, struct server_config *cfg)
@@ -131,11 +133,15 @@ static int load_config(int argc, char **argv, struct server_config *cfg)
     cfg->host = opt(argc, argv, "--host", "AHA_HOST", "127.0.0.1");
     cfg->data_dir = opt(argc, argv, "--data-dir", "AHA_DATA_DIR", "./var");
     cfg->database_url = opt(argc, argv, "--database-url", "AHA_DATABASE_URL", NULL);
-    static char engine_default[PATH_MAX + 16];
+    static char engine_default[PATH_MAX + 16], migrations_default[PATH_MAX + 16],
+        web_default[PATH_MAX + 16];
     snprintf(engine_default, sizeof engine_default, "%s/aha-engine", exe_dir);
     cfg->engine_path = opt(argc, argv, "--engine", "AHA_ENGINE", engine_default);
     cfg->migrations_dir =
-        opt(argc, argv, "--migrations-dir", "AHA_MIGRATIONS_DIR", default_migrations());
+        opt(argc, argv, "--migrations-dir", "AHA_MIGRATIONS_DIR",
+            default_dir(migrations_default, sizeof migrations_default, "migrations"));
+    cfg->web_dir = opt(argc, argv, "--web-dir", "AHA_WEB_DIR",
+                       default_dir(web_default, sizeof web_default, "web"));
     if (opt_long(argc, argv, "--port", "AHA_PORT", 8080, 0, 65535, &port) ||
         opt_long(argc, argv, "--max-body", "AHA_MAX_BODY", SERVER_MAX_BODY_DEFAULT, 1024,
                  1L << 30, &max_body) ||
@@ -300,6 +306,15 @@ static int serve(int argc, char **argv, int first)
         return 1;
     }
     if (migrate(&srv.cfg)) return 1;
+    char werr[1024];
+    if (web_load(srv.cfg.web_dir, werr, sizeof werr)) {
+        /* a directory asked for must load; the default may be absent */
+        if (opt(argc, argv, "--web-dir", "AHA_WEB_DIR", NULL)) {
+            fprintf(stderr, "aha-server: %s\n", werr);
+            return 1;
+        }
+        log_msg("no dashboard: %s", werr);
+    }
 
     /* Signals are taken by sigwait below; every thread inherits the mask. */
     sigset_t sigs;
@@ -389,6 +404,7 @@ static int serve(int argc, char **argv, int first)
     completions_stop();
     traces_free(srv.tr, 3.0);
     db_pool_free(srv.pool);
+    web_free();
     log_msg("stopped");
     return 0;
 }

@@ -12,7 +12,7 @@ struct metrics_globals metrics;
 static const char *const route_names[ROUTE_COUNT] = {
     "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/models/{id}",
     "/v1/completions", "/v1/chat/completions", "/v1/traces", "/v1/traces/{id}", "/v1/datasets",
-    "/v1/rewards", "/v1/pipelines", "/v1/runs", "other",
+    "/v1/rewards", "/v1/pipelines", "/v1/runs", "/dashboard", "other",
 };
 
 const char *metrics_route_name(enum metrics_route r)

@@ -20,6 +20,7 @@ enum metrics_route {
     ROUTE_REWARDS,
     ROUTE_PIPELINES,
     ROUTE_RUNS,
+    ROUTE_DASHBOARD,
     ROUTE_OTHER,
     ROUTE_COUNT
 };

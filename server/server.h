@@ -34,6 +34,7 @@ struct server_config {
     const char *database_url;
     const char *engine_path;
     const char *migrations_dir;
+    const char *web_dir;          /* the dashboard's files (web.c) */
     long max_body;
     long max_upload;              /* dataset file bytes (POST /v1/datasets) */
     int max_inflight;
@@ -87,6 +88,14 @@ bool http_authorize(struct MHD_Connection *c, struct http_req *hr, enum keys_sco
                     enum MHD_Result *ret);
 /* OpenAI error type for an HTTP status ("invalid_request_error", ...). */
 const char *http_error_type(int status);
+
+/* The dashboard (web.c). web_load reads the files of dir once (-1 with err
+ * filled when dir cannot be read); web_handle answers GET and HEAD on /,
+ * /dashboard and /dashboard/<file> from them. */
+int web_load(const char *dir, char *err, size_t errlen);
+void web_free(void);
+enum MHD_Result web_handle(struct MHD_Connection *c, struct http_req *hr, const char *method,
+                           const char *url);
 
 /* Completions (completions.c). `chat` selects /v1/chat/completions. Called
  * with the whole body once, then again after each resume until it queues a

@@ -281,3 +281,46 @@ def make_tempdir():
 
 def remove_tempdir(d):
     shutil.rmtree(d, ignore_errors=True)
+
+
+def tiny_training_data(engine, base):
+    """A data directory under base for training runs: data/rl.jsonl (200
+    arithmetic prompts) and models/tiny (pretrained two steps). Returns it."""
+    data = os.path.join(base, "data")
+    os.makedirs(os.path.join(data, "models"))
+    os.makedirs(os.path.join(data, "data"))
+    corpus = os.path.join(base, "text.jsonl")
+    for cmd in (["datagen", "arithmetic", "--n", "200", "--seed", "1", "--format", "text", "--out", corpus],
+                ["datagen", "arithmetic", "--n", "200", "--seed", "2", "--format", "rl",
+                 "--out", os.path.join(data, "data", "rl.jsonl")],
+                ["pretrain", "--config", "tiny", "--data", corpus, "--steps", "2",
+                 "--out", os.path.join(data, "models", "tiny")]):
+        subprocess.run([engine] + cmd, check=True, capture_output=True)
+    return data
+
+
+def finish(suite, base, pg, servers, ok=(0,)):
+    """The end of a test script: stops the servers still running (an exit
+    status outside ok is a failure, as is a sanitizer report in a server's
+    log) and PostgreSQL, keeps base for inspection when a check failed
+    (else removes it), prints `suite: N passed, M failed`; returns the
+    script's exit status."""
+    for s in servers:
+        if not s:
+            continue
+        rc = s.stop() if s.proc.poll() is None else None
+        if rc is not None and rc not in ok:
+            results["failed"] += 1
+            print("FAIL server exit status %s:\n%s" % (rc, s.log_text()[-3000:]))
+        reports = [ln for ln in s.log_text().splitlines() if "Sanitizer" in ln or "runtime error" in ln]
+        if reports:
+            results["failed"] += 1
+            print("FAIL sanitizer reports in the server log:\n" + "\n".join(reports[:20]))
+    if pg:
+        pg.stop()
+    if results["failed"]:
+        print("(kept %s for inspection)" % base)
+    else:
+        remove_tempdir(base)
+    print("%s: %d passed, %d failed" % (suite, results["passed"], results["failed"]))
+    return 1 if results["failed"] else 0

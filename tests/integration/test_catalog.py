@@ -19,8 +19,8 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (ROOT, Postgres, Server, check, create_key, eq, make_tempdir,  # noqa: E402
-                     remove_tempdir, request, results)
+from harness import (ROOT, Postgres, Server, check, create_key, eq, finish, make_tempdir,  # noqa: E402
+                     request, results)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
 MAX_UPLOAD = 8192
@@ -630,14 +630,7 @@ def main():
             check("no sanitizer reports in the server log",
                   lambda: eq([l for l in log.splitlines() if "Sanitizer" in l or "runtime error" in l],
                              [], "sanitizer lines"))
-        if pg:
-            pg.stop()
-        if results["failed"]:
-            print("(kept %s for inspection)" % base)
-        else:
-            remove_tempdir(base)
-    print("catalog: %d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
+    return finish("catalog", base, pg, [])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import sys
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Postgres, Server, check, create_key, eq, make_tempdir,  # noqa: E402
-                     remove_tempdir, request, results, wait_for)
+from harness import (Postgres, Server, check, create_key, eq, finish, make_tempdir,  # noqa: E402
+                     request, results, tiny_training_data, wait_for)
 
 
 
@@ -424,16 +424,7 @@ def main():
     ctx.safe_stop = ctx.resume
     try:
         ctx.pg = Postgres(base)
-        ctx.data = os.path.join(base, "data")
-        os.makedirs(os.path.join(ctx.data, "models"))
-        os.makedirs(os.path.join(ctx.data, "data"))
-        corpus = os.path.join(base, "text.jsonl")
-        subprocess.run([args.engine, "datagen", "arithmetic", "--n", "200", "--seed", "1", "--format", "text",
-                        "--out", corpus], check=True, capture_output=True)
-        subprocess.run([args.engine, "datagen", "arithmetic", "--n", "200", "--seed", "2", "--format", "rl",
-                        "--out", os.path.join(ctx.data, "data", "rl.jsonl")], check=True, capture_output=True)
-        subprocess.run([args.engine, "pretrain", "--config", "tiny", "--data", corpus, "--steps", "2",
-                        "--out", os.path.join(ctx.data, "models", "tiny")], check=True, capture_output=True)
+        ctx.data = tiny_training_data(args.engine, base)
         ctx.admin = create_key(args.server, ctx.pg.url, "admin", "admin")
         ctx.read = create_key(args.server, ctx.pg.url, "read", "read")
         ctx.a = Server(args.server, ctx.pg.url, ctx.data, args.engine, extra=["--max-runs", "1"])
@@ -442,21 +433,7 @@ def main():
         results["failed"] += 1
         print("FAIL harness: %s" % e)
         traceback.print_exc()
-    finally:
-        for s in (ctx.a, ctx.b):
-            if s and s.proc.poll() is None:
-                rc = s.stop()
-                if rc not in (0, -9):
-                    results["failed"] += 1
-                    print("FAIL server exit status %s:\n%s" % (rc, s.log_text()[-3000:]))
-        if ctx.pg:
-            ctx.pg.stop()
-        if results["failed"]:
-            print("(kept %s for inspection)" % base)
-        else:
-            remove_tempdir(base)
-    print("runs: %d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
+    return finish("runs", base, ctx.pg, (ctx.a, ctx.b), ok=(0, -9))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (ROOT, Postgres, Server, create_key, damage_bytes, make_tempdir, mutate_json, parse_sse,  # noqa: E402
-                     remove_tempdir, request, stream, stream_finish, stream_open,
+from harness import (ROOT, Postgres, Server, create_key, damage_bytes, finish, make_tempdir, mutate_json, parse_sse,  # noqa: E402
+                     request, stream, stream_finish, stream_open,
                      results, check, eq, wait_for)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
@@ -1230,15 +1230,7 @@ def main():
         results["failed"] += 1
         print("FAIL harness: %s" % e)
         traceback.print_exc()
-    finally:
-        if pg:
-            pg.stop()
-        if results["failed"]:
-            print("(kept %s for inspection)" % base)
-        else:
-            remove_tempdir(base)
-    print("server: %d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
+    return finish("server", base, pg, [])
 
 
 if __name__ == "__main__":
