@@ -1,172 +1,20 @@
 // aha dashboard: a hash-routed page over the /v1 API, no dependencies.
 // Rule: API data reaches the DOM only as text (el() appends strings as text
 // nodes, never as HTML), so a completion containing markup stays text.
+// Shared helpers are in lib.js, the charts in charts.js; the compare,
+// new-run and catalog pages have their own modules.
 
-const KEY = 'aha.key';
-const STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
-const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
-const CW = 360, CH = 170, PAD = { l: 46, r: 12, t: 10, b: 22 }; // chart geometry (viewBox units)
-const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#4b5563'];
-const view = document.getElementById('view');
-const errorBox = document.getElementById('error');
+import {
+  KEY, STATUSES, FINAL, PALETTE, view, el, enc, chatHref, fmtNum, fmt3, fmtTime, fmtMs, fmtDur, textOf, clip,
+  statusSpan, tagList, meta, sleep, mount, showError, api, sseEvents, newPage, ready, fail, onUnauthorized,
+} from './lib.js';
+import { chartGrid, drawChart } from './charts.js';
+import { renderCompare } from './compare.js';
+import { renderNewRun } from './new-run.js';
+import { renderCatalog, renderDataset } from './catalog.js';
 
-/* ---------- DOM and formatting helpers ---------- */
+/* ---------- router, auth ---------- */
 
-// el('a', {href, class, dataset: {runId}, onclick: fn, hidden: true}, 'text', node, [more])
-function el(tag, attrs, ...kids) { return build(document.createElement(tag), attrs, kids); }
-function sv(tag, attrs, ...kids) {
-  return build(document.createElementNS('http://www.w3.org/2000/svg', tag), attrs, kids);
-}
-function build(node, attrs = {}, kids = []) {
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v == null || v === false) continue;
-    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else if (k === 'dataset') Object.assign(node.dataset, v);
-    else node.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const kid of kids.flat(Infinity)) {
-    if (kid == null || kid === false) continue;
-    node.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
-  }
-  return node;
-}
-
-const enc = encodeURIComponent;
-// Model ids look like "run/stage": keep the slash readable in links.
-const chatHref = (model) => '#/chat?model=' + enc(model).replace(/%2F/g, '/');
-
-function fmtNum(v) {
-  if (typeof v !== 'number' || !Number.isFinite(v)) return v == null ? '—' : String(v);
-  if (Number.isInteger(v)) return String(v);
-  const a = Math.abs(v);
-  if (a >= 1e6 || a < 1e-4) return v.toExponential(2);
-  return String(parseFloat(a >= 1 ? v.toFixed(3) : v.toPrecision(3)));
-}
-const fmt3 = (v) => (typeof v === 'number' ? v.toFixed(3) : v == null ? '—' : String(v));
-const fmtTime = (s) => (s ? new Date(s * 1000).toLocaleString() : '—');
-const fmtMs = (ms) => (ms == null ? '—' : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`);
-function fmtDur(start, end) {
-  if (!start) return '—';
-  let s = Math.max(0, Math.round((end || Date.now() / 1000) - start));
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-  s %= 60;
-  return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
-}
-// Message content: a string, null, or an array of {type:"text", text} parts.
-function textOf(c) {
-  if (c == null) return '';
-  if (typeof c === 'string') return c;
-  if (Array.isArray(c) && c.every((p) => typeof p === 'string' || (p && typeof p === 'object')))
-    return c.map((p) => (typeof p === 'string' ? p : p.text ?? '')).join('');
-  return JSON.stringify(c);
-}
-const clip = (s, n = 80) => { s = s.replace(/\s+/g, ' ').trim(); return s.length > n ? s.slice(0, n) + '…' : s; };
-const statusSpan = (s, id) => el('span', { class: `status status-${s}`, id }, s ?? '—');
-const tagList = (tags) => (tags || []).map((t) => el('span', { class: 'tag' }, t));
-const meta = (rows) => el('dl', { class: 'meta' },
-  rows.filter((r) => r[1] != null && r[1] !== '').map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
-const sleep = (ms, signal) => new Promise((resolve, reject) => {
-  const t = setTimeout(resolve, ms);
-  signal?.addEventListener('abort', () => { clearTimeout(t); reject(new DOMException('aborted', 'AbortError')); }, { once: true });
-});
-
-// Appends to the page view with el()'s rules (arrays flattened, null/false skipped).
-const mount = (...kids) => build(view, {}, kids);
-
-function showError(msg) {
-  errorBox.textContent = msg || '';
-  errorBox.hidden = !msg;
-}
-
-/* ---------- API ---------- */
-
-class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
-}
-
-// JSON in, JSON out; {stream: true} returns the Response for SSE bodies.
-async function api(path, { method = 'GET', body, signal, headers = {}, stream = false } = {}) {
-  const key = localStorage.getItem(KEY);
-  if (!key) throw new ApiError(401, 'An API key is needed.');
-  const h = { Authorization: `Bearer ${key}`, ...headers };
-  if (body !== undefined) h['Content-Type'] = 'application/json';
-  const res = await fetch(path, { method, signal, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
-  if (!res.ok) {
-    let msg = `${res.status} ${res.statusText}`;
-    try { msg = (await res.json())?.error?.message || msg; } catch { /* not JSON */ }
-    throw new ApiError(res.status, msg);
-  }
-  if (stream) return res;
-  const text = await res.text();
-  return text ? JSON.parse(text) : null;
-}
-
-// Server-sent events from a fetch Response: yields {event, data, id, retry}.
-// Shared by the run event stream and the chat completion stream.
-async function* sseEvents(res) {
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = '', data = [], event = '', id = null, retry = null;
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buf += value;
-      for (;;) {
-        const m = /\r\n|\n|\r/.exec(buf);
-        if (!m || (m[0] === '\r' && m.index === buf.length - 1)) break; // a \r may start \r\n
-        const line = buf.slice(0, m.index);
-        buf = buf.slice(m.index + m[0].length);
-        if (line === '') { // a blank line ends the event
-          if (data.length) yield { event: event || 'message', data: data.join('\n'), id, retry };
-          data = []; event = '';
-          continue;
-        }
-        if (line[0] === ':') continue; // comment (keep-alive)
-        const i = line.indexOf(':');
-        const field = i < 0 ? line : line.slice(0, i);
-        let val = i < 0 ? '' : line.slice(i + 1);
-        if (val[0] === ' ') val = val.slice(1);
-        if (field === 'data') data.push(val);
-        else if (field === 'event') event = val;
-        else if (field === 'id') id = val;
-        else if (field === 'retry' && /^\d+$/.test(val)) retry = Number(val);
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-}
-
-/* ---------- pages, router, auth ---------- */
-
-// One context per rendered page: its AbortController stops fetches and
-// streams, and its timers are cleared when the page is left.
-let current = null;
-function newPage() {
-  if (current) { current.ctrl.abort(); current.timers.forEach(clearTimeout); }
-  const ctrl = new AbortController();
-  const timers = new Set();
-  current = {
-    ctrl, signal: ctrl.signal, timers,
-    later(ms, fn) {
-      if (ctrl.signal.aborted) return;
-      const t = setTimeout(() => { timers.delete(t); if (!ctrl.signal.aborted) fn(); }, ms);
-      timers.add(t);
-    },
-  };
-  return current;
-}
-function ready(ctx, name) { if (!ctx.signal.aborted) document.body.dataset.page = name; }
-
-// Errors of a page: 401 asks for a key; others go to the banner. With a
-// page name, the page counts as loaded (it shows the error).
-function fail(err, ctx, name) {
-  if (err?.name === 'AbortError' || ctx?.signal.aborted) return;
-  if (err?.status === 401) { showKeyForm(err.message); return; }
-  if (!(err instanceof ApiError)) console.error(err); // a bug, not an API answer
-  showError(err?.message || String(err));
-  if (name) ready(ctx, name);
-}
 
 const routes = [
   [/^\/runs$/, 'runs', renderRuns],
@@ -175,7 +23,13 @@ const routes = [
   [/^\/traces\/([^/]+)$/, 'trace', renderTrace],
   [/^\/models$/, 'models', renderModels],
   [/^\/chat$/, 'chat', renderChat],
+  [/^\/compare$/, 'compare', renderCompare],
+  [/^\/new-run$/, 'new-run', renderNewRun],
+  [/^\/catalog$/, 'catalog', renderCatalog],
+  [/^\/datasets\/([^/]+)$/, 'dataset', renderDataset],
 ];
+// The nav link a page belongs under, where its path does not name one.
+const SECTION = { compare: 'runs', 'new-run': 'runs', datasets: 'catalog' };
 
 function route() {
   if (!/^#\/./.test(location.hash)) history.replaceState(null, '', '#/runs');
@@ -186,7 +40,8 @@ function route() {
   const ctx = newPage();
   showError('');
   delete document.body.dataset.page;
-  const section = '#/' + path.split('/')[1];
+  const top = path.split('/')[1];
+  const section = '#/' + (SECTION[top] || top);
   for (const a of document.querySelectorAll('nav.main a')) {
     const on = a.getAttribute('href') === section;
     a.classList.toggle('active', on);
@@ -236,6 +91,7 @@ document.getElementById('sign-out').addEventListener('click', (e) => {
   route();
 });
 window.addEventListener('hashchange', route);
+onUnauthorized(showKeyForm);
 
 /* ---------- #/runs ---------- */
 
@@ -244,12 +100,26 @@ async function renderRuns(ctx) {
   const rowCache = new Map(); // id -> {sig, tr}: unchanged rows keep their nodes
   const select = el('select', { id: 'runs-status', 'aria-label': 'Status filter', onchange: () => { gen++; runs = []; reload().catch((e) => fail(e, ctx)); } },
     el('option', { value: '' }, 'all statuses'), STATUSES.map((s) => el('option', { value: s }, s)));
+  const picked = new Set(); // run ids to compare, in the order picked (kept across filters)
+  const compareB = el('button', {
+    id: 'runs-compare', type: 'button', disabled: true,
+    onclick: () => { location.hash = '#/compare?runs=' + [...picked].map(enc).join(','); },
+  }, 'Compare');
+  const pickedN = el('span', { id: 'runs-picked', class: 'muted' });
+  function pick(id, on) {
+    if (on) picked.add(id); else picked.delete(id);
+    compareB.disabled = picked.size < 2;
+    pickedN.textContent = picked.size ? `${picked.size} picked` : '';
+  }
   const tbody = el('tbody');
   const table = el('table', { id: 'runs', class: 'grid' },
-    el('thead', {}, el('tr', {}, ['Name', 'Status', 'Pipeline', 'Tags', 'Created', 'Duration'].map((h) => el('th', {}, h)))), tbody);
-  const empty = el('p', { class: 'empty', hidden: true }, 'No runs. Start one with POST /v1/runs.');
+    el('thead', {}, el('tr', {}, el('th', { class: 'pick', title: 'Pick runs to compare' }),
+      ['Name', 'Status', 'Pipeline', 'Tags', 'Created', 'Duration'].map((h) => el('th', {}, h)))), tbody);
+  const empty = el('p', { class: 'empty', hidden: true }, 'No runs. Start one with New run (or POST /v1/runs).');
   const more = el('button', { id: 'runs-more', type: 'button', hidden: true, onclick: () => nextPage().catch((e) => fail(e, ctx)) }, 'More');
-  mount(el('div', { class: 'page-head' }, el('h1', {}, 'Runs'), select), table, empty, more);
+  mount(el('div', { class: 'page-head' }, el('h1', {}, 'Runs'), select,
+    el('span', { class: 'actions' }, pickedN, compareB, el('a', { id: 'runs-new', class: 'button primary', href: '#/new-run' }, 'New run'))),
+  table, empty, more);
 
   const fetchPage = (after, limit = 50) => {
     const q = new URLSearchParams({ limit: String(limit) });
@@ -262,6 +132,10 @@ async function renderRuns(ctx) {
     const hit = rowCache.get(r.id);
     if (hit && hit.sig === sig) return hit.tr;
     const tr = el('tr', { dataset: { runId: r.id } },
+      el('td', { class: 'pick' }, el('input', {
+        type: 'checkbox', class: 'pick', checked: picked.has(r.id), 'aria-label': `Compare ${r.name || r.id}`,
+        onchange: (e) => pick(r.id, e.target.checked),
+      })),
       el('td', {}, el('a', { href: '#/runs/' + enc(r.id) }, r.name || r.id)),
       el('td', {}, statusSpan(r.status)),
       el('td', {}, r.pipeline_id ?? '—'),
@@ -305,10 +179,6 @@ async function renderRuns(ctx) {
 }
 
 /* ---------- #/runs/<id> ---------- */
-
-// Chart order: reward, reward*, loss, kl, then alphabetical.
-const chartRank = (n) => (n === 'reward' ? 0 : n.startsWith('reward') ? 1 : n === 'loss' ? 2 : n === 'kl' ? 3 : 4);
-const chartCmp = (a, b) => chartRank(a) - chartRank(b) || (a < b ? -1 : a > b ? 1 : 0);
 
 // A <think>…</think> section (or, when the prompt opened it, text up to
 // </think>) becomes span.think; the rest stays plain text.
@@ -358,7 +228,6 @@ async function renderRun(ctx, _params, id) {
     lastSeq: run.last_seq || 0, final: false, streaming: false,
     series: new Map(), // metric -> stage -> {steps, values}
     latest: new Map(), // metric -> the stage last written
-    charts: new Map(), // metric -> {fig, cap, svg, tip, legend, dot, pts}
     colors: new Map(), dirty: new Set(), flushing: false, refreshing: false,
     sampleKeys: new Set(), // the REST samples, to drop their live copies
   };
@@ -377,7 +246,8 @@ async function renderRun(ctx, _params, id) {
   const resumeB = el('button', { id: 'run-resume', type: 'button', onclick: () => act('resume', resumeB) }, 'Resume');
   const metaBox = el('div'), errSlot = el('div');
   const stagesBody = el('tbody');
-  const charts = el('div', { id: 'charts' });
+  const charts = el('div', { id: 'charts', class: 'charts' });
+  const grid = chartGrid(charts);
   const noCharts = el('p', { class: 'empty' }, 'No metrics yet.');
   const samplesBox = el('div', { id: 'samples' });
   const noSamples = el('p', { class: 'empty' }, 'No samples yet.');
@@ -465,76 +335,20 @@ async function renderRun(ctx, _params, id) {
     st.flushing = true;
     ctx.later(100, () => {
       st.flushing = false;
-      for (const n of st.dirty) drawChart(n);
+      for (const n of st.dirty) drawMetric(n);
       st.dirty.clear();
     });
   }
-  function chartFor(name) {
-    let c = st.charts.get(name);
-    if (c) return c;
-    const svg = sv('svg', { viewBox: `0 0 ${CW} ${CH}`, role: 'img', 'aria-label': name });
-    const tip = el('div', { class: 'tip', hidden: true });
-    c = { cap: el('figcaption'), svg, tip, legend: el('div', { class: 'legend' }), pts: [] };
-    c.fig = el('figure', { class: 'chart', dataset: { metric: name } }, c.cap, el('div', { class: 'plot' }, svg, tip), c.legend);
-    svg.addEventListener('mousemove', (e) => hover(c, e));
-    svg.addEventListener('mouseleave', () => { tip.hidden = true; c.dot?.remove(); });
-    st.charts.set(name, c);
-    charts.replaceChildren(...[...st.charts.keys()].sort(chartCmp).map((n) => st.charts.get(n).fig));
+  // One line per stage, coloured by stage; the caption shows the latest value.
+  function drawMetric(name) {
+    const m = st.series.get(name), ls = st.latest.get(name), last = m.get(ls);
     noCharts.hidden = true;
-    return c;
-  }
-  function drawChart(name) {
-    const m = st.series.get(name), c = chartFor(name);
-    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-    for (const s of m.values()) {
-      s.steps.forEach((x) => { x0 = Math.min(x0, x); x1 = Math.max(x1, x); });
-      s.values.forEach((y) => { y0 = Math.min(y0, y); y1 = Math.max(y1, y); });
-    }
-    if (x0 === x1) { x0 -= 1; x1 += 1; }
-    if (y0 === y1) { const d = Math.abs(y0) * 0.1 || 1; y0 -= d; y1 += d; }
-    const X = (x) => PAD.l + ((x - x0) / (x1 - x0)) * (CW - PAD.l - PAD.r);
-    const Y = (y) => PAD.t + (1 - (y - y0) / (y1 - y0)) * (CH - PAD.t - PAD.b);
-    const nodes = [sv('path', { class: 'axis', d: `M${PAD.l},${PAD.t}V${CH - PAD.b}H${CW - PAD.r}` })];
-    for (const y of [y0, (y0 + y1) / 2, y1]) {
-      nodes.push(sv('line', { class: 'grid', x1: PAD.l, x2: CW - PAD.r, y1: Y(y), y2: Y(y) }),
-        sv('text', { x: PAD.l - 4, y: Y(y) + 3, 'text-anchor': 'end' }, fmtNum(y)));
-    }
-    [x0, (x0 + x1) / 2, x1].forEach((x, i) => nodes.push(sv('text', {
-      x: X(x), y: CH - 6, 'text-anchor': ['start', 'middle', 'end'][i],
-    }, fmtNum(Number.isInteger(x0) && Number.isInteger(x1) ? Math.round(x) : x))));
-    c.pts = [];
-    for (const [stage, s] of m) {
-      const d = s.steps.map((x, i) => `${i ? 'L' : 'M'}${X(x).toFixed(1)},${Y(s.values[i]).toFixed(1)}`).join('');
-      nodes.push(sv('path', { class: 'series', 'data-stage': stage, 'data-points': s.steps.length, stroke: color(stage), fill: 'none', d }));
-      if (s.steps.length === 1) nodes.push(sv('circle', { cx: X(s.steps[0]), cy: Y(s.values[0]), r: 2.5, fill: color(stage) }));
-      s.steps.forEach((x, i) => c.pts.push({ stage, step: x, value: s.values[i], x: X(x), y: Y(s.values[i]) }));
-    }
-    c.svg.replaceChildren(...nodes);
-    const ls = st.latest.get(name), last = m.get(ls);
-    c.cap.replaceChildren(el('span', { class: 'metric-name' }, name), ' ',
-      el('span', { class: 'metric-value' }, fmtNum(last.values.at(-1))), m.size > 1 ? el('span', { class: 'muted' }, ` (${ls})`) : '');
-    c.legend.replaceChildren(...(m.size > 1 ? [...m.keys()].map((s) => {
-      const sw = el('span', { class: 'swatch' });
-      sw.style.background = color(s);
-      return el('span', {}, sw, s);
-    }) : []));
-  }
-  function hover(c, e) {
-    if (!c.pts.length) return;
-    const r = c.svg.getBoundingClientRect();
-    const vx = ((e.clientX - r.left) / r.width) * CW, vy = ((e.clientY - r.top) / r.height) * CH;
-    let best = c.pts[0], bd = Infinity;
-    for (const p of c.pts) {
-      const d = Math.abs(p.x - vx) * 4 + Math.abs(p.y - vy); // mostly by step
-      if (d < bd) { bd = d; best = p; }
-    }
-    c.dot?.remove();
-    c.dot = sv('circle', { class: 'cursor', cx: best.x, cy: best.y, r: 3.5, stroke: color(best.stage) });
-    c.svg.append(c.dot);
-    c.tip.textContent = `${st.series.get(c.fig.dataset.metric).size > 1 ? best.stage + ' · ' : ''}step ${best.step}: ${fmtNum(best.value)}`;
-    c.tip.hidden = false;
-    c.tip.style.left = `${(best.x / CW) * 100}%`;
-    c.tip.style.top = `${(best.y / CH) * 100}%`;
+    drawChart(grid.get(name),
+      [...m].map(([stage, s]) => ({ data: { stage }, label: stage, color: color(stage), steps: s.steps, values: s.values })), {
+        caption: [el('span', { class: 'metric-value' }, fmtNum(last.values.at(-1))),
+          m.size > 1 ? el('span', { class: 'muted' }, ` (${ls})`) : ''],
+        legend: m.size > 1 ? [...m.keys()].map((stage) => ({ label: stage, color: color(stage) })) : [],
+      });
   }
 
   // ---- samples and events ----
@@ -627,7 +441,7 @@ async function renderRun(ctx, _params, id) {
   }
   // the later stage wins the caption when several stages log a metric
   for (const [n, m] of st.series) st.latest.set(n, [...m.keys()].sort((a, b) => stageIdx(a) - stageIdx(b)).at(-1));
-  [...st.series.keys()].sort(chartCmp).forEach(drawChart);
+  [...st.series.keys()].forEach(drawMetric);
   st.dirty.clear();
   samples.forEach((s) => addSample(s, false));
   drawCheckpoints(ckpts.data);

@@ -5,9 +5,9 @@ served), and Debian's Chromium driven by puppeteer-core (dashboard.mjs).
 
 Here: the static files as HTTP serves them (redirects, types, the security
 headers, ETags, HEAD, methods, names that must not resolve, what the loader
-skips, a missing --web-dir). Then a finished run, a run left running and
-stored traces are set up, and dashboard.mjs checks the pages against the
-API in the browser. Prints `dashboard: N passed, M failed` last.
+skips, a missing --web-dir). Then a dataset, a reward spec and a pipeline,
+two finished runs, a run left running and stored traces are set up, and
+dashboard.mjs checks the pages against the API in the browser. Prints `dashboard: N passed, M failed` last.
 
 usage: test_dashboard.py [--server build/aha-server-san] [--engine build/aha-engine]"""
 import argparse
@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import traceback
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -24,6 +25,9 @@ from harness import (ROOT, Postgres, Server, check, create_key, eq, finish, make
 
 # The text a user sent, stored in a trace: it must come back as text.
 XSS = 'zebraquartz <img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+# The same in a dataset's row, field name and name.
+DS_XSS = '<img src=x onerror="window.__pwned=3"><b>bold</b>'
+DS_NAME = 'dash rows <b>bold</b><img src=x onerror="window.__pwned=4">'
 
 
 def pipeline(name, steps, checkpoint_every):
@@ -57,8 +61,9 @@ def static_checks(ctx):
         for d in ("default-src 'self'", "script-src 'self'", "frame-ancestors 'none'"):
             assert d in csp, "CSP %r lacks %r" % (csp, d)
         eq(h.get("x-content-type-options"), "nosniff", "nosniff")
-        st, js, h = request(a, "GET", "/dashboard/app.js")
-        eq((st, h.get("content-type")), (200, "text/javascript; charset=utf-8"), "app.js")
+        for name in sorted(f for f in os.listdir(os.path.join(ROOT, "web")) if f.endswith(".js")):  # app.js, modules
+            st, js, h = request(a, "GET", "/dashboard/" + name)
+            eq((st, h.get("content-type")), (200, "text/javascript; charset=utf-8"), name)
         st, _, h = request(a, "GET", "/dashboard/style.css")
         eq((st, h.get("content-type")), (200, "text/css; charset=utf-8"), "style.css")
 
@@ -125,12 +130,43 @@ def wait_run(ctx, rid, statuses, timeout=300):
     return got
 
 
+def catalog_setup(ctx):
+    """A dataset (25 rows, one with markup in a value, a field name and its
+    name), a reward spec and a pipeline using both: the catalog's pages."""
+    a = ctx.a
+    with open(os.path.join(ctx.data, "data", "rl.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()][:24]
+    rows.insert(0, {"prompt": DS_XSS + " What is 2 + 2?", "answer": "4", "<i>note</i>": DS_XSS})
+    raw = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    st, ds, _ = request(a, "POST", "/v1/datasets?purpose=rl&name=" + urllib.parse.quote(DS_NAME), raw=raw,
+                        headers={"Content-Type": "application/jsonl"}, key=ctx.admin)
+    eq(st, 201, "POST dataset %r" % (ds,))
+    st, rw, _ = request(a, "POST", "/v1/rewards", {
+        "name": "dash-reward", "description": "accuracy, and the format under another name",
+        "components": [{"type": "accuracy", "weight": 1.0}, {"type": "format", "weight": 0.2, "name": "fmt"}]},
+        key=ctx.admin)
+    eq(st, 201, "POST reward %r" % (rw,))
+    spec = pipeline("dash-catalog", 4, 2)
+    spec["stages"][0].update(dataset=ds["id"], reward=rw["id"])
+    st, pl, _ = request(a, "POST", "/v1/pipelines", spec, key=ctx.admin, timeout=60)
+    eq(st, 201, "POST pipeline %r" % (pl,))
+    return ds["id"], rw["id"], pl["id"]
+
+
 def browser_checks(ctx):
     a = ctx.a
+    dataset, reward, pl = catalog_setup(ctx)
     st, done, _ = request(a, "POST", "/v1/runs", {"pipeline": pipeline("dash", 4, 2), "base_model": "tiny",
                                                   "name": "done", "tags": ["dashboard"]}, key=ctx.admin)
     eq(st, 201, "POST run %r" % (done,))
+    # a second finished run to compare with: the stored pipeline, whose reward
+    # names a component differently (a metric only this run has), 2 steps
+    st, done2, _ = request(a, "POST", "/v1/runs", {"pipeline": pl, "base_model": "tiny", "name": "done2",
+                                                   "tags": ["dashboard", "catalog"],
+                                                   "overrides": {"rl": {"params": {"steps": 2}}}}, key=ctx.admin)
+    eq(st, 201, "POST run %r" % (done2,))
     wait_run(ctx, done["id"], ("succeeded",))
+    wait_run(ctx, done2["id"], ("succeeded",))
     # stays running for the browser's live checks; dashboard.mjs cancels it
     st, live, _ = request(a, "POST", "/v1/runs", {"pipeline": pipeline("dash-live", 2000, 0),
                                                   "base_model": "tiny", "name": "live"}, key=ctx.admin)
@@ -145,7 +181,8 @@ def browser_checks(ctx):
     assert trace, "the trace was not stored"
     wait_run(ctx, ctx.live, ("running",), timeout=120)
     cfg = {"url": "http://127.0.0.1:%d" % a.port, "read": ctx.read, "admin": ctx.admin, "done": done["id"],
-           "live": ctx.live, "trace": trace["id"], "xss": XSS, "model": "tiny"}
+           "done2": done2["id"], "live": ctx.live, "trace": trace["id"], "xss": XSS, "model": "tiny",
+           "dataset": dataset, "dataset_name": DS_NAME, "ds_xss": DS_XSS, "reward": reward, "pipeline": pl}
     r = subprocess.run(["node", os.path.join(HERE, "dashboard.mjs"), json.dumps(cfg)], capture_output=True,
                        text=True, timeout=600)
     # dashboard.mjs prints one `ok NAME` or `FAIL NAME: why` line per check
@@ -185,8 +222,14 @@ def main():
         results["failed"] += 1
         print("FAIL harness: %s" % e)
         traceback.print_exc()
-    if ctx.a and ctx.live and ctx.a.proc.poll() is None:
-        request(ctx.a, "POST", "/v1/runs/%s/cancel" % ctx.live, key=ctx.admin)
+    if ctx.a and ctx.a.proc.poll() is None:  # runs left going (the live one, the one the browser started)
+        try:
+            for status in ("running", "queued"):
+                st, runs, _ = request(ctx.a, "GET", "/v1/runs?limit=100&status=" + status, key=ctx.admin)
+                for r in runs.get("data", []) if st == 200 else []:
+                    request(ctx.a, "POST", "/v1/runs/%s/cancel" % r["id"], key=ctx.admin)
+        except OSError as e:
+            print("teardown: cancelling runs: %s" % e)
     return finish("dashboard", base, ctx.pg, [ctx.a])
 
 
