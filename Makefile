@@ -164,9 +164,11 @@ bench: deps
 	./build/aha-engine bench generate --config small --layers 32 --rounds 1
 	./build/aha-engine bench generate --config small --dtype bf16
 	./build/aha-engine bench generate --config small --dtype q8
+	./build/aha-engine bench generate --config small --dtype q4
 	./build/aha-engine bench generate --config medium --rounds 1
 	./build/aha-engine bench generate --config medium --rounds 1 --dtype bf16
 	./build/aha-engine bench generate --config medium --rounds 1 --dtype q8
+	./build/aha-engine bench generate --config medium --rounds 1 --dtype q4
 	./build/aha-engine bench grpo --config tiny --prompts 4 --group 8 --max-tokens 64
 	$(PYTHON) tests/integration/bench_server.py --server build/aha-server --engine build/aha-engine
 	$(PYTHON) tests/integration/bench_runs.py --server build/aha-server

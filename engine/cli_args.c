@@ -77,7 +77,7 @@ int cli_arg_dtype(int argc, char **argv, const struct model *m, enum w_dtype *ou
 {
     const char *v = cli_arg(argc, argv, "--dtype");
     if (!v || w_dtype_parse(v, m, out) == 0) return 0;
-    fprintf(stderr, "%s: --dtype: expected %sf32, bf16 or q8, got \"%s\"\n", argv[0],
+    fprintf(stderr, "%s: --dtype: expected %sf32, bf16, q8 or q4, got \"%s\"\n", argv[0],
             m ? "auto, " : "", v);
     return -1;
 }

@@ -270,10 +270,10 @@ int cli_bench_generate(int argc, char **argv)
     /* Per decode step every matrix is read once: all parameters except the
      * embedding table, which is read again as the lm_head when tied; in
      * --dtype's elements (the norms' few weights counted as such too;
-     * q8: a byte per weight and a 4-byte scale per 32). */
+     * q8: a byte per weight and a 4-byte scale per 32; q4: half a byte). */
     const size_t emb = (size_t)cfg.vocab_size * cfg.hidden_size;
     const double wbytes = (double)(m->n_params - (cfg.tie_word_embeddings ? 0 : emb)) *
-                          (wdt == W_BF16 ? 2 : wdt == W_Q8 ? 1.125 : 4);
+                          (wdt == W_BF16 ? 2 : wdt == W_Q8 ? 1.125 : wdt == W_Q4 ? 0.625 : 4);
     const double bound = bw * 1e9 / wbytes;
     /* The roofline of a step of conc sequences: it cannot beat streaming
      * the weights once, nor its matmul FLOPs at the library's peak
@@ -287,6 +287,9 @@ int cli_bench_generate(int argc, char **argv)
      * an fp32 FMA does one, and each block's 8 of them per accumulator
      * take about 3 more instructions of scaling: about 3x */
     if (wdt == W_Q8) peak *= 3.0;
+    /* q4: the same products, plus unpacking the nibbles (3 instructions per
+     * 64 weights, against 2 x MR vpdpbusd) */
+    if (wdt == W_Q4) peak *= 3.0;
     const double roof1 = fmax(wbytes / (bw * 1e9), mflop / (peak * 1e9));
 
     struct gen_config gc;

@@ -65,7 +65,7 @@ int cli_generate(int argc, char **argv)
         fprintf(stderr, "usage: aha-engine generate --model DIR (--prompt TEXT | --prompt-tokens 1,2,3)\n"
                         "  [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
                         "  [--repetition-penalty R] [--seed S] [--n N] [--stop STR] [--logprobs K]\n"
-                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32|q8] [--dtype auto|f32|bf16|q8]\n"
+                        "  [--ignore-eos] [--kv-memory-mb M] [--kv-dtype f16|f32|q8] [--dtype auto|f32|bf16|q8|q4]\n"
                         "  [--logit-bias ID=BIAS,...] [--json-object | --json-schema FILE] [--json]\n"
                         "  [--speculative-tokens K [--prompt-lookup-min A] [--prompt-lookup-max B]\n"
                         "   | --draft-model DIR]]\n");

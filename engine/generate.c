@@ -213,7 +213,7 @@ void gen_config_default(struct gen_config *c)
 
 const char *w_dtype_name(enum w_dtype dt)
 {
-    return dt == W_BF16 ? "bf16" : dt == W_Q8 ? "q8" : "f32";
+    return dt == W_BF16 ? "bf16" : dt == W_Q8 ? "q8" : dt == W_Q4 ? "q4" : "f32";
 }
 
 int w_dtype_parse(const char *s, const struct model *m, enum w_dtype *dt)
@@ -222,6 +222,7 @@ int w_dtype_parse(const char *s, const struct model *m, enum w_dtype *dt)
     else if (!strcmp(s, "f32")) *dt = W_F32;
     else if (!strcmp(s, "bf16")) *dt = W_BF16;
     else if (!strcmp(s, "q8")) *dt = W_Q8;
+    else if (!strcmp(s, "q4")) *dt = W_Q4;
     else return -1;
     return 0;
 }
@@ -307,7 +308,7 @@ static void draft_event(void *ctx, const struct gen_event *ev)
 /* The engine of e's cfg.spec_model: greedy continuations of up to
  * spec_max_seqs sequences at once, its cache as big as that many whole
  * contexts of the model (at most the model's own cache's bytes), with the
- * prefix cache, the weights packed in e's dtype when that is bf16 or q8,
+ * prefix cache, the weights packed in e's dtype when that is not f32,
  * else as the draft model's checkpoint stores them (vLLM's --dtype auto),
  * its matrices given back as they are packed when the model's are
  * (discard_matrices: both only generated with). A draft in f32 beside a
@@ -352,10 +353,11 @@ struct gen_engine *gen_engine_new(struct model *m, const struct tokenizer *tok,
     if (cfg->block_size < 1 || cfg->block_size > 1024 || cfg->max_seqs < 1 ||
         cfg->max_seqs > 4096 || cfg->max_step_tokens < cfg->max_seqs ||
         (cfg->kv_dtype != KV_F16 && cfg->kv_dtype != KV_F32 && cfg->kv_dtype != KV_Q8) ||
-        (cfg->dtype != W_F32 && cfg->dtype != W_BF16 && cfg->dtype != W_Q8)) {
+        (cfg->dtype != W_F32 && cfg->dtype != W_BF16 && cfg->dtype != W_Q8 &&
+         cfg->dtype != W_Q4)) {
         errmsg_set(err, errlen, "generation config: need 1 <= block_size <= 1024, "
              "1 <= max_seqs <= 4096, max_step_tokens >= max_seqs, kv_dtype f16, f32 or q8 "
-             "and dtype f32, bf16 or q8");
+             "and dtype f32, bf16, q8 or q4");
         return NULL;
     }
     if (cfg->spec_tokens < 0 || cfg->spec_tokens > GEN_MAX_SPEC ||

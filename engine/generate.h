@@ -53,7 +53,9 @@ struct gen_config {
                                  * too, as a bf16 model runs on a GPU;
                                  * needs batch_invariant) or W_Q8 (int8
                                  * weights and inputs, a scale per 32:
-                                 * 9/32 of W_F32's bytes) */
+                                 * 9/32 of W_F32's bytes) or W_Q4 (4-bit
+                                 * weights as llama.cpp's q4_0, int8
+                                 * inputs: 5/32 of W_F32's bytes) */
     bool discard_matrices;      /* default false; true: the model is only
                                  * generated with from now on (serving), so
                                  * each of its matrices goes back to the
@@ -107,7 +109,7 @@ struct gen_config {
     struct model *spec_model;
 };
 void gen_config_default(struct gen_config *c);
-/* "f32" / "bf16" / "q8" <-> dtype; w_dtype_parse returns -1 for anything else.
+/* "f32" / "bf16" / "q8" / "q4" <-> dtype; w_dtype_parse returns -1 for anything else.
  * m non-NULL: "auto" is accepted too, bf16 when m's checkpoint stored
  * every matrix as BF16, else f32 (vLLM's --dtype auto for such models). */
 const char *w_dtype_name(enum w_dtype dt);

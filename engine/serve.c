@@ -441,7 +441,7 @@ static void do_load(struct serve *sv, json_t *msg, const char *id)
     cfg.kv_bytes = (size_t)kv_mb << 20;
     cfg.kv_dtype = dt;
     if (w_dtype_parse(dtype, sm->m, &cfg.dtype)) {
-        snprintf(err, sizeof err, "field \"dtype\": expected \"auto\", \"f32\", \"bf16\" or \"q8\"");
+        snprintf(err, sizeof err, "field \"dtype\": expected \"auto\", \"f32\", \"bf16\", \"q8\" or \"q4\"");
         goto fail_model;
     }
     cfg.max_seqs = (int)max_seqs;

@@ -53,8 +53,11 @@ static inline size_t kv_head_bytes(enum kv_dtype dt, int D)
  * nearest even), as llama.cpp multiplies q8_0 weights with q8_0 inputs on
  * the CPU: 1.125 bytes a weight. A block's integer products are summed
  * exactly, then scaled by both scales and added to the fp32 output, block
- * by block. */
-enum w_dtype { W_F32, W_BF16, W_Q8 };
+ * by block. W_Q4: 4-bit weights, llama.cpp's q4_0 arithmetic: each block
+ * of 32 weights with one fp32 scale d = m / -8, m its value of largest
+ * magnitude (the first of equals), weights q = min(15, floor(x * (1 / d) + 8.5))
+ * standing for (q - 8) d; the inputs as W_Q8's. 0.625 bytes a weight. */
+enum w_dtype { W_F32, W_BF16, W_Q8, W_Q4 };
 
 /* bfloat16 as bits (W_BF16's rounding, and safetensors' BF16): the high
  * half of the fp32 bits rounded to nearest even, NaN kept quiet,

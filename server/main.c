@@ -49,7 +49,7 @@ static void usage(FILE *f)
             "                         [AHA_ENGINE_TIMEOUT] (300)\n"
             "  --kv-memory-mb N       engine KV-cache memory per model [AHA_KV_MEMORY_MB]\n"
             "  --kv-dtype f16|f32|q8  engine KV-cache element type [AHA_KV_DTYPE] (f16)\n"
-            "  --dtype auto|f32|bf16|q8 engine weights/matmul element type [AHA_DTYPE]\n"
+            "  --dtype auto|f32|bf16|q8|q4 engine weights/matmul element type [AHA_DTYPE]\n"
             "                         (auto: bf16 for checkpoints stored in BF16, else f32)\n"
             "  --max-seqs N           sequences the engine decodes together [AHA_MAX_SEQS]\n"
             "  --prefix-cache on|off  reuse the KV blocks of prompts' common beginnings\n"
@@ -338,8 +338,8 @@ static int serve(int argc, char **argv, int first)
     }
     const char *dtype = opt(argc, argv, "--dtype", "AHA_DTYPE", NULL);
     if (dtype && strcmp(dtype, "auto") != 0 && strcmp(dtype, "f32") != 0 &&
-        strcmp(dtype, "bf16") != 0 && strcmp(dtype, "q8") != 0) {
-        fprintf(stderr, "aha-server: --dtype: expected auto, f32, bf16 or q8, got \"%s\"\n",
+        strcmp(dtype, "bf16") != 0 && strcmp(dtype, "q8") != 0 && strcmp(dtype, "q4") != 0) {
+        fprintf(stderr, "aha-server: --dtype: expected auto, f32, bf16, q8 or q4, got \"%s\"\n",
                 dtype);
         return 2;
     }

@@ -951,18 +951,29 @@ static inline int cpu_q8_blocks(int C)
 }
 
 /* Rows of a panel: one per k (W_F32), one per pair of k (W_BF16), one per
- * quad of k (W_Q8, 8 to a block). A row is 32 dwords, 128 bytes, in each;
- * a W_Q8 block has a row of its 32 outputs' scales after its 8. */
+ * quad of k (W_Q8, 8 to a block), one per two quads (W_Q4, 4 to a block).
+ * A row is 32 dwords, 128 bytes, in each; a W_Q8 or W_Q4 block has a row
+ * of its 32 outputs' scales after its 8 or 4. */
 static inline int cpu_rows_kn(int C, enum w_dtype dt)
 {
-    return dt == W_BF16 ? (C + 1) / 2 : dt == W_Q8 ? 8 * cpu_q8_blocks(C) : C;
+    return dt == W_BF16 ? (C + 1) / 2
+         : dt == W_Q8   ? 8 * cpu_q8_blocks(C)
+         : dt == W_Q4   ? 4 * cpu_q8_blocks(C)
+                        : C;
+}
+
+/* Rows of a W_Q8 or W_Q4 block, its scales' included. */
+static inline int cpu_rows_qblock_rows(enum w_dtype dt)
+{
+    return dt == W_Q4 ? 5 : 9;
 }
 
 /* Bytes of one panel of C inputs. */
 static inline size_t cpu_rows_panel_bytes(int C, enum w_dtype dt)
 {
-    return dt == W_Q8 ? (size_t)cpu_q8_blocks(C) * 9 * CPU_PANEL * 4
-                      : (size_t)cpu_rows_kn(C, dt) * CPU_PANEL * 4;
+    return dt == W_Q8 || dt == W_Q4
+               ? (size_t)cpu_q8_blocks(C) * cpu_rows_qblock_rows(dt) * CPU_PANEL * 4
+               : (size_t)cpu_rows_kn(C, dt) * CPU_PANEL * 4;
 }
 
 size_t cpu_rows_packed_bytes(int C, int OC, enum w_dtype dt)
@@ -1038,11 +1049,12 @@ static inline float cpu_q8_block(int8_t *q, int32_t *sum, const float *x, int n)
     return scale;
 }
 
-/* A W_Q8 input row: C inputs as int8 (cpu_q8_block, a block at a time)
- * in dwords of 4, each block's correction -128 * (sum of its q), then each
- * block's scale: 10 dwords per block. The correction is what the weights'
- * +128 adds to a block's products (cpu_rows_qtile). */
-static void cpu_rows_q8_row(uint32_t *xq, const float *x, int C)
+/* A W_Q8 or W_Q4 input row: C inputs as int8 (cpu_q8_block, a block at a
+ * time) in dwords of 4, each block's correction -off * (sum of its q),
+ * then each block's scale: 10 dwords per block. The correction takes out
+ * what the weights' offset (128 for W_Q8, 8 for W_Q4) adds to a block's
+ * products (cpu_rows_qtile). */
+static void cpu_rows_q8_row(uint32_t *xq, const float *x, int C, int off)
 {
     const int nb = cpu_q8_blocks(C);
     int8_t *q = (int8_t *)xq;
@@ -1052,38 +1064,75 @@ static void cpu_rows_q8_row(uint32_t *xq, const float *x, int C)
         const int k0 = CPU_Q8_K * b, n = C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K;
         int32_t sum;
         scale[b] = cpu_q8_block(q + k0, &sum, x + k0, n);
-        corr[b] = -128 * sum;
+        corr[b] = -off * sum;
     }
 }
 
-/* cpu_rows_pack_panels for W_Q8: panel p, block b: 8 rows, row r's dword c
- * the bytes q + 128 of weight[row(p, c)][32b + 4r + 0..3] (unsigned, as
- * vpdpbusd takes them; 128 where there is no k or no row), then the row of
- * the 32 outputs' scales (0 where there is no row). */
-static void cpu_rows_pack_q8(void *dst, const float *weight, int C, int OC, int I)
+/* W_Q4's quantization of a block of n <= CPU_Q8_K weights x into q[0..32)
+ * (8, standing for 0, past n), returning the scale d: llama.cpp's q4_0,
+ * d = m / -8 for m the first value of largest magnitude, q = min(15,
+ * floor(x * (1 / d) + 8.5)), all in fp32. A block of zeros, or one whose
+ * 1 / d is not finite (subnormal m), has q all 8; one holding a NaN or an
+ * infinity, q all 8 and the scale NaN or infinity, so that its products
+ * come out NaN, as the fp32 ones would. */
+static inline float cpu_q4_block(uint8_t *q, const float *x, int n)
+{
+    float amax = 0.0f, m = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float v = fabsf(x[i]);
+        if (v != v) { m = NAN; break; }
+        if (v > amax) { amax = v; m = x[i]; }
+    }
+    const float d = m / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    const bool ok = fabsf(d) <= FLT_MAX && fabsf(id) <= FLT_MAX;
+    for (int i = 0; i < CPU_Q8_K; i++) {
+        if (!ok || i >= n) { q[i] = 8; continue; }
+        const float t = x[i] * id, v = t + 8.5f;   /* in [0.5, 16.5] */
+        q[i] = v >= 15.0f ? 15 : (uint8_t)v;
+    }
+    return d;
+}
+
+/* cpu_rows_pack_panels for W_Q8 and W_Q4: panel p, block b: 8 (W_Q8) or
+ * 4 (W_Q4) rows, then the row of the 32 outputs' scales (0 where there is
+ * no row). W_Q8's row r, dword c: the bytes q + 128 of weight[row(p,
+ * c)][32b + 4r + 0..3] (unsigned, as vpdpbusd takes them; 128 where there
+ * is no k or no row). W_Q4's row r, dword c: the bytes q[8r + j] | q[8r +
+ * 4 + j] << 4, j = 0..3, of the block's steps (cpu_q4_block: two quads of
+ * k in the low and high nibbles; 8 where there is no k or no row). */
+static void cpu_rows_pack_q(void *dst, const float *weight, int C, int OC, int I,
+                            enum w_dtype dt)
 {
     const int np = cpu_rows_panels(OC, I);
-    const int nb = cpu_q8_blocks(C);
-    const size_t pbytes = cpu_rows_panel_bytes(C, W_Q8);
+    const int nb = cpu_q8_blocks(C), rows = cpu_rows_qblock_rows(dt) - 1;
+    const size_t pbytes = cpu_rows_panel_bytes(C, dt);
     #pragma omp parallel for schedule(static)
     for (int p = 0; p < np; p++) {
         for (int c = 0; c < CPU_PANEL; c++) {
             const int row = cpu_rows_panel_row(p, c, OC, I);
             for (int b = 0; b < nb; b++) {
-                uint8_t *blk = (uint8_t *)dst + (size_t)p * pbytes + (size_t)b * 9 * CPU_PANEL * 4;
-                int8_t q[CPU_Q8_K];
-                int32_t sum;
+                uint8_t *blk = (uint8_t *)dst + (size_t)p * pbytes +
+                               (size_t)b * (rows + 1) * CPU_PANEL * 4;
+                const int k0 = CPU_Q8_K * b, n = C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K;
+                const float *w = row >= 0 ? weight + (size_t)row * C + k0 : NULL;
                 float scale = 0.0f;
-                if (row >= 0) {
-                    const int k0 = CPU_Q8_K * b;
-                    scale = cpu_q8_block(q, &sum, weight + (size_t)row * C + k0,
-                                         C - k0 < CPU_Q8_K ? C - k0 : CPU_Q8_K);
+                if (dt == W_Q8) {
+                    int8_t q[CPU_Q8_K];
+                    int32_t sum;
+                    if (w) scale = cpu_q8_block(q, &sum, w, n);
+                    else memset(q, 0, sizeof q);
+                    for (int k = 0; k < CPU_Q8_K; k++)
+                        blk[((size_t)(k / 4) * CPU_PANEL + c) * 4 + k % 4] = (uint8_t)(q[k] + 128);
                 } else {
-                    memset(q, 0, sizeof q);
+                    uint8_t q[CPU_Q8_K];
+                    if (w) scale = cpu_q4_block(q, w, n);
+                    else memset(q, 8, sizeof q);
+                    for (int r = 0; r < 4; r++)
+                        for (int j = 0; j < 4; j++)
+                            blk[((size_t)r * CPU_PANEL + c) * 4 + j] =
+                                (uint8_t)(q[8 * r + j] | q[8 * r + 4 + j] << 4);
                 }
-                for (int k = 0; k < CPU_Q8_K; k++)
-                    blk[((size_t)(k / 4) * CPU_PANEL + c) * 4 + k % 4] = (uint8_t)(q[k] + 128);
-                memcpy(blk + 8 * CPU_PANEL * 4 + (size_t)c * 4, &scale, sizeof scale);
+                memcpy(blk + (size_t)rows * CPU_PANEL * 4 + (size_t)c * 4, &scale, sizeof scale);
             }
         }
     }
@@ -1121,13 +1170,13 @@ static void cpu_rows_pack_panels(void *dst, const float *weight, int C, int OC, 
 
 void cpu_rows_pack(void *dst, const float *weight, int C, int OC, enum w_dtype dt)
 {
-    if (dt == W_Q8) cpu_rows_pack_q8(dst, weight, C, OC, 0);
+    if (dt == W_Q8 || dt == W_Q4) cpu_rows_pack_q(dst, weight, C, OC, 0, dt);
     else cpu_rows_pack_panels(dst, weight, C, OC, 0, dt);
 }
 
 void cpu_rows_pack_glu(void *dst, const float *weight, int C, int I, enum w_dtype dt)
 {
-    if (dt == W_Q8) cpu_rows_pack_q8(dst, weight, C, 0, I);
+    if (dt == W_Q8 || dt == W_Q4) cpu_rows_pack_q(dst, weight, C, 0, I, dt);
     else cpu_rows_pack_panels(dst, weight, C, 0, I, dt);
 }
 
@@ -1302,46 +1351,66 @@ CPU_ROWS_TILE_FN(12)
  * (the sums of the blocks done), 2 panel registers and a broadcast: 27. */
 #define CPU_ROWS_MR_Q8 6
 
-/* The MR x 32 tile of W_Q8 outputs: as cpu_rows_tile, x the rows of
- * cpu_rows_q8_row (stride ldx dwords), the panel cpu_rows_pack_q8's, kn
- * its rows of quads (8 per block). Per block b, each output's integer sum
- *   acc = corr_b + sum over the block's k of (qw[k] + 128) * qx[k]
- * (exactly the sum of qw[k] * qx[k]: vpdpbusd, or the same integers in C),
- * then out = fma((float)acc, scale_w * scale_x, out) from out = 0, blocks
- * in order; then [+ bias] [+ resid]. A row's outputs never depend on the
+/* The MR x 32 tile of W_Q8 (Q4 = 0) or W_Q4 (Q4 = 1) outputs: as
+ * cpu_rows_tile, x the rows of cpu_rows_q8_row (stride ldx dwords), the
+ * panel cpu_rows_pack_q's, kn its rows (8 or 4 per
+ * block). Per block b, each output's integer sum
+ *   acc = corr_b + sum over the block's k of u[k] * qx[k]
+ * with u[k] = qw[k] + 128 (W_Q8) or the 4-bit q[k] (W_Q4), corr_b taking
+ * out the offset (128 or 8) times the sum of qx: exactly the sum of
+ * (u[k] - offset) * qx[k] (vpdpbusd, or the same integers in C); then out
+ * = fma((float)acc, scale_w * scale_x, out) from out = 0, blocks in
+ * order; then [+ bias] [+ resid]. A row's outputs never depend on the
  * rows beside it, nor on which of the two paths ran. */
 static inline __attribute__((always_inline)) void
-cpu_rows_qtile(int MR, float *o, int ldo, const void *xv, int ldx, const void *panel,
+cpu_rows_qtile(int MR, int Q4, float *o, int ldo, const void *xv, int ldx, const void *panel,
                const float *bias, const float *ro, int nj, int kn, const char *pf,
                size_t pfstep)
 {
     const uint32_t *x = xv;
-    const int nb = kn / 8;
+    const int rows = Q4 ? 4 : 8, nb = kn / rows;
     const int32_t *corr = (const int32_t *)x + 8 * nb;
     const float *xs = (const float *)x + 9 * nb;
     cpu_v16 out[CPU_ROWS_MR_Q8][2];
     #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) out[i][0] = out[i][1] = (cpu_v16){0};
     for (int b = 0; b < nb; b++) {
-        const uint32_t *blk = (const uint32_t *)panel + (size_t)b * 9 * CPU_PANEL;
-        const float *ws = (const float *)(blk + 8 * CPU_PANEL);
+        const uint32_t *blk = (const uint32_t *)panel + (size_t)b * (rows + 1) * CPU_PANEL;
+        const float *ws = (const float *)(blk + rows * CPU_PANEL);
 #if defined(__AVX512VNNI__)
         __m512i acc[CPU_ROWS_MR_Q8][2];
         #pragma GCC unroll 6
         for (int i = 0; i < MR; i++)
             acc[i][0] = acc[i][1] = _mm512_set1_epi32(corr[(size_t)i * ldx + b]);
+        const __m512i nib = _mm512_set1_epi8(0x0f);
         #pragma GCC unroll 8
-        for (int r = 0; r < 8; r++) {
+        for (int r = 0; r < rows; r++) {
             __builtin_prefetch(pf, 0, 0);
             __builtin_prefetch(pf + pfstep / 2, 0, 0);
             pf += pfstep;
             const __m512i w0 = _mm512_loadu_si512(blk + r * CPU_PANEL);
             const __m512i w1 = _mm512_loadu_si512(blk + r * CPU_PANEL + 16);
+            if (!Q4) {
+                #pragma GCC unroll 6
+                for (int i = 0; i < MR; i++) {
+                    const __m512i xb = _mm512_set1_epi32((int)x[(size_t)i * ldx + 8 * b + r]);
+                    acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], w0, xb);
+                    acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], w1, xb);
+                }
+                continue;
+            }
+            /* quad 2r in the low nibbles, quad 2r + 1 in the high ones */
+            const __m512i l0 = _mm512_and_si512(w0, nib), l1 = _mm512_and_si512(w1, nib);
+            const __m512i h0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), nib);
+            const __m512i h1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), nib);
             #pragma GCC unroll 6
             for (int i = 0; i < MR; i++) {
-                const __m512i xb = _mm512_set1_epi32((int)x[(size_t)i * ldx + 8 * b + r]);
-                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], w0, xb);
-                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], w1, xb);
+                const uint32_t *xq = x + (size_t)i * ldx + 8 * b + 2 * r;
+                const __m512i xl = _mm512_set1_epi32((int)xq[0]), xh = _mm512_set1_epi32((int)xq[1]);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], l0, xl);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], l1, xl);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], h0, xh);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], h1, xh);
             }
         }
         const cpu_v16 s0 = *(const cpu_v16 *)ws, s1 = *(const cpu_v16 *)(ws + 16);
@@ -1360,8 +1429,11 @@ cpu_rows_qtile(int MR, float *o, int ldo, const void *xv, int ldx, const void *p
             const float sx = xs[(size_t)i * ldx + b];
             for (int c = 0; c < CPU_PANEL; c++) {
                 int32_t acc = corr[(size_t)i * ldx + b];
-                for (int k = 0; k < CPU_Q8_K; k++)
-                    acc += (int32_t)wb[((size_t)(k / 4) * CPU_PANEL + c) * 4 + k % 4] * xq[k];
+                for (int k = 0; k < CPU_Q8_K; k++) {
+                    const int r = Q4 ? k / 8 : k / 4, sh = Q4 && k % 8 >= 4 ? 4 : 0;
+                    const int u = wb[((size_t)r * CPU_PANEL + c) * 4 + k % 4] >> sh;
+                    acc += (Q4 ? u & 15 : u) * xq[k];
+                }
                 out[i][c / 16][c % 16] = fmaf((float)acc, ws[c] * sx, out[i][c / 16][c % 16]);
             }
         }
@@ -1372,30 +1444,32 @@ cpu_rows_qtile(int MR, float *o, int ldo, const void *xv, int ldx, const void *p
     cpu_rows_store(MR, o, ldo, out, bias, ro, nj);
 }
 
-#define CPU_ROWS_QTILE_FN(M)                                                                   \
-    static void cpu_rows_qtile##M(float *o, int ldo, const void *x, int ldx, const void *panel, \
-                                  const float *bias, const float *ro, int nj, int kn,          \
-                                  const char *pf, size_t pfstep)                               \
+#define CPU_ROWS_QTILE_1(M, Q4, name)                                                          \
+    static void name(float *o, int ldo, const void *x, int ldx, const void *panel,             \
+                     const float *bias, const float *ro, int nj, int kn, const char *pf,       \
+                     size_t pfstep)                                                            \
     {                                                                                          \
-        cpu_rows_qtile(M, o, ldo, x, ldx, panel, bias, ro, nj, kn, pf, pfstep);                \
+        cpu_rows_qtile(M, Q4, o, ldo, x, ldx, panel, bias, ro, nj, kn, pf, pfstep);            \
     }
+#define CPU_ROWS_QTILE_FN(M)                                                                   \
+    CPU_ROWS_QTILE_1(M, 0, cpu_rows_qtile##M)                                                  \
+    CPU_ROWS_QTILE_1(M, 1, cpu_rows_q4tile##M)
 CPU_ROWS_QTILE_FN(1)
 CPU_ROWS_QTILE_FN(2)
 CPU_ROWS_QTILE_FN(3)
 CPU_ROWS_QTILE_FN(4)
 CPU_ROWS_QTILE_FN(5)
 CPU_ROWS_QTILE_FN(6)
-#define CPU_ROWS_QTILES                                                                        \
-    {NULL, cpu_rows_qtile1, cpu_rows_qtile2, cpu_rows_qtile3, cpu_rows_qtile4,                 \
-     cpu_rows_qtile5, cpu_rows_qtile6}
+#define CPU_ROWS_QTILES(t) {NULL, t##1, t##2, t##3, t##4, t##5, t##6}
 
 /* [dtype][0][MR]: tiles reading the panel from L2; [dtype][1][MR]: a
  * panel's first tile, reading it from memory (every tile prefetches;
- * W_Q8's are the same either way) */
-static cpu_rows_tile_fn *const cpu_rows_tiles[3][2][CPU_ROWS_MR + 1] = {
+ * W_Q8's and W_Q4's are the same either way) */
+static cpu_rows_tile_fn *const cpu_rows_tiles[4][2][CPU_ROWS_MR + 1] = {
     {CPU_ROWS_TILES(cpu_rows_tile), CPU_ROWS_TILES(cpu_rows_ptile)},
     {CPU_ROWS_TILES(cpu_rows_btile), CPU_ROWS_TILES(cpu_rows_bptile)},
-    {CPU_ROWS_QTILES, CPU_ROWS_QTILES}};
+    {CPU_ROWS_QTILES(cpu_rows_qtile), CPU_ROWS_QTILES(cpu_rows_qtile)},
+    {CPU_ROWS_QTILES(cpu_rows_q4tile), CPU_ROWS_QTILES(cpu_rows_q4tile)}};
 
 /* Rows of inputs per pass over the weights (their panels stay in L2
  * while every tile of the block reads them). */
@@ -1419,7 +1493,8 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
                            enum w_dtype dt, const float *bias, const float *resid, int nb,
                            int ne, int OC, int I, int np, int C)
 {
-    const int kn = cpu_rows_kn(C, dt), maxmr = dt == W_Q8 ? CPU_ROWS_MR_Q8 : CPU_ROWS_MR;
+    const int kn = cpu_rows_kn(C, dt);
+    const int maxmr = dt == W_Q8 || dt == W_Q4 ? CPU_ROWS_MR_Q8 : CPU_ROWS_MR;
     const size_t pbytes = cpu_rows_panel_bytes(C, dt), kbytes = pbytes / kn;
     const int rows = ne - nb, nt = (rows + maxmr - 1) / maxmr;
     const int mr0 = (rows + nt - 1) / nt;
@@ -1462,10 +1537,10 @@ static void cpu_rows_block(float *out, const void *xs, int ldx, const void *pack
     }
 }
 
-/* One input row as W_BF16's or W_Q8's tiles read it. */
+/* One input row as W_BF16's, W_Q8's or W_Q4's tiles read it. */
 static void cpu_rows_convert(uint32_t *xb, const float *x, int C, enum w_dtype dt)
 {
-    if (dt == W_Q8) cpu_rows_q8_row(xb, x, C);
+    if (dt == W_Q8 || dt == W_Q4) cpu_rows_q8_row(xb, x, C, dt == W_Q8 ? 128 : 8);
     else cpu_rows_bf16_row((uint16_t *)xb, x, C);
 }
 
@@ -1483,14 +1558,14 @@ static void cpu_rows_run(float *out, const float *inp, const void *packed, enum 
     /* the inputs as the tiles read them: W_F32 as they are, else a
      * converted copy of a block of rows, ldx dwords each */
     const int team = cpu_in_team(), conv = dt != W_F32;
-    const int ldx = dt == W_BF16 ? cpu_rows_kn(C, dt) : dt == W_Q8 ? 10 * cpu_q8_blocks(C) : C;
+    const int ldx = dt == W_BF16 ? cpu_rows_kn(C, dt) : conv ? 10 * cpu_q8_blocks(C) : C;
     uint32_t *xb = NULL;
     if (conv) {
         const int rows = N < CPU_ROWS_NBLOCK ? N : CPU_ROWS_NBLOCK;
         xb = aligned_alloc(64, ((size_t)rows * ldx * 4 + 63) / 64 * 64);
         if (!xb) {
             fprintf(stderr, "kernels/cpu/cpu_decode.c: out of memory for %d %s input "
-                    "rows; matmul not computed\n", rows, dt == W_Q8 ? "int8" : "bf16");
+                    "rows; matmul not computed\n", rows, dt == W_BF16 ? "bf16" : "int8");
             if (!team) return;  /* in a team: no tiles (xs NULL), the barriers met */
         }
     }

@@ -111,9 +111,9 @@ done
 $PY -c "import json; a, b = (json.load(open('$tmp/' + f))['tokens'] for f in ('q8a', 'q8b')); assert len(a) == 12 and a == b, (a, b)" \
   && ok || bad "greedy generate --kv-dtype q8"
 
-# --dtype bf16 and q8: greedy is deterministic, and the same request in a
-# batch of three samples (n = 3, greedy) gives the same tokens each time
-for dt in bf16 q8; do
+# --dtype bf16, q8 and q4: greedy is deterministic, and the same request in
+# a batch of three samples (n = 3, greedy) gives the same tokens each time
+for dt in bf16 q8 q4; do
   "$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
     --dtype $dt --json >"$tmp/b1" 2>/dev/null
   "$ENGINE" generate --model "$M" --prompt "3*4=" --max-tokens 12 --temperature 0 --ignore-eos --kv-memory-mb 8 \
@@ -192,16 +192,20 @@ p32, p16 = ([x for x in r if x["bench"] == "prefill"][0] for r in (r32, r16))
 assert (d32["dtype"], d16["dtype"], p32["dtype"], p16["dtype"]) == ("f32", "bf16", "f32", "bf16")
 assert abs(d16["weights_mb"] * 2 - d32["weights_mb"]) < 0.2, (d32, d16)
 PY
-# and --dtype q8: 1.125 bytes a weight, 9/32 of fp32's
-"$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \
-  --layers 1 --dtype q8 >"$tmp/lq" 2>/dev/null
-$PY - "$tmp/l1" "$tmp/lq" <<'PY' && ok || bad "bench generate --dtype q8"
+# and --dtype q8 and q4: 1.125 and 0.625 bytes a weight, 9/32 and 5/32 of fp32's
+for dq in q8:9 q4:5; do
+  dt=${dq%:*}
+  "$ENGINE" bench generate --config tiny --rounds 1 --steps 2 --concurrency 1 --prompt-len 8 \
+    --layers 1 --dtype $dt >"$tmp/lq" 2>/dev/null
+  $PY - "$tmp/l1" "$tmp/lq" $dt ${dq#*:} <<'PY' && ok || bad "bench generate --dtype $dt"
 import json, sys
-r32, r8 = ([json.loads(l) for l in open(f)] for f in sys.argv[1:])
-d32, d8 = ([x for x in r if x["bench"] == "decode"][0] for r in (r32, r8))
-assert (d32["dtype"], d8["dtype"]) == ("f32", "q8")
-assert abs(d8["weights_mb"] * 32 / 9 - d32["weights_mb"]) < 0.2, (d32, d8)
+r32, rq = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
+dt, of32 = sys.argv[3], int(sys.argv[4])
+d32, dq = ([x for x in r if x["bench"] == "decode"][0] for r in (r32, rq))
+assert (d32["dtype"], dq["dtype"]) == ("f32", dt)
+assert abs(dq["weights_mb"] * 32 / of32 - d32["weights_mb"]) < 0.2, (d32, dq)
 PY
+done
 
 # bench grpo --kv-dtype reaches its rollout engine (the figures say which)
 "$ENGINE" bench grpo --rollout-only --prompts 2 --group 2 --max-tokens 8 --reps 1 --kv-dtype q8 \
@@ -223,8 +227,8 @@ expect_error 1 "vocabulary" generate --model "$M" --prompt-tokens 1,99999
 expect_error 1 "KV blocks" generate --model "$M" --prompt x --max-tokens 1000 --kv-memory-mb 1
 expect_error 2 "--kv-dtype" generate --model "$M" --prompt x --kv-dtype bf16
 expect_error 2 "--kv-dtype" bench grpo --kv-dtype bf16
-expect_error 2 "--dtype: expected auto, f32, bf16 or q8" generate --model "$M" --prompt x --dtype f16
-expect_error 2 "--dtype: expected f32, bf16 or q8" bench generate --config tiny --dtype int8
+expect_error 2 "--dtype: expected auto, f32, bf16, q8 or q4" generate --model "$M" --prompt x --dtype f16
+expect_error 2 "--dtype: expected f32, bf16, q8 or q4" bench generate --config tiny --dtype int8
 expect_error 2 "--dtype" bench generate --config tiny --dtype fp8
 expect_error 2 "--dtype" bench grpo --dtype bfloat16
 expect_error 2 "--layers" bench generate --config tiny --layers 0

@@ -421,7 +421,16 @@ send({"type": "generate", "id": "gq", "model": "w8", "prompt_ids": [1, 7, 3], "m
       "ignore_eos": True})
 d = until(lambda e: e.get("type") == "done")[-1]
 check("generate in q8", d["id"] == "gq" and len(d["tokens"]) == 4, d)
-for name in ("b16", "b32", "w8"):
+# dtype q4: 4-bit weights (no more than q8's bytes, at this tiny size rounded alike)
+send({"type": "load", "id": "l4w", "model": "w4", "path": bf16_model, "kv_memory_mb": 4, "dtype": "q4"})
+ev4 = recv()
+check("loaded with q4 weights", ev4.get("type") == "loaded" and ev4.get("dtype") == "q4"
+      and 0 < ev4.get("weights_mb", 0) <= evq.get("weights_mb", 0), (ev4, evq))
+send({"type": "generate", "id": "g4w", "model": "w4", "prompt_ids": [1, 7, 3], "max_tokens": 4,
+      "ignore_eos": True})
+d = until(lambda e: e.get("type") == "done")[-1]
+check("generate in q4", d["id"] == "g4w" and len(d["tokens"]) == 4, d)
+for name in ("b16", "b32", "w8", "w4"):
     send({"type": "unload", "id": "u" + name, "model": name})
     check("unloaded " + name, recv().get("type") == "unloaded")
 

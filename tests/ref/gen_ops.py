@@ -256,9 +256,7 @@ def q8_blocks(x):
 
 def gen_q8w():
     """matmul_rows_forward with dtype q8: inputs and weights quantized by
-    blocks of 32 (q8_blocks), each block's integer products summed exactly
-    and scaled by the product of the two scales (rounded to float32, as
-    the C side multiplies them), the blocks summed here in float64. C = 100:
+    blocks of 32 (q8_blocks), multiplied as blocks_matmul does. C = 100:
     three whole blocks and one of 4. Row 0's first block holds exact ties
     (scale 2^-4); row 1's second block is zeros."""
     N, C, OC = 7, 100, 40
@@ -267,12 +265,56 @@ def gen_q8w():
     inp[0, 0] = 127 * 2**-4
     inp[0, 1:8] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5]) * 2**-4
     inp[1, 32:64] = 0.0
+    blocks_matmul("q8w", inp, w, b, q8_blocks)
+
+
+def blocks_matmul(name, inp, w, b, wblocks):
+    """R[name.*]: inp, w, b and the output of the int8 inputs (q8_blocks)
+    by the weights as wblocks gives them: each block's integer products
+    summed exactly and scaled by the product of the two scales (rounded to
+    float32, as the C side multiplies them), the blocks summed in float64."""
     qx, sx = q8_blocks(inp)
-    qw, sw = q8_blocks(w)
+    qw, sw = wblocks(w)
     acc = torch.einsum("nbk,obk->nob", qx.double(), qw.double())
     s = (sx[:, None, :] * sw[None, :, :]).double()      # float32 products
-    R.update({"q8w.inp": inp, "q8w.w": w, "q8w.b": b})
-    R["q8w.out"] = (acc * s).sum(dim=2) + b.double()
+    R.update({name + ".inp": inp, name + ".w": w, name + ".b": b})
+    R[name + ".out"] = (acc * s).sum(dim=2) + b.double()
+
+
+def q4_blocks(w):
+    """dtype q4 (W_Q4) of the rows of w, llama.cpp's q4_0: blocks of 32
+    along the row (zeros past its end), each with d = m / -8 for m its
+    first value of largest magnitude, and steps q = min(15, floor(w *
+    (1 / d) + 8.5)) standing for (q - 8) d, all in float32 (q = 8 where d
+    is 0). Returns (q - 8, d)."""
+    rows, C = w.shape
+    nb = (C + 31) // 32
+    wp = torch.zeros(rows, nb * 32, dtype=torch.float32)
+    wp[:, :C] = w
+    wb = wp.view(rows, nb, 32)
+    m = wb.gather(2, wb.abs().argmax(dim=2, keepdim=True)).squeeze(2)   # argmax: the first
+    d = m / -8.0
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = torch.floor(wb * inv[..., None] + 8.5).clamp(max=15.0)
+    return q - 8, d
+
+
+def gen_q4w():
+    """matmul_rows_forward with dtype q4: the weights as q4_blocks, the
+    inputs as q8_blocks, multiplied as blocks_matmul does. C = 100:
+    three whole blocks and one of 4. Weight row 0's first block holds
+    exact ties (d = 2^-3) and a value past the top step; row 1's second
+    block is zeros; row 2's first has its two largest magnitudes equal,
+    the positive one first."""
+    N, C, OC = 5, 100, 36
+    inp, w, b = randn(N, C), randn(OC, C), randn(OC)
+    w[0, 0:32] = w[0, 0:32].clamp(-0.9, 0.9)
+    w[0, 0] = -8 * 2**-3                                   # m = -1: d = 2^-3
+    w[0, 1:9] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -6.5, 7.5, 6.5]) * 2**-3
+    w[1, 32:64] = 0.0
+    w[2, 0:32] = w[2, 0:32].clamp(-1.0, 1.0)
+    w[2, 3], w[2, 17] = 2.0, -2.0
+    blocks_matmul("q4w", inp, w, b, q4_blocks)
 
 
 def main():
@@ -296,6 +338,7 @@ def main():
     gen_bf16()
     gen_q8()
     gen_q8w()
+    gen_q4w()
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     write_ref(OUT, R)
     print("wrote %s: %d tensors, %d bytes" % (OUT, len(R), os.path.getsize(OUT)))

@@ -448,6 +448,11 @@ Test(kernels, matmul_rows_bf16_ref) { rows_ref("mmbf", W_BF16, 14, 37, 40); }
  * 4) and the exact sums of their products */
 Test(kernels, matmul_rows_q8_ref) { rows_ref("q8w", W_Q8, 7, 100, 40); }
 
+/* W_Q4 against torch's q4_0 blocks of the weights (exact ties, a value
+ * past the top step, equal magnitudes, a zero block, a block of 4) and the
+ * exact sums of their products with the int8 inputs */
+Test(kernels, matmul_rows_q4_ref) { rows_ref("q4w", W_Q4, 5, 100, 36); }
+
 Test(kernels, gemm_ref)
 {
     const int M = 4, N = 5, K = 3, ldc = N + 4;
