@@ -45,6 +45,8 @@ void grpo_opts_default(struct grpo_opts *o)
     o->loss_type = GRPO_LOSS_GRPO;
     o->scale_rewards = GRPO_SCALE_GROUP;
     o->is_level = GRPO_IS_TOKEN;
+    o->ris_mode = GRPO_RIS_SEQUENCE_MASK;
+    o->ris_cap = 3.0;
     o->num_iterations = 1;
     o->max_resample_rounds = 3;
     o->log_completions = 2;
@@ -148,7 +150,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     float *rew = NULL, *adv = NULL;
     int32_t *tok_b = NULL, *tgt_b = NULL;
     float *lp = NULL, *dlp_full = NULL, *ent = NULL, *logp = NULL, *old = NULL, *refl = NULL;
-    float *mask = NULL, *dlogp = NULL;
+    float *mask = NULL, *dlogp = NULL, *samp = NULL, *isw = NULL;
     int *rows = NULL, *keep = NULL;
     struct rollout *sel = NULL;             /* (S) the kept groups of a step */
     struct reward_result *sres = NULL;      /* (S) their rewards */
@@ -215,7 +217,9 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
     refl = calloc((size_t)S * Tc, sizeof *refl);
     mask = calloc((size_t)S * Tc, sizeof *mask);
     dlogp = calloc((size_t)S * Tc, sizeof *dlogp);
-    if (!rs.order || !ro || !items || !res || !total || !valid || !rew || !adv || !rows || !keep || !sel || !sres ||
+    samp = calloc((size_t)S * Tc, sizeof *samp);
+    isw = calloc((size_t)S * Tc, sizeof *isw);
+    if (!samp || !isw || !rs.order || !ro || !items || !res || !total || !valid || !rew || !adv || !rows || !keep || !sel || !sres ||
         !svalid || !dvalid || !dv ||
         !tok_b || !tgt_b || !lp || !ent || !dlp_full || !logp || !old || !refl || !mask || !dlogp) {
         errmsg_set(err, errlen, "out of memory");
@@ -313,6 +317,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         /* ---- 4: policy update ---- */
         double t_ref = 0, t_train0 = progress_now(), loss_sum = 0, ent_sum = 0, kl_sum = 0;
         double clip_lo = 0, clip_hi = 0, clip_reg = 0, tok_sum = 0, sampler_diff = 0;
+        struct grpo_ris_metrics ris = {.ratio_min = INFINITY, .ratio_max = -INFINITY};
         float gnorm = 0, lr = 0;
         long long comp_tokens = 0;
         int min_len = 1 << 30, max_len = 0, n_trunc = 0;
@@ -374,6 +379,7 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                         logp[k] = in ? lp[b * T + t] : 0;
                         if (it == 0) {
                             old[k] = logp[k];
+                            samp[k] = in && j < sel[mb + b].n_tokens ? sel[mb + b].logprobs[j] : logp[k];
                             if (in && j < sel[mb + b].n_tokens) {
                                 double d = fabs(logp[k] - sel[mb + b].logprobs[j]);
                                 if (d > sampler_diff) sampler_diff = d;
@@ -384,8 +390,25 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
                 double loss;
                 struct grpo_loss_metrics lm;
                 size_t o0 = (size_t)mb * Tc;
+                /* the sampler's log-probs against the trainer's at generation
+                 * time (old), once per generation batch */
+                if (it == 0 && o->ris_mode != GRPO_RIS_NONE) {
+                    struct grpo_ris_metrics rm;
+                    grpo_ris_weights(o->ris_mode, o->ris_cap, MB, Tc, old + o0, samp + o0,
+                                     mask + o0, isw + o0, &rm);
+                    if (rm.count > 0) {
+                        ris.ratio_min = fmin(ris.ratio_min, rm.ratio_min);
+                        ris.ratio_max = fmax(ris.ratio_max, rm.ratio_max);
+                    }
+                    ris.ratio_mean += rm.ratio_mean * rm.count;
+                    ris.masked += rm.masked * rm.count;
+                    ris.count += rm.count;
+                    ris.logp_diff_mean += rm.logp_diff_mean * rm.tokens;
+                    ris.tokens += rm.tokens;
+                }
                 if (grpo_loss(&lpar, MB, Tc, logp + o0, old + o0, ref ? refl + o0 : NULL, adv + mb,
-                              mask + o0, &loss, dlogp + o0, &lm, err, errlen))
+                              mask + o0, o->ris_mode != GRPO_RIS_NONE ? isw + o0 : NULL, &loss,
+                              dlogp + o0, &lm, err, errlen))
                     goto out;
                 if (it == o->num_iterations - 1) {
                     loss_sum += loss;
@@ -460,6 +483,18 @@ int grpo_run(const struct grpo_opts *o, const struct backend *be, FILE *events,
         /* How far the sampler's log-probs are from the trainer's for the
          * same tokens: a health check of the two forward paths. */
         json_object_set_new(vals, "logprob_sampler_max_diff", json_real(sampler_diff));
+        if (o->ris_mode != GRPO_RIS_NONE && ris.count > 0) {
+            /* TRL's names for the importance weights as applied */
+            json_object_set_new(vals, "sampling/importance_sampling_ratio/min", json_real(ris.ratio_min));
+            json_object_set_new(vals, "sampling/importance_sampling_ratio/mean",
+                                json_real(ris.ratio_mean / ris.count));
+            json_object_set_new(vals, "sampling/importance_sampling_ratio/max", json_real(ris.ratio_max));
+            json_object_set_new(vals, "sampling/sampling_logp_difference/mean",
+                                json_real(ris.tokens ? ris.logp_diff_mean / ris.tokens : 0.0));
+            if (o->ris_mode == GRPO_RIS_TOKEN_MASK || o->ris_mode == GRPO_RIS_SEQUENCE_MASK)
+                json_object_set_new(vals, "sampling/importance_sampling_masked",
+                                    json_real(ris.masked / ris.count));
+        }
         json_object_set_new(vals, "tokens_per_second", json_real(t_gen > 0 ? (double)comp_tokens / t_gen : 0));
         events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage,
                                       "step", step + 1, "values", vals));
@@ -516,6 +551,7 @@ out:
     free(sel); free(sres); free(svalid); free(dvalid); free(dv);
     free(ro); free(items); free(res); free(total); free(valid); free(rew); free(adv); free(rows); free(keep);
     free(tok_b); free(tgt_b); free(lp); free(ent); free(dlp_full); free(logp); free(old); free(refl);
+    free(samp); free(isw);
     free(mask); free(dlogp); free(rs.order);
     gen_engine_free(ge);
     rl_dataset_free(&ds);

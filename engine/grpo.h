@@ -32,6 +32,9 @@ struct grpo_opts {
     enum grpo_is_level is_level;
     int num_iterations;                 /* mu: optimizer steps per generation batch */
     bool mask_truncated_completions;
+    enum grpo_ris_mode ris_mode;        /* sampler/trainer mismatch correction
+                                         * (default GRPO_RIS_SEQUENCE_MASK, as TRL) */
+    double ris_cap;                     /* its cap C (default 3) */
     bool dynamic_sampling;              /* DAPO: drop all-equal groups, sample more */
     int max_resample_rounds;
     int micro_batch_size;               /* sequences per forward; 0 = group_size */

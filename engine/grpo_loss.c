@@ -42,6 +42,66 @@ int grpo_is_level_parse(const char *s, enum grpo_is_level *out)
     return 0;
 }
 
+int grpo_ris_mode_parse(const char *s, enum grpo_ris_mode *out)
+{
+    static const char *const names[] = {"none", "token_truncate", "token_mask",
+                                        "sequence_truncate", "sequence_mask"};
+    for (int i = 0; i < 5; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum grpo_ris_mode)i;
+            return 0;
+        }
+    return -1;
+}
+
+void grpo_ris_weights(enum grpo_ris_mode mode, double cap, int B, int T, const float *old_logp,
+                      const float *sampler_logp, const float *mask, float *isw,
+                      struct grpo_ris_metrics *metrics)
+{
+    const bool seq = mode == GRPO_RIS_SEQUENCE_TRUNCATE || mode == GRPO_RIS_SEQUENCE_MASK;
+    const bool cut = mode == GRPO_RIS_TOKEN_MASK || mode == GRPO_RIS_SEQUENCE_MASK;
+    double rmin = INFINITY, rmax = -INFINITY, rsum = 0, n = 0, masked = 0, dsum = 0, tokens = 0;
+    for (int b = 0; b < B; b++) {
+        const size_t o = (size_t)b * T;
+        double sum = 0;
+        for (int t = 0; t < T; t++)
+            if (mask[o + t] != 0) {
+                const double d = (double)old_logp[o + t] - sampler_logp[o + t];
+                sum += d;
+                dsum += fabs(d);
+                tokens++;
+            }
+        bool any = false;
+        for (int t = 0; t < T; t++) {
+            const size_t i = o + t;
+            if (mask[i] == 0) {
+                isw[i] = 0.0f;
+                continue;
+            }
+            const double r = exp(seq ? sum : (double)old_logp[i] - sampler_logp[i]);
+            const double w = cut ? (r > cap ? 0.0 : r) : (r < cap ? r : cap);
+            if (!seq || !any) {   /* a sequence's weight counts once */
+                rmin = w < rmin ? w : rmin;
+                rmax = w > rmax ? w : rmax;
+                rsum += w;
+                n++;
+                masked += cut && r > cap;
+                any = true;
+            }
+            isw[i] = (float)w;
+        }
+    }
+    if (metrics) {
+        metrics->ratio_min = n ? rmin : 0;
+        metrics->ratio_max = n ? rmax : 0;
+        metrics->ratio_mean = n ? rsum / n : 0;
+        metrics->masked = n ? masked / n : 0;
+        metrics->logp_diff_mean = tokens ? dsum / tokens : 0;
+        metrics->count = n;
+        metrics->tokens = tokens;
+    }
+}
+
 /* Unbiased std (torch.std) of the valid entries of x[0..n); sets *count. */
 static double std_unbiased(const float *x, const unsigned char *valid, int n,
                            double *mean_out, int *count)
@@ -172,7 +232,7 @@ static int check_params(const struct grpo_loss_params *p, int B, int T, const fl
 
 int grpo_loss(const struct grpo_loss_params *p, int B, int T, const float *logp,
               const float *old_logp, const float *ref_logp, const float *adv,
-              const float *mask, double *loss, float *dlogp,
+              const float *mask, const float *isw, double *loss, float *dlogp,
               struct grpo_loss_metrics *metrics, char *err, size_t errlen)
 {
     if (check_params(p, B, T, ref_logp, err, errlen) != 0)
@@ -217,9 +277,13 @@ int grpo_loss(const struct grpo_loss_params *p, int B, int T, const float *logp,
          * respect to each logp_t is s_i / |o_i|, and the per-token loss is
          * repeated on each of the |o_i| tokens, so d/dlogp_t of the
          * sequence's policy term is w * (-A s_i) exactly as at token level. */
-        double seq_ratio = 0;
+        double seq_ratio = 0, isw_mean = 0;
         bool seq_low = false, seq_high = false;
         if (p->is_level == GRPO_IS_SEQUENCE) {
+            /* the weighted copies of the sequence's loss all move with s_i:
+             * each logp_t's gradient carries the mean weight */
+            for (int t = 0; isw && t < T; t++) isw_mean += mask[o + t] != 0 ? isw[o + t] : 0;
+            isw_mean /= len > 1 ? len : 1;
             seq_ratio = exp(log_ratio_sum / (len > 1 ? len : 1));
             seq_low = seq_ratio < lo && A < 0;
             seq_high = seq_ratio > hi && A > 0;
@@ -253,6 +317,10 @@ int grpo_loss(const struct grpo_loss_params *p, int B, int T, const float *logp,
             double u = r * A, c = rc * A;
             double tok_loss = -(u < c ? u : c);
             double g = (is_low || is_high) ? 0.0 : -A * r;
+            if (isw) {   /* TRL: the policy term only, before the KL's */
+                tok_loss *= isw[i];
+                g *= p->is_level == GRPO_IS_SEQUENCE ? isw_mean : isw[i];
+            }
             if (use_kl) {
                 /* k3 (DeepSeekMath eq. 4): pi_ref/pi - log(pi_ref/pi) - 1 */
                 double d = (double)ref_logp[i] - logp[i];

@@ -82,6 +82,9 @@ static const struct param_def params_table[] = {
     CHOICE("grpo", "loss_type", "grpo|bnpo|dapo|dr_grpo"),
     CHOICE("grpo", "scale_rewards", "group|batch|none"),
     CHOICE("grpo", "importance_sampling_level", "token|sequence"),
+    CHOICE("grpo", "rollout_importance_sampling_mode",
+           "none|token_truncate|token_mask|sequence_truncate|sequence_mask"),
+    PARAM("grpo", "rollout_importance_sampling_cap", P_NUM, 1, 1e6),
     PARAM("grpo", "num_iterations", P_INT, 1, 64),
     PARAM("grpo", "mask_truncated_completions", P_BOOL, 0, 0),
     PARAM("grpo", "dynamic_sampling", P_BOOL, 0, 0),
@@ -519,6 +522,9 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         if (p_str(pa, "scale_rewards")) grpo_scale_parse(p_str(pa, "scale_rewards"), &o.scale_rewards);
         if (p_str(pa, "importance_sampling_level"))
             grpo_is_level_parse(p_str(pa, "importance_sampling_level"), &o.is_level);
+        if (p_str(pa, "rollout_importance_sampling_mode"))
+            grpo_ris_mode_parse(p_str(pa, "rollout_importance_sampling_mode"), &o.ris_mode);
+        o.ris_cap = p_num(pa, "rollout_importance_sampling_cap", o.ris_cap);
         o.num_iterations = (int)p_int(pa, "num_iterations", o.num_iterations);
         o.mask_truncated_completions = json_is_true(json_object_get(pa, "mask_truncated_completions"));
         o.dynamic_sampling = json_is_true(json_object_get(pa, "dynamic_sampling"));

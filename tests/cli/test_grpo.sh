@@ -54,7 +54,10 @@ need = ["reward_std", "rewards/format/mean", "rewards/accuracy/mean", "frac_rewa
         "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
         "completions/mean_length", "completions/min_length", "completions/max_length",
         "completions/clipped_ratio", "loss", "grad_norm", "learning_rate", "num_tokens", "step_time",
-        "time/generate", "time/score", "time/train", "tokens_per_second"]
+        "time/generate", "time/score", "time/train", "tokens_per_second",
+        "sampling/importance_sampling_ratio/min", "sampling/importance_sampling_ratio/mean",
+        "sampling/importance_sampling_ratio/max", "sampling/sampling_logp_difference/mean",
+        "sampling/importance_sampling_masked"]
 missing = [k for k in need if k not in rl[0]]
 samples = [e for e in ev if e["type"] == "sample" and e["stage"] == "rl"]
 evals = [e["values"] for e in ev if e["type"] == "metric" and e["stage"] == "ev"]
@@ -67,6 +70,13 @@ if not evals or not {"pass@1", "pass@1_sampled", "maj@2", "format_rate", "mean_l
 if not evals or not evals[0].get("prompt_tokens_cached", 0) >= 64 * 16: print("eval: prefix cache unused", evals); ok = False
 if "prompt_tokens_cached" not in rl[0]: print("grpo: no prompt_tokens_cached"); ok = False
 if not last > first + 0.1: print("reward did not rise by 0.1"); ok = False
+# bf16 rollouts: the sampler's log-probs differ from the fp32 trainer's a
+# little, so the default correction (TRL's sequence_mask, cap 3) weighs
+# each sequence by a ratio near 1 and masks none of them here
+r = [v["sampling/importance_sampling_ratio/mean"] for v in rl]
+d = [v["sampling/sampling_logp_difference/mean"] for v in rl]
+print(f"importance weights: mean {min(r):.4f}..{max(r):.4f}, |logp difference| {min(d):.2e}..{max(d):.2e}")
+if not all(0 < x < 1e-1 for x in d) or not all(0.5 < x < 1.5 for x in r): print("odd importance weights"); ok = False
 sys.exit(0 if ok else 1)
 PY
 [ $fail = 0 ] && echo "grpo: 1 passed, 0 failed" || { echo "grpo: 0 passed, 1 failed"; exit 1; }

@@ -19,10 +19,23 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "grpo
 R = {}
 LOSS_TYPES = {"grpo": 0, "bnpo": 1, "dapo": 2, "dr_grpo": 3}
 LEVELS = {"token": 0, "sequence": 1}
+IS_MODES = {"token_truncate": 1, "token_mask": 2, "sequence_truncate": 3, "sequence_mask": 4}
+
+
+def trl_is_ratio(old, samp, mask, mode, cap):
+    """TRL's vllm importance sampling ratio (GRPOTrainer._generate_and_score_
+    completions): (B,T) for token modes, (B,1) for sequence modes."""
+    diff = (old - samp) * mask
+    if mode.startswith("sequence"):
+        diff = diff.sum(dim=-1, keepdim=True)
+    ratio = torch.exp(diff)
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, max=cap)
+    return ratio.masked_fill(ratio > cap, 0.0)
 
 
 def trl_loss(logp, old, ref, adv, mask, loss_type, level, eps_low, eps_high, beta,
-             max_len, dapo_tokens):
+             max_len, dapo_tokens, is_ratio=None):
     """TRL GRPOTrainer._compute_loss (single process, no accumulation)."""
     log_ratio = logp - old
     if level == "token":
@@ -32,6 +45,8 @@ def trl_loss(logp, old, ref, adv, mask, loss_type, level, eps_low, eps_high, bet
     coef_1 = torch.exp(log_w)
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     per_token_loss = -torch.min(coef_1 * adv.unsqueeze(1), coef_2 * adv.unsqueeze(1))
+    if is_ratio is not None:
+        per_token_loss = per_token_loss * is_ratio
     if beta != 0.0:
         kl = torch.exp(ref - logp) - (ref - logp) - 1
         per_token_loss = per_token_loss + beta * kl
@@ -60,7 +75,7 @@ def trl_loss(logp, old, ref, adv, mask, loss_type, level, eps_low, eps_high, bet
 
 
 def gen_case(name, loss_type, level="token", beta=0.0, mu_gt_1=True, B=5, T=7,
-             max_len=9, dapo_tokens=0.0, zero_adv_rows=()):
+             max_len=9, dapo_tokens=0.0, zero_adv_rows=(), is_mode=None, is_cap=1.3):
     lengths = torch.randint(1, T + 1, (B,))
     lengths[0] = T
     mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).double().float()
@@ -78,9 +93,19 @@ def gen_case(name, loss_type, level="token", beta=0.0, mu_gt_1=True, B=5, T=7,
     eps_low, eps_high = 0.2, 0.28
     if loss_type == "dapo" and dapo_tokens <= 0:
         dapo_tokens = float(mask.sum().item())
+    is_ratio = None
+    if is_mode:
+        # the sampler's log-probs: the trainer's old ones (the current ones
+        # when mu = 1) off by up to +-0.5 a token, so that the cap bites
+        base = old if mu_gt_1 else logp
+        samp = (base.double() + (torch.rand(B, T, dtype=torch.float64) - 0.5)).float()
+        is_ratio = trl_is_ratio(base.double(), samp.double(), mask.double(), is_mode, is_cap)
+        R.update({name + ".samp": samp, name + ".is": torch.tensor([IS_MODES[is_mode], is_cap]),
+                  name + ".isw": (is_ratio * mask.double()).expand(B, T)})
     lp = logp.double().requires_grad_(True)
     loss, metrics = trl_loss(lp, old.double(), ref.double(), adv.double(), mask.double(),
-                             loss_type, level, eps_low, eps_high, beta, max_len, dapo_tokens)
+                             loss_type, level, eps_low, eps_high, beta, max_len, dapo_tokens,
+                             is_ratio)
     loss.backward()
     cfg = [LOSS_TYPES[loss_type], LEVELS[level], eps_low, eps_high, beta, max_len,
            dapo_tokens, 1.0 if mu_gt_1 else 0.0]
@@ -132,6 +157,10 @@ def main():
     cases.append(gen_case("bnpo_mu1_seq", "bnpo", "sequence", mu_gt_1=False))
     cases.append(gen_case("dapo_global", "dapo", beta=0.04, dapo_tokens=60.0))
     cases.append(gen_case("grpo_zero_adv", "grpo", zero_adv_rows=(0, 3, 4)))
+    # last, so that the draws of the cases above are unchanged
+    for mode in IS_MODES:
+        cases.append(gen_case("is_" + mode, "grpo", beta=0.04, is_mode=mode))
+    cases.append(gen_case("is_dapo_mu1_seq", "dapo", "sequence", mu_gt_1=False, is_mode="token_truncate"))
     R["cases"] = torch.tensor([len(cases)], dtype=torch.int32)
     for i, c in enumerate(cases):
         R["case%d" % i] = torch.tensor(list(c.encode()), dtype=torch.int32)

@@ -51,6 +51,7 @@ struct loss_case {
     bool mu_gt_1;
     int B, T;
     const float *logp, *old, *ref, *adv, *mask;
+    float *isw;             /* grpo_ris_weights of the case's .is and .samp, or NULL */
 };
 
 static void case_load(int i, struct loss_case *c)
@@ -83,6 +84,28 @@ static void case_load(int i, struct loss_case *c)
     c->ref = getf(c->name, ".ref");
     c->adv = getf(c->name, ".adv");
     c->mask = getf(c->name, ".mask");
+    /* importance weights of the sampler's log-probs, from the trainer's at
+     * generation time (the old ones, or the current ones when mu = 1) */
+    c->isw = NULL;
+    char key2[96];
+    snprintf(key2, sizeof key2, "%s.is", c->name);
+    const struct ref_tensor *is = ref_file_get(rf, key2);
+    if (is) {
+        const size_t N = (size_t)c->B * c->T;
+        const float *is_cfg = is->data;
+        c->isw = malloc(sizeof(float) * N);
+        cr_assert_not_null(c->isw);
+        struct grpo_ris_metrics m;
+        grpo_ris_weights((enum grpo_ris_mode)is_cfg[0], is_cfg[1], c->B, c->T,
+                         c->mu_gt_1 ? c->old : c->logp, getf(c->name, ".samp"), c->mask, c->isw,
+                         &m);
+        char what[96];
+        snprintf(what, sizeof what, "%s importance weights", c->name);
+        cr_expect_eq(ref_compare(what, c->isw, getf(c->name, ".isw"), N, 1e-6f, 1e-5f, NULL), 0);
+        cr_expect(m.ratio_min <= m.ratio_mean && m.ratio_mean <= m.ratio_max &&
+                  m.ratio_max <= is_cfg[1] && m.logp_diff_mean > 0, "%s: metrics %g %g %g %g",
+                  c->name, m.ratio_min, m.ratio_mean, m.ratio_max, m.logp_diff_mean);
+    }
 }
 
 /* old: the old-policy log-probs; NULL means "old is the current policy"
@@ -93,8 +116,8 @@ static double run_loss_old(const struct loss_case *c, const float *logp, const f
     char err[256] = "";
     double loss = NAN;
     int rc = grpo_loss(&c->p, c->B, c->T, logp, old,
-                       c->p.beta > 0 ? c->ref : NULL, c->adv, c->mask, &loss, dlogp, m, err,
-                       sizeof err);
+                       c->p.beta > 0 ? c->ref : NULL, c->adv, c->mask, c->isw, &loss, dlogp, m,
+                       err, sizeof err);
     cr_assert_eq(rc, 0, "%s: %s", c->name, err);
     return loss;
 }
@@ -142,6 +165,7 @@ Test(grpo_loss, matches_pytorch_every_case)
         if (!c.mu_gt_1)
             cr_expect_eq(m.clip_region, 0, "%s: μ = 1 never clips", c.name);
         free(d);
+        free(c.isw);
     }
     cr_expect(saw_low && saw_high, "the μ > 1 fixtures must clip on both sides");
 }
@@ -193,6 +217,7 @@ Test(grpo_loss, finite_differences)
         free(x);
         free(d);
         free(scratch);
+        free(c.isw);
     }
 }
 
@@ -263,20 +288,20 @@ Test(grpo_loss, rejects_bad_parameters)
     char err[256];
     struct grpo_loss_params p = {.loss_type = GRPO_LOSS_DR_GRPO, .epsilon_low = 0.2,
                                  .epsilon_high = 0.2, .grad_accum_steps = 1};
-    cr_expect_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, &loss, d, NULL, err,
+    cr_expect_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, NULL, &loss, d, NULL, err,
                            sizeof err), -1);
     cr_expect(strstr(err, "max_completion_length") != NULL, "%s", err);
     p.max_completion_length = 4;
     p.beta = 0.1;
-    cr_expect_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, &loss, d, NULL, err,
+    cr_expect_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, NULL, &loss, d, NULL, err,
                            sizeof err), -1);
     cr_expect(strstr(err, "reference") != NULL, "%s", err);
     p.beta = 0;
     p.grad_accum_steps = 0;
-    cr_expect_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, &loss, d, NULL, err,
+    cr_expect_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, NULL, &loss, d, NULL, err,
                            sizeof err), -1);
     p.grad_accum_steps = 2;
-    cr_assert_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, &loss, d, NULL, err,
+    cr_assert_eq(grpo_loss(&p, 1, 2, lp, NULL, NULL, adv, mask, NULL, &loss, d, NULL, err,
                            sizeof err), 0);
     /* μ = 1, A = 1: loss = -sum r A / (B * L * accum) = -2 / 8; d = -1/8 each */
     cr_expect_float_eq(loss, -0.25, 1e-12);
@@ -306,7 +331,7 @@ Test(grpo_loss, empty_sequence_contributes_nothing)
                                          .epsilon_low = 0.2, .epsilon_high = 0.2,
                                          .max_completion_length = 2, .grad_accum_steps = 1};
             struct grpo_loss_metrics m;
-            cr_assert_eq(grpo_loss(&p, 2, 2, lp, NULL, NULL, adv, mask, &loss, d, &m, err,
+            cr_assert_eq(grpo_loss(&p, 2, 2, lp, NULL, NULL, adv, mask, NULL, &loss, d, &m, err,
                                    sizeof err), 0, "%s", err);
             cr_expect(isfinite(loss));
             cr_expect(d[2] == 0 && d[3] == 0);
