@@ -16,7 +16,8 @@
 /* A run as JSON (r = runs). */
 #define RUN_JSON                                                                              \
     "jsonb_build_object('id', r.id, 'object', 'run', 'name', r.name, 'pipeline_id',"          \
-    " r.pipeline_id, 'status', r.status, 'base_model', r.base_model, 'tags', r.tags,"         \
+    " r.pipeline_id, 'pipeline', r.spec->>'name', 'status', r.status, 'base_model',"          \
+    " r.base_model, 'tags', r.tags,"                                                          \
     " 'error', r.error, 'created_at', extract(epoch FROM r.created_at)::bigint,"              \
     " 'started_at', extract(epoch FROM r.started_at)::bigint,"                                \
     " 'finished_at', extract(epoch FROM r.finished_at)::bigint, 'last_seq', r.last_seq,"      \

@@ -138,7 +138,7 @@ async function renderRuns(ctx) {
       })),
       el('td', {}, el('a', { href: '#/runs/' + enc(r.id) }, r.name || r.id)),
       el('td', {}, statusSpan(r.status)),
-      el('td', {}, r.pipeline_id ?? '—'),
+      el('td', {}, r.pipeline ?? r.pipeline_id ?? '—'),
       el('td', {}, tagList(r.tags)),
       el('td', {}, fmtTime(r.created_at)),
       el('td', { class: 'num' }, fmtDur(r.started_at, r.finished_at)));
@@ -275,7 +275,7 @@ async function renderRun(ctx, _params, id) {
     actions.replaceChildren(...(run.status === 'queued' || run.status === 'running' ? [cancelB] : []),
       ...(run.status === 'failed' || run.status === 'cancelled' ? [resumeB] : []));
     metaBox.replaceChildren(meta([
-      ['ID', el('code', {}, run.id)], ['Pipeline', run.pipeline_id], ['Base model', run.base_model],
+      ['ID', el('code', {}, run.id)], ['Pipeline', run.pipeline ? `${run.pipeline} (${run.pipeline_id})` : run.pipeline_id], ['Base model', run.base_model],
       ['Attempt', run.attempt], ['Created', fmtTime(run.created_at)], ['Started', fmtTime(run.started_at)],
       ['Finished', run.finished_at ? fmtTime(run.finished_at) : null],
       ['Duration', fmtDur(run.started_at, run.finished_at)],

@@ -80,7 +80,7 @@ export async function renderCompare(ctx, params) {
     tbody.replaceChildren(...runs.map((r) => el('tr', { dataset: { runId: r.run.id } },
       el('td', {}, swatch(r.color), el('a', { href: '#/runs/' + enc(r.run.id) }, r.run.name || r.run.id)),
       el('td', {}, statusSpan(r.run.status)),
-      el('td', {}, r.run.pipeline_id ?? '—'),
+      el('td', {}, r.run.pipeline ?? r.run.pipeline_id ?? '—'),
       el('td', {}, r.run.base_model ?? '—'),
       el('td', {}, fmtTime(r.run.created_at)),
       el('td', { class: 'num reward' }, fmtNum(lastValue(r, 'reward'))))));

@@ -126,6 +126,7 @@ def checks(ctx):
                               "tags": ["demo", "ci"]})
         eq(run["status"] in ("queued", "running"), True, "new run status")
         eq(run["name"], "flow", "name")
+        eq(run["pipeline"], "t-zero", "the pipeline's name")
         assert os.path.isabs(run["spec"]["base_model"]), run["spec"]
         ctx.flow = run["id"]
         done = wait_status(ctx, a, run["id"], ("succeeded", "failed", "cancelled"))

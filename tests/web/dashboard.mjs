@@ -134,6 +134,9 @@ try {
     const want = (await api('/v1/runs?limit=50')).data;
     eq(await attrs('#runs tr[data-run-id]', 'data-run-id'), want.map((r) => r.id), 'ids');
     eq(await texts('#runs tr[data-run-id] .status'), want.map((r) => r.status), 'statuses');
+    // the pipeline column names the pipeline, not its id
+    eq(await page.$$eval('#runs tr[data-run-id]', (trs) => trs.map((tr) => tr.cells[3].textContent.trim())),
+      want.map((r) => r.pipeline), 'pipeline names');
   });
 
   await check('status filter', async () => {
