@@ -447,6 +447,12 @@ async function renderRun(ctx, _params, id) {
   drawCheckpoints(ckpts.data);
   ready(ctx, 'run');
   stream();
+  // the durations of a run in progress move on between its events
+  const tick = () => ctx.later(5000, () => {
+    if (run.status === 'running' || run.status === 'queued') drawRun();
+    tick();
+  });
+  tick();
 }
 
 /* ---------- #/traces ---------- */
