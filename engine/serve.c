@@ -655,7 +655,7 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
     struct gen_request r;
     gen_request_default(&r);
     long long n = 1, max_tokens = 16, top_k = 0, seed = -1, lp = -1, plp = -1;
-    bool stream = true;
+    bool stream = true, thinking = true;
     struct sampler_params *sp = &r.sampling;
     if (get_int(msg, "n", 1, GEN_MAX_N, &n, err, sizeof err) ||
         get_int(msg, "max_tokens", 0, 1 << 24, &max_tokens, err, sizeof err) ||
@@ -672,6 +672,7 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         get_bool(msg, "ignore_eos", &r.ignore_eos, err, sizeof err) ||
         get_bool(msg, "json_object", &r.json_object, err, sizeof err) ||
         get_bool(msg, "stream", &stream, err, sizeof err) ||
+        get_bool(msg, "enable_thinking", &thinking, err, sizeof err) ||
         get_ids(msg, "stop_token_ids", GEN_MAX_STOP_IDS, sm->m->cfg.vocab_size, &stop_ids,
                 &r.n_stop_ids, err, sizeof err) ||
         get_bias(msg, sm->m->cfg.vocab_size, &bias_ids, &bias_vals, &r.n_bias, err, sizeof err))
@@ -713,7 +714,9 @@ static void do_generate(struct serve *sv, json_t *msg, const char *id)
         goto fail;
     }
     r.json_schema = schema;
-    if (prompt_ids(sm, msg, r.json_object || schema, tools, &ids, &r.n_prompt, err, sizeof err))
+    /* JSON answers and enable_thinking false: an empty reasoning block */
+    if (prompt_ids(sm, msg, !thinking || r.json_object || schema, tools, &ids, &r.n_prompt, err,
+                   sizeof err))
         goto fail;
     q = calloc(1, sizeof *q);
     if (!q || !(q->id = strdup(id))) { snprintf(err, sizeof err, "out of memory"); goto fail; }

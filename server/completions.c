@@ -545,7 +545,7 @@ enum MHD_Result completions_handle(struct MHD_Connection *c, struct http_req *hr
         ch->g = g;
         ch->index = i;
         ch->prompt_index = (int)(i / n);
-        if (g->json_object) reasoning_init_content(&ch->rp);
+        if (g->no_reasoning) reasoning_init_content(&ch->rp);
         else reasoning_init(&ch->rp);
         tool_parser_init(&ch->tp, g->tools == 2);
         if (g->logprobs >= 0) {

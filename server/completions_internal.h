@@ -44,8 +44,9 @@ struct gen_req {
     struct server *srv;
     struct MHD_Connection *conn;
     bool chat, stream, include_usage, include_reasoning, echo;
-    bool json_object;        /* response_format json_object: the output is the
-                              * answer (content), no reasoning block */
+    bool no_reasoning;       /* the prompt closes the reasoning block (JSON mode,
+                              * a forced call, enable_thinking false): the
+                              * output is all answer (content) */
     int tools;               /* chat: 0 no tools (or tool_choice none), 1 auto (calls
                               * parsed from <tool_call> blocks), 2 one forced call */
     int logprobs; /* -1: none; else number of alternatives */
@@ -77,9 +78,10 @@ struct gen_req {
  * error code and message. */
 struct verr {
     int status;
-    const char *param;
+    const char *param;       /* static, or pbuf */
     const char *code;
     char msg[512];
+    char pbuf[96];           /* a param made up at the time ("a.b") */
 };
 
 /* ---- completions_parse.c: OpenAI request -> engine "generate" ---------- */

@@ -294,7 +294,7 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
                 goto fail;
             }
             if (strcmp(rft, "json_object") == 0) {
-                g->json_object = true;
+                g->no_reasoning = true;
                 json_object_set_new(eng, "json_object", json_true());
             } else if (strcmp(rft, "json_schema") == 0) {
                 /* OpenAI's {"type":"json_schema","json_schema":{"name","schema","strict"}};
@@ -306,7 +306,7 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
                              "'response_format' json_schema needs 'json_schema': {'schema': {...}}");
                     goto fail;
                 }
-                g->json_object = true;
+                g->no_reasoning = true;
                 json_object_set(eng, "json_schema", sch);
             } else if (strcmp(rft, "text") != 0) {
                 cpl_fail(v, 400, "response_format", "unsupported_value",
@@ -336,7 +336,38 @@ json_t *cpl_parse_params(json_t *body, struct gen_req *g, const struct models_in
         if (tools) json_object_set(eng, "tools", tools);
         if (tc) json_object_set(eng, "tool_choice", tc);
         g->tools = !tools || (tcs && !strcmp(tcs, "none")) ? 0 : !tc || (tcs && !strcmp(tcs, "auto")) ? 1 : 2;
-        if (g->tools == 2) g->json_object = true;
+        if (g->tools == 2) g->no_reasoning = true;
+        /* vLLM's chat_template_kwargs; the one our templates take is
+         * enable_thinking (Qwen3's): false renders an empty reasoning
+         * block, so the answer starts at once and is all content */
+        json_t *ctk = json_object_get(body, "chat_template_kwargs");
+        if (ctk && !json_is_null(ctk)) {
+            const char *key;
+            json_t *val;
+            if (!json_is_object(ctk)) {
+                cpl_fail(v, 400, "chat_template_kwargs", "invalid_type",
+                         "'chat_template_kwargs' must be an object");
+                goto fail;
+            }
+            json_object_foreach(ctk, key, val) {
+                char *param = v->pbuf;
+                snprintf(param, sizeof v->pbuf, "chat_template_kwargs.%s", key);
+                if (strcmp(key, "enable_thinking") != 0) {
+                    cpl_fail(v, 400, param, "unsupported_value",
+                             "'%s' is not supported: the chat templates take 'enable_thinking'",
+                             param);
+                    goto fail;
+                }
+                if (!json_is_boolean(val)) {
+                    cpl_fail(v, 400, param, "invalid_type", "'%s' must be true or false", param);
+                    goto fail;
+                }
+                if (json_is_false(val)) {
+                    g->no_reasoning = true;
+                    json_object_set_new(eng, "enable_thinking", json_false());
+                }
+            }
+        }
         if (opt_bool(body, "logprobs", &lp_flag, v) < 0 ||
             opt_int(body, "top_logprobs", 0, SERVER_MAX_LOGPROBS, &top_lp, v) < 0)
             goto fail;

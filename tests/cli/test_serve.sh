@@ -253,6 +253,16 @@ send({"type": "generate", "id": "tb7", "model": "tiny", "messages": msgs, "tools
 ev = recv()
 check("tools need a template with tool calls", ev.get("type") == "error" and
       "the plain chat template has no tool calls" in ev.get("message", ""), ev)
+# enable_thinking false (vLLM's chat_template_kwargs): the prompt ends in
+# Qwen3's empty reasoning block, as JSON mode's does
+pt = {}
+for rid, extra in (("et1", {}), ("et0", {"enable_thinking": False}), ("etj", {"json_object": True})):
+    send({"type": "generate", "id": rid, "model": "tq", "messages": msgs, "max_tokens": 1, **extra})
+    pt[rid] = [e for e in done_all(rid, 1) if e.get("type") == "done"][0]["usage"]["prompt_tokens"]
+check("enable_thinking false: the empty reasoning block", pt["et0"] == pt["etj"] > pt["et1"], pt)
+send({"type": "generate", "id": "etb", "model": "tq", "messages": msgs, "enable_thinking": "no"})
+ev = recv()
+check("enable_thinking: a boolean", ev.get("type") == "error" and 'field "enable_thinking"' in ev.get("message", ""), ev)
 send({"type": "unload", "id": "uq", "model": "tq"})
 check("qwen3 copy unloaded", recv().get("type") == "unloaded")
 send({"type": "generate", "id": "jsx", "prompt": "1", "json_object": "yes"})

@@ -18,6 +18,7 @@ Keywords (in the prompt or the last message):
   TOOLCALL   reasoning, text, a <tool_call> block split across tokens, a
              block that is not a call, text (Qwen's tool calls)
   TOOLFORCED the one {"name", "arguments"} object of a forced call
+A request with "enable_thinking": false answers as NOTHINK does.
 otherwise    "<think>Let me think</think>\\n\\nThe answer is 4." split so that
              both tags straddle tokens.
 Every line received is appended to $FAKE_ENGINE_LOG when set; with
@@ -91,6 +92,8 @@ class Gen:
         elif "GARBLE" in self.text:
             self.delay = 0.2
             self.tokens = ["g%d " % i for i in range(100)]
+        elif msg.get("enable_thinking") is False:
+            self.tokens = NOTHINK
         else:
             self.tokens = DEFAULT
         self.crash = "CRASH" in self.text

@@ -590,6 +590,37 @@ def run_http_checks(srv, pg, admin, inf, read, base, englog):
             eq((st, body["error"]["param"]), (400, param), "refused %r" % (bad,))
     check("tools: <tool_call> blocks become tool_calls (plain and streamed), forced calls, none", tool_calls)
 
+    def enable_thinking():
+        # vLLM's chat_template_kwargs: enable_thinking false reaches the
+        # engine (which renders an empty reasoning block), and the answer
+        # is all content, streamed or not
+        kw = {"chat_template_kwargs": {"enable_thinking": False}}
+        st, body, _ = request(srv, "POST", "/v1/chat/completions", chat(user("thinkless"), **kw), key=inf)
+        eq(st, 200, "status %r" % (body,))
+        msg = body["choices"][0]["message"]
+        eq(msg["content"], "The answer is 4.", "all content")
+        assert not msg.get("reasoning_content"), msg
+        with open(englog) as f:
+            gen = [json.loads(l) for l in f if '"thinkless"' in l][-1]
+        eq(gen.get("enable_thinking"), False, "forwarded")
+        st, raw, _ = stream(srv, "/v1/chat/completions", chat(user("thinkless"), stream=True, **kw), inf)
+        events, _ = parse_sse(raw)
+        deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+        eq("".join(d.get("content") or "" for d in deltas), "The answer is 4.", "streamed content")
+        assert not any(d.get("reasoning_content") for d in deltas), deltas
+        st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                              chat(user("thinkful"), chat_template_kwargs={"enable_thinking": True}), key=inf)
+        eq(body["choices"][0]["message"]["reasoning_content"], "Let me think", "true: reasoning as usual")
+        with open(englog) as f:
+            gen = [json.loads(l) for l in f if '"thinkful"' in l][-1]
+        assert "enable_thinking" not in gen, gen
+        for bad, param in [(5, "chat_template_kwargs"), ({"foo": 1}, "chat_template_kwargs.foo"),
+                           ({"enable_thinking": "no"}, "chat_template_kwargs.enable_thinking")]:
+            st, body, _ = request(srv, "POST", "/v1/chat/completions",
+                                  chat(user("hi"), chat_template_kwargs=bad), key=inf)
+            eq((st, body["error"]["param"]), (400, param), "refused %r" % (bad,))
+    check("chat_template_kwargs.enable_thinking false: all content, forwarded", enable_thinking)
+
     def completions():
         st, body, _ = request(srv, "POST", "/v1/completions",
                               {"model": "tiny", "prompt": "NOTHINK", "max_tokens": 10}, key=inf)
