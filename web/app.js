@@ -580,7 +580,7 @@ async function renderModels(ctx) {
 /* ---------- #/chat ---------- */
 
 // The conversation outlives the page: {role, content, reasoning?} per turn.
-const chatState = { turns: [], model: '', maxTokens: '256', temperature: '0.6' };
+const chatState = { turns: [], model: '', maxTokens: '256', temperature: '0.6', thinking: true };
 
 function turnNode(t, ids) {
   if (t.role !== 'assistant') return messageNode(t);
@@ -600,6 +600,8 @@ async function renderChat(ctx, params) {
   chatState.model = select.value;
   const maxTok = el('input', { id: 'chat-max-tokens', type: 'number', min: 1, value: chatState.maxTokens, onchange: () => { chatState.maxTokens = maxTok.value; } });
   const temp = el('input', { id: 'chat-temperature', type: 'number', min: 0, max: 2, step: 0.1, value: chatState.temperature, onchange: () => { chatState.temperature = temp.value; } });
+  // off: chat_template_kwargs.enable_thinking false (an empty reasoning block, Qwen3's switch)
+  const think = el('input', { id: 'chat-thinking', type: 'checkbox', checked: chatState.thinking, onchange: () => { chatState.thinking = think.checked; } });
   const log = el('div', { id: 'chat-log' }, chatState.turns.map((t) => turnNode(t, false)));
   const input = el('textarea', { id: 'chat-input', rows: 3, placeholder: 'Message (Enter sends, Shift+Enter for a new line)' });
   const send = el('button', { id: 'chat-send', type: 'submit', class: 'primary' }, 'Send');
@@ -615,7 +617,8 @@ async function renderChat(ctx, params) {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
   });
   mount(el('div', { class: 'page-head' }, el('h1', {}, 'Chat'),
-    el('label', {}, 'Model ', select), el('label', {}, 'Max tokens ', maxTok), el('label', {}, 'Temperature ', temp)),
+    el('label', {}, 'Model ', select), el('label', {}, 'Max tokens ', maxTok), el('label', {}, 'Temperature ', temp),
+    el('label', {}, think, ' Thinking')),
   models.length ? null : el('p', { class: 'empty' }, 'No models to chat with yet.'),
   log, form, done);
   let active = null; // the AbortController of the stream in flight
@@ -649,6 +652,7 @@ async function renderChat(ctx, params) {
     const mt = parseInt(maxTok.value, 10), tp = parseFloat(temp.value);
     if (mt > 0) body.max_tokens = mt;
     if (Number.isFinite(tp)) body.temperature = tp;
+    if (!think.checked) body.chat_template_kwargs = { enable_thinking: false };
     let ok = false, finish = null, usage = null, id = null;
     try {
       const res = await api('/v1/chat/completions', { method: 'POST', body, signal: ctrl.signal, stream: true });

@@ -406,6 +406,27 @@ try {
     eq(t.messages.at(-1).content, ask, 'message sent');
   });
 
+  await check('chat with thinking off: no reasoning, the switch in the stored request', async () => {
+    await page.click('#chat-clear');
+    await page.click('#chat-thinking');
+    const ask = 'What is 5 + 1? zebrafalcon';
+    await page.type('#chat-input', ask);
+    await page.evaluate(() => { document.querySelector('#chat-done').hidden = true; });
+    await page.click('#chat-send');
+    await page.waitForSelector('#chat-done', { visible: true, timeout: 120000 });
+    const content = await page.$eval('#chat-content', (e) => e.textContent);
+    let t = null;
+    for (let i = 0; i < 100 && !t; i++) {
+      t = (await api('/v1/traces?limit=5&q=zebrafalcon')).data[0];
+      if (!t) await new Promise((r) => setTimeout(r, 200));
+    }
+    if (!t) throw new Error('no trace stored');
+    eq(t.params.chat_template_kwargs, { enable_thinking: false }, 'params');
+    eq(t.reasoning_content ?? '', '', 'no reasoning');
+    eq(content, t.content ?? '', 'content shown');
+    eq(await page.$eval('#chat-reasoning', (e) => e.textContent), '', 'reasoning shown');
+  });
+
   await check('catalog lists the API\'s datasets, reward specs and pipelines', async () => {
     await page.evaluate(() => { delete document.body.dataset.page; });
     await page.click('nav.main a[href="#/catalog"]');
