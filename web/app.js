@@ -246,7 +246,7 @@ async function renderRun(ctx, _params, id) {
   const resumeB = el('button', { id: 'run-resume', type: 'button', onclick: () => act('resume', resumeB) }, 'Resume');
   const metaBox = el('div'), errSlot = el('div');
   const stagesBody = el('tbody');
-  const charts = el('div', { id: 'charts', class: 'charts' });
+  const charts = el('div', { id: 'charts' });
   const grid = chartGrid(charts);
   const noCharts = el('p', { class: 'empty' }, 'No metrics yet.');
   const samplesBox = el('div', { id: 'samples' });

@@ -9,10 +9,28 @@ const CW = 360, CH = 170, PAD = { l: 46, r: 12, t: 10, b: 22 }; // chart geometr
 const chartRank = (n) => (n === 'reward' ? 0 : n.startsWith('reward') ? 1 : n === 'loss' ? 2 : n === 'kl' ? 3 : 4);
 export const chartCmp = (a, b) => chartRank(a) - chartRank(b) || (a < b ? -1 : a > b ? 1 : 0);
 
+// A metric's group, as W&B sections them: the prefix before its first "/"
+// ("rewards/format/mean": rewards), "" for the plain names (reward, loss,
+// kl...), which come first; the others alphabetically.
+const groupOf = (n) => (n.includes('/') ? n.slice(0, n.indexOf('/')) : '');
+const groupCmp = (a, b) => (a === '' ? -1 : b === '' ? 1 : a < b ? -1 : a > b ? 1 : 0);
+
 // The charts of a page in `container`, one figure.chart[data-metric] per
-// metric name, kept in chartCmp order. get(name) makes a missing one.
+// metric name, in a section.chart-group[data-group] per group (groupOf),
+// each in chartCmp order. get(name) makes a missing one.
 export function chartGrid(container) {
   const charts = new Map();
+  function layout() {
+    const groups = new Map();
+    for (const n of [...charts.keys()].sort(chartCmp)) {
+      const g = groupOf(n);
+      if (!groups.has(g)) groups.set(g, []);
+      groups.get(g).push(charts.get(n).fig);
+    }
+    container.replaceChildren(...[...groups.keys()].sort(groupCmp).map((g) =>
+      el('section', { class: 'chart-group', dataset: { group: g } },
+        groups.size > 1 ? el('h3', {}, g || 'training') : null, el('div', { class: 'charts' }, groups.get(g)))));
+  }
   return {
     charts,
     get(name) {
@@ -20,7 +38,7 @@ export function chartGrid(container) {
       if (c) return c;
       c = newChart(name);
       charts.set(name, c);
-      container.replaceChildren(...[...charts.keys()].sort(chartCmp).map((n) => charts.get(n).fig));
+      layout();
       return c;
     },
     clear() { charts.clear(); container.replaceChildren(); },

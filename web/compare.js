@@ -53,7 +53,7 @@ export async function renderCompare(ctx, params) {
   const tbody = el('tbody');
   const table = el('table', { id: 'compare-runs', class: 'grid' },
     el('thead', {}, el('tr', {}, ['Run', 'Status', 'Pipeline', 'Base model', 'Created', 'Reward'].map((h) => el('th', {}, h)))), tbody);
-  const charts = el('div', { id: 'compare-charts', class: 'charts' });
+  const charts = el('div', { id: 'compare-charts' });
   const noCharts = el('p', { class: 'empty', hidden: true }, 'None of these runs has logged metrics yet.');
   const grid = chartGrid(charts);
   mount(table, el('h2', {}, 'Metrics'), noCharts, charts);

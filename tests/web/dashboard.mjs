@@ -247,6 +247,15 @@ try {
     }
     const order = await attrs('figure.chart', 'data-metric');
     if (names.includes('reward')) eq(order[0], 'reward', 'reward first');
+    // sectioned by the prefix before "/" (W&B's groups), the plain names first
+    const groups = await page.$$eval('#charts section.chart-group', (ss) => ss.map((sec) =>
+      [sec.dataset.group, [...sec.querySelectorAll('figure.chart')].map((f) => f.dataset.metric)]));
+    const prefix = (n) => (n.includes('/') ? n.slice(0, n.indexOf('/')) : '');
+    eq(groups[0][0], '', 'plain names first');
+    for (const [g, ms] of groups)
+      if (!ms.length || ms.some((m) => prefix(m) !== g)) throw new Error(`group ${g}: ${ms}`);
+    eq(groups.map(([g]) => g).slice(1), groups.map(([g]) => g).slice(1).sort(), 'groups in order');
+    eq(new Set(groups.map(([g]) => g)).size, groups.length, 'one section per group');
     const samples = (await api(`/v1/runs/${cfg.done}/samples?limit=1000`)).data;
     if (!samples.length) throw new Error('the run logged no samples');
     const shown = await texts('#samples article.sample pre.completion');
