@@ -2,6 +2,7 @@
 need: a throwaway PostgreSQL cluster on a free port (Unix socket in a temp
 dir), aha-server on a free port, and API keys; plus small HTTP and SSE
 helpers on the standard library only. Not a test by itself."""
+import argparse
 import http.client
 import json
 import os
@@ -324,3 +325,17 @@ def finish(suite, base, pg, servers, ok=(0,)):
         remove_tempdir(base)
     print("%s: %d passed, %d failed" % (suite, results["passed"], results["failed"]))
     return 1 if results["failed"] else 0
+
+
+def script_args(configure=None):
+    """A test script's command line: --server (default the sanitized server)
+    and --engine, made absolute; configure(parser) adds the script's own."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", default=os.path.join(ROOT, "build", "aha-server-san"))
+    ap.add_argument("--engine", default=os.path.join(ROOT, "build", "aha-engine"))
+    if configure:
+        configure(ap)
+    args = ap.parse_args()
+    args.server = os.path.abspath(args.server)
+    args.engine = os.path.abspath(args.engine)
+    return args

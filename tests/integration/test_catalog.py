@@ -8,7 +8,6 @@ API-key scopes. After every refused upload the data directory must hold no
 partial file. Prints `catalog: N passed, M failed` last.
 
 usage: test_catalog.py [--server build/aha-server-san] [--engine build/aha-engine]"""
-import argparse
 import hashlib
 import http.client
 import json
@@ -20,7 +19,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (ROOT, Postgres, Server, check, create_key, eq, finish, make_tempdir,  # noqa: E402
-                     request, results)
+                     request, results, script_args)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
 MAX_UPLOAD = 8192
@@ -585,12 +584,7 @@ def engine_has_check(engine):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", default=os.path.join(ROOT, "build", "aha-server-san"))
-    ap.add_argument("--engine", default=os.path.join(ROOT, "build", "aha-engine"))
-    args = ap.parse_args()
-    args.server = os.path.abspath(args.server)
-    args.engine = os.path.abspath(args.engine)
+    args = script_args()
     base = make_tempdir()
     pg = None
     srv = None

@@ -8,7 +8,6 @@ two servers on one database, and a server killed mid-run (lease expiry,
 resumed, no metric duplicated). Prints `runs: N passed, M failed` last.
 
 usage: test_runs.py [--server build/aha-server-san] [--engine build/aha-engine]"""
-import argparse
 import http.client
 import json
 import os
@@ -18,7 +17,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Postgres, Server, check, create_key, eq, finish, make_tempdir,  # noqa: E402
-                     request, results, tiny_training_data, wait_for)
+                     request, results, tiny_training_data, wait_for, script_args)
 
 
 
@@ -409,12 +408,7 @@ def checks(ctx):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", default="build/aha-server-san")
-    ap.add_argument("--engine", default="build/aha-engine")
-    args = ap.parse_args()
-    args.server = os.path.abspath(args.server)
-    args.engine = os.path.abspath(args.engine)
+    args = script_args()
     base = make_tempdir()
     ctx = Ctx()
     ctx.args = args

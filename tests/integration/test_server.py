@@ -6,7 +6,6 @@ freshly pretrained tiny model. Prints `server: N passed, M failed` last and
 exits non-zero on any failure.
 
 usage: test_server.py [--server build/aha-server-san] [--engine build/aha-engine]"""
-import argparse
 import copy
 import http.client
 import json
@@ -24,7 +23,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (ROOT, Postgres, Server, create_key, damage_bytes, finish, make_tempdir, mutate_json, parse_sse,  # noqa: E402
                      request, stream, stream_finish, stream_open,
-                     results, check, eq, wait_for)
+                     results, check, eq, wait_for, script_args)
 
 FAKE = os.path.join(ROOT, "tests", "integration", "fake_engine.py")
 # schema versions the server applies: one per migrations/NNNN_*.sql
@@ -1230,13 +1229,7 @@ def run_real_engine_suite(args, pg, base):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", default=os.path.join(ROOT, "build", "aha-server-san"))
-    ap.add_argument("--engine", default=os.path.join(ROOT, "build", "aha-engine"))
-    ap.add_argument("--no-real-engine", action="store_true")
-    args = ap.parse_args()
-    args.server = os.path.abspath(args.server)
-    args.engine = os.path.abspath(args.engine)
+    args = script_args(lambda ap: ap.add_argument("--no-real-engine", action="store_true"))
     base = make_tempdir()
     pg = None
     try:

@@ -33,6 +33,17 @@ function eq(got, want, what) {
   if (g !== w) throw new Error(`${what}: expected ${w}, got ${g}`);
 }
 
+// The newest trace matching word, waiting up to 20 s (traces are stored
+// after the answer, by the server's writer).
+async function storedTrace(word) {
+  for (let i = 0; i < 100; i++) {
+    const d = (await api('/v1/traces?limit=5&q=' + encodeURIComponent(word))).data;
+    if (d.length) return d[0];
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`no trace matching ${word} stored`);
+}
+
 async function api(path, key = cfg.read) {
   const r = await fetch(cfg.url + path, { headers: { Authorization: 'Bearer ' + key } });
   if (r.status !== 200) throw new Error(`${path}: HTTP ${r.status}`);
@@ -402,14 +413,7 @@ try {
     await page.waitForSelector('#chat-done', { visible: true, timeout: 120000 });
     const content = await page.$eval('#chat-content', (e) => e.textContent);
     const reasoning = await page.$eval('#chat-reasoning', (e) => e.textContent).catch(() => '');
-    const t = await (async () => {
-      for (let i = 0; i < 100; i++) {
-        const d = (await api('/v1/traces?limit=5&q=kiwiplanet')).data;
-        if (d.length) return d[0];
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      throw new Error('no trace stored');
-    })();
+    const t = await storedTrace('kiwiplanet');
     eq(content, t.content ?? '', 'content shown');
     eq(reasoning, t.reasoning_content ?? '', 'reasoning shown');
     eq(t.messages.at(-1).content, ask, 'message sent');
@@ -424,12 +428,7 @@ try {
     await page.click('#chat-send');
     await page.waitForSelector('#chat-done', { visible: true, timeout: 120000 });
     const content = await page.$eval('#chat-content', (e) => e.textContent);
-    let t = null;
-    for (let i = 0; i < 100 && !t; i++) {
-      t = (await api('/v1/traces?limit=5&q=zebrafalcon')).data[0];
-      if (!t) await new Promise((r) => setTimeout(r, 200));
-    }
-    if (!t) throw new Error('no trace stored');
+    const t = await storedTrace('zebrafalcon');
     eq(t.params.chat_template_kwargs, { enable_thinking: false }, 'params');
     eq(t.reasoning_content ?? '', '', 'no reasoning');
     eq(content, t.content ?? '', 'content shown');

@@ -10,7 +10,6 @@ two finished runs, a run left running and stored traces are set up, and
 dashboard.mjs checks the pages against the API in the browser. Prints `dashboard: N passed, M failed` last.
 
 usage: test_dashboard.py [--server build/aha-server-san] [--engine build/aha-engine]"""
-import argparse
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 from harness import (ROOT, Postgres, Server, check, create_key, eq, finish, make_tempdir,  # noqa: E402
-                     request, results, tiny_training_data, wait_for)
+                     request, results, tiny_training_data, wait_for, script_args)
 
 # The text a user sent, stored in a trace: it must come back as text.
 XSS = 'zebraquartz <img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -199,12 +198,7 @@ def browser_checks(ctx):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", default="build/aha-server-san")
-    ap.add_argument("--engine", default="build/aha-engine")
-    args = ap.parse_args()
-    args.server = os.path.abspath(args.server)
-    args.engine = os.path.abspath(args.engine)
+    args = script_args()
     subprocess.run(["bash", os.path.join(HERE, "install.sh")], check=True)
     base = make_tempdir()
     ctx = Ctx()
