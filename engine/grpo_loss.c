@@ -72,13 +72,14 @@ void grpo_ris_weights(enum grpo_ris_mode mode, double cap, int B, int T, const f
                 tokens++;
             }
         bool any = false;
+        const double rseq = seq ? exp(sum) : 0.0;
         for (int t = 0; t < T; t++) {
             const size_t i = o + t;
             if (mask[i] == 0) {
                 isw[i] = 0.0f;
                 continue;
             }
-            const double r = exp(seq ? sum : (double)old_logp[i] - sampler_logp[i]);
+            const double r = seq ? rseq : exp((double)old_logp[i] - sampler_logp[i]);
             const double w = cut ? (r > cap ? 0.0 : r) : (r < cap ? r : cap);
             if (!seq || !any) {   /* a sequence's weight counts once */
                 rmin = w < rmin ? w : rmin;

@@ -407,25 +407,21 @@ static enum MHD_Result list_of(struct MHD_Connection *c, struct http_req *hr, co
     if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0)
         return http_reply_error(c, hr, 400, "invalid_request_error", "order", "invalid_value",
                                 "'order' must be asc or desc");
-    const bool desc = order && strcmp(order, "desc") == 0;
-    char lbuf[16], err[512];
+    /* the order, one of two words, written into the samples' query */
+    const char *dir = order && strcmp(order, "desc") == 0 ? "DESC" : "ASC";
+    char lbuf[16], err[512], sql[640];
     snprintf(lbuf, sizeof lbuf, "%ld", limit);
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(json_agg(d ORDER BY stage %s, step %s, ord %s), '[]')::text FROM"
+             " (SELECT stage, step, ord, data || jsonb_build_object('index', ord) d"
+             " FROM run_samples WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)"
+             " AND ($3::text IS NULL OR stage = $3) ORDER BY stage %s, step %s, ord %s"
+             " LIMIT $4::int) x", dir, dir, dir, dir, dir, dir);
     const char *p[] = {id, step, stage, lbuf};
     PGresult *r = db_exec(
         hr->srv->pool,
-        samples && desc
-            ? "SELECT coalesce(json_agg(d ORDER BY stage DESC, step DESC, ord DESC), '[]')::text"
-              " FROM (SELECT stage, step, ord, data || jsonb_build_object('index', ord) d"
-              " FROM run_samples WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)"
-              " AND ($3::text IS NULL OR stage = $3) ORDER BY stage DESC, step DESC, ord DESC"
-              " LIMIT $4::int) x"
-        : samples
-            ? "SELECT coalesce(json_agg(d ORDER BY stage, step, ord), '[]')::text FROM"
-              " (SELECT stage, step, ord, data || jsonb_build_object('index', ord) d"
-              " FROM run_samples WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)"
-              " AND ($3::text IS NULL OR stage = $3) ORDER BY stage, step, ord"
-              " LIMIT $4::int) x"
-            : "SELECT coalesce(json_agg(json_build_object('stage', stage, 'step', step,"
+        samples ? sql
+                : "SELECT coalesce(json_agg(json_build_object('stage', stage, 'step', step,"
                   " 'path', path, 'created_at', extract(epoch FROM created_at)::bigint)"
                   " ORDER BY created_at, stage, step), '[]')::text FROM (SELECT * FROM"
                   " run_checkpoints WHERE run_id = $1 AND ($2::bigint IS NULL OR step = $2)"

@@ -286,6 +286,10 @@ async function renderRun(ctx, _params, id) {
       el('td', {}, s.name), el('td', {}, s.kind ?? '—'), el('td', {}, statusSpan(s.status)),
       el('td', {}, s.model ? (s.status === 'succeeded' ? el('a', { href: chatHref(s.model) }, s.model) : s.model) : '—'),
       el('td', { class: 'num' }, fmtDur(s.started_at, s.finished_at)))));
+  }
+  // the run as fetched: its header, stages and spec (drawRun alone as the durations move)
+  function drawFetched() {
+    drawRun();
     specPre.textContent = JSON.stringify(run.spec ?? null, null, 2);
   }
   function drawCheckpoints(list) {
@@ -296,7 +300,7 @@ async function renderRun(ctx, _params, id) {
   async function refreshRun() {
     const [r, k] = await Promise.all([api(base, opt), api(base + '/checkpoints', opt)]);
     run = r;
-    drawRun();
+    drawFetched();
     drawCheckpoints(k.data);
   }
   // Coalesces the refetches that a burst of stage/status events asks for.
@@ -435,7 +439,7 @@ async function renderRun(ctx, _params, id) {
   }
 
   // ---- first render ----
-  drawRun();
+  drawFetched();
   for (const s of metrics.data || []) {
     (s.steps || []).forEach((x, i) => addPoint(s.name, s.stage ?? '', x, s.values?.[i]));
   }

@@ -950,22 +950,21 @@ static inline int cpu_q8_blocks(int C)
     return (C + CPU_Q8_K - 1) / CPU_Q8_K;
 }
 
-/* Rows of a panel: one per k (W_F32), one per pair of k (W_BF16), one per
- * quad of k (W_Q8, 8 to a block), one per two quads (W_Q4, 4 to a block).
- * A row is 32 dwords, 128 bytes, in each; a W_Q8 or W_Q4 block has a row
- * of its 32 outputs' scales after its 8 or 4. */
-static inline int cpu_rows_kn(int C, enum w_dtype dt)
-{
-    return dt == W_BF16 ? (C + 1) / 2
-         : dt == W_Q8   ? 8 * cpu_q8_blocks(C)
-         : dt == W_Q4   ? 4 * cpu_q8_blocks(C)
-                        : C;
-}
-
 /* Rows of a W_Q8 or W_Q4 block, its scales' included. */
 static inline int cpu_rows_qblock_rows(enum w_dtype dt)
 {
     return dt == W_Q4 ? 5 : 9;
+}
+
+/* Rows of a panel: one per k (W_F32), one per pair of k (W_BF16), one per
+ * quad of k (W_Q8, 8 to a block), one per two quads (W_Q4, 4 to a block).
+ * A row is 32 dwords, 128 bytes, in each; a W_Q8 or W_Q4 block has a row
+ * of its 32 outputs' scales after its 8 or 4 (not counted here). */
+static inline int cpu_rows_kn(int C, enum w_dtype dt)
+{
+    return dt == W_BF16             ? (C + 1) / 2
+         : dt == W_Q8 || dt == W_Q4 ? (cpu_rows_qblock_rows(dt) - 1) * cpu_q8_blocks(C)
+                                    : C;
 }
 
 /* Bytes of one panel of C inputs. */
