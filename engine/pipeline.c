@@ -1,7 +1,7 @@
 /* engine/pipeline.c — see pipeline.h. Stage kinds with a runner here:
- * pretrain, sft, grpo and eval. The other kinds of DESIGN.md (generate,
- * rejection_sample, distill) are recognised and refused at validation with
- * a clear message until their runners land. One validator serves the run
+ * pretrain, sft, grpo, eval, generate and rejection_sample. The other kind
+ * of DESIGN.md (distill) is recognised and refused at validation with a
+ * clear message until its runner lands. One validator serves the run
  * and `train --check` (data_dir NULL); pipeline_run owns the run's
  * lifecycle: completion markers, --resume, stop requests and the terminal
  * error/done events. Checkpoint contents are engine/checkpoint.c's. */
@@ -20,13 +20,14 @@
 #include "kv_cache.h"
 #include "pretrain.h"
 #include "rewards.h"
+#include "sample_stage.h"
 #include "sft.h"
 #include "errmsg.h"
 
 enum ptype { P_INT, P_NUM, P_BOOL, P_STR, P_ENUM };
 
 struct param_def {
-    const char *kind;
+    const char *kind;           /* "a" or "a|b": the stage kinds that take it */
     const char *name;
     enum ptype type;
     double lo, hi;
@@ -112,12 +113,33 @@ static const struct param_def params_table[] = {
     PARAM("eval", "chat_template", P_STR, 0, 0),
     PARAM("eval", "prompt_template", P_STR, 0, 0),
     PARAM("eval", "prefill_think", P_BOOL, 0, 0),
+    PARAM("generate|rejection_sample", "num_samples", P_INT, 1, 256),
+    PARAM("generate|rejection_sample", "max_prompt_length", P_INT, 1, 1 << 20),
+    PARAM("generate|rejection_sample", "max_completion_length", P_INT, 1, 1 << 20),
+    PARAM("generate|rejection_sample", "temperature", P_NUM, 0, 100),
+    PARAM("generate|rejection_sample", "top_p", P_NUM, 1e-9, 1),
+    PARAM("generate|rejection_sample", "top_k", P_INT, 0, 1 << 30),
+    PARAM("generate|rejection_sample", "min_p", P_NUM, 0, 1),
+    PARAM("generate|rejection_sample", "log_completions", P_INT, 0, 1024),
+    PARAM("generate|rejection_sample", "kv_cache_mb", P_INT, 1, 1 << 20),
+    CHOICE("generate|rejection_sample", "kv_dtype", "f16|f32|q8"),
+    CHOICE("generate|rejection_sample", "dtype", "f32|bf16|q8|q4"),
+    PARAM("generate|rejection_sample", "seed", P_INT, 0, 2147483647),
+    PARAM("generate|rejection_sample", "chat_template", P_STR, 0, 0),
+    PARAM("generate|rejection_sample", "prompt_template", P_STR, 0, 0),
+    PARAM("generate|rejection_sample", "prefill_think", P_BOOL, 0, 0),
+    PARAM("rejection_sample", "min_reward", P_NUM, -1e9, 1e9),
+    PARAM("rejection_sample", "max_per_prompt", P_INT, 0, 256),
+    PARAM("rejection_sample", "keep_truncated", P_BOOL, 0, 0),
+    PARAM("rejection_sample", "keep_duplicates", P_BOOL, 0, 0),
 };
 
-static const char *const runnable_kinds[] = {"pretrain", "sft", "grpo", "eval"};
-static const char *const planned_kinds[] = {"generate", "rejection_sample", "distill"};
-static const char *const reward_kinds[] = {"grpo", "eval"};
+static const char *const runnable_kinds[] = {"pretrain", "sft", "grpo", "eval", "generate",
+                                             "rejection_sample"};
+static const char *const planned_kinds[] = {"distill"};
+static const char *const reward_kinds[] = {"grpo", "eval", "rejection_sample"};
 static const char *const model_kinds[] = {"pretrain", "sft", "grpo", "distill"};
+static const char *const dataset_kinds[] = {"generate", "rejection_sample"};
 
 static bool in_list(const char *s, const char *const *list, size_t n)
 {
@@ -126,6 +148,19 @@ static bool in_list(const char *s, const char *const *list, size_t n)
     return false;
 }
 #define IN(s, arr) in_list((s), (arr), sizeof(arr) / sizeof *(arr))
+
+/* Whether s is one of the '|'-separated words of list. */
+static bool bar_list_has(const char *list, const char *s)
+{
+    const size_t n = strlen(s);
+    for (const char *c = list; *c;) {
+        const char *bar = strchr(c, '|');
+        const size_t cl = bar ? (size_t)(bar - c) : strlen(c);
+        if (cl == n && strncmp(c, s, n) == 0) return true;
+        c += cl + (bar != NULL);
+    }
+    return false;
+}
 
 static int check_params(const struct pipeline_stage *st, char *err, size_t errlen)
 {
@@ -139,7 +174,7 @@ static int check_params(const struct pipeline_stage *st, char *err, size_t errle
     json_object_foreach(st->params, key, val) {
         const struct param_def *d = NULL;
         for (size_t i = 0; i < sizeof params_table / sizeof *params_table; i++)
-            if (strcmp(params_table[i].kind, st->kind) == 0 && strcmp(params_table[i].name, key) == 0)
+            if (bar_list_has(params_table[i].kind, st->kind) && strcmp(params_table[i].name, key) == 0)
                 d = &params_table[i];
         if (!d) {
             errmsg_set(err, errlen, "stage \"%s\": params.%s: unknown parameter for a %s stage",
@@ -163,16 +198,7 @@ static int check_params(const struct pipeline_stage *st, char *err, size_t errle
             if (!json_is_string(val)) want = "a string";
             break;
         case P_ENUM: {
-            const char *v = json_is_string(val) ? json_string_value(val) : NULL;
-            size_t vl = v ? strlen(v) : 0;
-            bool ok = false;
-            for (const char *c = d->choices; v && *c;) {
-                const char *bar = strchr(c, '|');
-                size_t cl = bar ? (size_t)(bar - c) : strlen(c);
-                ok |= cl == vl && strncmp(c, v, cl) == 0;
-                c += cl + (bar != NULL);
-            }
-            if (!ok) {
+            if (!json_is_string(val) || !bar_list_has(d->choices, json_string_value(val))) {
                 errmsg_set(err, errlen, "stage \"%s\": params.%s: expected one of %s", st->name, key, d->choices);
                 return -1;
             }
@@ -249,7 +275,7 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
                  st->name, r, p->stages[j].kind);
             return -1;
         }
-        if (!is_model) {
+        if (!is_model && !IN(p->stages[j].kind, dataset_kinds)) {
             errmsg_set(err, errlen, "stage \"%s\": dataset \"%s\" names a %s stage, which produces no dataset",
                  st->name, r, p->stages[j].kind);
             return -1;
@@ -335,7 +361,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         if (!IN(kind, runnable_kinds)) {
             if (IN(kind, planned_kinds))
                 errmsg_set(err, errlen, "stage \"%s\": kind \"%s\" is not available in this version of aha-engine "
-                     "(available: pretrain, sft, grpo, eval)", nm, kind);
+                     "(available: pretrain, sft, grpo, eval, generate, rejection_sample)", nm, kind);
             else
                 errmsg_set(err, errlen, "stage \"%s\": unknown kind \"%s\"", nm, kind);
             goto fail;
@@ -420,7 +446,12 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
                 indeg[i]--;
                 memcpy(p->stages[i].model, p->stages[pick].out, sizeof p->stages[i].model);
             }
-            if (p->stages[i].dataset_from == pick) indeg[i]--;
+            if (i != pick && p->stages[i].dataset_from == pick) {
+                char dpath[sizeof p->stages[i].dataset];
+                indeg[i]--;
+                snprintf(dpath, sizeof dpath, "%s/data.jsonl", p->stages[pick].out);
+                memcpy(p->stages[i].dataset, dpath, sizeof dpath);
+            }
         }
     }
     return 0;
@@ -560,6 +591,39 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
         o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         return eval_run(&o, be, events, err, errlen);
+    }
+    if (IN(st->kind, dataset_kinds)) {
+        struct sample_opts o;
+        sample_opts_default(&o);
+        const bool rs = st->reward != NULL;
+        o.model_dir = st->model;
+        o.data = st->dataset;
+        o.out = st->out;
+        o.stage = st->name;
+        o.kind = st->kind;
+        o.reward = st->reward;
+        o.chat_template = p_str(pa, "chat_template");
+        o.prompt_template = p_str(pa, "prompt_template");
+        o.prefill_think = json_is_true(json_object_get(pa, "prefill_think"));
+        o.max_prompt_length = (int)p_int(pa, "max_prompt_length", o.max_prompt_length);
+        o.max_completion_length = (int)p_int(pa, "max_completion_length", o.max_completion_length);
+        o.num_samples = (int)p_int(pa, "num_samples", rs ? 4 : o.num_samples);
+        o.temperature = (float)p_num(pa, "temperature", o.temperature);
+        o.top_p = (float)p_num(pa, "top_p", o.top_p);
+        o.top_k = (int)p_int(pa, "top_k", o.top_k);
+        o.min_p = (float)p_num(pa, "min_p", o.min_p);
+        o.has_min_reward = json_object_get(pa, "min_reward") != NULL;
+        o.min_reward = p_num(pa, "min_reward", 0);
+        o.max_per_prompt = (int)p_int(pa, "max_per_prompt", 0);
+        o.keep_truncated = json_is_true(json_object_get(pa, "keep_truncated"));
+        o.keep_duplicates = json_is_true(json_object_get(pa, "keep_duplicates"));
+        o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
+        o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
+        if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
+        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
+        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
+        o.ctl = ctl;
+        return sample_run(&o, be, events, err, errlen);
     }
     struct sft_opts o;
     sft_opts_default(&o);
@@ -727,6 +791,9 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
         rc = run_stage(st, &ctl, be, events, err, errlen);
         if (rc == 0 && write_marker(p, st, err, errlen)) rc = -1;
         if (rc == TRAIN_STOPPED) {
+            /* a stage without checkpoints (generate, rejection_sample)
+             * starts again: --resume with the run's output directory */
+            if (!ctl.stopped_at[0]) snprintf(ctl.stopped_at, sizeof ctl.stopped_at, "%s", p->out_dir);
             events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "stage", "stage", st->name,
                                           "kind", st->kind, "status", "cancelled", "path", st->out,
                                           "checkpoint", ctl.stopped_at));

@@ -30,7 +30,8 @@
     " r.claimed_by, 'integrations', r.integrations, 'stages', (SELECT"                        \
     " coalesce(jsonb_agg(jsonb_build_object('name', s.name,"                                  \
     " 'kind', s.kind, 'status', s.status, 'model', CASE WHEN s.status = 'succeeded' AND"      \
-    " s.kind IS DISTINCT FROM 'eval' THEN r.name || '/' || s.name END,"                       \
+    " s.kind IN ('pretrain', 'sft', 'grpo', 'distill') THEN r.name || '/' || s.name END,"     \
+    " 'dataset', s.info->>'dataset_id',"                                                      \
     " 'started_at', extract(epoch FROM s.started_at)::bigint,"                                \
     " 'finished_at', extract(epoch FROM s.finished_at)::bigint) ORDER BY s.started_at),"      \
     " '[]') FROM run_stages s WHERE s.run_id = r.id),"                                        \

@@ -394,8 +394,12 @@ static void after_batch(struct runs_ingest *in, struct item *items, int n)
         const char *st = json_string_value(json_object_get(ev, "status"));
         const char *path = json_string_value(json_object_get(ev, "path"));
         const char *stage = json_string_value(json_object_get(ev, "stage"));
-        if (strcmp(type, "stage") == 0 && st && strcmp(st, "succeeded") == 0 && path && stage &&
-            strcmp(json_string_value(json_object_get(ev, "kind")) ?: "", "eval") != 0)
+        if (strcmp(type, "stage") || !st || strcmp(st, "succeeded") || !path || !stage) continue;
+        /* generate and rejection_sample name the dataset they wrote */
+        const char *dataset = json_string_value(json_object_get(ev, "dataset"));
+        if (dataset)
+            runs_stage_dataset_import(in->srv, in->run_id, in->run_name, stage, dataset);
+        else if (strcmp(json_string_value(json_object_get(ev, "kind")) ?: "", "eval") != 0)
             runs_stage_model_link(in->srv, in->run_name, stage, path);
     }
 }

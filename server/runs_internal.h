@@ -85,6 +85,11 @@ void runs_ingest_free(struct runs_ingest *in);
 /* Makes a succeeded stage's output servable as model <run name>/<stage>. */
 void runs_stage_model_link(struct server *srv, const char *run_name, const char *stage,
                            const char *path);
+/* Adds the dataset a generate or rejection_sample stage wrote (its JSONL
+ * at path) to the catalog as an sft dataset named <run name>/<stage>, and
+ * records its id in the stage's info (dataset_id). Failures are logged. */
+void runs_stage_dataset_import(struct server *srv, const char *run_id, const char *run_name,
+                               const char *stage, const char *path);
 
 /* Built-in templates (runs_templates.c), idempotent across restarts and
  * servers. Returns 0, or -1 with err filled (logged; not fatal). */

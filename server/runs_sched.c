@@ -109,6 +109,26 @@ void runs_stage_model_link(struct server *srv, const char *run_name, const char 
         log_msg("run %s: cannot serve stage %s as a model: %s", run_name, stage, strerror(errno));
 }
 
+void runs_stage_dataset_import(struct server *srv, const char *run_id, const char *run_name,
+                               const char *stage, const char *path)
+{
+    char name[300], id[64], err[512];
+    snprintf(name, sizeof name, "%s/%s", run_name, stage);
+    if (datasets_import_file(srv, path, "sft", name, id, err, sizeof err)) {
+        log_msg("run %s: stage %s dataset: %s", run_name, stage, err);
+        return;
+    }
+    const char *p[] = {run_id, stage, id};
+    PGresult *r = db_exec(srv->pool,
+                          "UPDATE run_stages SET info = info || jsonb_build_object('dataset_id', $3::text)"
+                          " WHERE run_id = $1 AND name = $2",
+                          3, p, NULL, NULL, err, sizeof err);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+        log_msg("run %s: stage %s dataset %s: %s", run_name, stage, id,
+                r ? PQresultErrorMessage(r) : err);
+    PQclear(r);
+}
+
 /* The last line of the engine's stderr log (a cause when it sent no error
  * event) into out. */
 static void log_tail(const char *path, char *out, size_t outlen)

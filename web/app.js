@@ -5,7 +5,7 @@
 // new-run and catalog pages have their own modules.
 
 import {
-  KEY, STATUSES, FINAL, PALETTE, view, el, enc, chatHref, fmtNum, fmt3, fmtTime, fmtMs, fmtDur, textOf, clip,
+  KEY, STATUSES, FINAL, PALETTE, view, el, enc, chatHref, stageOutput, fmtNum, fmt3, fmtTime, fmtMs, fmtDur, textOf, clip,
   statusSpan, tagList, meta, sleep, mount, showError, api, sseEvents, newPage, ready, fail, onUnauthorized,
 } from './lib.js';
 import { chartGrid, drawChart } from './charts.js';
@@ -260,7 +260,7 @@ async function renderRun(ctx, _params, id) {
     metaBox, errSlot,
     el('h2', {}, 'Stages'),
     el('table', { id: 'stages', class: 'grid' },
-      el('thead', {}, el('tr', {}, ['Stage', 'Kind', 'Status', 'Model', 'Duration'].map((h) => el('th', {}, h)))), stagesBody),
+      el('thead', {}, el('tr', {}, ['Stage', 'Kind', 'Status', 'Output', 'Duration'].map((h) => el('th', {}, h)))), stagesBody),
     el('h2', {}, 'Metrics'), noCharts, charts,
     el('h2', {}, 'Samples'), noSamples, samplesBox,
     el('div', { class: 'cols' },
@@ -284,7 +284,7 @@ async function renderRun(ctx, _params, id) {
     errSlot.replaceChildren(...(run.error != null ? [el('pre', { id: 'run-error', class: 'run-error' }, run.error)] : []));
     stagesBody.replaceChildren(...(run.stages || []).map((s) => el('tr', { dataset: { stage: s.name } },
       el('td', {}, s.name), el('td', {}, s.kind ?? '—'), el('td', {}, statusSpan(s.status)),
-      el('td', {}, s.model ? (s.status === 'succeeded' ? el('a', { href: chatHref(s.model) }, s.model) : s.model) : '—'),
+      el('td', {}, stageOutput(s)),
       el('td', { class: 'num' }, fmtDur(s.started_at, s.finished_at)))));
   }
   // the run as fetched: its header, stages and spec (drawRun alone as the durations move)

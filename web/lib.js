@@ -35,6 +35,14 @@ export const enc = encodeURIComponent;
 // Model ids look like "run/stage": keep the slash readable in links.
 export const chatHref = (model) => '#/chat?model=' + enc(model).replace(/%2F/g, '/');
 
+// A run stage's output: its model (a chat link once it succeeded), or the
+// dataset a generate or rejection_sample stage added to the catalog.
+export function stageOutput(s) {
+  if (s.dataset) return el('a', { href: '#/datasets/' + enc(s.dataset) }, s.dataset);
+  if (!s.model) return '—';
+  return s.status === 'succeeded' ? el('a', { href: chatHref(s.model) }, s.model) : s.model;
+}
+
 export function fmtNum(v) {
   if (typeof v !== 'number' || !Number.isFinite(v)) return v == null ? '—' : String(v);
   if (Number.isInteger(v)) return String(v);

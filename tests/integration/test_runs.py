@@ -242,6 +242,36 @@ def checks(ctx):
     check("upload -> reward -> pipeline -> run -> SSE -> succeeded -> stage model chats; templates exist",
           catalog_flow)
 
+    def stage_dataset():
+        # generate -> sft in one run: the generated JSONL joins the catalog
+        # as an sft dataset named <run>/<stage>, which the stage reports
+        spec = {"name": "gen-sft", "stages": [
+            {"name": "gen", "kind": "generate", "model": "$base", "dataset": "data/rl.jsonl",
+             "params": {"num_samples": 2, "max_completion_length": 4, "seed": 3,
+                        "prompt_template": "User: {prompt}\nAssistant:"}},
+            {"name": "tune", "kind": "sft", "model": "$base", "dataset": "gen",
+             "params": {"max_steps": 2, "batch_size": 4, "seq_len": 64}}]}
+        run = create(ctx, a, {"pipeline": spec, "base_model": "tiny", "name": "gensft"})
+        out = wait_status(ctx, a, run["id"], ("succeeded", "failed"))
+        eq(out["status"], "succeeded", "generate -> sft run: %r" % (out.get("error"),))
+        # the import follows the stage's event, which may be in the batch that ends the run
+        by_name = lambda r: {s["name"]: s for s in r["stages"]}
+        wait_for(lambda: by_name(run_get(ctx, a, run["id"]))["gen"]["dataset"], timeout=30, step=0.5)
+        stages = by_name(run_get(ctx, a, run["id"]))
+        eq((stages["gen"]["model"], stages["tune"]["model"]), (None, "gensft/tune"), "which stages are models")
+        did = stages["gen"]["dataset"]
+        assert did and did.startswith("ds-"), stages["gen"]
+        st, ds, _ = request(a, "GET", "/v1/datasets/" + did, key=ctx.read)
+        eq(st, 200, "the stage's dataset: %r" % (ds,))
+        with open(os.path.join(ctx.data, "data", "rl.jsonl")) as f:
+            prompts = sum(1 for line in f if line.strip())
+        eq((ds["name"], ds["purpose"], ds["rows"]), ("gensft/gen", "sft", 2 * prompts), "dataset record")
+        st, rows, _ = request(a, "GET", "/v1/datasets/%s/rows?limit=2" % did, key=ctx.read)
+        eq(st, 200, "rows %r" % (rows,))
+        first = rows["data"][0]
+        assert {"prompt", "completion", "finish_reason", "completion_tokens", "answer"} <= set(first), first
+    check("a generate stage's dataset joins the catalog; a later stage trains on it", stage_dataset)
+
     def integrations_through_a_run():
         # MLflow and the webhook fed by a real run (the fakes check payloads as the real ones do)
         import test_integrations as ti
