@@ -179,6 +179,7 @@ ref:
 	$(PYTHON) tests/ref/gen_ops.py
 	$(PYTHON) tests/ref/gen_model.py
 	$(PYTHON) tests/ref/gen_grpo.py
+	$(PYTHON) tests/ref/gen_kd.py
 
 clean:
 	rm -rf build

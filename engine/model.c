@@ -8,6 +8,7 @@
  *   out = h + down(silu(gate(rms2(h))) * up(rms2(h)))
  * then logits = lm_head(rms_f(x_L)). */
 #include "model.h"
+#include "kd_loss.h"
 
 #include <errno.h>
 #include <math.h>
@@ -653,7 +654,27 @@ void model_grads_zero(struct model *m)
     if (m->grads) m->be->zero(m->grads, m->n_params * sizeof(float));
 }
 
-void model_backward(struct model *m, const int32_t *targets, const float *dlogprob)
+/* How a chunk of logits (rows [r0, r0+n) in m->acts.logits) becomes
+ * d loss / d logits, in place; 0, or -1 when it could not (out of memory). */
+typedef int model_dlogits_fn(struct model *m, int r0, int n, void *ctx);
+
+struct dlogprob_ctx {
+    const int32_t *targets;
+    const float *dlogprob;
+};
+
+static int dlogits_of_logprobs(struct model *m, int r0, int n, void *ctx)
+{
+    const struct dlogprob_ctx *d = ctx;
+    m->be->logprob_backward(m->acts.logits, m->acts.lse + r0, d->targets + r0, d->dlogprob + r0, n,
+                            m->cfg.vocab_size);
+    return 0;
+}
+
+/* The backward pass through the whole model, the logits' gradient chunk by
+ * chunk from dlogits. Returns 0, or -1 when dlogits failed (the gradients
+ * are then incomplete). */
+static int backward_with(struct model *m, model_dlogits_fn *dlogits, void *ctx)
 {
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
@@ -669,7 +690,7 @@ void model_backward(struct model *m, const int32_t *targets, const float *dlogpr
     for (int r0 = 0; r0 < N; r0 += R) {
         int n = N - r0 < R ? N - r0 : R;
         model_logits(m, r0, n, a->logits);
-        be->logprob_backward(a->logits, a->lse + r0, targets + r0, dlogprob + r0, n, V);
+        if (dlogits(m, r0, n, ctx)) return -1;
         be->matmul_backward(a->dln + (size_t)r0 * C, G + m->lm_head, NULL, a->logits,
                             a->lnf + (size_t)r0 * C, P + m->lm_head, n, C, V);
     }
@@ -715,6 +736,67 @@ void model_backward(struct model *m, const int32_t *targets, const float *dlogpr
                              a->rstd1 + (size_t)l * N, N, C);
     }
     be->embedding_backward(G + m->wte, a->dres, a->tokens, N, C);
+    return 0;
+}
+
+void model_backward(struct model *m, const int32_t *targets, const float *dlogprob)
+{
+    struct dlogprob_ctx d = {targets, dlogprob};
+    backward_with(m, dlogits_of_logprobs, &d);
+}
+
+struct kd_ctx {
+    struct model *teacher;
+    const float *w;
+    float beta, tau;
+    float *zs, *zt, *scale, *loss;  /* host: the chunk's weighted rows, packed */
+    int *rows;
+    double sum;                     /* sum of w * divergence */
+};
+
+/* The chunk's rows of nonzero weight, gathered with the teacher's logits
+ * of the same rows, go through kd_divergence_rows; the others get a zero
+ * gradient. */
+static int dlogits_of_kd(struct model *m, int r0, int n, void *ctx)
+{
+    struct kd_ctx *k = ctx;
+    const struct backend *be = m->be;
+    const size_t V = (size_t)m->cfg.vocab_size, row = V * sizeof(float);
+    float *tl = k->teacher->acts.logits;
+    int na = 0;
+    for (int i = 0; i < n; i++)
+        if (k->w[r0 + i] != 0) k->rows[na++] = i;
+    if (na) {
+        /* the teacher's logits of the same chunk, in its own buffer */
+        model_logits(k->teacher, r0, n, tl);
+        for (int j = 0; j < na; j++) {
+            be->download(k->zs + j * V, m->acts.logits + k->rows[j] * V, row);
+            k->teacher->be->download(k->zt + j * V, tl + k->rows[j] * V, row);
+            k->scale[j] = k->w[r0 + k->rows[j]];
+        }
+        kd_divergence_rows(k->zs, k->zt, na, (int)V, k->beta, k->tau, k->loss, k->zs, k->scale);
+        for (int j = 0; j < na; j++) k->sum += (double)k->scale[j] * k->loss[j];
+    }
+    be->zero(m->acts.logits, (size_t)n * row);
+    for (int j = 0; j < na; j++) be->upload(m->acts.logits + k->rows[j] * V, k->zs + j * V, row);
+    return 0;
+}
+
+double model_backward_kd(struct model *m, struct model *teacher, const float *w, float beta,
+                         float tau)
+{
+    const int R = (int)m->acts.logits_rows;
+    const size_t V = (size_t)m->cfg.vocab_size;
+    struct kd_ctx k = {.teacher = teacher, .w = w, .beta = beta, .tau = tau};
+    k.zs = malloc((size_t)R * V * sizeof(float));
+    k.zt = malloc((size_t)R * V * sizeof(float));
+    k.scale = malloc((size_t)R * sizeof(float));
+    k.loss = malloc((size_t)R * sizeof(float));
+    k.rows = malloc((size_t)R * sizeof(int));
+    int rc = -1;
+    if (k.zs && k.zt && k.scale && k.loss && k.rows) rc = backward_with(m, dlogits_of_kd, &k);
+    free(k.zs); free(k.zt); free(k.scale); free(k.loss); free(k.rows);
+    return rc ? NAN : k.sum;
 }
 
 /* -------------------------------------------------------------- optimizer */

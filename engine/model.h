@@ -167,6 +167,17 @@ void model_logprobs_stats(struct model *m, const int32_t *targets, float *out,
 void model_backward(struct model *m, const int32_t *targets,
                     const float *dlogprob);
 
+/* Knowledge distillation: accumulates into m->grads the gradient of
+ *   L = sum_i w[i] * D(s_i, t_i)
+ * over the rows i of the last model_forward of m, where s_i and t_i are the
+ * softmax of m's and teacher's logits of row i divided by tau, and D the
+ * generalized JSD of kd_loss.h with beta. teacher must have run
+ * model_forward on the same tokens (same B, T) and share m's vocabulary.
+ * w: (N) weights, 0 = no loss (the row is skipped). Returns L, or NaN when
+ * memory ran out (no gradient then). */
+double model_backward_kd(struct model *m, struct model *teacher, const float *w, float beta,
+                         float tau);
+
 /* Allocates (zeroed) the gradient buffer if absent; 0 or -1. */
 int model_grads_alloc(struct model *m);
 void model_grads_zero(struct model *m);

@@ -1,7 +1,6 @@
 /* engine/pipeline.c — see pipeline.h. Stage kinds with a runner here:
- * pretrain, sft, grpo, eval, generate and rejection_sample. The other kind
- * of DESIGN.md (distill) is recognised and refused at validation with a
- * clear message until its runner lands. One validator serves the run
+ * every kind of DESIGN.md: pretrain, sft, grpo, eval, generate,
+ * rejection_sample and distill. One validator serves the run
  * and `train --check` (data_dir NULL); pipeline_run owns the run's
  * lifecycle: completion markers, --resume, stop requests and the terminal
  * error/done events. Checkpoint contents are engine/checkpoint.c's. */
@@ -49,21 +48,23 @@ static const struct param_def params_table[] = {
     PARAM("pretrain", "checkpoint_every", P_INT, 0, 1e8),
     PARAM("pretrain", "log_every", P_INT, 1, 1e8),
     PARAM("pretrain", "seed", P_INT, 0, 2147483647),
-    PARAM("sft", "epochs", P_INT, 1, 1e6),
-    PARAM("sft", "max_steps", P_INT, 0, 1e8),
-    PARAM("sft", "batch_size", P_INT, 1, 4096),
-    PARAM("sft", "seq_len", P_INT, 2, 1 << 20),
-    PARAM("sft", "packing", P_BOOL, 0, 0),
-    PARAM("sft", "learning_rate", P_NUM, 0, 10),
-    PARAM("sft", "warmup_ratio", P_NUM, 0, 1),
-    PARAM("sft", "weight_decay", P_NUM, 0, 10),
-    PARAM("sft", "max_grad_norm", P_NUM, 0, 1e9),
-    PARAM("sft", "eval_fraction", P_NUM, 0, 0.5),
-    PARAM("sft", "eval_every", P_INT, 0, 1e8),
-    PARAM("sft", "log_every", P_INT, 1, 1e8),
-    PARAM("sft", "checkpoint_every", P_INT, 0, 1e8),
-    PARAM("sft", "seed", P_INT, 0, 2147483647),
-    PARAM("sft", "chat_template", P_STR, 0, 0),
+    PARAM("sft|distill", "epochs", P_INT, 1, 1e6),
+    PARAM("sft|distill", "max_steps", P_INT, 0, 1e8),
+    PARAM("sft|distill", "batch_size", P_INT, 1, 4096),
+    PARAM("sft|distill", "seq_len", P_INT, 2, 1 << 20),
+    PARAM("sft|distill", "packing", P_BOOL, 0, 0),
+    PARAM("sft|distill", "learning_rate", P_NUM, 0, 10),
+    PARAM("sft|distill", "warmup_ratio", P_NUM, 0, 1),
+    PARAM("sft|distill", "weight_decay", P_NUM, 0, 10),
+    PARAM("sft|distill", "max_grad_norm", P_NUM, 0, 1e9),
+    PARAM("sft|distill", "eval_fraction", P_NUM, 0, 0.5),
+    PARAM("sft|distill", "eval_every", P_INT, 0, 1e8),
+    PARAM("sft|distill", "log_every", P_INT, 1, 1e8),
+    PARAM("sft|distill", "checkpoint_every", P_INT, 0, 1e8),
+    PARAM("sft|distill", "seed", P_INT, 0, 2147483647),
+    PARAM("sft|distill", "chat_template", P_STR, 0, 0),
+    PARAM("distill", "beta", P_NUM, 0, 1),
+    PARAM("distill", "temperature", P_NUM, 1e-3, 100),
     PARAM("grpo", "steps", P_INT, 1, 1e8),
     PARAM("grpo", "prompts_per_step", P_INT, 1, 4096),
     PARAM("grpo", "group_size", P_INT, 2, 256),
@@ -135,8 +136,7 @@ static const struct param_def params_table[] = {
 };
 
 static const char *const runnable_kinds[] = {"pretrain", "sft", "grpo", "eval", "generate",
-                                             "rejection_sample"};
-static const char *const planned_kinds[] = {"distill"};
+                                             "rejection_sample", "distill"};
 static const char *const reward_kinds[] = {"grpo", "eval", "rejection_sample"};
 static const char *const model_kinds[] = {"pretrain", "sft", "grpo", "distill"};
 static const char *const dataset_kinds[] = {"generate", "rejection_sample"};
@@ -230,7 +230,7 @@ static void resolve_path(char *out, size_t n, const char *data_dir, const char *
     else snprintf(out, n, "%s/%s", data_dir, ref);
 }
 
-/* Resolves stage i's "model" or "dataset" reference; data_dir NULL keeps
+/* Resolves stage i's "model", "dataset" or "teacher" reference; data_dir NULL keeps
  * a reference that names no stage as given (opaque). */
 static int resolve_ref(struct pipeline *p, int i, const char *field, const char *base,
                        const char *data_dir, char *err, size_t errlen)
@@ -238,7 +238,8 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     struct pipeline_stage *st = &p->stages[i];
     json_t *sj = json_array_get(json_object_get(p->spec, "stages"), (size_t)i);
     json_t *ref = json_object_get(sj, field);
-    bool is_model = strcmp(field, "model") == 0;
+    const bool is_model = strcmp(field, "dataset") != 0;    /* model or teacher */
+    const bool is_teacher = strcmp(field, "teacher") == 0;
     /* a pretrain stage creates its model from params.config, or continues
      * one named by "model" */
     const bool optional = is_model && strcmp(st->kind, "pretrain") == 0;
@@ -254,8 +255,8 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
         return -1;
     }
     const char *r = json_string_value(ref);
-    char *dst = is_model ? st->model : st->dataset;
-    int *from = is_model ? &st->model_from : &st->dataset_from;
+    char *dst = is_teacher ? st->teacher : is_model ? st->model : st->dataset;
+    int *from = is_teacher ? &st->teacher_from : is_model ? &st->model_from : &st->dataset_from;
     if (is_model && strcmp(r, "$base") == 0) {
         if (!base && !data_dir) {
             /* check-only: the run that uses the pipeline names its base */
@@ -271,8 +272,8 @@ static int resolve_ref(struct pipeline *p, int i, const char *field, const char 
     int j = find_stage(p, r);
     if (j >= 0) {
         if (is_model && !IN(p->stages[j].kind, model_kinds)) {
-            errmsg_set(err, errlen, "stage \"%s\": model \"%s\" names a %s stage, which produces no model",
-                 st->name, r, p->stages[j].kind);
+            errmsg_set(err, errlen, "stage \"%s\": %s \"%s\" names a %s stage, which produces no model",
+                 st->name, field, r, p->stages[j].kind);
             return -1;
         }
         if (!is_model && !IN(p->stages[j].kind, dataset_kinds)) {
@@ -336,7 +337,7 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
     for (int i = 0; i < p->n_stages; i++) {
         json_t *s = json_array_get(stages, (size_t)i);
         struct pipeline_stage *st = &p->stages[i];
-        st->model_from = st->dataset_from = -1;
+        st->model_from = st->dataset_from = st->teacher_from = -1;
         if (!json_is_object(s)) { errmsg_set(err, errlen, "pipeline: stages[%d]: expected an object", i); goto fail; }
         json_t *sn = json_object_get(s, "name"), *sk = json_object_get(s, "kind");
         if (!json_is_string(sn) || !*json_string_value(sn) || json_string_length(sn) >= sizeof st->name) {
@@ -359,18 +360,16 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
         if (!json_is_string(sk)) { errmsg_set(err, errlen, "stage \"%s\": field \"kind\" is missing", nm); goto fail; }
         const char *kind = json_string_value(sk);
         if (!IN(kind, runnable_kinds)) {
-            if (IN(kind, planned_kinds))
-                errmsg_set(err, errlen, "stage \"%s\": kind \"%s\" is not available in this version of aha-engine "
-                     "(available: pretrain, sft, grpo, eval, generate, rejection_sample)", nm, kind);
-            else
-                errmsg_set(err, errlen, "stage \"%s\": unknown kind \"%s\"", nm, kind);
+            errmsg_set(err, errlen, "stage \"%s\": unknown kind \"%s\" (pretrain, sft, grpo, eval, generate, "
+                       "rejection_sample, distill)", nm, kind);
             goto fail;
         }
         snprintf(st->kind, sizeof st->kind, "%s", kind);
         json_object_foreach(s, key, val) {
             if (strcmp(key, "name") && strcmp(key, "kind") && strcmp(key, "model") &&
                 strcmp(key, "dataset") && strcmp(key, "params") &&
-                !(strcmp(key, "reward") == 0 && IN(kind, reward_kinds))) {
+                !(strcmp(key, "reward") == 0 && IN(kind, reward_kinds)) &&
+                !(strcmp(key, "teacher") == 0 && strcmp(kind, "distill") == 0)) {
                 errmsg_set(err, errlen, "stage \"%s\": unknown field \"%s\"", nm, key);
                 goto fail;
             }
@@ -417,14 +416,17 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
     }
     for (int i = 0; i < p->n_stages; i++)
         if (resolve_ref(p, i, "model", base ? json_string_value(base) : NULL, data_dir, err, errlen) ||
-            resolve_ref(p, i, "dataset", NULL, data_dir, err, errlen))
+            resolve_ref(p, i, "dataset", NULL, data_dir, err, errlen) ||
+            (strcmp(p->stages[i].kind, "distill") == 0 &&
+             resolve_ref(p, i, "teacher", base ? json_string_value(base) : NULL, data_dir, err, errlen)))
             goto fail;
 
     /* Kahn's algorithm over the producer -> consumer edges. */
     int indeg[PIPELINE_MAX_STAGES] = {0}, n_done = 0;
     bool done[PIPELINE_MAX_STAGES] = {false};
     for (int i = 0; i < p->n_stages; i++)
-        indeg[i] = (p->stages[i].model_from >= 0) + (p->stages[i].dataset_from >= 0);
+        indeg[i] = (p->stages[i].model_from >= 0) + (p->stages[i].dataset_from >= 0) +
+                   (p->stages[i].teacher_from >= 0);
     while (n_done < p->n_stages) {
         int pick = -1;
         for (int i = 0; i < p->n_stages && pick < 0; i++)
@@ -445,6 +447,10 @@ int pipeline_load(struct pipeline *p, json_t *spec, const char *data_dir,
             if (i != pick && p->stages[i].model_from == pick) {
                 indeg[i]--;
                 memcpy(p->stages[i].model, p->stages[pick].out, sizeof p->stages[i].model);
+            }
+            if (i != pick && p->stages[i].teacher_from == pick) {
+                indeg[i]--;
+                memcpy(p->stages[i].teacher, p->stages[pick].out, sizeof p->stages[i].teacher);
             }
             if (i != pick && p->stages[i].dataset_from == pick) {
                 char dpath[sizeof p->stages[i].dataset];
@@ -647,6 +653,12 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
     o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
     o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
     o.ctl = ctl;
+    if (strcmp(st->kind, "distill") == 0) {
+        o.kind = "distill";
+        o.teacher_dir = st->teacher;
+        o.kd_beta = (float)p_num(pa, "beta", o.kd_beta);
+        o.kd_temperature = (float)p_num(pa, "temperature", o.kd_temperature);
+    }
     return sft_run(&o, be, events, err, errlen);
 }
 

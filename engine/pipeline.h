@@ -22,9 +22,11 @@ struct pipeline_stage {
     char kind[32];
     char model[4096];       /* resolved model directory ("" when none) */
     char dataset[4096];     /* resolved dataset path ("" when none) */
+    char teacher[4096];     /* distill: resolved teacher model directory */
     char out[4096];         /* where this stage writes its output */
     int model_from;         /* index of the stage producing the model, or -1 */
     int dataset_from;       /* index of the stage producing the dataset, or -1 */
+    int teacher_from;       /* index of the stage producing the teacher, or -1 */
     json_t *params;         /* borrowed from the spec */
     struct reward_spec *reward;     /* grpo, eval: parsed reward (owned) */
 };

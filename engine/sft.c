@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "kd_loss.h"
 #include "jsonl.h"
 #include "progress.h"
 #include "rng.h"
@@ -227,6 +228,9 @@ void sft_opts_default(struct sft_opts *o)
     o->eval_fraction = 0.0f;
     o->log_every = 10;
     o->seed = 1;
+    o->kd_beta = 0.5f;          /* TRL GKDConfig's defaults */
+    o->kd_temperature = 0.9f;
+    o->kind = "sft";
 }
 
 void sft_rows_free(struct sft_rows *r)
@@ -377,7 +381,7 @@ static int save_resumable(const struct sft_opts *o, const struct model *m, const
 {
     if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) return -1;
     json_t *data = json_pack("{s:i,s:i,s:o}", "rows", rows, "pos", pos, "epoch_rng", ckpt_rng_json(epoch_rng));
-    return ckpt_write(m, dir, o->ctl, o->stage, "sft", step, steps, r, data, err, errlen);
+    return ckpt_write(m, dir, o->ctl, o->stage, o->kind, step, steps, r, data, err, errlen);
 }
 
 int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
@@ -390,6 +394,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     struct sft_example *ex = NULL;
     int n_ex = 0;
     int *idx = NULL;
+    struct model *teacher = NULL;
     struct sft_rows train = {0}, eval = {0};
     int32_t *tok_b = NULL, *tgt_b = NULL, *pos_b = NULL, *seg_b = NULL, *argmax = NULL;
     float *lp = NULL, *dlp = NULL, *ent = NULL;
@@ -407,6 +412,22 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         errmsg_set(err, errlen, "%s: seq_len %d exceeds the model's max_position_embeddings (%d)",
              o->stage, o->seq_len, m->cfg.max_position_embeddings);
         goto out;
+    }
+    if (o->teacher_dir) {
+        if (kd_params_check(o->kd_beta, o->kd_temperature, err, errlen)) goto out;
+        if (!(teacher = model_load(o->teacher_dir, be, err, errlen))) goto out;
+        if (teacher->cfg.vocab_size != m->cfg.vocab_size) {
+            errmsg_set(err, errlen, "%s: the teacher's vocabulary (%d tokens, %s) is not the student's "
+                       "(%d, %s): logit distillation needs one tokenizer (a generate stage with the "
+                       "teacher and sft on its samples distill across tokenizers)", o->stage,
+                       teacher->cfg.vocab_size, o->teacher_dir, m->cfg.vocab_size, o->model_dir);
+            goto out;
+        }
+        if (o->seq_len > teacher->cfg.max_position_embeddings) {
+            errmsg_set(err, errlen, "%s: seq_len %d exceeds the teacher's max_position_embeddings (%d)",
+                       o->stage, o->seq_len, teacher->cfg.max_position_embeddings);
+            goto out;
+        }
     }
     snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
     tok = tok_load(path, err, errlen);
@@ -498,7 +519,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         }
     }
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i}", "type", "stage",
-                                  "stage", o->stage, "kind", "sft", "status", "running", "path", o->out,
+                                  "stage", o->stage, "kind", o->kind, "status", "running", "path", o->out,
                                   "chat_template", chat_template_name(kind), "train_rows", train.n,
                                   "eval_rows", eval.n, "skipped_rows", skipped, "steps", steps,
                                   "start_step", step0));
@@ -519,7 +540,9 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         }
         int count = 0;
         for (int i = 0; i < N; i++) count += tgt_b[i] >= 0;
-        if (model_forward_segmented(m, tok_b, pos_b, train.seg ? seg_b : NULL, B, T, err, errlen))
+        if ((teacher && model_forward_segmented(teacher, tok_b, pos_b, train.seg ? seg_b : NULL, B, T,
+                                                err, errlen)) ||
+            model_forward_segmented(m, tok_b, pos_b, train.seg ? seg_b : NULL, B, T, err, errlen))
             goto out;
         model_logprobs_stats(m, tgt_b, lp, ent, argmax);
         double loss = 0, entropy = 0;
@@ -532,8 +555,16 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             correct += argmax[i] == tgt_b[i];
         }
         if (count) { loss /= count; entropy /= count; }
+        const double nll = loss;
         model_grads_zero(m);
-        model_backward(m, tgt_b, dlp);
+        if (teacher) {
+            /* dlp as the rows' weights: 1 / count on completion tokens */
+            for (int i = 0; i < N; i++) dlp[i] = -dlp[i];
+            loss = model_backward_kd(m, teacher, dlp, o->kd_beta, o->kd_temperature);
+            if (isnan(loss)) { errmsg_set(err, errlen, "%s: out of memory for the logits", o->stage); goto out; }
+        } else {
+            model_backward(m, tgt_b, dlp);
+        }
         float gnorm = model_grads_clip(m, o->max_grad_norm);
         float lr = lr_warmup_cosine(step, steps, warmup, o->lr, o->min_lr_ratio);
         if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
@@ -557,13 +588,15 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
                                           "step", step + 1, "values", "eval_loss", eval_last));
         }
         if ((step + 1) % o->log_every == 0 || last) {
-            events_emit(events, json_pack("{s:s,s:s,s:i,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f}}", "type", "metric",
-                                          "stage", o->stage, "step", step + 1, "values", "loss", loss,
-                                          "mean_token_accuracy", count ? (double)correct / count : 0.0,
-                                          "entropy", entropy, "grad_norm", (double)gnorm,
-                                          "learning_rate", (double)lr,
-                                          "tokens_per_second", (double)tokens_since / (now - t_last),
-                                          "epoch", (double)(step + 1) / steps_per_epoch));
+            json_t *mv = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "loss", loss,
+                                   "mean_token_accuracy", count ? (double)correct / count : 0.0,
+                                   "entropy", entropy, "grad_norm", (double)gnorm,
+                                   "learning_rate", (double)lr,
+                                   "tokens_per_second", (double)tokens_since / (now - t_last),
+                                   "epoch", (double)(step + 1) / steps_per_epoch);
+            if (teacher) json_object_set_new(mv, "nll", json_real(nll));
+            events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage,
+                                          "step", step + 1, "values", mv));
             t_last = now;
             tokens_since = 0;
         }
@@ -585,7 +618,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     progress_finish(&prog);
     if (model_save_dir_from(m, o->model_dir, o->out, err, errlen)) goto out;
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
-                                  "kind", "sft", "status", "succeeded", "path", o->out,
+                                  "kind", o->kind, "status", "succeeded", "path", o->out,
                                   "seconds", progress_now() - t0));
     rc = 0;
 out:
@@ -596,6 +629,7 @@ out:
     sft_rows_free(&eval);
     free(tok_b); free(tgt_b); free(pos_b); free(seg_b); free(argmax); free(lp); free(dlp); free(ent);
     tok_free(tok);
+    model_free(teacher);
     model_free(m);
     return rc;
 }

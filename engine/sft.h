@@ -82,10 +82,19 @@ struct sft_opts {
     int checkpoint_every;       /* 0 = only the final model */
     uint64_t seed;
     struct train_ctl *ctl;      /* resume and safe stop (engine/checkpoint.h); NULL: none */
+    /* Logit distillation (the distill stage; GKD, Agarwal et al. 2024, as
+     * TRL's GKDTrainer with lmbda 0): with a teacher, the loss is the mean
+     * over completion tokens of the generalized JSD (engine/kd_loss.h)
+     * between the student's and the teacher's next-token distributions at
+     * temperature kd_temperature, beta kd_beta (0 forward KL, 1 reverse
+     * KL), instead of the completion's negative log-likelihood. */
+    const char *teacher_dir;    /* NULL: plain SFT */
+    float kd_beta, kd_temperature;
+    const char *kind;           /* "sft" or "distill": events and checkpoints */
 };
 
 void sft_opts_default(struct sft_opts *o);
-/* Runs SFT. Returns 0, TRAIN_STOPPED (o->ctl's stop was set: checkpoint
+/* Runs SFT, or distillation when o->teacher_dir is set. Returns 0, TRAIN_STOPPED (o->ctl's stop was set: checkpoint
  * written after the current step), or -1 with err filled (dataset errors
  * name file:line and field). */
 int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,

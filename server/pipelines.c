@@ -64,6 +64,38 @@ static int stage_index(const json_t *stages, const char *name)
 
 /* ---- validation ------------------------------------------------------------- */
 
+/* Checks stage sn's model reference in field ("model", or a distill
+ * stage's "teacher"), ref NULL when absent: "$base", a stage that makes a
+ * model (its index into *dep) or a model id. Returns 0 or 400 with err. */
+static int check_model_ref(struct server *srv, const json_t *stages, const char *sn,
+                           const char *field, const json_t *ref, bool builtin, int *dep,
+                           char *err, size_t errlen)
+{
+    if (!ref) return 0;
+    const char *mr = json_string_value(ref);
+    if (!mr || !*mr) {
+        snprintf(err, errlen, "stage \"%s\": field \"%s\": expected \"$base\", a stage name or a "
+                              "model id", sn, field);
+        return 400;
+    }
+    int j = strcmp(mr, "$base") == 0 ? -1 : stage_index(stages, mr);
+    struct models_info mi;
+    if (j >= 0) {
+        const char *k = json_string_value(json_object_get(json_array_get(stages, j), "kind"));
+        if (!in_list(k, model_kinds)) {
+            snprintf(err, errlen, "stage \"%s\": %s \"%s\" names a %s stage, which produces no "
+                                  "model", sn, field, mr, k);
+            return 400;
+        }
+        *dep = j;
+    } else if (strcmp(mr, "$base") && !builtin && models_get(srv->cfg.data_dir, mr, &mi)) {
+        snprintf(err, errlen, "stage \"%s\": %s \"%s\" is neither \"$base\", a stage of this "
+                              "pipeline nor a model (see GET /v1/models)", sn, field, mr);
+        return 400;
+    }
+    return 0;
+}
+
 /* Checks names, references and the DAG. Returns an HTTP status: 0 valid,
  * 400 with err, or 503 (the catalog could not be read). `builtin`
  * templates may name models that arrive later. */
@@ -116,34 +148,18 @@ static int validate(struct server *srv, const json_t *spec, bool builtin, char *
         }
     }
     /* references; dep[i] lists the stages stage i reads */
-    int dep[PIPELINES_MAX_STAGES][2];
+    int dep[PIPELINES_MAX_STAGES][3];    /* model, dataset, teacher */
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_array_get(stages, i);
         const char *sn = json_string_value(json_object_get(s, "name"));
-        dep[i][0] = dep[i][1] = -1;
-        json_t *m = json_object_get(s, "model"), *d = json_object_get(s, "dataset");
+        dep[i][0] = dep[i][1] = dep[i][2] = -1;
+        json_t *d = json_object_get(s, "dataset");
         json_t *rw = json_object_get(s, "reward");
-        if (m) {
-            const char *mr = json_string_value(m);
-            if (!mr || !*mr) {
-                snprintf(err, errlen, "stage \"%s\": field \"model\": expected \"$base\", a stage "
-                                      "name or a model id", sn);
-                return 400;
-            }
-            int j = strcmp(mr, "$base") == 0 ? -1 : stage_index(stages, mr);
-            if (j >= 0) {
-                const char *k = json_string_value(json_object_get(json_array_get(stages, j), "kind"));
-                if (!in_list(k, model_kinds)) {
-                    snprintf(err, errlen, "stage \"%s\": model \"%s\" names a %s stage, which "
-                                          "produces no model", sn, mr, k);
-                    return 400;
-                }
-                dep[i][0] = j;
-            } else if (strcmp(mr, "$base") && !builtin && models_get(srv->cfg.data_dir, mr, &mi)) {
-                snprintf(err, errlen, "stage \"%s\": model \"%s\" is neither \"$base\", a stage of "
-                                      "this pipeline nor a model (see GET /v1/models)", sn, mr);
-                return 400;
-            }
+        for (int f = 0; f < 2; f++) {
+            const char *field = f ? "teacher" : "model";
+            int st = check_model_ref(srv, stages, sn, field, json_object_get(s, field), builtin,
+                                     &dep[i][f ? 2 : 0], err, errlen);
+            if (st) return st;
         }
         if (d) {
             const char *dr = json_string_value(d);
@@ -210,7 +226,7 @@ static int validate(struct server *srv, const json_t *spec, bool builtin, char *
         size_t before = left;
         for (size_t i = 0; i < n; i++)
             if (!done[i] && (dep[i][0] < 0 || done[dep[i][0]]) &&
-                (dep[i][1] < 0 || done[dep[i][1]])) {
+                (dep[i][1] < 0 || done[dep[i][1]]) && (dep[i][2] < 0 || done[dep[i][2]])) {
                 done[i] = true;
                 left--;
             }

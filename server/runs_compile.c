@@ -295,10 +295,13 @@ int runs_compile(struct server *srv, const json_t *body, struct runs_compiled *r
             snprintf(err, errlen, "stage \"%s\" trains \"$base\": 'base_model' is required", sname);
             return 422;
         }
-        if (m && strcmp(m, "$base") != 0 && !is_stage(stages, m)) {
+        for (int f = 0; f < 2; f++) {
+            const char *field = f ? "teacher" : "model";
+            const char *ref = f ? json_string_value(json_object_get(s, field)) : m;
+            if (!ref || strcmp(ref, "$base") == 0 || is_stage(stages, ref)) continue;
             char dir[4096];
-            if ((st = resolve_model(srv, m, dir, sizeof dir, err, errlen))) return st;
-            json_object_set_new(s, "model", json_string(dir));
+            if ((st = resolve_model(srv, ref, dir, sizeof dir, err, errlen))) return st;
+            json_object_set_new(s, field, json_string(dir));
         }
         const char *d = json_string_value(json_object_get(s, "dataset"));
         if (d && !is_stage(stages, d)) {

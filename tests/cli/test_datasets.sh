@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The stages that make datasets (engine/sample_stage.c): `generate` writes
+# The stages that make datasets (engine/sample_stage.c), and distillation
+# (the distill stage: engine/sft.c with a teacher). `generate` writes
 # every sample, `rejection_sample` keeps what its reward spec calls correct
 # (its first component scores 1: here a regex for a well-formed answer,
 # which the check below recomputes; or the total reaches min_reward),
@@ -7,6 +8,8 @@
 # stage of the same pipeline trains on it by name (the R1 recipe's
 # rejection sampling -> SFT). The kept rows are checked against the
 # generated ones: both stages draw the same samples from the same seed.
+# Logit distillation pulls a student toward its teacher: the divergence
+# falls, and it is the student's that is trained.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENGINE=$(realpath "${ENGINE:-build/aha-engine-san}")
@@ -50,7 +53,10 @@ cat > "$tmp/spec.json" <<JSON
   {"name": "chat", "kind": "generate", "model": "cold", "dataset": "chat.jsonl",
    "params": {"max_completion_length": 8, $C}},
   {"name": "sft2", "kind": "sft", "model": "cold", "dataset": "scored",
-   "params": {"epochs": 1, "batch_size": 4, "seq_len": 96, "learning_rate": 0.001, "log_every": 5, $C}}]}
+   "params": {"epochs": 1, "batch_size": 4, "seq_len": 96, "learning_rate": 0.001, "log_every": 5, $C}},
+  {"name": "kd", "kind": "distill", "model": "base", "teacher": "cold", "dataset": "sft.jsonl",
+   "params": {"max_steps": 30, "batch_size": 4, "seq_len": 96, "learning_rate": 0.002, "log_every": 1,
+              "beta": 0.5, "temperature": 1.0, $C}}]}
 JSON
 "$ENGINE" train --spec "$tmp/spec.json" --data-dir "$tmp/data" --out "$tmp/out" > "$tmp/events"
 check "tail -1 '$tmp/events' | grep -q '\"status\":\"succeeded\"'" "the pipeline failed: $(grep -m1 '"error"' "$tmp/events")"
@@ -101,6 +107,12 @@ PY
 )
 echo "datasets: $out"
 check "[[ '$out' == ok* ]]" "dataset checks"
+kd=$(grep '"stage":"kd","step"' "$tmp/events" | sed 's/.*"values":{"loss":\([0-9.e-]*\).*"nll":\([0-9.e-]*\).*/\1 \2/')
+first=$(head -3 <<<"$kd" | awk '{s += $1} END {print s / NR}'); last=$(tail -3 <<<"$kd" | awk '{s += $1} END {print s / NR}')
+echo "distill: jsd first 3 steps $first, last 3 $last"
+check "[ $(wc -l <<<"$kd") = 30 ] && awk 'BEGIN{exit !($last < 0.7 * $first)}'" "the divergence to the teacher should fall ($first -> $last)"
+check "grep -q '\"type\":\"stage\",\"stage\":\"kd\",\"kind\":\"distill\",\"status\":\"succeeded\"' '$tmp/events'" "no distill stage event"
+check "[ -s '$tmp/out/kd/model.safetensors' ] && ! cmp -s '$tmp/out/kd/model.safetensors' '$tmp/out/base/model.safetensors'" "the student was not trained"
 
 expect_invalid() {   # expect_invalid "message substring" 'spec json'
   printf '%s' "$2" > "$tmp/bad.json"
@@ -115,7 +127,23 @@ expect_invalid 'field "reward"' '{"name":"c","stages":[{"name":"a","kind":"gener
 expect_invalid 'params.min_reward: expected a number' '{"name":"c","stages":[{"name":"a","kind":"rejection_sample",'"$M"',"reward":'"$ACC"',"params":{"min_reward":"high"}}]}'
 expect_invalid 'params.num_samples: must be in [1, 256]' '{"name":"c","stages":[{"name":"a","kind":"generate",'"$M"',"params":{"num_samples":0}}]}'
 expect_invalid 'dataset "s" names a sft stage, which produces no dataset' '{"name":"c","stages":[{"name":"s","kind":"sft",'"$M"'},{"name":"g","kind":"generate","model":"s","dataset":"s"}]}'
-expect_invalid 'kind "distill" is not available' '{"name":"c","stages":[{"name":"a","kind":"distill",'"$M"'}]}'
+expect_invalid 'stage "a": field "teacher" is missing' '{"name":"c","stages":[{"name":"a","kind":"distill",'"$M"'}]}'
+expect_invalid 'unknown field "teacher"' '{"name":"c","stages":[{"name":"a","kind":"sft","teacher":"x",'"$M"'}]}'
+expect_invalid 'params.beta: must be in [0, 1]' '{"name":"c","stages":[{"name":"a","kind":"distill","teacher":"../out/cold",'"$M"',"params":{"beta":2}}]}'
+expect_invalid 'teacher "g" names a generate stage, which produces no model' '{"name":"c","stages":[{"name":"g","kind":"generate",'"$M"'},{"name":"a","kind":"distill","teacher":"g",'"$M"'}]}'
+# a teacher with another vocabulary: refused at the start, naming both
+/usr/bin/python3 - "$tmp/out/base/config.json" "$tmp/other.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["vocab_size"] = 600
+json.dump(c, open(sys.argv[2], "w"))
+PY
+rc=0
+"$ENGINE" train --spec - --data-dir "$tmp/data" --out "$tmp/vocab" > "$tmp/vocab.events" 2>/dev/null <<JSON || rc=$?
+{"name":"v","stages":[{"name":"big","kind":"pretrain","dataset":"text.jsonl","params":{"config":"$tmp/other.json","steps":1,"batch_size":1,"seq_len":16}},
+ {"name":"kd","kind":"distill","model":"../out/base","teacher":"big","dataset":"sft.jsonl","params":{"max_steps":1,$C}}]}
+JSON
+check "[ $rc = 1 ] && grep -q 'the teacher.s vocabulary (600 tokens.*is not the student.s (512' '$tmp/vocab.events'" "vocabulary mismatch: $(grep -m1 '"error"' "$tmp/vocab.events")"
 # a run-time failure: nothing reaches min_reward
 rc=0
 "$ENGINE" train --spec - --data-dir "$tmp/data" --out "$tmp/none" > "$tmp/none.events" 2>/dev/null <<JSON || rc=$?

@@ -250,7 +250,23 @@ def checks(ctx):
              "params": {"num_samples": 2, "max_completion_length": 4, "seed": 3,
                         "prompt_template": "User: {prompt}\nAssistant:"}},
             {"name": "tune", "kind": "sft", "model": "$base", "dataset": "gen",
+             "params": {"max_steps": 2, "batch_size": 4, "seq_len": 64}},
+            {"name": "kd", "kind": "distill", "model": "$base", "teacher": "tune", "dataset": "gen",
              "params": {"max_steps": 2, "batch_size": 4, "seq_len": 64}}]}
+        # a stored pipeline names datasets by id
+        with open(os.path.join(ctx.data, "data", "rl.jsonl"), "rb") as f:
+            st, ds, _ = request(a, "POST", "/v1/datasets?purpose=rl&name=arith-rl", raw=f.read(), key=ctx.admin,
+                                headers={"Content-Type": "application/jsonl"})
+        assert st in (200, 201), (st, ds)
+        bad = json.loads(json.dumps(spec))
+        bad["name"], bad["stages"][0]["dataset"], bad["stages"][2]["teacher"] = "bad-kd", ds["id"], "gen"
+        st, out, _ = request(a, "POST", "/v1/pipelines", bad, key=ctx.admin, timeout=60)
+        eq((st, out["error"]["message"]), (400, 'stage "kd": teacher "gen" names a generate stage, which '
+                                                 'produces no model'), "a teacher must be a model")
+        bad["stages"][2]["teacher"] = "no-such-model"
+        st, out, _ = request(a, "POST", "/v1/pipelines", bad, key=ctx.admin, timeout=60)
+        eq(st, 400, "an unknown teacher %r" % (out,))
+        assert 'teacher "no-such-model" is neither' in out["error"]["message"], out
         run = create(ctx, a, {"pipeline": spec, "base_model": "tiny", "name": "gensft"})
         out = wait_status(ctx, a, run["id"], ("succeeded", "failed"))
         eq(out["status"], "succeeded", "generate -> sft run: %r" % (out.get("error"),))
@@ -258,7 +274,8 @@ def checks(ctx):
         by_name = lambda r: {s["name"]: s for s in r["stages"]}
         wait_for(lambda: by_name(run_get(ctx, a, run["id"]))["gen"]["dataset"], timeout=30, step=0.5)
         stages = by_name(run_get(ctx, a, run["id"]))
-        eq((stages["gen"]["model"], stages["tune"]["model"]), (None, "gensft/tune"), "which stages are models")
+        eq((stages["gen"]["model"], stages["tune"]["model"], stages["kd"]["model"]),
+           (None, "gensft/tune", "gensft/kd"), "which stages are models")
         did = stages["gen"]["dataset"]
         assert did and did.startswith("ds-"), stages["gen"]
         st, ds, _ = request(a, "GET", "/v1/datasets/" + did, key=ctx.read)
@@ -270,7 +287,7 @@ def checks(ctx):
         eq(st, 200, "rows %r" % (rows,))
         first = rows["data"][0]
         assert {"prompt", "completion", "finish_reason", "completion_tokens", "answer"} <= set(first), first
-    check("a generate stage's dataset joins the catalog; a later stage trains on it", stage_dataset)
+    check("a generate stage's dataset joins the catalog; sft and distill stages train on it", stage_dataset)
 
     def integrations_through_a_run():
         # MLflow and the webhook fed by a real run (the fakes check payloads as the real ones do)
