@@ -65,6 +65,8 @@ static const struct param_def params_table[] = {
     PARAM("sft|distill", "chat_template", P_STR, 0, 0),
     PARAM("distill", "beta", P_NUM, 0, 1),
     PARAM("distill", "temperature", P_NUM, 1e-3, 100),
+    PARAM("distill", "lmbda", P_NUM, 0, 1),
+    PARAM("distill", "max_new_tokens", P_INT, 1, 1 << 20),
     PARAM("grpo", "steps", P_INT, 1, 1e8),
     PARAM("grpo", "prompts_per_step", P_INT, 1, 4096),
     PARAM("grpo", "group_size", P_INT, 2, 256),
@@ -658,6 +660,8 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.teacher_dir = st->teacher;
         o.kd_beta = (float)p_num(pa, "beta", o.kd_beta);
         o.kd_temperature = (float)p_num(pa, "temperature", o.kd_temperature);
+        o.lmbda = (float)p_num(pa, "lmbda", o.lmbda);
+        o.max_new_tokens = (int)p_int(pa, "max_new_tokens", o.max_new_tokens);
     }
     return sft_run(&o, be, events, err, errlen);
 }

@@ -9,10 +9,12 @@
 #include <string.h>
 
 #include "events.h"
+#include "generate.h"
 #include "kd_loss.h"
 #include "jsonl.h"
 #include "progress.h"
 #include "rng.h"
+#include "rollout.h"
 #include "schedule.h"
 #include "errmsg.h"
 
@@ -230,6 +232,8 @@ void sft_opts_default(struct sft_opts *o)
     o->seed = 1;
     o->kd_beta = 0.5f;          /* TRL GKDConfig's defaults */
     o->kd_temperature = 0.9f;
+    o->lmbda = 0.5f;
+    o->max_new_tokens = 128;
     o->kind = "sft";
 }
 
@@ -361,6 +365,58 @@ static int sft_read_row(void *ctx, json_t *row, char *err, size_t errlen)
     return 0;
 }
 
+/* On-policy rows (GKD): each of the B unpacked rows of tok/tgt/pos keeps
+ * its prompt (the tokens up to its first target) and gets the student's
+ * own completion, sampled by ge, as its targets; rows without a target are
+ * left alone. Returns the completion tokens sampled, or -1 with err. */
+static long onpolicy_rows(struct gen_engine *ge, const struct sft_opts *o, int B, int T,
+                          int32_t *tok, int32_t *tgt, int32_t *pos, int32_t pad, uint64_t seed,
+                          struct rollout *ro, char *err, size_t errlen)
+{
+    long sampled = 0;
+    memset(ro, 0, (size_t)B * sizeof *ro);
+    for (int b = 0; b < B; b++) {
+        /* ro[b].row: the row's first target position, the end of its prompt */
+        const int32_t *g = tgt + (size_t)b * T;
+        ro[b].row = -1;
+        for (int t = 0; t < T && ro[b].row < 0; t++)
+            if (g[t] >= 0) ro[b].row = t;
+        if (ro[b].row < 0) continue;
+        char id[32];
+        snprintf(id, sizeof id, "onpolicy-%d", b);
+        struct gen_request rq;
+        gen_request_default(&rq);
+        rq.id = id;
+        rq.prompt = tok + (size_t)b * T;
+        rq.n_prompt = ro[b].row + 1;
+        rq.n = 1;
+        /* the last completion token is a target only: T - ro[b].row fit */
+        rq.max_tokens = T - ro[b].row < o->max_new_tokens ? T - ro[b].row : o->max_new_tokens;
+        rq.sampling.temperature = o->kd_temperature;
+        rq.has_seed = true;
+        rq.seed = seed * 0x9e3779b97f4a7c15ULL + (uint64_t)b * 0xbf58476d1ce4e5b9ULL + 1;
+        rq.user = &ro[b];
+        if (gen_submit(ge, &rq, err, errlen)) return -1;
+    }
+    for (int pending; (pending = gen_step(ge, err, errlen)) != 0;)
+        if (pending < 0) return -1;
+    for (int b = 0; b < B; b++) {
+        if (ro[b].row < 0) continue;
+        if (!ro[b].tokens) { errmsg_set(err, errlen, "on-policy generation lost a completion"); return -1; }
+        int32_t *x = tok + (size_t)b * T, *g = tgt + (size_t)b * T;
+        const int p = ro[b].row, k = ro[b].n_tokens;
+        for (int t = p; t < T; t++) {
+            const int j = t - p;    /* input t predicts completion token j */
+            g[t] = j < k ? ro[b].tokens[j] : -1;
+            if (t > p) x[t] = j - 1 < k ? ro[b].tokens[j - 1] : pad;
+            pos[(size_t)b * T + t] = t;
+        }
+        sampled += k;
+        rollout_free(&ro[b]);
+    }
+    return sampled;
+}
+
 /* The epoch's order of training rows: a Fisher-Yates shuffle from r. */
 static void shuffle_rows(int *order, int n, struct rng *r)
 {
@@ -395,6 +451,8 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     int n_ex = 0;
     int *idx = NULL;
     struct model *teacher = NULL;
+    struct gen_engine *ge = NULL;      /* on-policy distillation's sampler */
+    struct rollout *ro = NULL;
     struct sft_rows train = {0}, eval = {0};
     int32_t *tok_b = NULL, *tgt_b = NULL, *pos_b = NULL, *seg_b = NULL, *argmax = NULL;
     float *lp = NULL, *dlp = NULL, *ent = NULL;
@@ -421,6 +479,11 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
                        "(%d, %s): logit distillation needs one tokenizer (a generate stage with the "
                        "teacher and sft on its samples distill across tokenizers)", o->stage,
                        teacher->cfg.vocab_size, o->teacher_dir, m->cfg.vocab_size, o->model_dir);
+            goto out;
+        }
+        if (o->lmbda > 0 && o->packing) {
+            errmsg_set(err, errlen, "%s: on-policy distillation (lmbda %g) needs packing off: the "
+                       "student completes each row's one prompt", o->stage, (double)o->lmbda);
             goto out;
         }
         if (o->seq_len > teacher->cfg.max_position_embeddings) {
@@ -524,10 +587,22 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
                                   "eval_rows", eval.n, "skipped_rows", skipped, "steps", steps,
                                   "start_step", step0));
 
+    if (teacher && o->lmbda > 0) {
+        struct gen_config gc;
+        gen_config_default(&gc);
+        if (gc.max_seqs < B) gc.max_seqs = B;
+        ro = calloc((size_t)B, sizeof *ro);
+        if (!ro || !(ge = gen_engine_new(m, tok, &gc, rollout_on_event, NULL, err, errlen))) {
+            if (!ro) errmsg_set(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+
     struct progress prog;
     progress_init(&prog, steps);
     double t0 = progress_now(), t_last = t0, eval_last;
     long tokens_since = 0;
+    int steps_since = 0, onpolicy_since = 0;
     for (int step = step0; step < steps; step++) {
         for (int b = 0; b < B; b++) {
             if (pos == train.n) {
@@ -538,6 +613,15 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             size_t at = (size_t)b * T;
             sft_rows_get(&train, order[pos++], tok_b + at, tgt_b + at, pos_b + at, seg_b + at);
         }
+        /* GKD: with probability lmbda the student's own completions (the
+         * draw from the trainer's RNG, which checkpoints keep) */
+        const bool onpolicy = ge && rng_uniform(&r) < o->lmbda;
+        if (onpolicy && onpolicy_rows(ge, o, B, T, tok_b, tgt_b, pos_b, pad,
+                                      o->seed * 0x2545f4914f6cdd1dULL + (uint64_t)step, ro, err,
+                                      errlen) < 0)
+            goto out;
+        onpolicy_since += onpolicy;
+        steps_since++;
         int count = 0;
         for (int i = 0; i < N; i++) count += tgt_b[i] >= 0;
         if ((teacher && model_forward_segmented(teacher, tok_b, pos_b, train.seg ? seg_b : NULL, B, T,
@@ -595,6 +679,8 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
                                    "tokens_per_second", (double)tokens_since / (now - t_last),
                                    "epoch", (double)(step + 1) / steps_per_epoch);
             if (teacher) json_object_set_new(mv, "nll", json_real(nll));
+            if (ge) json_object_set_new(mv, "on_policy", json_real((double)onpolicy_since / steps_since));
+            onpolicy_since = steps_since = 0;
             events_emit(events, json_pack("{s:s,s:s,s:i,s:o}", "type", "metric", "stage", o->stage,
                                           "step", step + 1, "values", mv));
             t_last = now;
@@ -629,6 +715,9 @@ out:
     sft_rows_free(&eval);
     free(tok_b); free(tgt_b); free(pos_b); free(seg_b); free(argmax); free(lp); free(dlp); free(ent);
     tok_free(tok);
+    if (ro) for (int i = 0; i < o->batch; i++) rollout_free(&ro[i]);
+    free(ro);
+    gen_engine_free(ge);
     model_free(teacher);
     model_free(m);
     return rc;

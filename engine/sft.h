@@ -90,6 +90,12 @@ struct sft_opts {
      * KL), instead of the completion's negative log-likelihood. */
     const char *teacher_dir;    /* NULL: plain SFT */
     float kd_beta, kd_temperature;
+    /* On-policy share (GKD's lambda, TRL's lmbda): each step, with this
+     * probability, the batch's completions are replaced by the student's
+     * own, sampled from its prompts at kd_temperature, at most
+     * max_new_tokens each (and what fits in seq_len); needs packing off. */
+    float lmbda;
+    int max_new_tokens;
     const char *kind;           /* "sft" or "distill": events and checkpoints */
 };
 

@@ -56,7 +56,10 @@ cat > "$tmp/spec.json" <<JSON
    "params": {"epochs": 1, "batch_size": 4, "seq_len": 96, "learning_rate": 0.001, "log_every": 5, $C}},
   {"name": "kd", "kind": "distill", "model": "base", "teacher": "cold", "dataset": "sft.jsonl",
    "params": {"max_steps": 30, "batch_size": 4, "seq_len": 96, "learning_rate": 0.002, "log_every": 1,
-              "beta": 0.5, "temperature": 1.0, $C}}]}
+              "beta": 0.5, "temperature": 1.0, "lmbda": 0, $C}},
+  {"name": "kd-on", "kind": "distill", "model": "base", "teacher": "cold", "dataset": "sft.jsonl",
+   "params": {"max_steps": 30, "batch_size": 4, "seq_len": 96, "learning_rate": 0.002, "log_every": 1,
+              "beta": 1.0, "lmbda": 1, "max_new_tokens": 24, $C}}]}
 JSON
 "$ENGINE" train --spec "$tmp/spec.json" --data-dir "$tmp/data" --out "$tmp/out" > "$tmp/events"
 check "tail -1 '$tmp/events' | grep -q '\"status\":\"succeeded\"'" "the pipeline failed: $(grep -m1 '"error"' "$tmp/events")"
@@ -112,6 +115,20 @@ first=$(head -3 <<<"$kd" | awk '{s += $1} END {print s / NR}'); last=$(tail -3 <
 echo "distill: jsd first 3 steps $first, last 3 $last"
 check "[ $(wc -l <<<"$kd") = 30 ] && awk 'BEGIN{exit !($last < 0.7 * $first)}'" "the divergence to the teacher should fall ($first -> $last)"
 check "grep -q '\"type\":\"stage\",\"stage\":\"kd\",\"kind\":\"distill\",\"status\":\"succeeded\"' '$tmp/events'" "no distill stage event"
+# on-policy (lmbda 1): every step trains on the student's own completions,
+# and the reverse KL to the teacher on them falls too
+on=$(grep '"stage":"kd-on","step"' "$tmp/events")
+check "[ $(grep -c '"on_policy":1' <<<"$on") = 30 ]" "on-policy steps: $(grep -c '"on_policy":1' <<<"$on") of 30"
+kd=$(sed 's/.*"values":{"loss":\([0-9.e-]*\).*/\1/' <<<"$on")
+first=$(head -5 <<<"$kd" | awk '{s += $1} END {print s / NR}'); last=$(tail -5 <<<"$kd" | awk '{s += $1} END {print s / NR}')
+echo "on-policy distill: reverse KL first 5 steps $first, last 5 $last"
+check "awk 'BEGIN{exit !($last < 0.8 * $first)}'" "the on-policy divergence should fall ($first -> $last)"
+# the first step's student is the base model in both stages: its own
+# samples are far likelier to it than the dataset's completions
+nll() { grep "\"stage\":\"$1\",\"step\":1," "$tmp/events" | sed 's/.*"nll":\([0-9.e-]*\).*/\1/'; }
+off=$(nll kd); own=$(nll kd-on)
+echo "step 1 nll: dataset completions $off, the student's own $own"
+check "awk 'BEGIN{exit !($own < 0.8 * $off)}'" "on-policy rows should hold the student's samples (nll $own vs $off)"
 check "[ -s '$tmp/out/kd/model.safetensors' ] && ! cmp -s '$tmp/out/kd/model.safetensors' '$tmp/out/base/model.safetensors'" "the student was not trained"
 
 expect_invalid() {   # expect_invalid "message substring" 'spec json'
@@ -129,6 +146,7 @@ expect_invalid 'params.num_samples: must be in [1, 256]' '{"name":"c","stages":[
 expect_invalid 'dataset "s" names a sft stage, which produces no dataset' '{"name":"c","stages":[{"name":"s","kind":"sft",'"$M"'},{"name":"g","kind":"generate","model":"s","dataset":"s"}]}'
 expect_invalid 'stage "a": field "teacher" is missing' '{"name":"c","stages":[{"name":"a","kind":"distill",'"$M"'}]}'
 expect_invalid 'unknown field "teacher"' '{"name":"c","stages":[{"name":"a","kind":"sft","teacher":"x",'"$M"'}]}'
+expect_invalid 'needs packing off' '{"name":"c","stages":[{"name":"a","kind":"distill","teacher":"../out/cold",'"$M"',"params":{"packing":true,"lmbda":0.5,"max_steps":1}}]}'
 expect_invalid 'params.beta: must be in [0, 1]' '{"name":"c","stages":[{"name":"a","kind":"distill","teacher":"../out/cold",'"$M"',"params":{"beta":2}}]}'
 expect_invalid 'teacher "g" names a generate stage, which produces no model' '{"name":"c","stages":[{"name":"g","kind":"generate",'"$M"'},{"name":"a","kind":"distill","teacher":"g",'"$M"'}]}'
 # a teacher with another vocabulary: refused at the start, naming both
