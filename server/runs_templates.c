@@ -20,7 +20,8 @@
 
 #define TEMPLATES_LOCK_KEY "7707001"   /* pg_advisory_lock key of template creation */
 
-static const char *const builtin_names[] = {"r1-zero", "sft", "pretrain-tiny"};
+static const char *const builtin_names[] = {"r1-zero", "sft", "pretrain-tiny", "r1"};
+#define N_BUILTIN (int)(sizeof builtin_names / sizeof *builtin_names)
 
 /* `engine datagen TASK --n N --seed S --format F --out FILE` unless FILE exists. */
 static int datagen(struct server *srv, const char *format, const char *n, const char *seed,
@@ -145,9 +146,39 @@ static int create_all(struct server *srv, char *err, size_t errlen)
         "description", "pretrain the tiny model from scratch on arithmetic worked solutions",
         "stages", "name", "pretrain", "kind", "pretrain", "dataset", text_id, "params", "config",
         "tiny", "steps", 300, "checkpoint_every", 100, "seed", 1);
-    json_t *all[] = {zero, sftp, pre};
-    rc = 0;
-    for (int i = 0; i < 3; i++) {
+    /* R1 (arXiv 2501.12948 §2.3): a cold start (SFT on worked solutions),
+     * reasoning GRPO, rejection sampling of the RL model's correct answers,
+     * SFT of the base on them, GRPO again, then an eval. Small budgets: a
+     * demonstration of the recipe on the tiny model, not a tuned run. */
+    char r1s[4096];
+    snprintf(r1s, sizeof r1s,
+        "{\"name\": \"r1\", \"description\": \"R1: cold-start SFT, reasoning GRPO, rejection sampling, "
+        "SFT on the kept samples, GRPO again\", \"stages\": ["
+        "{\"name\": \"cold\", \"kind\": \"sft\", \"model\": \"$base\", \"dataset\": \"%s\","
+        " \"params\": {\"max_steps\": 300, \"batch_size\": 8, \"learning_rate\": 1e-4, \"chat_template\": \"chatml\","
+        " \"seed\": 1}},"
+        "{\"name\": \"rl\", \"kind\": \"grpo\", \"model\": \"cold\", \"dataset\": \"%s\", \"reward\": \"%s\","
+        " \"params\": {\"steps\": 100, \"prompts_per_step\": 8, \"group_size\": 8, \"max_completion_length\": 96,"
+        " \"learning_rate\": 3e-5, \"loss_type\": \"dr_grpo\", \"epsilon_high\": 0.28, \"chat_template\": \"chatml\","
+        " \"checkpoint_every\": 50, \"seed\": 1}},"
+        "{\"name\": \"rs\", \"kind\": \"rejection_sample\", \"model\": \"rl\", \"dataset\": \"%s\", \"reward\": \"%s\","
+        " \"params\": {\"num_samples\": 4, \"max_completion_length\": 96, \"max_per_prompt\": 2,"
+        " \"chat_template\": \"chatml\", \"seed\": 2}},"
+        "{\"name\": \"sft2\", \"kind\": \"sft\", \"model\": \"$base\", \"dataset\": \"rs\","
+        " \"params\": {\"epochs\": 2, \"batch_size\": 8, \"learning_rate\": 1e-4, \"chat_template\": \"chatml\","
+        " \"seed\": 3}},"
+        "{\"name\": \"rl2\", \"kind\": \"grpo\", \"model\": \"sft2\", \"dataset\": \"%s\", \"reward\": \"%s\","
+        " \"params\": {\"steps\": 100, \"prompts_per_step\": 8, \"group_size\": 8, \"max_completion_length\": 96,"
+        " \"learning_rate\": 3e-5, \"loss_type\": \"dr_grpo\", \"epsilon_high\": 0.28, \"chat_template\": \"chatml\","
+        " \"checkpoint_every\": 50, \"seed\": 4}},"
+        "{\"name\": \"eval\", \"kind\": \"eval\", \"model\": \"rl2\", \"dataset\": \"%s\", \"reward\": \"%s\","
+        " \"params\": {\"max_completion_length\": 96, \"num_samples\": 4, \"chat_template\": \"chatml\", \"seed\": 1}}]}",
+        sft_id, rl_id, rw_id, rl_id, acc_id, rl_id, rw_id, test_id, acc_id);
+    json_t *r1p = json_loads(r1s, 0, NULL);
+    json_t *all[] = {zero, sftp, pre, r1p};
+    rc = r1p ? 0 : -1;
+    if (!r1p) snprintf(err, errlen, "the r1 template does not parse");
+    for (int i = 0; i < N_BUILTIN; i++) {
         json_t *old = NULL;
         int f = rc ? 0 : pipelines_lookup(srv, builtin_names[i], pid, &old, err, errlen);
         json_decref(old);
@@ -161,7 +192,7 @@ static int create_all(struct server *srv, char *err, size_t errlen)
 int runs_templates_ensure(struct server *srv, char *err, size_t errlen)
 {
     int missing = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_BUILTIN; i++) {
         char id[64];
         json_t *spec = NULL;
         int f = pipelines_lookup(srv, builtin_names[i], id, &spec, err, errlen);
@@ -178,6 +209,6 @@ int runs_templates_ensure(struct server *srv, char *err, size_t errlen)
     int rc = locked ? create_all(srv, err, errlen) : -1;
     if (!locked) snprintf(err, errlen, "%s", PQerrorMessage(c));
     PQfinish(c); /* releases the lock */
-    if (rc == 0) log_msg("runs: built-in pipelines r1-zero, sft, pretrain-tiny are ready");
+    if (rc == 0) log_msg("runs: built-in pipelines r1-zero, sft, pretrain-tiny, r1 are ready");
     return rc;
 }

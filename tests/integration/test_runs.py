@@ -236,7 +236,7 @@ def checks(ctx):
             "model": "cflow/rl", "messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 4},
             key=ctx.admin, timeout=120)
         eq(st, 200, "chat with the stage model: %r" % (out,))
-        for name in ("r1-zero", "sft", "pretrain-tiny"):
+        for name in ("r1-zero", "sft", "pretrain-tiny", "r1"):
             ok = wait_for(lambda: request(a, "GET", "/v1/pipelines/" + name, key=ctx.read)[0] == 200, 120, 1)
             assert ok, "built-in pipeline %s missing" % name
     check("upload -> reward -> pipeline -> run -> SSE -> succeeded -> stage model chats; templates exist",
