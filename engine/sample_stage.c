@@ -68,16 +68,12 @@ static bool passes(const struct sample_opts *o, const struct rollout *r, const s
     return o->has_min_reward ? res->total >= o->min_reward : correct(res);
 }
 
-/* Orders the kept samples of one prompt: higher reward first, then the
- * shorter, then sampling order (qsort is not stable). */
-static const struct rollout *g_ro;
-static const struct reward_result *g_res;
-static int rank_cmp(const void *a, const void *b)
+/* Whether sample i ranks before sample j among a prompt's kept ones:
+ * higher reward first, then the shorter. */
+static bool ranks_before(const struct rollout *ro, const struct reward_result *res, int i, int j)
 {
-    const int i = *(const int *)a, j = *(const int *)b;
-    if (g_res[i].total != g_res[j].total) return g_res[i].total > g_res[j].total ? -1 : 1;
-    if (g_ro[i].n_tokens != g_ro[j].n_tokens) return g_ro[i].n_tokens < g_ro[j].n_tokens ? -1 : 1;
-    return i < j ? -1 : i > j;
+    if (res[i].total != res[j].total) return res[i].total > res[j].total;
+    return ro[i].n_tokens < ro[j].n_tokens;
 }
 
 /* Writes the kept samples of rows [0, n_rows) of a batch (k samples each)
@@ -99,9 +95,13 @@ static long write_batch(const struct sample_opts *o, const struct rl_dataset *ds
             if (!dup) keep[nk++] = i;
         }
         if (res) {
-            g_ro = ro;
-            g_res = res;
-            qsort(keep, (size_t)nk, sizeof *keep, rank_cmp);
+            /* insertion sort (k <= 256): stable, so ties keep sampling order */
+            for (int q = 1; q < nk; q++)
+                for (int z = q; z > 0 && ranks_before(ro, res, keep[z], keep[z - 1]); z--) {
+                    const int t = keep[z];
+                    keep[z] = keep[z - 1];
+                    keep[z - 1] = t;
+                }
             if (o->max_per_prompt > 0 && nk > o->max_per_prompt) nk = o->max_per_prompt;
         }
         *prompts_kept += nk > 0;

@@ -365,15 +365,14 @@ static int sft_read_row(void *ctx, json_t *row, char *err, size_t errlen)
     return 0;
 }
 
-/* On-policy rows (GKD): each of the B unpacked rows of tok/tgt/pos keeps
- * its prompt (the tokens up to its first target) and gets the student's
- * own completion, sampled by ge, as its targets; rows without a target are
- * left alone. Returns the completion tokens sampled, or -1 with err. */
-static long onpolicy_rows(struct gen_engine *ge, const struct sft_opts *o, int B, int T,
-                          int32_t *tok, int32_t *tgt, int32_t *pos, int32_t pad, uint64_t seed,
-                          struct rollout *ro, char *err, size_t errlen)
+/* On-policy rows (GKD): each of the B unpacked rows of tok/tgt keeps its
+ * prompt (the tokens up to its first target) and gets the student's own
+ * completion, sampled by ge, as its targets (its positions stay 0..T-1);
+ * rows without a target are left alone. Returns 0 or -1 with err. */
+static int onpolicy_rows(struct gen_engine *ge, const struct sft_opts *o, int B, int T,
+                         int32_t *tok, int32_t *tgt, int32_t pad, uint64_t seed, struct rollout *ro,
+                         char *err, size_t errlen)
 {
-    long sampled = 0;
     memset(ro, 0, (size_t)B * sizeof *ro);
     for (int b = 0; b < B; b++) {
         /* ro[b].row: the row's first target position, the end of its prompt */
@@ -409,12 +408,10 @@ static long onpolicy_rows(struct gen_engine *ge, const struct sft_opts *o, int B
             const int j = t - p;    /* input t predicts completion token j */
             g[t] = j < k ? ro[b].tokens[j] : -1;
             if (t > p) x[t] = j - 1 < k ? ro[b].tokens[j - 1] : pad;
-            pos[(size_t)b * T + t] = t;
         }
-        sampled += k;
         rollout_free(&ro[b]);
     }
-    return sampled;
+    return 0;
 }
 
 /* The epoch's order of training rows: a Fisher-Yates shuffle from r. */
@@ -616,9 +613,8 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         /* GKD: with probability lmbda the student's own completions (the
          * draw from the trainer's RNG, which checkpoints keep) */
         const bool onpolicy = ge && rng_uniform(&r) < o->lmbda;
-        if (onpolicy && onpolicy_rows(ge, o, B, T, tok_b, tgt_b, pos_b, pad,
-                                      o->seed * 0x2545f4914f6cdd1dULL + (uint64_t)step, ro, err,
-                                      errlen) < 0)
+        if (onpolicy && onpolicy_rows(ge, o, B, T, tok_b, tgt_b, pad,
+                                      o->seed * 0x2545f4914f6cdd1dULL + (uint64_t)step, ro, err, errlen))
             goto out;
         onpolicy_since += onpolicy;
         steps_since++;
