@@ -8,7 +8,6 @@
  *   out = h + down(silu(gate(rms2(h))) * up(rms2(h)))
  * then logits = lm_head(rms_f(x_L)). */
 #include "model.h"
-#include "kd_loss.h"
 
 #include <errno.h>
 #include <math.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kd_loss.h"
 #include "rng.h"
 #include "errmsg.h"
 
@@ -655,26 +655,24 @@ void model_grads_zero(struct model *m)
 }
 
 /* How a chunk of logits (rows [r0, r0+n) in m->acts.logits) becomes
- * d loss / d logits, in place; 0, or -1 when it could not (out of memory). */
-typedef int model_dlogits_fn(struct model *m, int r0, int n, void *ctx);
+ * d loss / d logits, in place. */
+typedef void model_dlogits_fn(struct model *m, int r0, int n, void *ctx);
 
 struct dlogprob_ctx {
     const int32_t *targets;
     const float *dlogprob;
 };
 
-static int dlogits_of_logprobs(struct model *m, int r0, int n, void *ctx)
+static void dlogits_of_logprobs(struct model *m, int r0, int n, void *ctx)
 {
     const struct dlogprob_ctx *d = ctx;
     m->be->logprob_backward(m->acts.logits, m->acts.lse + r0, d->targets + r0, d->dlogprob + r0, n,
                             m->cfg.vocab_size);
-    return 0;
 }
 
 /* The backward pass through the whole model, the logits' gradient chunk by
- * chunk from dlogits. Returns 0, or -1 when dlogits failed (the gradients
- * are then incomplete). */
-static int backward_with(struct model *m, model_dlogits_fn *dlogits, void *ctx)
+ * chunk from dlogits. */
+static void backward_with(struct model *m, model_dlogits_fn *dlogits, void *ctx)
 {
     const struct model_config *c = &m->cfg;
     const struct backend *be = m->be;
@@ -690,7 +688,7 @@ static int backward_with(struct model *m, model_dlogits_fn *dlogits, void *ctx)
     for (int r0 = 0; r0 < N; r0 += R) {
         int n = N - r0 < R ? N - r0 : R;
         model_logits(m, r0, n, a->logits);
-        if (dlogits(m, r0, n, ctx)) return -1;
+        dlogits(m, r0, n, ctx);
         be->matmul_backward(a->dln + (size_t)r0 * C, G + m->lm_head, NULL, a->logits,
                             a->lnf + (size_t)r0 * C, P + m->lm_head, n, C, V);
     }
@@ -736,7 +734,6 @@ static int backward_with(struct model *m, model_dlogits_fn *dlogits, void *ctx)
                              a->rstd1 + (size_t)l * N, N, C);
     }
     be->embedding_backward(G + m->wte, a->dres, a->tokens, N, C);
-    return 0;
 }
 
 void model_backward(struct model *m, const int32_t *targets, const float *dlogprob)
@@ -757,7 +754,7 @@ struct kd_ctx {
 /* The chunk's rows of nonzero weight, gathered with the teacher's logits
  * of the same rows, go through kd_divergence_rows; the others get a zero
  * gradient. */
-static int dlogits_of_kd(struct model *m, int r0, int n, void *ctx)
+static void dlogits_of_kd(struct model *m, int r0, int n, void *ctx)
 {
     struct kd_ctx *k = ctx;
     const struct backend *be = m->be;
@@ -779,7 +776,6 @@ static int dlogits_of_kd(struct model *m, int r0, int n, void *ctx)
     }
     be->zero(m->acts.logits, (size_t)n * row);
     for (int j = 0; j < na; j++) be->upload(m->acts.logits + k->rows[j] * V, k->zs + j * V, row);
-    return 0;
 }
 
 double model_backward_kd(struct model *m, struct model *teacher, const float *w, float beta,
@@ -793,10 +789,10 @@ double model_backward_kd(struct model *m, struct model *teacher, const float *w,
     k.scale = malloc((size_t)R * sizeof(float));
     k.loss = malloc((size_t)R * sizeof(float));
     k.rows = malloc((size_t)R * sizeof(int));
-    int rc = -1;
-    if (k.zs && k.zt && k.scale && k.loss && k.rows) rc = backward_with(m, dlogits_of_kd, &k);
+    const bool ok = k.zs && k.zt && k.scale && k.loss && k.rows;
+    if (ok) backward_with(m, dlogits_of_kd, &k);
     free(k.zs); free(k.zt); free(k.scale); free(k.loss); free(k.rows);
-    return rc ? NAN : k.sum;
+    return ok ? k.sum : NAN;
 }
 
 /* -------------------------------------------------------------- optimizer */
