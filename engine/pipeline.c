@@ -35,6 +35,7 @@ struct param_def {
 
 /* Every parameter a stage kind accepts, with its type and range. */
 #define PARAM(kind, name, type, lo, hi) {kind, name, type, lo, hi, NULL}
+#define SAMPLERS "grpo|eval|generate|rejection_sample"
 #define CHOICE(kind, name, choices) {kind, name, P_ENUM, 0, 0, choices}
 static const struct param_def params_table[] = {
     PARAM("pretrain", "config", P_STR, 0, 0),
@@ -70,16 +71,10 @@ static const struct param_def params_table[] = {
     PARAM("grpo", "steps", P_INT, 1, 1e8),
     PARAM("grpo", "prompts_per_step", P_INT, 1, 4096),
     PARAM("grpo", "group_size", P_INT, 2, 256),
-    PARAM("grpo", "max_prompt_length", P_INT, 1, 1 << 20),
-    PARAM("grpo", "max_completion_length", P_INT, 1, 1 << 20),
     PARAM("grpo", "learning_rate", P_NUM, 0, 10),
     PARAM("grpo", "warmup_ratio", P_NUM, 0, 1),
     PARAM("grpo", "weight_decay", P_NUM, 0, 10),
     PARAM("grpo", "max_grad_norm", P_NUM, 0, 1e9),
-    PARAM("grpo", "temperature", P_NUM, 0, 100),
-    PARAM("grpo", "top_p", P_NUM, 1e-9, 1),
-    PARAM("grpo", "top_k", P_INT, 0, 1 << 30),
-    PARAM("grpo", "min_p", P_NUM, 0, 1),
     PARAM("grpo", "beta", P_NUM, 0, 100),
     PARAM("grpo", "epsilon", P_NUM, 0, 10),
     PARAM("grpo", "epsilon_high", P_NUM, 0, 10),
@@ -94,43 +89,24 @@ static const struct param_def params_table[] = {
     PARAM("grpo", "dynamic_sampling", P_BOOL, 0, 0),
     PARAM("grpo", "max_resample_rounds", P_INT, 0, 16),
     PARAM("grpo", "micro_batch_size", P_INT, 0, 4096),
-    PARAM("grpo", "log_completions", P_INT, 0, 1024),
     PARAM("grpo", "checkpoint_every", P_INT, 0, 1e8),
-    PARAM("grpo", "kv_cache_mb", P_INT, 1, 1 << 20),
-    CHOICE("grpo", "kv_dtype", "f16|f32|q8"),
-    CHOICE("grpo", "dtype", "f32|bf16|q8|q4"),
-    PARAM("grpo", "seed", P_INT, 0, 2147483647),
-    PARAM("grpo", "chat_template", P_STR, 0, 0),
-    PARAM("grpo", "prompt_template", P_STR, 0, 0),
-    PARAM("grpo", "prefill_think", P_BOOL, 0, 0),
-    PARAM("eval", "max_prompt_length", P_INT, 1, 1 << 20),
-    PARAM("eval", "max_completion_length", P_INT, 1, 1 << 20),
     PARAM("eval", "num_samples", P_INT, 0, 256),
-    PARAM("eval", "temperature", P_NUM, 0, 100),
-    PARAM("eval", "top_p", P_NUM, 1e-9, 1),
-    PARAM("eval", "log_completions", P_INT, 0, 1024),
-    PARAM("eval", "kv_cache_mb", P_INT, 1, 1 << 20),
-    CHOICE("eval", "kv_dtype", "f16|f32|q8"),
-    CHOICE("eval", "dtype", "f32|bf16|q8|q4"),
-    PARAM("eval", "seed", P_INT, 0, 2147483647),
-    PARAM("eval", "chat_template", P_STR, 0, 0),
-    PARAM("eval", "prompt_template", P_STR, 0, 0),
-    PARAM("eval", "prefill_think", P_BOOL, 0, 0),
+    /* what every stage that samples takes (SAMPLING_PARAMS) */
+    PARAM(SAMPLERS, "max_prompt_length", P_INT, 1, 1 << 20),
+    PARAM(SAMPLERS, "max_completion_length", P_INT, 1, 1 << 20),
+    PARAM(SAMPLERS, "temperature", P_NUM, 0, 100),
+    PARAM(SAMPLERS, "top_p", P_NUM, 1e-9, 1),
+    PARAM(SAMPLERS, "log_completions", P_INT, 0, 1024),
+    PARAM(SAMPLERS, "kv_cache_mb", P_INT, 1, 1 << 20),
+    CHOICE(SAMPLERS, "kv_dtype", "f16|f32|q8"),
+    CHOICE(SAMPLERS, "dtype", "f32|bf16|q8|q4"),
+    PARAM(SAMPLERS, "seed", P_INT, 0, 2147483647),
+    PARAM(SAMPLERS, "chat_template", P_STR, 0, 0),
+    PARAM(SAMPLERS, "prompt_template", P_STR, 0, 0),
+    PARAM(SAMPLERS, "prefill_think", P_BOOL, 0, 0),
+    PARAM("grpo|generate|rejection_sample", "top_k", P_INT, 0, 1 << 30),
+    PARAM("grpo|generate|rejection_sample", "min_p", P_NUM, 0, 1),
     PARAM("generate|rejection_sample", "num_samples", P_INT, 1, 256),
-    PARAM("generate|rejection_sample", "max_prompt_length", P_INT, 1, 1 << 20),
-    PARAM("generate|rejection_sample", "max_completion_length", P_INT, 1, 1 << 20),
-    PARAM("generate|rejection_sample", "temperature", P_NUM, 0, 100),
-    PARAM("generate|rejection_sample", "top_p", P_NUM, 1e-9, 1),
-    PARAM("generate|rejection_sample", "top_k", P_INT, 0, 1 << 30),
-    PARAM("generate|rejection_sample", "min_p", P_NUM, 0, 1),
-    PARAM("generate|rejection_sample", "log_completions", P_INT, 0, 1024),
-    PARAM("generate|rejection_sample", "kv_cache_mb", P_INT, 1, 1 << 20),
-    CHOICE("generate|rejection_sample", "kv_dtype", "f16|f32|q8"),
-    CHOICE("generate|rejection_sample", "dtype", "f32|bf16|q8|q4"),
-    PARAM("generate|rejection_sample", "seed", P_INT, 0, 2147483647),
-    PARAM("generate|rejection_sample", "chat_template", P_STR, 0, 0),
-    PARAM("generate|rejection_sample", "prompt_template", P_STR, 0, 0),
-    PARAM("generate|rejection_sample", "prefill_think", P_BOOL, 0, 0),
     PARAM("rejection_sample", "min_reward", P_NUM, -1e9, 1e9),
     PARAM("rejection_sample", "max_per_prompt", P_INT, 0, 256),
     PARAM("rejection_sample", "keep_truncated", P_BOOL, 0, 0),
@@ -505,6 +481,26 @@ static const char *p_str(const json_t *params, const char *name)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* The parameters every stage that samples from a model shares (grpo,
+ * eval, generate, rejection_sample), read into the same-named fields of
+ * its options o, over their defaults. */
+#define SAMPLING_PARAMS(o, pa)                                                                   \
+    do {                                                                                         \
+        (o).chat_template = p_str(pa, "chat_template");                                          \
+        (o).prompt_template = p_str(pa, "prompt_template");                                      \
+        (o).prefill_think = json_is_true(json_object_get(pa, "prefill_think"));                  \
+        (o).max_prompt_length = (int)p_int(pa, "max_prompt_length", (o).max_prompt_length);      \
+        (o).max_completion_length =                                                              \
+            (int)p_int(pa, "max_completion_length", (o).max_completion_length);                  \
+        (o).temperature = (float)p_num(pa, "temperature", (o).temperature);                      \
+        (o).top_p = (float)p_num(pa, "top_p", (o).top_p);                                        \
+        (o).log_completions = (int)p_int(pa, "log_completions", (o).log_completions);            \
+        (o).kv_cache_mb = (int)p_int(pa, "kv_cache_mb", (o).kv_cache_mb);                        \
+        if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &(o).kv_dtype);         \
+        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &(o).dtype);             \
+        (o).seed = (uint64_t)p_int(pa, "seed", (long)(o).seed);                                  \
+    } while (0)
+
 static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, const struct backend *be,
                      FILE *events, char *err, size_t errlen)
 {
@@ -538,20 +534,14 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.out = st->out;
         o.stage = st->name;
         o.reward = st->reward;
-        o.chat_template = p_str(pa, "chat_template");
-        o.prompt_template = p_str(pa, "prompt_template");
-        o.prefill_think = json_is_true(json_object_get(pa, "prefill_think"));
+        SAMPLING_PARAMS(o, pa);
         o.steps = (int)p_int(pa, "steps", o.steps);
         o.prompts_per_step = (int)p_int(pa, "prompts_per_step", o.prompts_per_step);
         o.group_size = (int)p_int(pa, "group_size", o.group_size);
-        o.max_prompt_length = (int)p_int(pa, "max_prompt_length", o.max_prompt_length);
-        o.max_completion_length = (int)p_int(pa, "max_completion_length", o.max_completion_length);
         o.learning_rate = (float)p_num(pa, "learning_rate", o.learning_rate);
         o.warmup_ratio = (float)p_num(pa, "warmup_ratio", o.warmup_ratio);
         o.weight_decay = (float)p_num(pa, "weight_decay", o.weight_decay);
         o.max_grad_norm = (float)p_num(pa, "max_grad_norm", o.max_grad_norm);
-        o.temperature = (float)p_num(pa, "temperature", o.temperature);
-        o.top_p = (float)p_num(pa, "top_p", o.top_p);
         o.top_k = (int)p_int(pa, "top_k", o.top_k);
         o.min_p = (float)p_num(pa, "min_p", o.min_p);
         o.beta = p_num(pa, "beta", o.beta);
@@ -569,12 +559,7 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.dynamic_sampling = json_is_true(json_object_get(pa, "dynamic_sampling"));
         o.max_resample_rounds = (int)p_int(pa, "max_resample_rounds", o.max_resample_rounds);
         o.micro_batch_size = (int)p_int(pa, "micro_batch_size", o.micro_batch_size);
-        o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
         o.checkpoint_every = (int)p_int(pa, "checkpoint_every", o.checkpoint_every);
-        o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
-        if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
-        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
-        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         o.ctl = ctl;
         return grpo_run(&o, be, events, err, errlen);
     }
@@ -585,19 +570,8 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.data = st->dataset;
         o.stage = st->name;
         o.reward = st->reward;
-        o.chat_template = p_str(pa, "chat_template");
-        o.prompt_template = p_str(pa, "prompt_template");
-        o.prefill_think = json_is_true(json_object_get(pa, "prefill_think"));
-        o.max_prompt_length = (int)p_int(pa, "max_prompt_length", o.max_prompt_length);
-        o.max_completion_length = (int)p_int(pa, "max_completion_length", o.max_completion_length);
+        SAMPLING_PARAMS(o, pa);
         o.num_samples = (int)p_int(pa, "num_samples", o.num_samples);
-        o.temperature = (float)p_num(pa, "temperature", o.temperature);
-        o.top_p = (float)p_num(pa, "top_p", o.top_p);
-        o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
-        o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
-        if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
-        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
-        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         return eval_run(&o, be, events, err, errlen);
     }
     if (IN(st->kind, dataset_kinds)) {
@@ -610,14 +584,8 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.stage = st->name;
         o.kind = st->kind;
         o.reward = st->reward;
-        o.chat_template = p_str(pa, "chat_template");
-        o.prompt_template = p_str(pa, "prompt_template");
-        o.prefill_think = json_is_true(json_object_get(pa, "prefill_think"));
-        o.max_prompt_length = (int)p_int(pa, "max_prompt_length", o.max_prompt_length);
-        o.max_completion_length = (int)p_int(pa, "max_completion_length", o.max_completion_length);
+        SAMPLING_PARAMS(o, pa);
         o.num_samples = (int)p_int(pa, "num_samples", rs ? 4 : o.num_samples);
-        o.temperature = (float)p_num(pa, "temperature", o.temperature);
-        o.top_p = (float)p_num(pa, "top_p", o.top_p);
         o.top_k = (int)p_int(pa, "top_k", o.top_k);
         o.min_p = (float)p_num(pa, "min_p", o.min_p);
         o.has_min_reward = json_object_get(pa, "min_reward") != NULL;
@@ -625,11 +593,6 @@ static int run_stage(const struct pipeline_stage *st, struct train_ctl *ctl, con
         o.max_per_prompt = (int)p_int(pa, "max_per_prompt", 0);
         o.keep_truncated = json_is_true(json_object_get(pa, "keep_truncated"));
         o.keep_duplicates = json_is_true(json_object_get(pa, "keep_duplicates"));
-        o.log_completions = (int)p_int(pa, "log_completions", o.log_completions);
-        o.kv_cache_mb = (int)p_int(pa, "kv_cache_mb", o.kv_cache_mb);
-        if (p_str(pa, "kv_dtype")) kv_dtype_parse(p_str(pa, "kv_dtype"), &o.kv_dtype);
-        if (p_str(pa, "dtype")) w_dtype_parse(p_str(pa, "dtype"), NULL, &o.dtype);
-        o.seed = (uint64_t)p_int(pa, "seed", (long)o.seed);
         o.ctl = ctl;
         return sample_run(&o, be, events, err, errlen);
     }
