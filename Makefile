@@ -43,7 +43,7 @@ CUDA_OBJS := $(CUDA_SRCS:%.cu=$(OBJ_DIR)/%.o)
 LIBS += $(CUDA_LIBS)
 endif
 
-.PHONY: all deps test unit-test cuda-check run bench ref clean demo-r1-zero
+.PHONY: all deps test unit-test cuda-check run bench ref clean demo-r1-zero demo-r1
 all: build/aha-engine build/aha-engine-san build/aha-server build/aha-server-san
 
 build/aha-engine: $(LIB_OBJS) $(OBJ_DIR)/$(ENGINE_MAIN:.c=.o) $(CUDA_OBJS)
@@ -149,6 +149,12 @@ run: deps
 # cores (OMP_NUM_THREADS=1 is faster than 2 threads on a loaded machine).
 demo-r1-zero: build/aha-engine
 	bash demo/r1_zero.sh
+
+# The R1 recipe beside R1-Zero on one tiny base (demo/r1.sh, demo/r1.json):
+# cold-start SFT, GRPO, rejection sampling, SFT on the kept samples, GRPO;
+# every model evaluated on held-out problems; prints one JSON line.
+demo-r1: build/aha-engine
+	bash demo/r1.sh
 
 build/tokenizer-bench: $(OBJ_DIR)/bench/tokenizer_bench.o $(LIB_OBJS) $(CUDA_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LIBS)

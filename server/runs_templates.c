@@ -148,31 +148,32 @@ static int create_all(struct server *srv, char *err, size_t errlen)
         "tiny", "steps", 300, "checkpoint_every", 100, "seed", 1);
     /* R1 (arXiv 2501.12948 §2.3): a cold start (SFT on worked solutions),
      * reasoning GRPO, rejection sampling of the RL model's correct answers,
-     * SFT of the base on them, GRPO again, then an eval. Small budgets: a
-     * demonstration of the recipe on the tiny model, not a tuned run. */
+     * SFT of the base on them, GRPO again, then an eval. Each stage uses
+     * the model's own template. Small budgets: a demonstration of the
+     * recipe on the tiny model, not a tuned run. */
     char r1s[4096];
     snprintf(r1s, sizeof r1s,
         "{\"name\": \"r1\", \"description\": \"R1: cold-start SFT, reasoning GRPO, rejection sampling, "
         "SFT on the kept samples, GRPO again\", \"stages\": ["
         "{\"name\": \"cold\", \"kind\": \"sft\", \"model\": \"$base\", \"dataset\": \"%s\","
-        " \"params\": {\"max_steps\": 300, \"batch_size\": 8, \"learning_rate\": 1e-4, \"chat_template\": \"chatml\","
+        " \"params\": {\"max_steps\": 300, \"batch_size\": 8, \"learning_rate\": 1e-4,"
         " \"seed\": 1}},"
         "{\"name\": \"rl\", \"kind\": \"grpo\", \"model\": \"cold\", \"dataset\": \"%s\", \"reward\": \"%s\","
         " \"params\": {\"steps\": 100, \"prompts_per_step\": 8, \"group_size\": 8, \"max_completion_length\": 96,"
-        " \"learning_rate\": 3e-5, \"loss_type\": \"dr_grpo\", \"epsilon_high\": 0.28, \"chat_template\": \"chatml\","
+        " \"learning_rate\": 3e-5, \"loss_type\": \"dr_grpo\", \"epsilon_high\": 0.28,"
         " \"checkpoint_every\": 50, \"seed\": 1}},"
         "{\"name\": \"rs\", \"kind\": \"rejection_sample\", \"model\": \"rl\", \"dataset\": \"%s\", \"reward\": \"%s\","
         " \"params\": {\"num_samples\": 4, \"max_completion_length\": 96, \"max_per_prompt\": 2,"
-        " \"chat_template\": \"chatml\", \"seed\": 2}},"
+        " \"seed\": 2}},"
         "{\"name\": \"sft2\", \"kind\": \"sft\", \"model\": \"$base\", \"dataset\": \"rs\","
-        " \"params\": {\"epochs\": 2, \"batch_size\": 8, \"learning_rate\": 1e-4, \"chat_template\": \"chatml\","
+        " \"params\": {\"epochs\": 2, \"batch_size\": 8, \"learning_rate\": 1e-4,"
         " \"seed\": 3}},"
         "{\"name\": \"rl2\", \"kind\": \"grpo\", \"model\": \"sft2\", \"dataset\": \"%s\", \"reward\": \"%s\","
         " \"params\": {\"steps\": 100, \"prompts_per_step\": 8, \"group_size\": 8, \"max_completion_length\": 96,"
-        " \"learning_rate\": 3e-5, \"loss_type\": \"dr_grpo\", \"epsilon_high\": 0.28, \"chat_template\": \"chatml\","
+        " \"learning_rate\": 3e-5, \"loss_type\": \"dr_grpo\", \"epsilon_high\": 0.28,"
         " \"checkpoint_every\": 50, \"seed\": 4}},"
         "{\"name\": \"eval\", \"kind\": \"eval\", \"model\": \"rl2\", \"dataset\": \"%s\", \"reward\": \"%s\","
-        " \"params\": {\"max_completion_length\": 96, \"num_samples\": 4, \"chat_template\": \"chatml\", \"seed\": 1}}]}",
+        " \"params\": {\"max_completion_length\": 96, \"num_samples\": 4, \"seed\": 1}}]}",
         sft_id, rl_id, rw_id, rl_id, acc_id, rl_id, rw_id, test_id, acc_id);
     json_t *r1p = json_loads(r1s, 0, NULL);
     json_t *all[] = {zero, sftp, pre, r1p};
