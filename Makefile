@@ -12,15 +12,20 @@ NVCC    ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/loca
 PYTHON  := /usr/bin/python3
 ARCH    ?= -march=native
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
-CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(WARN) -fopenmp -I. -Ikernels -Iengine
+# Open MPI: the engine's data parallelism (engine/dist.c; `mpirun -np P
+# aha-engine train ...`); an engine started without a launcher never
+# initialises it.
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null)
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -g $(WARN) -fopenmp -I. -Ikernels -Iengine $(MPI_CFLAGS)
 CFLAGS  ?= -O2 $(ARCH)
-LIBS    := -ldnnl -ljansson -lpcre2-8 -lutf8proc -lcurl -lm -fopenmp
+LIBS    := -ldnnl -ljansson -lpcre2-8 -lutf8proc -lcurl -lm -fopenmp $(MPI_LIBS)
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # Debian packages the build and the tests need (make deps installs the missing
 # ones). Node.js and npm (the tokenizer parity tests) are checked by command,
 # since a nodesource nodejs bundles npm and conflicts with Debian's npm.
-DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev \
+DEB_PKGS := gcc make pkg-config libdnnl-dev libjansson-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libopenmpi-dev openmpi-bin \
             libcriterion-dev python3 python3-torch python3-numpy libopenblas0-pthread chromium
 # libopenblas0-pthread: PyTorch's BLAS for the reference scripts and the bench
 # baseline (without it Debian's torch falls back to netlib's reference BLAS).

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "cli.h"
+#include "dist.h"
 
 static const struct {
     const char *name;
@@ -15,7 +16,8 @@ static const struct {
     const char *help;
 } commands[] = {
     {"pretrain", cli_pretrain, true, "pretrain a model from scratch on JSONL {\"text\"}"},
-    {"train", cli_train, true, "run a pipeline definition (stages: pretrain, sft, grpo, eval)"},
+    {"train", cli_train, true, "run a pipeline definition (stages: pretrain, sft, grpo, eval, generate, "
+                               "rejection_sample, distill; data-parallel under mpirun)"},
     {"sample", cli_sample, true, "sample a completion from a model"},
     {"forward", cli_forward, true, "logits (and gradients) of a token sequence"},
     {"bench", cli_bench, true, "benchmarks: matmul, train, generate, grpo"},
@@ -50,12 +52,24 @@ int main(int argc, char **argv)
         sigaddset(&stop, SIGINT);
         pthread_sigmask(SIG_BLOCK, &stop, NULL);
     }
+    if (strcmp(argv[1], "train") == 0 || strcmp(argv[1], "pretrain") == 0) {
+        /* under mpirun: one rank of a data-parallel job (engine/dist.h);
+         * the others' events go nowhere, rank 0 speaks for the job */
+        char err[256];
+        if (dist_init(err, sizeof err)) {
+            fprintf(stderr, "aha-engine: %s\n", err);
+            return 1;
+        }
+        if (!dist_leader() && !freopen("/dev/null", "w", stdout)) return 1;
+    }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
-        if (commands[i].uses_backend)
-            fprintf(stderr, "aha-engine: backend %s: %s\n", backend_cpu()->name,
-                    backend_cpu()->describe());
-        return commands[i].run(argc - 1, argv + 1);
+        if (commands[i].uses_backend && dist_leader())
+            fprintf(stderr, "aha-engine: backend %s: %s%s\n", backend_cpu()->name,
+                    backend_cpu()->describe(), dist_size() > 1 ? " (rank 0 of a data-parallel job)" : "");
+        const int rc = commands[i].run(argc - 1, argv + 1);
+        dist_finalize();
+        return rc;
     }
     fprintf(stderr, "aha-engine: unknown command \"%s\"\n", argv[1]);
     usage(stderr);

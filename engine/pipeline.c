@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "checkpoint.h"
+#include "dist.h"
 #include "events.h"
 #include "grpo.h"
 #include "generate.h"
@@ -118,6 +119,7 @@ static const char *const runnable_kinds[] = {"pretrain", "sft", "grpo", "eval", 
 static const char *const reward_kinds[] = {"grpo", "eval", "rejection_sample"};
 static const char *const model_kinds[] = {"pretrain", "sft", "grpo", "distill"};
 static const char *const dataset_kinds[] = {"generate", "rejection_sample"};
+static const char *const parallel_kinds[] = {"pretrain", "sft", "distill"};   /* data-parallel */
 
 static bool in_list(const char *s, const char *const *list, size_t n)
 {
@@ -748,7 +750,7 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
                 return rc;
             }
         }
-        if (stop && *stop) {
+        if (dist_any(stop && *stop)) {
             /* between stages: what completed is kept; --resume with the
              * output directory continues from the next stage */
             events_emit(events, json_pack("{s:s,s:s,s:s,s:s}", "type", "log", "stage", st->name, "message",
@@ -767,8 +769,15 @@ int pipeline_run(struct pipeline *p, const struct backend *be, const char *resum
                                           json_integer_value(json_object_get(state, "step")), "message", msg));
         }
         err[0] = 0;
-        rc = run_stage(st, &ctl, be, events, err, errlen);
-        if (rc == 0 && write_marker(p, st, err, errlen)) rc = -1;
+        /* data-parallel (engine/dist.h): the trainers split their batches
+         * across the ranks; any other stage runs on rank 0 alone. Rank 0
+         * writes the marker, and its result (broadcast) lets the others on
+         * only once the stage's output is complete. */
+        const bool all_ranks = IN(st->kind, parallel_kinds);
+        rc = all_ranks || dist_leader() ? run_stage(st, &ctl, be, events, err, errlen) : 0;
+        if (rc == 0 && dist_leader() && write_marker(p, st, err, errlen)) rc = -1;
+        rc = dist_bcast_int(rc);
+        if (rc && !err[0] && !dist_leader()) errmsg_set(err, errlen, "stage \"%s\" failed on rank 0", st->name);
         if (rc == TRAIN_STOPPED) {
             /* a stage without checkpoints (generate, rejection_sample)
              * starts again: --resume with the run's output directory */

@@ -13,6 +13,7 @@
 #include "events.h"
 #include "jsonl.h"
 #include "progress.h"
+#include "dist.h"
 #include "rng.h"
 #include "schedule.h"
 #include "errmsg.h"
@@ -134,6 +135,7 @@ static int save_checkpoint(const struct pretrain_opts *o, const struct model *m,
                            int step, const struct rng *rng, char *err, size_t errlen)
 {
     char path[4096];
+    if (!dist_leader()) return 0;   /* rank 0 writes for the job */
     if (o->init) {
         /* a continued model keeps the tokenizer and chat template it came with */
         if (model_save_dir_from(m, o->init, dir, err, errlen)) return -1;
@@ -258,6 +260,14 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     } else if (!o->init) {
         model_init_random(m, o->seed, 0.02f);
     }
+    /* data-parallel (engine/dist.h): this rank's rows of each step's batch
+     * are b = rank, rank + P, ...; every rank draws all B windows to keep
+     * the RNG in step, and the loss stays the mean over the whole batch */
+    const int P = dist_size(), rank = dist_rank(), Bl = B / P + (rank < B % P), Nl = Bl * T;
+    if (Bl == 0) {
+        errmsg_set(err, errlen, "batch_size %d is smaller than the %d data-parallel ranks", B, P);
+        goto out_hl0;
+    }
     for (int i = 0; i < N; i++) hd[i] = -1.0f / (float)N;
     be->upload(dlogp, hd, (size_t)N * sizeof(float));
     free(hd);
@@ -272,25 +282,28 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
     double t_start = progress_now(), t_last = t_start;
     long tok_since = 0;
     for (int step = step0; step < o->steps; step++) {
-        for (int b = 0; b < B; b++) {
+        for (int b = 0, l = 0; b < B; b++) {
             long off = (long)rng_below(&r, (uint64_t)(n_tok - T - 1));
-            memcpy(tokens + (size_t)b * T, stream + off, (size_t)T * sizeof *tokens);
-            memcpy(targets + (size_t)b * T, stream + off + 1, (size_t)T * sizeof *targets);
+            if (b % P != rank) continue;
+            memcpy(tokens + (size_t)l * T, stream + off, (size_t)T * sizeof *tokens);
+            memcpy(targets + (size_t)l * T, stream + off + 1, (size_t)T * sizeof *targets);
+            l++;
         }
-        if (model_forward(m, tokens, NULL, B, T, err, errlen)) goto out_hl;
+        if (model_forward(m, tokens, NULL, Bl, T, err, errlen)) goto out_hl;
         model_logprobs(m, targets, logp);
         model_grads_zero(m);
         model_backward(m, targets, dlogp);
+        dist_sum_floats(m->grads, m->n_params);
         float gnorm = model_grads_clip(m, o->max_grad_norm);
         float lr = pretrain_lr(o, step);
         if (model_adamw_step(m, lr, o->beta1, o->beta2, o->eps, o->weight_decay)) {
             errmsg_set(err, errlen, "out of memory for optimizer state");
             goto out_hl;
         }
-        be->download(hl, logp, (size_t)N * sizeof(float));
+        be->download(hl, logp, (size_t)Nl * sizeof(float));
         double loss = 0;
-        for (int i = 0; i < N; i++) loss -= hl[i];
-        loss /= N;
+        for (int i = 0; i < Nl; i++) loss -= hl[i];
+        loss = dist_sum(loss) / N;
         if (!isfinite(loss)) {
             errmsg_set(err, errlen, "step %d: loss is not finite (%g); lower the learning rate", step + 1, loss);
             goto out_hl;
@@ -309,7 +322,7 @@ int pretrain_run(const struct pretrain_opts *o, const struct backend *be,
             t_last = now;
             tok_since = 0;
         }
-        bool stop = ckpt_stop_requested(o->ctl) && step + 1 < o->steps;
+        bool stop = dist_any(ckpt_stop_requested(o->ctl)) && step + 1 < o->steps;
         if ((o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && step + 1 < o->steps) || stop) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);

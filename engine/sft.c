@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "events.h"
 #include "generate.h"
 #include "kd_loss.h"
@@ -432,6 +433,7 @@ static int save_resumable(const struct sft_opts *o, const struct model *m, const
                           int steps, const struct rng *r, const struct rng *epoch_rng, int pos, int rows,
                           char *err, size_t errlen)
 {
+    if (!dist_leader()) return 0;   /* rank 0 writes for the job */
     if (model_save_dir_from(m, o->model_dir, dir, err, errlen)) return -1;
     json_t *data = json_pack("{s:i,s:i,s:o}", "rows", rows, "pos", pos, "epoch_rng", ckpt_rng_json(epoch_rng));
     return ckpt_write(m, dir, o->ctl, o->stage, o->kind, step, steps, r, data, err, errlen);
@@ -600,51 +602,66 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
     double t0 = progress_now(), t_last = t0, eval_last;
     long tokens_since = 0;
     int steps_since = 0, onpolicy_since = 0;
+    const int P = dist_size(), rank = dist_rank();
+    if (B < P) {
+        errmsg_set(err, errlen, "%s: batch_size %d is smaller than the %d data-parallel ranks", o->stage, B, P);
+        goto out;
+    }
     for (int step = step0; step < steps; step++) {
+        /* data-parallel (engine/dist.h): this rank's rows of the batch are
+         * b = rank, rank + P, ...; every rank walks the whole order */
+        int Bl = 0;
         for (int b = 0; b < B; b++) {
             if (pos == train.n) {
                 epoch_rng = r;
                 shuffle_rows(order, train.n, &r);
                 pos = 0;
             }
-            size_t at = (size_t)b * T;
-            sft_rows_get(&train, order[pos++], tok_b + at, tgt_b + at, pos_b + at, seg_b + at);
+            const int row = order[pos++];
+            if (b % P != rank) continue;
+            size_t at = (size_t)Bl++ * T;
+            sft_rows_get(&train, row, tok_b + at, tgt_b + at, pos_b + at, seg_b + at);
         }
+        const int Nl = Bl * T;
         /* GKD: with probability lmbda the student's own completions (the
          * draw from the trainer's RNG, which checkpoints keep) */
         const bool onpolicy = ge && rng_uniform(&r) < o->lmbda;
-        if (onpolicy && onpolicy_rows(ge, o, B, T, tok_b, tgt_b, pad,
+        if (onpolicy && onpolicy_rows(ge, o, Bl, T, tok_b, tgt_b, pad,
                                       o->seed * 0x2545f4914f6cdd1dULL + (uint64_t)step, ro, err, errlen))
             goto out;
         onpolicy_since += onpolicy;
         steps_since++;
-        int count = 0;
-        for (int i = 0; i < N; i++) count += tgt_b[i] >= 0;
-        if ((teacher && model_forward_segmented(teacher, tok_b, pos_b, train.seg ? seg_b : NULL, B, T,
+        int count_local = 0;
+        for (int i = 0; i < Nl; i++) count_local += tgt_b[i] >= 0;
+        const int count = (int)dist_sum(count_local);
+        if ((teacher && model_forward_segmented(teacher, tok_b, pos_b, train.seg ? seg_b : NULL, Bl, T,
                                                 err, errlen)) ||
-            model_forward_segmented(m, tok_b, pos_b, train.seg ? seg_b : NULL, B, T, err, errlen))
+            model_forward_segmented(m, tok_b, pos_b, train.seg ? seg_b : NULL, Bl, T, err, errlen))
             goto out;
         model_logprobs_stats(m, tgt_b, lp, ent, argmax);
-        double loss = 0, entropy = 0;
-        int correct = 0;
-        for (int i = 0; i < N; i++) {
+        double loss = 0, entropy = 0, correct = 0;
+        for (int i = 0; i < Nl; i++) {
             dlp[i] = tgt_b[i] >= 0 && count ? -1.0f / (float)count : 0.0f;
             if (tgt_b[i] < 0) continue;
             loss -= lp[i];
             entropy += ent[i];
             correct += argmax[i] == tgt_b[i];
         }
+        loss = dist_sum(loss);
+        entropy = dist_sum(entropy);
+        correct = dist_sum(correct);
         if (count) { loss /= count; entropy /= count; }
         const double nll = loss;
         model_grads_zero(m);
         if (teacher) {
             /* dlp as the rows' weights: 1 / count on completion tokens */
-            for (int i = 0; i < N; i++) dlp[i] = -dlp[i];
-            loss = model_backward_kd(m, teacher, dlp, o->kd_beta, o->kd_temperature);
+            for (int i = 0; i < Nl; i++) dlp[i] = -dlp[i];
+            loss = dist_sum(model_backward_kd(m, teacher, dlp, o->kd_beta, o->kd_temperature));
             if (isnan(loss)) { errmsg_set(err, errlen, "%s: out of memory for the logits", o->stage); goto out; }
         } else {
             model_backward(m, tgt_b, dlp);
         }
+        dist_sum_floats(m->grads, m->n_params);
         float gnorm = model_grads_clip(m, o->max_grad_norm);
         float lr = lr_warmup_cosine(step, steps, warmup, o->lr, o->min_lr_ratio);
         if (model_adamw_step(m, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay)) {
@@ -669,7 +686,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         }
         if ((step + 1) % o->log_every == 0 || last) {
             json_t *mv = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "loss", loss,
-                                   "mean_token_accuracy", count ? (double)correct / count : 0.0,
+                                   "mean_token_accuracy", count ? correct / count : 0.0,
                                    "entropy", entropy, "grad_norm", (double)gnorm,
                                    "learning_rate", (double)lr,
                                    "tokens_per_second", (double)tokens_since / (now - t_last),
@@ -682,7 +699,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
             t_last = now;
             tokens_since = 0;
         }
-        bool stop = ckpt_stop_requested(o->ctl) && !last;
+        bool stop = dist_any(ckpt_stop_requested(o->ctl)) && !last;
         if ((o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 && !last) || stop) {
             char dir[4096];
             snprintf(dir, sizeof dir, "%s/checkpoints/step-%d", o->out, step + 1);
@@ -698,7 +715,7 @@ int sft_run(const struct sft_opts *o, const struct backend *be, FILE *events,
         }
     }
     progress_finish(&prog);
-    if (model_save_dir_from(m, o->model_dir, o->out, err, errlen)) goto out;
+    if (dist_leader() && model_save_dir_from(m, o->model_dir, o->out, err, errlen)) goto out;
     events_emit(events, json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "type", "stage", "stage", o->stage,
                                   "kind", o->kind, "status", "succeeded", "path", o->out,
                                   "seconds", progress_now() - t0));
