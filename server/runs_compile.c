@@ -290,14 +290,16 @@ int runs_compile(struct server *srv, const json_t *body, struct runs_compiled *r
         if (!sname) sname = "?";
         const char *m = json_string_value(json_object_get(s, "model"));
         *param = "pipeline";
-        if (m && strcmp(m, "$base") == 0 && !base) {
+        const char *t = json_string_value(json_object_get(s, "teacher"));
+        if (((m && strcmp(m, "$base") == 0) || (t && strcmp(t, "$base") == 0)) && !base) {
             *param = "base_model";
-            snprintf(err, errlen, "stage \"%s\" trains \"$base\": 'base_model' is required", sname);
+            snprintf(err, errlen, "stage \"%s\" %s \"$base\": 'base_model' is required", sname,
+                     m && strcmp(m, "$base") == 0 ? "trains" : "distils from");
             return 422;
         }
         for (int f = 0; f < 2; f++) {
             const char *field = f ? "teacher" : "model";
-            const char *ref = f ? json_string_value(json_object_get(s, field)) : m;
+            const char *ref = f ? t : m;
             if (!ref || strcmp(ref, "$base") == 0 || is_stage(stages, ref)) continue;
             char dir[4096];
             if ((st = resolve_model(srv, ref, dir, sizeof dir, err, errlen))) return st;

@@ -10,13 +10,13 @@ const MAX_TAGS = 32;
 function preview(p) {
   if (!p) return [];
   const stages = p.spec?.stages || p.stages || [];
-  const usesBase = stages.some((s) => s?.model === '$base');
+  const usesBase = stages.some((s) => s?.model === '$base' || s?.teacher === '$base');
   return [
     p.spec?.description && el('p', { class: 'muted' }, p.spec.description),
     el('table', { class: 'grid compact' },
       el('thead', {}, el('tr', {}, ['Stage', 'Kind', 'Model', 'Dataset', 'Reward'].map((h) => el('th', {}, h)))),
       el('tbody', {}, stages.map((s) => el('tr', { dataset: { stage: s?.name ?? '' } },
-        el('td', {}, s?.name ?? '—'), el('td', {}, s?.kind ?? '—'), el('td', {}, s?.model ?? '—'),
+        el('td', {}, s?.name ?? '—'), el('td', {}, s?.kind ?? '—'), el('td', {}, s?.teacher ? `${s?.model ?? '—'} (teacher ${s.teacher})` : s?.model ?? '—'),
         el('td', {}, s?.dataset ?? '—'), el('td', {}, rewardText(s?.reward)))))),
     el('p', { class: 'muted' }, usesBase
       ? (p.spec?.base_model ? `$base is the pipeline's ${p.spec.base_model} unless a base model is chosen.`

@@ -29,6 +29,12 @@ def pipeline(name="t-zero", steps=4, checkpoint_every=2, dataset="data/rl.jsonl"
                     "checkpoint_every": checkpoint_every, "log_completions": 1, "seed": 1}}]}
 
 
+def kd_pipeline(teacher):
+    """A distill stage whose student is the model tiny, taught by teacher."""
+    return {"name": "t-kd", "stages": [{"name": "kd", "kind": "distill", "model": "tiny", "teacher": teacher,
+                                        "dataset": "data/rl.jsonl", "params": {"max_steps": 1}}]}
+
+
 def engine_supports(engine, flag):
     r = subprocess.run([engine, "train"], capture_output=True, text=True)
     return flag in r.stdout + r.stderr
@@ -94,6 +100,8 @@ def checks(ctx):
             ({"pipeline": pipeline(dataset="data/none.jsonl"), "base_model": "tiny"}, 404, "pipeline"),
             ({"pipeline": pipeline(dataset="../../etc/passwd"), "base_model": "tiny"}, 404, "pipeline"),
             ({"pipeline": pipeline()}, 422, "base_model"),
+            ({"pipeline": kd_pipeline("$base")}, 422, "base_model"),
+            ({"pipeline": kd_pipeline("no-such-model")}, 404, "pipeline"),
             ({"pipeline": pipeline(), "base_model": "tiny", "overrides": {"nope": {"params": {}}}}, 422,
              "overrides"),
             ({"pipeline": pipeline(), "base_model": "tiny", "overrides": {"rl": {"model": "x"}}}, 422,
