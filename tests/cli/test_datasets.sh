@@ -20,14 +20,11 @@ check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
 mkdir -p "$tmp/data"
 "$ENGINE" datagen arithmetic --n 1500 --seed 1 --format text --out "$tmp/data/text.jsonl"
 "$ENGINE" datagen arithmetic --n 120 --seed 2 --format rl --out "$tmp/data/rl.jsonl"
+/usr/bin/python3 tests/cli/sft_rows.py "$tmp/data/rl.jsonl" "$tmp/data/sft.jsonl"
 /usr/bin/python3 - "$tmp/data" <<'PY'
 import json, sys
 d = sys.argv[1]
 rows = [json.loads(l) for l in open(d + "/rl.jsonl")]
-with open(d + "/sft.jsonl", "w") as out:
-    for r in rows:
-        out.write(json.dumps({"prompt": r["prompt"], "completion": "<think>%s %s %s</think> <answer>%s</answer>"
-                              % (r["a"], r["op"], r["b"], r["answer"])}) + "\n")
 with open(d + "/chat.jsonl", "w") as out:
     for r in rows[:3]:
         out.write(json.dumps({"messages": [{"role": "system", "content": "Be brief."},

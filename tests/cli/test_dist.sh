@@ -15,17 +15,11 @@ check() { if ! eval "$1"; then echo "FAILED: $2"; fail=1; fi; }
 export OMP_NUM_THREADS=1
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS -x ASAN_OPTIONS)
 
+root=$PWD
 cd "$tmp"
 "$ENGINE" datagen arithmetic --n 1000 --seed 1 --format text --out text.jsonl
 "$ENGINE" datagen arithmetic --n 100 --seed 2 --format rl --out rl.jsonl
-/usr/bin/python3 - <<'PY'
-import json
-with open("sft.jsonl", "w") as out:
-    for line in open("rl.jsonl"):
-        r = json.loads(line)
-        out.write(json.dumps({"prompt": r["prompt"], "completion": "<think>%s %s %s</think> <answer>%s</answer>"
-                              % (r["a"], r["op"], r["b"], r["answer"])}) + "\n")
-PY
+/usr/bin/python3 "$root/tests/cli/sft_rows.py" rl.jsonl sft.jsonl
 # sft's batch of 5 splits unevenly (3 + 2 rows)
 cat > spec.json <<'JSON'
 {"name": "dp", "stages": [

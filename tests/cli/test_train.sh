@@ -13,14 +13,7 @@ mkdir -p "$tmp/data"
 "$ENGINE" datagen arithmetic --n 1500 --seed 1 --format text --out "$tmp/data/text.jsonl"
 "$ENGINE" datagen arithmetic --n 200 --seed 2 --format rl --out "$tmp/data/rl.jsonl"
 # SFT rows: the prompt, and a worked completion in the R1 format.
-/usr/bin/python3 - "$tmp/data/rl.jsonl" "$tmp/data/sft.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1]) as f, open(sys.argv[2], "w") as out:
-    for line in f:
-        r = json.loads(line)
-        out.write(json.dumps({"prompt": r["prompt"],
-                              "completion": "<think>%s %s %s</think> <answer>%s</answer>" % (r["a"], r["op"], r["b"], r["answer"])}) + "\n")
-PY
+/usr/bin/python3 tests/cli/sft_rows.py "$tmp/data/rl.jsonl" "$tmp/data/sft.jsonl"
 cat > "$tmp/spec.json" <<'JSON'
 {"name": "t", "stages": [
   {"name": "sft", "kind": "sft", "model": "base", "dataset": "sft.jsonl",
