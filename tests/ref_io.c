@@ -1,10 +1,31 @@
-/* tests/ref_io.c — see ref_io.h. Test support only; not linked into aha. */
+/* tests/ref_io.c — see ref_io.h. Test support only (the Criterion unit tests); not linked into aha. */
 #include "ref_io.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <criterion/criterion.h>
+
+struct ref_file *ref_fixture_load(const char *path, const char *script)
+{
+    char err[256];
+    struct ref_file *f = ref_file_load(path, err, sizeof err);
+    cr_assert_not_null(f, "%s (run the tests from the repository root; regenerate with "
+                       "/usr/bin/python3 %s)", err, script);
+    return f;
+}
+
+const struct ref_tensor *ref_fixture_get(const struct ref_file *f, const char *prefix,
+                                         const char *suffix)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s%s", prefix, suffix);
+    const struct ref_tensor *t = ref_file_get(f, name);
+    cr_assert_not_null(t, "fixture tensor %s missing", name);
+    return t;
+}
 
 static int rd(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n ? 0 : -1; }
 

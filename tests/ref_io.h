@@ -27,6 +27,13 @@ struct ref_file *ref_file_load(const char *path, char *err, size_t errlen);
 void ref_file_free(struct ref_file *f);
 /* Borrowed pointer or NULL. */
 const struct ref_tensor *ref_file_get(const struct ref_file *f, const char *name);
+/* For Criterion tests: loads path, failing the test when it cannot (the
+ * message names the script that regenerates it). */
+struct ref_file *ref_fixture_load(const char *path, const char *script);
+/* For Criterion tests: the tensor named prefix + suffix, failing the test
+ * when it is missing. */
+const struct ref_tensor *ref_fixture_get(const struct ref_file *f, const char *prefix,
+                                         const char *suffix);
 /* Returns the number of elements violating |got-ref| <= atol + rtol*|ref|,
  * and writes the worst absolute error to *max_err (may be NULL). Prints the
  * first few violations to stderr prefixed with `what`. */

@@ -21,9 +21,7 @@ static struct ref_file *rf;
 
 static void load(void)
 {
-    char err[256];
-    rf = ref_file_load(GRPO_FIXTURE, err, sizeof err);
-    cr_assert_not_null(rf, "%s (regenerate with /usr/bin/python3 tests/ref/gen_grpo.py)", err);
+    rf = ref_fixture_load(GRPO_FIXTURE, "tests/ref/gen_grpo.py");
 }
 
 static void unload(void)
@@ -33,11 +31,7 @@ static void unload(void)
 
 static const struct ref_tensor *get(const char *prefix, const char *suffix)
 {
-    char name[128];
-    snprintf(name, sizeof name, "%s%s", prefix, suffix);
-    const struct ref_tensor *t = ref_file_get(rf, name);
-    cr_assert_not_null(t, "fixture tensor %s missing", name);
-    return t;
+    return ref_fixture_get(rf, prefix, suffix);
 }
 
 static const float *getf(const char *prefix, const char *suffix)

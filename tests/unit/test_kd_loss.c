@@ -22,9 +22,7 @@ static struct ref_file *rf;
 
 static void load(void)
 {
-    char err[256];
-    rf = ref_file_load(KD_FIXTURE, err, sizeof err);
-    cr_assert_not_null(rf, "%s (regenerate with /usr/bin/python3 tests/ref/gen_kd.py)", err);
+    rf = ref_fixture_load(KD_FIXTURE, "tests/ref/gen_kd.py");
 }
 
 static void unload(void)
@@ -34,11 +32,7 @@ static void unload(void)
 
 static const struct ref_tensor *get(const char *prefix, const char *suffix)
 {
-    char name[128];
-    snprintf(name, sizeof name, "%s%s", prefix, suffix);
-    const struct ref_tensor *t = ref_file_get(rf, name);
-    cr_assert_not_null(t, "fixture tensor %s missing", name);
-    return t;
+    return ref_fixture_get(rf, prefix, suffix);
 }
 
 struct kd_case {

@@ -41,11 +41,8 @@ static int talloc_count;
 
 static void suite_init(void)
 {
-    char err[256];
     be = backend_cpu();
-    ops = ref_file_load(OPS_FIXTURE, err, sizeof err);
-    cr_assert_not_null(ops, "%s (run the tests from the repository root; "
-                       "regenerate with /usr/bin/python3 tests/ref/gen_ops.py)", err);
+    ops = ref_fixture_load(OPS_FIXTURE, "tests/ref/gen_ops.py");
 }
 
 static void suite_fini(void)
