@@ -23,16 +23,11 @@ void eval_opts_default(struct eval_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->stage = "eval";
-    o->max_prompt_length = 512;
+    ROLLOUT_OPTS_DEFAULTS(o);
     o->max_completion_length = 256;
     o->num_samples = 0;
     o->temperature = 1.0f;
     o->top_p = 1.0f;
-    o->log_completions = 2;
-    o->kv_cache_mb = 256;
-    o->kv_dtype = KV_F16;
-    o->dtype = W_F32;
-    o->seed = 1;
 }
 
 static char *trimmed(const char *s, size_t n)

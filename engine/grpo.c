@@ -34,7 +34,6 @@ void grpo_opts_default(struct grpo_opts *o)
     o->steps = 100;
     o->prompts_per_step = 8;
     o->group_size = 8;
-    o->max_prompt_length = 512;
     o->max_completion_length = 256;
     o->learning_rate = 1e-6f;
     o->max_grad_norm = 1.0f;
@@ -49,11 +48,7 @@ void grpo_opts_default(struct grpo_opts *o)
     o->ris_cap = 3.0;
     o->num_iterations = 1;
     o->max_resample_rounds = 3;
-    o->log_completions = 2;
-    o->kv_cache_mb = 256;
-    o->kv_dtype = KV_F16;
-    o->dtype = W_F32;
-    o->seed = 1;
+    ROLLOUT_OPTS_DEFAULTS(o);
 }
 
 /* Rows for this step: the next ones of a shuffled order, reshuffled when

@@ -78,6 +78,19 @@ int rollout_generate(struct gen_engine *ge, const struct rl_dataset *d,
 void rl_reward_items(const struct rl_dataset *d, const struct rollout *out, int n,
                      struct reward_item *items);
 
+/* The defaults every stage that samples shares (grpo, eval, generate,
+ * rejection_sample), set in the same-named fields of its options o; the
+ * pipeline reads them back as SAMPLING_PARAMS (engine/pipeline.c). */
+#define ROLLOUT_OPTS_DEFAULTS(o)                                                                 \
+    do {                                                                                         \
+        (o)->max_prompt_length = 512;                                                            \
+        (o)->log_completions = 2;                                                                \
+        (o)->kv_cache_mb = 256;                                                                  \
+        (o)->kv_dtype = KV_F16;                                                                  \
+        (o)->dtype = W_F32;                                                                      \
+        (o)->seed = 1;                                                                           \
+    } while (0)
+
 /* Event callback to pass to gen_engine_new for engines used with
  * rollout_generate (ctx unused). */
 void rollout_on_event(void *ctx, const struct gen_event *ev);

@@ -24,16 +24,11 @@ void sample_opts_default(struct sample_opts *o)
     memset(o, 0, sizeof *o);
     o->stage = "generate";
     o->kind = "generate";
-    o->max_prompt_length = 512;
+    ROLLOUT_OPTS_DEFAULTS(o);
     o->max_completion_length = 1024;
     o->num_samples = 1;
     o->temperature = 0.6f;
     o->top_p = 0.95f;
-    o->log_completions = 2;
-    o->kv_cache_mb = 256;
-    o->kv_dtype = KV_F16;
-    o->dtype = W_F32;
-    o->seed = 1;
 }
 
 /* The output row of rollout r of input row `row`. */
